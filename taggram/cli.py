@@ -1,0 +1,24 @@
+"""The ``taggram`` command: one entry point gathering every sub-command.
+
+Each half keeps its own commands (``service.cli``, ``models.cli``, ``taggram.catalogue.cli``);
+``models`` commands import torch only when they run, so ``taggram serve`` never loads it.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from models.cli import app as models_app
+from service.cli import app as service_app
+
+app = typer.Typer(
+    help="taggram: music and audio tagging service.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+for sub in (service_app, models_app):
+    app.registered_commands.extend(sub.registered_commands)
+
+
+def main() -> None:
+    app()
