@@ -1,0 +1,5 @@
+"""``python -m taggram`` is the same as the ``taggram`` command."""
+
+from taggram.cli import main
+
+main()

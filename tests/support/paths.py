@@ -1,0 +1,28 @@
+"""Where tests find the repository's model repository and the shared material beside the project."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+SHARED_AUDIO = SHARED / "audio"
+REFERENCE = SHARED_AUDIO / "reference"
+MODEL_REPOSITORY = Path(os.environ.get("TAGGRAM_MODEL_REPOSITORY", ROOT / "model_repository"))
+
+
+def require_shared() -> Path:
+    """Return ``../shared/audio``, or skip: a user's fresh clone has no ``../shared``."""
+    if not (SHARED_AUDIO / "manifest.csv").is_file():
+        pytest.skip(f"{SHARED_AUDIO} is absent: the shared recordings are only on CI/dev machines")
+    return SHARED_AUDIO
+
+
+def require_repository() -> Path:
+    """Return the built model repository, or skip with the command that builds it."""
+    if not (MODEL_REPOSITORY / ".complete").is_file():
+        pytest.skip(f"{MODEL_REPOSITORY} is not built: run `taggram build-models` (make test does)")
+    return MODEL_REPOSITORY
