@@ -1,0 +1,130 @@
+"""``POST /v1/tag``: audio in (multipart field ``file`` or the raw body), tags out."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from service.api.deps import TaggerDep
+from service.api.schemas import TagResponse
+from service.audio.decode import AudioSource
+from service.errors import (
+    ClientDisconnectedError,
+    EmptyAudioError,
+    InvalidOptionsError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+from service.tagging import TagOptions
+
+router = APIRouter(tags=["tagging"])
+T = TypeVar("T")
+
+_RAW_TYPES = ("application/octet-stream",)
+_AUDIO_BODY = {"schema": {"type": "string", "format": "binary"}}
+_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
+            "audio/*": _AUDIO_BODY,
+            "application/octet-stream": _AUDIO_BODY,
+        },
+    }
+}
+
+
+def _check_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"upload of {declared} bytes exceeds the limit of {limit}")
+
+
+async def _read_raw(request: Request, limit: int) -> bytes:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"upload exceeds the limit of {limit} bytes")
+    return bytes(body)
+
+
+async def _read_upload(request: Request, options: TagOptions) -> tuple[AudioSource, TagOptions]:
+    """The multipart ``file`` field; other form fields are options (query values win)."""
+    form = await request.form(max_files=1, max_fields=len(TagOptions.model_fields) + 1)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise EmptyAudioError("the multipart upload has no file field named 'file'")
+    fields = {key: value for key, value in form.items() if key != "file"}
+    if fields:
+        try:
+            merged = {**fields, **options.model_dump(exclude_unset=True)}
+            options = TagOptions.model_validate(merged)
+        except ValidationError as error:
+            raise InvalidOptionsError(str(error)) from error
+    return upload.file, options
+
+
+async def _read_audio(
+    request: Request, options: TagOptions, limit: int
+) -> tuple[AudioSource, TagOptions]:
+    _check_length(request, limit)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        return await _read_upload(request, options)
+    if media_type in ("", *_RAW_TYPES) or media_type.startswith("audio/"):
+        return await _read_raw(request, limit), options
+    raise UnsupportedMediaTypeError(
+        f"Content-Type {media_type!r} is not accepted: send audio/*, "
+        "application/octet-stream, or multipart/form-data with a 'file' field"
+    )
+
+
+async def _until_disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work``, cancelling it (and dropping its queued patches) if the client goes away."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        raise ClientDisconnectedError("the client disconnected before the response was ready")
+    return task.result()
+
+
+@router.post(
+    "/v1/tag",
+    response_model=TagResponse,
+    summary="Tag an audio file",
+    openapi_extra=_REQUEST_BODY,
+)
+async def tag(
+    request: Request,
+    response: Response,
+    tagger: TaggerDep,
+    options: Annotated[TagOptions, Query()],
+) -> TagResponse:
+    """Tag audio sent as a multipart upload (field ``file``) or as the raw body."""
+    source, options = await _read_audio(request, options, tagger.settings.max_upload_bytes)
+    result = await _unless_disconnected(request, tagger.tag(source, options))
+    response.headers["Server-Timing"] = result.timings.server_timing()
+    return TagResponse.from_result(result, request.state.request_id)

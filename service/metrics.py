@@ -1,0 +1,72 @@
+"""Every Prometheus collector of the service, in one place (names match the Grafana dashboard).
+
+All live in prometheus_client's default registry; ``GET /metrics`` renders it. The service runs
+one process per replica (the batcher must own its queue), so no multiprocess mode is needed.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# The ``*_created`` series double the exposition and no dashboard or alert reads them.
+disable_created_metrics()
+
+_LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+REQUESTS = Counter(
+    "taggram_requests_total", "HTTP requests answered", ["route", "method", "status"]
+)
+REQUEST_DURATION = Histogram(
+    "taggram_request_duration_seconds",
+    "HTTP request duration, from first byte received to response sent",
+    ["route"],
+    buckets=_LATENCY_BUCKETS,
+)
+REQUESTS_IN_FLIGHT = Gauge("taggram_requests_in_flight", "HTTP requests being handled")
+DECODE_DURATION = Histogram(
+    "taggram_decode_duration_seconds",
+    "decoding, downmixing and resampling one upload",
+    buckets=_LATENCY_BUCKETS,
+)
+QUEUE_WAIT = Histogram(
+    "taggram_queue_wait_seconds",
+    "time one request's patches waited in the batch queue (not being inferred)",
+    ["model"],
+    buckets=_LATENCY_BUCKETS,
+)
+INFERENCE_DURATION = Histogram(
+    "taggram_inference_duration_seconds",
+    "one batch through ONNX Runtime",
+    ["model", "provider"],
+    buckets=_LATENCY_BUCKETS,
+)
+BATCH_SIZE = Histogram(
+    "taggram_batch_size",
+    "patches per inference batch",
+    ["model", "provider"],
+    buckets=_BATCH_BUCKETS,
+)
+PATCHES = Counter("taggram_patches_total", "patches inferred", ["model"])
+AUDIO_SECONDS = Counter("taggram_audio_seconds_total", "seconds of audio tagged", ["model"])
+QUEUE_DEPTH = Gauge("taggram_queue_depth", "patches waiting in the batch queue", ["model"])
+ERRORS = Counter("taggram_errors_total", "requests refused or failed, by error code", ["kind"])
+MODEL_INFO = Gauge(
+    "taggram_model_info", "loaded models (value 1)", ["model", "version", "provider"]
+)
