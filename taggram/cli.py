@@ -10,13 +10,14 @@ import typer
 
 from models.cli import app as models_app
 from service.cli import app as service_app
+from taggram.catalogue.cli import app as catalogue_app
 
 app = typer.Typer(
     help="taggram: music and audio tagging service.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for sub in (service_app, models_app):
+for sub in (service_app, models_app, catalogue_app):
     app.registered_commands.extend(sub.registered_commands)
 
 

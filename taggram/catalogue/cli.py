@@ -1,0 +1,122 @@
+"""``taggram catalogue`` (tag a folder or manifest) and ``taggram merge`` (join shard outputs)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from taggram.catalogue.records import best_records
+from taggram.catalogue.runner import Backend, JobOptions, RemoteBackend, run
+from taggram.catalogue.shard import Shard, select
+from taggram.catalogue.sources import SourceError, load_source
+from taggram.catalogue.writers import Format, infer_format, read_records, write_records
+from taggram.client import RetryPolicy
+
+app = typer.Typer()
+
+
+def _shard(text: str | None) -> Shard | None:
+    if text is None:
+        return None
+    try:
+        return Shard.parse(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+@app.command("catalogue")
+def catalogue(
+    source: Annotated[
+        Path, typer.Argument(help="a folder (searched recursively) or a CSV/JSONL manifest")
+    ],
+    output: Annotated[Path, typer.Option(help="results file; an existing one is resumed")],
+    url: Annotated[
+        str | None, typer.Option(envvar="TAGGRAM_URL", help="service URL (or use --local)")
+    ] = None,
+    local: Annotated[
+        bool, typer.Option(help="tag in-process on the local model repository, no server")
+    ] = False,
+    repository: Annotated[
+        Path,
+        typer.Option(envvar="TAGGRAM_MODEL_REPOSITORY", help="model repository for --local"),
+    ] = Path("model_repository"),
+    output_format: Annotated[
+        Format | None,
+        typer.Option("--format", help="jsonl, csv or parquet (default: from the extension)"),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="model name (default: the service's)")] = None,
+    top_k: Annotated[int, typer.Option(min=1, help="tags kept in top_tags")] = 10,
+    embeddings: Annotated[
+        str | None, typer.Option(help="also store this embedding layer's clip mean")
+    ] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="tracks in flight at once")] = 8,
+    shard: Annotated[
+        str | None, typer.Option(help="i/N: tag only shard i of N (split by a hash of the id)")
+    ] = None,
+    retry_failed: Annotated[
+        bool, typer.Option(help="also re-try tracks that failed for a permanent reason")
+    ] = False,
+    retries: Annotated[
+        int, typer.Option(min=1, help="tries per request on 429/503/connection errors")
+    ] = 8,
+    max_retry_delay: Annotated[
+        float, typer.Option(help="longest wait between two tries, seconds")
+    ] = 30.0,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="tag at most this many tracks in this run")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar on stderr")] = True,
+) -> None:
+    """Tag every track of SOURCE into OUTPUT, resuming where a previous run stopped."""
+    if local == (url is not None):
+        raise typer.BadParameter("give exactly one of --url and --local")
+    try:
+        tracks = select(load_source(source), _shard(shard))
+    except SourceError as error:
+        raise typer.BadParameter(str(error), param_hint="SOURCE") from error
+    options = JobOptions(model=model, top_k=top_k, embeddings=embeddings)
+    retry = RetryPolicy(attempts=retries, max_delay=max_retry_delay)
+    backend: Backend
+    if local:
+        from taggram.catalogue.local import LocalBackend, local_settings
+
+        backend = LocalBackend(local_settings(repository, model), options, retry)
+    else:
+        assert url is not None
+        backend = RemoteBackend(url, options, retry, connections=concurrency)
+    fmt = output_format or infer_format(output)
+    summary = asyncio.run(
+        run(
+            tracks,
+            backend,
+            output,
+            fmt,
+            concurrency=concurrency,
+            retry_failed=retry_failed,
+            limit=limit,
+            progress=progress,
+        )
+    )
+    typer.echo(summary.report(), err=True)
+    # A transient failure (service unreachable) exits non-zero, so a Kubernetes Job retries the
+    # pod, which resumes; files that are simply bad are reported but do not fail the run.
+    raise typer.Exit(1 if summary.retryable else 0)
+
+
+@app.command("merge")
+def merge(
+    inputs: Annotated[list[Path], typer.Argument(help="outputs of catalogue runs (any format)")],
+    output: Annotated[Path, typer.Option(help="merged file")],
+    output_format: Annotated[
+        Format | None,
+        typer.Option("--format", help="jsonl, csv or parquet (default: from the extension)"),
+    ] = None,
+) -> None:
+    """Merge catalogue outputs (e.g. one per shard) into one, one record per id."""
+    merged = best_records(record for path in inputs for record in read_records(path))
+    write_records(output, merged.values(), output_format or infer_format(output))
+    failed = sum(1 for record in merged.values() if record.status != "ok")
+    typer.echo(f"merged {len(inputs)} files: {len(merged)} tracks, {failed} failed", err=True)

@@ -1,0 +1,89 @@
+"""``--local``: tag in-process with the service's own pipeline, no server needed.
+
+:class:`service.tagging.Tagger` is exactly what ``POST /v1/tag`` calls (decode, patch, dynamic
+batching, ONNX Runtime, clip averaging), so local and remote runs give the same numbers. All cores
+are used: ONNX Runtime's intra-op threads default to every available core, decoding runs in worker
+threads, and the runner's concurrent tracks keep the batcher's batches full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from service.errors import OverloadedError, TaggramError
+from service.settings import Settings
+from service.tagging import Tagger, TagOptions, TagResult
+from taggram.catalogue import records
+from taggram.catalogue.records import Record
+from taggram.catalogue.runner import JobOptions, unreadable
+from taggram.catalogue.sources import Track
+from taggram.client import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+def local_settings(repository: Path, model: str | None) -> Settings:
+    """Service settings (``TAGGRAM_*`` env vars apply) loading only the model the run uses."""
+    base = Settings(model_repository=repository)
+    name = model or base.default_model
+    return base.model_copy(update={"models": [name], "default_model": name})
+
+
+class LocalBackend:
+    def __init__(self, settings: Settings, options: JobOptions, retry: RetryPolicy) -> None:
+        self.options = options
+        self.retry = retry
+        self.tagger = Tagger(settings)
+        self.tag_options = TagOptions(model=options.model, embeddings=options.embeddings)
+
+    async def _tag(self, path: Path) -> TagResult:
+        """Wait and retry while the batcher's queue is full, as the HTTP client would on 429."""
+        attempt = 0
+        while True:
+            try:
+                return await self.tagger.tag(path, self.tag_options)
+            except OverloadedError:
+                await asyncio.sleep(self.retry.delay(attempt))
+                attempt += 1
+
+    async def tag(self, track: Track) -> Record:
+        try:
+            result = await self._tag(track.path)
+        except OSError as error:
+            return unreadable(track, error)
+        except TaggramError as error:
+            retryable = error.status >= 500
+            return records.failure(
+                track.id, str(track.path), error.code, error.message, retryable=retryable
+            )
+        except Exception as error:  # a pipeline bug on one file must not end a long run
+            log.exception("tagging %s failed", track.path)
+            return records.failure(
+                track.id, str(track.path), "internal_error", repr(error), retryable=False
+            )
+        embedding = None
+        if result.embedding_name is not None and result.embedding_mean is not None:
+            embedding = (result.embedding_name, result.embedding_mean.tolist())
+        return records.success(
+            track.id,
+            str(track.path),
+            model=result.model.name,
+            version=result.model.version,
+            duration_s=result.duration_seconds,
+            probabilities=dict(result.tags),
+            top_k=self.options.top_k,
+            embedding=embedding,
+        )
+
+    async def __aenter__(self) -> Self:
+        await self.tagger.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.tagger.stop()

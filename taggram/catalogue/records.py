@@ -1,0 +1,97 @@
+"""One result per track, the unit every output format stores and every resume reads back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TagScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    tag: str
+    score: float
+
+
+class ErrorInfo(BaseModel):
+    """Why a track failed. ``retryable`` separates a bad file (the same answer every time) from a
+    service that was unreachable or overloaded (worth another try on the next run)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    id: str
+    path: str
+    status: Literal["ok", "error"]
+    model: str | None = None
+    version: str | None = None
+    duration_s: float | None = None
+    top_tags: list[TagScore] = []
+    probabilities: dict[str, float] = {}
+    embedding_layer: str | None = None
+    embedding: list[float] | None = None
+    error: ErrorInfo | None = None
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more to do for this track unless the user asks to re-try failures."""
+        return self.status == "ok" or (self.error is not None and not self.error.retryable)
+
+
+def success(
+    track_id: str,
+    path: str,
+    *,
+    model: str,
+    version: str,
+    duration_s: float,
+    probabilities: dict[str, float],
+    top_k: int,
+    embedding: tuple[str, list[float]] | None = None,
+) -> Record:
+    """A successful record; the top tags are derived here so every backend ranks alike."""
+    ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)[:top_k]
+    layer, values = embedding if embedding is not None else (None, None)
+    return Record(
+        id=track_id,
+        path=path,
+        status="ok",
+        model=model,
+        version=version,
+        duration_s=duration_s,
+        top_tags=[TagScore(tag=tag, score=score) for tag, score in ranked],
+        probabilities=probabilities,
+        embedding_layer=layer,
+        embedding=values,
+    )
+
+
+def failure(track_id: str, path: str, code: str, message: str, *, retryable: bool) -> Record:
+    """A failed record; the message is folded onto one line so every format keeps it readable."""
+    message = " ".join(message.split())
+    return Record(
+        id=track_id,
+        path=path,
+        status="error",
+        error=ErrorInfo(code=code, message=message, retryable=retryable),
+    )
+
+
+def best_records(records: Iterable[Record]) -> dict[str, Record]:
+    """One record per id, in first-seen order: a success wins over any failure, otherwise the
+    latest failure (a re-try after a transient error supersedes the earlier attempt)."""
+    best: dict[str, Record] = {}
+    for record in records:
+        current = best.get(record.id)
+        if current is None or current.status != "ok":
+            best[record.id] = record
+    return best

@@ -1,0 +1,208 @@
+"""Drive a catalogue run: skip what the output already holds, tag the rest with bounded
+concurrency, write each record the moment it is ready, and report progress and a summary.
+
+The work goes to a :class:`Backend`: :class:`RemoteBackend` sends files to a service URL with the
+retrying async client; ``taggram.catalogue.local.LocalBackend`` runs the service's own pipeline
+in-process. Both turn every outcome into a :class:`~taggram.catalogue.records.Record`, so a bad
+file becomes an error record and never stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from tqdm import tqdm
+
+from taggram.catalogue import records
+from taggram.catalogue.records import Record
+from taggram.catalogue.sources import Track
+from taggram.catalogue.writers import Appender, Format, finalize, open_appender, read_records
+from taggram.client import (
+    AsyncTaggramClient,
+    ConnectionFailedError,
+    RequestRejectedError,
+    RetryPolicy,
+    ServiceError,
+)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What every track is tagged with."""
+
+    model: str | None = None
+    top_k: int = 10
+    embeddings: str | None = None
+
+
+class Backend(Protocol):
+    """Tags one track; never raises for a problem with the track or the service."""
+
+    async def tag(self, track: Track) -> Record: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def unreadable(track: Track, error: OSError) -> Record:
+    return records.failure(track.id, str(track.path), "unreadable", str(error), retryable=False)
+
+
+class RemoteBackend:
+    """Tags through ``POST /v1/tag`` of a running service (retries are the client's)."""
+
+    def __init__(self, url: str, options: JobOptions, retry: RetryPolicy, connections: int) -> None:
+        self.options = options
+        self.client = AsyncTaggramClient(url, retry=retry, max_connections=connections)
+
+    async def tag(self, track: Track) -> Record:
+        path = str(track.path)
+        try:
+            data = await asyncio.to_thread(track.path.read_bytes)
+        except OSError as error:
+            return unreadable(track, error)
+        try:
+            body = await self.client.tag(
+                data,
+                filename=track.path.name,
+                model=self.options.model,
+                embeddings=self.options.embeddings,
+            )
+        except RequestRejectedError as error:
+            return records.failure(track.id, path, error.code, error.message, retryable=False)
+        except ServiceError as error:
+            return records.failure(track.id, path, error.code, error.message, retryable=True)
+        except ConnectionFailedError as error:
+            return records.failure(track.id, path, "unreachable", str(error), retryable=True)
+        return from_response(track, body, self.options.top_k)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.client.aclose()
+
+
+def from_response(track: Track, body: dict[str, Any], top_k: int) -> Record:
+    """A record from a ``/v1/tag`` response (which lists every tag when no top_k is sent)."""
+    embedding = body.get("embeddings")
+    return records.success(
+        track.id,
+        str(track.path),
+        model=body["model"]["name"],
+        version=body["model"]["version"],
+        duration_s=body["audio"]["duration_seconds"],
+        probabilities={item["tag"]: item["probability"] for item in body["tags"]},
+        top_k=top_k,
+        embedding=(embedding["layer"], embedding["mean"]) if embedding else None,
+    )
+
+
+@dataclass
+class Summary:
+    """What a run did; ``failures`` keeps every failed record for the report."""
+
+    total: int = 0
+    skipped: int = 0
+    done: int = 0
+    audio_seconds: float = 0.0
+    failures: list[Record] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    def add(self, record: Record) -> None:
+        if record.status == "ok":
+            self.done += 1
+            self.audio_seconds += record.duration_s or 0.0
+        else:
+            self.failures.append(record)
+
+    @property
+    def retryable(self) -> int:
+        return sum(1 for record in self.failures if record.error and record.error.retryable)
+
+    def report(self, examples: int = 3) -> str:
+        """A few lines for a person: counts, speed, and failures grouped by reason."""
+        rate = self.done / self.elapsed if self.elapsed else 0.0
+        realtime = self.audio_seconds / self.elapsed if self.elapsed else 0.0
+        lines = [
+            f"catalogue: {self.total} tracks; done {self.done}, failed {len(self.failures)}, "
+            f"skipped {self.skipped} (already in the output)",
+            f"  {self.elapsed:.1f} s, {rate:.2f} files/s, {self.audio_seconds / 3600:.2f} "
+            f"audio-hours ({realtime:.1f} audio-hours per hour)",
+        ]
+        by_code: dict[str, list[Record]] = defaultdict(list)
+        for record in self.failures:
+            assert record.error is not None
+            by_code[record.error.code].append(record)
+        for code, failed in sorted(by_code.items(), key=lambda item: -len(item[1])):
+            assert failed[0].error is not None
+            again = " (re-tried on the next run)" if failed[0].error.retryable else ""
+            lines.append(f"  failed {len(failed)} x {code}{again}: {failed[0].error.message}")
+            lines += [f"    {record.id}" for record in failed[:examples]]
+            if len(failed) > examples:
+                lines.append(f"    ... and {len(failed) - examples} more")
+        return "\n".join(lines)
+
+
+def pending(tracks: list[Track], output: Path, fmt: Format, retry_failed: bool) -> list[Track]:
+    """Tracks the output does not settle yet: never tagged, failed for a transient reason, or
+    (with ``retry_failed``) failed for any reason."""
+    previous = records.best_records(read_records(output, fmt))
+    finished = {
+        track_id
+        for track_id, record in previous.items()
+        if record.status == "ok" or (record.settled and not retry_failed)
+    }
+    return [track for track in tracks if track.id not in finished]
+
+
+async def run(
+    tracks: list[Track],
+    backend: Backend,
+    output: Path,
+    fmt: Format,
+    *,
+    concurrency: int,
+    retry_failed: bool = False,
+    limit: int | None = None,
+    progress: bool = True,
+) -> Summary:
+    """Tag what ``output`` lacks, at most ``concurrency`` tracks in flight, then compact it."""
+    todo = pending(tracks, output, fmt, retry_failed)
+    summary = Summary(total=len(tracks), skipped=len(tracks) - len(todo))
+    todo = todo[:limit] if limit is not None else todo
+    queue = iter(todo)  # shared by the workers; next() never awaits, so no lock is needed
+    started = time.monotonic()
+    bar = tqdm(total=len(todo), unit="file", disable=not progress, smoothing=0.1, mininterval=0.5)
+
+    async def worker(appender: Appender) -> None:
+        for track in queue:
+            record = await backend.tag(track)
+            appender.write(record)
+            summary.add(record)
+            hours_per_second = summary.audio_seconds / 3600 / max(time.monotonic() - started, 1e-9)
+            bar.set_postfix_str(
+                f"{hours_per_second:.4f} audio-h/s, {len(summary.failures)} failed", refresh=False
+            )
+            bar.update()
+
+    try:
+        with open_appender(output, fmt) as appender:
+            async with backend:
+                await asyncio.gather(*(worker(appender) for _ in range(max(1, concurrency))))
+    finally:
+        bar.close()
+        summary.elapsed = time.monotonic() - started
+        finalize(output, fmt)
+    return summary

@@ -1,0 +1,244 @@
+"""Catalogue output files: JSONL (default), CSV or Parquet, written one record at a time.
+
+Every record is flushed as soon as its track finishes, so a run killed at any point keeps all the
+work done before it and the next run resumes from the file. JSONL and CSV are appended in place (a
+line cut short by a kill is dropped on resume). Parquet cannot be appended to, so a Parquet run
+appends to a JSONL journal beside the output (``<output>.journal.jsonl``) and writes the Parquet
+file from it when the run ends. The end of every run also compacts the output to one record per id
+(see :func:`taggram.catalogue.records.best_records`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections.abc import Iterable
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TextIO
+
+from taggram.catalogue.records import ErrorInfo, Record, TagScore, best_records
+
+
+class Format(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+
+
+def infer_format(path: Path) -> Format:
+    """The format named by the output's extension; JSONL when it names none."""
+    suffix = path.suffix.lower().lstrip(".")
+    return Format(suffix) if suffix in Format._value2member_map_ else Format.jsonl
+
+
+def journal_path(path: Path) -> Path:
+    return path.with_name(path.name + ".journal.jsonl")
+
+
+CSV_COLUMNS = (
+    "id",
+    "path",
+    "status",
+    "model",
+    "version",
+    "duration_s",
+    "top_tags",
+    "probabilities",
+    "embedding_layer",
+    "embedding",
+    "error_code",
+    "error_message",
+    "error_retryable",
+)
+
+
+def _csv_row(record: Record) -> dict[str, Any]:
+    """Scalars as they are; lists and mappings as JSON, so a CSV row reads back losslessly."""
+    data = record.model_dump(mode="json")
+    error = data.pop("error") or {}
+    for key in ("top_tags", "probabilities", "embedding"):
+        data[key] = json.dumps(data[key]) if data[key] is not None else ""
+    return {
+        **data,
+        "error_code": error.get("code", ""),
+        "error_message": error.get("message", ""),
+        "error_retryable": error.get("retryable", ""),
+    }
+
+
+def _from_csv_row(row: dict[str, str]) -> Record:
+    error = None
+    if row["error_code"]:
+        error = ErrorInfo(
+            code=row["error_code"],
+            message=row["error_message"],
+            retryable=row["error_retryable"] == "True",
+        )
+    return Record.model_validate(
+        {
+            "id": row["id"],
+            "path": row["path"],
+            "status": row["status"],
+            "model": row["model"] or None,
+            "version": row["version"] or None,
+            "duration_s": float(row["duration_s"]) if row["duration_s"] else None,
+            "top_tags": json.loads(row["top_tags"]) if row["top_tags"] else [],
+            "probabilities": json.loads(row["probabilities"]) if row["probabilities"] else {},
+            "embedding_layer": row["embedding_layer"] or None,
+            "embedding": json.loads(row["embedding"]) if row["embedding"] else None,
+            "error": error,
+        }
+    )
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a trailing line left unfinished by a killed run, so appends start on a fresh line."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return
+        handle.seek(0)
+        handle.truncate(handle.read().rfind(b"\n") + 1)
+
+
+class Appender:
+    """Appends records to a JSONL or CSV file, flushing after each one."""
+
+    def __init__(self, path: Path, fmt: Format) -> None:
+        self.fmt = fmt
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_partial_line(path)
+        fresh = not path.is_file() or path.stat().st_size == 0
+        self._handle: TextIO = path.open("a", newline="", encoding="utf-8")
+        self._csv = csv.DictWriter(self._handle, CSV_COLUMNS, lineterminator="\n")
+        if fmt is Format.csv and fresh:
+            self._csv.writeheader()
+
+    def write(self, record: Record) -> None:
+        if self.fmt is Format.csv:
+            self._csv.writerow(_csv_row(record))
+        else:
+            self._handle.write(record.model_dump_json() + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> Appender:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_appender(path: Path, fmt: Format) -> Appender:
+    """Where a run writes as it goes: the output itself, or the journal of a Parquet output."""
+    if fmt is Format.parquet:
+        return Appender(journal_path(path), Format.jsonl)
+    return Appender(path, fmt)
+
+
+def _read_jsonl(path: Path) -> list[Record]:
+    lines = path.read_text(encoding="utf-8").split("\n")
+    # The last element is "" for a complete file, or a line a killed run left unfinished.
+    return [Record.model_validate_json(line) for line in lines[:-1] if line.strip()]
+
+
+def _read_csv(path: Path) -> list[Record]:
+    text = path.read_text(encoding="utf-8")
+    complete = text[: text.rfind("\n") + 1]
+    return [_from_csv_row(row) for row in csv.DictReader(io.StringIO(complete))]
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise RuntimeError("Parquet output needs pyarrow: pip install 'taggram[parquet]'") from exc
+    return pa, pq
+
+
+def _parquet_schema(pa: Any) -> Any:
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("path", pa.string()),
+            ("status", pa.string()),
+            ("model", pa.string()),
+            ("version", pa.string()),
+            ("duration_s", pa.float64()),
+            ("top_tags", pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))),
+            ("probabilities", pa.map_(pa.string(), pa.float64())),
+            ("embedding_layer", pa.string()),
+            ("embedding", pa.list_(pa.float32())),
+            (
+                "error",
+                pa.struct(
+                    [("code", pa.string()), ("message", pa.string()), ("retryable", pa.bool_())]
+                ),
+            ),
+        ]
+    )
+
+
+def _read_parquet(path: Path) -> list[Record]:
+    _, pq = _pyarrow()
+    rows = pq.read_table(path).to_pylist()
+    return [
+        Record.model_validate(
+            {
+                **row,
+                "probabilities": dict(row["probabilities"] or []),
+                "top_tags": [TagScore(**item) for item in row["top_tags"] or []],
+            }
+        )
+        for row in rows
+    ]
+
+
+def read_records(path: Path, fmt: Format | None = None) -> list[Record]:
+    """Every record of an output file in write order (duplicates included); [] when absent.
+    A Parquet output's journal, if a run left one, is read after the Parquet file."""
+    fmt = fmt or infer_format(path)
+    records: list[Record] = []
+    if path.is_file():
+        reader = {Format.jsonl: _read_jsonl, Format.csv: _read_csv, Format.parquet: _read_parquet}
+        records = reader[fmt](path)
+    if fmt is Format.parquet and journal_path(path).is_file():
+        records += _read_jsonl(journal_path(path))
+    return records
+
+
+def write_records(path: Path, records: Iterable[Record], fmt: Format) -> None:
+    """Write a whole output at once, atomically (a temporary file renamed over the target)."""
+    temporary = path.with_name(path.name + ".tmp")
+    if fmt is Format.parquet:
+        pa, pq = _pyarrow()
+        rows = [record.model_dump(mode="json") for record in records]
+        pq.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema(pa)), temporary)
+    else:
+        temporary.unlink(missing_ok=True)
+        with Appender(temporary, fmt) as appender:
+            for record in records:
+                appender.write(record)
+    temporary.replace(path)
+
+
+def finalize(path: Path, fmt: Format) -> dict[str, Record]:
+    """End of a run: keep one record per id (rewriting only when something was superseded, or to
+    turn a Parquet journal into the Parquet file) and return those records."""
+    records = read_records(path, fmt)
+    best = best_records(records)
+    if len(best) < len(records) or (fmt is Format.parquet and journal_path(path).is_file()):
+        write_records(path, best.values(), fmt)
+        journal_path(path).unlink(missing_ok=True)
+    return best

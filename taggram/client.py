@@ -1,0 +1,253 @@
+"""Python client for the taggram HTTP API: :class:`TaggramClient` (sync) and
+:class:`AsyncTaggramClient` (asyncio), both on httpx.
+
+Tagging is a pure function of the audio and the options, so every call is safe to repeat: the
+clients retry connection failures, 429 (queue full) and 502/503/504 (starting, draining, behind a
+proxy) with exponential backoff, waiting what a ``Retry-After`` header asks for when there is one.
+Other failures raise at once as :class:`RequestRejectedError` (4xx: the file or the options are at
+fault) or :class:`ServiceError` (5xx), carrying the service's error code.
+
+    with TaggramClient("http://localhost:8000") as client:
+        result = client.tag("song.mp3", model="MTT_vgg", top_k=5)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+
+Audio = str | Path | bytes
+# One item of a batch: a path, or (filename, bytes) for audio already in memory.
+BatchItem = str | Path | tuple[str, bytes]
+DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
+
+
+class TaggramError(Exception):
+    """Base of every error the client raises."""
+
+
+class APIError(TaggramError):
+    """The service answered with an error envelope ``{"error": {"code", "message", ...}}``."""
+
+    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.body = status, code, message, body
+
+
+class RequestRejectedError(APIError):
+    """4xx: this file or these options will fail every time (undecodable, too long, bad model)."""
+
+
+class ServiceError(APIError):
+    """5xx, or 429/503 still answered after every retry."""
+
+
+class ConnectionFailedError(TaggramError):
+    """The service could not be reached, even after every retry."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long to keep trying: ``attempts`` tries in all, the wait doubling from ``backoff``
+    seconds up to ``max_delay`` (with jitter so many clients do not retry in lockstep)."""
+
+    attempts: int = 8
+    backoff: float = 0.5
+    max_delay: float = 30.0
+    statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait after failed try number ``attempt`` (0-based)."""
+        if retry_after is not None:
+            try:
+                return min(self.max_delay, max(0.0, float(retry_after)))
+            except ValueError:
+                pass  # an HTTP date: fall back to our own backoff
+        exponential = min(self.max_delay, self.backoff * 2**attempt)
+        return exponential * random.uniform(0.5, 1.0)
+
+    def next_wait(
+        self, attempt: int, outcome: httpx.Response | httpx.TransportError
+    ) -> float | None:
+        """The wait before the next try, or ``None`` when ``outcome`` is final."""
+        if attempt + 1 >= self.attempts:
+            return None
+        if isinstance(outcome, httpx.TransportError):
+            return self.delay(attempt)
+        if outcome.status_code in self.statuses:
+            return self.delay(attempt, outcome.headers.get("Retry-After"))
+        return None
+
+
+def _checked(outcome: httpx.Response | httpx.TransportError) -> Any:
+    """The JSON body of a success; the typed error for anything else."""
+    if isinstance(outcome, httpx.TransportError):
+        raise ConnectionFailedError(f"{outcome.request.url}: {outcome!r}") from outcome
+    if outcome.is_success:
+        return outcome.json()
+    try:
+        body = outcome.json()
+        error = body["error"]
+        code, message = str(error["code"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        body, code, message = outcome.text, f"http_{outcome.status_code}", outcome.text[:500]
+    kind = RequestRejectedError if 400 <= outcome.status_code < 500 else ServiceError
+    raise kind(outcome.status_code, code, message, body)
+
+
+def _query(options: dict[str, Any]) -> dict[str, str]:
+    """Tag options as query parameters (what ``/v1/tag`` and ``/v1/tag/batch`` read)."""
+    return {
+        key: (str(value).lower() if isinstance(value, bool) else str(value))
+        for key, value in options.items()
+        if value is not None
+    }
+
+
+def _audio_file(audio: Audio, filename: str | None) -> tuple[str, bytes]:
+    if isinstance(audio, bytes):
+        return filename or "audio", audio
+    path = Path(audio)
+    return filename or path.name, path.read_bytes()
+
+
+def _batch_files(items: Sequence[BatchItem]) -> list[tuple[str, tuple[str, bytes]]]:
+    files = []
+    for item in items:
+        name, data = item if isinstance(item, tuple) else _audio_file(item, None)
+        files.append(("files", (name, data)))
+    return files
+
+
+class TaggramClient:
+    """Blocking client; one connection pool, so reuse one instance (``with`` closes it)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        http: httpx.Client | None = None,
+    ) -> None:
+        self.retry = retry or RetryPolicy()
+        self._http = http or httpx.Client(base_url=url, timeout=timeout)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        attempt = 0
+        while True:
+            outcome: httpx.Response | httpx.TransportError
+            try:
+                outcome = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                outcome = error
+            wait = self.retry.next_wait(attempt, outcome)
+            if wait is None:
+                return _checked(outcome)
+            time.sleep(wait)
+            attempt += 1
+
+    def tag(self, audio: Audio, *, filename: str | None = None, **options: Any) -> dict[str, Any]:
+        """Tag one file (a path or bytes); options as ``/v1/tag`` takes them (model, top_k, ...)."""
+        return dict(
+            self._request(
+                "POST",
+                "/v1/tag",
+                files={"file": _audio_file(audio, filename)},
+                params=_query(options),
+            )
+        )
+
+    def tag_batch(self, items: Sequence[BatchItem], **options: Any) -> list[dict[str, Any]]:
+        """Several files in one request: one ``{filename, result | error}`` per file, in order."""
+        body = self._request(
+            "POST", "/v1/tag/batch", files=_batch_files(items), params=_query(options)
+        )
+        return list(body["results"])
+
+    def models(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/v1/models"))
+
+    def health(self) -> dict[str, Any]:
+        """``/readyz``: retried while the service starts, so it also waits for readiness."""
+        return dict(self._request("GET", "/readyz"))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class AsyncTaggramClient:
+    """The asyncio twin of :class:`TaggramClient`; safe to share between concurrent tasks."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retry: RetryPolicy | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        http: httpx.AsyncClient | None = None,
+        max_connections: int = 100,
+    ) -> None:
+        self.retry = retry or RetryPolicy()
+        limits = httpx.Limits(max_connections=max_connections)
+        self._http = http or httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        attempt = 0
+        while True:
+            outcome: httpx.Response | httpx.TransportError
+            try:
+                outcome = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as error:
+                outcome = error
+            wait = self.retry.next_wait(attempt, outcome)
+            if wait is None:
+                return _checked(outcome)
+            await asyncio.sleep(wait)
+            attempt += 1
+
+    async def tag(
+        self, audio: Audio, *, filename: str | None = None, **options: Any
+    ) -> dict[str, Any]:
+        file = await asyncio.to_thread(_audio_file, audio, filename)
+        return dict(
+            await self._request("POST", "/v1/tag", files={"file": file}, params=_query(options))
+        )
+
+    async def tag_batch(self, items: Sequence[BatchItem], **options: Any) -> list[dict[str, Any]]:
+        files = await asyncio.to_thread(_batch_files, items)
+        body = await self._request("POST", "/v1/tag/batch", files=files, params=_query(options))
+        return list(body["results"])
+
+    async def models(self) -> dict[str, Any]:
+        return dict(await self._request("GET", "/v1/models"))
+
+    async def health(self) -> dict[str, Any]:
+        return dict(await self._request("GET", "/readyz"))
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
