@@ -44,6 +44,7 @@ class Settings(BaseSettings):
         2048, ge=1, description="patches waiting per model before new requests get 429"
     )
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest accepted upload")
+    max_batch_files: int = Field(32, ge=1, description="most files in one /v1/tag/batch request")
     max_duration_seconds: float = Field(
         900.0, gt=0, description="longest accepted audio, checked from the file header"
     )

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 import service
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
-from service.api.routes import health, models, tag
+from service.api.routes import batch, health, models, tag
 from service.lifecycle import Lifecycle
 from service.settings import Settings
 from service.tagging import Tagger
@@ -45,6 +45,6 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
     app.state.lifecycle = state
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
-    for router in (tag.router, models.router, health.router):
+    for router in (tag.router, batch.router, models.router, health.router):
         app.include_router(router)
     return app
