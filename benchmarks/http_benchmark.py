@@ -1,0 +1,338 @@
+"""Benchmark the tagging service end to end and compare it with the original musicnn.
+
+Run from the repository root (``make venv`` and ``taggram build-models`` first)::
+
+    .venv/bin/python -m benchmarks.http_benchmark            # everything, about 5 minutes
+    .venv/bin/python -m benchmarks.http_benchmark --url http://127.0.0.1:8000 --no-original
+
+In one run it measures, one after the other so they do not compete for the cores:
+
+1. the floor: the machine's float32 GEMM rate and raw onnxruntime time per patch for every model
+   in the repository at a few batch sizes (:mod:`benchmarks.raw_inference`);
+2. the service: real recordings POSTed to ``/v1/tag`` of a ``taggram serve`` it starts on
+   127.0.0.1 (or the one at ``--url``) at each concurrency, giving audio seconds tagged per
+   wall-clock second, client-side latency percentiles and, from ``/metrics``, the mean batch size;
+3. the original musicnn code on the same files in its own environment
+   (:mod:`benchmarks.original_musicnn`), and the speed ratio.
+
+Everything is printed as Markdown tables for ``docs/performance.md``. Each load phase stops
+issuing requests after ``--phase-budget`` seconds, so the run stays bounded on a slow machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile
+import typer
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks.original_musicnn import DEFAULT_VENV, OriginalRun, ensure_venv, run_original
+from benchmarks.raw_inference import RawInference, gemm_gflops, measure_repository
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_AUDIO = ROOT.parent / "shared" / "audio"
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3"}
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    path: Path
+    data: bytes
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Counters:
+    """The service's cumulative batching counters for one model, read from ``/metrics``."""
+
+    batch_rows: float = 0.0  # taggram_batch_size_sum: patches put through batches
+    batches: float = 0.0  # taggram_batch_size_count
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(self.batch_rows - other.batch_rows, self.batches - other.batches)
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    concurrency: int
+    audio_seconds: float
+    wall_seconds: float
+    latencies: list[float]
+    counters: Counters
+    rejected: int  # 429 answers (retried after Retry-After)
+
+    @property
+    def audio_per_second(self) -> float:
+        return self.audio_seconds / self.wall_seconds
+
+    @property
+    def mean_batch(self) -> float:
+        return self.counters.batch_rows / self.counters.batches if self.counters.batches else 0.0
+
+    @property
+    def ms_per_patch(self) -> float:
+        rows = self.counters.batch_rows
+        return 1000 * self.wall_seconds / rows if rows else float("nan")
+
+    def percentile_ms(self, q: float) -> float:
+        return 1000 * float(np.percentile(self.latencies, q))
+
+
+def find_audio(paths: list[Path]) -> list[AudioFile]:
+    """The audio files named, or found directly inside the folders named, in a stable order."""
+    found: list[Path] = []
+    for path in paths:
+        found += sorted(path.iterdir()) if path.is_dir() else [path]
+    audio = [p for p in found if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES]
+    if not audio:
+        raise typer.BadParameter(f"no audio files ({sorted(AUDIO_SUFFIXES)}) in {paths}")
+    return [AudioFile(p, p.read_bytes(), soundfile.info(str(p)).duration) for p in audio]
+
+
+async def read_counters(client: httpx.AsyncClient, model: str) -> Counters:
+    response = await client.get("/metrics")
+    response.raise_for_status()
+    values = {"taggram_batch_size_sum": 0.0, "taggram_batch_size_count": 0.0}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            if sample.name in values and sample.labels.get("model") == model:
+                values[sample.name] += sample.value
+    return Counters(values["taggram_batch_size_sum"], values["taggram_batch_size_count"])
+
+
+async def post_until_accepted(
+    client: httpx.AsyncClient, model: str, audio: AudioFile, rejected: list[int]
+) -> None:
+    """POST one file; on 429 wait as told and retry (latency counts the wait: clients see it)."""
+    while True:
+        response = await client.post(
+            "/v1/tag",
+            params={"model": model},
+            content=audio.data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        if response.status_code != 429:
+            response.raise_for_status()
+            return
+        rejected.append(1)
+        await asyncio.sleep(min(float(response.headers.get("Retry-After", "1")), 5.0))
+
+
+async def run_load(
+    url: str, model: str, requests: list[AudioFile], concurrency: int, budget_s: float
+) -> LoadResult:
+    """``concurrency`` clients each send the next pending file as soon as their last is answered."""
+    pending = iter(requests)
+    latencies: list[float] = []
+    audio_seconds = 0.0
+    rejected: list[int] = []
+    limits = httpx.Limits(max_connections=concurrency + 1)
+    async with httpx.AsyncClient(base_url=url, timeout=600.0, limits=limits) as client:
+        before = await read_counters(client, model)
+        started = time.perf_counter()
+
+        async def client_loop() -> None:
+            nonlocal audio_seconds
+            for audio in pending:
+                if time.perf_counter() - started > budget_s:
+                    return
+                begin = time.perf_counter()
+                await post_until_accepted(client, model, audio, rejected)
+                latencies.append(time.perf_counter() - begin)
+                audio_seconds += audio.seconds
+
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+        counters = await read_counters(client, model) - before
+    return LoadResult(concurrency, audio_seconds, wall, latencies, counters, len(rejected))
+
+
+@contextlib.contextmanager
+def service_url(
+    url: str | None, repository: Path, model: str, max_batch_size: int | None
+) -> Iterator[str]:
+    """The ``--url`` given, or a ``taggram serve`` started on a free 127.0.0.1 port for the run."""
+    if url is not None:
+        yield url.rstrip("/")
+        return
+    from tests.support.server import running_server  # the same launcher the end-to-end tests use
+
+    env = {
+        "TAGGRAM_MODELS": model,
+        "TAGGRAM_DEFAULT_MODEL": model,
+        "TAGGRAM_LOG_LEVEL": "warning",
+        "TAGGRAM_DRAIN_GRACE_SECONDS": "0",
+    }
+    if max_batch_size is not None:
+        env["TAGGRAM_MAX_BATCH_SIZE"] = str(max_batch_size)
+    with tempfile.TemporaryDirectory() as logs, running_server(repository, Path(logs), env) as srv:
+        yield srv.url
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name (what docs/performance.md records), or the platform's guess."""
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in lines.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def machine_table(gflops: float, load_before: float, load_after: float) -> str:
+    rows = [
+        ["CPU", cpu_model()],
+        ["cores available", str(len(os.sched_getaffinity(0)))],
+        ["float32 GEMM (NumPy 2048², median)", f"{gflops:.0f} GFLOP/s"],
+        ["1-min load average before / after", f"{load_before:.1f} / {load_after:.1f}"],
+    ]
+    return table(["machine", ""], rows)
+
+
+def raw_table(rows: list[RawInference], gemm: float) -> str:
+    body = []
+    for row in rows:
+        floor = "" if row.flops_per_patch is None else f"{row.flops_per_patch / gemm / 1e6:.1f}"
+        rate = "" if row.gflops is None else f"{row.gflops:.0f}"
+        body.append(
+            [
+                row.model,
+                str(row.batch),
+                f"{row.ms_per_batch:.1f}",
+                f"{row.ms_per_patch:.1f}",
+                rate,
+                floor,
+            ]
+        )
+    header = ["model", "batch", "ms / batch", "ms / patch", "GFLOP/s", "GEMM floor ms / patch"]
+    return table(header, body)
+
+
+def load_table(results: list[LoadResult], original_rate: float | None) -> str:
+    body = [
+        [
+            str(r.concurrency),
+            str(len(r.latencies)),
+            f"{r.audio_seconds:.0f}",
+            f"{r.audio_per_second:.1f}",
+            f"{r.percentile_ms(50):.0f}",
+            f"{r.percentile_ms(95):.0f}",
+            f"{r.percentile_ms(99):.0f}",
+            f"{r.mean_batch:.1f}",
+            f"{r.ms_per_patch:.1f}",
+            "" if original_rate is None else f"{r.audio_per_second / original_rate:.1f}×",
+            str(r.rejected),
+        ]
+        for r in results
+    ]
+    header = [
+        "concurrency",
+        "requests",
+        "audio s",
+        "audio s / s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "mean batch",
+        "wall ms / patch",
+        "vs original",
+        "429s",
+    ]
+    return table(header, body)
+
+
+def original_table(run: OriginalRun, durations: dict[Path, float]) -> tuple[str, float]:
+    """The original's figures and its audio seconds per second (per-call, warm process)."""
+    audio = sum(durations[Path(item.file)] for item in run.files)
+    total = sum(item.total_s for item in run.files)
+    network = sum(item.network_s for item in run.files)
+    first = sum(item.first_patch_s for item in run.files)
+    patches = sum(item.patches for item in run.files)
+    rate = audio / total
+    calls = len(run.files)
+    later = patches - calls
+    steady = f"{1000 * (network - first) / later:.1f}" if later else "n/a"
+    rows = [
+        ["files tagged (one process, sequential)", str(calls)],
+        ["audio seconds", f"{audio:.0f}"],
+        ["wall seconds in `extractor` calls", f"{total:.1f}"],
+        ["audio s / s", f"{rate:.1f}"],
+        ["network ms / patch, all passes (batch 1)", f"{1000 * network / patches:.1f}"],
+        ["network ms / patch, after each call's first pass", steady],
+        ["first pass of each call (graph optimisation), ms", f"{1000 * first / calls:.0f}"],
+        [
+            "rest (graph build, restore, decode, mel) per call, ms",
+            f"{1000 * (total - network) / calls:.0f}",
+        ],
+        ["one-off: import TensorFlow + musicnn, s", f"{run.import_s:.1f}"],
+        ["one-off: first call (librosa JIT, TF initialisation), s", f"{run.first_call_s:.1f}"],
+    ]
+    return table(["original musicnn 0.1.0", ""], rows), rate
+
+
+@app.command()
+def main(
+    url: str | None = typer.Option(None, help="benchmark this running service instead"),
+    repository: Path = typer.Option(ROOT / "model_repository", help="model repository"),
+    model: str = typer.Option("MTT_musicnn", help="model the requests name"),
+    audio: list[Path] = typer.Option([SHARED_AUDIO], help="audio files or folders to send"),
+    repeat: int = typer.Option(2, min=1, help="times each file is sent per concurrency level"),
+    concurrency: list[int] = typer.Option([1, 4, 16], help="concurrent clients, per phase"),
+    phase_budget: float = typer.Option(60.0, help="seconds after which a phase stops sending"),
+    max_batch_size: int | None = typer.Option(None, help="server's max batch (default: its own)"),
+    raw: bool = typer.Option(True, help="measure GEMM rate and raw onnxruntime per model"),
+    raw_batches: list[int] = typer.Option([1, 8, 32], help="batch sizes for raw onnxruntime"),
+    threads: int = typer.Option(2, help="onnxruntime intra-op threads for the raw measurement"),
+    original: bool = typer.Option(True, help="also run the original musicnn code"),
+    original_venv: Path = typer.Option(DEFAULT_VENV, help="the original's environment"),
+) -> None:
+    """Print Markdown tables: machine, raw onnxruntime, the service under load, the original."""
+    load_before = os.getloadavg()[0]
+    files = find_audio(audio)
+    sections = []
+    gemm = gemm_gflops()
+    if raw:
+        typer.echo("raw onnxruntime ...", err=True)
+        sections.append(raw_table(measure_repository(repository, raw_batches, threads), gemm))
+
+    results = []
+    with service_url(url, repository, model, max_batch_size) as base:
+        asyncio.run(run_load(base, model, files[:1], 1, phase_budget))  # warm the path once
+        for level in concurrency:
+            typer.echo(f"service at concurrency {level} ...", err=True)
+            results.append(asyncio.run(run_load(base, model, files * repeat, level, phase_budget)))
+
+    original_rate = None
+    if original and model in {"MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg"}:
+        typer.echo("original musicnn ...", err=True)
+        run = run_original(ensure_venv(original_venv), [f.path for f in files], model)
+        text, original_rate = original_table(run, {f.path: f.seconds for f in files})
+        sections.append(text)
+    sections.insert(0, load_table(results, original_rate))
+    sections.insert(0, machine_table(gemm, load_before, os.getloadavg()[0]))
+    typer.echo(f"\nmodel {model}, {len(files)} files sent {repeat}× per concurrency level\n")
+    typer.echo("\n\n".join(sections))
+
+
+if __name__ == "__main__":
+    app()
