@@ -46,7 +46,9 @@ class PatchSpec(BaseModel):
     samples: int = Field(gt=0, description="input length of one patch, in samples")
     hop_samples: int = Field(gt=0, description="default hop between patch starts, in samples")
     context_samples: int = Field(0, ge=0, description="leading context included in the input")
-    frames: int | None = Field(None, description="spectrogram frames per patch (spectrogram models)")
+    frames: int | None = Field(
+        None, description="spectrogram frames per patch (spectrogram models)"
+    )
     hop_frames: int | None = Field(None, description="default hop in frames (spectrogram models)")
 
     @property
@@ -113,7 +115,7 @@ class ModelEntry(BaseModel):
 
 
 class RepositoryError(RuntimeError):
-    """The repository is missing, incomplete or inconsistent (raised at start-up, never per request)."""
+    """The repository is missing, incomplete or inconsistent (raised at start-up only)."""
 
 
 def write_model(root: Path, metadata: ModelMetadata, onnx_bytes: bytes) -> Path:
