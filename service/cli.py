@@ -41,11 +41,16 @@ def _setting_options() -> list[inspect.Parameter]:
     return parameters
 
 
+def settings_from_options(options: dict[str, Any]) -> Settings:
+    """Settings from the environment, overridden by the options given on the command line."""
+    return Settings(**{name: value for name, value in options.items() if value is not None})
+
+
 def serve(**options: Any) -> None:
     """Start the tagging service (HTTP API on uvicorn)."""
     from service.server import serve as run
 
-    run(Settings(**{name: value for name, value in options.items() if value is not None}))
+    run(settings_from_options(options))
 
 
 serve.__signature__ = inspect.Signature(_setting_options())  # type: ignore[attr-defined]

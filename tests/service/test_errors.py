@@ -1,0 +1,82 @@
+"""The error hierarchy and its single JSON envelope, on a real FastAPI app in process."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from fastapi import FastAPI, Query
+
+from service import errors
+from service.api.errors import install_error_handlers
+from service.api.middleware import RequestContextMiddleware
+
+CLIENT_ERRORS = [
+    errors.EmptyAudioError,
+    errors.UnsupportedMediaTypeError,
+    errors.PayloadTooLargeError,
+    errors.AudioTooLongError,
+    errors.UndecodableAudioError,
+    errors.InvalidAudioError,
+    errors.InvalidOptionsError,
+    errors.TooManyPatchesError,
+    errors.ModelNotFoundError,
+    errors.OverloadedError,
+]
+
+
+def test_bad_input_errors_are_4xx_with_distinct_codes() -> None:
+    assert all(400 <= error.status < 500 for error in CLIENT_ERRORS)
+    codes = [error.code for error in errors.TaggramError.__subclasses__()]
+    assert len(codes) == len(set(codes))
+
+
+def _app() -> FastAPI:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+
+    @app.get("/raise/{name}")
+    async def raise_named(name: str) -> None:
+        raise getattr(errors, name)("described", headers={"Retry-After": "3"})
+
+    @app.get("/options")
+    async def options(top_k: int = Query(ge=1)) -> int:
+        return top_k
+
+    @app.get("/bug")
+    async def bug() -> None:
+        raise RuntimeError("a bug")
+
+    return app
+
+
+def _get(path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    async def run() -> httpx.Response:
+        transport = httpx.ASGITransport(app=_app(), raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get(path, headers=headers)
+
+    return asyncio.run(run())
+
+
+def test_envelope_names_code_message_and_request_id() -> None:
+    response = _get("/raise/OverloadedError", headers={"X-Request-ID": "abc-123"})
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "3"
+    assert response.headers["X-Request-ID"] == "abc-123"
+    assert response.json() == {
+        "error": {"code": "overloaded", "message": "described", "request_id": "abc-123"}
+    }
+
+
+def test_validation_unknown_routes_and_bugs_share_the_envelope() -> None:
+    invalid = _get("/options?top_k=0")
+    assert invalid.status_code == 422
+    assert invalid.json()["error"]["code"] == "invalid_options"
+    assert "top_k" in invalid.json()["error"]["message"]
+    missing = _get("/nowhere")
+    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    bug = _get("/bug")
+    assert (bug.status_code, bug.json()["error"]["code"]) == (500, "internal_error")
+    assert "a bug" not in bug.text  # internals are logged, not returned

@@ -1,0 +1,50 @@
+"""Settings: environment variables, comma lists, and the CLI options that override them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from service.cli import app, settings_from_options
+from service.settings import Settings
+
+
+def test_defaults_serve_the_musicnn_default_model() -> None:
+    settings = Settings()
+    assert settings.default_model == "MTT_musicnn"
+    assert settings.max_duration_seconds >= 600  # a 10-minute track is accepted
+    assert settings.intra_op_threads >= 1
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGGRAM_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("TAGGRAM_PROVIDERS", "CUDAExecutionProvider, CPUExecutionProvider")
+    monkeypatch.setenv("TAGGRAM_MODELS", "MTT_musicnn")
+    monkeypatch.setenv("TAGGRAM_MODEL_REPOSITORY", "elsewhere")
+    settings = Settings()
+    assert settings.max_batch_size == 8
+    assert settings.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert settings.models == ["MTT_musicnn"]
+    assert settings.model_repository == Path("elsewhere")
+
+
+def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGGRAM_MAX_BATCH_SIZE", "0")
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Settings()
+
+
+def test_command_line_overrides_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGGRAM_PORT", "9000")
+    monkeypatch.setenv("TAGGRAM_MAX_BATCH_SIZE", "8")
+    settings = settings_from_options({"port": 8123, "max_batch_size": None})
+    assert (settings.port, settings.max_batch_size) == (8123, 8)
+
+
+def test_every_setting_is_a_serve_option() -> None:
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in result.output
