@@ -2,6 +2,34 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import typer
 
 app = typer.Typer()
+
+DEFAULT_REPOSITORY = Path(os.environ.get("TAGGRAM_MODEL_REPOSITORY", "model_repository"))
+
+
+@app.command("build-models")
+def build_models(
+    repository: Path = typer.Option(DEFAULT_REPOSITORY, help="model repository folder to build"),
+    wheel: Path | None = typer.Option(
+        None, help="local musicnn-0.1.0 wheel (default: pip download into .cache/wheels/)"
+    ),
+) -> None:
+    """Convert the four musicnn taggers to ONNX, copy in committed trained models."""
+    from models.build import build_repository
+    from models.wheel import MusicnnWheel, fetch_wheel, verify_wheel
+
+    started = time.perf_counter()
+    if wheel is None:
+        wheel = fetch_wheel()
+    else:
+        verify_wheel(wheel)
+    folders = build_repository(repository, MusicnnWheel(wheel))
+    for folder in folders:
+        typer.echo(f"built {folder}")
+    typer.echo(f"model repository {repository} complete in {time.perf_counter() - started:.1f} s")
