@@ -38,36 +38,6 @@ RUN /opt/build/bin/taggram build-models --repository /models \
     && test -f /models/.complete
 
 # ---------------------------------------------------------------------------------------------
-# CPU runtime: the virtualenv is built in its own stage so pip's build backend and caches never
-# reach the final image.
-FROM ${PYTHON_IMAGE} AS venv-cpu
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY --from=source /src/ /tmp/src/
-RUN python -m venv /opt/taggram \
-    && /opt/taggram/bin/pip install "/tmp/src[cpu]"
-
-FROM ${PYTHON_IMAGE} AS runtime-cpu
-RUN groupadd --system --gid 10001 taggram \
-    && useradd --system --uid 10001 --gid taggram --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin taggram
-COPY --from=venv-cpu /opt/taggram /opt/taggram
-COPY --from=builder /models /models
-ENV PATH=/opt/taggram/bin:$PATH \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    TAGGRAM_HOST=0.0.0.0 \
-    TAGGRAM_PORT=8000 \
-    TAGGRAM_MODEL_REPOSITORY=/models \
-    TAGGRAM_PROVIDERS=CPUExecutionProvider
-USER 10001:10001
-WORKDIR /tmp
-EXPOSE 8000
-# Liveness only: /readyz drops to 503 while draining, which must not mark the container unhealthy.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('TAGGRAM_PORT', '8000'), timeout=4)"]
-CMD ["taggram", "serve"]
-
-# ---------------------------------------------------------------------------------------------
 # GPU runtime: NVIDIA's CUDA + cuDNN runtime base with the distribution's Python.
 FROM ${CUDA_IMAGE} AS cuda-python
 ENV DEBIAN_FRONTEND=noninteractive
@@ -103,3 +73,34 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('TAGGRAM_PORT', '8000'), timeout=4)"]
 CMD ["taggram", "serve"]
+
+# ---------------------------------------------------------------------------------------------
+# CPU runtime, the default target (last stage). Each virtualenv is built in its own stage so pip's
+# build backend and caches never reach the final image.
+FROM ${PYTHON_IMAGE} AS venv-cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=source /src/ /tmp/src/
+RUN python -m venv /opt/taggram \
+    && /opt/taggram/bin/pip install "/tmp/src[cpu]"
+
+FROM ${PYTHON_IMAGE} AS runtime-cpu
+RUN groupadd --system --gid 10001 taggram \
+    && useradd --system --uid 10001 --gid taggram --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin taggram
+COPY --from=venv-cpu /opt/taggram /opt/taggram
+COPY --from=builder /models /models
+ENV PATH=/opt/taggram/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TAGGRAM_HOST=0.0.0.0 \
+    TAGGRAM_PORT=8000 \
+    TAGGRAM_MODEL_REPOSITORY=/models \
+    TAGGRAM_PROVIDERS=CPUExecutionProvider
+USER 10001:10001
+WORKDIR /tmp
+EXPOSE 8000
+# Liveness only: /readyz drops to 503 while draining, which must not mark the container unhealthy.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('TAGGRAM_PORT', '8000'), timeout=4)"]
+CMD ["taggram", "serve"]
+

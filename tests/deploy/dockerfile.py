@@ -39,6 +39,9 @@ class Instruction:
     def arguments(self) -> list[str]:
         """Arguments after the flags, from either the JSON (exec) or the shell form."""
         text = re.sub(r"^(\s*--\S+\s+)*", "", self.value)
+        keyword, _, rest = text.partition(" ")
+        if keyword == "CMD" and rest.lstrip().startswith("["):  # HEALTHCHECK's exec form
+            return [keyword, *json.loads(rest)]
         return list(json.loads(text)) if text.startswith("[") else shlex.split(text)
 
 

@@ -1,0 +1,38 @@
+"""Prometheus' own promtool on the compose config and on what a live server's /metrics answers."""
+
+from __future__ import annotations
+
+import re
+
+import prometheus_client
+
+import service.metrics  # noqa: F401  (registers the collectors documented in docs/deploy.md)
+from tests.deploy.tools import exported_series_names, find_tool, run_tool
+from tests.support.paths import ROOT
+
+PROMTOOL_PACKAGE = "Debian's prometheus package (.ci/run installs it)"
+
+
+def test_compose_prometheus_config_is_valid() -> None:
+    promtool = find_tool("promtool", PROMTOOL_PACKAGE)
+    run_tool([promtool, "check", "config", str(ROOT / "docker" / "prometheus.yml")])
+
+
+def test_live_metrics_pass_promtool_lint(live_metrics: str) -> None:
+    assert "taggram_requests_total" in live_metrics
+    promtool = find_tool("promtool", PROMTOOL_PACKAGE)
+    run_tool([promtool, "check", "metrics"], stdin=live_metrics)
+
+
+def test_docs_describe_exactly_the_exported_metrics() -> None:
+    """docs/deploy.md's metric table names every taggram family and nothing else."""
+    exposition = prometheus_client.generate_latest().decode()
+    families = {f.name for f in prometheus_client.parser.text_string_to_metric_families(exposition)}
+    exported = {n for n in families if n.startswith("taggram_")}
+    series = exported_series_names(exposition)
+    table = (ROOT / "docs" / "deploy.md").read_text().split("## Metrics", 1)[1]
+    documented = set(re.findall(r"^\| `(taggram_\w+)`", table, flags=re.MULTILINE))
+    unknown = documented - series - families
+    assert not unknown, f"documented but not exported: {unknown}"
+    undocumented = {n for n in exported if not documented & {n, f"{n}_total"}}
+    assert not undocumented, f"exported but not in docs/deploy.md: {undocumented}"
