@@ -1,0 +1,128 @@
+"""Sources, shards, output files and the retry policy: the parts that need no model or server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from taggram.catalogue import records
+from taggram.catalogue.shard import Shard, select
+from taggram.catalogue.sources import SourceError, Track, load_source
+from taggram.catalogue.writers import Format, finalize, open_appender, read_records
+from taggram.client import RetryPolicy
+
+
+def test_folder_source_is_recursive_and_keeps_only_audio(tmp_path: Path) -> None:
+    for name in ("a.wav", "sub/b.MP3", "sub/deeper/c.flac", "notes.txt", "sub/cover.jpg"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    tracks = load_source(tmp_path)
+    assert [t.id for t in tracks] == ["a.wav", "sub/b.MP3", "sub/deeper/c.flac"]
+    assert all(t.path.is_file() for t in tracks)
+
+
+def test_manifests_resolve_paths_beside_themselves(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text("id,path,extra\nt1,audio/one.wav,x\nt2,/abs/two.mp3,y\n")
+    rows = [{"id": "t1", "path": "audio/one.wav"}, {"id": "t2", "path": "/abs/two.mp3"}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    expected = [Track("t1", tmp_path / "audio/one.wav"), Track("t2", Path("/abs/two.mp3"))]
+    assert load_source(tmp_path / "m.csv") == expected
+    assert load_source(tmp_path / "m.jsonl") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [("id,path\nt1,a.wav\nt1,b.wav\n", "more than once"), ("id,path\nt1,\n", "lacks")],
+)
+def test_bad_manifests_are_refused(tmp_path: Path, text: str, problem: str) -> None:
+    (tmp_path / "m.csv").write_text(text)
+    with pytest.raises(SourceError, match=problem):
+        load_source(tmp_path / "m.csv")
+
+
+def test_shards_cover_every_track_exactly_once_and_stably() -> None:
+    tracks = [Track(f"artist{i % 7}/track{i}.mp3", Path(f"{i}.mp3")) for i in range(1000)]
+    for count in (1, 2, 3, 8):
+        parts = [select(tracks, Shard(index, count)) for index in range(count)]
+        ids = [t.id for part in parts for t in part]
+        assert sorted(ids) == sorted(t.id for t in tracks)  # every id, none twice
+        if count > 1:
+            assert all(len(part) > 1000 / count / 2 for part in parts)  # roughly balanced
+    # A track's shard depends on its id only: adding tracks moves nobody.
+    grown = [*tracks, *(Track(f"new{i}", Path(f"n{i}")) for i in range(100))]
+    old_ids = {t.id for t in select(tracks, Shard(1, 3))}
+    assert old_ids <= {t.id for t in select(grown, Shard(1, 3))}
+
+
+@pytest.mark.parametrize("text", ["3/3", "-1/2", "1", "a/b", "1/0"])
+def test_bad_shard_specs_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        Shard.parse(text)
+
+
+def _ok(track_id: str, score: float) -> records.Record:
+    probabilities = {"rock": score, "piano": 1 - score, "voice": 0.5}
+    return records.success(
+        track_id,
+        f"{track_id}.wav",
+        model="m",
+        version="1",
+        duration_s=3.0,
+        probabilities=probabilities,
+        top_k=2,
+        embedding=("pool5", [0.25, -1.5]),
+    )
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_outputs_round_trip_resume_and_compact(tmp_path: Path, fmt: Format) -> None:
+    output = tmp_path / f"results.{fmt.value}"
+    written = [
+        _ok("a", 0.9),
+        records.failure("b", "b.wav", "undecodable_audio", "bad\nheader", retryable=False),
+        records.failure("c", "c.wav", "unreachable", "refused", retryable=True),
+    ]
+    with open_appender(output, fmt) as appender:  # an interrupted run: no finalize
+        for record in written:
+            appender.write(record)
+    assert read_records(output) == written
+    assert read_records(output)[1].error == records.ErrorInfo(
+        code="undecodable_audio", message="bad header", retryable=False
+    )
+    with open_appender(output, fmt) as appender:  # the resumed run re-tries "c"
+        appender.write(_ok("c", 0.2))
+    best = finalize(output, fmt)
+    assert [r.status for r in best.values()] == ["ok", "error", "ok"]
+    assert read_records(output) == list(best.values())  # one record per id after the run
+    assert [(t.tag, t.score) for t in best["a"].top_tags] == [("rock", 0.9), ("voice", 0.5)]
+    assert best["a"].embedding == [0.25, -1.5]
+
+
+@pytest.mark.parametrize("fmt", [Format.jsonl, Format.csv])
+def test_a_line_cut_by_a_kill_is_dropped(tmp_path: Path, fmt: Format) -> None:
+    output = tmp_path / f"results.{fmt.value}"
+    with open_appender(output, fmt) as appender:
+        appender.write(_ok("a", 0.9))
+    with output.open("a") as handle:
+        handle.write('{"id": "b", "pa' if fmt is Format.jsonl else "b,b.wav,o")
+    assert [r.id for r in read_records(output)] == ["a"]
+    with open_appender(output, fmt) as appender:
+        appender.write(_ok("b", 0.1))
+    assert [r.id for r in read_records(output)] == ["a", "b"]
+
+
+def test_retry_policy_honours_retry_after_and_backs_off() -> None:
+    policy = RetryPolicy(attempts=4, backoff=1.0, max_delay=10.0)
+    request = httpx.Request("POST", "http://127.0.0.1/v1/tag")
+    busy = httpx.Response(429, headers={"Retry-After": "3"}, request=request)
+    assert policy.next_wait(0, busy) == 3.0
+    assert policy.next_wait(3, busy) is None  # out of attempts
+    starting = httpx.Response(503, request=request)  # no Retry-After: exponential, jittered
+    assert 2.0 <= (policy.next_wait(2, starting) or 0) <= 4.0
+    waits = [policy.next_wait(n, httpx.ConnectError("refused", request=request)) for n in range(3)]
+    assert all(w is not None and 0.5 * 2**n <= w <= 2**n for n, w in enumerate(waits))
+    assert policy.next_wait(0, httpx.Response(422, request=request)) is None
+    assert policy.next_wait(0, httpx.Response(200, request=request)) is None
