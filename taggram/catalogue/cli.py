@@ -68,7 +68,10 @@ def catalogue(
     limit: Annotated[
         int | None, typer.Option(min=1, help="tag at most this many tracks in this run")
     ] = None,
-    progress: Annotated[bool, typer.Option(help="show a progress bar on stderr")] = True,
+    progress: Annotated[
+        bool | None,
+        typer.Option(help="progress bar on stderr (default: only when stderr is a terminal)"),
+    ] = None,
 ) -> None:
     """Tag every track of SOURCE into OUTPUT, resuming where a previous run stopped."""
     if local == (url is not None):

@@ -176,7 +176,7 @@ async def run(
     concurrency: int,
     retry_failed: bool = False,
     limit: int | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> Summary:
     """Tag what ``output`` lacks, at most ``concurrency`` tracks in flight, then compact it."""
     todo = pending(tracks, output, fmt, retry_failed)
@@ -184,7 +184,9 @@ async def run(
     todo = todo[:limit] if limit is not None else todo
     queue = iter(todo)  # shared by the workers; next() never awaits, so no lock is needed
     started = time.monotonic()
-    bar = tqdm(total=len(todo), unit="file", disable=not progress, smoothing=0.1, mininterval=0.5)
+    # disable=None: tqdm shows the bar only on a terminal, keeping pod logs clean.
+    disable = None if progress is None else not progress
+    bar = tqdm(total=len(todo), unit="file", disable=disable, smoothing=0.1, mininterval=0.5)
 
     async def worker(appender: Appender) -> None:
         for track in queue:
