@@ -28,7 +28,9 @@ def _tone_wav(seconds: float = 4.0, rate: int = 22050) -> bytes:
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server that has tagged one file and refused one bad upload, so most series have samples."""
     repository = require_repository()
-    with running_server(repository, tmp_path_factory.mktemp("deploy-server")) as server:
+    # No load balancer to wait for: stop at once when the tests are done.
+    env = {"TAGGRAM_DRAIN_GRACE_SECONDS": "0"}
+    with running_server(repository, tmp_path_factory.mktemp("deploy-server"), env) as server:
         files = {"file": ("tone.wav", _tone_wav(), "audio/wav")}
         tagged = httpx.post(f"{server.url}/v1/tag", files=files, timeout=120.0)
         assert tagged.status_code == 200, tagged.text

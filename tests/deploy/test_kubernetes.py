@@ -19,7 +19,13 @@ from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
 import service.metrics  # noqa: F401  (registers the collectors whose names are checked)
 from tests.deploy import dockerfile
-from tests.deploy.tools import SETTINGS_ENV, exported_series_names, find_tool, run_tool
+from tests.deploy.tools import (
+    LONGEST_REQUEST_SECONDS,
+    SETTINGS_ENV,
+    exported_series_names,
+    find_tool,
+    run_tool,
+)
 from tests.support.paths import ROOT
 
 K8S = ROOT / "k8s"
@@ -205,8 +211,8 @@ def test_termination_grace_covers_the_drain(name: str) -> None:
     command = _container(objects)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     drain = float(_settings(objects)["TAGGRAM_DRAIN_GRACE_SECONDS"])
-    longest_request = 30.0
-    assert pod["terminationGracePeriodSeconds"] >= float(command[1]) + drain + longest_request
+    budget = float(command[1]) + drain + LONGEST_REQUEST_SECONDS
+    assert pod["terminationGracePeriodSeconds"] >= budget
 
 
 @pytest.mark.parametrize("name", OVERLAYS)

@@ -15,6 +15,8 @@ from tests.support.paths import ROOT
 
 # Suffixes a histogram family's samples carry in the text exposition format.
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# What shutdown budgets allow for the slowest request: a 15-minute file on 2 busy CPU cores.
+LONGEST_REQUEST_SECONDS = 90.0
 # The environment variables service/settings.py reads.
 SETTINGS_ENV = frozenset(f"TAGGRAM_{name.upper()}" for name in Settings.model_fields)
 
