@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # taggram images. Two final targets share one model repository built once:
 #   docker build --target runtime-cpu -t taggram:cpu .   # python slim + onnxruntime
 #   docker build --target runtime-gpu -t taggram:gpu .   # CUDA 12 / cuDNN 9 runtime + onnxruntime-gpu
