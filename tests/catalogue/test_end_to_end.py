@@ -76,32 +76,39 @@ def scenario(
     env = {**server_env, "TAGGRAM_MAX_BATCH_FILES": str(MAX_BATCH_FILES)}
     port = server_module.free_port()
     url = f"http://127.0.0.1:{port}"
+    runs: list[subprocess.Popen[bytes]] = []
     with pytest.MonkeyPatch.context() as patch:
         # Both servers on one port, as a restarted pod behind the same address.
         patch.setattr(server_module, "free_port", lambda: port)
-        (work / "first").mkdir()
-        with running_server(repository, work / "first", env):
-            first = _start(catalogue.root, output, url, work / "first.log")
-            _wait_for_lines(output, 20, first)
-            first.kill()  # SIGKILL: no clean-up, possibly a half-written line
-            first.wait()
-            killed_at = len(read_records(output))
-            resumed = _start(catalogue.root, output, url, work / "resumed.log")
-            _wait_for_lines(output, killed_at + 5, resumed)
-        stopped_at = _lines(output)
-        resumed_alive = resumed.poll() is None
-        (work / "second").mkdir()
-        with running_server(repository, work / "second", env) as server:
-            rc = resumed.wait(timeout=240)
-            yield Scenario(
-                records={record.id: record for record in read_records(output)},
-                killed_at=killed_at,
-                stopped_at=stopped_at,
-                resumed_alive=resumed_alive,
-                resumed_rc=rc,
-                resumed_log=(work / "resumed.log").read_text(),
-                server=server,
-            )
+        try:
+            (work / "first").mkdir()
+            with running_server(repository, work / "first", env):
+                runs.append(first := _start(catalogue.root, output, url, work / "first.log"))
+                _wait_for_lines(output, 20, first)
+                first.kill()  # SIGKILL: no clean-up, possibly a half-written line
+                first.wait()
+                killed_at = len(read_records(output))
+                runs.append(resumed := _start(catalogue.root, output, url, work / "resumed.log"))
+                _wait_for_lines(output, killed_at + 5, resumed)
+            stopped_at = _lines(output)
+            resumed_alive = resumed.poll() is None
+            (work / "second").mkdir()
+            with running_server(repository, work / "second", env) as server:
+                rc = resumed.wait(timeout=240)
+                yield Scenario(
+                    records={record.id: record for record in read_records(output)},
+                    killed_at=killed_at,
+                    stopped_at=stopped_at,
+                    resumed_alive=resumed_alive,
+                    resumed_rc=rc,
+                    resumed_log=(work / "resumed.log").read_text(),
+                    server=server,
+                )
+        finally:
+            for run in runs:
+                if run.poll() is None:
+                    run.kill()
+                    run.wait()
 
 
 def test_run_was_killed_resumed_and_survived_a_server_restart(
