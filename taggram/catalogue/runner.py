@@ -183,12 +183,8 @@ async def run(
     summary = Summary(total=len(tracks), skipped=len(tracks) - len(todo))
     todo = todo[:limit] if limit is not None else todo
     queue = iter(todo)  # shared by the workers; next() never awaits, so no lock is needed
-    started = time.monotonic()
-    # disable=None: tqdm shows the bar only on a terminal, keeping pod logs clean.
-    disable = None if progress is None else not progress
-    bar = tqdm(total=len(todo), unit="file", disable=disable, smoothing=0.1, mininterval=0.5)
 
-    async def worker(appender: Appender) -> None:
+    async def worker(appender: Appender, bar: tqdm[None], started: float) -> None:
         for track in queue:
             record = await backend.tag(track)
             appender.write(record)
@@ -199,12 +195,17 @@ async def run(
             )
             bar.update()
 
-    try:
-        with open_appender(output, fmt) as appender:
-            async with backend:
-                await asyncio.gather(*(worker(appender) for _ in range(max(1, concurrency))))
-    finally:
-        bar.close()
-        summary.elapsed = time.monotonic() - started
-        finalize(output, fmt)
+    async with backend:  # loading models (--local) is not counted in the run's time
+        started = time.monotonic()
+        # disable=None: tqdm shows the bar only on a terminal, keeping pod logs clean.
+        disable = None if progress is None else not progress
+        bar = tqdm(total=len(todo), unit="file", disable=disable, smoothing=0.1, mininterval=0.5)
+        try:
+            with open_appender(output, fmt) as appender:
+                workers = (worker(appender, bar, started) for _ in range(max(1, concurrency)))
+                await asyncio.gather(*workers)
+        finally:
+            bar.close()
+            summary.elapsed = time.monotonic() - started
+            finalize(output, fmt)
     return summary
