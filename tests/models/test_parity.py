@@ -7,6 +7,7 @@ loaded exactly as the original loads them.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -75,6 +76,13 @@ def _stem(run: Path) -> str:
     return run.name.split(".")[0]
 
 
+@functools.cache
+def load_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Decode as musicnn does: librosa's soxr_hq resampling, mean of channels (cached: 4 models)."""
+    signal, _ = librosa.load(path, sr=sample_rate)
+    return signal
+
+
 def patch_batch(signal: np.ndarray, patch: PatchSpec, count: int) -> np.ndarray:
     """The first ``count`` patches of ``signal`` by the repository's patching rule."""
     padded = np.concatenate([np.zeros(patch.context_samples, np.float32), signal])
@@ -91,8 +99,7 @@ def test_onnx_model_matches_original_from_waveform(model: str) -> None:
     session = ort.InferenceSession(str(entry.onnx_path), providers=["CPUExecutionProvider"])
     for run in runs:
         facts = json.loads(run.read_text())
-        # As musicnn loads audio: librosa's soxr_hq resampling to 16 kHz, mean of channels.
-        signal, _ = librosa.load(run.parent / facts["audio_relpath"], sr=metadata.sample_rate)
+        signal = load_audio((run.parent / facts["audio_relpath"]).resolve(), metadata.sample_rate)
         reference = np.load(run.with_suffix(".npz"))["taggram"]
         # The original drops the trailing partial patch; compare the patches it scored.
         batch = patch_batch(signal, metadata.patch, len(reference))
