@@ -113,7 +113,8 @@ def musicnn_metadata(tagger: PublishedTagger, wheel: MusicnnWheel) -> ModelMetad
         name="waveform",
         shape=["batch", fe.PATCH_SAMPLES],
         description=f"mono {fe.SAMPLE_RATE} Hz float32 audio: {fe.CONTEXT_SAMPLES} samples of left "
-        f"context (zeros before the clip start) then the {fe.HOP_SAMPLES} samples scored",
+        f"context (the preceding audio, zeros before the clip start) then the {fe.HOP_SAMPLES} "
+        "samples scored",
     )
     probabilities = TensorSpec(
         name="probabilities",
