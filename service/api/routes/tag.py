@@ -101,12 +101,12 @@ async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_until_disconnected(request))
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         watcher.cancel()
         if not task.done():
             task.cancel()
-    if task.cancelled():
+    if task not in done:
         raise ClientDisconnectedError("the client disconnected before the response was ready")
     return task.result()
 

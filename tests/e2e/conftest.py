@@ -1,0 +1,102 @@
+"""End-to-end fixtures: one real ``taggram serve`` process for the suite, audio made at test time.
+
+Every audio file is generated from ``../shared/audio`` into a temporary folder (never committed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+
+from tests.support.paths import require_repository, require_shared
+from tests.support.server import Server, running_server
+
+SERVER_ENV = {
+    # A longer collection window makes cross-request batches certain under test concurrency.
+    "TAGGRAM_MAX_QUEUE_DELAY_MS": "20",
+    "TAGGRAM_MAX_UPLOAD_BYTES": str(32 * 1024 * 1024),
+    "TAGGRAM_DRAIN_GRACE_SECONDS": "0",
+}
+# (file suffix, libsndfile container, subtype) of every format the service must accept.
+FORMATS = {
+    "wav_u8": (".wav", "WAV", "PCM_U8"),
+    "wav_16": (".wav", "WAV", "PCM_16"),
+    "wav_24": (".wav", "WAV", "PCM_24"),
+    "wav_32": (".wav", "WAV", "PCM_32"),
+    "wav_float": (".wav", "WAV", "FLOAT"),
+    "flac": (".flac", "FLAC", "PCM_16"),
+    "ogg_vorbis": (".ogg", "OGG", "VORBIS"),
+    "opus": (".opus", "OGG", "OPUS"),
+    "mp3": (".mp3", "MP3", "MPEG_LAYER_III"),
+}
+# Opus only encodes at 8, 12, 16, 24 or 48 kHz.
+OPUS_RATE = 48000
+
+
+@pytest.fixture(scope="session")
+def shared_audio() -> Path:
+    return require_shared()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    repository = require_repository()
+    with running_server(repository, tmp_path_factory.mktemp("logs"), env=SERVER_ENV) as started:
+        yield started
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=300) as http:
+        yield http
+
+
+@pytest.fixture(scope="session")
+def format_files(shared_audio: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """clip_03 (30 s, 44.1 kHz stereo, 16-bit) re-encoded in every supported format."""
+    audio, rate = sf.read(shared_audio / "clip_03.wav", dtype="float32")
+    folder = tmp_path_factory.mktemp("formats")
+    files = {}
+    for name, (suffix, container, subtype) in FORMATS.items():
+        data, data_rate = audio, rate
+        if subtype == "OPUS":
+            data, data_rate = soxr.resample(audio, rate, OPUS_RATE), OPUS_RATE
+        path = folder / f"clip_03_{name}{suffix}"
+        sf.write(path, data, data_rate, format=container, subtype=subtype)
+        files[name] = path
+    return files
+
+
+def long_track(shared_audio: Path, folder: Path, seconds: float) -> Path:
+    """A ``seconds``-long 16 kHz mono WAV made by looping clip_03."""
+    audio, rate = sf.read(shared_audio / "clip_03.wav", dtype="float32")
+    mono = soxr.resample(audio.mean(axis=1), rate, 16000)
+    looped = np.resize(mono, int(seconds * 16000))
+    path = folder / f"long_{int(seconds)}s.wav"
+    sf.write(path, looped, 16000, subtype="PCM_16")
+    return path
+
+
+def excerpt(clip: Path, out: Path, seconds: float) -> Path:
+    """The first ``seconds`` of ``clip`` at its own rate and channels, as a float WAV."""
+    audio, rate = sf.read(clip, dtype="float32")
+    sf.write(out, audio[: int(seconds * rate)], rate, subtype="FLOAT")
+    return out
+
+
+def tag_file(client: httpx.Client, path: Path, **params: str | int | float) -> httpx.Response:
+    """POST one file as a multipart upload."""
+    with path.open("rb") as handle:
+        return client.post("/v1/tag", params=params, files={"file": (path.name, handle)})
+
+
+def probabilities(body: dict[str, object]) -> dict[str, float]:
+    tags = body["tags"]
+    assert isinstance(tags, list)
+    return {item["tag"]: item["probability"] for item in tags}

@@ -1,0 +1,129 @@
+"""Every bad request gets a 4xx JSON envelope naming the problem; the server stays healthy."""
+
+from __future__ import annotations
+
+import io
+import socket
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.e2e.conftest import excerpt, tag_file
+from tests.support.paths import require_repository
+from tests.support.server import Server, running_server
+
+
+def _wav(audio: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, rate, format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+def _assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+    assert error["request_id"] == response.headers["X-Request-ID"]
+
+
+def _raw(
+    client: httpx.Client, content: bytes, media_type: str, **params: str | int | float
+) -> httpx.Response:
+    return client.post(
+        "/v1/tag", content=content, headers={"Content-Type": media_type}, params=params
+    )
+
+
+def test_each_bad_request_names_its_problem(client: httpx.Client) -> None:
+    tone = np.sin(np.arange(16000) / 10).astype(np.float32)[:, None]
+    good = _wav(tone, 16000)
+    long = _wav(np.resize(tone, (20 * 16000, 1)), 16000)  # 17,000 patches at a 1 ms hop
+    nan = tone.copy()
+    nan[5] = np.nan
+    cases = [
+        (_raw(client, b"", "audio/wav"), 400, "empty_body"),
+        (client.post("/v1/tag", files={"other": ("a.wav", good)}), 400, "empty_body"),
+        (_raw(client, b"ID3 but no mp3 frames" * 50, "audio/mpeg"), 422, "undecodable_audio"),
+        (_raw(client, _wav(nan, 16000, "FLOAT"), "audio/wav"), 422, "invalid_audio"),
+        # 40 kB declaring 5.5 hours (2 Hz): refused from the header, never resampled.
+        (_raw(client, _wav(np.zeros((20000, 1)), 2), "audio/wav"), 413, "audio_too_long"),
+        (_raw(client, good, "text/plain"), 415, "unsupported_media_type"),
+        (_raw(client, good, "audio/wav", model="no_such_model"), 404, "model_not_found"),
+        (_raw(client, good, "audio/wav", top_k=0), 422, "invalid_options"),
+        (_raw(client, good, "audio/wav", threshold=2), 422, "invalid_options"),
+        (_raw(client, good, "audio/wav", taggram="maybe"), 422, "invalid_options"),
+        (_raw(client, good, "audio/wav", embeddings="no_layer"), 422, "invalid_options"),
+        (_raw(client, good, "audio/wav", hop=10), 422, "invalid_options"),
+        (_raw(client, good, "audio/wav", unknown="1"), 422, "invalid_options"),
+        (_raw(client, long, "audio/wav", hop=0.001), 422, "too_many_patches"),
+        (client.get("/v1/models/no_such_model"), 404, "model_not_found"),
+        (client.get("/v2/nothing"), 404, "not_found"),
+    ]
+    for response, status, code in cases:
+        _assert_error(response, status, code)
+    assert _raw(client, good, "audio/wav").status_code == 200
+
+
+def test_upload_over_the_byte_limit_is_refused(client: httpx.Client, server: Server) -> None:
+    limit = 32 * 1024 * 1024  # SERVER_ENV's TAGGRAM_MAX_UPLOAD_BYTES
+
+    def chunks() -> Iterator[
+        bytes
+    ]:  # streamed without Content-Length: the server counts as it reads
+        for _ in range(limit // (1 << 20) + 2):
+            yield b"\x00" * (1 << 20)
+
+    response = client.post("/v1/tag", content=chunks(), headers={"Content-Type": "audio/wav"})
+    _assert_error(response, 413, "payload_too_large")
+    # A declared Content-Length over the limit is refused before any of the body is read.
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        connection.sendall(
+            b"POST /v1/tag HTTP/1.1\r\nHost: test\r\nContent-Type: audio/wav\r\n"
+            + f"Content-Length: {limit + 1}\r\n\r\n".encode()
+        )
+        answer = b""
+        while b"}}" not in answer and (chunk := connection.recv(65536)):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413"), answer
+    assert b'"payload_too_large"' in answer
+
+
+@pytest.fixture(scope="module")
+def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One model, one patch per batch and room for 20 queued patches: easy to overload."""
+    env = {
+        "TAGGRAM_MODELS": "MTT_vgg",
+        "TAGGRAM_DEFAULT_MODEL": "MTT_vgg",
+        "TAGGRAM_MAX_BATCH_SIZE": "1",
+        "TAGGRAM_MAX_QUEUE_PATCHES": "20",
+        "TAGGRAM_DRAIN_GRACE_SECONDS": "0",
+    }
+    with running_server(require_repository(), tmp_path_factory.mktemp("logs"), env=env) as server:
+        yield server
+
+
+def test_full_queue_answers_429_with_retry_after(
+    small_queue_server: Server, shared_audio: Path, tmp_path: Path
+) -> None:
+    clip = excerpt(shared_audio / "clip_03.wav", tmp_path / "clip.wav", 30)  # 11 patches
+
+    def run(_: int) -> httpx.Response:
+        with httpx.Client(base_url=small_queue_server.url, timeout=300) as http:
+            return tag_file(http, clip)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(run, range(8)))
+    statuses = sorted(response.status_code for response in responses)
+    assert set(statuses) <= {200, 429}, statuses
+    assert 200 in statuses and 429 in statuses, statuses
+    for response in responses:
+        if response.status_code == 429:
+            _assert_error(response, 429, "overloaded")
+            assert int(response.headers["Retry-After"]) >= 1
