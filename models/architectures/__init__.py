@@ -13,10 +13,12 @@ from torch import nn
 from models.architectures.frontend import SpectrogramTagger
 from models.architectures.musicnn import Musicnn
 from models.architectures.vgg import Vgg
+from models.architectures.waveform import SampleCNN
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "musicnn": lambda n_tags, **kwargs: SpectrogramTagger(Musicnn(n_tags, **kwargs)),
     "vgg": lambda n_tags, **kwargs: SpectrogramTagger(Vgg(n_tags, **kwargs)),
+    "sample_cnn": SampleCNN,
 }
 
 
