@@ -48,3 +48,9 @@ def test_every_setting_is_a_serve_option() -> None:
     assert result.exit_code == 0, result.output
     for name in Settings.model_fields:
         assert f"--{name.replace('_', '-')}" in result.output
+
+
+def test_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in Settings.model_fields:
+        assert f"| `TAGGRAM_{name.upper()}` |" in readme, name
