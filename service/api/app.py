@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version
 
 from fastapi import FastAPI
 
-import service
 from service.api.errors import install_error_handlers
 from service.api.middleware import RequestContextMiddleware
 from service.api.routes import batch, health, models, tag
@@ -39,7 +39,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
     app = FastAPI(
         title="taggram",
         summary="Music and audio tagging with musicnn-family models on ONNX Runtime",
-        version=getattr(service, "__version__", "0.1.0"),
+        version=version("taggram"),
         lifespan=lifespan,
     )
     app.state.lifecycle = state

@@ -80,9 +80,13 @@ class TagResponse(BaseModel):
         if result.taggram is not None:
             taggram = Taggram(tags=result.model.tags, patches=rows(result.taggram.tolist()))
         embeddings = None
-        if result.embeddings is not None and result.embedding_mean is not None:
+        if (
+            result.embedding_name is not None
+            and result.embeddings is not None
+            and result.embedding_mean is not None
+        ):
             embeddings = Embeddings(
-                layer=result.embedding_name or "",
+                layer=result.embedding_name,
                 mean=result.embedding_mean.tolist(),
                 patches=rows(result.embeddings.tolist()),
             )

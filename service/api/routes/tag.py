@@ -52,12 +52,14 @@ def _check_length(request: Request, limit: int) -> None:
 
 
 async def _read_raw(request: Request, limit: int) -> bytes:
-    body = bytearray()
+    """The body, counted while it arrives so an oversized upload stops early."""
+    chunks, size = [], 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
+        size += len(chunk)
+        if size > limit:
             raise PayloadTooLargeError(f"upload exceeds the limit of {limit} bytes")
-    return bytes(body)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 async def _read_upload(request: Request, options: TagOptions) -> tuple[AudioSource, TagOptions]:
