@@ -1,1 +1,1 @@
-"""taggram's build half: architectures, checkpoint import, training and ONNX export (torch allowed)."""
+"""taggram's build half: architectures, checkpoint import, training, ONNX export (uses torch)."""

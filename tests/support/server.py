@@ -38,7 +38,7 @@ def running_server(
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 180.0,
 ) -> Iterator[Server]:
-    """Run ``python -m taggram serve`` until the block exits; settings go in as TAGGRAM_* env vars."""
+    """Run ``python -m taggram serve`` until the block exits; settings come from TAGGRAM_* vars."""
     port = free_port()
     log_path = log_dir / f"server-{port}.log"
     full_env = {**os.environ, "TAGGRAM_MODEL_REPOSITORY": str(repository), **(env or {})}
