@@ -4,7 +4,8 @@ Kubernetes (or any load balancer) keeps sending traffic for a moment after it se
 until the endpoint removal propagates. So on the first SIGTERM the service only turns
 ``/readyz`` to 503 and keeps serving for ``drain_grace_seconds``; then uvicorn stops accepting
 connections, lets in-flight requests finish, runs the lifespan shutdown and the process exits 0.
-A second SIGTERM, or SIGINT, falls back to uvicorn's own immediate shutdown.
+A second SIGTERM, or SIGINT, falls back to uvicorn's own immediate shutdown. If loading the
+models fails, the server shuts down and the process exits 1.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
-        if self._exit_at is not None and time.monotonic() >= self._exit_at:
+        drained = self._exit_at is not None and time.monotonic() >= self._exit_at
+        if drained or self._lifecycle.failed:
             self.should_exit = True
         return await super().on_tick(counter)
 
@@ -59,3 +61,5 @@ def serve(settings: Settings) -> None:
         lifespan="on",
     )
     DrainingServer(config, lifecycle, settings.drain_grace_seconds).run()
+    if lifecycle.failed:
+        raise SystemExit(1)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from importlib.metadata import version
 
 from fastapi import FastAPI
@@ -19,21 +20,36 @@ from service.tagging import Tagger
 log = logging.getLogger(__name__)
 
 
+async def _load(tagger: Tagger, state: Lifecycle) -> None:
+    """Create and warm the sessions while the server already answers probes."""
+    try:
+        await tagger.start()
+    except Exception:
+        log.exception("loading the models failed; shutting down")
+        state.failed = True
+        return
+    state.ready = True
+    log.info("ready: models %s", sorted(tagger.models))
+
+
 def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAPI:
-    """Build the ASGI app; models load and warm up in its lifespan, before it reports ready."""
+    """Build the ASGI app. Its lifespan checks the repository (a broken one fails start-up),
+    then loads and warms the models in the background: ``/healthz`` answers at once and
+    ``/readyz`` turns 200 when every model is warm."""
     state = lifecycle or Lifecycle()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tagger = Tagger(settings)
-        await tagger.start()
         app.state.tagger = tagger
-        state.ready = True
-        log.info("ready: models %s, default %s", sorted(tagger.models), settings.default_model)
+        loading = asyncio.create_task(_load(tagger, state))
         try:
             yield
         finally:
             state.ready = False
+            loading.cancel()
+            with suppress(asyncio.CancelledError):
+                await loading
             await tagger.stop()
 
     app = FastAPI(

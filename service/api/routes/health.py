@@ -21,13 +21,11 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Health,
     summary="Readiness: models loaded and warmed, not draining",
-    responses={503: {"model": Health, "description": "starting or draining"}},
+    responses={503: {"model": Health, "description": "starting, draining or failed"}},
 )
 async def readyz(lifecycle: LifecycleDep) -> JSONResponse:
-    if lifecycle.accepting_traffic:
-        return JSONResponse({"status": "ready"})
-    status = "draining" if lifecycle.draining else "starting"
-    return JSONResponse({"status": status}, status_code=503)
+    status_code = 200 if lifecycle.accepting_traffic else 503
+    return JSONResponse({"status": lifecycle.status}, status_code=status_code)
 
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)")
