@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from models.cli import app as models_app
+from models.training.cli import app as training_app
 from service.cli import app as service_app
 from taggram.catalogue.cli import app as catalogue_app
 
@@ -17,7 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for sub in (service_app, models_app, catalogue_app):
+for sub in (service_app, models_app, training_app, catalogue_app):
     app.registered_commands.extend(sub.registered_commands)
 
 

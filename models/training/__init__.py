@@ -1,0 +1,1 @@
+"""One trainer for every registered architecture: labelled data or distillation from a teacher."""

@@ -1,0 +1,31 @@
+"""The training curve: losses and validation ROC-AUC / PR-AUC against training time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def plot_history(history_path: Path, out: Path, title: str) -> None:
+    epochs = json.loads(history_path.read_text())
+    minutes = [e["seconds"] / 60 for e in epochs]
+    figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
+    losses.plot(minutes, [e["train_loss"] for e in epochs], marker=".", label="train BCE")
+    losses.plot(minutes, [e["validation_loss"] for e in epochs], marker=".", label="validation BCE")
+    losses.set_xlabel("training time (min)")
+    losses.set_ylabel("binary cross-entropy")
+    losses.legend()
+    scores.plot(minutes, [e["roc_auc"] for e in epochs], marker=".", label="ROC-AUC (macro)")
+    scores.plot(minutes, [e["pr_auc"] for e in epochs], marker=".", label="PR-AUC (macro)")
+    scores.set_xlabel("training time (min)")
+    scores.set_ylabel("validation")
+    scores.legend()
+    figure.suptitle(title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+    plt.close(figure)

@@ -1,0 +1,188 @@
+"""The training pipeline end to end on generated audio: labels, split, training, export, teacher.
+
+A tiny sample-level CNN learns tones from noise for a few steps (its loss must fall), is exported
+to ONNX through the same code as the shipped models, and must then give the PyTorch outputs in
+onnxruntime; it also serves as the teacher of a distillation run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import soundfile as sf
+import torch
+
+from models.data.packages import (
+    EVALUATION_ONLY,
+    TRAINING_PACKAGES,
+    EvaluationPackageError,
+    ensure_trainable,
+)
+from models.data.prepare import prepare
+from models.training.dataset import labelled_windows, split
+from models.training.export import export_checkpoint
+from models.training.labels import read_labels
+from models.training.metrics import binarize, tagging_metrics
+from models.training.patching import WAVEFORM_PATCH
+from models.training.sources import load_windows
+from models.training.trainer import HISTORY, TrainConfig, load_checkpoint, train
+from service.repository import load_repository
+
+TINY = {"stem_channels": 4, "channels": [4, 8, 8, 8, 8, 8, 8], "dense_units": 16}
+RATE = 22050  # not the models' rate: the audio cache must resample
+
+
+def _write_clips(folder: Path) -> Path:
+    """Tones (with a random pitch) and noise bursts, 6 s each, plus a path,tags CSV."""
+    rng = np.random.default_rng(0)
+    time = np.arange(6 * RATE) / RATE
+    rows = []
+    for index in range(12):
+        if index % 2:
+            audio, tags = 0.3 * rng.standard_normal(len(time)), "noise"
+        else:
+            audio, tags = 0.5 * np.sin(2 * np.pi * rng.uniform(200, 800) * time), "tone;pitched"
+        name = f"clip_{index:02d}.{'ogg' if index % 3 == 0 else 'wav'}"
+        sf.write(str(folder / name), audio.astype(np.float32), RATE)
+        rows.append({"path": name, "tags": tags})
+    labels = folder / "labels.csv"
+    with labels.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "tags"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return labels
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(labels CSV, best checkpoint, cache) of a tiny model trained for a few steps."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("clips")
+    labels = _write_clips(folder)
+    cache = tmp_path_factory.mktemp("cache")
+    table = read_labels(labels)
+    windows, tags, info = load_windows(labels, table, folder, WAVEFORM_PATCH.samples, 16000, cache)
+    train_set, validation_set = split(windows, 0.25, seed=0)
+    config = TrainConfig(
+        architecture_options=TINY,
+        batch_size=8,
+        learning_rate=3e-3,
+        steps_per_epoch=12,
+        max_epochs=3,
+        patience=10,
+    )
+    checkpoint = train(config, train_set, validation_set, tags, folder / "run", info)
+    return labels, checkpoint, cache
+
+
+def test_training_loss_falls(trained: tuple[Path, Path, Path]) -> None:
+    _, checkpoint, _ = trained
+    history = json.loads((checkpoint.parent / HISTORY).read_text())
+    assert len(history) == 3
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert 0.0 <= history[-1]["roc_auc"] <= 1.0
+
+
+def test_exported_model_matches_pytorch(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _, checkpoint, _ = trained
+    export_checkpoint(checkpoint, "tiny_sample_cnn", tmp_path, "0.0.1")
+    entry = load_repository(tmp_path)["tiny_sample_cnn"]
+    assert entry.metadata.kind == "waveform"
+    assert entry.metadata.embedding_outputs == ["embedding"]
+    assert entry.metadata.training["epochs_run"] == 3
+    module, _ = load_checkpoint(checkpoint)
+    audio = np.random.default_rng(1).uniform(-0.5, 0.5, (3, entry.metadata.patch.samples))
+    audio = audio.astype(np.float32)
+    session = ort.InferenceSession(str(entry.onnx_path), providers=["CPUExecutionProvider"])
+    probabilities, embedding = session.run(None, {"waveform": audio})
+    with torch.no_grad():
+        expected = module(torch.from_numpy(audio))
+    np.testing.assert_allclose(probabilities, torch.sigmoid(expected["logits"]), atol=1e-5)
+    np.testing.assert_allclose(embedding, expected["embedding"], atol=1e-4)
+
+
+def test_distillation_windows_come_from_the_teacher(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    labels, checkpoint, cache = trained
+    export_checkpoint(checkpoint, "teacher", tmp_path, "0.0.1")
+    teacher = load_repository(tmp_path)["teacher"]
+    table = read_labels(labels)
+    student_samples = 48000  # shorter than the teacher's patch: centred inside it
+    windows, tags, info = load_windows(
+        labels, table, labels.parent, student_samples, 16000, cache, teacher, 16000
+    )
+    assert tags == teacher.metadata.tags
+    assert info["teacher"]["name"] == "teacher"
+    assert len(windows) > 0
+    assert ((windows.targets > 0) & (windows.targets < 1)).all()
+    teacher_window = teacher.metadata.patch.samples
+    centres = windows.starts + student_samples // 2
+    assert np.all((centres - teacher_window // 2) % 16000 == 0)
+    # the cached targets are reused, identical, on a second call
+    again, _, _ = load_windows(
+        labels, table, labels.parent, student_samples, 16000, cache, teacher, 16000
+    )
+    np.testing.assert_array_equal(again.targets, windows.targets)
+
+
+def test_evaluation_packages_are_refused(tmp_path: Path) -> None:
+    assert not set(TRAINING_PACKAGES) & EVALUATION_ONLY
+    for package in sorted(EVALUATION_ONLY):
+        with pytest.raises(EvaluationPackageError):
+            ensure_trainable(["supertuxkart-data", package])
+    with pytest.raises(EvaluationPackageError):
+        prepare(tmp_path, {"hyperrogue-music": None})
+    assert not (tmp_path / "debs").exists()  # refused before anything was downloaded
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("path,package,group\na.wav,supertux-data,x\nb.wav,wesnoth-1.16-music,y\n")
+    with pytest.raises(EvaluationPackageError):
+        read_labels(manifest)
+
+
+def test_label_layouts(tmp_path: Path) -> None:
+    tags_csv = tmp_path / "tags.csv"
+    tags_csv.write_text('path,tags\na.ogg,"rock;guitar"\nb.ogg,piano\n')
+    table = read_labels(tags_csv)
+    assert table.tags == ["guitar", "piano", "rock"]
+    np.testing.assert_array_equal(table.targets, [[1, 0, 1], [0, 1, 0]])
+    columns_csv = tmp_path / "columns.csv"
+    columns_csv.write_text("path,group,rock,piano\na.wav,g1,1,0\nb.wav,g1,0,1\n")
+    table = read_labels(columns_csv)
+    assert (table.tags, table.groups) == (["rock", "piano"], ["g1", "g1"])
+    mtt = tmp_path / "annotations_final.csv"
+    mtt.write_text(
+        '"clip_id"\t"no voice"\t"singer"\t"duet"\t"mp3_path"\n'
+        '"2"\t"0"\t"1"\t"0"\t"f/a-b-01-x-0-29.mp3"\n'
+        '"6"\t"1"\t"1"\t"0"\t"f/a-b-01-x-30-59.mp3"\n'
+        '"9"\t"1"\t"0"\t"0"\t"c/c-d-02-y-0-29.mp3"\n'
+    )
+    table = read_labels(mtt)
+    assert table.paths[0] == "f/a-b-01-x-0-29.mp3"
+    assert table.groups == ["f", "f", "c"]
+    assert table.tags == ["no voice", "singer", "duet"]
+    top = table.top(2)
+    assert top.tags == ["no voice", "singer"]
+    np.testing.assert_array_equal(top.targets, [[0, 1], [1, 1], [1, 0]])
+
+
+def test_labelled_windows_cover_each_file(tmp_path: Path) -> None:
+    sf.write(str(tmp_path / "long.wav"), np.zeros(3 * 59049 + 10, dtype=np.float32), 16000)
+    sf.write(str(tmp_path / "short.wav"), np.zeros(1000, dtype=np.float32), 16000)
+    (tmp_path / "l.csv").write_text("path,tags\nlong.wav,a\nshort.wav,b\n")
+    table = read_labels(tmp_path / "l.csv")
+    windows = labelled_windows(table, [tmp_path / "long.wav", tmp_path / "short.wav"], 59049)
+    assert windows.starts.tolist() == [0, 59049, 118098, 0]
+    assert windows.patch(3, 59049).shape == (59049,)  # zero-padded past the end
+
+
+def test_metrics_against_soft_targets() -> None:
+    soft = np.array([[0.9, 0.2, 0.1], [0.1, 0.8, 0.3], [0.2, 0.1, 0.7], [0.6, 0.5, 0.1]])
+    np.testing.assert_array_equal(binarize(soft, 1), [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]])
+    figures = tagging_metrics(soft, soft, top_k=1)
+    assert figures["roc_auc"] == 1.0 and figures["tags_scored"] == 3
