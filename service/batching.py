@@ -123,10 +123,14 @@ class Batcher:
         try:
             return await job.future
         except asyncio.CancelledError:
-            job.cancelled = True
-            self._add_pending(-job.remaining)
-            job.taken = len(patches)
+            self._drop(job)
             raise
+
+    def _drop(self, job: _Job) -> None:
+        """Forget a job's patches that are not in a batch yet; rows of running ones are ignored."""
+        job.cancelled = True
+        self._add_pending(-job.remaining)
+        job.taken = len(job.patches)
 
     def _add_pending(self, count: int) -> None:
         self._pending += count
@@ -181,6 +185,7 @@ class Batcher:
                     part.job.future.set_exception(
                         InferenceFailedError(f"inference failed: {error}")
                     )
+                    self._drop(part.job)
             return
         metrics.INFERENCE_DURATION.labels(**self._labels).observe(seconds)
         metrics.BATCH_SIZE.labels(**self._labels).observe(size)
