@@ -106,10 +106,6 @@ class Tagger:
         return {name: entries[name] for name in wanted}
 
     @property
-    def ready(self) -> bool:
-        return bool(self._batchers)
-
-    @property
     def models(self) -> dict[str, ModelMetadata]:
         return {name: entry.metadata for name, entry in self.entries.items()}
 
@@ -118,9 +114,6 @@ class Tagger:
         if name not in self.entries:
             raise ModelNotFoundError(f"no model named {name!r}; available: {sorted(self.entries)}")
         return self.entries[name].metadata
-
-    def provider(self, name: str) -> str:
-        return self._batchers[name].session.provider
 
     def _load_sessions(self) -> list[ModelSession]:
         providers = choose_providers(self.settings.providers)
