@@ -55,7 +55,31 @@ def unpack(deb: Path, folder: Path) -> Package:
     return Package(name=name, version=_field(deb, "Version"), root=root)
 
 
+# Free-text copyright files (not DEP-5) name their licences in prose; these catch the usual ones.
+FREE_TEXT_LICENCES = (
+    (re.compile(r"GNU General Public License|\bGPL\b"), "GPL"),
+    (re.compile(r"GNU Lesser General Public License|\bLGPL\b"), "LGPL"),
+    (re.compile(r"Creative Commons Attribut\w* Share-?Alike|by-sa", re.IGNORECASE), "CC-BY-SA"),
+    (re.compile(r"Creative Commons [\d.]+ Attribution\b|CC-BY(?!-SA)"), "CC-BY"),
+    (re.compile(r"\bISC licen[cs]e", re.IGNORECASE), "ISC"),
+    (re.compile(r"\bMIT licen[cs]e", re.IGNORECASE), "MIT"),
+    (re.compile(r"\bBSD\b"), "BSD"),
+    (re.compile(r"public domain", re.IGNORECASE), "public-domain"),
+)
+
+
 def licences(copyright_text: str) -> list[str]:
-    """The distinct ``License:`` names of a (machine-readable, DEP-5) copyright file, in order."""
+    """Licence names of a copyright file, in order of appearance.
+
+    Machine-readable (DEP-5) files give their ``License:`` fields; free-text files are scanned
+    for the common licence names, marked as such so nobody mistakes them for an exact reading.
+    """
     names = re.findall(r"^License:[ \t]*(\S[^\n]*)$", copyright_text, flags=re.MULTILINE)
-    return list(dict.fromkeys(name.strip() for name in names))
+    if names:
+        return list(dict.fromkeys(name.strip() for name in names))
+    found = sorted(
+        (match.start(), name)
+        for pattern, name in FREE_TEXT_LICENCES
+        if (match := pattern.search(copyright_text))
+    )
+    return [f"{name} (free-text copyright file)" for _, name in found]

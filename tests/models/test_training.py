@@ -17,6 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from models.data.debian import licences
 from models.data.packages import (
     EVALUATION_ONLY,
     TRAINING_PACKAGES,
@@ -186,3 +187,16 @@ def test_metrics_against_soft_targets() -> None:
     np.testing.assert_array_equal(binarize(soft, 1), [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]])
     figures = tagging_metrics(soft, soft, top_k=1)
     assert figures["roc_auc"] == 1.0 and figures["tags_scored"] == 3
+
+
+def test_licences_of_copyright_files() -> None:
+    dep5 = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+    dep5 += "Files: *\nLicense: GPL-2+\n\nFiles: music/*\nLicense: CC-BY-SA-3.0\n text\n"
+    dep5 += "\nLicense: GPL-2+\n full text\n"
+    assert licences(dep5) == ["GPL-2+", "CC-BY-SA-3.0"]
+    prose = "The songs are licenced under the terms of the Creative Commons Attribution "
+    prose += "ShareAlike licence 3.0; the code under the GNU General Public License."
+    assert licences(prose) == [
+        "CC-BY-SA (free-text copyright file)",
+        "GPL (free-text copyright file)",
+    ]

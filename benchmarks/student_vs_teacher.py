@@ -1,0 +1,153 @@
+"""A distilled student against its teacher on the recordings of ``../shared/audio``.
+
+Run from the repository root (``taggram build-models`` first; the student may also be read from
+``models/trained/`` before it is copied into the repository)::
+
+    .venv/bin/python -m benchmarks.student_vs_teacher                 # about a minute on 2 cores
+    .venv/bin/python -m benchmarks.student_vs_teacher --student MTT_sample_cnn --teacher MTT_musicnn
+
+Both models tag every recording exactly as the service does (its decoder, patch plan, sessions
+and coverage-weighted clip average), then the clip-level tag vectors are compared: how many of
+the teacher's top-5 tags the student also ranks in its top 5, and the Pearson correlation of the
+two vectors. onnxruntime's CPU time per patch (batch 1 and 16, the service's session options) is
+measured for both on the same machine in the same run. Prints Markdown for docs/models.md.
+"""
+
+from __future__ import annotations
+
+import csv
+import platform
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from benchmarks.raw_inference import time_repeatedly
+from service.audio.decode import DecodeLimits, decode
+from service.engine import ModelSession
+from service.patching import Patches, clip_average, plan_patches
+from service.repository import ModelEntry, load_repository
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_AUDIO = ROOT.parent / "shared" / "audio"
+LIMITS = DecodeLimits(max_bytes=1 << 30, max_duration_seconds=3600.0)
+TOP = 5
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@dataclass(frozen=True)
+class Agreement:
+    clip: str
+    kind: str
+    top5_overlap: float
+    pearson: float
+    teacher_top: list[str]
+    student_top: list[str]
+
+
+def clip_tags(session: ModelSession, waveform: np.ndarray) -> np.ndarray:
+    """The clip-level probabilities the service would return (default hop)."""
+    spec = session.metadata.patch
+    plan = plan_patches(len(waveform), spec, spec.hop_samples, max_patches=100_000)
+    patches = Patches(waveform, spec, plan)
+    batch = np.stack([patches[i] for i in range(len(patches))])
+    return clip_average(session.run(batch)[session.metadata.probabilities_output], plan)
+
+
+def top(tags: list[str], scores: np.ndarray) -> list[str]:
+    return [tags[i] for i in np.argsort(-scores, kind="stable")[:TOP]]
+
+
+def compare(student: ModelSession, teacher: ModelSession, audio: Path) -> list[Agreement]:
+    tags = teacher.metadata.tags
+    if student.metadata.tags != tags:
+        raise typer.BadParameter("student and teacher have different tag lists")
+    with (audio / "manifest.csv").open(newline="") as handle:
+        clips = list(csv.DictReader(handle))
+    rows = []
+    for clip in clips:
+        waveform = decode((audio / clip["file"]).read_bytes(), 16000, LIMITS).waveform
+        s, t = clip_tags(student, waveform), clip_tags(teacher, waveform)
+        s_top, t_top = top(tags, s), top(tags, t)
+        rows.append(
+            Agreement(
+                clip=clip["file"],
+                kind=clip["kind"],
+                top5_overlap=len(set(s_top) & set(t_top)) / TOP,
+                pearson=float(np.corrcoef(s, t)[0, 1]),
+                teacher_top=t_top,
+                student_top=s_top,
+            )
+        )
+    return rows
+
+
+def ms_per_patch(session: ModelSession, batch: int) -> tuple[float, float]:
+    """(median, best) milliseconds of onnxruntime time per patch at ``batch``."""
+    audio = 0.1 * np.random.default_rng(0).standard_normal(
+        (batch, session.metadata.patch.samples), np.float32
+    )
+    timing = time_repeatedly(partial(session.run, audio), budget_s=3.0, min_runs=5)
+    return 1000 * timing.median_s / batch, 1000 * timing.best_s / batch
+
+
+def _entry(name: str, repositories: list[Path]) -> ModelEntry:
+    for repository in repositories:
+        if repository.is_dir() and (entries := load_repository(repository)).get(name):
+            return entries[name]
+    raise typer.BadParameter(f"{name} is in none of {[str(r) for r in repositories]}")
+
+
+@app.command()
+def main(
+    student: str = typer.Option("MTT_sample_cnn"),
+    teacher: str = typer.Option("MTT_musicnn"),
+    repository: Path = typer.Option(ROOT / "model_repository"),
+    trained: Path = typer.Option(ROOT / "models" / "trained", help="also searched for models"),
+    audio: Path = typer.Option(SHARED_AUDIO, help="folder with manifest.csv and the recordings"),
+    threads: int = typer.Option(2, help="onnxruntime intra-op threads"),
+) -> None:
+    repositories = [repository, trained]
+    sessions = {
+        name: ModelSession(_entry(name, repositories), ["CPUExecutionProvider"], threads, 1)
+        for name in (student, teacher)
+    }
+    rows = compare(sessions[student], sessions[teacher], audio)
+    typer.echo(f"| clip | kind | top-5 overlap | Pearson r | {teacher} top 5 | {student} top 5 |")
+    typer.echo("|---|---|---|---|---|---|")
+    for row in rows:
+        typer.echo(
+            f"| {row.clip} | {row.kind} | {row.top5_overlap:.1f} | {row.pearson:.3f} | "
+            f"{', '.join(row.teacher_top)} | {', '.join(row.student_top)} |"
+        )
+    typer.echo("")
+    typer.echo("| recordings | n | mean top-5 overlap | mean Pearson r |")
+    typer.echo("|---|---|---|---|")
+    for label, subset in (
+        ("all", rows),
+        ("music", [r for r in rows if r.kind == "music"]),
+        ("sound/speech", [r for r in rows if r.kind != "music"]),
+    ):
+        if subset:
+            overlap = np.mean([r.top5_overlap for r in subset])
+            pearson = np.mean([r.pearson for r in subset])
+            typer.echo(f"| {label} | {len(subset)} | {overlap:.2f} | {pearson:.3f} |")
+    typer.echo("")
+    typer.echo(f"CPU: {platform.processor() or platform.machine()}, {threads} onnxruntime threads")
+    typer.echo("| model | patch (s) | ms/patch batch 1 (median / best) | batch 16 | ms per s |")
+    typer.echo("|---|---|---|---|---|")
+    for name, session in sessions.items():
+        seconds = session.metadata.patch.span_samples / session.metadata.sample_rate
+        one, one_best = ms_per_patch(session, 1)
+        many, many_best = ms_per_patch(session, 16)
+        typer.echo(
+            f"| {name} | {seconds:.2f} | {one:.1f} / {one_best:.1f} | {many:.1f} / {many_best:.1f}"
+            f" | {many / seconds:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    app()
