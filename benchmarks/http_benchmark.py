@@ -97,6 +97,8 @@ def find_audio(paths: list[Path]) -> list[AudioFile]:
     """The audio files named, or found directly inside the folders named, in a stable order."""
     found: list[Path] = []
     for path in paths:
+        if not path.exists():
+            raise typer.BadParameter(f"{path} does not exist (the recordings are in ../shared)")
         found += sorted(path.iterdir()) if path.is_dir() else [path]
     audio = [p for p in found if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES]
     if not audio:
