@@ -57,13 +57,18 @@ class AudioFile:
 
 @dataclass(frozen=True)
 class Counters:
-    """The service's cumulative batching counters for one model, read from ``/metrics``."""
+    """The service's cumulative counters for one model, read from ``/metrics``."""
 
-    batch_rows: float = 0.0  # taggram_batch_size_sum: patches put through batches
-    batches: float = 0.0  # taggram_batch_size_count
+    batch_rows: float  # taggram_batch_size_sum: patches put through batches
+    batches: float  # taggram_batch_size_count
+    cpu_seconds: float  # process_cpu_seconds_total: the whole server process, every thread
 
     def __sub__(self, other: Counters) -> Counters:
-        return Counters(self.batch_rows - other.batch_rows, self.batches - other.batches)
+        return Counters(
+            self.batch_rows - other.batch_rows,
+            self.batches - other.batches,
+            self.cpu_seconds - other.cpu_seconds,
+        )
 
 
 @dataclass(frozen=True)
@@ -84,10 +89,9 @@ class LoadResult:
     def mean_batch(self) -> float:
         return self.counters.batch_rows / self.counters.batches if self.counters.batches else 0.0
 
-    @property
-    def ms_per_patch(self) -> float:
+    def ms_per_patch(self, seconds: float) -> float:
         rows = self.counters.batch_rows
-        return 1000 * self.wall_seconds / rows if rows else float("nan")
+        return 1000 * seconds / rows if rows else float("nan")
 
     def percentile_ms(self, q: float) -> float:
         return 1000 * float(np.percentile(self.latencies, q))
@@ -110,11 +114,14 @@ async def read_counters(client: httpx.AsyncClient, model: str) -> Counters:
     response = await client.get("/metrics")
     response.raise_for_status()
     values = {"taggram_batch_size_sum": 0.0, "taggram_batch_size_count": 0.0}
+    cpu = 0.0
     for family in text_string_to_metric_families(response.text):
         for sample in family.samples:
             if sample.name in values and sample.labels.get("model") == model:
                 values[sample.name] += sample.value
-    return Counters(values["taggram_batch_size_sum"], values["taggram_batch_size_count"])
+            elif sample.name == "process_cpu_seconds_total":
+                cpu = sample.value
+    return Counters(values["taggram_batch_size_sum"], values["taggram_batch_size_count"], cpu)
 
 
 async def post_until_accepted(
@@ -261,7 +268,8 @@ def load_table(results: list[LoadResult], original_rate: float | None) -> str:
             f"{r.percentile_ms(99):.0f}",
             f"{1000 * np.mean(r.decode_seconds):.0f}",
             f"{r.mean_batch:.1f}",
-            f"{r.ms_per_patch:.1f}",
+            f"{r.ms_per_patch(r.wall_seconds):.1f}",
+            f"{r.ms_per_patch(r.counters.cpu_seconds):.1f}",
             "" if original_rate is None else f"{r.audio_per_second / original_rate:.1f}×",
             str(r.rejected),
         ]
@@ -278,6 +286,7 @@ def load_table(results: list[LoadResult], original_rate: float | None) -> str:
         "decode ms",
         "mean batch",
         "wall ms / patch",
+        "server CPU ms / patch",
         "vs original",
         "429s",
     ]
