@@ -86,6 +86,10 @@ class LoadResult:
         return self.audio_seconds / self.wall_seconds
 
     @property
+    def cpu_per_audio_second(self) -> float:
+        return self.counters.cpu_seconds / self.audio_seconds
+
+    @property
     def mean_batch(self) -> float:
         return self.counters.batch_rows / self.counters.batches if self.counters.batches else 0.0
 
@@ -256,7 +260,7 @@ def raw_table(rows: list[RawInference], gemm_best: float) -> str:
     return table(header, body)
 
 
-def load_table(results: list[LoadResult], original_rate: float | None) -> str:
+def load_table(results: list[LoadResult], original: OriginalRates | None) -> str:
     body = [
         [
             str(r.concurrency),
@@ -270,7 +274,8 @@ def load_table(results: list[LoadResult], original_rate: float | None) -> str:
             f"{r.mean_batch:.1f}",
             f"{r.ms_per_patch(r.wall_seconds):.1f}",
             f"{r.ms_per_patch(r.counters.cpu_seconds):.1f}",
-            "" if original_rate is None else f"{r.audio_per_second / original_rate:.1f}×",
+            "" if original is None else f"{r.audio_per_second / original.audio_per_s:.1f}×",
+            "" if original is None else f"{original.cpu_per_audio_s / r.cpu_per_audio_second:.1f}×",
             str(r.rejected),
         ]
         for r in results
@@ -288,15 +293,25 @@ def load_table(results: list[LoadResult], original_rate: float | None) -> str:
         "wall ms / patch",
         "server CPU ms / patch",
         "vs original",
+        "vs original, CPU",
         "429s",
     ]
     return table(header, body)
 
 
-def original_table(run: OriginalRun, durations: dict[Path, float]) -> tuple[str, float]:
-    """The original's figures and its audio seconds per second (per-call, warm process)."""
+@dataclass(frozen=True)
+class OriginalRates:
+    """The original's speed: audio seconds per wall second, CPU seconds per audio second."""
+
+    audio_per_s: float
+    cpu_per_audio_s: float
+
+
+def original_table(run: OriginalRun, durations: dict[Path, float]) -> tuple[str, OriginalRates]:
+    """The original's figures and its rates (per call, in a warm process)."""
     audio = sum(durations[Path(item.file)] for item in run.files)
     total = sum(item.total_s for item in run.files)
+    cpu = sum(item.cpu_s for item in run.files)
     network = sum(item.network_s for item in run.files)
     first = sum(item.first_patch_s for item in run.files)
     patches = sum(item.patches for item in run.files)
@@ -309,6 +324,7 @@ def original_table(run: OriginalRun, durations: dict[Path, float]) -> tuple[str,
         ["audio seconds", f"{audio:.0f}"],
         ["wall seconds in `extractor` calls", f"{total:.1f}"],
         ["audio s / s", f"{rate:.1f}"],
+        ["CPU s per audio minute", f"{60 * cpu / audio:.1f}"],
         ["network ms / patch, all passes (batch 1)", f"{1000 * network / patches:.1f}"],
         ["network ms / patch, after each call's first pass", steady],
         ["first pass of each call (graph optimisation), ms", f"{1000 * first / calls:.0f}"],
@@ -319,7 +335,7 @@ def original_table(run: OriginalRun, durations: dict[Path, float]) -> tuple[str,
         ["one-off: import TensorFlow + musicnn, s", f"{run.import_s:.1f}"],
         ["one-off: first call (librosa JIT, TF initialisation), s", f"{run.first_call_s:.1f}"],
     ]
-    return table(["original musicnn 0.1.0", ""], rows), rate
+    return table(["original musicnn 0.1.0", ""], rows), OriginalRates(rate, cpu / audio)
 
 
 @app.command()
@@ -355,13 +371,13 @@ def main(
             typer.echo(f"service at concurrency {level} ...", err=True)
             results.append(asyncio.run(run_load(base, model, files * repeat, level, phase_budget)))
 
-    original_rate = None
+    original_rates = None
     if original and model in {"MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg"}:
         typer.echo("original musicnn ...", err=True)
         run = run_original(ensure_venv(original_venv), [f.path for f in files], model)
-        text, original_rate = original_table(run, {f.path: f.seconds for f in files})
+        text, original_rates = original_table(run, {f.path: f.seconds for f in files})
         sections.append(text)
-    sections.insert(0, load_table(results, original_rate))
+    sections.insert(0, load_table(results, original_rates))
     sections.insert(0, machine_table(gemm, load_before, os.getloadavg()[0]))
     typer.echo(f"\nmodel {model}, {len(files)} files sent {repeat}× per concurrency level\n")
     typer.echo("\n\n".join(sections))

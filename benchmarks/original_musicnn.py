@@ -47,6 +47,7 @@ class OriginalFileTiming:
 
     file: str
     total_s: float
+    cpu_s: float  # process CPU time, every thread: what the call cost the machine
     network_s: float
     first_patch_s: float
     patches: int
@@ -125,14 +126,16 @@ def _worker(model: str, files: list[str]) -> dict[str, object]:
     timings = []
     for path in [files[0], *files]:
         network.update(seconds=0.0, first=0.0)
-        begin = time.perf_counter()
+        begin, cpu = time.perf_counter(), time.process_time()
         with contextlib.redirect_stdout(sys.stderr):  # extractor prints progress
             taggram, _tags, _features = extractor(path, model=model)
         total = time.perf_counter() - begin
+        cpu = time.process_time() - cpu
         timings.append(
             {
                 "file": path,
                 "total_s": total,
+                "cpu_s": cpu,
                 "network_s": network["seconds"],
                 "first_patch_s": network["first"],
                 "patches": int(taggram.shape[0]),
