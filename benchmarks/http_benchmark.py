@@ -39,7 +39,7 @@ import typer
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.original_musicnn import DEFAULT_VENV, OriginalRun, ensure_venv, run_original
-from benchmarks.raw_inference import RawInference, gemm_gflops, measure_repository
+from benchmarks.raw_inference import GemmRate, RawInference, gemm_rate, measure_repository
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_AUDIO = ROOT.parent / "shared" / "audio"
@@ -219,24 +219,35 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def machine_table(gemm: tuple[float, float], load_before: float, load_after: float) -> str:
+def machine_table(gemm: GemmRate, load_before: float, load_after: float) -> str:
     rows = [
         ["CPU (lscpu model name)", cpu_model()],
         ["cores available", str(len(os.sched_getaffinity(0)))],
-        ["float32 GEMM, NumPy 2048², median / best", f"{gemm[0]:.0f} / {gemm[1]:.0f} GFLOP/s"],
+        [
+            "float32 GEMM (NumPy, 2048²), wall median / best",
+            f"{gemm.median:.0f} / {gemm.best:.0f} GFLOP/s",
+        ],
+        [
+            "float32 GEMM per CPU-second (× cores = rate on an idle machine)",
+            f"{gemm.per_cpu_second:.0f} GFLOP",
+        ],
         ["1-min load average before / after", f"{load_before:.1f} / {load_after:.1f}"],
     ]
     return table(["machine", ""], rows)
 
 
-def raw_table(rows: list[RawInference], gemm_best: float) -> str:
+def floor_cpu_ms(flops_per_patch: int | None, gemm: GemmRate) -> float | None:
+    """CPU milliseconds a patch needs if every FLOP ran at the GEMM's rate."""
+    return None if flops_per_patch is None else 1000 * flops_per_patch / (gemm.per_cpu_second * 1e9)
+
+
+def raw_table(rows: list[RawInference], gemm: GemmRate) -> str:
     """Raw onnxruntime per patch, beside the floor the GEMM rate sets for the model's FLOPs."""
     body = []
     for row in rows:
         t = row.timing
-        rate = row.gflops(t.best_s)
-        flops = row.flops_per_patch
-        floor = "" if flops is None else f"{1000 * flops / (gemm_best * 1e9):.1f}"
+        rate = row.gflop_per_cpu_second()
+        floor = floor_cpu_ms(row.flops_per_patch, gemm)
         body.append(
             [
                 row.model,
@@ -244,8 +255,8 @@ def raw_table(rows: list[RawInference], gemm_best: float) -> str:
                 f"{row.ms_per_patch(t.median_s):.1f}",
                 f"{row.ms_per_patch(t.best_s):.1f}",
                 f"{row.ms_per_patch(t.cpu_s):.1f}",
-                "" if rate is None else f"{rate:.0f}",
-                floor,
+                "" if floor is None else f"{floor:.1f}",
+                "" if rate is None else f"{100 * rate / gemm.per_cpu_second:.0f} %",
             ]
         )
     header = [
@@ -254,13 +265,15 @@ def raw_table(rows: list[RawInference], gemm_best: float) -> str:
         "ms / patch (median)",
         "ms / patch (best)",
         "CPU ms / patch",
-        "GFLOP/s (best)",
-        "GEMM floor ms / patch",
+        "GEMM floor, CPU ms / patch",
+        "of GEMM rate",
     ]
     return table(header, body)
 
 
-def load_table(results: list[LoadResult], original: OriginalRates | None) -> str:
+def load_table(
+    results: list[LoadResult], floor_ms: float | None, original: OriginalRates | None
+) -> str:
     body = [
         [
             str(r.concurrency),
@@ -274,6 +287,9 @@ def load_table(results: list[LoadResult], original: OriginalRates | None) -> str
             f"{r.mean_batch:.1f}",
             f"{r.ms_per_patch(r.wall_seconds):.1f}",
             f"{r.ms_per_patch(r.counters.cpu_seconds):.1f}",
+            ""
+            if floor_ms is None
+            else f"{100 * floor_ms / r.ms_per_patch(r.counters.cpu_seconds):.0f} %",
             "" if original is None else f"{r.audio_per_second / original.audio_per_s:.1f}×",
             "" if original is None else f"{original.cpu_per_audio_s / r.cpu_per_audio_second:.1f}×",
             str(r.rejected),
@@ -292,6 +308,7 @@ def load_table(results: list[LoadResult], original: OriginalRates | None) -> str
         "mean batch",
         "wall ms / patch",
         "server CPU ms / patch",
+        "GEMM floor / server CPU",
         "vs original",
         "vs original, CPU",
         "429s",
@@ -358,14 +375,16 @@ def main(
     load_before = os.getloadavg()[0]
     files = find_audio(audio)
     sections = []
-    gemm = gemm_gflops()
+    gemm = gemm_rate()
     if raw:
         typer.echo("raw onnxruntime ...", err=True)
         rows = measure_repository(repository, raw_batches, threads)
-        sections.append(raw_table(rows, gemm[1]))
+        sections.append(raw_table(rows, gemm))
 
     results = []
     with service_url(url, repository, model, max_batch_size) as base:
+        metadata = httpx.get(f"{base}/v1/models/{model}", timeout=30.0).raise_for_status().json()
+        floor_ms = floor_cpu_ms(metadata.get("flops_per_patch"), gemm)
         asyncio.run(run_load(base, model, files[:1], 1, phase_budget))  # warm the path once
         for level in concurrency:
             typer.echo(f"service at concurrency {level} ...", err=True)
@@ -377,7 +396,7 @@ def main(
         run = run_original(ensure_venv(original_venv), [f.path for f in files], model)
         text, original_rates = original_table(run, {f.path: f.seconds for f in files})
         sections.append(text)
-    sections.insert(0, load_table(results, original_rates))
+    sections.insert(0, load_table(results, floor_ms, original_rates))
     sections.insert(0, machine_table(gemm, load_before, os.getloadavg()[0]))
     typer.echo(f"\nmodel {model}, {len(files)} files sent {repeat}× per concurrency level\n")
     typer.echo("\n\n".join(sections))
