@@ -19,10 +19,13 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import typer
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.settings import Settings
 from taggram.catalogue.local import LocalBackend, local_settings
@@ -43,6 +46,7 @@ class Measurement:
     model: str
     mode: str
     summary: Summary
+    cpu_seconds: float  # client + server (or the one --local process): robust on a busy machine
 
     def row(self) -> list[str]:
         s = self.summary
@@ -54,7 +58,18 @@ class Measurement:
             f"{s.elapsed:.1f}",
             f"{s.done / s.elapsed:.2f}",
             f"{s.audio_seconds / s.elapsed:.0f}",
+            f"{self.cpu_seconds:.1f}",
+            f"{s.audio_seconds / self.cpu_seconds:.0f}",
         ]
+
+
+def server_cpu_seconds(url: str) -> float:
+    """The server process's CPU time, from its own ``process_cpu_seconds_total``."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    for family in text_string_to_metric_families(text):
+        if family.name == "process_cpu_seconds":
+            return float(family.samples[0].value)
+    raise RuntimeError("the server exports no process_cpu_seconds_total")
 
 
 def build_catalogue(folder: Path, repeat: int) -> list[Track]:
@@ -67,13 +82,17 @@ def build_catalogue(folder: Path, repeat: int) -> list[Track]:
     return from_folder(folder)
 
 
-def measure(tracks: list[Track], backend: Backend, output: Path, concurrency: int) -> Summary:
+def measure(
+    tracks: list[Track], backend: Backend, output: Path, concurrency: int
+) -> tuple[Summary, float]:
+    """The run's summary and this process's CPU seconds during it."""
+    cpu = time.process_time()
     summary = asyncio.run(
         run(tracks, backend, output, Format.jsonl, concurrency=concurrency, progress=False)
     )
     if summary.failures:
         raise RuntimeError(summary.report())
-    return summary
+    return summary, time.process_time() - cpu
 
 
 def machine() -> str:
@@ -108,12 +127,17 @@ def main(
             env = {"TAGGRAM_MODELS": model, "TAGGRAM_DEFAULT_MODEL": model}
             with running_server(repository, work, env) as server:
                 remote = RemoteBackend(server.url, options, retry, connections=concurrency)
-                summary = measure(tracks, remote, work / f"{model}-server.jsonl", concurrency)
-            results.append(Measurement(model, "server (HTTP, 127.0.0.1)", summary))
+                served = server_cpu_seconds(server.url)
+                summary, cpu = measure(tracks, remote, work / f"{model}-server.jsonl", concurrency)
+                cpu += server_cpu_seconds(server.url) - served
+            results.append(Measurement(model, "server (HTTP, 127.0.0.1)", summary, cpu))
             local = LocalBackend(local_settings(repository, model), options, retry)
-            summary = measure(tracks, local, work / f"{model}-local.jsonl", concurrency)
-            results.append(Measurement(model, "--local (in-process)", summary))
-    header = ["model", "mode", "files", "audio h", "wall s", "files/s", "audio-h per h"]
+            summary, cpu = measure(tracks, local, work / f"{model}-local.jsonl", concurrency)
+            results.append(Measurement(model, "--local (in-process)", summary, cpu))
+    header = [
+        "model", "mode", "files", "audio h", "wall s", "files/s", "audio-h per h",
+        "CPU s", "audio-h per CPU-h",
+    ]  # fmt: skip
     threads = Settings().intra_op_threads
     print(f"\n{len(tracks)} files ({repeat} x the recordings of ../shared/audio), concurrency")
     print(f"{concurrency}, {threads} ONNX Runtime threads\n")
