@@ -56,7 +56,7 @@ class LocalBackend:
         except OSError as error:
             return unreadable(track, error)
         except TaggramError as error:
-            retryable = error.status >= 500
+            retryable = error.status in self.retry.statuses  # as over HTTP
             return records.failure(
                 track.id, str(track.path), error.code, error.message, retryable=retryable
             )

@@ -77,10 +77,11 @@ class RemoteBackend:
                 model=self.options.model,
                 embeddings=self.options.embeddings,
             )
-        except RequestRejectedError as error:
-            return records.failure(track.id, path, error.code, error.message, retryable=False)
-        except ServiceError as error:
-            return records.failure(track.id, path, error.code, error.message, retryable=True)
+        except (RequestRejectedError, ServiceError) as error:
+            # Overloaded or unavailable through every retry: worth another run. Anything else
+            # (a bad file, or a 500 that the same file would cause again) is settled.
+            retryable = error.status in self.client.retry.statuses
+            return records.failure(track.id, path, error.code, error.message, retryable=retryable)
         except ConnectionFailedError as error:
             return records.failure(track.id, path, "unreachable", str(error), retryable=True)
         return from_response(track, body, self.options.top_k)
