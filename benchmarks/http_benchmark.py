@@ -2,7 +2,7 @@
 
 Run from the repository root (``make venv`` and ``taggram build-models`` first)::
 
-    .venv/bin/python -m benchmarks.http_benchmark            # everything, about 5 minutes
+    .venv/bin/python -m benchmarks.http_benchmark            # everything, 3-5 minutes
     .venv/bin/python -m benchmarks.http_benchmark --url http://127.0.0.1:8000 --no-original
 
 In one run it measures, one after the other so they do not compete for the cores:
@@ -38,7 +38,13 @@ import soundfile
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.original_musicnn import DEFAULT_VENV, OriginalRun, ensure_venv, run_original
+from benchmarks.original_musicnn import (
+    DEFAULT_VENV,
+    ORIGINAL_MODELS,
+    OriginalRun,
+    ensure_venv,
+    run_original,
+)
 from benchmarks.raw_inference import GemmRate, RawInference, gemm_rate, measure_repository
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,12 +135,13 @@ async def read_counters(client: httpx.AsyncClient, model: str) -> Counters:
 
 
 async def post_until_accepted(
-    client: httpx.AsyncClient, model: str, audio: AudioFile, rejected: list[int]
-) -> float:
+    client: httpx.AsyncClient, model: str, audio: AudioFile
+) -> tuple[float, int]:
     """POST one file; on 429 wait as told and retry (latency counts the wait: clients see it).
 
-    Returns the server's decode time for the file, in seconds.
+    Returns the server's decode time for the file, in seconds, and the number of 429 answers.
     """
+    rejected = 0
     while True:
         response = await client.post(
             "/v1/tag",
@@ -144,8 +151,8 @@ async def post_until_accepted(
         )
         if response.status_code != 429:
             response.raise_for_status()
-            return float(response.json()["timings"]["decode_ms"]) / 1000
-        rejected.append(1)
+            return float(response.json()["timings"]["decode_ms"]) / 1000, rejected
+        rejected += 1
         await asyncio.sleep(min(float(response.headers.get("Retry-After", "1")), 5.0))
 
 
@@ -157,27 +164,29 @@ async def run_load(
     latencies: list[float] = []
     decode_seconds: list[float] = []
     audio_seconds = 0.0
-    rejected: list[int] = []
+    rejected = 0
     limits = httpx.Limits(max_connections=concurrency + 1)
     async with httpx.AsyncClient(base_url=url, timeout=600.0, limits=limits) as client:
         before = await read_counters(client, model)
         started = time.perf_counter()
 
         async def client_loop() -> None:
-            nonlocal audio_seconds
+            nonlocal audio_seconds, rejected
             for audio in pending:
                 if time.perf_counter() - started > budget_s:
                     return
                 begin = time.perf_counter()
-                decode_seconds.append(await post_until_accepted(client, model, audio, rejected))
+                decode, retries = await post_until_accepted(client, model, audio)
                 latencies.append(time.perf_counter() - begin)
+                decode_seconds.append(decode)
                 audio_seconds += audio.seconds
+                rejected += retries
 
         await asyncio.gather(*(client_loop() for _ in range(concurrency)))
         wall = time.perf_counter() - started
         counters = await read_counters(client, model) - before
     return LoadResult(
-        concurrency, audio_seconds, wall, latencies, decode_seconds, counters, len(rejected)
+        concurrency, audio_seconds, wall, latencies, decode_seconds, counters, rejected
     )
 
 
@@ -374,12 +383,11 @@ def main(
     """Print Markdown tables: machine, raw onnxruntime, the service under load, the original."""
     load_before = os.getloadavg()[0]
     files = find_audio(audio)
-    sections = []
     gemm = gemm_rate()
+    raw_section = None
     if raw:
         typer.echo("raw onnxruntime ...", err=True)
-        rows = measure_repository(repository, raw_batches, threads)
-        sections.append(raw_table(rows, gemm))
+        raw_section = raw_table(measure_repository(repository, raw_batches, threads), gemm)
 
     results = []
     with service_url(url, repository, model, max_batch_size) as base:
@@ -390,16 +398,19 @@ def main(
             typer.echo(f"service at concurrency {level} ...", err=True)
             results.append(asyncio.run(run_load(base, model, files * repeat, level, phase_budget)))
 
-    original_rates = None
-    if original and model in {"MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg"}:
+    original_section, original_rates = None, None
+    if original and model in ORIGINAL_MODELS:
         typer.echo("original musicnn ...", err=True)
         run = run_original(ensure_venv(original_venv), [f.path for f in files], model)
-        text, original_rates = original_table(run, {f.path: f.seconds for f in files})
-        sections.append(text)
-    sections.insert(0, load_table(results, floor_ms, original_rates))
-    sections.insert(0, machine_table(gemm, load_before, os.getloadavg()[0]))
+        original_section, original_rates = original_table(run, {f.path: f.seconds for f in files})
+    sections = [
+        machine_table(gemm, load_before, os.getloadavg()[0]),
+        load_table(results, floor_ms, original_rates),
+        raw_section,
+        original_section,
+    ]
     typer.echo(f"\nmodel {model}, {len(files)} files sent {repeat}× per concurrency level\n")
-    typer.echo("\n\n".join(sections))
+    typer.echo("\n\n".join(section for section in sections if section))
 
 
 if __name__ == "__main__":

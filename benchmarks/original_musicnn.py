@@ -34,6 +34,8 @@ REQUIREMENTS = [
     "soxr==1.1.0",
 ]
 NO_DEPS_REQUIREMENTS = ["tf-keras==2.21.0", "musicnn==0.1.0"]
+# The published models the wheel ships (and taggram's repository converts).
+ORIGINAL_MODELS = frozenset({"MTT_musicnn", "MSD_musicnn", "MTT_vgg", "MSD_vgg"})
 RECIPE_FILE = "taggram-recipe.json"
 
 
