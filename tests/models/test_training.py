@@ -16,6 +16,7 @@ import onnxruntime as ort
 import pytest
 import soundfile as sf
 import torch
+from typer.testing import CliRunner
 
 from models.data.debian import licences
 from models.data.packages import (
@@ -25,6 +26,7 @@ from models.data.packages import (
     ensure_trainable,
 )
 from models.data.prepare import prepare
+from models.training.cli import app
 from models.training.dataset import labelled_windows, split
 from models.training.export import export_checkpoint
 from models.training.labels import read_labels
@@ -200,3 +202,40 @@ def test_licences_of_copyright_files() -> None:
         "CC-BY-SA (free-text copyright file)",
         "GPL (free-text copyright file)",
     ]
+
+
+def test_command_line_round_trip(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """train → evaluate → export → plot-training through the `taggram` commands."""
+    labels, _, cache = trained
+    common = ["--labels", str(labels), "--cache", str(cache), "--validation-fraction", "0.25"]
+    run = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            *common,
+            "--out",
+            str(run),
+            "--architecture-options",
+            json.dumps(TINY),
+            "--steps-per-epoch",
+            "2",
+            "--max-epochs",
+            "2",
+            "--batch-size",
+            "4",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), *common])
+    assert result.exit_code == 0, result.output
+    assert "ROC-AUC" in result.output and "PR-AUC" in result.output
+    root = tmp_path / "repository"
+    export = ["export", "--checkpoint", str(run / "best.pt"), "--name", "cli", "--root", str(root)]
+    result = CliRunner().invoke(app, export)
+    assert result.exit_code == 0, result.output
+    assert load_repository(root)["cli"].metadata.training["steps_run"] == 4
+    plot = ["plot-training", "--history", str(run / HISTORY), "--out", str(tmp_path / "c.png")]
+    result = CliRunner().invoke(app, plot)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c.png").stat().st_size > 0
