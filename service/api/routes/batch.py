@@ -13,15 +13,18 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from service.api.deps import TaggerDep
 from service.api.schemas import TagResponse
+from service.api.uploads import (
+    check_content_length,
+    multipart_request_body,
+    options_from_form,
+)
 from service.errors import (
     EmptyAudioError,
-    InvalidOptionsError,
-    PayloadTooLargeError,
     TaggramError,
 )
 from service.tagging import Tagger, TagOptions
@@ -52,45 +55,20 @@ class BatchResponse(BaseModel):
     results: list[FileOutcome]
 
 
-_REQUEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": [FIELD],
-                    "properties": {
-                        FIELD: {"type": "array", "items": {"type": "string", "format": "binary"}}
-                    },
-                }
-            }
-        },
-    }
-}
+_REQUEST_BODY = multipart_request_body(FIELD, many=True)
 
 
 async def _read_form(
     request: Request, options: TagOptions, max_files: int, max_bytes: int
 ) -> tuple[list[UploadFile], TagOptions]:
     """The uploads of field ``files``, and the options (query values win over form fields)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLargeError(f"request of {declared} bytes exceeds the limit of {max_bytes}")
+    check_content_length(request.headers, max_bytes)
     # More than max_files files is refused by the parser itself (400, "Too many files").
     form = await request.form(max_files=max_files, max_fields=len(TagOptions.model_fields))
     uploads = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
     if not uploads:
         raise EmptyAudioError(f"the multipart request has no file fields named {FIELD!r}")
-    fields = {key: value for key, value in form.items() if key != FIELD}
-    if fields:
-        try:
-            options = TagOptions.model_validate(
-                {**fields, **options.model_dump(exclude_unset=True)}
-            )
-        except ValidationError as error:
-            raise InvalidOptionsError(str(error)) from error
-    return uploads, options
+    return uploads, options_from_form(form, FIELD, options)
 
 
 async def _tag_one(

@@ -7,16 +7,19 @@ from collections.abc import Coroutine
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from service.api.deps import TaggerDep
 from service.api.schemas import TagResponse
+from service.api.uploads import (
+    check_content_length,
+    multipart_request_body,
+    options_from_form,
+)
 from service.audio.decode import AudioSource
 from service.errors import (
     ClientDisconnectedError,
     EmptyAudioError,
-    InvalidOptionsError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
@@ -27,28 +30,11 @@ T = TypeVar("T")
 
 _RAW_TYPES = ("application/octet-stream",)
 _AUDIO_BODY = {"schema": {"type": "string", "format": "binary"}}
-_REQUEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
-            },
-            "audio/*": _AUDIO_BODY,
-            "application/octet-stream": _AUDIO_BODY,
-        },
-    }
-}
-
-
-def _check_length(request: Request, limit: int) -> None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError(f"upload of {declared} bytes exceeds the limit of {limit}")
+_REQUEST_BODY = multipart_request_body(
+    "file",
+    many=False,
+    raw_content={"audio/*": _AUDIO_BODY, "application/octet-stream": _AUDIO_BODY},
+)
 
 
 async def _read_raw(request: Request, limit: int) -> bytes:
@@ -68,20 +54,13 @@ async def _read_upload(request: Request, options: TagOptions) -> tuple[AudioSour
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise EmptyAudioError("the multipart upload has no file field named 'file'")
-    fields = {key: value for key, value in form.items() if key != "file"}
-    if fields:
-        try:
-            merged = {**fields, **options.model_dump(exclude_unset=True)}
-            options = TagOptions.model_validate(merged)
-        except ValidationError as error:
-            raise InvalidOptionsError(str(error)) from error
-    return upload.file, options
+    return upload.file, options_from_form(form, "file", options)
 
 
 async def _read_audio(
     request: Request, options: TagOptions, limit: int
 ) -> tuple[AudioSource, TagOptions]:
-    _check_length(request, limit)
+    check_content_length(request.headers, limit)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         return await _read_upload(request, options)
