@@ -16,7 +16,8 @@ $(BIN)/taggram: pyproject.toml
 
 venv: $(BIN)/taggram
 
-$(REPO)/.complete: | $(BIN)/taggram
+# Rebuilt when the converter, the architectures or a committed trained model change.
+$(REPO)/.complete: $(shell find models -type f -not -name '*.pyc') | $(BIN)/taggram
 	$(BIN)/taggram build-models --repository $(REPO)
 
 models: $(REPO)/.complete
