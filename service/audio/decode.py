@@ -77,9 +77,12 @@ def _byte_size(handle: BinaryIO) -> int:
 def _read_mono(sound: sf.SoundFile) -> np.ndarray:
     """All frames as float32 mono (mean of channels), without holding the multichannel audio."""
     mono = np.empty(sound.frames, dtype=np.float32)
+    # A matrix-vector product is the channel mean (bit-identical for mono and stereo) at a
+    # fraction of np.mean's cost over a 2-wide last axis (~1 ms instead of 26 ms for 30 s).
+    weights = np.full(sound.channels, 1.0 / sound.channels, dtype=np.float32)
     filled = 0
     for block in sound.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
-        np.mean(block, axis=1, out=mono[filled : filled + len(block)])
+        np.matmul(block, weights, out=mono[filled : filled + len(block)])
         filled += len(block)
     return mono[:filled]
 
