@@ -21,7 +21,6 @@ from service.repository import (
     ONNX_FILE,
     Metrics,
     ModelMetadata,
-    PatchSpec,
     TensorSpec,
     load_repository,
     write_model,
@@ -102,13 +101,6 @@ def musicnn_metadata(tagger: PublishedTagger, wheel: MusicnnWheel) -> ModelMetad
     """Metadata of one converted tagger (hash, size, parameters and FLOPs are filled later)."""
     tags = wheel.labels(tagger.dataset)
     config = json.loads(wheel.read(f"{tagger.name}/config.json"))
-    patch = PatchSpec(
-        samples=fe.PATCH_SAMPLES,
-        hop_samples=fe.HOP_SAMPLES,
-        context_samples=fe.CONTEXT_SAMPLES,
-        frames=fe.FRAMES,
-        hop_frames=fe.FRAMES,
-    )
     waveform = TensorSpec(
         name="waveform",
         shape=["batch", fe.PATCH_SAMPLES],
@@ -131,7 +123,7 @@ def musicnn_metadata(tagger: PublishedTagger, wheel: MusicnnWheel) -> ModelMetad
         kind="spectrogram",
         tags=tags,
         sample_rate=fe.SAMPLE_RATE,
-        patch=patch,
+        patch=fe.PATCH,
         inputs=[waveform],
         outputs=[probabilities, *embeddings],
         embedding_outputs=[spec.name for spec in embeddings],

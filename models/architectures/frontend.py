@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from service.repository import PatchSpec
+
 SAMPLE_RATE = 16000
 N_FFT = 512
 HOP = 256
@@ -25,6 +27,14 @@ CONTEXT_SAMPLES = N_FFT // 2  # left half-window that centring would add
 PATCH_SAMPLES = (FRAMES - 1) * HOP + N_FFT  # 48128: exactly FRAMES un-centred frames
 HOP_SAMPLES = FRAMES * HOP  # 47872: patches tile the clip without overlap, as in musicnn
 LOG_SCALE = 10000.0
+# The repository's description of that patch, shared by the converter, trainer and exporter.
+PATCH = PatchSpec(
+    samples=PATCH_SAMPLES,
+    hop_samples=HOP_SAMPLES,
+    context_samples=CONTEXT_SAMPLES,
+    frames=FRAMES,
+    hop_frames=FRAMES,
+)
 
 # Every pre-processing detail, copied into each model's metadata.
 DSP_PARAMETERS: dict[str, object] = {

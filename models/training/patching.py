@@ -6,17 +6,10 @@ from models.architectures import frontend as fe
 from models.architectures import waveform
 from service.repository import PatchSpec
 
-SPECTROGRAM_PATCH = PatchSpec(
-    samples=fe.PATCH_SAMPLES,
-    hop_samples=fe.HOP_SAMPLES,
-    context_samples=fe.CONTEXT_SAMPLES,
-    frames=fe.FRAMES,
-    hop_frames=fe.FRAMES,
-)
 # Waveform models need no left context: patches tile the clip without overlap.
 WAVEFORM_PATCH = PatchSpec(samples=waveform.PATCH_SAMPLES, hop_samples=waveform.PATCH_SAMPLES)
 WAVEFORM_ARCHITECTURES = frozenset({"sample_cnn"})
 
 
 def patch_spec(architecture: str) -> PatchSpec:
-    return WAVEFORM_PATCH if architecture in WAVEFORM_ARCHITECTURES else SPECTROGRAM_PATCH
+    return WAVEFORM_PATCH if architecture in WAVEFORM_ARCHITECTURES else fe.PATCH
