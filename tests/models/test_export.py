@@ -22,6 +22,7 @@ from service.repository import (
     sha256_file,
 )
 from tests.models.conftest import MODELS
+from tests.support.onnx_parity import assert_onnx_matches_module
 from tests.support.paths import require_repository
 
 
@@ -70,12 +71,7 @@ def test_export_writes_a_loadable_model_matching_torch(tmp_path: Path) -> None:
     assert entry.metadata.flops_per_patch and entry.metadata.flops_per_patch > 0
     assert entry.metadata.onnx_bytes == entry.onnx_path.stat().st_size
     waveform = np.random.default_rng(0).standard_normal((4, 1024)).astype(np.float32)
-    session = ort.InferenceSession(str(entry.onnx_path), providers=["CPUExecutionProvider"])
-    probabilities, embedding = session.run(None, {"waveform": waveform})
-    with torch.no_grad():
-        expected = module(torch.from_numpy(waveform))
-    np.testing.assert_allclose(probabilities, torch.sigmoid(expected["logits"]), atol=1e-6)
-    np.testing.assert_allclose(embedding, expected["embedding"], atol=1e-6)
+    assert_onnx_matches_module(entry.onnx_path, module, waveform, atol=1e-6, embedding_atol=1e-6)
 
 
 def test_export_is_deterministic(tmp_path: Path) -> None:

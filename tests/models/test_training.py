@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import soundfile as sf
 import torch
@@ -35,6 +34,7 @@ from models.training.patching import WAVEFORM_PATCH
 from models.training.sources import load_windows
 from models.training.trainer import HISTORY, TrainConfig, load_checkpoint, train
 from service.repository import load_repository
+from tests.support.onnx_parity import assert_onnx_matches_module
 
 TINY = {"stem_channels": 4, "channels": [4, 8, 8, 8, 8, 8, 8], "dense_units": 16}
 RATE = 22050  # not the models' rate: the audio cache must resample
@@ -101,12 +101,7 @@ def test_exported_model_matches_pytorch(trained: tuple[Path, Path, Path], tmp_pa
     module, _ = load_checkpoint(checkpoint)
     audio = np.random.default_rng(1).uniform(-0.5, 0.5, (3, entry.metadata.patch.samples))
     audio = audio.astype(np.float32)
-    session = ort.InferenceSession(str(entry.onnx_path), providers=["CPUExecutionProvider"])
-    probabilities, embedding = session.run(None, {"waveform": audio})
-    with torch.no_grad():
-        expected = module(torch.from_numpy(audio))
-    np.testing.assert_allclose(probabilities, torch.sigmoid(expected["logits"]), atol=1e-5)
-    np.testing.assert_allclose(embedding, expected["embedding"], atol=1e-4)
+    assert_onnx_matches_module(entry.onnx_path, module, audio, atol=1e-5, embedding_atol=1e-4)
 
 
 def test_distillation_windows_come_from_the_teacher(
