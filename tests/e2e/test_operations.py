@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -78,16 +79,27 @@ def test_metrics_parse_and_count_work(
     }
 
 
+def _tag_in_batch(client: httpx.Client, path: Path) -> httpx.Response:
+    with path.open("rb") as handle:
+        return client.post("/v1/tag/batch", files=[("files", (path.name, handle))])
+
+
+@pytest.mark.parametrize("send", [tag_file, _tag_in_batch], ids=["tag", "batch"])
 def test_client_disconnect_drops_its_patches_and_harms_nobody(
-    server: Server, shared_audio: Path, format_files: dict[str, Path], tmp_path: Path
+    server: Server,
+    shared_audio: Path,
+    format_files: dict[str, Path],
+    tmp_path: Path,
+    send: Callable[[httpx.Client, Path], httpx.Response],
 ) -> None:
     track = long_track(shared_audio, tmp_path, 480)  # 161 patches: many batches
     before = _value(server, "taggram_patches_total", model="MTT_musicnn")
+    noticed = _value(server, "taggram_errors_total", kind="client_disconnected")
     impatient = httpx.Client(base_url=server.url, timeout=httpx.Timeout(300, read=1.0))
     with impatient, pytest.raises(httpx.ReadTimeout):
-        tag_file(impatient, track)  # hangs up after 1 s waiting for the answer
+        send(impatient, track)  # hangs up after 1 s waiting for the answer
     deadline = time.monotonic() + 120
-    while _value(server, "taggram_errors_total", kind="client_disconnected") < 1:
+    while _value(server, "taggram_errors_total", kind="client_disconnected") <= noticed:
         assert time.monotonic() < deadline, "the disconnect was never noticed"
         time.sleep(0.2)
     while _value(server, "taggram_queue_depth", model="MTT_musicnn") > 0:

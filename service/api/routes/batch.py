@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from service.api.deps import TaggerDep
+from service.api.disconnect import unless_disconnected
 from service.api.schemas import TagResponse
 from service.api.uploads import (
     check_content_length,
@@ -112,7 +113,6 @@ async def tag_batch(
     tagger.model(options.model)  # an unknown model fails the request, not each file
     request_id: str = request.state.request_id
     slots = asyncio.Semaphore(FILES_IN_FLIGHT)
-    outcomes = await asyncio.gather(
-        *(_tag_one(tagger, upload, options, request_id, slots) for upload in uploads)
-    )
+    files = (_tag_one(tagger, upload, options, request_id, slots) for upload in uploads)
+    outcomes = await unless_disconnected(request, asyncio.gather(*files))
     return BatchResponse(request_id=request_id, results=list(outcomes))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.datastructures import UploadFile
 
 from service.api.deps import TaggerDep
+from service.api.disconnect import unless_disconnected
 from service.api.schemas import TagResponse
 from service.api.uploads import (
     check_content_length,
@@ -18,7 +17,6 @@ from service.api.uploads import (
 )
 from service.audio.decode import AudioSource
 from service.errors import (
-    ClientDisconnectedError,
     EmptyAudioError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
@@ -26,7 +24,6 @@ from service.errors import (
 from service.tagging import TagOptions
 
 router = APIRouter(tags=["tagging"])
-T = TypeVar("T")
 
 _RAW_TYPES = ("application/octet-stream",)
 _AUDIO_BODY = {"schema": {"type": "string", "format": "binary"}}
@@ -72,26 +69,6 @@ async def _read_audio(
     )
 
 
-async def _until_disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work``, cancelling it (and dropping its queued patches) if the client goes away."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_until_disconnected(request))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()
-    if task not in done:
-        raise ClientDisconnectedError("the client disconnected before the response was ready")
-    return task.result()
-
-
 @router.post(
     "/v1/tag",
     response_model=TagResponse,
@@ -106,6 +83,6 @@ async def tag(
 ) -> TagResponse:
     """Tag audio sent as a multipart upload (field ``file``) or as the raw body."""
     source, options = await _read_audio(request, options, tagger.settings.max_upload_bytes)
-    result = await _unless_disconnected(request, tagger.tag(source, options))
+    result = await unless_disconnected(request, tagger.tag(source, options))
     response.headers["Server-Timing"] = result.timings.server_timing()
     return TagResponse.from_result(result, request.state.request_id)
