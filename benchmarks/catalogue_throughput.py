@@ -33,10 +33,8 @@ from taggram.catalogue.runner import Backend, JobOptions, RemoteBackend, Summary
 from taggram.catalogue.sources import AUDIO_EXTENSIONS, Track, from_folder
 from taggram.catalogue.writers import Format
 from taggram.client import RetryPolicy
+from tests.support.paths import ROOT, SHARED_AUDIO
 from tests.support.server import running_server
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 

@@ -46,10 +46,8 @@ from benchmarks.original_musicnn import (
     run_original,
 )
 from benchmarks.raw_inference import GemmRate, RawInference, gemm_rate, measure_repository
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = ROOT.parent / "shared" / "audio"
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3"}
+from taggram.catalogue.sources import AUDIO_EXTENSIONS
+from tests.support.paths import ROOT, SHARED_AUDIO
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -114,9 +112,9 @@ def find_audio(paths: list[Path]) -> list[AudioFile]:
         if not path.exists():
             raise typer.BadParameter(f"{path} does not exist (the recordings are in ../shared)")
         found += sorted(path.iterdir()) if path.is_dir() else [path]
-    audio = [p for p in found if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES]
+    audio = [p for p in found if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
     if not audio:
-        raise typer.BadParameter(f"no audio files ({sorted(AUDIO_SUFFIXES)}) in {paths}")
+        raise typer.BadParameter(f"no audio files ({sorted(AUDIO_EXTENSIONS)}) in {paths}")
     return [AudioFile(p, p.read_bytes(), soundfile.info(str(p)).duration) for p in audio]
 
 

@@ -29,9 +29,8 @@ from service.audio.decode import DecodeLimits, decode
 from service.engine import ModelSession
 from service.patching import Patches, clip_average, plan_patches
 from service.repository import ModelEntry, load_repository
+from tests.support.paths import ROOT, SHARED_AUDIO
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_AUDIO = ROOT.parent / "shared" / "audio"
 LIMITS = DecodeLimits(max_bytes=1 << 30, max_duration_seconds=3600.0)
 TOP = 5
 

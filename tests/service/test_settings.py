@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from service.cli import app, settings_from_options
 from service.settings import Settings
+from tests.support.paths import ROOT
 
 
 def test_defaults_serve_the_musicnn_default_model() -> None:
@@ -51,6 +52,6 @@ def test_every_setting_is_a_serve_option() -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"| `TAGGRAM_{name.upper()}` |" in readme, name
