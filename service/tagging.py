@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -161,11 +162,9 @@ class Tagger:
 
     def _prepare(self, source: AudioSource | Path, meta: ModelMetadata, hop: int) -> _Prepared:
         """Blocking part before inference (runs in a worker thread): decode and cut patches."""
-        if isinstance(source, Path):
-            with source.open("rb") as handle:
-                decoded = decode(handle, meta.sample_rate, self._limits)
-        else:
-            decoded = decode(source, meta.sample_rate, self._limits)
+        opened = source.open("rb") if isinstance(source, Path) else nullcontext(source)
+        with opened as handle:
+            decoded = decode(handle, meta.sample_rate, self._limits)
         plan = plan_patches(len(decoded.waveform), meta.patch, hop, self.settings.max_queue_patches)
         return _Prepared(
             audio=decoded.info,
