@@ -14,8 +14,6 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 # place and .dockerignore keeps model_repository/, .venv/ and data/ out of the build context.
 FROM scratch AS source
 COPY pyproject.toml README.md /src/
-COPY service/ /src/service/
-COPY models/ /src/models/
 COPY taggram/ /src/taggram/
 
 # ---------------------------------------------------------------------------------------------
@@ -29,9 +27,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL}
 WORKDIR /src
 COPY --from=source /src/ /src/
-# Editable install: build-models reads models/trained/ from the source tree.
 RUN python -m venv /opt/build \
-    && /opt/build/bin/pip install -e ".[cpu,models]"
+    && /opt/build/bin/pip install ".[cpu,models]"
 RUN /opt/build/bin/taggram build-models --repository /models \
     && test -f /models/.complete
 

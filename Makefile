@@ -17,7 +17,7 @@ $(BIN)/taggram: pyproject.toml
 venv: $(BIN)/taggram
 
 # Rebuilt when the converter, the architectures or a committed trained model change.
-$(REPO)/.complete: $(shell find models -type f -not -name '*.pyc') | $(BIN)/taggram
+$(REPO)/.complete: $(shell find taggram/models taggram/repository.py -type f -not -name '*.pyc') | $(BIN)/taggram
 	$(BIN)/taggram build-models --repository $(REPO)
 
 models: $(REPO)/.complete

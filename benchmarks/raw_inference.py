@@ -20,8 +20,8 @@ from statistics import median
 
 import numpy as np
 
-from service.engine import ModelSession
-from service.repository import load_repository
+from taggram.repository import load_repository
+from taggram.service.inference.session import ModelSession
 
 
 @dataclass(frozen=True)
@@ -95,8 +95,9 @@ def measure_repository(
 ) -> list[RawInference]:
     """Every model at every batch size on random audio (the cost does not depend on content).
 
-    :class:`service.engine.ModelSession` sets the same session options as the service (graph
-    optimisation, threads, no spinning), so this is exactly the inference the service runs.
+    :class:`~taggram.service.inference.session.ModelSession` sets the same session options as the
+    service (graph optimisation, threads, no spinning), so this is exactly the inference the
+    service runs.
     """
     rng = np.random.default_rng(0)
     rows = []

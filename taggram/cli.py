@@ -1,17 +1,18 @@
 """The ``taggram`` command: one entry point gathering every sub-command.
 
-Each half keeps its own commands (``service.cli``, ``models.cli``, ``taggram.catalogue.cli``);
-``models`` commands import torch only when they run, so ``taggram serve`` never loads it.
+Each half keeps its own commands (``taggram.service.cli``, ``taggram.models.cli``,
+``taggram.catalogue.cli``); ``models`` commands import torch only when they run, so ``taggram
+serve`` never loads it.
 """
 
 from __future__ import annotations
 
 import typer
 
-from models.cli import app as models_app
-from models.training.cli import app as training_app
-from service.cli import app as service_app
 from taggram.catalogue.cli import app as catalogue_app
+from taggram.models.cli import app as models_app
+from taggram.models.training.cli import app as training_app
+from taggram.service.cli import app as service_app
 
 app = typer.Typer(
     help="taggram: music and audio tagging service.",

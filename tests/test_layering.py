@@ -1,4 +1,9 @@
-"""The architecture's hard boundary: ``service/`` serves without torch and without ``models/``."""
+"""The architecture's hard boundaries, checked on the sources and on what importing loads.
+
+- ``taggram.service`` serves without torch, onnx, librosa and without ``taggram.models``;
+- ``taggram.models`` and ``taggram.service`` meet only at ``taggram.repository``;
+- ``taggram.client`` imports nothing of the server.
+"""
 
 from __future__ import annotations
 
@@ -11,45 +16,60 @@ import pytest
 
 from tests.support.paths import ROOT
 
-FORBIDDEN = (
-    "torch",
-    "models",
-    "onnx",
-    "librosa",
-)  # build-time only: none of these in a server image
+PACKAGE = ROOT / "taggram"
+BUILD_TIME = ("torch", "onnx", "librosa", "taggram.models")  # none of these in a server image
+SERVER_STACK = ("onnxruntime", "soundfile", "fastapi", "uvicorn", "taggram.service")
 
 
-def _top_level_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+def _imports(path: Path) -> set[str]:
+    """Absolute module names imported anywhere in ``path`` (top level or inside functions)."""
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
+            names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
 
 
-def test_service_sources_import_no_build_time_package() -> None:
-    offenders = {
-        str(path.relative_to(ROOT)): sorted(_top_level_imports(path) & set(FORBIDDEN))
-        for path in (ROOT / "service").rglob("*.py")
+def _matches(name: str, forbidden: tuple[str, ...]) -> bool:
+    return any(name == f or name.startswith(f + ".") for f in forbidden)
+
+
+def _offenders(folder: Path, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    found = {
+        str(path.relative_to(ROOT)): sorted(n for n in _imports(path) if _matches(n, forbidden))
+        for path in folder.rglob("*.py")
     }
-    assert {k: v for k, v in offenders.items() if v} == {}
+    return {path: names for path, names in found.items() if names}
+
+
+def test_service_sources_import_no_build_time_package() -> None:
+    assert _offenders(PACKAGE / "service", BUILD_TIME) == {}
+
+
+def test_models_reach_the_service_only_through_the_repository_contract() -> None:
+    assert _offenders(PACKAGE / "models", ("taggram.service",)) == {}
+
+
+def test_one_import_root() -> None:
+    """Only ``taggram`` is a top-level package: no ``service`` or ``models`` to clash with."""
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert packages <= {"taggram", "tests", "benchmarks"}
 
 
 @pytest.mark.parametrize(
     ("modules", "forbidden"),
     [
-        ("service.api.app, service.cli", FORBIDDEN),
+        ("taggram.service.api.app, taggram.service.cli", BUILD_TIME),
         # the CLI also lists the build commands, whose modules import torch only when they run
-        ("taggram.cli, taggram.client", ("torch", "onnx", "librosa")),
+        ("taggram.cli", ("torch", "onnx", "librosa")),
+        # a catalogue machine talking to a service needs none of the server stack
+        ("taggram.client, taggram.catalogue.remote", BUILD_TIME + SERVER_STACK),
     ],
 )
-def test_serving_entry_points_load_without_build_time_packages(
-    modules: str, forbidden: tuple[str, ...]
-) -> None:
-    """Importing the app or ``taggram serve``'s CLI must not pull torch in transitively."""
+def test_entry_points_load_only_what_they_need(modules: str, forbidden: tuple[str, ...]) -> None:
+    """Importing these must not pull the forbidden packages in transitively."""
     code = (
         f"import sys; import {modules}; "
         f"bad = [m for m in {forbidden!r} if m in sys.modules]; print(bad); sys.exit(bool(bad))"

@@ -9,11 +9,13 @@ from typing import Annotated
 import typer
 
 from taggram.catalogue.records import best_records
-from taggram.catalogue.runner import Backend, JobOptions, RemoteBackend, run
+from taggram.catalogue.remote import RemoteBackend
+from taggram.catalogue.runner import Backend, JobOptions, run
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import SourceError, load_source
 from taggram.catalogue.writers import Format, infer_format, read_records, write_records
 from taggram.client import RetryPolicy
+from taggram.repository import DEFAULT_REPOSITORY
 
 app = typer.Typer()
 
@@ -42,7 +44,7 @@ def catalogue(
     repository: Annotated[
         Path,
         typer.Option(envvar="TAGGRAM_MODEL_REPOSITORY", help="model repository for --local"),
-    ] = Path("model_repository"),
+    ] = DEFAULT_REPOSITORY,
     output_format: Annotated[
         Format | None,
         typer.Option("--format", help="jsonl, csv or parquet (default: from the extension)"),

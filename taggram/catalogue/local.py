@@ -1,9 +1,9 @@
 """``--local``: tag in-process with the service's own pipeline, no server needed.
 
-:class:`service.tagging.Tagger` is exactly what ``POST /v1/tag`` calls (decode, patch, dynamic
-batching, ONNX Runtime, clip averaging), so local and remote runs give the same numbers. All cores
-are used: ONNX Runtime's intra-op threads default to every available core, decoding runs in worker
-threads, and the runner's concurrent tracks keep the batcher's batches full.
+:class:`~taggram.service.tagging.Tagger` is exactly what ``POST /v1/tag`` calls (decode, patch,
+dynamic batching, ONNX Runtime, clip averaging), so local and remote runs give the same numbers. All
+cores are used: ONNX Runtime's intra-op threads default to every available core, decoding runs in
+worker threads, and the runner's concurrent tracks keep the batcher's batches full.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from service.errors import OverloadedError, TaggramError
-from service.settings import Settings
-from service.tagging import Tagger, TagOptions, TagResult
 from taggram.catalogue import records
 from taggram.catalogue.records import Record
-from taggram.catalogue.runner import JobOptions, unreadable
+from taggram.catalogue.runner import JobOptions
 from taggram.catalogue.sources import Track
 from taggram.client import RetryPolicy
+from taggram.service.errors import OverloadedError, TaggramError
+from taggram.service.settings import Settings
+from taggram.service.tagging import Tagger, TagOptions, TagResult
 
 log = logging.getLogger(__name__)
 
@@ -54,23 +54,17 @@ class LocalBackend:
         try:
             result = await self._tag(track.path)
         except OSError as error:
-            return unreadable(track, error)
+            return records.unreadable(track, error)
         except TaggramError as error:
-            retryable = error.status in self.retry.statuses  # as over HTTP
-            return records.failure(
-                track.id, str(track.path), error.code, error.message, retryable=retryable
-            )
+            return records.failure(track, error.code, error.message, retryable=error.retryable)
         except Exception as error:  # a pipeline bug on one file must not end a long run
             log.exception("tagging %s failed", track.path)
-            return records.failure(
-                track.id, str(track.path), "internal_error", repr(error), retryable=False
-            )
+            return records.failure(track, "internal_error", repr(error), retryable=False)
         embedding = None
         if result.embedding_name is not None and result.embedding_mean is not None:
             embedding = (result.embedding_name, result.embedding_mean.tolist())
         return records.success(
-            track.id,
-            str(track.path),
+            track,
             model=result.model.name,
             version=result.model.version,
             duration_s=result.duration_seconds,

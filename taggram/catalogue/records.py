@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from taggram.catalogue.sources import Track
+
 
 class TagScore(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -48,8 +50,7 @@ class Record(BaseModel):
 
 
 def success(
-    track_id: str,
-    path: str,
+    track: Track,
     *,
     model: str,
     version: str,
@@ -58,12 +59,14 @@ def success(
     top_k: int,
     embedding: tuple[str, list[float]] | None = None,
 ) -> Record:
-    """A successful record; the top tags are derived here so every backend ranks alike."""
+    """The record of a tagged track, for both backends: the top tags are derived here so every
+    backend ranks alike. ``probabilities`` maps every tag to its clip probability (0-1);
+    ``embedding`` is the layer name and the clip-mean vector."""
     ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)[:top_k]
     layer, values = embedding if embedding is not None else (None, None)
     return Record(
-        id=track_id,
-        path=path,
+        id=track.id,
+        path=str(track.path),
         status="ok",
         model=model,
         version=version,
@@ -75,15 +78,21 @@ def success(
     )
 
 
-def failure(track_id: str, path: str, code: str, message: str, *, retryable: bool) -> Record:
-    """A failed record; the message is folded onto one line so every format keeps it readable."""
+def failure(track: Track, code: str, message: str, *, retryable: bool) -> Record:
+    """The record of a track that failed, for both backends; the message is folded onto one line
+    so every format keeps it readable. ``retryable``: a later run should try it again."""
     message = " ".join(message.split())
     return Record(
-        id=track_id,
-        path=path,
+        id=track.id,
+        path=str(track.path),
         status="error",
         error=ErrorInfo(code=code, message=message, retryable=retryable),
     )
+
+
+def unreadable(track: Track, error: OSError) -> Record:
+    """The file could not be read: settled (a later run would read the same nothing)."""
+    return failure(track, "unreadable", str(error), retryable=False)
 
 
 def best_records(records: Iterable[Record]) -> dict[str, Record]:

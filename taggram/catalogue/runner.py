@@ -1,9 +1,11 @@
 """Drive a catalogue run: skip what the output already holds, tag the rest with bounded
 concurrency, write each record the moment it is ready, and report progress and a summary.
 
-The work goes to a :class:`Backend`: :class:`RemoteBackend` sends files to a service URL with the
-retrying async client; ``taggram.catalogue.local.LocalBackend`` runs the service's own pipeline
-in-process. Both turn every outcome into a :class:`~taggram.catalogue.records.Record`, so a bad
+The work goes to a :class:`Backend`: ``taggram.catalogue.remote.RemoteBackend`` sends files to a
+service URL with the retrying async client; ``taggram.catalogue.local.LocalBackend`` runs the
+service's own pipeline in-process. Both turn every outcome into a
+:class:`~taggram.catalogue.records.Record` through the same two functions
+(:func:`~taggram.catalogue.records.success`, :func:`~taggram.catalogue.records.failure`), so a bad
 file becomes an error record and never stops the run.
 """
 
@@ -15,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Protocol, Self
 
 from tqdm import tqdm
 
@@ -23,13 +25,6 @@ from taggram.catalogue import records
 from taggram.catalogue.records import Record
 from taggram.catalogue.sources import Track
 from taggram.catalogue.writers import Appender, Format, finalize, open_appender, read_records
-from taggram.client import (
-    AsyncTaggramClient,
-    ConnectionFailedError,
-    RequestRejectedError,
-    RetryPolicy,
-    ServiceError,
-)
 
 
 @dataclass(frozen=True)
@@ -51,63 +46,6 @@ class Backend(Protocol):
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
-
-
-def unreadable(track: Track, error: OSError) -> Record:
-    return records.failure(track.id, str(track.path), "unreadable", str(error), retryable=False)
-
-
-class RemoteBackend:
-    """Tags through ``POST /v1/tag`` of a running service (retries are the client's)."""
-
-    def __init__(self, url: str, options: JobOptions, retry: RetryPolicy, connections: int) -> None:
-        self.options = options
-        self.client = AsyncTaggramClient(url, retry=retry, max_connections=connections)
-
-    async def tag(self, track: Track) -> Record:
-        path = str(track.path)
-        try:
-            data = await asyncio.to_thread(track.path.read_bytes)
-        except OSError as error:
-            return unreadable(track, error)
-        try:
-            body = await self.client.tag(
-                data,
-                filename=track.path.name,
-                model=self.options.model,
-                embeddings=self.options.embeddings,
-            )
-        except (RequestRejectedError, ServiceError) as error:
-            # Overloaded or unavailable through every retry: worth another run. Anything else
-            # (a bad file, or a 500 that the same file would cause again) is settled.
-            retryable = error.status in self.client.retry.statuses
-            return records.failure(track.id, path, error.code, error.message, retryable=retryable)
-        except ConnectionFailedError as error:
-            return records.failure(track.id, path, "unreachable", str(error), retryable=True)
-        return from_response(track, body, self.options.top_k)
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.client.aclose()
-
-
-def from_response(track: Track, body: dict[str, Any], top_k: int) -> Record:
-    """A record from a ``/v1/tag`` response (which lists every tag when no top_k is sent)."""
-    embedding = body.get("embeddings")
-    return records.success(
-        track.id,
-        str(track.path),
-        model=body["model"]["name"],
-        version=body["model"]["version"],
-        duration_s=body["audio"]["duration_seconds"],
-        probabilities={item["tag"]: item["probability"] for item in body["tags"]},
-        top_k=top_k,
-        embedding=(embedding["layer"], embedding["mean"]) if embedding else None,
-    )
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from service.repository import load_repository
+from taggram.repository import load_repository
 from tests.support.paths import require_repository, require_shared
 
 GOOD_FILES = 92

@@ -66,8 +66,7 @@ def test_bad_shard_specs_are_refused(text: str) -> None:
 def _ok(track_id: str, score: float) -> records.Record:
     probabilities = {"rock": score, "piano": 1 - score, "voice": 0.5}
     return records.success(
-        track_id,
-        f"{track_id}.wav",
+        Track(track_id, Path(f"{track_id}.wav")),
         model="m",
         version="1",
         duration_s=3.0,
@@ -82,8 +81,10 @@ def test_outputs_round_trip_resume_and_compact(tmp_path: Path, fmt: Format) -> N
     output = tmp_path / f"results.{fmt.value}"
     written = [
         _ok("a", 0.9),
-        records.failure("b", "b.wav", "undecodable_audio", "bad\nheader", retryable=False),
-        records.failure("c", "c.wav", "unreachable", "refused", retryable=True),
+        records.failure(
+            Track("b", Path("b.wav")), "undecodable_audio", "bad\nheader", retryable=False
+        ),
+        records.failure(Track("c", Path("c.wav")), "unreachable", "refused", retryable=True),
     ]
     with open_appender(output, fmt) as appender:  # an interrupted run: no finalize
         for record in written:

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
-import service.metrics  # noqa: F401  (registers the collectors whose names are checked)
+import taggram.service.metrics  # noqa: F401  (registers the collectors whose names are checked)
 from tests.deploy import dockerfile
 from tests.deploy.tools import (
     LONGEST_REQUEST_SECONDS,

@@ -6,7 +6,7 @@ import re
 
 import prometheus_client
 
-import service.metrics  # noqa: F401  (registers the collectors documented in docs/deploy.md)
+import taggram.service.metrics  # noqa: F401  (registers the collectors documented in docs/deploy.md)
 from tests.deploy.tools import exported_series_names, find_tool, run_tool
 from tests.support.paths import ROOT
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.settings import Settings
+from taggram.service.settings import Settings
 from tests.support.paths import ROOT
 
 # Suffixes a histogram family's samples carry in the text exposition format.

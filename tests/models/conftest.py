@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.wheel import MusicnnWheel, fetch_wheel
+from taggram.models.wheel import MusicnnWheel, fetch_wheel
 
 MODELS = ("MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.checkpoint import CheckpointError, read_checkpoint, read_index, read_tensor
-from models.importers.musicnn import inference_variables
-from models.wheel import MusicnnWheel
+from taggram.models.checkpoint import CheckpointError, read_checkpoint, read_index, read_tensor
+from taggram.models.importers.musicnn import inference_variables
+from taggram.models.wheel import MusicnnWheel
 
 # Facts of the published checkpoints (reference README: variables restored by TF, trainable
 # parameters of each graph).

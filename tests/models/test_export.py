@@ -11,10 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from models.build import PUBLISHED, build_musicnn
-from models.export import export_to_repository
-from models.wheel import MusicnnWheel
-from service.repository import (
+from taggram.models.build import PUBLISHED, build_musicnn
+from taggram.models.export import export_to_repository
+from taggram.models.wheel import MusicnnWheel
+from taggram.repository import (
     ModelMetadata,
     PatchSpec,
     TensorSpec,

@@ -17,11 +17,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from models.architectures import build
-from models.architectures.frontend import LogMelFrontend
-from models.importers.musicnn import load_network
-from models.wheel import MusicnnWheel
-from service.repository import ModelMetadata, PatchSpec, load_repository
+from taggram.models.architectures import build
+from taggram.models.architectures.frontend import LogMelFrontend
+from taggram.models.importers.musicnn import load_network
+from taggram.models.wheel import MusicnnWheel
+from taggram.repository import ModelMetadata, PatchSpec, load_repository
 from tests.models.conftest import MODELS
 from tests.support.paths import REFERENCE, require_repository, require_shared
 

@@ -17,23 +17,23 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from models.data.debian import licences
-from models.data.packages import (
+from taggram.models.data.debian import licences
+from taggram.models.data.packages import (
     EVALUATION_ONLY,
     TRAINING_PACKAGES,
     EvaluationPackageError,
     ensure_trainable,
 )
-from models.data.prepare import prepare
-from models.training.cli import app
-from models.training.dataset import labelled_windows, split
-from models.training.export import export_checkpoint
-from models.training.labels import read_labels
-from models.training.metrics import binarize, tagging_metrics
-from models.training.patching import WAVEFORM_PATCH
-from models.training.sources import load_windows
-from models.training.trainer import HISTORY, TrainConfig, load_checkpoint, train
-from service.repository import load_repository
+from taggram.models.data.prepare import prepare
+from taggram.models.training.cli import app
+from taggram.models.training.dataset import labelled_windows, split
+from taggram.models.training.export import export_checkpoint
+from taggram.models.training.labels import read_labels
+from taggram.models.training.metrics import binarize, tagging_metrics
+from taggram.models.training.patching import WAVEFORM_PATCH
+from taggram.models.training.sources import load_windows
+from taggram.models.training.trainer import HISTORY, TrainConfig, load_checkpoint, train
+from taggram.repository import load_repository
 from tests.support.onnx_parity import assert_onnx_matches_module
 
 TINY = {"stem_channels": 4, "channels": [4, 8, 8, 8, 8, 8, 8], "dense_units": 16}

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.repository import (
+from taggram.repository import (
     COMPLETE_MARKER,
     ModelMetadata,
     PatchSpec,

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from service.audio.decode import DecodeLimits, decode
-from service.errors import (
+from taggram.service.audio.decode import DecodeLimits, decode
+from taggram.service.errors import (
     AudioTooLongError,
     EmptyAudioError,
     InvalidAudioError,

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.engine import ModelSession, choose_providers, provider_label
-from service.repository import load_repository
+from taggram.repository import load_repository
+from taggram.service.inference.session import ModelSession, choose_providers, provider_label
 
 
 def test_providers_prefer_cuda_then_cpu_among_installed() -> None:

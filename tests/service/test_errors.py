@@ -7,9 +7,9 @@ import asyncio
 import httpx
 from fastapi import FastAPI, Query
 
-from service import errors
-from service.api.errors import install_error_handlers
-from service.api.middleware import RequestContextMiddleware
+from taggram.service import errors
+from taggram.service.api.errors import install_error_handlers, status_of
+from taggram.service.api.middleware import RequestContextMiddleware
 
 CLIENT_ERRORS = [
     errors.EmptyAudioError,
@@ -26,9 +26,15 @@ CLIENT_ERRORS = [
 
 
 def test_bad_input_errors_are_4xx_with_distinct_codes() -> None:
-    assert all(400 <= error.status < 500 for error in CLIENT_ERRORS)
+    assert all(400 <= status_of(error("x")) < 500 for error in CLIENT_ERRORS)
     codes = [error.code for error in errors.TaggramError.__subclasses__()]
     assert len(codes) == len(set(codes))
+
+
+def test_only_overload_and_not_ready_are_retryable() -> None:
+    retryable = {e.code for e in errors.TaggramError.__subclasses__() if e.retryable}
+    assert retryable == {"overloaded", "not_ready"}
+    assert status_of(errors.InferenceFailedError("x")) == 500
 
 
 def _app() -> FastAPI:
@@ -38,7 +44,7 @@ def _app() -> FastAPI:
 
     @app.get("/raise/{name}")
     async def raise_named(name: str) -> None:
-        raise getattr(errors, name)("described", headers={"Retry-After": "3"})
+        raise getattr(errors, name)("described", retry_after_seconds=2.2)
 
     @app.get("/options")
     async def options(top_k: int = Query(ge=1)) -> int:

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from service.errors import InvalidOptionsError, TooManyPatchesError
-from service.patching import Patches, clip_average, hop_samples, plan_patches
-from service.repository import PatchSpec
+from taggram.repository import PatchSpec
+from taggram.service.audio.patching import Patches, clip_average, hop_samples, plan_patches
+from taggram.service.errors import InvalidOptionsError, TooManyPatchesError
 from tests.support.paths import REFERENCE, require_shared
 
 MUSICNN = PatchSpec(samples=48128, hop_samples=47872, context_samples=256, frames=187)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import httpx
 
-from service.api import create_app
-from service.repository import COMPLETE_MARKER, write_model
-from service.settings import Settings
+from taggram.repository import COMPLETE_MARKER, write_model
+from taggram.service.api import create_app
+from taggram.service.settings import Settings
 from tests.service.conftest import tiny_metadata
 from tests.support.server import free_port, running_server
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from service.cli import app, settings_from_options
-from service.settings import Settings
+from taggram.service.cli import app, settings_from_options
+from taggram.service.settings import Settings
 from tests.support.paths import ROOT
 
 

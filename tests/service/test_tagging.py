@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from service.errors import InvalidOptionsError, ModelNotFoundError
-from service.repository import RepositoryError
-from service.settings import Settings
-from service.tagging import Tagger, TagOptions, TagResult
+from taggram.repository import RepositoryError
+from taggram.service.errors import InvalidOptionsError, ModelNotFoundError
+from taggram.service.settings import Settings
+from taggram.service.tagging import Tagger, TagOptions, TagResult
 
 
 def _settings(repository: Path) -> Settings:

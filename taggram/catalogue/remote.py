@@ -1,0 +1,74 @@
+"""The remote backend: tag through ``POST /v1/tag`` of a running service.
+
+Needs only the light client install (httpx, no server stack): a catalogue machine that talks to a
+service carries neither ONNX Runtime nor the decoders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import Any, Self
+
+from taggram.catalogue import records
+from taggram.catalogue.records import Record
+from taggram.catalogue.runner import JobOptions
+from taggram.catalogue.sources import Track
+from taggram.client import (
+    AsyncTaggramClient,
+    ConnectionFailedError,
+    RequestRejectedError,
+    RetryPolicy,
+    ServiceError,
+)
+
+
+class RemoteBackend:
+    """Tags through ``POST /v1/tag`` of a running service (retries are the client's)."""
+
+    def __init__(self, url: str, options: JobOptions, retry: RetryPolicy, connections: int) -> None:
+        self.options = options
+        self.client = AsyncTaggramClient(url, retry=retry, max_connections=connections)
+
+    async def tag(self, track: Track) -> Record:
+        try:
+            data = await asyncio.to_thread(track.path.read_bytes)
+        except OSError as error:
+            return records.unreadable(track, error)
+        try:
+            body = await self.client.tag(
+                data,
+                filename=track.path.name,
+                model=self.options.model,
+                embeddings=self.options.embeddings,
+            )
+        except (RequestRejectedError, ServiceError) as error:
+            # Overloaded or unavailable through every retry: worth another run. Anything else
+            # (a bad file, or a 500 that the same file would cause again) is settled.
+            retryable = error.status in self.client.retry.statuses
+            return records.failure(track, error.code, error.message, retryable=retryable)
+        except ConnectionFailedError as error:
+            return records.failure(track, "unreachable", str(error), retryable=True)
+        return from_response(track, body, self.options.top_k)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.client.aclose()
+
+
+def from_response(track: Track, body: dict[str, Any], top_k: int) -> Record:
+    """A record from a ``/v1/tag`` response (which lists every tag when no top_k is sent)."""
+    embedding = body.get("embeddings")
+    return records.success(
+        track,
+        model=body["model"]["name"],
+        version=body["model"]["version"],
+        duration_s=body["audio"]["duration_seconds"],
+        probabilities={item["tag"]: item["probability"] for item in body["tags"]},
+        top_k=top_k,
+        embedding=(embedding["layer"], embedding["mean"]) if embedding else None,
+    )

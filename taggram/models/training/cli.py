@@ -1,0 +1,209 @@
+"""Training commands: ``prepare-data``, ``train``, ``evaluate``, ``export``, ``plot-training``.
+
+torch (and everything that imports it) is imported inside the commands, so ``taggram serve``
+never loads it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from taggram.repository import DEFAULT_REPOSITORY
+
+app = typer.Typer()
+
+LABELS = typer.Option(..., help="CSV path→tags, MTT annotations_final.csv, or data/manifest.csv")
+AUDIO_ROOT = typer.Option(None, help="folder the CSV's paths are relative to (default: its folder)")
+TEACHER = typer.Option(None, help="distil from this repository model instead of the CSV's tags")
+REPOSITORY = typer.Option(DEFAULT_REPOSITORY, help="model repository holding the teacher")
+CACHE = typer.Option(Path(".cache/training"), help="decoded audio and teacher targets")
+TEACHER_HOP = typer.Option(None, help="seconds between teacher windows (default: its patch hop)")
+TOP_TAGS = typer.Option(None, help="keep the N most frequent tags (e.g. 50 for MTT)")
+VALIDATION = typer.Option(0.1, help="share of windows held out, whole groups at a time")
+SEED = typer.Option(0, help="seed of the split, sampling and initialisation")
+
+
+def _split_windows(
+    labels: Path,
+    audio_root: Path | None,
+    architecture: str,
+    teacher: str | None,
+    repository: Path,
+    cache: Path,
+    teacher_hop_seconds: float | None,
+    top_tags: int | None,
+    validation_fraction: float,
+    seed: int,
+) -> tuple[Any, Any, list[str], dict[str, Any]]:
+    """Read the labels, build the windows (running the teacher if asked) and split them."""
+    from taggram.models.training.dataset import split
+    from taggram.models.training.labels import read_labels
+    from taggram.models.training.patching import patch_spec
+    from taggram.models.training.sources import load_windows
+    from taggram.repository import load_repository
+
+    table = read_labels(labels)
+    if top_tags:
+        table = table.top(top_tags)
+    entry = load_repository(repository)[teacher] if teacher else None
+    rate = entry.metadata.sample_rate if entry else 16000
+    hop = round(teacher_hop_seconds * rate) if teacher_hop_seconds else None
+    windows, tags, info = load_windows(
+        labels,
+        table,
+        audio_root or labels.parent,
+        patch_spec(architecture).samples,
+        rate,
+        cache,
+        entry,
+        hop,
+    )
+    train_set, validation_set = split(windows, validation_fraction, seed)
+    info["split"] = {
+        "train_windows": len(train_set),
+        "validation_windows": len(validation_set),
+        "validation_groups": sorted({windows.groups[i] for i in set(validation_set.file_index)}),
+    }
+    return train_set, validation_set, tags, info
+
+
+@app.command("prepare-data")
+def prepare_data(
+    data_dir: Path = typer.Option(Path("data"), help="where packages, audio and manifest go"),
+) -> None:
+    """Download the Debian music packages, decode their music to 16 kHz mono, write a manifest."""
+    from taggram.models.data.prepare import prepare
+
+    typer.echo(f"manifest: {prepare(data_dir)}")
+
+
+@app.command("train")
+def train_command(
+    labels: Path = LABELS,
+    out: Path = typer.Option(..., help="run folder: best.pt and history.json"),
+    audio_root: Path | None = AUDIO_ROOT,
+    architecture: str = typer.Option("sample_cnn", help="musicnn, vgg, sample_cnn"),
+    architecture_options: str = typer.Option("{}", help='JSON, e.g. {"stem_channels": 16}'),
+    teacher: str | None = TEACHER,
+    repository: Path = REPOSITORY,
+    cache: Path = CACHE,
+    teacher_hop_seconds: float | None = TEACHER_HOP,
+    top_tags: int | None = TOP_TAGS,
+    validation_fraction: float = VALIDATION,
+    batch_size: int = typer.Option(16),
+    learning_rate: float = typer.Option(1e-3),
+    steps_per_epoch: int = typer.Option(150),
+    max_epochs: int = typer.Option(200),
+    patience: int = typer.Option(6, help="epochs without a better validation ROC-AUC"),
+    time_budget_minutes: float | None = typer.Option(None, help="stop before exceeding this"),
+    threads: int = typer.Option(2, help="torch CPU threads"),
+    seed: int = SEED,
+) -> None:
+    """Train an architecture on labelled audio or by distillation; keep the best epoch."""
+    import torch
+
+    from taggram.models.training.trainer import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    train_set, validation_set, tags, info = _split_windows(
+        labels,
+        audio_root,
+        architecture,
+        teacher,
+        repository,
+        cache,
+        teacher_hop_seconds,
+        top_tags,
+        validation_fraction,
+        seed,
+    )
+    typer.echo(json.dumps(info["split"]))
+    config = TrainConfig(
+        architecture=architecture,
+        architecture_options=json.loads(architecture_options),
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        steps_per_epoch=steps_per_epoch,
+        max_epochs=max_epochs,
+        patience=patience,
+        time_budget_s=time_budget_minutes * 60 if time_budget_minutes else None,
+        seed=seed,
+        threads=threads,
+    )
+    checkpoint = train(config, train_set, validation_set, tags, out, info)
+    typer.echo(f"best checkpoint: {checkpoint}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint: Path = typer.Option(..., help="best.pt of a training run"),
+    labels: Path = LABELS,
+    audio_root: Path | None = AUDIO_ROOT,
+    teacher: str | None = TEACHER,
+    repository: Path = REPOSITORY,
+    cache: Path = CACHE,
+    teacher_hop_seconds: float | None = TEACHER_HOP,
+    top_tags: int | None = TOP_TAGS,
+    validation_fraction: float = VALIDATION,
+    seed: int = SEED,
+    all_windows: bool = typer.Option(False, help="score every window, not the validation split"),
+    threads: int = typer.Option(2),
+) -> None:
+    """Print macro ROC-AUC and PR-AUC of a checkpoint (on the validation split by default)."""
+    import torch
+
+    from taggram.models.training.patching import patch_spec
+    from taggram.models.training.trainer import evaluate, load_checkpoint
+
+    torch.set_num_threads(threads)
+    module, saved = load_checkpoint(checkpoint)
+    train_set, validation_set, tags, _ = _split_windows(
+        labels,
+        audio_root,
+        saved["architecture"],
+        teacher,
+        repository,
+        cache,
+        teacher_hop_seconds,
+        top_tags,
+        0.0 if all_windows else validation_fraction,
+        seed,
+    )
+    if tags != saved["tags"]:
+        raise typer.BadParameter("the labels' tags differ from the checkpoint's")
+    windows = train_set if all_windows else validation_set
+    loss, metrics = evaluate(module, windows, patch_spec(saved["architecture"]).samples, 32)
+    typer.echo(
+        f"windows {len(windows)}  BCE {loss:.4f}  ROC-AUC {metrics['roc_auc']:.4f}  "
+        f"PR-AUC {metrics['pr_auc']:.4f}  (macro over {metrics['tags_scored']:.0f} tags)"
+    )
+
+
+@app.command("export")
+def export_command(
+    checkpoint: Path = typer.Option(..., help="best.pt of a training run"),
+    name: str = typer.Option(..., help="model name in the repository"),
+    root: Path = typer.Option(Path("models/trained"), help="repository folder to write into"),
+    version: str = typer.Option("1.0.0"),
+) -> None:
+    """Export a checkpoint to ONNX + metadata (models/trained/ is copied in by build-models)."""
+    from taggram.models.training.export import export_checkpoint
+
+    typer.echo(f"exported {export_checkpoint(checkpoint, name, root, version)}")
+
+
+@app.command("plot-training")
+def plot_training(
+    history: Path = typer.Option(..., help="history.json of a training run"),
+    out: Path = typer.Option(Path("docs/training_curve.png")),
+    title: str = typer.Option("training curve"),
+) -> None:
+    """Plot losses and validation ROC-AUC / PR-AUC against training time."""
+    from taggram.models.training.plot import plot_history
+
+    plot_history(history, out, title)
+    typer.echo(f"wrote {out}")

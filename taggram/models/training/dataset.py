@@ -1,0 +1,125 @@
+"""Training windows, the train/validation split and random patch sampling.
+
+Both kinds of supervision become the same thing, a table of windows (file, patch start, target):
+
+- labelled files: one window per patch length of audio, each with the file's tags, so long files
+  weigh in proportion to their duration;
+- distillation: one window per teacher window, the student's (longer or shorter) patch centred on
+  it, its target the teacher's probabilities there.
+
+Training draws windows at random and shifts each start by up to ``jitter`` samples; validation
+reads every window unshifted, so its figures are comparable from epoch to epoch.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taggram.models.training.audio import frames, read_patch
+from taggram.models.training.labels import LabelTable
+from taggram.models.training.teacher import TeacherTargets
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Patch windows over ``files``; ``groups[f]`` is file ``f``'s split group."""
+
+    files: list[Path]
+    groups: list[str]
+    file_index: np.ndarray  # int64 [windows]
+    starts: np.ndarray  # int64 [windows]
+    targets: np.ndarray  # float32 [windows, tags]
+    jitter: int
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def subset(self, keep: np.ndarray) -> Windows:
+        return Windows(
+            self.files,
+            self.groups,
+            self.file_index[keep],
+            self.starts[keep],
+            self.targets[keep],
+            self.jitter,
+        )
+
+    def patch(self, window: int, samples: int, rng: random.Random | None = None) -> np.ndarray:
+        """The audio of one window; shifted at random by up to ``jitter`` when ``rng`` is given."""
+        start = int(self.starts[window])
+        if rng is not None and self.jitter:
+            start += rng.randint(-self.jitter, self.jitter)
+        return read_patch(self.files[int(self.file_index[window])], start, samples)
+
+
+def labelled_windows(table: LabelTable, files: list[Path], samples: int) -> Windows:
+    """One window per ``samples`` of each file (at least one), with the file's tags."""
+    file_index, starts = [], []
+    for index, path in enumerate(files):
+        count = max(1, frames(path) // samples)
+        file_index += [index] * count
+        starts += [k * samples for k in range(count)]
+    indices = np.array(file_index, dtype=np.int64)
+    return Windows(
+        files,
+        table.groups,
+        indices,
+        np.array(starts, dtype=np.int64),
+        table.targets[indices],
+        jitter=samples // 2,
+    )
+
+
+def distilled_windows(
+    teacher: TeacherTargets, files: list[Path], groups: list[str], samples: int
+) -> Windows:
+    """Student patches centred on the teacher's windows (those that fit inside their file).
+
+    The shift stays small enough for a longer student patch to keep covering the teacher's window.
+    """
+    starts = teacher.starts + teacher.window // 2 - samples // 2
+    lengths = np.array([frames(path) for path in files])
+    fits = (starts >= 0) & (starts + samples <= lengths[teacher.file_index])
+    jitter = max(abs(samples - teacher.window) // 2, samples // 16)
+    return Windows(
+        files,
+        groups,
+        teacher.file_index[fits],
+        starts[fits],
+        teacher.probabilities[fits],
+        jitter=jitter,
+    )
+
+
+def split(windows: Windows, validation_fraction: float, seed: int) -> tuple[Windows, Windows]:
+    """Split by group: shuffled groups go to validation until it holds the fraction of windows."""
+    by_group: dict[str, list[int]] = {}
+    for index, group in enumerate(windows.groups):
+        by_group.setdefault(group, []).append(index)
+    names = sorted(by_group)
+    random.Random(seed).shuffle(names)
+    per_file = np.bincount(windows.file_index, minlength=len(windows.files))
+    validation_files: list[int] = []
+    goal = validation_fraction * len(windows)
+    for name in names:
+        if per_file[validation_files].sum() >= goal:
+            break
+        validation_files += by_group[name]
+    in_validation = np.isin(windows.file_index, validation_files)
+    if in_validation.all():
+        raise ValueError("every file falls into one split group: add a 'group' column")
+    return windows.subset(~in_validation), windows.subset(in_validation)
+
+
+def random_batch(
+    windows: Windows, samples: int, batch_size: int, rng: random.Random
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One random training batch: shifted patches and their targets."""
+    chosen = [rng.randrange(len(windows)) for _ in range(batch_size)]
+    audio = np.stack([windows.patch(w, samples, rng) for w in chosen])
+    return torch.from_numpy(audio), torch.from_numpy(windows.targets[chosen])

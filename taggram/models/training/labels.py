@@ -1,0 +1,81 @@
+"""Read a dataset's label table: audio path → tags.
+
+Three CSV layouts are accepted, told apart by their header:
+
+- ``path,tags`` with tags separated by ``;`` (e.g. ``song.ogg,"rock;guitar"``);
+- ``path`` plus one 0/1 column per tag;
+- MagnaTagATune's ``annotations_final.csv`` (tab-separated ``clip_id``, 188 tag columns,
+  ``mp3_path``).
+
+A ``group`` column keeps related files on one side of the train/validation split, a ``package``
+column is checked against the evaluation-only Debian packages; other non-tag columns of the data
+recipe's manifest (``taggram.models.data.prepare``) are ignored.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from taggram.models.data.packages import ensure_trainable
+from taggram.models.data.prepare import ManifestRow
+
+MTT_PATH, MTT_ID = "mp3_path", "clip_id"
+# Columns that describe a file rather than tag it.
+INFO_COLUMNS = frozenset({"path", "tags", "group", MTT_ID, MTT_PATH}) | frozenset(
+    ManifestRow.__dataclass_fields__
+)
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """Files (relative to the audio root), their split groups and 0/1 tag targets."""
+
+    paths: list[str]
+    groups: list[str]
+    tags: list[str]
+    targets: np.ndarray  # float32 [files, tags]
+
+    def top(self, count: int) -> LabelTable:
+        """Keep the ``count`` most frequent tags (MTT's usual top-50 set), in frequency order."""
+        order = np.argsort(-self.targets.sum(axis=0), kind="stable")[:count]
+        return LabelTable(
+            self.paths, self.groups, [self.tags[i] for i in order], self.targets[:, order]
+        )
+
+
+def read_labels(path: Path) -> LabelTable:
+    """Parse any of the accepted layouts (see module docstring)."""
+    text = path.read_text()
+    delimiter = "\t" if "\t" in text.splitlines()[0] else ","
+    rows = list(csv.DictReader(text.splitlines(), delimiter=delimiter))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    header = list(rows[0])
+    if "package" in header:
+        ensure_trainable({row["package"] for row in rows})
+    path_column = MTT_PATH if MTT_PATH in header else "path"
+    if path_column not in header:
+        raise ValueError(f"{path}: needs a 'path' (or MTT 'mp3_path') column, has {header}")
+    paths = [row[path_column] for row in rows]
+    # MTT clips cut from one song share a folder (0-f), the unit of its customary splits.
+    groups = [
+        row.get("group")
+        or (str(Path(row[MTT_PATH]).parent) if path_column == MTT_PATH else "")
+        or row[path_column]
+        for row in rows
+    ]
+    if "tags" in header:
+        names = [[t.strip() for t in row["tags"].split(";") if t.strip()] for row in rows]
+        tags = sorted({t for row_tags in names for t in row_tags})
+        index = {tag: i for i, tag in enumerate(tags)}
+        targets = np.zeros((len(rows), len(tags)), dtype=np.float32)
+        for r, row_tags in enumerate(names):
+            targets[r, [index[t] for t in row_tags]] = 1.0
+    else:
+        tags = [column for column in header if column not in INFO_COLUMNS]
+        targets = np.array([[float(row[t]) for t in tags] for row in rows], dtype=np.float32)
+    return LabelTable(paths=paths, groups=groups, tags=tags, targets=targets)

@@ -1,0 +1,153 @@
+"""The model repository: the one contract between ``models/`` (which writes it) and ``service/``.
+
+Layout: ``<root>/<model name>/model.onnx`` plus ``<root>/<model name>/metadata.json``, the latter
+validated by :class:`ModelMetadata`. Every model takes the same input, a batch of mono float32
+waveform patches at the model's sample rate, so the service treats all models alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+# Where `taggram build-models` writes and `taggram serve` reads, relative to the working directory.
+DEFAULT_REPOSITORY = Path("model_repository")
+METADATA_FILE = "metadata.json"
+ONNX_FILE = "model.onnx"
+# Written last by the builder; its presence means the repository is complete.
+COMPLETE_MARKER = ".complete"
+
+
+class TensorSpec(BaseModel):
+    """One named ONNX input or output; ``"batch"`` marks the dynamic batch axis."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    shape: list[int | str]
+    dtype: str = "float32"
+    description: str
+
+
+class PatchSpec(BaseModel):
+    """How audio is cut into model inputs.
+
+    The service prepends ``context_samples`` zeros to the mono signal, then patch ``k`` is the
+    ``samples``-long slice starting at ``k * hop``; it scores the audio between ``k * hop`` and
+    ``k * hop + span_samples`` (``span_samples = samples - context_samples``). For the musicnn
+    models the 256 samples of context reproduce librosa's centred STFT exactly across patches.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    samples: int = Field(gt=0, description="input length of one patch, in samples")
+    hop_samples: int = Field(gt=0, description="default hop between patch starts, in samples")
+    context_samples: int = Field(0, ge=0, description="leading context included in the input")
+    frames: int | None = Field(
+        None, description="spectrogram frames per patch (spectrogram models)"
+    )
+    hop_frames: int | None = Field(None, description="default hop in frames (spectrogram models)")
+
+    @property
+    def span_samples(self) -> int:
+        return self.samples - self.context_samples
+
+
+class Metrics(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    roc_auc: float | None = None
+    pr_auc: float | None = None
+    source: str = Field(description="where the figures come from (paper, own evaluation)")
+
+
+class ModelMetadata(BaseModel):
+    """Everything a client or the service needs to know about one model."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    version: str
+    description: str
+    architecture: str = Field(description="musicnn, vgg, sample_cnn, ...")
+    kind: Literal["spectrogram", "waveform"]
+    tags: list[str]
+    sample_rate: int
+    patch: PatchSpec
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    probabilities_output: str = "probabilities"
+    embedding_outputs: list[str] = Field(default_factory=list)
+    dsp: dict[str, object] = Field(default_factory=dict, description="exact pre-processing")
+    training: dict[str, object] = Field(default_factory=dict, description="dataset, teacher, ...")
+    metrics: Metrics | None = None
+    parameters: int | None = None
+    flops_per_patch: int | None = None
+    source: str
+    license: str
+    onnx_sha256: str
+    onnx_bytes: int | None = None
+
+    @property
+    def input_name(self) -> str:
+        return self.inputs[0].name
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelEntry(BaseModel):
+    """A model found on disk: its metadata and the path of its ONNX file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metadata: ModelMetadata
+    onnx_path: Path
+
+
+class RepositoryError(RuntimeError):
+    """The repository is missing, incomplete or inconsistent (raised at start-up only)."""
+
+
+def write_model(root: Path, metadata: ModelMetadata, onnx_bytes: bytes) -> Path:
+    """Write one model (ONNX + metadata) into the repository; used by ``models/`` exporters."""
+    folder = root / metadata.name
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / ONNX_FILE
+    onnx_path.write_bytes(onnx_bytes)
+    digest = hashlib.sha256(onnx_bytes).hexdigest()
+    final = metadata.model_copy(update={"onnx_sha256": digest, "onnx_bytes": len(onnx_bytes)})
+    text = json.dumps(final.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+    (folder / METADATA_FILE).write_text(text)
+    return folder
+
+
+def load_repository(root: Path, *, verify_hashes: bool = True) -> dict[str, ModelEntry]:
+    """Read every model folder under ``root``; fail loudly on anything inconsistent."""
+    if not root.is_dir():
+        raise RepositoryError(f"model repository {root} does not exist; run `taggram build-models`")
+    entries: dict[str, ModelEntry] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        meta_path, onnx_path = folder / METADATA_FILE, folder / ONNX_FILE
+        if not meta_path.is_file() or not onnx_path.is_file():
+            raise RepositoryError(f"{folder} lacks {METADATA_FILE} or {ONNX_FILE}")
+        metadata = ModelMetadata.model_validate_json(meta_path.read_text())
+        if metadata.schema_version != SCHEMA_VERSION:
+            raise RepositoryError(f"{folder}: schema_version {metadata.schema_version} unsupported")
+        if verify_hashes and sha256_file(onnx_path) != metadata.onnx_sha256:
+            raise RepositoryError(f"{onnx_path}: sha256 differs from {METADATA_FILE}")
+        entries[metadata.name] = ModelEntry(metadata=metadata, onnx_path=onnx_path)
+    if not entries:
+        raise RepositoryError(f"model repository {root} holds no models")
+    return entries

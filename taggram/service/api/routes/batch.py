@@ -1,0 +1,119 @@
+"""``POST /v1/tag/batch``: several files in one multipart request, one result or error per file.
+
+Each file goes through the same :class:`~taggram.service.tagging.Tagger` as ``/v1/tag`` with the
+same options, so the batcher packs their patches together with everyone else's. A file that fails
+(undecodable, too long, ...) gets its own error entry and never fails the others; only a problem
+with the request itself (no files, too many, bad options, unknown model) fails it as a whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel
+from starlette.datastructures import UploadFile
+
+from taggram.service.api.deps import TaggerDep
+from taggram.service.api.disconnect import unless_disconnected
+from taggram.service.api.errors import status_of
+from taggram.service.api.schemas import TagResponse
+from taggram.service.api.uploads import (
+    check_content_length,
+    multipart_request_body,
+    options_from_form,
+)
+from taggram.service.errors import (
+    EmptyAudioError,
+    TaggramError,
+)
+from taggram.service.tagging import Tagger, TagOptions
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["tagging"])
+
+# Files of one request tagged at once: enough to keep the batcher fed, few enough that one big
+# batch request cannot fill the shared queue and push other clients into 429s.
+FILES_IN_FLIGHT = 4
+FIELD = "files"
+
+
+class FileError(BaseModel):
+    code: str
+    message: str
+    status: int
+
+
+class FileOutcome(BaseModel):
+    filename: str
+    result: TagResponse | None = None
+    error: FileError | None = None
+
+
+class BatchResponse(BaseModel):
+    request_id: str
+    results: list[FileOutcome]
+
+
+_REQUEST_BODY = multipart_request_body(FIELD, many=True)
+
+
+async def _read_form(
+    request: Request, options: TagOptions, max_files: int, max_bytes: int
+) -> tuple[list[UploadFile], TagOptions]:
+    """The uploads of field ``files``, and the options (query values win over form fields)."""
+    check_content_length(request.headers, max_bytes)
+    # More than max_files files is refused by the parser itself (400, "Too many files").
+    form = await request.form(max_files=max_files, max_fields=len(TagOptions.model_fields))
+    uploads = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
+    if not uploads:
+        raise EmptyAudioError(f"the multipart request has no file fields named {FIELD!r}")
+    return uploads, options_from_form(form, FIELD, options)
+
+
+async def _tag_one(
+    tagger: Tagger,
+    upload: UploadFile,
+    options: TagOptions,
+    request_id: str,
+    slots: asyncio.Semaphore,
+) -> FileOutcome:
+    filename = upload.filename or ""
+    async with slots:
+        try:
+            result = await tagger.tag(upload.file, options)
+        except TaggramError as error:
+            failure = FileError(code=error.code, message=error.message, status=status_of(error))
+            return FileOutcome(filename=filename, error=failure)
+        except Exception:  # one file's unexpected failure must not fail the whole batch
+            log.exception("tagging %r in a batch failed", filename)
+            failure = FileError(code="internal_error", message="internal error", status=500)
+            return FileOutcome(filename=filename, error=failure)
+    return FileOutcome(filename=filename, result=TagResponse.from_result(result, request_id))
+
+
+@router.post(
+    "/v1/tag/batch",
+    response_model=BatchResponse,
+    summary="Tag several audio files in one request",
+    openapi_extra=_REQUEST_BODY,
+)
+async def tag_batch(
+    request: Request, tagger: TaggerDep, options: Annotated[TagOptions, Query()]
+) -> BatchResponse:
+    """Tag every upload of the repeated multipart field ``files``; results keep their order."""
+    settings = tagger.settings
+    uploads, options = await _read_form(
+        request,
+        options,
+        settings.max_batch_files,
+        settings.max_upload_bytes * settings.max_batch_files,
+    )
+    tagger.model(options.model)  # an unknown model fails the request, not each file
+    request_id: str = request.state.request_id
+    slots = asyncio.Semaphore(FILES_IN_FLIGHT)
+    files = (_tag_one(tagger, upload, options, request_id, slots) for upload in uploads)
+    outcomes = await unless_disconnected(request, asyncio.gather(*files))
+    return BatchResponse(request_id=request_id, results=list(outcomes))

@@ -1,0 +1,33 @@
+"""Probes and metrics: ``/healthz`` (alive), ``/readyz`` (send traffic?), ``/metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from taggram.service.api.deps import LifecycleDep
+from taggram.service.api.schemas import Health
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Health,
+    summary="Readiness: models loaded and warmed, not draining",
+    responses={503: {"model": Health, "description": "starting, draining or failed"}},
+)
+async def readyz(lifecycle: LifecycleDep) -> JSONResponse:
+    status_code = 200 if lifecycle.accepting_traffic else 503
+    return JSONResponse({"status": lifecycle.status}, status_code=status_code)
+
+
+@router.get("/metrics", summary="Prometheus metrics (text exposition format)")
+async def prometheus_metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,118 @@
+"""Response bodies of the HTTP API (they also document it in the OpenAPI schema at /docs)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from taggram.repository import ModelMetadata
+from taggram.service.tagging import TagResult
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    name: str
+    version: str
+    provider: str = Field(description="ONNX Runtime provider that ran it: cpu, cuda, ...")
+
+
+class AudioSummary(BaseModel):
+    duration_seconds: float = Field(description="decoded duration")
+    sample_rate: int = Field(description="the file's own sample rate")
+    channels: int = Field(description="the file's channel count (averaged to mono)")
+    format: str = Field(
+        description="container/encoding as libsndfile names it, e.g. MP3/MPEG_LAYER_III"
+    )
+
+
+class TagScore(BaseModel):
+    tag: str
+    probability: float
+
+
+class PatchRow(BaseModel):
+    start_seconds: float
+    end_seconds: float
+    values: list[float]
+
+
+class Taggram(BaseModel):
+    tags: list[str] = Field(description="the order of each patch's values")
+    patches: list[PatchRow]
+
+
+class Embeddings(BaseModel):
+    layer: str
+    mean: list[float] = Field(description="coverage-weighted mean over patches, like the tags")
+    patches: list[PatchRow]
+
+
+class Timings(BaseModel):
+    decode_ms: float = Field(description="reading, decoding, resampling and cutting patches")
+    queue_ms: float = Field(description="patches waiting for a batch slot")
+    inference_ms: float = Field(description="ONNX Runtime batches this request took part in")
+    total_ms: float
+
+
+class TagResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    request_id: str
+    model: ModelRef
+    audio: AudioSummary
+    patches: int = Field(description="number of patches the audio was cut into")
+    tags: list[TagScore] = Field(description="clip-level probabilities, best first")
+    taggram: Taggram | None = None
+    embeddings: Embeddings | None = None
+    timings: Timings
+
+    @classmethod
+    def from_result(cls, result: TagResult, request_id: str) -> TagResponse:
+        starts, ends = result.patch_starts.tolist(), result.patch_ends.tolist()
+
+        def rows(values: list[list[float]]) -> list[PatchRow]:
+            return [
+                PatchRow(start_seconds=s, end_seconds=e, values=v)
+                for s, e, v in zip(starts, ends, values, strict=True)
+            ]
+
+        taggram = None
+        if result.taggram is not None:
+            taggram = Taggram(tags=result.model.tags, patches=rows(result.taggram.tolist()))
+        embeddings = None
+        if (
+            result.embedding_name is not None
+            and result.embeddings is not None
+            and result.embedding_mean is not None
+        ):
+            embeddings = Embeddings(
+                layer=result.embedding_name,
+                mean=result.embedding_mean.tolist(),
+                patches=rows(result.embeddings.tolist()),
+            )
+        return cls(
+            request_id=request_id,
+            model=ModelRef(
+                name=result.model.name, version=result.model.version, provider=result.provider
+            ),
+            audio=AudioSummary(
+                duration_seconds=result.duration_seconds,
+                sample_rate=result.audio.sample_rate,
+                channels=result.audio.channels,
+                format=result.audio.format,
+            ),
+            patches=len(starts),
+            tags=[TagScore(tag=tag, probability=p) for tag, p in result.tags],
+            taggram=taggram,
+            embeddings=embeddings,
+            timings=Timings(**result.timings.milliseconds()),
+        )
+
+
+class ModelList(BaseModel):
+    default_model: str
+    models: list[ModelMetadata]
+
+
+class Health(BaseModel):
+    status: str

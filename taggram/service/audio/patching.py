@@ -1,0 +1,106 @@
+"""Cut a mono waveform into model patches and weigh the patches back into clip-level scores.
+
+The rule (documented in the README, "Response format"):
+
+* ``context_samples`` zeros are prepended to the signal (the :class:`PatchSpec` contract); patch
+  ``k`` scores the audio ``[start_k, start_k + span)`` and its input is the ``samples``-long slice
+  of the padded signal that begins at ``start_k`` (so it carries the ``context`` samples before).
+* Starts are ``0, hop, 2*hop, ...`` while the scored span lies inside the audio; with the
+  default hop (= span) these are exactly the original musicnn's patches.
+* Audio shorter than one span gives one patch, zero-padded at the end.
+* A trailing remainder that no regular patch covers gets one extra patch aligned to the END of
+  the audio (scoring its last ``span`` samples): nothing is dropped and nothing is zero-padded.
+* Clip-level scores (and clip embeddings) are the average of the patch rows, each weighted by the
+  audio it newly covers (the part not already covered by earlier patches), so every second of
+  audio counts once: overlapping or end-aligned patches do not count double.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from taggram.repository import PatchSpec
+from taggram.service.errors import InvalidOptionsError, TooManyPatchesError
+
+
+@dataclass(frozen=True)
+class PatchPlan:
+    """Where the patches of one clip start and how much each counts in the clip average."""
+
+    starts: np.ndarray  # int64, start of each scored span, in samples of the audio
+    ends: np.ndarray  # int64, end of each scored span, clipped to the audio
+    weights: np.ndarray  # float64, sums to 1
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+
+def hop_samples(spec: PatchSpec, sample_rate: int, hop_seconds: float | None) -> int:
+    """The hop in samples: the model's default, or the request's, which must leave no gaps."""
+    if hop_seconds is None:
+        return spec.hop_samples
+    hop = round(hop_seconds * sample_rate)
+    if not 1 <= hop <= spec.span_samples:
+        raise InvalidOptionsError(
+            f"hop must be between {1 / sample_rate:g} and "
+            f"{spec.span_samples / sample_rate:g} seconds (one patch), got {hop_seconds:g}"
+        )
+    return hop
+
+
+def plan_patches(n_samples: int, spec: PatchSpec, hop: int, max_patches: int) -> PatchPlan:
+    """Patch starts, ends and weights for ``n_samples`` of audio (see the module docstring)."""
+    span = spec.span_samples
+    n_regular = 1 if n_samples <= span else (n_samples - span) // hop + 1
+    needs_tail = n_samples > span and (n_regular - 1) * hop + span < n_samples
+    count = n_regular + int(needs_tail)
+    if count > max_patches:
+        raise TooManyPatchesError(
+            f"these options cut {count} patches, more than the limit of {max_patches}; "
+            "use a larger hop or shorter audio"
+        )
+    starts = np.arange(n_regular, dtype=np.int64) * hop
+    if needs_tail:
+        starts = np.append(starts, n_samples - span)
+    ends = np.minimum(starts + span, n_samples)
+    covered_before = np.concatenate(([0], np.maximum.accumulate(ends)[:-1]))
+    new_coverage = ends - np.maximum(starts, covered_before)
+    weights = new_coverage / new_coverage.sum()
+    return PatchPlan(starts=starts, ends=ends, weights=weights)
+
+
+class Patches:
+    """The patch inputs of one clip as zero-copy views of one context-padded signal."""
+
+    def __init__(self, waveform: np.ndarray, spec: PatchSpec, plan: PatchPlan) -> None:
+        tail_pad = max(0, spec.span_samples - len(waveform))
+        signal = np.concatenate(
+            (
+                np.zeros(spec.context_samples, np.float32),
+                waveform.astype(np.float32, copy=False),
+                np.zeros(tail_pad, np.float32),
+            )
+        )
+        self._signal = signal
+        self._starts = plan.starts
+        self.samples = spec.samples
+
+    def __len__(self) -> int:
+        return len(self._starts)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        """Patch ``index`` as a view of the padded signal (no copy)."""
+        start = int(self._starts[index])
+        return self._signal[start : start + self.samples]
+
+    def copy_into(self, out: np.ndarray, first: int) -> None:
+        """Write patches ``first .. first + len(out)`` into the batch rows ``out`` (one copy)."""
+        for row, index in enumerate(range(first, first + len(out))):
+            out[row] = self[index]
+
+
+def clip_average(rows: np.ndarray, plan: PatchPlan) -> np.ndarray:
+    """Coverage-weighted mean of per-patch rows: each second of audio counts once."""
+    return (plan.weights @ rows.astype(np.float64)).astype(np.float32)

@@ -1,0 +1,57 @@
+"""Service-side commands: ``taggram serve``.
+
+Every :class:`~taggram.service.settings.Settings` field becomes an option (``--max-batch-size``
+...), generated from the settings model so the two never drift; an option given on the command line
+overrides its ``TAGGRAM_*`` environment variable.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from taggram.service.settings import Settings
+
+app = typer.Typer()
+
+
+def _cli_type(annotation: Any) -> type:
+    """The type click parses: comma-separated strings for lists, str for literals."""
+    if annotation in (int, float, bool, Path):
+        return typing.cast(type, annotation)
+    return str
+
+
+def _setting_options() -> list[inspect.Parameter]:
+    parameters = []
+    for name, field in Settings.model_fields.items():
+        option = typer.Option(None, help=f"{field.description} (env TAGGRAM_{name.upper()})")
+        parameters.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=option,
+                annotation=_cli_type(field.annotation) | None,
+            )
+        )
+    return parameters
+
+
+def settings_from_options(options: dict[str, Any]) -> Settings:
+    """Settings from the environment, overridden by the options given on the command line."""
+    return Settings(**{name: value for name, value in options.items() if value is not None})
+
+
+def serve(**options: Any) -> None:
+    """Start the tagging service (HTTP API on uvicorn)."""
+    from taggram.service.server import serve as run
+
+    run(settings_from_options(options))
+
+
+serve.__signature__ = inspect.Signature(_setting_options())  # type: ignore[attr-defined]
+app.command("serve")(serve)

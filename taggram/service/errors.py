@@ -1,0 +1,93 @@
+"""The service's one error hierarchy, free of HTTP.
+
+Each error carries a stable machine-readable ``code``, whether retrying the same request later may
+succeed (``retryable``) and, for overload, how long to wait (``retry_after_seconds``). The core
+raises these; ``taggram.service.api.errors`` alone maps codes to HTTP statuses and headers, and the
+in-process catalogue decides retries from ``retryable``.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class TaggramError(Exception):
+    """Base class: ``code`` names the failure; ``retryable`` says a later retry may succeed."""
+
+    code: ClassVar[str] = "internal_error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_seconds = retry_after_seconds
+
+
+class EmptyAudioError(TaggramError):
+    code = "empty_body"
+
+
+class UnsupportedMediaTypeError(TaggramError):
+    code = "unsupported_media_type"
+
+
+class PayloadTooLargeError(TaggramError):
+    code = "payload_too_large"
+
+
+class AudioTooLongError(TaggramError):
+    """The header declares more audio than ``max_duration_seconds``: refused before decoding."""
+
+    code = "audio_too_long"
+
+
+class UndecodableAudioError(TaggramError):
+    """The body has an accepted media type but is not audio any decoder understands."""
+
+    code = "undecodable_audio"
+
+
+class InvalidAudioError(TaggramError):
+    """The audio decodes but cannot be tagged (e.g. NaN or infinite samples)."""
+
+    code = "invalid_audio"
+
+
+class InvalidOptionsError(TaggramError):
+    code = "invalid_options"
+
+
+class TooManyPatchesError(TaggramError):
+    """The options would cut more patches than the queue can ever hold."""
+
+    code = "too_many_patches"
+
+
+class ModelNotFoundError(TaggramError):
+    code = "model_not_found"
+
+
+class OverloadedError(TaggramError):
+    """The model's queue is full; retry after ``retry_after_seconds``."""
+
+    code = "overloaded"
+    retryable = True
+
+
+class NotReadyError(TaggramError):
+    """Models are loading, or the service is shutting down: another replica or a retry helps."""
+
+    code = "not_ready"
+    retryable = True
+
+
+class InferenceFailedError(TaggramError):
+    """ONNX Runtime failed on a batch: a server fault, reported to that batch's requests only."""
+
+    code = "inference_failed"
+
+
+class ClientDisconnectedError(TaggramError):
+    """The client went away mid-request; nobody reads this answer."""
+
+    code = "client_disconnected"

@@ -1,0 +1,65 @@
+"""Run the app under uvicorn with a graceful drain on SIGTERM.
+
+Kubernetes (or any load balancer) keeps sending traffic for a moment after it sends SIGTERM,
+until the endpoint removal propagates. So on the first SIGTERM the service only turns
+``/readyz`` to 503 and keeps serving for ``drain_grace_seconds``; then uvicorn stops accepting
+connections, lets in-flight requests finish, runs the lifespan shutdown and the process exits 0.
+A second SIGTERM, or SIGINT, falls back to uvicorn's own immediate shutdown. If loading the
+models fails, the server shuts down and the process exits 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from types import FrameType
+
+import uvicorn
+
+from taggram.service.api import create_app
+from taggram.service.lifecycle import Lifecycle
+from taggram.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace_seconds: float) -> None:
+        super().__init__(config)
+        self._lifecycle = lifecycle
+        self._grace = grace_seconds
+        self._exit_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and self._exit_at is None and not self.should_exit:
+            self._lifecycle.draining = True
+            self._exit_at = time.monotonic() + self._grace
+            log.info("SIGTERM: not ready, draining for %g s before shutdown", self._grace)
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        drained = self._exit_at is not None and time.monotonic() >= self._exit_at
+        if drained or self._lifecycle.failed:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM (drained, exit 0) or SIGINT."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    lifecycle = Lifecycle()
+    config = uvicorn.Config(
+        create_app(settings, lifecycle),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+    )
+    DrainingServer(config, lifecycle, settings.drain_grace_seconds).run()
+    if lifecycle.failed:
+        raise SystemExit(1)

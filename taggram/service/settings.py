@@ -1,0 +1,74 @@
+"""The service's one typed settings object, read from ``TAGGRAM_*`` environment variables.
+
+``taggram serve`` exposes every field as a command-line option that overrides the environment;
+the README's "Settings" table lists them all.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from taggram.repository import DEFAULT_REPOSITORY
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (respects container CPU sets / affinity)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is the env var ``TAGGRAM_<FIELD NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="TAGGRAM_", frozen=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on")
+    model_repository: Path = Field(
+        DEFAULT_REPOSITORY, description="folder built by `taggram build-models`"
+    )
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated models to load (empty: every model in the repository)",
+    )
+    default_model: str = Field("MTT_musicnn", description="model used when a request names none")
+    max_batch_size: int = Field(16, ge=1, description="most patches per inference batch")
+    max_queue_delay_ms: float = Field(
+        5.0, ge=0, description="longest wait for more patches before running a partial batch"
+    )
+    max_queue_patches: int = Field(
+        2048, ge=1, description="patches waiting per model before new requests get 429"
+    )
+    max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest accepted upload")
+    max_batch_files: int = Field(32, ge=1, description="most files in one /v1/tag/batch request")
+    max_duration_seconds: float = Field(
+        900.0, gt=0, description="longest accepted audio, checked from the file header"
+    )
+    providers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated ONNX Runtime providers (empty: CUDA if available, else CPU)",
+    )
+    intra_op_threads: int = Field(
+        default_factory=available_cores, ge=1, description="threads per ONNX Runtime session"
+    )
+    inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads")
+    warmup: bool = Field(True, description="run every model at start-up before reporting ready")
+    drain_grace_seconds: float = Field(
+        5.0,
+        ge=0,
+        description="after SIGTERM: /readyz is 503 but requests are still served this long",
+    )
+    log_level: LogLevel = Field("info", description="uvicorn and service log level")
+
+    @field_validator("models", "providers", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
