@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `metrics` renamed `quality`
+# Older versions this code still reads, upgrading them on load.
+READABLE_VERSIONS = (1, SCHEMA_VERSION)
 # Where `taggram build-models` writes and `taggram serve` reads, relative to the working directory.
 DEFAULT_REPOSITORY = Path("model_repository")
 METADATA_FILE = "metadata.json"
@@ -58,7 +60,9 @@ class PatchSpec(BaseModel):
         return self.samples - self.context_samples
 
 
-class Metrics(BaseModel):
+class ModelQuality(BaseModel):
+    """A model's measured tagging quality (macro ROC-AUC / PR-AUC over its tags) and its source."""
+
     model_config = ConfigDict(frozen=True)
 
     roc_auc: float | None = None
@@ -86,13 +90,23 @@ class ModelMetadata(BaseModel):
     embedding_outputs: list[str] = Field(default_factory=list)
     dsp: dict[str, object] = Field(default_factory=dict, description="exact pre-processing")
     training: dict[str, object] = Field(default_factory=dict, description="dataset, teacher, ...")
-    metrics: Metrics | None = None
+    quality: ModelQuality | None = None
     parameters: int | None = None
     flops_per_patch: int | None = None
     source: str
     license: str
     onnx_sha256: str
     onnx_bytes: int | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _upgrade(cls, data: Any) -> Any:
+        """Read schema version 1 (``metrics`` for ``quality``) as the current version."""
+        if isinstance(data, dict) and data.get("schema_version") == 1:
+            quality = data.get("metrics")
+            data = {k: v for k, v in data.items() if k != "metrics"}
+            data |= {"schema_version": SCHEMA_VERSION, "quality": quality}
+        return data
 
     @property
     def input_name(self) -> str:
@@ -142,9 +156,12 @@ def load_repository(root: Path, *, verify_hashes: bool = True) -> dict[str, Mode
         meta_path, onnx_path = folder / METADATA_FILE, folder / ONNX_FILE
         if not meta_path.is_file() or not onnx_path.is_file():
             raise RepositoryError(f"{folder} lacks {METADATA_FILE} or {ONNX_FILE}")
-        metadata = ModelMetadata.model_validate_json(meta_path.read_text())
-        if metadata.schema_version != SCHEMA_VERSION:
-            raise RepositoryError(f"{folder}: schema_version {metadata.schema_version} unsupported")
+        raw = json.loads(meta_path.read_text())
+        if raw.get("schema_version") not in READABLE_VERSIONS:
+            raise RepositoryError(
+                f"{folder}: schema_version {raw.get('schema_version')} unsupported"
+            )
+        metadata = ModelMetadata.model_validate(raw)
         if verify_hashes and sha256_file(onnx_path) != metadata.onnx_sha256:
             raise RepositoryError(f"{onnx_path}: sha256 differs from {METADATA_FILE}")
         entries[metadata.name] = ModelEntry(metadata=metadata, onnx_path=onnx_path)

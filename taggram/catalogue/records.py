@@ -5,16 +5,21 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from taggram.catalogue.sources import Track
 
 
-class TagScore(BaseModel):
+class TopTag(BaseModel):
+    """One of a record's best tags with its clip probability (0-1), as ``/v1/tag`` names it.
+
+    Outputs written before the field was named ``probability`` (``score``) still read back.
+    """
+
     model_config = ConfigDict(frozen=True)
 
     tag: str
-    score: float
+    probability: float = Field(validation_alias=AliasChoices("probability", "score"))
 
 
 class ErrorInfo(BaseModel):
@@ -37,7 +42,7 @@ class Record(BaseModel):
     model: str | None = None
     version: str | None = None
     duration_s: float | None = None
-    top_tags: list[TagScore] = []
+    top_tags: list[TopTag] = []
     probabilities: dict[str, float] = {}
     embedding_layer: str | None = None
     embedding: list[float] | None = None
@@ -71,7 +76,7 @@ def success(
         model=model,
         version=version,
         duration_s=duration_s,
-        top_tags=[TagScore(tag=tag, score=score) for tag, score in ranked],
+        top_tags=[TopTag(tag=tag, probability=p) for tag, p in ranked],
         probabilities=probabilities,
         embedding_layer=layer,
         embedding=values,

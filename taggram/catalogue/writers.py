@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
-from taggram.catalogue.records import ErrorInfo, Record, TagScore, best_records
+from taggram.catalogue.records import ErrorInfo, Record, TopTag, best_records
 
 
 class Format(StrEnum):
@@ -176,7 +176,10 @@ def _parquet_schema(pa: Any) -> Any:
             ("model", pa.string()),
             ("version", pa.string()),
             ("duration_s", pa.float64()),
-            ("top_tags", pa.list_(pa.struct([("tag", pa.string()), ("score", pa.float64())]))),
+            (
+                "top_tags",
+                pa.list_(pa.struct([("tag", pa.string()), ("probability", pa.float64())])),
+            ),
             ("probabilities", pa.map_(pa.string(), pa.float64())),
             ("embedding_layer", pa.string()),
             ("embedding", pa.list_(pa.float32())),
@@ -198,7 +201,7 @@ def _read_parquet(path: Path) -> list[Record]:
             {
                 **row,
                 "probabilities": dict(row["probabilities"] or []),
-                "top_tags": [TagScore(**item) for item in row["top_tags"] or []],
+                "top_tags": [TopTag.model_validate(item) for item in row["top_tags"] or []],
             }
         )
         for row in rows

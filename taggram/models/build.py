@@ -19,8 +19,8 @@ from taggram.repository import (
     COMPLETE_MARKER,
     METADATA_FILE,
     ONNX_FILE,
-    Metrics,
     ModelMetadata,
+    ModelQuality,
     TensorSpec,
     load_repository,
     write_model,
@@ -32,7 +32,7 @@ SOURCE = (
     f"{REQUIREMENT} (https://github.com/jordipons/musicnn) by Jordi Pons, Music Technology Group, "
     "Universitat Pompeu Fabra; TF1 checkpoint converted to ONNX by taggram"
 )
-METRICS_SOURCE = (
+QUALITY_SOURCE = (
     "published test-set figures: Pons & Serra, 'musicnn: pre-trained convolutional neural networks "
     "for music audio tagging', ISMIR 2019 LBD, and the musicnn README"
 )
@@ -133,7 +133,7 @@ def musicnn_metadata(tagger: PublishedTagger, wheel: MusicnnWheel) -> ModelMetad
             "trained_by": "Jordi Pons (musicnn-training), weights unchanged",
             **{key: config[key] for key in TRAINING_KEYS if key in config},
         },
-        metrics=Metrics(roc_auc=tagger.roc_auc, pr_auc=tagger.pr_auc, source=METRICS_SOURCE),
+        quality=ModelQuality(roc_auc=tagger.roc_auc, pr_auc=tagger.pr_auc, source=QUALITY_SOURCE),
         source=SOURCE,
         license="ISC",
         onnx_sha256="",

@@ -66,7 +66,11 @@ BATCH_SIZE = Histogram(
 PATCHES = Counter("taggram_patches_total", "patches inferred", ["model"])
 AUDIO_SECONDS = Counter("taggram_audio_seconds_total", "seconds of audio tagged", ["model"])
 QUEUE_DEPTH = Gauge("taggram_queue_depth", "patches waiting in the batch queue", ["model"])
-ERRORS = Counter("taggram_errors_total", "requests refused or failed, by error code", ["kind"])
+ERRORS = Counter(
+    "taggram_errors_total",
+    "refusals and failures (whole requests and files of /v1/tag/batch), by the error body's code",
+    ["code"],
+)
 MODEL_INFO = Gauge(
     "taggram_model_info", "loaded models (value 1)", ["model", "version", "provider"]
 )

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     )
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest accepted upload")
     max_batch_files: int = Field(32, ge=1, description="most files in one /v1/tag/batch request")
+    batch_files_in_flight: int = Field(
+        4,
+        ge=1,
+        description="files of one /v1/tag/batch request tagged at once (keeps the batcher fed "
+        "without one batch request filling the shared queue)",
+    )
     max_duration_seconds: float = Field(
         900.0, gt=0, description="longest accepted audio, checked from the file header"
     )

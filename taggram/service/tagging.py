@@ -34,7 +34,7 @@ from taggram.service.errors import InvalidOptionsError, ModelNotFoundError, NotR
 from taggram.service.inference.batcher import Batcher
 from taggram.service.inference.session import ModelSession, choose_providers
 from taggram.service.settings import Settings
-from taggram.service.timing import Timings
+from taggram.service.timing import StageTimes
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class TagResult:
     embedding_name: str | None
     embeddings: np.ndarray | None  # [n_patches, dim]
     embedding_mean: np.ndarray | None  # [dim], coverage-weighted like the probabilities
-    timings: Timings
+    timings: StageTimes
 
 
 def rank_tags(
@@ -198,7 +198,7 @@ class Tagger:
         rows = batch.outputs[meta.probabilities_output]
         probabilities = clip_average(rows, prepared.plan)
         embeddings = batch.outputs[options.embeddings] if options.embeddings else None
-        timings = Timings(
+        timings = StageTimes(
             decode=decoded_at - started,
             queue=batch.queue_seconds,
             inference=batch.inference_seconds,

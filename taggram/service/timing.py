@@ -8,8 +8,11 @@ from taggram.service import metrics
 
 
 @dataclass(frozen=True)
-class Timings:
-    """Seconds spent decoding, waiting in the batch queue, in inference, and in total."""
+class StageTimes:
+    """Seconds one request spent decoding, waiting in the batch queue, in inference, and in total.
+
+    The API reports them in milliseconds (``api.schemas.Timings``) and as ``Server-Timing``.
+    """
 
     decode: float
     queue: float

@@ -133,7 +133,7 @@ def test_every_good_file_once_every_bad_file_with_its_reason(
         assert record.status == "ok", record.error
         assert record.model == model and record.duration_s and 2.9 < record.duration_s < 6.1
         assert len(record.top_tags) == min(10, len(record.probabilities))
-        assert record.top_tags[0].score == max(record.probabilities.values())
+        assert record.top_tags[0].probability == max(record.probabilities.values())
     for track_id in catalogue.bad:
         record = scenario.records[track_id]
         assert record.status == "error" and record.error is not None

@@ -98,7 +98,7 @@ def test_outputs_round_trip_resume_and_compact(tmp_path: Path, fmt: Format) -> N
     best = finalize(output, fmt)
     assert [r.status for r in best.values()] == ["ok", "error", "ok"]
     assert read_records(output) == list(best.values())  # one record per id after the run
-    assert [(t.tag, t.score) for t in best["a"].top_tags] == [("rock", 0.9), ("voice", 0.5)]
+    assert [(t.tag, t.probability) for t in best["a"].top_tags] == [("rock", 0.9), ("voice", 0.5)]
     assert best["a"].embedding == [0.25, -1.5]
 
 

@@ -30,7 +30,7 @@ REQUIRED_PANELS = {
     "taggram_queue_depth": "queue depth",
     "taggram_batch_size_sum": "batch size",
     "taggram_audio_seconds_total": "audio seconds per second",
-    "taggram_errors_total": "errors by kind",
+    "taggram_errors_total": "errors by code",
 }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from taggram.repository import ModelMetadata
 from tests.e2e.conftest import long_track, tag_file
 from tests.support.paths import MODEL_REPOSITORY
 from tests.support.server import Server
@@ -57,7 +57,8 @@ def test_models_serve_the_repository_metadata(client: httpx.Client) -> None:
     on_disk = {path.parent.name for path in MODEL_REPOSITORY.glob("*/metadata.json")}
     assert names == on_disk
     for name in names:
-        metadata = json.loads((MODEL_REPOSITORY / name / "metadata.json").read_text())
+        text = (MODEL_REPOSITORY / name / "metadata.json").read_text()
+        metadata = ModelMetadata.model_validate_json(text).model_dump(mode="json")
         assert client.get(f"/v1/models/{name}").json() == metadata
 
 
@@ -94,12 +95,12 @@ def test_client_disconnect_drops_its_patches_and_harms_nobody(
 ) -> None:
     track = long_track(shared_audio, tmp_path, 480)  # 161 patches: many batches
     before = _value(server, "taggram_patches_total", model="MTT_musicnn")
-    noticed = _value(server, "taggram_errors_total", kind="client_disconnected")
+    noticed = _value(server, "taggram_errors_total", code="client_disconnected")
     impatient = httpx.Client(base_url=server.url, timeout=httpx.Timeout(300, read=1.0))
     with impatient, pytest.raises(httpx.ReadTimeout):
         send(impatient, track)  # hangs up after 1 s waiting for the answer
     deadline = time.monotonic() + 120
-    while _value(server, "taggram_errors_total", kind="client_disconnected") <= noticed:
+    while _value(server, "taggram_errors_total", code="client_disconnected") <= noticed:
         assert time.monotonic() < deadline, "the disconnect was never noticed"
         time.sleep(0.2)
     while _value(server, "taggram_queue_depth", model="MTT_musicnn") > 0:

@@ -18,7 +18,7 @@ from taggram.models.export import export_to_repository
 from taggram.models.training.metrics import TOP_K
 from taggram.models.training.patching import WAVEFORM_ARCHITECTURES, patch_spec
 from taggram.models.training.trainer import load_checkpoint
-from taggram.repository import Metrics, ModelMetadata, TensorSpec
+from taggram.repository import ModelMetadata, ModelQuality, TensorSpec
 
 WAVEFORM_DSP: dict[str, object] = {
     "sample_rate": 16000,
@@ -105,7 +105,7 @@ def checkpoint_metadata(
             "config": checkpoint["config"],
             "code": "models/training (taggram train)",
         },
-        metrics=Metrics(
+        quality=ModelQuality(
             roc_auc=checkpoint["metrics"]["roc_auc"],
             pr_auc=checkpoint["metrics"]["pr_auc"],
             source=_validation_source(info),

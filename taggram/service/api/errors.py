@@ -53,6 +53,11 @@ def headers_of(error: TaggramError) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(error.retry_after_seconds)))}
 
 
+def count_error(code: str) -> None:
+    """Count one refusal or failure in ``taggram_errors_total`` under the body's ``code``."""
+    metrics.ERRORS.labels(code=code).inc()
+
+
 def error_response(
     request: Request,
     status: int,
@@ -61,7 +66,7 @@ def error_response(
     headers: Mapping[str, str] | None = None,
     details: Any = None,
 ) -> JSONResponse:
-    metrics.ERRORS.labels(kind=code).inc()
+    count_error(code)
     body: dict[str, Any] = {
         "code": code,
         "message": message,

@@ -109,6 +109,28 @@ class TagResponse(BaseModel):
         )
 
 
+class FileError(BaseModel):
+    """Why one file of a batch failed: the error body's code and message, and the HTTP status
+    the same file would get from ``/v1/tag``."""
+
+    code: str
+    message: str
+    status: int
+
+
+class FileOutcome(BaseModel):
+    """One file of a batch, in upload order: its ``result`` or its ``error``."""
+
+    filename: str
+    result: TagResponse | None = None
+    error: FileError | None = None
+
+
+class BatchResponse(BaseModel):
+    request_id: str
+    results: list[FileOutcome]
+
+
 class ModelList(BaseModel):
     default_model: str
     models: list[ModelMetadata]

@@ -13,13 +13,12 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel
 from starlette.datastructures import UploadFile
 
 from taggram.service.api.deps import TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
-from taggram.service.api.errors import status_of
-from taggram.service.api.schemas import TagResponse
+from taggram.service.api.errors import count_error, status_of
+from taggram.service.api.schemas import BatchResponse, FileError, FileOutcome, TagResponse
 from taggram.service.api.uploads import (
     check_content_length,
     multipart_request_body,
@@ -34,27 +33,7 @@ from taggram.service.tagging import Tagger, TagOptions
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["tagging"])
 
-# Files of one request tagged at once: enough to keep the batcher fed, few enough that one big
-# batch request cannot fill the shared queue and push other clients into 429s.
-FILES_IN_FLIGHT = 4
 FIELD = "files"
-
-
-class FileError(BaseModel):
-    code: str
-    message: str
-    status: int
-
-
-class FileOutcome(BaseModel):
-    filename: str
-    result: TagResponse | None = None
-    error: FileError | None = None
-
-
-class BatchResponse(BaseModel):
-    request_id: str
-    results: list[FileOutcome]
 
 
 _REQUEST_BODY = multipart_request_body(FIELD, many=True)
@@ -85,10 +64,12 @@ async def _tag_one(
         try:
             result = await tagger.tag(upload.file, options)
         except TaggramError as error:
+            count_error(error.code)
             failure = FileError(code=error.code, message=error.message, status=status_of(error))
             return FileOutcome(filename=filename, error=failure)
         except Exception:  # one file's unexpected failure must not fail the whole batch
             log.exception("tagging %r in a batch failed", filename)
+            count_error("internal_error")
             failure = FileError(code="internal_error", message="internal error", status=500)
             return FileOutcome(filename=filename, error=failure)
     return FileOutcome(filename=filename, result=TagResponse.from_result(result, request_id))
@@ -113,7 +94,7 @@ async def tag_batch(
     )
     tagger.model(options.model)  # an unknown model fails the request, not each file
     request_id: str = request.state.request_id
-    slots = asyncio.Semaphore(FILES_IN_FLIGHT)
+    slots = asyncio.Semaphore(settings.batch_files_in_flight)
     files = (_tag_one(tagger, upload, options, request_id, slots) for upload in uploads)
     outcomes = await unless_disconnected(request, asyncio.gather(*files))
     return BatchResponse(request_id=request_id, results=list(outcomes))
