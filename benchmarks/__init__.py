@@ -1,1 +1,7 @@
 """Scripts that print performance figures for docs/performance.md (run with ``python -m``)."""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Real recordings beside the project on development and CI machines (absent in a user's clone).
+SHARED_AUDIO = ROOT.parent / "shared" / "audio"

@@ -27,15 +27,15 @@ import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks import ROOT, SHARED_AUDIO
 from taggram.catalogue.local import LocalBackend, local_settings
 from taggram.catalogue.remote import RemoteBackend
 from taggram.catalogue.runner import Backend, JobOptions, Summary, run
 from taggram.catalogue.sources import AUDIO_EXTENSIONS, Track, from_folder
 from taggram.catalogue.writers import Format
 from taggram.client import RetryPolicy
+from taggram.service.launcher import running_server
 from taggram.service.settings import Settings
-from tests.support.paths import ROOT, SHARED_AUDIO
-from tests.support.server import running_server
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 

@@ -38,6 +38,7 @@ import soundfile
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks import ROOT, SHARED_AUDIO
 from benchmarks.original_musicnn import (
     DEFAULT_VENV,
     ORIGINAL_MODELS,
@@ -47,7 +48,6 @@ from benchmarks.original_musicnn import (
 )
 from benchmarks.raw_inference import GemmRate, RawInference, gemm_rate, measure_repository
 from taggram.catalogue.sources import AUDIO_EXTENSIONS
-from tests.support.paths import ROOT, SHARED_AUDIO
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -196,7 +196,7 @@ def service_url(
     if url is not None:
         yield url.rstrip("/")
         return
-    from tests.support.server import running_server  # the same launcher the end-to-end tests use
+    from taggram.service.launcher import running_server  # the end-to-end tests use it too
 
     env = {
         "TAGGRAM_MODELS": model,

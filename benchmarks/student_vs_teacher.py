@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from benchmarks import ROOT, SHARED_AUDIO
 from benchmarks.raw_inference import time_repeatedly
 from taggram.repository import ModelEntry, load_repository
 from taggram.service.audio.decode import DecodeLimits, decode
 from taggram.service.audio.patching import Patches, clip_average, plan_patches
 from taggram.service.inference.session import ModelSession
-from tests.support.paths import ROOT, SHARED_AUDIO
 
 LIMITS = DecodeLimits(max_bytes=1 << 30, max_duration_seconds=3600.0)
 TOP = 5

@@ -30,11 +30,11 @@ BatchItem = str | Path | tuple[str, bytes]
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 
 
-class TaggramError(Exception):
-    """Base of every error the client raises."""
+class TaggramClientError(Exception):
+    """Base of every error the client raises (the server's own errors are another hierarchy)."""
 
 
-class APIError(TaggramError):
+class APIError(TaggramClientError):
     """The service answered with an error envelope ``{"error": {"code", "message", ...}}``."""
 
     def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
@@ -50,7 +50,7 @@ class ServiceError(APIError):
     """5xx, or 429/503 still answered after every retry."""
 
 
-class ConnectionFailedError(TaggramError):
+class ConnectionFailedError(TaggramClientError):
     """The service could not be reached, even after every retry."""
 
 

@@ -1,7 +1,9 @@
 """The architecture's hard boundaries, checked on the sources and on what importing loads.
 
 - ``taggram.service`` serves without torch, onnx, librosa and without ``taggram.models``;
-- ``taggram.models`` and ``taggram.service`` meet only at ``taggram.repository``;
+- ``taggram.models`` reaches the serving half only through ``taggram.repository`` and the two
+  runtime pieces that distillation must share with serving (the ONNX Runtime session and the patch
+  plan), so a teacher is run exactly as the service runs it;
 - ``taggram.client`` imports nothing of the server.
 """
 
@@ -48,8 +50,13 @@ def test_service_sources_import_no_build_time_package() -> None:
     assert _offenders(PACKAGE / "service", BUILD_TIME) == {}
 
 
-def test_models_reach_the_service_only_through_the_repository_contract() -> None:
-    assert _offenders(PACKAGE / "models", ("taggram.service",)) == {}
+SHARED_RUNTIME = ("taggram.service.inference.session", "taggram.service.audio.patching")
+
+
+def test_models_use_only_the_shared_runtime_of_the_service() -> None:
+    found = _offenders(PACKAGE / "models", ("taggram.service",))
+    beyond = {path: [n for n in names if n not in SHARED_RUNTIME] for path, names in found.items()}
+    assert {path: names for path, names in beyond.items() if names} == {}
 
 
 def test_one_import_root() -> None:

@@ -21,8 +21,8 @@ from taggram.catalogue.records import Record
 from taggram.catalogue.writers import read_records
 from taggram.cli import app
 from taggram.client import AsyncTaggramClient, RequestRejectedError, TaggramClient
+from taggram.service import launcher as server_module
 from tests.catalogue.conftest import Catalogue
-from tests.support import server as server_module
 from tests.support.server import Server, running_server
 
 pytestmark = pytest.mark.slow

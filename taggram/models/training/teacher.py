@@ -1,23 +1,27 @@
 """Soft targets for distillation: a repository model's patch-level probabilities on unlabeled audio.
 
-The teacher runs once, in onnxruntime, over windows of its own patch length laid every ``hop``
-samples through each file; the result is cached (keyed by the teacher's ONNX hash, the hop and
-the file list), so training runs and reruns never pay for it again.
+The teacher runs once over each file exactly as the service would tag it with ``hop``: the
+service's ONNX Runtime session (:class:`~taggram.service.inference.session.ModelSession`) and patch
+plan (:func:`~taggram.service.audio.patching.plan_patches`, end-aligned tail included); the
+result is cached (keyed by the teacher's ONNX hash, the hop and the file list), so training runs
+and reruns never pay for it again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import soundfile as sf
 from tqdm import tqdm
 
 from taggram.repository import ModelEntry
+from taggram.service.audio.patching import Patches, plan_patches
+from taggram.service.inference.session import ModelSession
 
 
 @dataclass(frozen=True)
@@ -32,39 +36,33 @@ class TeacherTargets:
     probabilities: np.ndarray  # float32 [windows, tags]
 
 
-def _session(onnx_path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-
-
 def _run(
     entry: ModelEntry, files: list[Path], hop: int, batch: int, threads: int
 ) -> TeacherTargets:
+    """The teacher exactly as the service runs it: its ONNX Runtime session and patch plan."""
     metadata = entry.metadata
-    window = metadata.patch.samples
-    session = _session(entry.onnx_path, threads)
+    spec = metadata.patch
+    session = ModelSession(entry, ["CPUExecutionProvider"], threads, 1)
     file_index, starts, probabilities = [], [], []
     for index, path in enumerate(tqdm(files, desc=f"teacher {metadata.name}", unit="file")):
         audio = sf.read(str(path), dtype="float32")[0]
-        if audio.ndim != 1 or len(audio) < window:
+        if audio.ndim != 1 or len(audio) < spec.span_samples:
             continue
-        begin = np.arange(0, len(audio) - window + 1, hop)
-        for chunk in range(0, len(begin), batch):
-            chunk_starts = begin[chunk : chunk + batch]
-            patches = np.stack([audio[s : s + window] for s in chunk_starts])
-            (scores,) = session.run([metadata.probabilities_output], {metadata.input_name: patches})
-            probabilities.append(scores.astype(np.float32))
-            starts.append(chunk_starts)
-            file_index.append(np.full(len(chunk_starts), index))
+        plan = plan_patches(len(audio), spec, hop, max_patches=sys.maxsize)
+        patches = Patches(audio, spec, plan)
+        for first in range(0, len(plan), batch):
+            rows = np.empty((min(batch, len(plan) - first), spec.samples), np.float32)
+            patches.copy_into(rows, first)
+            probabilities.append(session.run(rows)[metadata.probabilities_output])
+        starts.append(plan.starts)
+        file_index.append(np.full(len(plan), index))
     return TeacherTargets(
         teacher=metadata.name,
         tags=list(metadata.tags),
-        window=window,
+        window=spec.span_samples,
         file_index=np.concatenate(file_index).astype(np.int64),
         starts=np.concatenate(starts).astype(np.int64),
-        probabilities=np.concatenate(probabilities),
+        probabilities=np.concatenate(probabilities).astype(np.float32),
     )
 
 
@@ -77,7 +75,8 @@ def teacher_targets(
     threads: int = 2,
 ) -> TeacherTargets:
     """The teacher's windows over ``files`` (mono WAV at its rate), from the cache when present."""
-    key = json.dumps([entry.metadata.onnx_sha256, hop, [str(f) for f in files]])
+    # "service-plan": targets laid by the service's patch plan (older caches used other windows).
+    key = json.dumps(["service-plan", entry.metadata.onnx_sha256, hop, [str(f) for f in files]])
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     cached = cache / f"teacher_{entry.metadata.name}_{digest}.npz"
     if cached.is_file():
