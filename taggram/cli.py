@@ -7,6 +7,8 @@ serve`` never loads it.
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import typer
 
 from taggram.catalogue.cli import app as catalogue_app
@@ -21,6 +23,21 @@ app = typer.Typer(
 )
 for sub in (service_app, models_app, training_app, catalogue_app):
     app.registered_commands.extend(sub.registered_commands)
+
+
+def _version(show: bool) -> None:
+    if show:
+        typer.echo(f"taggram {version('taggram')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
+    """taggram: music and audio tagging service."""
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from taggram.catalogue.sources import SourceError, load_source
 from taggram.catalogue.writers import Format, infer_format, read_records, write_records
 from taggram.client import RetryPolicy
 from taggram.repository import DEFAULT_REPOSITORY
+from taggram.service.cli import server_module
 
 app = typer.Typer()
 
@@ -86,9 +87,9 @@ def catalogue(
     retry = RetryPolicy(attempts=retries, max_delay=max_retry_delay)
     backend: Backend
     if local:
-        from taggram.catalogue.local import LocalBackend, local_settings
-
-        backend = LocalBackend(local_settings(repository, model), options, retry)
+        local_backend = server_module("taggram.catalogue.local")
+        settings = local_backend.local_settings(repository, model)
+        backend = local_backend.LocalBackend(settings, options, retry)
     else:
         assert url is not None
         backend = RemoteBackend(url, options, retry, connections=concurrency)

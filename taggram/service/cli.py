@@ -7,9 +7,11 @@ overrides its ``TAGGRAM_*`` environment variable.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import typing
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import typer
@@ -46,11 +48,25 @@ def settings_from_options(options: dict[str, Any]) -> Settings:
     return Settings(**{name: value for name, value in options.items() if value is not None})
 
 
+def server_module(name: str) -> ModuleType:
+    """Import a module of the serving stack, or exit 2 saying which extra installs it.
+
+    The base install is the light client; serving needs ``taggram[cpu]`` or ``taggram[gpu]``.
+    """
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        typer.echo(
+            f"error: {error.name} is not installed; serving and --local need the server stack: "
+            "pip install 'taggram[cpu]' (or 'taggram[gpu]')",
+            err=True,
+        )
+        raise typer.Exit(2) from error
+
+
 def serve(**options: Any) -> None:
     """Start the tagging service (HTTP API on uvicorn)."""
-    from taggram.service.server import serve as run
-
-    run(settings_from_options(options))
+    server_module("taggram.service.server").serve(settings_from_options(options))
 
 
 serve.__signature__ = inspect.Signature(_setting_options())  # type: ignore[attr-defined]

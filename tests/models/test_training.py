@@ -23,6 +23,7 @@ from taggram.models.data.packages import (
     TRAINING_PACKAGES,
     EvaluationPackageError,
     ensure_trainable,
+    evaluation_only,
 )
 from taggram.models.data.prepare import prepare
 from taggram.models.training.cli import app
@@ -134,8 +135,30 @@ def test_distillation_windows_come_from_the_teacher(
     np.testing.assert_array_equal(again.targets, windows.targets)
 
 
+@pytest.mark.parametrize(
+    "package",
+    [
+        "fluid-soundfont-gm",
+        "fluid-soundfont-gs",
+        "fluidr3mono-gm-soundfont",
+        "musescore-general-soundfont",
+        "musescore-general-soundfont-small",
+        "musescore-general-soundfont-future",
+        "asterisk-core-sounds-en-gsm",
+        "asterisk-core-sounds-fr-wav",
+        "asterisk-prompt-de",
+        "asterisk-prompt-it-menardi-wav",
+    ],
+)
+def test_soundfont_and_asterisk_families_are_reserved(package: str) -> None:
+    assert evaluation_only(package)
+    with pytest.raises(EvaluationPackageError):
+        ensure_trainable(["supertuxkart-data", package])
+    assert not evaluation_only("timgm6mb-soundfont")
+
+
 def test_evaluation_packages_are_refused(tmp_path: Path) -> None:
-    assert not set(TRAINING_PACKAGES) & EVALUATION_ONLY
+    assert not [name for name in TRAINING_PACKAGES if evaluation_only(name)]
     for package in sorted(EVALUATION_ONLY):
         with pytest.raises(EvaluationPackageError):
             ensure_trainable(["supertuxkart-data", package])

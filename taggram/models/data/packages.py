@@ -7,6 +7,7 @@ that reads a package list or a manifest goes through :func:`ensure_trainable`.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable
 
@@ -28,8 +29,28 @@ EVALUATION_ONLY: frozenset[str] = frozenset(
         "xblast-tnt-musics",
         "asterisk-prompt-it-menardi-wav",
         "openttd-opensfx",
+        # Fluid R3 SoundFont and the packages built on it: reserved for independent evaluation
+        "fluid-soundfont-gm",
+        "fluid-soundfont-gs",
+        "fluidr3mono-gm-soundfont",
+        "musescore-general-soundfont",
+        "musescore-general-soundfont-lossless",
+        "musescore-general-soundfont-small",
     }
 )
+# Whole families reserved for evaluation, whatever their current or future members are called.
+EVALUATION_ONLY_PATTERNS: tuple[str, ...] = (
+    "musescore-general-soundfont*",
+    "asterisk-core-sounds-*",
+    "asterisk-prompt-*",
+)
+
+
+def evaluation_only(package: str) -> bool:
+    """Whether ``package`` (a Debian binary package name) is reserved for evaluation."""
+    return package in EVALUATION_ONLY or any(
+        fnmatch.fnmatchcase(package, pattern) for pattern in EVALUATION_ONLY_PATTERNS
+    )
 
 # Audio inside a package counts as music when its path matches; game data mixes music with
 # sound effects, and the paths (plus a minimum duration, see taggram.models.data.prepare) separate them.
@@ -65,8 +86,8 @@ class EvaluationPackageError(ValueError):
 
 
 def ensure_trainable(packages: Iterable[str]) -> None:
-    """Raise if any package is reserved for evaluation."""
-    reserved = sorted(set(packages) & EVALUATION_ONLY)
+    """Raise :class:`EvaluationPackageError` if any package is reserved for evaluation."""
+    reserved = sorted(name for name in set(packages) if evaluation_only(name))
     if reserved:
         raise EvaluationPackageError(f"reserved for evaluation, never for training: {reserved}")
 
