@@ -1,0 +1,56 @@
+"""The wheel: one import root, trained models inside, buildable into a repository anywhere."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.paths import ROOT
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    command = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps"]
+    subprocess.run([*command, "--no-build-isolation", "-w", str(out), str(ROOT)], check=True)
+    (path,) = out.glob("taggram-*.whl")
+    return path
+
+
+def test_wheel_has_one_top_level_package_and_the_trained_models(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {name.split("/")[0] for name in names if not name.startswith("taggram-")} == {"taggram"}
+    trained = ROOT / "taggram" / "models" / "trained"
+    committed = {str(p.relative_to(ROOT)) for p in trained.rglob("*") if p.is_file()}
+    assert committed
+    assert committed <= set(names)
+
+
+@pytest.mark.slow
+def test_build_models_from_an_installed_wheel_in_an_empty_folder(
+    wheel: Path, tmp_path: Path
+) -> None:
+    """Installed outside the source tree, the wheel builds the repository where it is asked to,
+    and writes nothing into its own installation (downloads go to the user cache)."""
+    site = tmp_path / "site"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site)]
+    subprocess.run([*pip, str(wheel)], check=True)
+    installed = {p for p in site.rglob("*") if "__pycache__" not in p.parts}
+    work = tmp_path / "empty"
+    work.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "taggram", "build-models", "--repository", "repo"],
+        cwd=work,
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (work / "repo" / ".complete").is_file()
+    assert (work / "repo" / "MTT_sample_cnn" / "model.onnx").is_file()
+    assert {p for p in site.rglob("*") if "__pycache__" not in p.parts} == installed
