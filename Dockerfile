@@ -14,6 +14,7 @@ ARG CUDA_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04
 # place and .dockerignore keeps model_repository/, .venv/ and data/ out of the build context.
 FROM scratch AS source
 COPY pyproject.toml README.md /src/
+COPY requirements/ /src/requirements/
 COPY taggram/ /src/taggram/
 
 # ---------------------------------------------------------------------------------------------
@@ -46,7 +47,8 @@ FROM cuda-python AS venv-gpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=source /src/ /tmp/src/
 RUN python3 -m venv /opt/taggram \
-    && /opt/taggram/bin/pip install "/tmp/src[gpu]"
+    && /opt/taggram/bin/pip install --require-hashes -r /tmp/src/requirements/serve-gpu.lock \
+    && /opt/taggram/bin/pip install --no-deps "/tmp/src[gpu]"
 
 FROM cuda-python AS runtime-gpu
 RUN groupadd --system --gid 10001 taggram \
@@ -76,7 +78,8 @@ FROM ${PYTHON_IMAGE} AS venv-cpu
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=source /src/ /tmp/src/
 RUN python -m venv /opt/taggram \
-    && /opt/taggram/bin/pip install "/tmp/src[cpu]"
+    && /opt/taggram/bin/pip install --require-hashes -r /tmp/src/requirements/serve-cpu.lock \
+    && /opt/taggram/bin/pip install --no-deps "/tmp/src[cpu]"
 
 FROM ${PYTHON_IMAGE} AS runtime-cpu
 RUN groupadd --system --gid 10001 taggram \

@@ -6,11 +6,14 @@ BIN := $(VENV)/bin
 REPO ?= model_repository
 EXTRAS ?= cpu,models,dev
 
-.PHONY: venv models serve test lint format
+.PHONY: venv models serve test lint format lock
 
-$(BIN)/taggram: pyproject.toml
+# The serving dependencies come from the hash-checked lock (as in the runtime image); the build
+# and dev extras (torch is installed from a pinned version) are resolved on top of them.
+$(BIN)/taggram: pyproject.toml requirements/serve-cpu.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --require-hashes -r requirements/serve-cpu.lock
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
@@ -32,6 +35,14 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Re-resolve the serving locks after changing the base, server, cpu or gpu dependencies
+# (CPU image: Python 3.11; GPU image: Ubuntu 24.04's Python 3.12).
+lock: venv
+	$(BIN)/uv pip compile pyproject.toml --extra cpu --generate-hashes --python-version 3.11 \
+		--python-platform x86_64-manylinux_2_28 --no-header --quiet -o requirements/serve-cpu.lock
+	$(BIN)/uv pip compile pyproject.toml --extra gpu --generate-hashes --python-version 3.12 \
+		--python-platform x86_64-manylinux_2_28 --no-header --quiet -o requirements/serve-gpu.lock
 
 format: venv
 	$(BIN)/ruff format .
