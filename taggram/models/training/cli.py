@@ -187,10 +187,12 @@ def evaluate_command(
 def export_command(
     checkpoint: Path = typer.Option(..., help="best.pt of a training run"),
     name: str = typer.Option(..., help="model name in the repository"),
-    root: Path = typer.Option(Path("models/trained"), help="repository folder to write into"),
+    root: Path = typer.Option(
+        Path("taggram/models/trained"), help="repository folder to write into"
+    ),
     version: str = typer.Option("1.0.0"),
 ) -> None:
-    """Export a checkpoint to ONNX + metadata (models/trained/ is copied in by build-models)."""
+    """Export a checkpoint to ONNX + metadata (build-models copies taggram/models/trained/ in)."""
     from taggram.models.training.export import export_checkpoint
 
     typer.echo(f"exported {export_checkpoint(checkpoint, name, root, version)}")
