@@ -41,4 +41,5 @@ def _options(
 
 
 def main() -> None:
+    """Run the ``taggram`` command (the console entry point)."""
     app()

@@ -57,6 +57,7 @@ class PatchSpec(BaseModel):
 
     @property
     def span_samples(self) -> int:
+        """Samples of audio one patch newly scores (its input minus the leading context)."""
         return self.samples - self.context_samples
 
 
@@ -110,10 +111,12 @@ class ModelMetadata(BaseModel):
 
     @property
     def input_name(self) -> str:
+        """Name of the ONNX input: a ``[batch, patch.samples]`` float32 waveform."""
         return self.inputs[0].name
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of the file at ``path``, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -34,6 +34,12 @@ def local_settings(repository: Path, model: str | None) -> Settings:
 
 
 class LocalBackend:
+    """Tags tracks in-process with :class:`~taggram.service.tagging.Tagger` (no server).
+
+    A full batch queue is waited out with the retry policy's backoff, as the HTTP client does on
+    429; every other failure becomes an error record.
+    """
+
     def __init__(self, settings: Settings, options: JobOptions, retry: RetryPolicy) -> None:
         self.options = options
         self.retry = retry
@@ -51,6 +57,7 @@ class LocalBackend:
                 attempt += 1
 
     async def tag(self, track: Track) -> Record:
+        """Tag one track; never raises: unreadable files and refusals become error records."""
         try:
             result = await self._tag(track.path)
         except OSError as error:

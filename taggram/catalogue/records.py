@@ -34,6 +34,10 @@ class ErrorInfo(BaseModel):
 
 
 class Record(BaseModel):
+    """One track's outcome: its top tags, every tag's clip probability (0-1) and optionally a
+    clip-mean embedding when ``status`` is ``ok``; the reason when it is ``error``.
+    """
+
     model_config = ConfigDict(frozen=True, protected_namespaces=())
 
     id: str

@@ -31,6 +31,9 @@ class RemoteBackend:
         self.client = AsyncTaggramClient(url, retry=retry, max_connections=connections)
 
     async def tag(self, track: Track) -> Record:
+        """Tag one track; never raises: unreadable files, refusals and an unreachable service become
+        error records (retryable when another run may succeed).
+        """
         try:
             data = await asyncio.to_thread(track.path.read_bytes)
         except OSError as error:

@@ -60,6 +60,7 @@ class Summary:
     elapsed: float = 0.0
 
     def add(self, record: Record) -> None:
+        """Count one finished record."""
         if record.status == "ok":
             self.done += 1
             self.audio_seconds += record.duration_s or 0.0
@@ -68,6 +69,7 @@ class Summary:
 
     @property
     def retryable(self) -> int:
+        """Failed records that a later run will try again."""
         return sum(1 for record in self.failures if record.error and record.error.retryable)
 
     def report(self, examples: int = 3) -> str:

@@ -16,6 +16,8 @@ from taggram.catalogue.sources import Track
 
 @dataclass(frozen=True)
 class Shard:
+    """Shard ``index`` of ``count`` (0-based), e.g. a Kubernetes Indexed Job's completion index."""
+
     index: int
     count: int
 
@@ -32,6 +34,7 @@ class Shard:
         return shard
 
     def owns(self, track_id: str) -> bool:
+        """Whether this shard tags the track with id ``track_id``."""
         return shard_of(track_id, self.count) == self.index
 
 
@@ -42,4 +45,5 @@ def shard_of(track_id: str, count: int) -> int:
 
 
 def select(tracks: Iterable[Track], shard: Shard | None) -> list[Track]:
+    """The tracks of ``shard`` in their source order (all of them when ``shard`` is None)."""
     return [track for track in tracks if shard is None or shard.owns(track.id)]

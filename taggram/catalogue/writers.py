@@ -24,6 +24,8 @@ from taggram.catalogue.records import ErrorInfo, Record, TopTag, best_records
 
 
 class Format(StrEnum):
+    """Output formats: JSON Lines, CSV (probabilities as one JSON column) and Parquet."""
+
     jsonl = "jsonl"
     csv = "csv"
     parquet = "parquet"
@@ -36,6 +38,7 @@ def infer_format(path: Path) -> Format:
 
 
 def journal_path(path: Path) -> Path:
+    """Where Parquet output is journalled as JSONL until the run finalises it."""
     return path.with_name(path.name + ".journal.jsonl")
 
 
@@ -121,6 +124,7 @@ class Appender:
             self._csv.writeheader()
 
     def write(self, record: Record) -> None:
+        """Append one record and flush it, so a killed run loses at most a partial last line."""
         if self.fmt is Format.csv:
             self._csv.writerow(_csv_row(record))
         else:
@@ -128,6 +132,7 @@ class Appender:
         self._handle.flush()
 
     def close(self) -> None:
+        """Close the file."""
         self._handle.close()
 
     def __enter__(self) -> Appender:

@@ -82,10 +82,12 @@ class PublishedTagger:
 
     @property
     def dataset(self) -> str:
+        """``MTT`` or ``MSD``: the training set, from the name."""
         return self.name.split("_")[0]
 
     @property
     def architecture(self) -> str:
+        """``musicnn`` or ``vgg``, from the name."""
         return self.name.split("_")[1]
 
 

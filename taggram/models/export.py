@@ -32,6 +32,9 @@ class ContractModule(nn.Module):
         self.embeddings = embeddings
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``[batch, samples]`` waveform -> (probabilities ``[batch, tags]`` after the sigmoid, then
+        each embedding named in ``embeddings``), the output order of the repository contract.
+        """
         outputs = self.module(waveform)
         return (torch.sigmoid(outputs["logits"]), *(outputs[name] for name in self.embeddings))
 

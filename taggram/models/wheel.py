@@ -65,6 +65,11 @@ class MusicnnWheel:
         self.path = path
 
     def read(self, member: str) -> bytes:
+        """The bytes of ``musicnn/<member>`` inside the wheel.
+
+        Raises:
+            KeyError: the wheel has no such member.
+        """
         with zipfile.ZipFile(self.path) as archive:
             return archive.read(f"musicnn/{member}")
 

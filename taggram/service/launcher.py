@@ -35,6 +35,7 @@ class Server:
     log_path: Path
 
     def log(self) -> str:
+        """Everything the server has printed so far."""
         return self.log_path.read_text(errors="replace")
 
 

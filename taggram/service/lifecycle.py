@@ -21,6 +21,7 @@ class Lifecycle:
 
     @property
     def status(self) -> str:
+        """``starting``, ``ready``, ``draining`` or ``failed``: the body of ``/readyz``."""
         if self.failed:
             return "failed"
         if self.draining:

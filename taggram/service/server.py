@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class DrainingServer(uvicorn.Server):
+    """uvicorn's server with a graceful drain: on SIGTERM readiness drops first (the load balancer
+    stops sending), requests are still served for the grace period, then uvicorn shuts down and
+    lets in-flight requests finish.
+    """
+
     def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace_seconds: float) -> None:
         super().__init__(config)
         self._lifecycle = lifecycle
@@ -32,6 +37,7 @@ class DrainingServer(uvicorn.Server):
         self._exit_at: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The first SIGTERM starts draining; SIGINT or a second signal exits as uvicorn does."""
         if sig == signal.SIGTERM and self._exit_at is None and not self.should_exit:
             self._lifecycle.draining = True
             self._exit_at = time.monotonic() + self._grace
@@ -40,6 +46,7 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:
+        """Exit once the grace period is over, or at once when model loading failed."""
         drained = self._exit_at is not None and time.monotonic() >= self._exit_at
         if drained or self._lifecycle.failed:
             self.should_exit = True

@@ -20,6 +20,7 @@ class StageTimes:
     total: float
 
     def milliseconds(self) -> dict[str, float]:
+        """The stages in milliseconds, keyed as the response's ``timings``."""
         return {
             "decode_ms": round(self.decode * 1000, 3),
             "queue_ms": round(self.queue * 1000, 3),

@@ -88,6 +88,7 @@ class LogMelFrontend(nn.Module):
         self.register_buffer("mel", torch.from_numpy(mel.astype(np.float32)), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[batch, samples]`` float32 waveform at 16 kHz -> ``[batch, frames, 96]`` log-mel."""
         spectrum = nn.functional.conv1d(waveform.unsqueeze(1), self.dft, stride=HOP)
         real, imag = spectrum.chunk(2, dim=1)
         power = real * real + imag * imag  # [batch, 257, frames]
@@ -106,5 +107,8 @@ class SpectrogramTagger(nn.Module):
         self.network = network
 
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[batch, samples]`` float32 16 kHz waveform -> the back-end's outputs (``logits`` and
+        embeddings, each ``[batch, ...]``).
+        """
         result: dict[str, torch.Tensor] = self.network(self.frontend(waveform))
         return result

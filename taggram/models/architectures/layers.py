@@ -38,5 +38,6 @@ class TimeConvBlock(nn.Module):
         self.padding = (0, 0, before, after) if isinstance(conv, nn.Conv2d) else (before, after)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[batch, channels, frames]`` -> ``[batch, channels_out, frames]`` (same padding)."""
         padded = nn.functional.pad(x, self.padding)
         return self.bn(torch.relu(self.conv(padded)))

@@ -46,6 +46,9 @@ class Musicnn(nn.Module):
         self.output = nn.Linear(backend_units, n_tags)
 
     def forward(self, logmel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[batch, frames, 96]`` log-mel -> ``logits`` ``[batch, tags]`` and the embeddings
+        ``penultimate`` ``[batch, 200]``, ``mean_pool`` and ``max_pool`` ``[batch, 753]``.
+        """
         x = self.input_bn(logmel.unsqueeze(1))  # [batch, 1, time, mels]
         # Each front-end map is max-pooled over all of frequency: [batch, channels, time].
         frontend = torch.cat([block(x).amax(dim=3) for block in (*self.timbral, *self.temporal)], 1)

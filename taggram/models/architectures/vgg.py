@@ -30,6 +30,8 @@ class Vgg(nn.Module):
         self.output = nn.Linear(2 * filters, n_tags)
 
     def forward(self, logmel: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[batch, frames, 96]`` log-mel -> ``logits`` ``[batch, tags]`` and
+        ``pool5`` ``[batch, 256]`` (the last max-pool, time-major)."""
         x = self.input_bn(logmel.unsqueeze(1))
         for conv, bn, pool in zip(self.convs, self.bns, self.pools, strict=True):
             x = pool(bn(torch.relu(conv(x))))

@@ -55,6 +55,9 @@ class SampleCNN(nn.Module):
         self.output = nn.Linear(dense_units, n_tags)
 
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[batch, samples]`` float32 16 kHz waveform -> ``logits`` ``[batch, tags]`` and the
+        back-end embedding.
+        """
         features = self.frontend(waveform.unsqueeze(1))  # [batch, channels, frames]
         pooled = torch.cat([features.mean(dim=2), features.amax(dim=2)], dim=1)
         embedding = self.dense(pooled)

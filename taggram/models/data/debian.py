@@ -22,6 +22,7 @@ class Package:
 
     @property
     def copyright_path(self) -> Path:
+        """The package's Debian copyright file (its licence record)."""
         return self.root / "usr/share/doc" / self.name / "copyright"
 
 

@@ -28,6 +28,7 @@ def random_access(path: Path, cache: Path, sample_rate: int) -> Path:
 
 
 def frames(path: Path) -> int:
+    """Number of samples per channel in the audio file at ``path`` (read from its header)."""
     return int(sf.info(str(path)).frames)
 
 

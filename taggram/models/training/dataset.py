@@ -40,6 +40,7 @@ class Windows:
         return len(self.starts)
 
     def subset(self, keep: np.ndarray) -> Windows:
+        """The windows selected by ``keep`` (a boolean array over windows); same file list."""
         return Windows(
             self.files,
             self.groups,

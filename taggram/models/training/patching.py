@@ -12,4 +12,7 @@ WAVEFORM_ARCHITECTURES = frozenset({"sample_cnn"})
 
 
 def patch_spec(architecture: str) -> PatchSpec:
+    """The patch an architecture reads: waveform models tile without context, spectrogram models
+    use the musicnn patch (3 s with 256 samples of left context).
+    """
     return WAVEFORM_PATCH if architecture in WAVEFORM_ARCHITECTURES else fe.PATCH

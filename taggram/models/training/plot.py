@@ -12,6 +12,9 @@ import matplotlib.pyplot as plt
 
 
 def plot_history(history_path: Path, out: Path, title: str) -> None:
+    """Plot a run's ``history.json`` (losses and validation ROC-AUC / PR-AUC against minutes of
+    training) to the image ``out``.
+    """
     epochs = json.loads(history_path.read_text())
     minutes = [e["seconds"] / 60 for e in epochs]
     figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)

@@ -30,6 +30,12 @@ HISTORY = "history.json"
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Everything one training run is configured with (recorded in the exported metadata).
+
+    ``time_budget_s`` stops training after that many seconds of wall time; ``patience`` is in
+    epochs without a better validation ROC-AUC.
+    """
+
     architecture: str = "sample_cnn"
     architecture_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
@@ -46,6 +52,10 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class Epoch:
+    """One epoch's record in ``history.json``: seconds since training started, losses (BCE) and
+    validation macro ROC-AUC / PR-AUC over the tags that have positives.
+    """
+
     epoch: int
     steps: int
     seconds: float  # since training started
