@@ -91,7 +91,7 @@ def test_repository_holds_the_four_taggers_with_complete_metadata() -> None:
         assert len(metadata.tags) == 50 and len(set(metadata.tags)) == 50
         assert metadata.sample_rate == 16000
         assert metadata.patch.samples == 48128 and metadata.patch.span_samples == 47872
-        assert metadata.metrics and metadata.metrics.roc_auc and metadata.metrics.pr_auc
+        assert metadata.quality and metadata.quality.roc_auc and metadata.quality.pr_auc
         assert metadata.license == "ISC" and metadata.parameters and metadata.flops_per_patch
         expected = ["penultimate", "mean_pool", "max_pool"] if "musicnn" in name else ["pool5"]
         assert metadata.embedding_outputs == expected
