@@ -19,7 +19,7 @@ from taggram.catalogue.records import Record
 from taggram.catalogue.runner import JobOptions
 from taggram.catalogue.sources import Track
 from taggram.client import RetryPolicy
-from taggram.service.errors import OverloadedError, TaggramError
+from taggram.service.errors import TaggramError
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger, TagOptions, TagResult
 
@@ -47,14 +47,17 @@ class LocalBackend:
         self.tag_options = TagOptions(model=options.model, embeddings=options.embeddings)
 
     async def _tag(self, path: Path) -> TagResult:
-        """Wait and retry while the batcher's queue is full, as the HTTP client would on 429."""
-        attempt = 0
-        while True:
+        """Retry what the pipeline calls ``retryable`` (a full queue), as the HTTP client retries
+        429, waiting what the error asks for; after the policy's last attempt the error stands."""
+        for attempt in range(self.retry.attempts - 1):
             try:
                 return await self.tagger.tag(path, self.tag_options)
-            except OverloadedError:
-                await asyncio.sleep(self.retry.delay(attempt))
-                attempt += 1
+            except TaggramError as error:
+                if not error.retryable:
+                    raise
+                wait = error.retry_after_seconds
+                await asyncio.sleep(self.retry.delay(attempt, None if wait is None else str(wait)))
+        return await self.tagger.tag(path, self.tag_options)
 
     async def tag(self, track: Track) -> Record:
         """Tag one track; never raises: unreadable files and refusals become error records."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import soundfile as sf
 from typer.testing import CliRunner
 
 from taggram.catalogue.records import Record
@@ -177,6 +178,29 @@ def test_local_gives_the_same_tags_as_the_server(
     assert all(track_id in summary for track_id in ids if track_id in catalogue.bad)
     for track_id in ids:
         _assert_same_tags(local[track_id], scenario.records[track_id])
+
+
+def test_local_waits_out_a_full_queue_as_the_client_waits_out_429(
+    catalogue: Catalogue,
+    repository: Path,
+    model: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A queue that holds one track at a time: concurrent tracks are refused as ``overloaded``
+    (retryable) and retried in-process until every one is tagged."""
+    # 3-6 s tracks cut 2 or 3 patches: a queue of 3 holds any one of them, never two.
+    ids = [i for i, path in sorted(catalogue.good.items()) if sf.info(str(path)).duration > 3.1]
+    ids = ids[:6]
+    monkeypatch.setenv("TAGGRAM_MAX_QUEUE_PATCHES", "3")
+    manifest = catalogue.manifest(tmp_path / "manifest.csv", ids)
+    output = tmp_path / "local.jsonl"
+    summary = _invoke(
+        "catalogue", str(manifest), "--local", "--repository", str(repository),
+        "--model", model, "--output", str(output), "--concurrency", "4", "--no-progress",
+    )  # fmt: skip
+    assert "done 6, failed 0" in summary
+    assert all(record.status == "ok" for record in read_records(output))
 
 
 def test_shards_cover_the_manifest_once_in_any_format_and_merge(
