@@ -177,8 +177,8 @@ def tag(
         if outcome.body is None:
             failed += 1
             if json_output:
-                error = {"code": outcome.code, "message": outcome.message}
-                typer.echo(json.dumps({"file": str(outcome.path), "error": error}))
+                failure = {"code": outcome.code, "message": outcome.message}
+                typer.echo(json.dumps({"file": str(outcome.path), "error": failure}))
             typer.echo(f"{outcome.path}: {outcome.code}: {outcome.message}", err=True)
             continue
         body = {**outcome.body, "tags": outcome.body["tags"][:top_k]}
