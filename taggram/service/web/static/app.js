@@ -145,8 +145,9 @@ function describeModel() {
     return;
   }
   const tags = Array.isArray(meta.tags) ? `${meta.tags.length} tags` : "";
+  ui.model.title = meta.description || "";
   const patch = meta.patch && meta.sample_rate ? meta.patch.hop_samples / meta.sample_rate : 0;
-  ui.modelInfo.textContent = [meta.description, tags, patch ? `${patch.toFixed(2)} s patches` : ""]
+  ui.modelInfo.textContent = [tags, patch ? `${patch.toFixed(2)} s patches` : "", meta.description]
     .filter(Boolean)
     .join(" · ");
 }
@@ -308,7 +309,7 @@ function drawTaggram(body, tags) {
   ctx.font = font;
   const labelWidth = Math.ceil(Math.max(40, ...tags.map((t) => ctx.measureText(t.tag).width)));
   const width = Math.max(320, ui.wrap.clientWidth);
-  const rowHeight = tags.length <= 12 ? 26 : tags.length <= 25 ? 20 : 15;
+  const rowHeight = tags.length <= 12 ? 30 : tags.length <= 25 ? 20 : 15;
   const margin = { left: labelWidth + 14, right: 78, top: 6, bottom: 38 };
   const plot = {
     x: margin.left,
