@@ -44,7 +44,13 @@ def _tag_remote(
     """Through ``POST /v1/tag`` of the service at ``url`` (retries are the client's)."""
     import httpx
 
-    from taggram.client import DEFAULT_TIMEOUT, APIError, RetryPolicy, TaggramClient, TaggramError
+    from taggram.client import (
+        DEFAULT_TIMEOUT,
+        APIError,
+        RetryPolicy,
+        TaggramClient,
+        TaggramClientError,
+    )
 
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     http = httpx.Client(base_url=url, timeout=DEFAULT_TIMEOUT, headers=headers)
@@ -55,7 +61,7 @@ def _tag_remote(
                 yield Outcome(path, body=client.tag(path, **options))
             except APIError as error:
                 yield Outcome(path, code=error.code, message=error.message)
-            except (TaggramError, OSError) as error:
+            except (TaggramClientError, OSError) as error:
                 yield Outcome(path, code=type(error).__name__, message=str(error))
 
 
@@ -92,6 +98,11 @@ async def _tag_local_all(
 
 def _tag_local(repository: Path, paths: list[Path], options: dict[str, Any]) -> list[Outcome]:
     from taggram.repository import RepositoryError
+    from taggram.service.cli import server_module
+
+    # The light client install has no server stack: say which extra to install, or use --url.
+    server_module("taggram.service.api.schemas")
+    server_module("taggram.service.tagging")
 
     try:
         return asyncio.run(_tag_local_all(repository, paths, options))
