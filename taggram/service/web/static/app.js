@@ -12,7 +12,7 @@ const VIRIDIS = [
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  apiKey: $("api-key"),
+  apiKey: $("api-key"), keyPanel: $("key-panel"),
   drop: $("drop"), file: $("file"), dropHint: $("drop-hint"),
   model: $("model"), rows: $("rows"), modelInfo: $("model-info"),
   error: $("error"), status: $("status"), statusText: $("status-text"),
@@ -87,6 +87,10 @@ async function api(path, options = {}) {
 // ---------------------------------------------------------------- messages
 
 function showError(heading, error) {
+  if (error.status === 401 || error.status === 403) {
+    ui.keyPanel.open = true; // the way out is the key field: show it
+    ui.apiKey.focus();
+  }
   ui.error.replaceChildren();
   const strong = document.createElement("strong");
   strong.textContent = heading;
@@ -122,7 +126,7 @@ async function loadModels() {
       ...[...state.models.keys()].map((name) => {
         const option = document.createElement("option");
         option.value = name;
-        option.textContent = name;
+        option.textContent = state.models.get(name).kind === "custom" ? `${name} (custom)` : name;
         return option;
       }),
     );
