@@ -134,7 +134,9 @@ def _plot_path(plot: Path, path: Path, several: bool) -> Path:
 
 @app.command("tag")
 def tag(
-    files: Annotated[list[Path], typer.Argument(help="audio files to tag", show_default=False)],
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILE", help="audio files to tag", show_default=False)
+    ],
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="model name (default: the service's)")
     ] = None,

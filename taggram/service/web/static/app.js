@@ -23,7 +23,8 @@ const ui = {
 
 const state = {
   models: new Map(), // name -> metadata from GET v1/models
-  file: null, // the File being shown
+  chosen: null, // the File picked last (tagged again when the model changes)
+  file: null, // the File whose result is shown
   audioUrl: null, // its object URL, played by <audio>
   body: null, // the last successful v1/tag response
   layout: null, // geometry of the drawn heat-map (CSS pixels)
@@ -163,6 +164,7 @@ async function tagFile(file) {
   state.inFlight?.abort();
   const controller = new AbortController();
   state.inFlight = controller;
+  state.chosen = file;
   clearError();
   delete ui.error.dataset.source;
   ui.dropHint.textContent = file.name;
@@ -479,7 +481,7 @@ ui.drop.addEventListener("drop", (event) => {
 
 ui.model.addEventListener("change", () => {
   describeModel();
-  if (state.file) tagFile(state.file);
+  if (state.chosen) tagFile(state.chosen);
 });
 ui.rows.addEventListener("change", render);
 
