@@ -488,6 +488,7 @@ ui.rows.addEventListener("change", render);
 ui.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
+  ui.keyPanel.open = false; // reopened if the service still refuses the key
   ui.apiKey.dispatchEvent(new Event("change"));
 });
 ui.apiKey.addEventListener("change", () => {
