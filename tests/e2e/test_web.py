@@ -172,6 +172,11 @@ def test_page_tags_a_recording_and_draws_its_taggram(
     assert int(canvas.get_attribute("data-rows")) == len(expected["taggram"]["tags"])
     assert page.locator("[data-testid=top-tags] li").count() == len(expected["taggram"]["tags"])
     page.select_option("[data-testid=rows-select]", "10")
+    # Pointing at a listed tag outlines its row on the heat-map.
+    page.hover("[data-testid=top-tags] li >> nth=2")
+    mark, box = page.locator("#row-mark").bounding_box(), canvas.bounding_box()
+    assert mark is not None and box is not None
+    assert mark["y"] < box["y"] + centres["y"][2] / scale < mark["y"] + mark["height"]
     page.screenshot(path=str(screenshot_path(tmp_path, "web-page.png")), full_page=True)
     assert screenshot_path(tmp_path, "web-page.png").stat().st_size > 10_000
     assert console.unexpected() == []

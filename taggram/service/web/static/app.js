@@ -18,6 +18,7 @@ const ui = {
   error: $("error"), status: $("status"), statusText: $("status-text"),
   result: $("result"), empty: $("empty"), summary: $("summary"), player: $("player"),
   canvas: $("taggram"), wrap: $("canvas-wrap"), cursor: $("cursor"), tooltip: $("tooltip"),
+  rowMark: $("row-mark"),
   topTags: $("top-tags"),
 };
 
@@ -245,6 +246,7 @@ function render() {
   const body = state.body;
   if (!body) return;
   const tags = shownTags(body);
+  ui.rowMark.hidden = true;
   renderTopTags(tags);
   drawTaggram(body, tags);
   moveCursor();
@@ -252,7 +254,7 @@ function render() {
 
 function renderTopTags(tags) {
   ui.topTags.replaceChildren(
-    ...tags.map(({ tag, probability }) => {
+    ...tags.map(({ tag, probability }, index) => {
       const li = document.createElement("li");
       const name = document.createElement("span");
       name.className = "tag";
@@ -266,6 +268,8 @@ function renderTopTags(tags) {
       fill.style.width = `${Math.max(0, Math.min(1, probability)) * 100}%`;
       bar.append(fill);
       li.append(name, value, bar);
+      li.addEventListener("mouseenter", () => markRow(index));
+      li.addEventListener("mouseleave", () => markRow(-1));
       return li;
     }),
   );
@@ -438,8 +442,23 @@ function cellAt(event) {
   return { x, y, seconds, row, column };
 }
 
+// Outline row ``row`` of the heat-map and its tag in the list (-1: none).
+function markRow(row) {
+  const layout = state.layout;
+  const shown = layout && row >= 0 && row < layout.tags.length;
+  ui.rowMark.hidden = !shown;
+  [...ui.topTags.children].forEach((li, i) => li.classList.toggle("marked", shown && i === row));
+  if (!shown) return;
+  const { plot, rowHeight } = layout;
+  ui.rowMark.style.left = `${plot.x - 2}px`;
+  ui.rowMark.style.top = `${plot.y + row * rowHeight - 2}px`;
+  ui.rowMark.style.width = `${plot.w + 4}px`;
+  ui.rowMark.style.height = `${rowHeight + 4}px`;
+}
+
 function hover(event) {
   const cell = cellAt(event);
+  markRow(cell ? cell.row : -1);
   if (!cell) {
     ui.tooltip.hidden = true;
     return;
@@ -504,6 +523,7 @@ ui.player.addEventListener("timeupdate", moveCursor);
 ui.canvas.addEventListener("mousemove", hover);
 ui.canvas.addEventListener("mouseleave", () => {
   ui.tooltip.hidden = true;
+  markRow(-1);
 });
 ui.canvas.addEventListener("click", seek);
 
