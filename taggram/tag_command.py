@@ -26,6 +26,9 @@ from taggram.repository import DEFAULT_REPOSITORY
 app = typer.Typer()
 
 BAR_WIDTH = 24  # characters of the probability bar at probability 1
+# Files decoded and queued at once in-process: enough to keep the batcher's batches full, few
+# enough that a long list (``taggram tag *.mp3``) neither fills memory nor the queue.
+LOCAL_CONCURRENCY = 4
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,8 @@ def _tag_remote(
 
 
 async def _tag_local_all(
-    repository: Path, paths: list[Path], options: dict[str, Any]
-) -> list[Outcome]:
+    repository: Path, paths: list[Path], options: dict[str, Any], report: Report
+) -> None:
     # The server stack (ONNX Runtime, decoders) is needed only here, not for --url.
     from taggram.service.api.schemas import TagResponse
     from taggram.service.errors import TaggramError
@@ -80,11 +83,13 @@ async def _tag_local_all(
     settings = base.model_copy(update={"models": [name], "default_model": name, "warmup": False})
     tag_options = TagOptions(**options)
 
+    slots = asyncio.Semaphore(LOCAL_CONCURRENCY)
     async with Tagger(settings) as tagger:
 
         async def one(path: Path) -> Outcome:
             try:
-                result = await tagger.tag(path, tag_options)
+                async with slots:
+                    result = await tagger.tag(path, tag_options)
             except TaggramError as error:
                 return Outcome(path, code=error.code, message=error.message)
             except OSError as error:
@@ -92,11 +97,16 @@ async def _tag_local_all(
             body = TagResponse.from_result(result, request_id="local").model_dump(mode="json")
             return Outcome(path, body=body)
 
-        # All files at once: the batcher fills its batches across them, as on the server.
-        return list(await asyncio.gather(*(one(path) for path in paths)))
+        # Several files at once: the batcher fills its batches across them, as on the server.
+        # Each is reported, in the order given, as soon as it and those before it are done.
+        tasks = [asyncio.create_task(one(path)) for path in paths]
+        for task in tasks:
+            report(await task)
 
 
-def _tag_local(repository: Path, paths: list[Path], options: dict[str, Any]) -> list[Outcome]:
+def _tag_local(
+    repository: Path, paths: list[Path], options: dict[str, Any], report: Report
+) -> None:
     from taggram.repository import RepositoryError
     from taggram.service.cli import server_module
 
@@ -105,9 +115,47 @@ def _tag_local(repository: Path, paths: list[Path], options: dict[str, Any]) -> 
     server_module("taggram.service.tagging")
 
     try:
-        return asyncio.run(_tag_local_all(repository, paths, options))
+        asyncio.run(_tag_local_all(repository, paths, options, report))
     except RepositoryError as error:
         raise typer.BadParameter(str(error), param_hint="--model / --repository") from error
+
+
+@dataclass
+class Report:
+    """Prints each outcome (table or JSON line; errors on stderr) and draws its picture."""
+
+    top_k: int
+    json_output: bool
+    plot: Path | None
+    plot_tags: int
+    several: bool
+    failed: int = 0
+    printed: int = 0
+
+    def __call__(self, outcome: Outcome) -> None:
+        if outcome.body is None:
+            self.failed += 1
+            if self.json_output:
+                failure = {"code": outcome.code, "message": outcome.message}
+                typer.echo(json.dumps({"file": str(outcome.path), "error": failure}))
+            typer.echo(f"{outcome.path}: {outcome.code}: {outcome.message}", err=True)
+            return
+        body = {**outcome.body, "tags": outcome.body["tags"][: self.top_k]}
+        if self.json_output:
+            typer.echo(json.dumps({"file": str(outcome.path), **body}))
+        else:
+            typer.echo(("\n" if self.printed else "") + _table(outcome, self.top_k))
+        self.printed += 1
+        if self.plot is not None:
+            picture = _plot_path(self.plot, outcome.path, self.several)
+            title = f"{outcome.path.name} · {body['model']['name']}"
+            try:
+                plot_taggram(outcome.body, picture, rows=self.plot_tags or None, title=title)
+            except (OSError, ValueError) as error:  # a folder that is missing, an odd suffix
+                self.failed += 1
+                typer.echo(f"{outcome.path}: could not write {picture}: {error}", err=True)
+                return
+            typer.echo(f"taggram written to {picture}", err=True)
 
 
 def _table(outcome: Outcome, top_k: int) -> str:
@@ -180,30 +228,12 @@ def tag(
             raise typer.Exit(2) from error
     # Every tag comes back (the list is cut to --top-k here), so a plot can rank all of them.
     options = {"model": model, "taggram": plot is not None}
+    report = Report(top_k, json_output, plot, plot_tags, several=len(files) > 1)
     if target is not None:
-        outcomes: list[Outcome] | Iterator[Outcome] = _tag_remote(target, files, options, api_key)
+        for outcome in _tag_remote(target, files, options, api_key):
+            report(outcome)
     else:
-        outcomes = _tag_local(repository, files, options)
-
-    failed = 0
-    for number, outcome in enumerate(outcomes):
-        if outcome.body is None:
-            failed += 1
-            if json_output:
-                failure = {"code": outcome.code, "message": outcome.message}
-                typer.echo(json.dumps({"file": str(outcome.path), "error": failure}))
-            typer.echo(f"{outcome.path}: {outcome.code}: {outcome.message}", err=True)
-            continue
-        body = {**outcome.body, "tags": outcome.body["tags"][:top_k]}
-        if json_output:
-            typer.echo(json.dumps({"file": str(outcome.path), **body}))
-        else:
-            typer.echo(("\n" if number else "") + _table(outcome, top_k))
-        if plot is not None:
-            picture = _plot_path(plot, outcome.path, len(files) > 1)
-            title = f"{outcome.path.name} · {body['model']['name']}"
-            plot_taggram(outcome.body, picture, rows=plot_tags or None, title=title)
-            typer.echo(f"taggram written to {picture}", err=True)
+        _tag_local(repository, files, options, report)
     sys.stdout.flush()
-    if failed:
+    if report.failed:
         raise typer.Exit(1)

@@ -150,6 +150,17 @@ def test_plot_writes_the_taggram_picture(
     assert (tmp_path / "one.svg").read_text().lstrip().startswith("<?xml")
 
 
+def test_plot_into_a_missing_folder_is_reported(
+    server: Server, shared_audio: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    picture = tmp_path / "absent" / "t.png"
+    result = run(shared_audio / FILES[1], "--url", server.url, "--plot", picture)
+    assert result.exit_code == 1
+    assert f"could not write {picture}" in result.stderr
+    assert result.stdout.startswith(str(shared_audio / FILES[1]))  # the tags are still printed
+
+
 def test_plot_without_matplotlib_says_how_to_install_it(
     shared_audio: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
