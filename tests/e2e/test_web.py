@@ -57,6 +57,7 @@ def console() -> ConsoleLog:
 @pytest.fixture
 def page(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)  # every wait may include a tagging on a busy machine
     try:
         yield console.watch(context.new_page())
     finally:
