@@ -15,13 +15,14 @@ from taggram.catalogue.cli import app as catalogue_app
 from taggram.models.cli import app as models_app
 from taggram.models.training.cli import app as training_app
 from taggram.service.cli import app as service_app
+from taggram.tag_command import app as tag_app
 
 app = typer.Typer(
     help="taggram: music and audio tagging service.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-for sub in (service_app, models_app, training_app, catalogue_app):
+for sub in (service_app, tag_app, models_app, training_app, catalogue_app):
     app.registered_commands.extend(sub.registered_commands)
 
 

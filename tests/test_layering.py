@@ -73,6 +73,8 @@ def test_one_import_root() -> None:
         ("taggram.cli", ("torch", "onnx", "librosa")),
         # a catalogue machine talking to a service needs none of the server stack
         ("taggram.client, taggram.catalogue.remote", BUILD_TIME + SERVER_STACK),
+        # `taggram tag --url` needs only the client; matplotlib loads only for --plot
+        ("taggram.tag_command", (*BUILD_TIME, *SERVER_STACK, "matplotlib")),
     ],
 )
 def test_entry_points_load_only_what_they_need(modules: str, forbidden: tuple[str, ...]) -> None:

@@ -30,6 +30,14 @@ def test_wheel_has_one_top_level_package_and_the_trained_models(wheel: Path) -> 
     assert committed <= set(names)
 
 
+def test_wheel_has_the_web_page(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    static = ROOT / "taggram" / "service" / "web" / "static"
+    committed = {str(p.relative_to(ROOT)) for p in static.iterdir() if p.is_file()}
+    assert {"index.html", "app.js", "style.css"} <= {Path(name).name for name in committed}
+    assert committed <= names
+
+
 @pytest.mark.slow
 def test_build_models_from_an_installed_wheel_in_an_empty_folder(
     wheel: Path, tmp_path: Path

@@ -66,6 +66,9 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level,
         lifespan="on",
+        # The proxy strips the prefix; uvicorn puts it back in the ASGI scope's root_path, which
+        # Starlette's router removes again and the page and /docs use to build their links.
+        root_path=settings.root_path,
     )
     DrainingServer(config, lifecycle, settings.drain_grace_seconds).run()
     if lifecycle.failed:

@@ -71,6 +71,20 @@ class Settings(BaseSettings):
         description="after SIGTERM: /readyz is 503 but requests are still served this long",
     )
     log_level: LogLevel = Field("info", description="uvicorn and service log level")
+    root_path: str = Field(
+        "",
+        description="path prefix the service is reached under behind a proxy that strips it "
+        "(e.g. /taggram): the web page, /docs and the OpenAPI schema use it in their links",
+    )
+
+    @field_validator("root_path")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        """``""`` or ``/a/b``: one leading slash, none trailing (``/`` alone means no prefix)."""
+        value = value.strip().rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError(f"root_path must start with '/', got {value!r}")
+        return value
 
     @field_validator("models", "providers", mode="before")
     @classmethod

@@ -55,3 +55,15 @@ def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:
         assert f"| `TAGGRAM_{name.upper()}` |" in readme, name
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [("", ""), ("/", ""), ("/taggram/", "/taggram"), ("/a/b", "/a/b")]
+)
+def test_root_path_is_normalised(given: str, kept: str) -> None:
+    assert Settings(root_path=given).root_path == kept
+
+
+def test_root_path_must_be_absolute() -> None:
+    with pytest.raises(ValueError, match="root_path"):
+        Settings(root_path="taggram")

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
+# TAGGRAM_SHARED points elsewhere, e.g. from a git worktree whose parent has no shared/.
+SHARED = Path(os.environ.get("TAGGRAM_SHARED", ROOT.parent / "shared"))
 SHARED_AUDIO = SHARED / "audio"
 REFERENCE = SHARED_AUDIO / "reference"
 MODEL_REPOSITORY = Path(os.environ.get("TAGGRAM_MODEL_REPOSITORY", ROOT / "model_repository"))

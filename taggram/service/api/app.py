@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from taggram.service.api.errors import install_error_handlers
 from taggram.service.api.middleware import RequestContextMiddleware
 from taggram.service.api.routes import batch, health, models, tag
+from taggram.service.api.routes.web import install_web
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger
@@ -63,4 +64,5 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
     app.add_middleware(RequestContextMiddleware)
     for router in (tag.router, batch.router, models.router, health.router):
         app.include_router(router)
+    install_web(app)
     return app

@@ -1,0 +1,538 @@
+// taggram's web page: pick a file, POST it to v1/tag?taggram=true, draw the taggram.
+// Plain ES module, no dependencies. Every URL is relative to the page's <base href>, which the
+// server sets from its root path, so the page works under a path prefix behind a proxy.
+
+const KEY_STORAGE = "taggram.apiKey";
+
+// Viridis (matplotlib), sampled at 10 even steps; perceptually uniform and monotonic in lightness.
+const VIRIDIS = [
+  [68, 1, 84], [72, 40, 120], [62, 73, 137], [49, 104, 142], [38, 130, 142],
+  [31, 158, 137], [53, 183, 121], [110, 206, 88], [181, 222, 43], [253, 231, 37],
+];
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  apiKey: $("api-key"), keyPanel: $("key-panel"),
+  drop: $("drop"), file: $("file"), dropHint: $("drop-hint"),
+  model: $("model"), rows: $("rows"), modelInfo: $("model-info"),
+  error: $("error"), status: $("status"), statusText: $("status-text"),
+  result: $("result"), empty: $("empty"), summary: $("summary"), player: $("player"),
+  canvas: $("taggram"), wrap: $("canvas-wrap"), cursor: $("cursor"), tooltip: $("tooltip"),
+  rowMark: $("row-mark"),
+  topTags: $("top-tags"),
+};
+
+const state = {
+  models: new Map(), // name -> metadata from GET v1/models
+  chosen: null, // the File picked last (tagged again when the model changes)
+  file: null, // the File whose result is shown
+  audioUrl: null, // its object URL, played by <audio>
+  body: null, // the last successful v1/tag response
+  layout: null, // geometry of the drawn heat-map (CSS pixels)
+  inFlight: null, // AbortController of the running request
+};
+
+// ---------------------------------------------------------------- API
+
+function authHeaders() {
+  const key = sessionStorage.getItem(KEY_STORAGE);
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+class ApiError extends Error {
+  constructor(message, { status = 0, code = "", title = "" } = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.title = title;
+  }
+}
+
+// The readable message of an error body: RFC 9457 problem details (detail, title, code), this
+// service's envelope {"error": {code, message}}, or a plain {message}; whichever is there.
+async function apiError(response) {
+  let body = null;
+  try {
+    body = await response.json();
+  } catch {
+    body = null;
+  }
+  const nested = body && typeof body.error === "object" && body.error ? body.error : {};
+  let message = (body && (body.detail || body.message)) || nested.message || "";
+  if (typeof message !== "string") message = JSON.stringify(message);
+  const code = (body && body.code) || nested.code || "";
+  const title = (body && body.title) || "";
+  if (!message) message = `${response.status} ${response.statusText || "error"}`.trim();
+  if (response.status === 401 || response.status === 403) {
+    message += " — enter a valid API key (top right).";
+  }
+  const retry = response.headers.get("Retry-After");
+  if (response.status === 429 && retry) message += ` Try again in ${retry} s.`;
+  return new ApiError(message, { status: response.status, code, title });
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      ...options,
+      headers: { Accept: "application/json", ...authHeaders(), ...(options.headers || {}) },
+    });
+  } catch (error) {
+    if (error.name === "AbortError") throw error;
+    throw new ApiError("The service could not be reached. Is it running?");
+  }
+  if (!response.ok) throw await apiError(response);
+  return response.json();
+}
+
+// ---------------------------------------------------------------- messages
+
+function showError(heading, error) {
+  if (error.status === 401 || error.status === 403) {
+    ui.keyPanel.open = true; // the way out is the key field: show it
+    ui.apiKey.focus();
+  }
+  ui.error.replaceChildren();
+  const strong = document.createElement("strong");
+  strong.textContent = heading;
+  ui.error.append(strong, document.createTextNode(error.message || String(error)));
+  if (error.code) {
+    const code = document.createElement("code");
+    code.textContent = error.code;
+    ui.error.append(" ", code);
+  }
+  ui.error.hidden = false;
+}
+
+function clearError() {
+  ui.error.hidden = true;
+  ui.error.replaceChildren();
+}
+
+function setStatus(text) {
+  ui.status.hidden = !text;
+  ui.statusText.textContent = text || "";
+}
+
+// ---------------------------------------------------------------- models
+
+async function loadModels() {
+  const previous = ui.model.value;
+  ui.model.disabled = true;
+  try {
+    const body = await api("v1/models");
+    const list = Array.isArray(body) ? body : body.models || [];
+    state.models = new Map(list.map((m) => [m.name ?? m.id ?? String(m), m]));
+    ui.model.replaceChildren(
+      ...[...state.models.keys()].map((name) => {
+        const option = document.createElement("option");
+        option.value = name;
+        option.textContent = state.models.get(name).kind === "custom" ? `${name} (custom)` : name;
+        return option;
+      }),
+    );
+    const wanted = [previous, body.default_model].find((name) => state.models.has(name));
+    if (wanted) ui.model.value = wanted;
+    ui.model.disabled = state.models.size === 0;
+    describeModel();
+    if (ui.error.dataset.source === "models") clearError();
+  } catch (error) {
+    ui.model.replaceChildren(new Option("unavailable"));
+    showError("Could not list the models: ", error);
+    ui.error.dataset.source = "models";
+  }
+}
+
+function describeModel() {
+  const meta = state.models.get(ui.model.value);
+  if (!meta) {
+    ui.modelInfo.textContent = "";
+    return;
+  }
+  const tags = Array.isArray(meta.tags) ? `${meta.tags.length} tags` : "";
+  ui.model.title = meta.description || "";
+  const patch = meta.patch && meta.sample_rate ? meta.patch.hop_samples / meta.sample_rate : 0;
+  ui.modelInfo.textContent = [tags, patch ? `${patch.toFixed(2)} s patches` : "", meta.description]
+    .filter(Boolean)
+    .join(" · ");
+}
+
+// ---------------------------------------------------------------- tagging
+
+async function tagFile(file) {
+  if (!file) return;
+  state.inFlight?.abort();
+  const controller = new AbortController();
+  state.inFlight = controller;
+  state.chosen = file;
+  clearError();
+  delete ui.error.dataset.source;
+  ui.dropHint.textContent = file.name;
+  const model = ui.model.value;
+  setStatus(`Tagging ${file.name} with ${model}…`);
+  const form = new FormData();
+  form.append("file", file, file.name);
+  const query = new URLSearchParams({ taggram: "true" });
+  if (state.models.has(model)) query.set("model", model);
+  try {
+    const body = await api(`v1/tag?${query}`, {
+      method: "POST",
+      body: form,
+      signal: controller.signal,
+    });
+    if (!body.taggram) throw new ApiError("The response has no taggram.");
+    showResult(file, body);
+  } catch (error) {
+    if (error.name === "AbortError") return;
+    // The previous result would pass for this file's: show only the error.
+    ui.result.hidden = true;
+    ui.empty.hidden = false;
+    ui.player.pause();
+    state.body = null;
+    state.layout = null;
+    showError(`Could not tag ${file.name}: `, error);
+  } finally {
+    if (state.inFlight === controller) {
+      state.inFlight = null;
+      setStatus("");
+    }
+  }
+}
+
+function showResult(file, body) {
+  if (state.file !== file) {
+    if (state.audioUrl) URL.revokeObjectURL(state.audioUrl);
+    state.audioUrl = URL.createObjectURL(file);
+    ui.player.src = state.audioUrl;
+    state.file = file;
+  }
+  state.body = body;
+  ui.result.hidden = false;
+  ui.empty.hidden = true;
+  showSummary(file, body);
+  render();
+}
+
+function showSummary(file, body) {
+  const audio = body.audio || {};
+  const model = body.model || {};
+  const channels = { 1: "mono", 2: "stereo" }[audio.channels] || `${audio.channels} channels`;
+  const facts = [
+    `${formatSeconds(audio.duration_seconds, true)}`,
+    audio.sample_rate ? `${(audio.sample_rate / 1000).toFixed(audio.sample_rate % 1000 ? 2 : 0)} kHz ${channels}` : "",
+    audio.format ? audio.format.split("/")[0] : "",
+    `${body.patches} patches`,
+    `${model.name} ${model.version || ""} (${model.provider || "?"})`,
+    body.timings ? `${Math.round(body.timings.total_ms)} ms` : "",
+  ].filter(Boolean);
+  const name = document.createElement("span");
+  name.className = "file";
+  name.textContent = file.name;
+  ui.summary.replaceChildren(name, document.createTextNode(facts.join(" · ")));
+}
+
+// The tags to show, best clip score first: (name, clip probability, taggram column index).
+function shownTags(body) {
+  const index = new Map(body.taggram.tags.map((tag, i) => [tag, i]));
+  const limit = Number(ui.rows.value) || body.tags.length;
+  return body.tags
+    .filter((item) => index.has(item.tag))
+    .slice(0, limit)
+    .map((item) => ({ tag: item.tag, probability: item.probability, column: index.get(item.tag) }));
+}
+
+function render() {
+  const body = state.body;
+  if (!body) return;
+  const tags = shownTags(body);
+  ui.rowMark.hidden = true;
+  renderTopTags(tags);
+  drawTaggram(body, tags);
+  moveCursor();
+}
+
+function renderTopTags(tags) {
+  ui.topTags.replaceChildren(
+    ...tags.map(({ tag, probability }, index) => {
+      const li = document.createElement("li");
+      const name = document.createElement("span");
+      name.className = "tag";
+      name.textContent = tag;
+      const value = document.createElement("span");
+      value.className = "p";
+      value.textContent = probability.toFixed(3);
+      const bar = document.createElement("span");
+      bar.className = "bar";
+      const fill = document.createElement("span");
+      fill.style.width = `${Math.max(0, Math.min(1, probability)) * 100}%`;
+      bar.append(fill);
+      li.append(name, value, bar);
+      li.addEventListener("mouseenter", () => markRow(index));
+      li.addEventListener("mouseleave", () => markRow(-1));
+      return li;
+    }),
+  );
+}
+
+// ---------------------------------------------------------------- drawing
+
+function viridis(t) {
+  const x = Math.max(0, Math.min(1, t)) * (VIRIDIS.length - 1);
+  const i = Math.min(VIRIDIS.length - 2, Math.floor(x));
+  const f = x - i;
+  const [a, b] = [VIRIDIS[i], VIRIDIS[i + 1]];
+  return `rgb(${a.map((v, k) => Math.round(v + (b[k] - v) * f)).join(",")})`;
+}
+
+function niceStep(span, pixels, minGap) {
+  const steps = [0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600];
+  return steps.find((step) => (pixels * step) / span >= minGap) || steps[steps.length - 1];
+}
+
+function formatSeconds(seconds, long = false) {
+  if (!Number.isFinite(seconds)) return "";
+  if (seconds < 60 && !long) return `${+seconds.toFixed(1)}`;
+  if (seconds < 60) return `${seconds.toFixed(1)} s`;
+  const m = Math.floor(seconds / 60);
+  const s = Math.round(seconds - m * 60);
+  return `${m}:${String(s).padStart(2, "0")}`;
+}
+
+// Column boundaries in seconds: each patch owns the time nearer its centre than its neighbours',
+// so the end-aligned last patch and overlapping patches (small hop) sit where they were heard.
+function columnEdges(patches, duration) {
+  const centres = patches.map((p) => (p.start_seconds + p.end_seconds) / 2);
+  const edges = [0];
+  for (let i = 1; i < centres.length; i += 1) edges.push((centres[i - 1] + centres[i]) / 2);
+  edges.push(Math.max(duration, patches[patches.length - 1].end_seconds));
+  return edges;
+}
+
+function drawTaggram(body, tags) {
+  const canvas = ui.canvas;
+  const ctx = canvas.getContext("2d");
+  const patches = body.taggram.patches;
+  const duration = body.audio?.duration_seconds || patches[patches.length - 1].end_seconds;
+  const font = '12px system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif';
+
+  ctx.font = font;
+  const labelWidth = Math.ceil(Math.max(40, ...tags.map((t) => ctx.measureText(t.tag).width)));
+  const width = Math.max(320, ui.wrap.clientWidth);
+  const rowHeight = tags.length <= 12 ? 30 : tags.length <= 25 ? 20 : 15;
+  const margin = { left: labelWidth + 14, right: 78, top: 6, bottom: 38 };
+  const plot = {
+    x: margin.left,
+    y: margin.top,
+    w: Math.max(60, width - margin.left - margin.right),
+    h: rowHeight * tags.length,
+  };
+  const height = plot.y + plot.h + margin.bottom;
+
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(width * dpr);
+  canvas.height = Math.round(height * dpr);
+  canvas.style.height = `${height}px`;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, width, height);
+  ctx.font = font;
+
+  const values = tags.map(({ column }) => patches.map((p) => p.values[column]));
+  const vmax = Math.max(1e-6, ...values.flat());
+  const edges = columnEdges(patches, duration);
+  const xOf = (seconds) => plot.x + (seconds / duration) * plot.w;
+
+  // Cells: one row per tag, one column per patch; 0..vmax on the colour scale.
+  values.forEach((row, r) => {
+    row.forEach((value, c) => {
+      const x0 = Math.floor(xOf(edges[c]));
+      const x1 = Math.ceil(xOf(edges[c + 1]));
+      ctx.fillStyle = viridis(value / vmax);
+      ctx.fillRect(x0, plot.y + r * rowHeight, Math.max(1, x1 - x0), rowHeight);
+    });
+  });
+
+  // Tag names, right-aligned against the plot.
+  ctx.fillStyle = "#1d1f2b";
+  ctx.textAlign = "right";
+  ctx.textBaseline = "middle";
+  tags.forEach(({ tag }, r) => {
+    ctx.fillText(tag, plot.x - 8, plot.y + (r + 0.5) * rowHeight);
+  });
+
+  // Time axis in seconds (m:ss past a minute).
+  const axisY = plot.y + plot.h;
+  ctx.strokeStyle = "#98a2b3";
+  ctx.fillStyle = "#475467";
+  ctx.textAlign = "center";
+  ctx.textBaseline = "top";
+  const step = niceStep(duration, plot.w, 56);
+  for (let t = 0; t <= duration + 1e-9; t += step) {
+    const x = Math.round(xOf(t)) + 0.5;
+    ctx.beginPath();
+    ctx.moveTo(x, axisY);
+    ctx.lineTo(x, axisY + 5);
+    ctx.stroke();
+    ctx.fillText(formatSeconds(t), x, axisY + 7);
+  }
+  ctx.fillStyle = "#667085";
+  ctx.fillText(duration >= 60 ? "time (m:s)" : "time (s)", plot.x + plot.w / 2, axisY + 22);
+
+  // Colour legend: a vertical bar with its scale.
+  const legend = { x: plot.x + plot.w + 16, y: plot.y, w: 12, h: Math.max(plot.h, 60) };
+  const gradient = ctx.createLinearGradient(0, legend.y + legend.h, 0, legend.y);
+  VIRIDIS.forEach((_, i) => gradient.addColorStop(i / (VIRIDIS.length - 1), viridis(i / (VIRIDIS.length - 1))));
+  ctx.fillStyle = gradient;
+  ctx.fillRect(legend.x, legend.y, legend.w, legend.h);
+  ctx.fillStyle = "#475467";
+  ctx.textAlign = "left";
+  ctx.textBaseline = "middle";
+  const ticks = legend.h >= 120 ? [0, 0.25, 0.5, 0.75, 1] : [0, 0.5, 1];
+  ticks.forEach((f) => {
+    const y = legend.y + legend.h * (1 - f);
+    ctx.fillRect(legend.x + legend.w, Math.round(y), 3, 1);
+    ctx.fillText((vmax * f).toFixed(2), legend.x + legend.w + 6, Math.min(Math.max(y, legend.y + 6), legend.y + legend.h - 6));
+  });
+
+  state.layout = { plot, duration, edges, rowHeight, tags, values, xOf, width };
+  // Geometry for tests and tools: one centre per drawn cell, in canvas (device) pixels.
+  canvas.dataset.rows = String(tags.length);
+  canvas.dataset.columns = String(patches.length);
+  canvas.dataset.rowTags = JSON.stringify(tags.map((t) => t.tag));
+  canvas.dataset.cellCentres = JSON.stringify({
+    x: edges.slice(0, -1).map((e, c) => Math.round(((xOf(e) + xOf(edges[c + 1])) / 2) * dpr)),
+    y: tags.map((_, r) => Math.round((plot.y + (r + 0.5) * rowHeight) * dpr)),
+  });
+  canvas.setAttribute(
+    "aria-label",
+    `Taggram of ${tags.length} tags over ${patches.length} patches; strongest: ${tags.slice(0, 3).map((t) => t.tag).join(", ")}`,
+  );
+  ui.cursor.style.top = `${plot.y}px`;
+  ui.cursor.style.height = `${plot.h}px`;
+}
+
+// ---------------------------------------------------------------- playback and hover
+
+function moveCursor() {
+  const layout = state.layout;
+  if (!layout || !state.body) return;
+  const t = ui.player.currentTime || 0;
+  const playing = !ui.player.paused || t > 0;
+  ui.cursor.hidden = !playing;
+  ui.cursor.style.left = `${layout.xOf(Math.min(t, layout.duration))}px`;
+}
+
+function followPlayback() {
+  moveCursor();
+  if (!ui.player.paused) requestAnimationFrame(followPlayback);
+}
+
+function cellAt(event) {
+  const layout = state.layout;
+  if (!layout) return null;
+  const rect = ui.canvas.getBoundingClientRect();
+  const x = event.clientX - rect.left;
+  const y = event.clientY - rect.top;
+  const { plot } = layout;
+  if (x < plot.x || x > plot.x + plot.w || y < plot.y || y >= plot.y + plot.h) return null;
+  const seconds = ((x - plot.x) / plot.w) * layout.duration;
+  const row = Math.floor((y - plot.y) / layout.rowHeight);
+  let column = layout.edges.findIndex((edge, i) => i > 0 && seconds < edge) - 1;
+  if (column < 0) column = layout.edges.length - 2;
+  return { x, y, seconds, row, column };
+}
+
+// Outline row ``row`` of the heat-map and its tag in the list (-1: none).
+function markRow(row) {
+  const layout = state.layout;
+  const shown = layout && row >= 0 && row < layout.tags.length;
+  ui.rowMark.hidden = !shown;
+  [...ui.topTags.children].forEach((li, i) => li.classList.toggle("marked", shown && i === row));
+  if (!shown) return;
+  const { plot, rowHeight } = layout;
+  ui.rowMark.style.left = `${plot.x - 2}px`;
+  ui.rowMark.style.top = `${plot.y + row * rowHeight - 2}px`;
+  ui.rowMark.style.width = `${plot.w + 4}px`;
+  ui.rowMark.style.height = `${rowHeight + 4}px`;
+}
+
+function hover(event) {
+  const cell = cellAt(event);
+  markRow(cell ? cell.row : -1);
+  if (!cell) {
+    ui.tooltip.hidden = true;
+    return;
+  }
+  const { tags, values } = state.layout;
+  const patch = state.body.taggram.patches[cell.column];
+  ui.tooltip.textContent = `${tags[cell.row].tag}: ${values[cell.row][cell.column].toFixed(3)} · ${patch.start_seconds.toFixed(1)}–${patch.end_seconds.toFixed(1)} s`;
+  ui.tooltip.style.left = `${cell.x}px`;
+  ui.tooltip.style.top = `${cell.y}px`;
+  ui.tooltip.hidden = false;
+}
+
+function seek(event) {
+  const cell = cellAt(event);
+  if (!cell || !state.audioUrl) return;
+  ui.player.currentTime = cell.seconds;
+  moveCursor();
+  ui.player.play().catch(() => {}); // autoplay policies may refuse; the cursor still moved
+}
+
+// ---------------------------------------------------------------- wiring
+
+function chooseFile(file) {
+  if (!file) return;
+  tagFile(file);
+}
+
+ui.file.addEventListener("change", () => chooseFile(ui.file.files[0]));
+ui.drop.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  ui.drop.classList.add("dragging");
+});
+ui.drop.addEventListener("dragleave", () => ui.drop.classList.remove("dragging"));
+ui.drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  ui.drop.classList.remove("dragging");
+  chooseFile(event.dataTransfer.files[0]);
+});
+
+ui.model.addEventListener("change", () => {
+  describeModel();
+  if (state.chosen) tagFile(state.chosen);
+});
+ui.rows.addEventListener("change", render);
+
+ui.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
+$("key-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  ui.keyPanel.open = false; // reopened if the service still refuses the key
+  ui.apiKey.dispatchEvent(new Event("change"));
+});
+ui.apiKey.addEventListener("change", () => {
+  const key = ui.apiKey.value.trim();
+  if (key) sessionStorage.setItem(KEY_STORAGE, key);
+  else sessionStorage.removeItem(KEY_STORAGE);
+  loadModels();
+});
+
+ui.player.addEventListener("play", () => requestAnimationFrame(followPlayback));
+ui.player.addEventListener("seeked", moveCursor);
+ui.player.addEventListener("timeupdate", moveCursor);
+ui.canvas.addEventListener("mousemove", hover);
+ui.canvas.addEventListener("mouseleave", () => {
+  ui.tooltip.hidden = true;
+  markRow(-1);
+});
+ui.canvas.addEventListener("click", seek);
+
+let resizeFrame = 0;
+new ResizeObserver(() => {
+  cancelAnimationFrame(resizeFrame);
+  resizeFrame = requestAnimationFrame(() => {
+    if (state.layout && Math.abs(ui.wrap.clientWidth - state.layout.width) > 1) render();
+  });
+}).observe(ui.wrap);
+
+loadModels();

@@ -1,0 +1,239 @@
+"""``taggram tag FILE...``: the top tags of a few files, as a table or JSON, and the taggram plot.
+
+The one-line tagger musicnn users know (``python -m musicnn.tagger file --topN 3``). It tags
+in-process with :class:`~taggram.service.tagging.Tagger` (the pipeline behind ``POST /v1/tag``,
+so the numbers are the service's), or through a running service with ``--url`` or
+``TAGGRAM_URL``. Either way each file's result is a ``/v1/tag`` response body, so ``--json`` and
+``--plot`` give the same output for both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from taggram.plot import PlotUnavailableError, plot_taggram, require_matplotlib
+from taggram.repository import DEFAULT_REPOSITORY
+
+app = typer.Typer()
+
+BAR_WIDTH = 24  # characters of the probability bar at probability 1
+# Files decoded and queued at once in-process: enough to keep the batcher's batches full, few
+# enough that a long list (``taggram tag *.mp3``) neither fills memory nor the queue.
+LOCAL_CONCURRENCY = 4
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One file's result: a ``/v1/tag`` response body, or the error's code and message."""
+
+    path: Path
+    body: dict[str, Any] | None = None
+    code: str | None = None
+    message: str | None = None
+
+
+def _tag_remote(
+    url: str, paths: list[Path], options: dict[str, Any], key: str | None
+) -> Iterator[Outcome]:
+    """Through ``POST /v1/tag`` of the service at ``url`` (retries are the client's)."""
+    import httpx
+
+    from taggram.client import (
+        DEFAULT_TIMEOUT,
+        APIError,
+        RetryPolicy,
+        TaggramClient,
+        TaggramClientError,
+    )
+
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    http = httpx.Client(base_url=url, timeout=DEFAULT_TIMEOUT, headers=headers)
+    # A person waits at the terminal: give up on an unreachable service within seconds.
+    with TaggramClient(url, http=http, retry=RetryPolicy(attempts=4, max_delay=5.0)) as client:
+        for path in paths:
+            try:
+                yield Outcome(path, body=client.tag(path, **options))
+            except APIError as error:
+                yield Outcome(path, code=error.code, message=error.message)
+            except (TaggramClientError, OSError) as error:
+                yield Outcome(path, code=type(error).__name__, message=str(error))
+
+
+async def _tag_local_all(
+    repository: Path, paths: list[Path], options: dict[str, Any], report: Report
+) -> None:
+    # The server stack (ONNX Runtime, decoders) is needed only here, not for --url.
+    from taggram.service.api.schemas import TagResponse
+    from taggram.service.errors import TaggramError
+    from taggram.service.settings import Settings
+    from taggram.service.tagging import Tagger, TagOptions
+
+    base = Settings(model_repository=repository)
+    name = options.get("model") or base.default_model
+    # One short run: load only the model used and skip the warm-up runs a server does.
+    settings = base.model_copy(update={"models": [name], "default_model": name, "warmup": False})
+    tag_options = TagOptions(**options)
+
+    slots = asyncio.Semaphore(LOCAL_CONCURRENCY)
+    async with Tagger(settings) as tagger:
+
+        async def one(path: Path) -> Outcome:
+            try:
+                async with slots:
+                    result = await tagger.tag(path, tag_options)
+            except TaggramError as error:
+                return Outcome(path, code=error.code, message=error.message)
+            except OSError as error:
+                return Outcome(path, code="unreadable", message=str(error))
+            body = TagResponse.from_result(result, request_id="local").model_dump(mode="json")
+            return Outcome(path, body=body)
+
+        # Several files at once: the batcher fills its batches across them, as on the server.
+        # Each is reported, in the order given, as soon as it and those before it are done.
+        tasks = [asyncio.create_task(one(path)) for path in paths]
+        for task in tasks:
+            report(await task)
+
+
+def _tag_local(
+    repository: Path, paths: list[Path], options: dict[str, Any], report: Report
+) -> None:
+    from taggram.repository import RepositoryError
+    from taggram.service.cli import server_module
+
+    # The light client install has no server stack: say which extra to install, or use --url.
+    server_module("taggram.service.api.schemas")
+    server_module("taggram.service.tagging")
+
+    try:
+        asyncio.run(_tag_local_all(repository, paths, options, report))
+    except RepositoryError as error:
+        raise typer.BadParameter(str(error), param_hint="--model / --repository") from error
+
+
+@dataclass
+class Report:
+    """Prints each outcome (table or JSON line; errors on stderr) and draws its picture."""
+
+    top_k: int
+    json_output: bool
+    plot: Path | None
+    plot_tags: int
+    several: bool
+    failed: int = 0
+    printed: int = 0
+
+    def __call__(self, outcome: Outcome) -> None:
+        if outcome.body is None:
+            self.failed += 1
+            if self.json_output:
+                failure = {"code": outcome.code, "message": outcome.message}
+                typer.echo(json.dumps({"file": str(outcome.path), "error": failure}))
+            typer.echo(f"{outcome.path}: {outcome.code}: {outcome.message}", err=True)
+            return
+        body = {**outcome.body, "tags": outcome.body["tags"][: self.top_k]}
+        if self.json_output:
+            typer.echo(json.dumps({"file": str(outcome.path), **body}))
+        else:
+            typer.echo(("\n" if self.printed else "") + _table(outcome, self.top_k))
+        self.printed += 1
+        if self.plot is not None:
+            picture = _plot_path(self.plot, outcome.path, self.several)
+            title = f"{outcome.path.name} · {body['model']['name']}"
+            try:
+                plot_taggram(outcome.body, picture, rows=self.plot_tags or None, title=title)
+            except (OSError, ValueError) as error:  # a folder that is missing, an odd suffix
+                self.failed += 1
+                typer.echo(f"{outcome.path}: could not write {picture}: {error}", err=True)
+                return
+            typer.echo(f"taggram written to {picture}", err=True)
+
+
+def _table(outcome: Outcome, top_k: int) -> str:
+    body = outcome.body
+    assert body is not None
+    audio, model = body["audio"], body["model"]
+    lines = [
+        f"{outcome.path}  ({audio['duration_seconds']:.1f} s, {body['patches']} patches, "
+        f"{model['name']} {model['version']})"
+    ]
+    tags = body["tags"][:top_k]
+    width = max((len(item["tag"]) for item in tags), default=0)
+    for item in tags:
+        probability = float(item["probability"])
+        bar = "█" * round(max(0.0, min(1.0, probability)) * BAR_WIDTH)
+        lines.append(f"  {item['tag']:<{width}}  {probability:.3f}  {bar}")
+    return "\n".join(lines)
+
+
+def _plot_path(plot: Path, path: Path, several: bool) -> Path:
+    """``--plot out.png``: that file for one input, ``out-<input stem>.png`` for several."""
+    return plot.with_name(f"{plot.stem}-{path.stem}{plot.suffix}") if several else plot
+
+
+@app.command("tag")
+def tag(
+    files: Annotated[
+        list[Path], typer.Argument(metavar="FILE", help="audio files to tag", show_default=False)
+    ],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="model name (default: the service's)")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="tags listed per file")] = 5,
+    url: Annotated[
+        str | None,
+        typer.Option(help="tag through the service at this URL (default: $TAGGRAM_URL)"),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="tag in-process even when TAGGRAM_URL is set")
+    ] = False,
+    repository: Annotated[
+        Path,
+        typer.Option(envvar="TAGGRAM_MODEL_REPOSITORY", help="model repository when in-process"),
+    ] = DEFAULT_REPOSITORY,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="TAGGRAM_API_KEY", help="API key for --url (sent as Bearer)"),
+    ] = None,
+    json_output: Annotated[
+        bool,
+        typer.Option("--json", help="one JSON object per file and line: the /v1/tag response"),
+    ] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="write the taggram picture here (several files: NAME-<file>.png)"),
+    ] = None,
+    plot_tags: Annotated[
+        int, typer.Option(min=0, help="rows of the picture: the best tags (0: all)")
+    ] = 20,
+) -> None:
+    """Tag FILES and print their top tags; in-process unless --url or TAGGRAM_URL is given."""
+    if url is not None and local:
+        raise typer.BadParameter("give --url or --local, not both")
+    target = url or (None if local else os.environ.get("TAGGRAM_URL") or None)
+    if plot is not None:
+        try:
+            require_matplotlib()  # fail before tagging, not after
+        except PlotUnavailableError as error:
+            typer.echo(f"error: --plot: {error}", err=True)
+            raise typer.Exit(2) from error
+    # Every tag comes back (the list is cut to --top-k here), so a plot can rank all of them.
+    options = {"model": model, "taggram": plot is not None}
+    report = Report(top_k, json_output, plot, plot_tags, several=len(files) > 1)
+    if target is not None:
+        for outcome in _tag_remote(target, files, options, api_key):
+            report(outcome)
+    else:
+        _tag_local(repository, files, options, report)
+    sys.stdout.flush()
+    if report.failed:
+        raise typer.Exit(1)

@@ -1,0 +1,171 @@
+"""``taggram tag``: in-process and through a real server, table, JSON and the taggram picture."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from taggram.cli import app
+from tests.e2e.conftest import tag_file
+from tests.support.paths import require_repository
+from tests.support.server import Server, free_port
+
+FILES = ("clip_01.mp3", "clip_10.wav")  # 30 s of music, a 3.7 s sound effect
+
+
+def run(*args: str | Path, env: dict[str, str] | None = None) -> Any:
+    # TAGGRAM_URL unset unless a test sets it: the default is in-process.
+    full_env = {"TAGGRAM_URL": "", **(env or {})}
+    return CliRunner().invoke(app, ["tag", *map(str, args)], env=full_env)
+
+
+def json_lines(output: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def api_tags(server: Server, path: Path) -> list[dict[str, Any]]:
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        response = tag_file(client, path)
+    assert response.status_code == 200, response.text
+    return list(response.json()["tags"])
+
+
+@pytest.fixture(scope="module")
+def repository() -> Path:
+    return require_repository()
+
+
+def test_local_json_matches_the_service(
+    server: Server, shared_audio: Path, repository: Path
+) -> None:
+    paths = [shared_audio / name for name in FILES]
+    result = run(*paths, "--local", "--repository", repository, "--top-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    lines = json_lines(result.stdout)
+    assert [line["file"] for line in lines] == [str(path) for path in paths]
+    for line, path in zip(lines, paths, strict=True):
+        expected = api_tags(server, path)[:3]
+        assert [item["tag"] for item in line["tags"]] == [item["tag"] for item in expected]
+        got = [item["probability"] for item in line["tags"]]
+        np.testing.assert_allclose(got, [item["probability"] for item in expected], atol=1e-5)
+        assert line["model"]["name"] == "MTT_musicnn"
+        assert "taggram" not in line or line["taggram"] is None
+
+
+def test_url_prints_a_table_of_the_top_tags(server: Server, shared_audio: Path) -> None:
+    path = shared_audio / FILES[0]
+    result = run(path, "--url", server.url, "--top-k", "4", "--model", "MSD_vgg")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(str(path)) and "MSD_vgg" in lines[0]
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        expected = tag_file(client, path, model="MSD_vgg", top_k=4).json()["tags"]
+    assert [line.split()[0] for line in lines[1:5]] == [item["tag"].split()[0] for item in expected]
+    assert f"{expected[0]['probability']:.3f}" in lines[1]
+
+
+def test_taggram_url_environment_variable_selects_the_service(
+    server: Server, shared_audio: Path
+) -> None:
+    path = shared_audio / FILES[1]
+    # A repository that does not exist: only the service can have answered.
+    result = run(path, "--json", "--repository", "/nonexistent", env={"TAGGRAM_URL": server.url})
+    assert result.exit_code == 0, result.output
+    (line,) = json_lines(result.stdout)
+    assert line["tags"][0]["tag"] == api_tags(server, path)[0]["tag"]
+    assert line["request_id"] != "local"
+
+
+def test_local_wins_over_the_environment_variable(shared_audio: Path, repository: Path) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"
+    path = shared_audio / FILES[1]
+    result = run(path, "--local", "--json", "--repository", repository, env={"TAGGRAM_URL": nobody})
+    assert result.exit_code == 0, result.output
+    assert json_lines(result.stdout)[0]["request_id"] == "local"
+
+
+def test_bad_files_are_reported_and_the_others_tagged(
+    shared_audio: Path, repository: Path, tmp_path: Path
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not audio\n" * 50)
+    missing = tmp_path / "missing.wav"
+    good = shared_audio / FILES[1]
+    result = run(text, good, missing, "--local", "--repository", repository, "--json")
+    assert result.exit_code == 1
+    lines = json_lines(result.stdout)
+    assert [line["file"] for line in lines] == [str(text), str(good), str(missing)]
+    assert lines[0]["error"]["code"] == "undecodable_audio"
+    assert lines[1]["tags"]
+    assert lines[2]["error"]["code"] == "unreadable"
+    assert f"{text}: undecodable_audio" in result.stderr
+
+
+def test_unreachable_service_fails_clearly(shared_audio: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    result = run(shared_audio / FILES[1], "--url", url)
+    assert result.exit_code == 1
+    assert "ConnectionFailedError" in result.stderr
+
+
+def test_unknown_model_is_a_usage_error(shared_audio: Path, repository: Path) -> None:
+    result = run(shared_audio / FILES[1], "--local", "--repository", repository, "-m", "nope")
+    assert result.exit_code == 2
+    assert "nope" in result.output
+
+
+def test_url_and_local_together_are_refused(shared_audio: Path) -> None:
+    result = run(shared_audio / FILES[1], "--local", "--url", "http://127.0.0.1:1")
+    assert result.exit_code == 2
+    assert "not both" in result.output
+
+
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_plot_writes_the_taggram_picture(
+    mode: str, server: Server, shared_audio: Path, repository: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    import matplotlib.image
+
+    where = ["--local", "--repository", repository] if mode == "local" else ["--url", server.url]
+    paths = [shared_audio / name for name in FILES]
+    result = run(*paths, *where, "--plot", tmp_path / "taggram.png", "--plot-tags", "10")
+    assert result.exit_code == 0, result.output
+    for path in paths:
+        picture = tmp_path / f"taggram-{path.stem}.png"
+        assert f"taggram written to {picture}" in result.stderr
+        image = matplotlib.image.imread(picture)
+        assert image.shape[0] > 300 and image.shape[1] > 600  # rows for 10 tags, a time axis
+        assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50  # a heat-map
+
+    one = run(paths[0], *where, "--plot", tmp_path / "one.svg")
+    assert one.exit_code == 0, one.output
+    assert (tmp_path / "one.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_plot_into_a_missing_folder_is_reported(
+    server: Server, shared_audio: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    picture = tmp_path / "absent" / "t.png"
+    result = run(shared_audio / FILES[1], "--url", server.url, "--plot", picture)
+    assert result.exit_code == 1
+    assert f"could not write {picture}" in result.stderr
+    assert result.stdout.startswith(str(shared_audio / FILES[1]))  # the tags are still printed
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(
+    shared_audio: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without it does
+    result = run(shared_audio / FILES[1], "--plot", tmp_path / "t.png")
+    assert result.exit_code == 2
+    assert "pip install 'taggram[plot]'" in result.stderr
+    assert not (tmp_path / "t.png").exists()

@@ -1,0 +1,369 @@
+"""The web page at ``/`` in a real headless Chromium against a real server.
+
+The page is driven as a person would: upload a recording through the file input, wait for the
+heat-map, read what it drew back from the canvas pixels and compare with the API's own answer for
+the same file. Screenshots go to ``TAGGRAM_SCREENSHOTS`` when set (that is how the README's picture
+is made), else to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.e2e.conftest import tag_file
+from tests.support.browser import ConsoleLog, launched_chromium
+from tests.support.paths import require_repository
+from tests.support.proxy import prefix_proxy
+from tests.support.server import Server, running_server
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, Route
+
+RECORDING = "clip_01.mp3"  # 30 s of music: 11 patches
+TIMEOUT_MS = 120_000  # tagging on a busy 2-core CI machine
+NOT_AUDIO = b"this is a text file, not audio\n" * 40
+# Chromium logs every non-2xx fetch as a console error; the error tests cause exactly these.
+FAILED_REQUEST = "Failed to load resource: the server responded with a status of"
+TAG_REQUEST = re.compile(r"/v1/tag\?")
+
+# The drawn cells' colours, read back from the canvas at the centres the page publishes.
+READ_CELLS = """canvas => {
+  const { x, y } = JSON.parse(canvas.dataset.cellCentres);
+  const ctx = canvas.getContext("2d");
+  return y.map(py => x.map(px => Array.from(ctx.getImageData(px, py, 1, 1).data.slice(0, 3))));
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with launched_chromium() as started:
+        yield started
+
+
+@pytest.fixture
+def console() -> ConsoleLog:
+    return ConsoleLog()
+
+
+@pytest.fixture
+def page(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)  # every wait may include a tagging on a busy machine
+    try:
+        yield console.watch(context.new_page())
+    finally:
+        context.close()
+
+
+def screenshot_path(tmp_path: Path, name: str) -> Path:
+    folder = Path(os.environ.get("TAGGRAM_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / name
+
+
+def open_page(page: Page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("[data-testid=model-select]:enabled", timeout=TIMEOUT_MS)
+
+
+def upload(page: Page, path: Path) -> None:
+    page.set_input_files("[data-testid=file-input]", str(path))
+    page.wait_for_selector("[data-testid=taggram][data-rows]", timeout=TIMEOUT_MS)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two flat arrays."""
+    ranks = [np.argsort(np.argsort(values, kind="stable")).astype(float) for values in (a, b)]
+    return float(np.corrcoef(*ranks)[0, 1])
+
+
+def api_answer(server: Server, path: Path, **params: Any) -> dict[str, Any]:
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        response = tag_file(client, path, taggram="true", **params)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def test_page_and_assets_are_served(server: Server) -> None:
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    for testid in ("file-input", "model-select", "taggram", "top-tags", "error"):
+        assert f'data-testid="{testid}"' in page.text
+    assert '<base href="/">' in page.text
+    for asset, kind in (("app.js", "javascript"), ("style.css", "css"), ("favicon.svg", "svg")):
+        response = httpx.get(f"{server.url}/web/{asset}")
+        assert response.status_code == 200, asset
+        assert kind in response.headers["content-type"]
+    assert httpx.get(f"{server.url}/web/missing.js").status_code == 404
+    assert "/" not in httpx.get(f"{server.url}/openapi.json").json()["paths"]
+
+
+def test_page_tags_a_recording_and_draws_its_taggram(
+    server: Server, shared_audio: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    recording = shared_audio / RECORDING
+    expected = api_answer(server, recording)
+    open_page(page, f"{server.url}/")
+    models = httpx.get(f"{server.url}/v1/models").json()
+    options = page.eval_on_selector_all(
+        "[data-testid=model-select] option", "options => options.map(o => o.value)"
+    )
+    assert options == [model["name"] for model in models["models"]]
+    assert page.input_value("[data-testid=model-select]") == models["default_model"]
+
+    upload(page, recording)
+    canvas = page.locator("[data-testid=taggram]")
+    listed = page.locator("[data-testid=top-tags] li").all_inner_texts()
+    rows, columns = (
+        int(canvas.get_attribute("data-rows")),
+        int(canvas.get_attribute("data-columns")),
+    )
+    row_tags = json.loads(canvas.get_attribute("data-row-tags") or "[]")
+    # Rows: the tags listed, best clip score first, as the API ranks them.
+    assert rows == len(listed) == len(row_tags) == 10
+    assert row_tags == [item["tag"] for item in expected["tags"][:rows]]
+    assert listed[0].split()[0] == expected["tags"][0]["tag"]
+    assert all(
+        text.split("\n")[0].strip() == tag for text, tag in zip(listed, row_tags, strict=True)
+    )
+    # Columns: one per patch of the API's taggram.
+    assert columns == expected["patches"] == len(expected["taggram"]["patches"])
+
+    # The colours are the API's values: viridis gets lighter as the value grows, so the cells'
+    # luminance must rank like the taggram's probabilities (and not be one flat colour).
+    pixels = np.array(canvas.evaluate(READ_CELLS), dtype=float)
+    assert pixels.shape == (rows, columns, 3)
+    assert len({tuple(rgb) for rgb in pixels.reshape(-1, 3)}) > rows
+    luminance = pixels @ np.array([0.2126, 0.7152, 0.0722])
+    index = {tag: i for i, tag in enumerate(expected["taggram"]["tags"])}
+    values = np.array(
+        [
+            [patch["values"][index[tag]] for patch in expected["taggram"]["patches"]]
+            for tag in row_tags
+        ]
+    )
+    assert rank_correlation(luminance.ravel(), values.ravel()) > 0.95
+    assert np.unravel_index(luminance.argmax(), luminance.shape) == np.unravel_index(
+        values.argmax(), values.shape
+    )
+
+    # Clicking a cell plays from that patch; the cursor follows the player.
+    centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+    scale = page.evaluate("devicePixelRatio")
+    canvas.click(position={"x": centres["x"][5] / scale, "y": centres["y"][0] / scale})
+    patch = expected["taggram"]["patches"][5]
+    page.wait_for_function("() => document.querySelector('[data-testid=player]').currentTime > 0")
+    played = page.evaluate("document.querySelector('[data-testid=player]').currentTime")
+    assert patch["start_seconds"] - 0.5 <= played <= patch["end_seconds"] + 0.5
+    page.evaluate("document.querySelector('[data-testid=player]').pause()")
+    assert page.locator("[data-testid=cursor]").is_visible()
+
+    page.select_option("[data-testid=rows-select]", "0")  # all tags
+    assert int(canvas.get_attribute("data-rows")) == len(expected["taggram"]["tags"])
+    assert page.locator("[data-testid=top-tags] li").count() == len(expected["taggram"]["tags"])
+    page.select_option("[data-testid=rows-select]", "10")
+    # Pointing at a listed tag outlines its row on the heat-map.
+    page.hover("[data-testid=top-tags] li >> nth=2")
+    mark, box = page.locator("#row-mark").bounding_box(), canvas.bounding_box()
+    assert mark is not None and box is not None
+    assert mark["y"] < box["y"] + centres["y"][2] / scale < mark["y"] + mark["height"]
+    page.screenshot(path=str(screenshot_path(tmp_path, "web-page.png")), full_page=True)
+    assert screenshot_path(tmp_path, "web-page.png").stat().st_size > 10_000
+    assert console.unexpected() == []
+
+
+def test_choosing_another_model_retags_the_file(
+    server: Server, shared_audio: Path, page: Page, console: ConsoleLog
+) -> None:
+    recording = shared_audio / "clip_03.wav"
+    other = "MSD_musicnn"
+    expected = api_answer(server, recording, model=other)
+    open_page(page, f"{server.url}/")
+    upload(page, recording)
+    with page.expect_response(lambda response: f"model={other}" in response.url) as answer:
+        page.select_option("[data-testid=model-select]", other)
+    assert answer.value.ok
+    page.wait_for_function(
+        "tag => document.querySelector('[data-testid=top-tags] li .tag')?.textContent === tag",
+        arg=expected["tags"][0]["tag"],
+    )
+    assert expected["model"]["name"] in page.inner_text("[data-testid=summary]")
+    assert console.unexpected() == []
+
+
+def test_a_file_that_is_not_audio_shows_the_api_error(
+    server: Server, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        refused = client.post("/v1/tag", files={"file": ("notes.txt", NOT_AUDIO)})
+    assert refused.status_code == 422
+    message = refused.json()["error"]["message"]
+    open_page(page, f"{server.url}/")
+    page.set_input_files(
+        "[data-testid=file-input]",
+        files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": NOT_AUDIO}],
+    )
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert "notes.txt" in error.inner_text()
+    assert message in error.inner_text()
+    assert not page.locator("[data-testid=taggram]").is_visible()
+    page.screenshot(path=str(screenshot_path(tmp_path, "web-page-error.png")))
+    assert console.unexpected(f"{FAILED_REQUEST} 422") == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # RFC 9457 problem details, the error format the API is moving to.
+        {"type": "about:blank", "title": "Payload Too Large", "status": 413,
+         "detail": "the audio lasts 1200 s, more than the limit of 900 s",
+         "code": "audio_too_long"},
+        {"message": "the audio lasts 1200 s, more than the limit of 900 s"},
+        {"error": {"code": "audio_too_long",
+                   "message": "the audio lasts 1200 s, more than the limit of 900 s"}},
+    ],
+)  # fmt: skip
+def test_error_bodies_of_either_format_are_shown(
+    server: Server, shared_audio: Path, page: Page, console: ConsoleLog, body: dict[str, Any]
+) -> None:
+    """The message is shown whether it sits in ``detail`` (RFC 9457), ``message`` or
+    ``error.message`` (this service's envelope today, also tested against the real server in
+    this module); the answer here is made up in the browser, as only its shape matters."""
+    open_page(page, f"{server.url}/")
+    page.route(
+        TAG_REQUEST,
+        lambda route: route.fulfill(
+            status=413, content_type="application/problem+json", body=json.dumps(body)
+        ),
+    )
+    page.set_input_files("[data-testid=file-input]", str(shared_audio / RECORDING))
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert "more than the limit of 900 s" in error.inner_text()
+    assert console.unexpected(f"{FAILED_REQUEST} 413") == []
+
+
+def test_overloaded_service_says_when_to_retry(
+    server: Server, shared_audio: Path, page: Page, console: ConsoleLog
+) -> None:
+    """A 429 (the queue is full) shows the API's message and its Retry-After; a real overload is
+    not reproducible on demand, so the browser answers for the service here."""
+    body = {"error": {"code": "overloaded", "message": "the MTT_musicnn queue is full"}}
+    open_page(page, f"{server.url}/")
+    page.route(
+        TAG_REQUEST,
+        lambda route: route.fulfill(status=429, headers={"Retry-After": "2"}, json=body),
+    )
+    page.set_input_files("[data-testid=file-input]", str(shared_audio / RECORDING))
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert "the MTT_musicnn queue is full" in error.inner_text()
+    assert "Try again in 2 s" in error.inner_text()
+    assert console.unexpected(f"{FAILED_REQUEST} 429") == []
+
+
+def test_api_key_is_sent_and_kept_for_the_session_only(
+    server: Server, shared_audio: Path, browser: Browser, page: Page, console: ConsoleLog
+) -> None:
+    open_page(page, f"{server.url}/")
+    page.click("[data-testid=api-key-panel] summary")
+    page.fill("[data-testid=api-key]", "test-key-123")
+    with page.expect_request("**/v1/models") as listing:
+        page.press("[data-testid=api-key]", "Enter")
+    assert listing.value.headers["authorization"] == "Bearer test-key-123"
+    with page.expect_request(TAG_REQUEST) as tagging:
+        upload(page, shared_audio / "clip_07.wav")
+    assert tagging.value.headers["authorization"] == "Bearer test-key-123"
+    page.reload()
+    assert page.input_value("[data-testid=api-key]") == "test-key-123"
+    assert page.evaluate("Object.keys(localStorage).length") == 0
+    # A new browser session starts without it.
+    fresh = browser.new_context()
+    other = fresh.new_page()
+    other.goto(f"{server.url}/")
+    assert other.input_value("[data-testid=api-key]") == ""
+    fresh.close()
+    assert console.unexpected() == []
+
+
+def test_a_service_asking_for_a_key_opens_the_key_field(
+    server: Server, page: Page, console: ConsoleLog
+) -> None:
+    """With API keys on, ``GET /v1/models`` answers 401 until a key is given; the browser plays
+    that service here (a problem+json 401, as RFC 9457 words it) in front of the real one."""
+    problem = {"title": "Unauthorized", "status": 401, "code": "unauthorized",
+               "detail": "a valid API key is required"}  # fmt: skip
+
+    def guard(route: Route) -> None:
+        if route.request.headers.get("authorization") == "Bearer right-key":
+            route.continue_()
+        else:
+            route.fulfill(status=401, content_type="application/problem+json", json=problem)
+
+    page.route("**/v1/models", guard)
+    page.goto(f"{server.url}/")
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert "a valid API key is required" in error.inner_text()
+    assert page.locator("[data-testid=api-key]").is_visible()  # the key field is open
+    page.fill("[data-testid=api-key]", "right-key")
+    page.press("[data-testid=api-key]", "Enter")
+    page.wait_for_selector("[data-testid=model-select]:enabled", timeout=TIMEOUT_MS)
+    assert error.is_hidden()
+    assert console.unexpected(f"{FAILED_REQUEST} 401") == []
+
+
+@pytest.fixture(scope="module")
+def prefixed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server configured for the /taggram prefix (one model, no warm-up: quick to start),
+    refusing audio over a minute so that a long recording gets the real "too long" error."""
+    env = {
+        "TAGGRAM_ROOT_PATH": "/taggram",
+        "TAGGRAM_MODELS": "MTT_musicnn",
+        "TAGGRAM_WARMUP": "0",
+        "TAGGRAM_MAX_DURATION_SECONDS": "60",
+    }
+    with running_server(require_repository(), tmp_path_factory.mktemp("logs"), env=env) as server:
+        yield server
+
+
+def test_page_works_under_a_path_prefix_behind_a_proxy(
+    prefixed_server: Server, shared_audio: Path, page: Page, console: ConsoleLog
+) -> None:
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    with prefix_proxy(prefixed_server.url, "/taggram") as proxy:
+        assert httpx.get(f"{proxy}/taggram/openapi.json").json()["servers"] == [{"url": "/taggram"}]
+        open_page(page, f"{proxy}/taggram/")
+        upload(page, shared_audio / "clip_07.wav")
+        assert page.locator("[data-testid=top-tags] li").count() == 10
+    # Every request the page made went through the prefix (the audio player's blob: excepted).
+    fetched = [url for url in requested if url.startswith("http")]
+    assert fetched and all(url.startswith(f"{proxy}/taggram/") for url in fetched), fetched
+    assert console.unexpected() == []
+
+
+def test_too_long_audio_shows_the_limit(
+    prefixed_server: Server, shared_audio: Path, page: Page, console: ConsoleLog
+) -> None:
+    with prefix_proxy(prefixed_server.url, "/taggram") as proxy:
+        open_page(page, f"{proxy}/taggram/")
+        page.set_input_files("[data-testid=file-input]", str(shared_audio / "full_01.ogg"))
+        error = page.locator("[data-testid=error]")
+        error.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert "full_01.ogg" in error.inner_text()
+    assert "audio_too_long" in error.inner_text()
+    assert "60" in error.inner_text()  # the limit, as the API states it
+    assert console.unexpected(f"{FAILED_REQUEST} 413") == []
