@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import FORMATS, excerpt, long_track, probabilities, tag_file
+from tests.e2e.conftest import (
+    DECODED_FORMATS,
+    FORMATS,
+    excerpt,
+    long_track,
+    probabilities,
+    tag_file,
+)
 from tests.support.server import Server
 
 # These encodings hold exactly clip_03's 16-bit samples, so they must tag identically.
@@ -33,8 +40,7 @@ def test_every_format_is_tagged(
     response = tag_file(client, format_files[name])
     assert response.status_code == 200, response.text
     body = response.json()
-    _, container, subtype = FORMATS[name]
-    assert body["audio"]["format"] == f"{container}/{subtype}"
+    assert body["audio"]["format"] == DECODED_FORMATS[name]
     assert body["audio"]["channels"] == 2
     assert abs(body["audio"]["duration_seconds"] - 30.0) < 0.1
     scores = [item["probability"] for item in body["tags"]]
