@@ -79,7 +79,7 @@ def by_demuxer(name: str) -> Container | None:
     return _BY_DEMUXER.get(name)
 
 
-def _id3_size(head: bytes) -> int:
+def id3_size(head: bytes) -> int:
     """Bytes of the ID3v2 tag at the start of ``head`` (header, frames and footer), else 0."""
     if len(head) < 10 or head[:3] != b"ID3" or any(byte >= 0x80 for byte in head[6:10]):
         return 0
@@ -133,7 +133,7 @@ def sniff(head: bytes) -> Container | None:
     A file that is only an ID3v2 tag, or whose tag runs past ``head``, counts as MP3, which is
     what ID3v2 was made for.
     """
-    skip = _id3_size(head)
+    skip = id3_size(head)
     if skip:
         found = _signature(head[skip:])
         return _BY_NAME[found or "MP3"]

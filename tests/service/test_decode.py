@@ -147,6 +147,7 @@ def clean_mp3(source_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> byt
         "id3v2.4_footer",
         "ape_tag",
         "id3v2.4_and_ape",
+        "id3v2.3_cover_art",
     ],
 )
 def test_mp3_with_any_framing_decodes_to_its_length(clean_mp3: bytes, damage: str) -> None:
@@ -162,12 +163,21 @@ def test_mp3_with_any_framing_decodes_to_its_length(clean_mp3: bytes, damage: st
         "id3v2.4_footer": audio.id3v2(4, footer=True) + clean_mp3,
         "ape_tag": clean_mp3 + audio.ape_tag(),
         "id3v2.4_and_ape": audio.id3v2(4) + clean_mp3 + audio.ape_tag(),
+        "id3v2.3_cover_art": audio.id3v2(3, padding=300_000) + clean_mp3,
     }[damage]
     decoded = decode(damaged, 16000, LIMITS)
     assert decoded.info.format == "MP3/mp3"
     # A mid-frame cut loses the 1000 bytes' audio (26 ms at 128 kbit/s), nothing more.
     assert abs(decoded.duration_seconds - expected) < DURATION_TOLERANCE
     assert abs(_peak_hz(decoded.waveform) - 330) < 5
+
+
+def test_flac_behind_a_large_id3_tag_is_still_flac() -> None:
+    flac = _encode(audio.tone(48000, 2.0), 48000, "FLAC", "PCM_16")
+    tagged = audio.id3v2(4, padding=300_000) + flac  # some taggers put ID3 (and art) on FLAC
+    decoded = decode(tagged, 16000, LIMITS)
+    assert decoded.info.format == "FLAC/flac"
+    assert abs(decoded.duration_seconds - 2.0) < 1e-3
 
 
 def test_vbr_mp3_without_xing_header_decodes_whole(tmp_path: Path) -> None:

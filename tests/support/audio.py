@@ -89,15 +89,16 @@ def _syncsafe(size: int) -> bytes:
     return bytes((size >> shift) & 0x7F for shift in (21, 14, 7, 0))
 
 
-def id3v2(version: int, footer: bool = False) -> bytes:
-    """An ID3v2.``version`` tag with one title frame (and the v2.4 footer when asked)."""
+def id3v2(version: int, footer: bool = False, padding: int = 256) -> bytes:
+    """An ID3v2.``version`` tag with one title frame, ``padding`` zero bytes after it (where a
+    tagger leaves room for edits, or as big as cover art), and the v2.4 footer when asked."""
     text = b"\x00a title"
     if version == 2:
         frames = b"TT2" + len(text).to_bytes(3, "big") + text
     else:
         size = _syncsafe(len(text)) if version == 4 else len(text).to_bytes(4, "big")
         frames = b"TIT2" + size + b"\x00\x00" + text
-    frames += b"\x00" * 256  # padding, as taggers leave room for edits
+    frames += b"\x00" * padding
     flags = 0x10 if footer else 0
     header = b"ID3" + bytes((version, 0, flags)) + _syncsafe(len(frames))
     tail = b"3DI" + bytes((version, 0, flags)) + _syncsafe(len(frames)) if footer else b""

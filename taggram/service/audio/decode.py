@@ -39,7 +39,7 @@ import av
 import numpy as np
 import soxr
 
-from taggram.formats import Container, by_demuxer, describe_unknown, sniff, supported
+from taggram.formats import Container, by_demuxer, describe_unknown, id3_size, sniff, supported
 from taggram.service.errors import (
     AudioTooLongError,
     EmptyAudioError,
@@ -348,6 +348,10 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
             f"upload of {size} bytes exceeds the limit of {limits.max_bytes}"
         )
     head = handle.read(_HEAD_BYTES)
+    tag = id3_size(head)
+    if tag > len(head) - 16:  # an ID3 tag bigger than the head (cover art): look past it
+        handle.seek(tag)
+        head = handle.read(_HEAD_BYTES)
     handle.seek(0)
     media, container = _open(handle, head)
     with media:
