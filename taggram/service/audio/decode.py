@@ -60,8 +60,10 @@ _HEAD_BYTES = 64 * 1024
 _OGG_TAIL_BYTES = 65536 + 27 + 255
 # A header's length disagreeing with what decoded by more than this is reported as a truncation.
 _TRUNCATION_TOLERANCE_SECONDS = 0.1
-# Containers whose header length is exact (not an estimate), for the truncation warning.
+# Containers whose header length is exact (not an estimate), for the truncation warning; an MP3's
+# is exact when its first frame is a Xing/Info/VBRI frame, which counts the stream's frames.
 _EXACT_LENGTH = frozenset({"WAV", "AIFF", "AU", "CAF", "FLAC", "MP4"})
+_MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
 # FFmpeg errors that end a stream: broken data, a cut file, an unsupported variant.
 _STREAM_ERRORS = (av.error.FFmpegError, ValueError, EOFError)
 
@@ -300,8 +302,16 @@ def _stream_into(
         output.write(block)
 
 
+def _exact_length(container: Container, head: bytes) -> bool:
+    """Whether the header's length is a count, not an estimate (see ``_EXACT_LENGTH``)."""
+    if container.name == "MP3":
+        frame = head[id3_size(head) :][:256]
+        return frame[:1] == b"\xff" and any(tag in frame for tag in _MP3_LENGTH_TAGS)
+    return container.name in _EXACT_LENGTH
+
+
 def _warnings(
-    progress: _Progress, stream: av.AudioStream, container: Container, rate: int, tail: bool
+    progress: _Progress, stream: av.AudioStream, exact_length: bool, rate: int, tail: bool
 ) -> list[str]:
     decoded = progress.frames / rate
     warnings = []
@@ -312,11 +322,7 @@ def _warnings(
             f"{progress.skipped_packets} damaged packets could not be decoded and were skipped"
         )
     declared = _declared_seconds(stream)
-    if (
-        container.name in _EXACT_LENGTH
-        and declared is not None
-        and declared - decoded > _TRUNCATION_TOLERANCE_SECONDS
-    ):
+    if exact_length and declared is not None and declared - decoded > _TRUNCATION_TOLERANCE_SECONDS:
         warnings.append(
             f"the file is truncated: its header declares {declared:.2f} s, {decoded:.2f} s decoded"
         )
@@ -351,7 +357,7 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
     tag = id3_size(head)
     if tag > len(head) - 16:  # an ID3 tag bigger than the head (cover art): look past it
         handle.seek(tag)
-        head = handle.read(_HEAD_BYTES)
+        head = handle.read(_HEAD_BYTES) or head  # nothing after it: an ID3 tag means MP3
     handle.seek(0)
     media, container = _open(handle, head)
     with media:
@@ -393,6 +399,6 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         channels=channels,
         frames=progress.frames,
         format=f"{container.name}/{codec}",
-        warnings=tuple(_warnings(progress, stream, container, rate, tail)),
+        warnings=tuple(_warnings(progress, stream, _exact_length(container, head), rate, tail)),
     )
     return DecodedAudio(info=info, waveform=output.waveform(), sample_rate=target_rate)
