@@ -28,10 +28,8 @@ class Container:
 
 
 CONTAINERS: tuple[Container, ...] = (
-    Container(
-        "WAV", "PCM, float, μ-law, A-law, ADPCM (RIFF, RF64, Wave64)", (".wav", ".wave", ".w64"),
-        ("wav", "w64"),
-    ),
+    Container("WAV", "PCM, float, μ-law, A-law, ADPCM (RIFF, RF64)", (".wav", ".wave"), ("wav",)),
+    Container("Wave64", "PCM, float (Sony Wave64)", (".w64",), ("w64",)),
     Container("AIFF", "PCM, float, μ-law (AIFF, AIFF-C)", (".aif", ".aiff", ".aifc"), ("aiff",)),
     Container("AU", "Sun/NeXT audio: PCM, μ-law", (".au", ".snd"), ("au",)),
     Container("CAF", "Apple Core Audio: PCM, ALAC, AAC", (".caf",), ("caf",)),
@@ -106,7 +104,7 @@ def _signature(head: bytes) -> str | None:
     if fourcc in (b"RIFF", b"RF64", b"BW64") and form == b"WAVE":
         return "WAV"
     if head[:8] == b"riff\x2e\x91\xcf\x11":  # Wave64's GUID
-        return "WAV"
+        return "Wave64"
     if fourcc == b"FORM" and form in (b"AIFF", b"AIFC"):
         return "AIFF"
     if head[4:8] == b"ftyp":

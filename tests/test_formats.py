@@ -16,6 +16,7 @@ ADTS_FRAME = bytes.fromhex("fff15080") + bytes(100)
     [
         (b"RIFF\x24\x00\x00\x00WAVEfmt ", "WAV"),
         (b"RF64\xff\xff\xff\xffWAVEds64", "WAV"),
+        (b"riff\x2e\x91\xcf\x11\xa5\xd6\x28\xdb", "Wave64"),
         (b"FORM\x00\x00\x00\x00AIFC", "AIFF"),
         (b"fLaC\x00\x00\x00\x22", "FLAC"),
         (b"OggS\x00\x02", "Ogg"),

@@ -35,6 +35,9 @@ ENCODINGS: dict[str, tuple[str, tuple[str, ...]]] = {
     "wav_alaw": (".wav", ("-c:a", "pcm_alaw")),
     "wav_f64": (".wav", ("-c:a", "pcm_f64le")),
     "wav_adpcm": (".wav", ("-c:a", "adpcm_ima_wav")),
+    "rf64": (".wav", ("-c:a", "pcm_s24le", "-rf64", "always")),
+    "wave64": (".w64", ("-c:a", "pcm_f32le")),
+    "au": (".au", ("-c:a", "pcm_mulaw")),
 }
 
 

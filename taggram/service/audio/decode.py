@@ -32,7 +32,7 @@ import io
 import math
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import av
@@ -62,7 +62,7 @@ _OGG_TAIL_BYTES = 65536 + 27 + 255
 _TRUNCATION_TOLERANCE_SECONDS = 0.1
 # Containers whose header length is exact (not an estimate), for the truncation warning; an MP3's
 # is exact when its first frame is a Xing/Info/VBRI frame, which counts the stream's frames.
-_EXACT_LENGTH = frozenset({"WAV", "AIFF", "AU", "CAF", "FLAC", "MP4"})
+_EXACT_LENGTH = frozenset({"WAV", "Wave64", "AIFF", "AU", "CAF", "FLAC", "MP4"})
 _MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
 # FFmpeg errors that end a stream: broken data, a cut file, an unsupported variant.
 _STREAM_ERRORS = (av.error.FFmpegError, ValueError, EOFError)
@@ -166,7 +166,6 @@ class _Progress:
     frames: int = 0
     skipped_packets: int = 0
     stopped: str | None = None
-    warnings: list[str] = field(default_factory=list)
 
 
 def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, Container]:
