@@ -256,6 +256,16 @@ def test_length_limit_is_enforced_on_decoded_audio(tmp_path: Path) -> None:
     assert abs(whole.duration_seconds - 30.0) < DURATION_TOLERANCE
 
 
+def test_a_header_claiming_less_buys_nothing() -> None:
+    """A FLAC whose STREAMINFO says 1 s but which holds 20 s: the count stops it at the limit."""
+    data = bytearray(_encode(audio.tone(8000, 20.0, 1), 8000, "FLAC", "PCM_16"))
+    data[21] &= 0xF0  # STREAMINFO's 36-bit total sample count (bytes 21-25), set to 8000
+    data[22:26] = (8000).to_bytes(4, "big")
+    with pytest.raises(AudioTooLongError, match="while decoding"):
+        decode(bytes(data), 16000, DecodeLimits(LIMITS.max_bytes, 10.0))
+    assert abs(decode(bytes(data), 16000, LIMITS).duration_seconds - 20.0) < 1e-3
+
+
 def test_native_sample_rate_is_capped(tmp_path: Path) -> None:
     data = _encode(audio.tone(384000, 1.0, 1), 384000, "FLAC", "PCM_16")
     with pytest.raises(SampleRateTooHighError, match="TAGGRAM_MAX_SAMPLE_RATE"):
