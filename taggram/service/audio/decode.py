@@ -168,6 +168,11 @@ class _Progress:
     stopped: str | None = None
 
 
+def _reason(error: Exception) -> str:
+    """FFmpeg's words for ``error``, without its errno and placeholder file name."""
+    return getattr(error, "strerror", None) or str(error)
+
+
 def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, Container]:
     """Open ``handle`` with FFmpeg as the container its bytes show; refuse what is not allowed."""
     known = sniff(head)
@@ -179,7 +184,9 @@ def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, C
                 f"not a supported audio format: the body looks like {describe_unknown(head)}; "
                 f"supported containers: {supported()}"
             ) from error
-        raise UndecodableAudioError(f"{known.name} file that cannot be read: {error}") from error
+        raise UndecodableAudioError(
+            f"{known.name} file that cannot be read: {_reason(error)}"
+        ) from error
     container = known or by_demuxer(media.format.name)
     if container is None:
         media.close()
@@ -240,7 +247,7 @@ def _frames(
         except StopIteration:
             break
         except _STREAM_ERRORS as error:
-            progress.stopped = str(error)
+            progress.stopped = _reason(error)
             break
         try:
             frames = packet.decode()
@@ -317,9 +324,9 @@ def _warnings(
     if progress.stopped is not None:
         warnings.append(f"decoding stopped at {decoded:.2f} s: {progress.stopped}")
     if progress.skipped_packets:
-        warnings.append(
-            f"{progress.skipped_packets} damaged packets could not be decoded and were skipped"
-        )
+        count = progress.skipped_packets
+        packets = "1 damaged packet was" if count == 1 else f"{count} damaged packets were"
+        warnings.append(f"{packets} skipped: the codec could not decode them")
     declared = _declared_seconds(stream)
     if exact_length and declared is not None and declared - decoded > _TRUNCATION_TOLERANCE_SECONDS:
         warnings.append(
