@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from taggram.formats import AUDIO_EXTENSIONS, CONTAINERS, by_demuxer, describe_unknown, sniff
 from tests.support.audio import ape_tag, id3v2
+from tests.support.paths import ROOT
 
 MP3_FRAME = bytes.fromhex("fffb9064") + bytes(100)  # MPEG-1 layer III, 128 kbit/s, 44.1 kHz
 ADTS_FRAME = bytes.fromhex("fff15080") + bytes(100)
@@ -73,3 +76,10 @@ def test_every_container_is_reachable_by_its_demuxers_and_extensions() -> None:
 )
 def test_refusals_say_what_was_sent(head: bytes, said: str) -> None:
     assert said in describe_unknown(head)
+
+
+def test_the_web_page_offers_every_accepted_extension() -> None:
+    page = (ROOT / "taggram" / "service" / "web" / "static" / "index.html").read_text()
+    accept = re.search(r'accept="([^"]*)"', page)
+    assert accept is not None
+    assert set(AUDIO_EXTENSIONS) <= set(accept.group(1).split(","))
