@@ -12,7 +12,7 @@ from taggram.catalogue.records import best_records
 from taggram.catalogue.remote import RemoteBackend
 from taggram.catalogue.runner import Backend, JobOptions, run
 from taggram.catalogue.shard import Shard, select
-from taggram.catalogue.sources import SourceError, load_source
+from taggram.catalogue.sources import DEFAULT_ENCODING, SourceError, load_source
 from taggram.catalogue.writers import Format, infer_format, read_records, write_records
 from taggram.client import RetryPolicy
 from taggram.repository import DEFAULT_REPOSITORY
@@ -75,14 +75,21 @@ def catalogue(
         bool | None,
         typer.Option(help="progress bar on stderr (default: only when stderr is a terminal)"),
     ] = None,
+    encoding: Annotated[
+        str,
+        typer.Option(help="text encoding of a manifest, e.g. cp1252 (default: UTF-8, BOM or not)"),
+    ] = DEFAULT_ENCODING,
 ) -> None:
     """Tag every track of SOURCE into OUTPUT, resuming where a previous run stopped."""
     if local == (url is not None):
         raise typer.BadParameter("give exactly one of --url and --local")
     try:
-        tracks = select(load_source(source), _shard(shard))
+        found = load_source(source, encoding)
     except SourceError as error:
-        raise typer.BadParameter(str(error), param_hint="SOURCE") from error
+        # A usage error (exit 2, one line): retrying the pod cannot fix a bad manifest.
+        typer.echo(f"taggram catalogue: {error}", err=True)
+        raise typer.Exit(2) from error
+    tracks = select(found.tracks, _shard(shard))
     options = JobOptions(model=model, top_k=top_k, embeddings=embeddings)
     retry = RetryPolicy(attempts=retries, max_delay=max_retry_delay)
     backend: Backend
@@ -106,6 +113,7 @@ def catalogue(
             progress=progress,
         )
     )
+    summary.not_audio = found.not_audio
     typer.echo(summary.report(), err=True)
     # A transient failure (service unreachable) exits non-zero, so a Kubernetes Job retries the
     # pod, which resumes; files that are simply bad are reported but do not fail the run.

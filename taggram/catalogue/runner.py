@@ -58,6 +58,7 @@ class Summary:
     audio_seconds: float = 0.0
     failures: list[Record] = field(default_factory=list)
     elapsed: float = 0.0
+    not_audio: list[str] = field(default_factory=list)  # files of the folder that are not audio
 
     def add(self, record: Record) -> None:
         """Count one finished record."""
@@ -82,6 +83,9 @@ class Summary:
             f"  {self.elapsed:.1f} s, {rate:.2f} files/s, {self.audio_seconds / 3600:.2f} "
             f"audio-hours ({realtime:.1f} audio-hours per hour)",
         ]
+        if self.not_audio:
+            lines.append(f"  not audio: {len(self.not_audio)} files skipped (by extension)")
+            lines += _first(self.not_audio, examples)
         by_code: dict[str, list[Record]] = defaultdict(list)
         for record in self.failures:
             assert record.error is not None
@@ -90,10 +94,14 @@ class Summary:
             assert failed[0].error is not None
             again = " (re-tried on the next run)" if failed[0].error.retryable else ""
             lines.append(f"  failed {len(failed)} x {code}{again}: {failed[0].error.message}")
-            lines += [f"    {record.id}" for record in failed[:examples]]
-            if len(failed) > examples:
-                lines.append(f"    ... and {len(failed) - examples} more")
+            lines += _first([record.id for record in failed], examples)
         return "\n".join(lines)
+
+
+def _first(ids: list[str], examples: int) -> list[str]:
+    """The first ``examples`` ids as indented lines, and how many more there are."""
+    more = [f"    ... and {len(ids) - examples} more"] if len(ids) > examples else []
+    return [f"    {track_id}" for track_id in ids[:examples]] + more
 
 
 def pending(tracks: list[Track], output: Path, fmt: Format, retry_failed: bool) -> list[Track]:

@@ -1,23 +1,32 @@
 """Where the tracks come from: a folder (searched recursively) or a manifest of ``id,path``.
 
 A track's id is what makes runs resumable and shards stable, so it must not depend on where the
-catalogue is mounted: for a folder it is the path relative to the folder, for a manifest it is
-the manifest's own ``id`` column.
+catalogue is mounted: for a folder it is the path relative to the folder (through any symlinked
+sub-folders, as the user sees it), for a manifest it is the manifest's own ``id`` column.
+
+A folder's audio files are those whose extension is one the service decodes
+(:data:`taggram.formats.AUDIO_EXTENSIONS`); every other file is counted and listed as skipped.
+Manifests are UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" writes; a legacy code
+page (Excel's plain "CSV" on Windows is cp1252) is read with ``encoding``.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
+import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-# What the service decodes (libsndfile formats, Ogg Vorbis/Opus, MP3).
-AUDIO_EXTENSIONS = frozenset(
-    {".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc"}
-)
+from taggram.formats import AUDIO_EXTENSIONS
+
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl", ".ndjson"})
+# "utf-8-sig" reads UTF-8 and drops a leading byte-order mark when there is one.
+DEFAULT_ENCODING = "utf-8-sig"
+
+__all__ = ["AUDIO_EXTENSIONS", "Source", "SourceError", "Track", "from_folder", "load_source"]
 
 
 @dataclass(frozen=True)
@@ -26,42 +35,96 @@ class Track:
     path: Path
 
 
+@dataclass(frozen=True)
+class Source:
+    """The tracks to tag, and the files of a folder skipped as not audio (ids, sorted)."""
+
+    tracks: list[Track]
+    not_audio: list[str] = field(default_factory=list)
+
+
 class SourceError(ValueError):
     """The source cannot be read: missing, unknown kind, malformed or duplicate ids."""
 
 
+def _walk(root: Path) -> Iterator[Path]:
+    """Every file under ``root``, following symlinked folders; a folder reached twice (a link
+    loop, or two links to one album) is entered once."""
+    seen: set[tuple[int, int]] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        status = Path(folder).stat()
+        if (status.st_dev, status.st_ino) in seen:
+            subfolders.clear()
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        subfolders.sort()
+        yield from (Path(folder) / name for name in files)
+
+
+def scan_folder(root: Path) -> Source:
+    """Audio files under ``root`` (by extension, case-insensitive) sorted by id, and the rest."""
+    tracks, not_audio = [], []
+    for path in _walk(root):
+        track_id = path.relative_to(root).as_posix()
+        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
+            tracks.append(Track(id=track_id, path=path))
+        else:
+            not_audio.append(track_id)
+    return Source(sorted(tracks, key=lambda t: t.id), sorted(not_audio))
+
+
 def from_folder(root: Path) -> list[Track]:
-    """Every audio file under ``root`` (by extension, case-insensitive), sorted by id."""
-    files = (p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-    return sorted(
-        (Track(id=p.relative_to(root).as_posix(), path=p) for p in files), key=lambda t: t.id
-    )
+    """Every audio file under ``root``, sorted by id (see :func:`scan_folder`)."""
+    return scan_folder(root).tracks
 
 
-def _manifest_rows(path: Path) -> Iterator[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        if path.suffix.lower() == ".csv":
-            yield from csv.DictReader(handle)
-            return
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SourceError(f"{path}:{number}: not JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise SourceError(f"{path}:{number}: expected an object with id and path")
-            yield {key: str(value) for key, value in row.items()}
+def _csv_rows(path: Path, lines: Iterable[str]) -> Iterator[dict[str, str]]:
+    reader = csv.DictReader(lines)
+    columns = [name.strip() for name in reader.fieldnames or []]
+    if "id" not in columns or "path" not in columns:
+        raise SourceError(f"{path}: the header must name the columns id and path, found {columns}")
+    reader.fieldnames = columns
+    yield from reader
 
 
-def from_manifest(path: Path) -> list[Track]:
+def _jsonl_rows(path: Path, lines: Iterable[str]) -> Iterator[dict[str, str]]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise SourceError(f"{path}:{number}: expected an object with id and path")
+        yield {key: str(value) for key, value in row.items()}
+
+
+def _manifest_rows(path: Path, encoding: str) -> list[dict[str, str]]:
+    read = _csv_rows if path.suffix.lower() == ".csv" else _jsonl_rows
+    try:
+        with path.open(newline="", encoding=encoding) as handle:
+            return list(read(path, handle))
+    except UnicodeDecodeError as error:
+        raise SourceError(
+            f"{path}: byte {error.start} is not {encoding} text; for a legacy code page pass "
+            "--encoding (e.g. cp1252 for Excel's plain CSV on Windows)"
+        ) from error
+    except csv.Error as error:
+        raise SourceError(f"{path}: not a readable CSV file ({error})") from error
+    except OSError as error:
+        raise SourceError(f"{path}: cannot be read ({error.strerror})") from error
+
+
+def from_manifest(path: Path, encoding: str = DEFAULT_ENCODING) -> list[Track]:
     """Tracks listed in a CSV (header ``id,path``) or JSONL manifest; relative paths are taken
     relative to the manifest's folder, so a manifest travels with its audio."""
     tracks = []
-    for number, row in enumerate(_manifest_rows(path), start=1):
+    for number, row in enumerate(_manifest_rows(path, encoding), start=1):
         if not row.get("id") or not row.get("path"):
             raise SourceError(f"{path}: row {number} lacks an id or a path")
+        if "\0" in row["path"]:
+            raise SourceError(f"{path}: row {number}'s path contains a NUL byte")
         track_path = Path(row["path"])
         tracks.append(
             Track(
@@ -81,12 +144,19 @@ def _check_unique(tracks: Iterable[Track], origin: Path) -> None:
         seen.add(track.id)
 
 
-def load_source(source: Path) -> list[Track]:
-    """A folder or a manifest file, decided by what ``source`` is."""
+def load_source(source: Path, encoding: str = DEFAULT_ENCODING) -> Source:
+    """A folder or a manifest file (read as ``encoding``), decided by what ``source`` is.
+
+    Raises :class:`SourceError` with a one-line reason for anything that cannot be used.
+    """
+    try:
+        codecs.lookup(encoding)
+    except LookupError as error:
+        raise SourceError(f"unknown encoding {encoding!r}") from error
     if source.is_dir():
-        return from_folder(source)
+        return scan_folder(source)
     if source.is_file() and source.suffix.lower() in MANIFEST_EXTENSIONS:
-        return from_manifest(source)
+        return Source(from_manifest(source, encoding))
     if not source.exists():
         raise SourceError(f"{source} does not exist")
     raise SourceError(f"{source}: expected a folder or a .csv/.jsonl manifest")

@@ -35,14 +35,33 @@ class PayloadTooLargeError(TaggramError):
     code = "payload_too_large"
 
 
+class UnsupportedContentEncodingError(TaggramError):
+    """The body is compressed with a coding other than gzip, deflate or identity."""
+
+    code = "unsupported_content_encoding"
+
+
 class AudioTooLongError(TaggramError):
-    """The header declares more audio than ``max_duration_seconds``: refused before decoding."""
+    """More audio than ``max_duration_seconds``: refused from a trustworthy header before
+    decoding, or as soon as the decoded audio passes the limit."""
 
     code = "audio_too_long"
 
 
+class SampleRateTooHighError(TaggramError):
+    """The audio's native sample rate is above ``max_sample_rate`` (decoding cost grows with it)."""
+
+    code = "sample_rate_too_high"
+
+
+class UnsupportedFormatError(TaggramError):
+    """The bytes are no container of the allow-list (``taggram.formats``)."""
+
+    code = "unsupported_format"
+
+
 class UndecodableAudioError(TaggramError):
-    """The body has an accepted media type but is not audio any decoder understands."""
+    """An accepted container from which no audio decodes (broken, or no audio stream)."""
 
     code = "undecodable_audio"
 

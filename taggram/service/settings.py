@@ -54,7 +54,10 @@ class Settings(BaseSettings):
         "without one batch request filling the shared queue)",
     )
     max_duration_seconds: float = Field(
-        900.0, gt=0, description="longest accepted audio, checked from the file header"
+        900.0, gt=0, description="longest accepted audio, counted on the decoded samples"
+    )
+    max_sample_rate: int = Field(
+        192_000, ge=8000, description="highest native sample rate decoded (Hz); above it, 413"
     )
     providers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

@@ -103,7 +103,9 @@ class Tagger:
         self.settings = settings
         self.entries = self._select(load_repository(settings.model_repository))
         self._batchers: dict[str, Batcher] = {}
-        self._limits = DecodeLimits(settings.max_upload_bytes, settings.max_duration_seconds)
+        self._limits = DecodeLimits(
+            settings.max_upload_bytes, settings.max_duration_seconds, settings.max_sample_rate
+        )
 
     def _select(self, entries: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
         wanted = self.settings.models or list(entries)

@@ -10,18 +10,44 @@ import pytest
 
 from taggram.catalogue import records
 from taggram.catalogue.shard import Shard, select
-from taggram.catalogue.sources import SourceError, Track, load_source
+from taggram.catalogue.sources import AUDIO_EXTENSIONS, SourceError, Track, load_source
 from taggram.catalogue.writers import Format, finalize, open_appender, read_records
 from taggram.client import RetryPolicy
+from tests.support.paths import require_bugs
+
+
+def _touch(root: Path, *names: str) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"x")
 
 
 def test_folder_source_is_recursive_and_keeps_only_audio(tmp_path: Path) -> None:
-    for name in ("a.wav", "sub/b.MP3", "sub/deeper/c.flac", "notes.txt", "sub/cover.jpg"):
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_bytes(b"x")
-    tracks = load_source(tmp_path)
-    assert [t.id for t in tracks] == ["a.wav", "sub/b.MP3", "sub/deeper/c.flac"]
-    assert all(t.path.is_file() for t in tracks)
+    _touch(tmp_path, "a.wav", "sub/b.MP3", "sub/deeper/c.flac", "notes.txt", "sub/cover.jpg")
+    source = load_source(tmp_path)
+    assert [t.id for t in source.tracks] == ["a.wav", "sub/b.MP3", "sub/deeper/c.flac"]
+    assert all(t.path.is_file() for t in source.tracks)
+    assert source.not_audio == ["notes.txt", "sub/cover.jpg"]
+
+
+def test_folder_source_takes_every_extension_the_decoder_accepts(tmp_path: Path) -> None:
+    names = [f"track{extension}" for extension in sorted(AUDIO_EXTENSIONS)]
+    _touch(tmp_path, *names)
+    assert {".m4a", ".webm", ".wma", ".ac3", ".aac", ".opus"} <= AUDIO_EXTENSIONS
+    assert [t.id for t in load_source(tmp_path).tracks] == sorted(names)
+
+
+def test_symlinked_folders_are_followed_once_and_loops_are_safe(tmp_path: Path) -> None:
+    library, root = tmp_path / "library", tmp_path / "root"
+    _touch(library, "album/01.m4a", "album/02.m4a")
+    _touch(root, "single.mp3")
+    (root / "albums").mkdir()
+    (root / "albums" / "linked").symlink_to(library / "album", target_is_directory=True)
+    (root / "albums" / "again").symlink_to(library / "album", target_is_directory=True)
+    (root / "loop").symlink_to(root, target_is_directory=True)  # would recurse forever
+    tracks = load_source(root).tracks
+    # The album is reached by two links: its files count once, under the first link's path.
+    assert [t.id for t in tracks] == ["albums/again/01.m4a", "albums/again/02.m4a", "single.mp3"]
 
 
 def test_manifests_resolve_paths_beside_themselves(tmp_path: Path) -> None:
@@ -29,13 +55,42 @@ def test_manifests_resolve_paths_beside_themselves(tmp_path: Path) -> None:
     rows = [{"id": "t1", "path": "audio/one.wav"}, {"id": "t2", "path": "/abs/two.mp3"}]
     (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     expected = [Track("t1", tmp_path / "audio/one.wav"), Track("t2", Path("/abs/two.mp3"))]
-    assert load_source(tmp_path / "m.csv") == expected
-    assert load_source(tmp_path / "m.jsonl") == expected
+    assert load_source(tmp_path / "m.csv").tracks == expected
+    assert load_source(tmp_path / "m.jsonl").tracks == expected
+
+
+def test_manifests_with_a_byte_order_mark_or_a_legacy_code_page(tmp_path: Path) -> None:
+    text = "id,path\nBeyoncé – Halo,music/halo.m4a\n"
+    expected = [Track("Beyoncé – Halo", tmp_path / "music/halo.m4a")]
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())  # Excel "CSV UTF-8"
+    assert load_source(tmp_path / "bom.csv").tracks == expected
+    (tmp_path / "bom.jsonl").write_bytes(
+        b"\xef\xbb\xbf" + json.dumps({"id": expected[0].id, "path": "music/halo.m4a"}).encode()
+    )
+    assert load_source(tmp_path / "bom.jsonl").tracks == expected
+    (tmp_path / "excel.csv").write_bytes(text.encode("cp1252"))  # Excel's plain CSV on Windows
+    with pytest.raises(SourceError, match="--encoding"):
+        load_source(tmp_path / "excel.csv")
+    assert load_source(tmp_path / "excel.csv", "cp1252").tracks == expected
+    with pytest.raises(SourceError, match="unknown encoding"):
+        load_source(tmp_path / "excel.csv", "no-such-codec")
+
+
+def test_excel_manifest_of_the_shared_bugs_reads_like_plain_utf8() -> None:
+    manifest = require_bugs() / "18_manifest_excel_utf8_bom.csv"
+    assert manifest.read_bytes().startswith(b"\xef\xbb\xbf")
+    tracks = load_source(manifest).tracks
+    assert tracks and all(track.id and track.path for track in tracks)
 
 
 @pytest.mark.parametrize(
     ("text", "problem"),
-    [("id,path\nt1,a.wav\nt1,b.wav\n", "more than once"), ("id,path\nt1,\n", "lacks")],
+    [
+        ("id,path\nt1,a.wav\nt1,b.wav\n", "more than once"),
+        ("id,path\nt1,\n", "lacks"),
+        ("name,file\nt1,a.wav\n", "must name the columns id and path"),
+        ("id,path\nt1,a\0.wav\n", "NUL byte"),
+    ],
 )
 def test_bad_manifests_are_refused(tmp_path: Path, text: str, problem: str) -> None:
     (tmp_path / "m.csv").write_text(text)

@@ -35,6 +35,18 @@ FORMATS = {
     "opus": (".opus", "OGG", "OPUS"),
     "mp3": (".mp3", "MP3", "MPEG_LAYER_III"),
 }
+# How the service names each of them in ``audio.format`` (container/codec, as FFmpeg decodes it).
+DECODED_FORMATS = {
+    "wav_u8": "WAV/pcm_u8",
+    "wav_16": "WAV/pcm_s16le",
+    "wav_24": "WAV/pcm_s24le",
+    "wav_32": "WAV/pcm_s32le",
+    "wav_float": "WAV/pcm_f32le",
+    "flac": "FLAC/flac",
+    "ogg_vorbis": "Ogg/vorbis",
+    "opus": "Ogg/opus",
+    "mp3": "MP3/mp3",
+}
 # Opus only encodes at 8, 12, 16, 24 or 48 kHz.
 OPUS_RATE = 48000
 

@@ -102,10 +102,10 @@ def test_bad_files_are_reported_and_the_others_tagged(
     assert result.exit_code == 1
     lines = json_lines(result.stdout)
     assert [line["file"] for line in lines] == [str(text), str(good), str(missing)]
-    assert lines[0]["error"]["code"] == "undecodable_audio"
+    assert lines[0]["error"]["code"] == "unsupported_format"
     assert lines[1]["tags"]
     assert lines[2]["error"]["code"] == "unreadable"
-    assert f"{text}: undecodable_audio" in result.stderr
+    assert f"{text}: unsupported_format" in result.stderr
 
 
 def test_unreachable_service_fails_clearly(shared_audio: Path) -> None:

@@ -207,7 +207,7 @@ def test_a_file_that_is_not_audio_shows_the_api_error(
 ) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as client:
         refused = client.post("/v1/tag", files={"file": ("notes.txt", NOT_AUDIO)})
-    assert refused.status_code == 422
+    assert refused.status_code == 415  # unsupported_format: the bytes are no audio container
     message = refused.json()["error"]["message"]
     open_page(page, f"{server.url}/")
     page.set_input_files(
@@ -220,7 +220,7 @@ def test_a_file_that_is_not_audio_shows_the_api_error(
     assert message in error.inner_text()
     assert not page.locator("[data-testid=taggram]").is_visible()
     page.screenshot(path=str(screenshot_path(tmp_path, "web-page-error.png")))
-    assert console.unexpected(f"{FAILED_REQUEST} 422") == []
+    assert console.unexpected(f"{FAILED_REQUEST} 415") == []
 
 
 @pytest.mark.parametrize(

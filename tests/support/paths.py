@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("TAGGRAM_SHARED", ROOT.parent / "shared"))
 SHARED_AUDIO = SHARED / "audio"
 REFERENCE = SHARED_AUDIO / "reference"
+SHARED_BUGS = SHARED / "bugs"
 MODEL_REPOSITORY = Path(os.environ.get("TAGGRAM_MODEL_REPOSITORY", ROOT / "model_repository"))
 
 
@@ -20,6 +21,15 @@ def require_shared() -> Path:
     if not (SHARED_AUDIO / "manifest.csv").is_file():
         pytest.skip(f"{SHARED_AUDIO} is absent: the shared recordings are only on CI/dev machines")
     return SHARED_AUDIO
+
+
+def require_bugs() -> Path:
+    """Return ``../shared/bugs`` (real-world files taggram once got wrong), or skip."""
+    if not (SHARED_BUGS / "README.md").is_file():
+        pytest.skip(
+            f"{SHARED_BUGS} is absent: the real-world bug files are only on CI/dev machines"
+        )
+    return SHARED_BUGS
 
 
 def require_repository() -> Path:

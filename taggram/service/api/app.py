@@ -10,6 +10,7 @@ from importlib.metadata import version
 
 from fastapi import FastAPI
 
+from taggram.service.api.content_encoding import ContentDecodingMiddleware
 from taggram.service.api.errors import install_error_handlers
 from taggram.service.api.middleware import RequestContextMiddleware
 from taggram.service.api.routes import batch, health, models, tag
@@ -62,6 +63,9 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
     app.state.lifecycle = state
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
+    # The largest body any route reads; each route's own limit then counts decoded bytes.
+    inflated = settings.max_upload_bytes * settings.max_batch_files
+    app.add_middleware(ContentDecodingMiddleware, max_bytes=inflated)
     for router in (tag.router, batch.router, models.router, health.router):
         app.include_router(router)
     install_web(app)

@@ -21,7 +21,7 @@ class AudioSummary(BaseModel):
     sample_rate: int = Field(description="the file's own sample rate")
     channels: int = Field(description="the file's channel count (averaged to mono)")
     format: str = Field(
-        description="container/encoding as libsndfile names it, e.g. MP3/MPEG_LAYER_III"
+        description="container/codec as decoded, e.g. MP3/mp3, MP4/aac, WAV/pcm_s16le, Ogg/opus"
     )
 
 
@@ -65,6 +65,11 @@ class TagResponse(BaseModel):
     taggram: Taggram | None = None
     embeddings: Embeddings | None = None
     timings: Timings
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="what went wrong while decoding although audio was tagged, e.g. a stream "
+        "that stops early: where and why (empty when all went well)",
+    )
 
     @classmethod
     def from_result(cls, result: TagResult, request_id: str) -> TagResponse:
@@ -106,6 +111,7 @@ class TagResponse(BaseModel):
             taggram=taggram,
             embeddings=embeddings,
             timings=Timings(**result.timings.milliseconds()),
+            warnings=list(result.audio.warnings),
         )
 
 

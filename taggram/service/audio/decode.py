@@ -1,45 +1,83 @@
-"""Decode any supported container into mono float32 at the model's sample rate.
+"""Decode any accepted container into mono float32 at the model's sample rate, block by block.
 
-The steps reproduce what the original musicnn did through ``librosa.load(file, sr=16000)``:
-libsndfile decodes to float32, channels are averaged, and soxr resamples with its ``HQ`` quality
+The container is recognised from the bytes (:mod:`taggram.formats`: signatures, then FFmpeg's
+probe), checked against the allow-list, and decoded by FFmpeg's libraries through PyAV; the
+per-format measurements behind that choice are in ``docs/audio.md``. The steps reproduce what the
+original musicnn did through ``librosa.load(file, sr=16000)``: samples as float32 (integer PCM
+divided by its full scale, as libsndfile does), channels averaged, soxr's ``HQ`` resampler
 (librosa 0.11's default ``soxr_hq``), the result trimmed or zero-padded to
-``ceil(frames * target / native)`` samples as librosa does. Limits are checked against the file's
-header before anything is decoded, so a tiny file that claims hours of audio costs nothing.
-Decoding is blocking and CPU-bound: callers run :func:`decode` in a worker thread.
+``ceil(frames * target / native)`` samples as librosa does. soxr's streaming resampler gives the
+same samples as its one-shot call, so decoding holds only the 16 kHz output plus one block.
+
+Limits, all counted while the audio streams:
+
+* bytes: ``max_bytes`` of input;
+* native sample rate: at most ``max_sample_rate`` (the cost of decoding and resampling grows
+  with it, not with the file's size);
+* length: the duration limit is enforced on the samples that decode. A header's length refuses
+  early only where it is trustworthy (uncompressed PCM whose declared data fits in the file, a
+  FLAC STREAMINFO whose frame count fits its byte size), so an estimate (an MP3 without a Xing
+  header, two MP3s joined) never refuses a file, and a lying header never buys more than the
+  limit.
+
+A stream that breaks after some audio (truncated, or an Ogg stream without its end-of-stream page)
+is returned with what decoded and a warning saying where and why it stopped; only when nothing
+decodes is it refused. Decoding is blocking and CPU-bound: callers run :func:`decode` in a
+worker thread.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+import av
 import numpy as np
-import soundfile as sf
 import soxr
 
+from taggram.formats import Container, by_demuxer, describe_unknown, id3_size, sniff, supported
 from taggram.service.errors import (
     AudioTooLongError,
     EmptyAudioError,
     InvalidAudioError,
     PayloadTooLargeError,
+    SampleRateTooHighError,
     UndecodableAudioError,
+    UnsupportedFormatError,
 )
 
 AudioSource = bytes | BinaryIO
-# Frames read per block when downmixing, bounding the multichannel buffer to a few MB.
+# Native frames gathered before each resampler call: bounds the per-block buffers to ~1 MB of
+# float32 mono while keeping Python's per-call overhead negligible (MP3 frames are 1152 samples).
 _BLOCK_FRAMES = 1 << 16
+# Bytes read to recognise the container (room for an ID3v2 tag with a small cover image).
+_HEAD_BYTES = 64 * 1024
+# Ogg pages are at most 64 KiB: the last page header lies within this tail.
+_OGG_TAIL_BYTES = 65536 + 27 + 255
+# A header's length disagreeing with what decoded by more than this is reported as a truncation.
+_TRUNCATION_TOLERANCE_SECONDS = 0.1
+# Containers whose header length is exact (not an estimate), for the truncation warning; an MP3's
+# is exact when its first frame is a Xing/Info/VBRI frame, which counts the stream's frames.
+_EXACT_LENGTH = frozenset({"WAV", "Wave64", "AIFF", "AU", "CAF", "FLAC", "MP4"})
+_MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
+# FFmpeg errors that end a stream: broken data, a cut file, an unsupported variant.
+_STREAM_ERRORS = (av.error.FFmpegError, ValueError, EOFError)
 
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What the file's header says about the original audio."""
+    """The upload as decoded: its own rate and channels, the native frames that decoded, the
+    container and codec (e.g. ``MP3/mp3``, ``WAV/pcm_s16le``), and any decoding warnings."""
 
     sample_rate: int
     channels: int
     frames: int
     format: str
+    warnings: tuple[str, ...] = ()
 
     @property
     def duration_seconds(self) -> float:
@@ -59,8 +97,11 @@ class DecodedAudio:
 
 @dataclass(frozen=True)
 class DecodeLimits:
+    """Input bounds: bytes, decoded seconds, native sample rate (Hz)."""
+
     max_bytes: int
     max_duration_seconds: float
+    max_sample_rate: int = 192_000
 
 
 def _as_file(source: AudioSource) -> BinaryIO:
@@ -68,38 +109,248 @@ def _as_file(source: AudioSource) -> BinaryIO:
 
 
 def _byte_size(handle: BinaryIO) -> int:
-    start = handle.tell()
-    size = handle.seek(0, io.SEEK_END) - start
-    handle.seek(start)
+    size = handle.seek(0, io.SEEK_END)
+    handle.seek(0)
     return size
 
 
-def _read_mono(sound: sf.SoundFile) -> np.ndarray:
-    """All frames as float32 mono (mean of channels), without holding the multichannel audio."""
-    mono = np.empty(sound.frames, dtype=np.float32)
-    # A matrix-vector product is the channel mean (bit-identical for mono and stereo) at a
-    # fraction of np.mean's cost over a 2-wide last axis (~1 ms instead of 26 ms for 30 s).
-    weights = np.full(sound.channels, 1.0 / sound.channels, dtype=np.float32)
-    filled = 0
-    for block in sound.blocks(blocksize=_BLOCK_FRAMES, dtype="float32", always_2d=True):
-        np.matmul(block, weights, out=mono[filled : filled + len(block)])
-        filled += len(block)
-    return mono[:filled]
+def _output_size(native_frames: int, native_rate: int, target_rate: int) -> int:
+    return int(np.ceil(native_frames * (float(target_rate) / native_rate)))
 
 
-def resample(waveform: np.ndarray, native_rate: int, target_rate: int) -> np.ndarray:
-    """soxr HQ resampling with librosa's output length (``ceil(n * ratio)``)."""
-    if native_rate == target_rate:
-        return waveform
-    out = soxr.resample(waveform, native_rate, target_rate, quality="HQ")
-    size = int(np.ceil(len(waveform) * (float(target_rate) / native_rate)))
-    if len(out) >= size:
-        return np.ascontiguousarray(out[:size], dtype=np.float32)
-    return np.pad(out, (0, size - len(out))).astype(np.float32, copy=False)
+class _Output:
+    """The resampled signal, written block by block into one buffer sized for the limit.
+
+    The buffer is allocated once for the longest admissible output; pages the decoder never
+    writes are never touched, so only the audio that decodes occupies memory, and no final
+    concatenation doubles it.
+    """
+
+    def __init__(self, native_rate: int, target_rate: int, max_frames: int) -> None:
+        self.native_rate, self.target_rate = native_rate, target_rate
+        self.native_frames = 0
+        self._stream = (
+            None
+            if native_rate == target_rate
+            else soxr.ResampleStream(native_rate, target_rate, 1, dtype="float32", quality="HQ")
+        )
+        # soxr may hand back a few samples more than the ideal length before it is trimmed.
+        capacity = _output_size(max_frames, native_rate, target_rate) + 4096
+        self._buffer = np.empty(capacity, np.float32)
+        self._size = 0
+
+    def _store(self, chunk: np.ndarray) -> None:
+        end = min(self._size + len(chunk), len(self._buffer))
+        self._buffer[self._size : end] = chunk[: end - self._size]
+        self._size = end
+
+    def write(self, mono: np.ndarray, last: bool = False) -> None:
+        self.native_frames += len(mono)
+        if self._stream is None:
+            self._store(mono)
+        else:
+            self._store(self._stream.resample_chunk(mono, last=last))
+
+    def waveform(self) -> np.ndarray:
+        self.write(np.zeros(0, np.float32), last=True)
+        size = _output_size(self.native_frames, self.native_rate, self.target_rate)
+        if self._size < size:
+            self._buffer[self._size : size] = 0.0
+        return self._buffer[:size]
+
+
+@dataclass
+class _Progress:
+    """What the decode loop learnt on the way: frames seen, skipped packets, why it stopped."""
+
+    frames: int = 0
+    skipped_packets: int = 0
+    stopped: str | None = None
+
+
+def _reason(error: Exception) -> str:
+    """FFmpeg's words for ``error``, without its errno and placeholder file name."""
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, Container]:
+    """Open ``handle`` with FFmpeg as the container its bytes show; refuse what is not allowed."""
+    known = sniff(head)
+    try:
+        media = av.open(handle, mode="r", format=known.demuxers[0] if known else None)
+    except _STREAM_ERRORS as error:
+        if known is None:
+            raise UnsupportedFormatError(
+                f"not a supported audio format: the body looks like {describe_unknown(head)}; "
+                f"supported containers: {supported()}"
+            ) from error
+        raise UndecodableAudioError(
+            f"{known.name} file that cannot be read: {_reason(error)}"
+        ) from error
+    container = known or by_demuxer(media.format.name)
+    if container is None:
+        media.close()
+        raise UnsupportedFormatError(
+            f"{media.format.long_name} ({media.format.name}) is not a supported audio format; "
+            f"supported containers: {supported()}"
+        )
+    return media, container
+
+
+def _trusted_frames(stream: av.AudioStream, container: Container, size: int) -> int | None:
+    """The header's length in native frames where it agrees with the byte size, else ``None``."""
+    context = stream.codec_context
+    if container.name == "FLAC" and context.extradata and len(context.extradata) >= 34:
+        # STREAMINFO: block sizes (16+16 bits), frame sizes (24+24), rate/channels/bits/total.
+        _, max_block, min_frame = struct.unpack(">HH3s", context.extradata[:7])
+        total = int.from_bytes(context.extradata[13:18], "big") & ((1 << 36) - 1)
+        smallest = int.from_bytes(min_frame, "big") * math.ceil(total / max(max_block, 1))
+        return total if total and min_frame != b"\0\0\0" and smallest <= size else None
+    if (
+        context.name.startswith("pcm_")
+        and stream.duration
+        and stream.time_base
+        and context.bit_rate
+    ):
+        frames = int(stream.duration * stream.time_base * context.sample_rate)
+        return frames if frames * context.bit_rate / 8 / context.sample_rate <= size else None
+    return None
+
+
+def _declared_seconds(stream: av.AudioStream) -> float | None:
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return float(stream.duration * stream.time_base)
+
+
+def _ogg_unterminated(handle: BinaryIO, size: int) -> bool:
+    """Whether the last Ogg page lacks the end-of-stream flag (an interrupted recording)."""
+    handle.seek(max(0, size - _OGG_TAIL_BYTES))
+    tail = handle.read()
+    last = tail.rfind(b"OggS")
+    return last < 0 or len(tail) <= last + 5 or not tail[last + 5] & 0x04
+
+
+def _frames(
+    media: av.container.InputContainer, stream: av.AudioStream, rate: int, progress: _Progress
+) -> Iterator[np.ndarray]:
+    """Decoded frames as float32 ``[channels, n]`` at ``rate``, until the stream ends or breaks.
+
+    A packet the codec rejects is skipped (as the ffmpeg tool does); a demuxing error ends the
+    stream, recorded in ``progress.stopped``.
+    """
+    converter = av.AudioResampler(format="fltp", rate=rate)
+    packets = media.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            break
+        except _STREAM_ERRORS as error:
+            progress.stopped = _reason(error)
+            break
+        try:
+            frames = packet.decode()
+        except _STREAM_ERRORS:
+            progress.skipped_packets += 1
+            continue
+        for frame in frames:
+            try:
+                converted = converter.resample(frame)
+            except ValueError:  # the layout or rate changed mid-stream (joined files)
+                converter = av.AudioResampler(format="fltp", rate=rate)
+                converted = converter.resample(frame)
+            for piece in converted:
+                yield piece.to_ndarray()
+    for piece in converter.resample(None):
+        yield piece.to_ndarray()
+
+
+def _downmix(planes: np.ndarray) -> np.ndarray:
+    """Mean of the channels: a matrix-vector product, bit-identical to the mean for 1 and 2
+    channels and far cheaper than ``np.mean`` over a short axis."""
+    weights = np.full(planes.shape[0], 1.0 / planes.shape[0], dtype=np.float32)
+    return np.asarray(weights @ planes, dtype=np.float32)
+
+
+def _check_finite(mono: np.ndarray) -> None:
+    if not math.isfinite(float(np.sum(mono, dtype=np.float64))):
+        raise InvalidAudioError("the audio contains NaN or infinite samples")
+
+
+def _stream_into(
+    output: _Output,
+    blocks: Iterator[np.ndarray],
+    max_frames: int,
+    limit_seconds: float,
+    progress: _Progress,
+) -> None:
+    """Downmix and resample ``blocks`` into ``output``, refusing once ``max_frames`` is passed."""
+    pending: list[np.ndarray] = []
+    pending_frames = 0
+    for planes in blocks:
+        mono = _downmix(planes)
+        progress.frames += len(mono)
+        if progress.frames > max_frames:
+            raise AudioTooLongError(
+                f"the audio runs past the limit of {limit_seconds:g} s (refused while decoding)"
+            )
+        pending.append(mono)
+        pending_frames += len(mono)
+        if pending_frames >= _BLOCK_FRAMES:
+            block = np.concatenate(pending)
+            _check_finite(block)
+            output.write(block)
+            pending, pending_frames = [], 0
+    if pending:
+        block = np.concatenate(pending)
+        _check_finite(block)
+        output.write(block)
+
+
+def _exact_length(container: Container, head: bytes) -> bool:
+    """Whether the header's length is a count, not an estimate (see ``_EXACT_LENGTH``)."""
+    if container.name == "MP3":
+        frame = head[id3_size(head) :][:256]
+        return frame[:1] == b"\xff" and any(tag in frame for tag in _MP3_LENGTH_TAGS)
+    return container.name in _EXACT_LENGTH
+
+
+def _warnings(
+    progress: _Progress, stream: av.AudioStream, exact_length: bool, rate: int, tail: bool
+) -> list[str]:
+    decoded = progress.frames / rate
+    warnings = []
+    if progress.stopped is not None:
+        warnings.append(f"decoding stopped at {decoded:.2f} s: {progress.stopped}")
+    if progress.skipped_packets:
+        count = progress.skipped_packets
+        packets = "1 damaged packet was" if count == 1 else f"{count} damaged packets were"
+        warnings.append(f"{packets} skipped: the codec could not decode them")
+    declared = _declared_seconds(stream)
+    if exact_length and declared is not None and declared - decoded > _TRUNCATION_TOLERANCE_SECONDS:
+        warnings.append(
+            f"the file is truncated: its header declares {declared:.2f} s, {decoded:.2f} s decoded"
+        )
+    if tail:
+        warnings.append(
+            f"the Ogg stream ends without its end-of-stream page (an interrupted or live "
+            f"recording): tagged the {decoded:.2f} s that decoded"
+        )
+    return warnings
 
 
 def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> DecodedAudio:
-    """Check size and declared duration, then decode, downmix and resample to ``target_rate``."""
+    """Decode ``source`` (bytes or a seekable binary file, read from its start) to float32 mono
+    at ``target_rate`` Hz.
+
+    Raises :class:`EmptyAudioError` (no bytes), :class:`PayloadTooLargeError` (over
+    ``max_bytes``), :class:`UnsupportedFormatError` (not an accepted container),
+    :class:`SampleRateTooHighError`, :class:`AudioTooLongError` (a trustworthy header, or the
+    decoded audio, over ``max_duration_seconds``), :class:`UndecodableAudioError` (an accepted
+    container from which nothing decodes) and :class:`InvalidAudioError` (no samples, or NaN or
+    infinite samples).
+    """
     handle = _as_file(source)
     size = _byte_size(handle)
     if size == 0:
@@ -108,26 +359,52 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         raise PayloadTooLargeError(
             f"upload of {size} bytes exceeds the limit of {limits.max_bytes}"
         )
-    try:
-        with sf.SoundFile(handle) as sound:
-            info = AudioInfo(
-                sample_rate=sound.samplerate,
-                channels=sound.channels,
-                frames=sound.frames,
-                format=f"{sound.format}/{sound.subtype}",
+    head = handle.read(_HEAD_BYTES)
+    tag = id3_size(head)
+    if tag > len(head) - 16:  # an ID3 tag bigger than the head (cover art): look past it
+        handle.seek(tag)
+        head = handle.read(_HEAD_BYTES) or head  # nothing after it: an ID3 tag means MP3
+    handle.seek(0)
+    media, container = _open(handle, head)
+    with media:
+        if not media.streams.audio:
+            raise UndecodableAudioError(f"the {container.name} file holds no audio stream")
+        stream = media.streams.best("audio")
+        assert isinstance(stream, av.AudioStream)
+        context = stream.codec_context
+        rate, channels = context.sample_rate, context.channels
+        if not rate:
+            raise UndecodableAudioError(f"the {container.name} audio stream has no sample rate")
+        if rate > limits.max_sample_rate:
+            raise SampleRateTooHighError(
+                f"the audio's sample rate of {rate} Hz is above the limit of "
+                f"{limits.max_sample_rate} Hz (TAGGRAM_MAX_SAMPLE_RATE)"
             )
-            if info.duration_seconds > limits.max_duration_seconds:
-                raise AudioTooLongError(
-                    f"audio declares {info.duration_seconds:.1f} s, more than the limit of "
-                    f"{limits.max_duration_seconds:g} s"
-                )
-            mono = _read_mono(sound)
-    except sf.SoundFileError as error:
-        reason = getattr(error, "error_string", str(error))
-        raise UndecodableAudioError(f"not a supported audio file: {reason}") from error
-    if len(mono) == 0:
+        trusted = _trusted_frames(stream, container, size)
+        if trusted is not None and trusted / rate > limits.max_duration_seconds:
+            raise AudioTooLongError(
+                f"audio declares {trusted / rate:.1f} s, more than the limit of "
+                f"{limits.max_duration_seconds:g} s"
+            )
+        max_frames = math.floor(limits.max_duration_seconds * rate)
+        output = _Output(rate, target_rate, max_frames)
+        progress = _Progress()
+        blocks = _frames(media, stream, rate, progress)
+        _stream_into(output, blocks, max_frames, limits.max_duration_seconds, progress)
+        codec = context.codec.name.removesuffix("float")
+    if progress.frames == 0:
+        if progress.stopped is not None or progress.skipped_packets:
+            reason = progress.stopped or "every packet was damaged"
+            raise UndecodableAudioError(
+                f"no audio decodes from the {container.name} file: {reason}"
+            )
         raise InvalidAudioError("the audio contains no samples")
-    if not math.isfinite(float(np.sum(mono, dtype=np.float64))):
-        raise InvalidAudioError("the audio contains NaN or infinite samples")
-    waveform = resample(mono, info.sample_rate, target_rate)
-    return DecodedAudio(info=info, waveform=waveform, sample_rate=target_rate)
+    tail = container.name == "Ogg" and _ogg_unterminated(handle, size)
+    info = AudioInfo(
+        sample_rate=rate,
+        channels=channels,
+        frames=progress.frames,
+        format=f"{container.name}/{codec}",
+        warnings=tuple(_warnings(progress, stream, _exact_length(container, head), rate, tail)),
+    )
+    return DecodedAudio(info=info, waveform=output.waveform(), sample_rate=target_rate)

@@ -1,0 +1,120 @@
+"""Compressed request bodies: ``Content-Encoding: gzip`` and ``deflate`` are decoded on the fly.
+
+An ASGI middleware wraps ``receive`` so every route (raw bodies and multipart forms alike) reads
+the decompressed body, chunk by chunk, never more than ``max_bytes`` of it: a compression bomb is
+refused with :class:`PayloadTooLargeError` as soon as its output passes the limit, having
+inflated at most one chunk past it. The routes' own limits then count decompressed bytes, as
+they arrive. ``identity`` passes through; any other coding (``br``, ``zstd``, ``compress``, a
+chain of codings) is refused with :class:`UnsupportedContentEncodingError` naming it. Both errors
+are raised from the route's first read of the body, where the error handlers answer them.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from taggram.service.errors import PayloadTooLargeError, UnsupportedContentEncodingError
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# zlib window bits: gzip framing, and zlib framing, which RFC 9110 calls "deflate". Some clients
+# send raw deflate data under that name; it is tried when the zlib header is absent.
+_WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+# Most bytes inflated per zlib call, so one small chunk cannot expand into gigabytes at once.
+_INFLATE_STEP = 1 << 20
+
+
+class _Inflater:
+    """Decompresses one body's chunks, counting the output against ``max_bytes``."""
+
+    def __init__(self, coding: str, max_bytes: int) -> None:
+        self._coding = coding
+        self._wbits = _WBITS[coding]
+        self._zlib = zlib.decompressobj(self._wbits)
+        self._max_bytes = max_bytes
+        self._size = 0
+        self._started = False
+
+    def _inflate(self, data: bytes) -> bytes:
+        if not self._started and self._coding == "deflate" and data:
+            self._started = True
+            if (data[0] & 0x0F != 8) or int.from_bytes(data[:2], "big") % 31:
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, no zlib header
+        pieces = []
+        while data:
+            piece = self._zlib.decompress(data, _INFLATE_STEP)
+            self._size += len(piece)
+            if self._size > self._max_bytes:
+                raise PayloadTooLargeError(
+                    f"the {self._coding}-encoded body inflates past the limit of "
+                    f"{self._max_bytes} bytes"
+                )
+            pieces.append(piece)
+            data = self._zlib.unconsumed_tail
+        return b"".join(pieces)
+
+    def feed(self, data: bytes, more: bool) -> bytes:
+        try:
+            out = self._inflate(data)
+            if not more:
+                out += self._zlib.flush()
+        except zlib.error as error:
+            raise UnsupportedContentEncodingError(
+                f"the body is not valid {self._coding} data ({error})"
+            ) from error
+        if not more and not self._zlib.eof:
+            raise UnsupportedContentEncodingError(f"the {self._coding}-encoded body is truncated")
+        return out
+
+
+class ContentDecodingMiddleware:
+    """Serves every route the decoded body of a gzip/deflate request (see the module docs)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        coding = b",".join(v for k, v in headers if k == b"content-encoding").decode("latin-1")
+        coding = coding.strip().lower()
+        if coding in ("", "identity"):
+            await self.app(scope, receive, send)
+            return
+        # The app sees a body without a coding whose length is not known in advance.
+        kept = [(k, v) for k, v in headers if k not in (b"content-encoding", b"content-length")]
+        scope = {**scope, "headers": kept}
+        if coding not in _WBITS:
+            await self.app(scope, _refuse(coding), send)
+            return
+        await self.app(scope, _inflating(receive, _Inflater(coding, self.max_bytes)), send)
+
+
+def _refuse(coding: str) -> Receive:
+    async def receive() -> Message:
+        raise UnsupportedContentEncodingError(
+            f"Content-Encoding {coding!r} is not supported: send the body as is (identity), "
+            "or compressed with gzip or deflate"
+        )
+
+    return receive
+
+
+def _inflating(receive: Receive, inflater: _Inflater) -> Receive:
+    async def wrapped() -> Message:
+        message = await receive()
+        if message["type"] == "http.request":
+            more = bool(message.get("more_body", False))
+            message = {**message, "body": inflater.feed(message.get("body", b""), more)}
+        return message
+
+    return wrapped
