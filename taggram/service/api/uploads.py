@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.datastructures import FormData
+from starlette.requests import Request
 
 from taggram.service.errors import InvalidOptionsError, PayloadTooLargeError
 from taggram.service.tagging import TagOptions
@@ -20,6 +21,17 @@ def check_content_length(headers: Any, limit: int) -> None:
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(f"request of {declared} bytes exceeds the limit of {limit}")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, counted while it arrives so an oversized one stops early."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def options_from_form(form: FormData, file_field: str, options: TagOptions) -> TagOptions:
@@ -38,13 +50,16 @@ def multipart_request_body(
 ) -> dict[str, Any]:
     """The OpenAPI ``requestBody`` of an upload route (FastAPI cannot infer it from ``Request``)."""
     binary = {"type": "string", "format": "binary"}
-    schema = {"type": "array", "items": binary} if many else binary
+    schema = {"type": "array", "items": binary, "minItems": 1} if many else binary
+    # The options may come as form fields too; nothing else is accepted.
+    options = TagOptions.model_json_schema()["properties"]
     content: dict[str, Any] = {
         "multipart/form-data": {
             "schema": {
                 "type": "object",
                 "required": [file_field],
-                "properties": {file_field: schema},
+                "properties": {file_field: schema, **options},
+                "additionalProperties": False,
             }
         },
         **(raw_content or {}),
