@@ -222,17 +222,22 @@ class Tagger:
             patches=Patches(decoded.waveform, meta.patch, plan),
         )
 
-    async def tag(self, source: AudioSource | Path, options: TagOptions) -> TagResult:
-        """Tag one audio file (bytes, an open binary file, or a path)."""
-        started = time.perf_counter()
+    def check(self, options: TagOptions) -> tuple[ModelMetadata, int]:
+        """The model ``options`` name and their hop in samples, once the options are known to
+        suit that model; raises :class:`ModelNotFoundError` or :class:`InvalidOptionsError`."""
         meta = self.model(options.model)
-        batcher = self._batcher(meta)
         if options.embeddings is not None and options.embeddings not in meta.embedding_outputs:
             raise InvalidOptionsError(
                 f"{meta.name} has no embedding {options.embeddings!r}; "
                 f"choose one of {meta.embedding_outputs}"
             )
-        hop = hop_samples(meta.patch, meta.sample_rate, options.hop)
+        return meta, hop_samples(meta.patch, meta.sample_rate, options.hop)
+
+    async def tag(self, source: AudioSource | Path, options: TagOptions) -> TagResult:
+        """Tag one audio file (bytes, an open binary file, or a path)."""
+        started = time.perf_counter()
+        meta, hop = self.check(options)
+        batcher = self._batcher(meta)
         prepared = await asyncio.to_thread(self._prepare, source, meta, hop)
         decoded_at = time.perf_counter()
         batch = await batcher.infer(prepared.patches)

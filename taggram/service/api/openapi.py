@@ -21,6 +21,8 @@ from taggram.service.api.errors import PROBLEM_JSON
 from taggram.service.api.schemas import Problem
 from taggram.service.tagging import TagOptions
 
+# Path parameters that name a served model.
+_MODEL_PATH_PARAMETERS = ("name", "model_name")
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _DESCRIPTIONS = {
     400: "Malformed request: no audio, a malformed multipart body, or a tensor that does not "
@@ -117,6 +119,7 @@ def _secure(document: dict[str, Any], enabled: bool) -> None:
 def option_constraints(models: Iterable[ModelMetadata]) -> dict[str, dict[str, Any]]:
     """JSON-schema updates for the options that every served model accepts.
 
+    ``model``: the served models' names as examples (a free string: models come and go).
     ``embeddings``: the enum of every model's embedding names (one a model lacks is still a 422).
     ``hop``: from one sample to the shortest patch span among the models, the range in which the
     hop is valid for any of them.
@@ -128,6 +131,7 @@ def option_constraints(models: Iterable[ModelMetadata]) -> dict[str, dict[str, A
     longest_sample = max(1 / meta.sample_rate for meta in served)
     shortest_span = min(meta.patch.span_samples / meta.sample_rate for meta in served)
     return {
+        "model": {"examples": sorted(meta.name for meta in served)},
         "embeddings": {"enum": names} if names else {},
         "hop": {"minimum": longest_sample, "maximum": shortest_span},
     }
@@ -152,6 +156,8 @@ def _constrain_options(document: dict[str, Any], constraints: dict[str, dict[str
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
                 name = parameter["name"]
+                if parameter["in"] == "path" and name in _MODEL_PATH_PARAMETERS:
+                    parameter["schema"].update(constraints.get("model", {}))
                 if parameter["in"] == "query" and name in names:
                     parameter["schema"] = _option_schema(
                         parameter["schema"], constraints.get(name, {})

@@ -1,7 +1,8 @@
 """What ``/v1/tag`` and ``/v1/tag/batch`` share in reading uploads: limits, form options, docs.
 
-Both accept multipart uploads whose extra form fields are options (query values win), and both
-refuse an oversized request from its ``Content-Length`` before reading a byte of it.
+Both accept multipart uploads whose extra form fields are options (given in the query too, they
+must agree), and both refuse an oversized request from its ``Content-Length`` before reading a
+byte of it.
 """
 
 from __future__ import annotations
@@ -35,14 +36,27 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def options_from_form(form: FormData, file_field: str, options: TagOptions) -> TagOptions:
-    """Merge the form's non-file fields into ``options``; query values (already set) win."""
+    """Merge the form's non-file fields into ``options`` (the query's).
+
+    An option may be given in either place; given in both, the values must agree, so that no
+    value the request carries is silently ignored.
+    """
     fields = {key: value for key, value in form.items() if key != file_field}
     if not fields:
         return options
     try:
-        return TagOptions.model_validate({**fields, **options.model_dump(exclude_unset=True)})
+        from_form = TagOptions.model_validate(fields)
     except ValidationError as error:
         raise InvalidOptionsError(str(error)) from error
+    query, form_values = options.model_dump(exclude_unset=True), from_form.model_dump()
+    clashes = sorted(
+        name for name in query.keys() & fields.keys() if query[name] != form_values[name]
+    )
+    if clashes:
+        raise InvalidOptionsError(
+            f"options {clashes} are given in the query and the form with different values"
+        )
+    return TagOptions.model_validate({**from_form.model_dump(exclude_unset=True), **query})
 
 
 def multipart_request_body(

@@ -41,7 +41,7 @@ _REQUEST_BODY = multipart_request_body(FIELD, many=True)
 async def _read_form(
     request: Request, options: TagOptions, max_files: int, max_bytes: int
 ) -> tuple[list[UploadFile], TagOptions]:
-    """The uploads of field ``files``, and the options (query values win over form fields)."""
+    """The uploads of field ``files``, and the options (from the query and the form fields)."""
     check_content_length(request.headers, max_bytes)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "multipart/form-data":
@@ -99,7 +99,7 @@ async def tag_batch(
         settings.max_batch_files,
         settings.max_upload_bytes * settings.max_batch_files,
     )
-    tagger.model(options.model)  # an unknown model fails the request, not each file
+    tagger.check(options)  # an unknown model or bad options fail the request, not each file
     request_id: str = request.state.request_id
     slots = asyncio.Semaphore(settings.batch_files_in_flight)
     files = (_tag_one(tagger, upload, options, request_id, slots) for upload in uploads)

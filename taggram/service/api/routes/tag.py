@@ -37,7 +37,7 @@ _REQUEST_BODY = multipart_request_body(
 
 
 async def _read_upload(request: Request, options: TagOptions) -> tuple[AudioSource, TagOptions]:
-    """The multipart ``file`` field; other form fields are options (query values win)."""
+    """The multipart ``file`` field; other form fields are options (the query's must agree)."""
     form = await request.form(max_files=1, max_fields=len(TagOptions.model_fields) + 1)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
