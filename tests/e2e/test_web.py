@@ -208,7 +208,7 @@ def test_a_file_that_is_not_audio_shows_the_api_error(
     with httpx.Client(base_url=server.url, timeout=60) as client:
         refused = client.post("/v1/tag", files={"file": ("notes.txt", NOT_AUDIO)})
     assert refused.status_code == 415  # unsupported_format: the bytes are no audio container
-    message = refused.json()["error"]["message"]
+    message = refused.json()["detail"]
     open_page(page, f"{server.url}/")
     page.set_input_files(
         "[data-testid=file-input]",
