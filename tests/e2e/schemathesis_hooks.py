@@ -3,7 +3,8 @@
 The OpenAPI document can only say that an upload is ``format: binary``; what makes it acceptable
 (decodable audio) no schema expresses. Generating real audio (random noise and tones in WAV and
 FLAC, any rate and channel count, under one patch long) lets positive cases reach the models and
-their 200 answers be checked against the response schemas. Loaded by ``schemathesis.toml``.
+their 200 answers be checked against the response schemas. ``tests/e2e/schemathesis.toml``
+loads this module.
 """
 
 from __future__ import annotations
