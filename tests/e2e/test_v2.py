@@ -120,3 +120,26 @@ def test_tensors_that_do_not_fit_are_refused_with_400(
     assert "waveform" in _refused(v2, key, "MTT_musicnn", wrong_name).message()
     missing = _refused(v2, key, "no_such_model", short)
     assert missing.status() == "404"
+
+
+def test_a_pinned_version_is_served_and_any_other_is_404(
+    v2: triton.InferenceServerClient, key: dict[str, str]
+) -> None:
+    [version] = v2.get_model_metadata("MTT_sample_cnn", headers=dict(key))["versions"]
+    pinned = v2.get_model_metadata("MTT_sample_cnn", model_version=version, headers=dict(key))
+    assert pinned["name"] == "MTT_sample_cnn"
+    assert v2.is_model_ready("MTT_sample_cnn", model_version=version, headers=dict(key))
+    assert not v2.is_model_ready("MTT_sample_cnn", model_version="999", headers=dict(key))
+    batch = np.full((1, 59049), 0.01, np.float32)
+    tensor = triton.InferInput("waveform", [1, 59049], "FP32")
+    tensor.set_data_from_numpy(batch)
+    result = v2.infer("MTT_sample_cnn", [tensor], model_version=version, headers=dict(key))
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"),
+        _reference("MTT_sample_cnn", batch)["probabilities"],
+        atol=1e-5,
+        rtol=0,
+    )
+    with pytest.raises(InferenceServerException) as refused:
+        v2.infer("MTT_sample_cnn", [tensor], model_version="999", headers=dict(key))
+    assert refused.value.status() == "404"

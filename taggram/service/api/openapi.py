@@ -132,6 +132,7 @@ def option_constraints(models: Iterable[ModelMetadata]) -> dict[str, dict[str, A
     shortest_span = min(meta.patch.span_samples / meta.sample_rate for meta in served)
     return {
         "model": {"examples": sorted(meta.name for meta in served)},
+        "model_version": {"examples": sorted({meta.version for meta in served})},
         "embeddings": {"enum": names} if names else {},
         "hop": {"minimum": longest_sample, "maximum": shortest_span},
     }
@@ -158,6 +159,8 @@ def _constrain_options(document: dict[str, Any], constraints: dict[str, dict[str
                 name = parameter["name"]
                 if parameter["in"] == "path" and name in _MODEL_PATH_PARAMETERS:
                     parameter["schema"].update(constraints.get("model", {}))
+                if parameter["in"] == "path" and name == "model_version":
+                    parameter["schema"].update(constraints.get("model_version", {}))
                 if parameter["in"] == "query" and name in names:
                     parameter["schema"] = _option_schema(
                         parameter["schema"], constraints.get(name, {})

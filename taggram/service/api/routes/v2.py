@@ -348,19 +348,22 @@ _INFER_BODY = {
 }
 
 
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the outputs; with binary outputs, the JSON response then the bytes "
+        f"(`{HEADER_LENGTH}` gives the JSON's length)",
+        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+    },
+    **problems(400, 404, 413, 429, 500, 503),
+}
+
+
 @router.post(
     "/models/{model_name}/infer",
     operation_id="v2_model_infer",
     response_model=InferenceResponse,
     summary="Run ready-made model inputs (FP32 [batch, patch samples])",
-    responses={
-        200: {
-            "description": "the outputs; with binary outputs, the JSON response then the bytes "
-            f"(`{HEADER_LENGTH}` gives the JSON's length)",
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
-        },
-        **problems(400, 404, 413, 429, 500, 503),
-    },
+    responses=_INFER_RESPONSES,
     openapi_extra=_INFER_BODY,
 )
 async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep) -> Response:
@@ -375,3 +378,60 @@ async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep
     _wanted(infer_request, meta)  # refuse unknown outputs before queueing any work
     outputs = await unless_disconnected(request, tagger.infer(meta.name, patches))
     return _answer(infer_request, meta, outputs)
+
+
+# The same operations for one version of a model (what clients that pin a version call): a
+# taggram model serves the one version its metadata names; any other is 404.
+ModelVersion = Annotated[str, Path(description="the model's version, as its metadata gives it")]
+_VERSIONED = "/models/{model_name}/versions/{model_version}"
+
+
+def _check_version(tagger: Tagger, name: str, model_version: str) -> None:
+    meta = _model(tagger, name)
+    if model_version != meta.version:
+        raise ModelNotFoundError(
+            f"{meta.name} has no version {model_version!r}; it serves {meta.version!r}"
+        )
+
+
+@router.get(
+    _VERSIONED,
+    operation_id="v2_model_version_metadata",
+    response_model=ModelMetadataV2,
+    summary="A model's tensors, for one version",
+    responses=problems(404, 503),
+)
+async def model_version_metadata(
+    model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
+) -> ModelMetadataV2:
+    _check_version(tagger, model_name, model_version)
+    return await model_metadata(model_name, tagger)
+
+
+@router.get(
+    f"{_VERSIONED}/ready",
+    operation_id="v2_model_version_ready",
+    response_class=Response,
+    summary="Whether one version of a model is loaded and can infer",
+    responses={**_EMPTY_200, **problems(404, 503)},
+)
+async def model_version_ready(
+    model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
+) -> Response:
+    _check_version(tagger, model_name, model_version)
+    return await model_ready(model_name, tagger)
+
+
+@router.post(
+    f"{_VERSIONED}/infer",
+    operation_id="v2_model_version_infer",
+    response_model=InferenceResponse,
+    summary="Run ready-made model inputs on one version of a model",
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_BODY,
+)
+async def model_version_infer(
+    model_name: ModelName, model_version: ModelVersion, request: Request, tagger: TaggerDep
+) -> Response:
+    _check_version(tagger, model_name, model_version)
+    return await model_infer(model_name, request, tagger)
