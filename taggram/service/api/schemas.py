@@ -158,7 +158,7 @@ class LegacyError(BaseModel):
 
     code: str
     message: str
-    request_id: str | None
+    request_id: str | None = None
 
 
 class Problem(BaseModel):
@@ -175,7 +175,7 @@ class Problem(BaseModel):
     detail: str = Field(description="what went wrong with this request")
     instance: str = Field(description="the request path")
     code: str = Field(description="stable machine-readable error code, e.g. overloaded")
-    request_id: str | None = Field(description="this request's id (X-Request-ID)")
+    request_id: str | None = Field(None, description="this request's id (X-Request-ID)")
     retryable: bool = Field(description="whether the same request may succeed later")
     errors: list[FieldProblem] | None = Field(None, description="each invalid field (422)")
     error: str | LegacyError | None = Field(
