@@ -146,8 +146,9 @@ def test_a_pinned_version_is_served_and_any_other_is_404(
     assert refused.value.status() == "404"
 
 
-def test_json_tensors_are_capped_in_elements_and_bytes(secured_server: SecuredServer) -> None:
-    """Over ``TAGGRAM_MAX_JSON_TENSOR_ELEMENTS`` (1 Mi by default) a JSON tensor gets 413."""
+def test_json_tensors_and_bodies_are_capped(secured_server: SecuredServer) -> None:
+    """Over ``TAGGRAM_MAX_JSON_TENSOR_ELEMENTS`` (1 Mi by default) a JSON tensor gets 413, and so
+    does a body over ``TAGGRAM_MAX_UPLOAD_BYTES`` (32 MiB here), as on /v1."""
     headers = {"X-API-Key": secured_server.tag_key}
     url = f"{secured_server.url}/v2/models/MTT_musicnn/infer"
     rows = (1 << 20) // 48128 + 1  # one row more than the cap allows
@@ -156,7 +157,6 @@ def test_json_tensors_are_capped_in_elements_and_bytes(secured_server: SecuredSe
     refused = httpx.post(url, json=big, headers=headers)
     assert (refused.status_code, refused.json()["code"]) == (413, "payload_too_large")
     assert "binary tensor extension" in refused.json()["error"]
-    # A JSON body far beyond what the cap's numbers could take is refused before parsing.
-    padding = b" " * (40 * (1 << 20))
+    padding = b" " * (33 * (1 << 20))
     flooded = httpx.post(url, content=b'{"inputs": []}' + padding, headers=headers, timeout=60)
     assert (flooded.status_code, flooded.json()["code"]) == (413, "payload_too_large")
