@@ -5,10 +5,12 @@ Tagging is a pure function of the audio and the options, so every call is safe t
 clients retry connection failures, 429 (queue full) and 502/503/504 (starting, draining, behind a
 proxy) with exponential backoff, waiting what a ``Retry-After`` header asks for when there is one.
 Other failures raise at once as :class:`RequestRejectedError` (4xx: the file or the options are at
-fault) or :class:`ServiceError` (5xx), carrying the service's error code.
+fault; :class:`AuthenticationFailedError` for a missing, unknown or too weak API key) or
+:class:`ServiceError` (5xx), carrying the service's error code from its RFC 9457 problem body
+(``application/problem+json``: ``code``, ``detail``, ``request_id``).
 
-    with TaggramClient("http://localhost:8000") as client:
-        result = client.tag("song.mp3", model="MTT_vgg", top_k=5)
+    with TaggramClient("http://localhost:8000", api_key=os.environ.get("TAGGRAM_API_KEY")) as c:
+        result = c.tag("song.mp3", model="MTT_vgg", top_k=5)
 """
 
 from __future__ import annotations
@@ -35,15 +37,23 @@ class TaggramClientError(Exception):
 
 
 class APIError(TaggramClientError):
-    """The service answered with an error envelope ``{"error": {"code", "message", ...}}``."""
+    """The service answered with an error: ``code`` and ``message`` (the problem's ``detail``),
+    ``request_id`` to find it in the service's logs, and the whole problem ``body``."""
 
-    def __init__(self, status: int, code: str, message: str, body: Any = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, body: Any = None, request_id: str | None = None
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status, self.code, self.message, self.body = status, code, message, body
+        self.request_id = request_id
 
 
 class RequestRejectedError(APIError):
     """4xx: this file or these options will fail every time (undecodable, too long, bad model)."""
+
+
+class AuthenticationFailedError(RequestRejectedError):
+    """401 or 403: no API key, an unknown one, or one whose scope does not allow the call."""
 
 
 class ServiceError(APIError):
@@ -87,20 +97,49 @@ class RetryPolicy:
         return None
 
 
+def _problem(body: Any) -> tuple[str, str, str | None]:
+    """``(code, message, request_id)`` of an error body: an RFC 9457 problem, or the envelope
+    ``{"error": {"code", "message", "request_id"}}`` of taggram 0.1 servers."""
+    if isinstance(body, dict) and "code" in body and "detail" in body:
+        request_id = body.get("request_id")
+        return (
+            str(body["code"]),
+            str(body["detail"]),
+            None if request_id is None else str(request_id),
+        )
+    error = body["error"]
+    request_id = error.get("request_id")
+    return (
+        str(error["code"]),
+        str(error["message"]),
+        None if request_id is None else str(request_id),
+    )
+
+
 def _checked(outcome: httpx.Response | httpx.TransportError) -> Any:
     """The JSON body of a success; the typed error for anything else."""
     if isinstance(outcome, httpx.TransportError):
         raise ConnectionFailedError(f"{outcome.request.url}: {outcome!r}") from outcome
     if outcome.is_success:
         return outcome.json()
+    request_id: str | None
     try:
         body = outcome.json()
-        error = body["error"]
-        code, message = str(error["code"]), str(error["message"])
-    except (ValueError, KeyError, TypeError):
+        code, message, request_id = _problem(body)
+    except (ValueError, KeyError, TypeError, AttributeError):
         body, code, message = outcome.text, f"http_{outcome.status_code}", outcome.text[:500]
-    kind = RequestRejectedError if 400 <= outcome.status_code < 500 else ServiceError
-    raise kind(outcome.status_code, code, message, body)
+        request_id = outcome.headers.get("X-Request-ID")
+    kind: type[APIError] = ServiceError
+    if outcome.status_code in (401, 403):
+        kind = AuthenticationFailedError
+    elif 400 <= outcome.status_code < 500:
+        kind = RequestRejectedError
+    raise kind(outcome.status_code, code, message, body, request_id)
+
+
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The ``Authorization: Bearer`` header that sends ``api_key`` (none without a key)."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 def _query(options: dict[str, Any]) -> dict[str, str]:
@@ -128,7 +167,10 @@ def _batch_files(items: Sequence[BatchItem]) -> list[tuple[str, tuple[str, bytes
 
 
 class TaggramClient:
-    """Blocking client; one connection pool, so reuse one instance (``with`` closes it)."""
+    """Blocking client; one connection pool, so reuse one instance (``with`` closes it).
+
+    ``api_key``: sent as ``Authorization: Bearer <key>`` when the service requires keys.
+    """
 
     def __init__(
         self,
@@ -137,9 +179,12 @@ class TaggramClient:
         retry: RetryPolicy | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         http: httpx.Client | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._http = http or httpx.Client(base_url=url, timeout=timeout)
+        self._http = http or httpx.Client(
+            base_url=url, timeout=timeout, headers=auth_headers(api_key)
+        )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         attempt = 0
@@ -203,10 +248,13 @@ class AsyncTaggramClient:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         http: httpx.AsyncClient | None = None,
         max_connections: int = 100,
+        api_key: str | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
         limits = httpx.Limits(max_connections=max_connections)
-        self._http = http or httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
+        self._http = http or httpx.AsyncClient(
+            base_url=url, timeout=timeout, limits=limits, headers=auth_headers(api_key)
+        )
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         attempt = 0

@@ -39,6 +39,14 @@ def catalogue(
     url: Annotated[
         str | None, typer.Option(envvar="TAGGRAM_URL", help="service URL (or use --local)")
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TAGGRAM_API_KEY",
+            help="API key for a service with keys on (prefer the environment variable)",
+            show_default=False,
+        ),
+    ] = None,
     local: Annotated[
         bool, typer.Option(help="tag in-process on the local model repository, no server")
     ] = False,
@@ -99,7 +107,7 @@ def catalogue(
         backend = local_backend.LocalBackend(settings, options, retry)
     else:
         assert url is not None
-        backend = RemoteBackend(url, options, retry, connections=concurrency)
+        backend = RemoteBackend(url, options, retry, connections=concurrency, api_key=api_key)
     fmt = output_format or infer_format(output)
     summary = asyncio.run(
         run(

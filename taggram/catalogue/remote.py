@@ -26,9 +26,18 @@ from taggram.client import (
 class RemoteBackend:
     """Tags through ``POST /v1/tag`` of a running service (retries are the client's)."""
 
-    def __init__(self, url: str, options: JobOptions, retry: RetryPolicy, connections: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        options: JobOptions,
+        retry: RetryPolicy,
+        connections: int,
+        api_key: str | None = None,
+    ) -> None:
         self.options = options
-        self.client = AsyncTaggramClient(url, retry=retry, max_connections=connections)
+        self.client = AsyncTaggramClient(
+            url, retry=retry, max_connections=connections, api_key=api_key
+        )
 
     async def tag(self, track: Track) -> Record:
         """Tag one track; never raises: unreadable files, refusals and an unreachable service become

@@ -100,6 +100,24 @@ class NotReadyError(TaggramError):
     retryable = True
 
 
+class InvalidTensorError(TaggramError):
+    """An Open Inference Protocol tensor does not fit the model (name, datatype, shape, data)."""
+
+    code = "invalid_tensor"
+
+
+class AuthenticationError(TaggramError):
+    """No API key, or one the service does not know, while keys are required."""
+
+    code = "unauthorized"
+
+
+class PermissionDeniedError(TaggramError):
+    """A known API key whose scope does not allow the operation (e.g. ``tag`` on an admin route)."""
+
+    code = "forbidden"
+
+
 class InferenceFailedError(TaggramError):
     """ONNX Runtime failed on a batch: a server fault, reported to that batch's requests only."""
 

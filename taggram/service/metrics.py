@@ -74,3 +74,13 @@ ERRORS = Counter(
 MODEL_INFO = Gauge(
     "taggram_model_info", "loaded models (value 1)", ["model", "version", "provider"]
 )
+API_KEY_REQUESTS = Counter(
+    "taggram_api_key_requests_total",
+    "authenticated requests, by API key id (12 hex digits of the key's SHA-256, never the key)",
+    ["key_id"],
+)
+AUTH_FAILURES = Counter(
+    "taggram_auth_failures_total",
+    "requests refused by authentication: missing or unknown key (401), or scope (403)",
+    ["reason"],
+)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taggram.repository import DEFAULT_REPOSITORY
@@ -80,6 +80,28 @@ class Settings(BaseSettings):
         "(e.g. /taggram): the web page, /docs and the OpenAPI schema use it in their links",
     )
 
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated API keys, each `key` (scope tag) or `key:admin`; "
+        "any key turns authentication on for /v1 and /v2",
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="file of API keys, one `key[:scope]` a line (`#` comments), e.g. a "
+        "mounted Kubernetes Secret; read at start-up, added to TAGGRAM_API_KEYS",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="comma-separated origins allowed to call the API from a browser "
+        "(`*` for any); empty: CORS off",
+    )
+    max_json_tensor_elements: int = Field(
+        1 << 20,
+        ge=1,
+        description="most tensor elements of a JSON /v2 inference request (binary tensors "
+        "are bounded by max_upload_bytes)",
+    )
+
     @field_validator("root_path")
     @classmethod
     def _prefix(cls, value: str) -> str:
@@ -89,7 +111,7 @@ class Settings(BaseSettings):
             raise ValueError(f"root_path must start with '/', got {value!r}")
         return value
 
-    @field_validator("models", "providers", mode="before")
+    @field_validator("models", "providers", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

@@ -26,11 +26,17 @@ from taggram.service.audio.decode import AudioInfo, AudioSource, DecodeLimits, d
 from taggram.service.audio.patching import (
     Patches,
     PatchPlan,
+    TensorPatches,
     clip_average,
     hop_samples,
     plan_patches,
 )
-from taggram.service.errors import InvalidOptionsError, ModelNotFoundError, NotReadyError
+from taggram.service.errors import (
+    InvalidOptionsError,
+    ModelNotFoundError,
+    NotReadyError,
+    TooManyPatchesError,
+)
 from taggram.service.inference.batcher import Batcher
 from taggram.service.inference.session import ModelSession, choose_providers
 from taggram.service.settings import Settings
@@ -47,14 +53,22 @@ class TagOptions(BaseModel):
     model: str | None = Field(None, description="model name (default: the service's default)")
     top_k: int | None = Field(None, ge=1, description="return only the k best tags")
     threshold: float | None = Field(
-        None, ge=0, le=1, description="return only tags with at least this probability"
+        None,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="return only tags with at least this probability",
     )
     taggram: bool = Field(False, description="include per-patch probabilities")
     embeddings: str | None = Field(
         None, description="embedding layer to return (see the model's embedding_outputs)"
     )
     hop: float | None = Field(
-        None, gt=0, description="seconds between patch starts (default: the patch length)"
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds between patch starts, from one sample to one patch "
+        "(default: the patch length)",
     )
 
 
@@ -168,6 +182,33 @@ class Tagger:
     ) -> None:
         await self.stop()
 
+    def _batcher(self, meta: ModelMetadata) -> Batcher:
+        if meta.name not in self._batchers:
+            raise NotReadyError("models are still loading")
+        return self._batchers[meta.name]
+
+    def is_loaded(self, name: str) -> bool:
+        """Whether the model's session is warm and its batcher running."""
+        return name in self._batchers
+
+    async def infer(self, name: str, patches: np.ndarray) -> dict[str, np.ndarray]:
+        """Run ready-made model inputs through the model's batcher (the ``/v2`` path).
+
+        ``patches``: float32 ``[batch, samples]``, ``samples`` the model's patch length, finite.
+        Returns every model output, ``[batch, ...]``. Raises :class:`ModelNotFoundError`,
+        :class:`TooManyPatchesError` (more rows than the queue can hold),
+        :class:`OverloadedError` and :class:`NotReadyError` like :meth:`tag`.
+        """
+        meta = self.model(name)
+        batcher = self._batcher(meta)
+        if len(patches) > self.settings.max_queue_patches:
+            raise TooManyPatchesError(
+                f"{len(patches)} patches is more than the limit of "
+                f"{self.settings.max_queue_patches}"
+            )
+        result = await batcher.infer(TensorPatches(patches))
+        return result.outputs
+
     def _prepare(self, source: AudioSource | Path, meta: ModelMetadata, hop: int) -> _Prepared:
         """Blocking part before inference (runs in a worker thread): decode and cut patches."""
         opened = source.open("rb") if isinstance(source, Path) else nullcontext(source)
@@ -181,21 +222,24 @@ class Tagger:
             patches=Patches(decoded.waveform, meta.patch, plan),
         )
 
-    async def tag(self, source: AudioSource | Path, options: TagOptions) -> TagResult:
-        """Tag one audio file (bytes, an open binary file, or a path)."""
-        started = time.perf_counter()
+    def check(self, options: TagOptions) -> tuple[ModelMetadata, int]:
+        """The model ``options`` name and their hop in samples, once the options are known to
+        suit that model; raises :class:`ModelNotFoundError` or :class:`InvalidOptionsError`."""
         meta = self.model(options.model)
-        if meta.name not in self._batchers:
-            raise NotReadyError("models are still loading")
         if options.embeddings is not None and options.embeddings not in meta.embedding_outputs:
             raise InvalidOptionsError(
                 f"{meta.name} has no embedding {options.embeddings!r}; "
                 f"choose one of {meta.embedding_outputs}"
             )
-        hop = hop_samples(meta.patch, meta.sample_rate, options.hop)
+        return meta, hop_samples(meta.patch, meta.sample_rate, options.hop)
+
+    async def tag(self, source: AudioSource | Path, options: TagOptions) -> TagResult:
+        """Tag one audio file (bytes, an open binary file, or a path)."""
+        started = time.perf_counter()
+        meta, hop = self.check(options)
+        batcher = self._batcher(meta)
         prepared = await asyncio.to_thread(self._prepare, source, meta, hop)
         decoded_at = time.perf_counter()
-        batcher = self._batchers[meta.name]
         batch = await batcher.infer(prepared.patches)
         rows = batch.outputs[meta.probabilities_output]
         probabilities = clip_average(rows, prepared.plan)

@@ -75,7 +75,18 @@ def test_grafana_provisioning_reaches_the_dashboard_and_prometheus() -> None:
         (GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text()
     )["datasources"][0]
     assert datasource["url"] == "http://prometheus:9090"
-    assert "9090:9090" in compose["services"]["prometheus"]["ports"]
+    assert "127.0.0.1:9090:9090" in compose["services"]["prometheus"]["ports"]
+
+
+def test_observability_is_bound_to_loopback_and_grafana_has_no_default_login() -> None:
+    services = _compose()["services"]
+    for name in ("prometheus", "grafana"):
+        for port in services[name]["ports"]:
+            assert str(port).startswith("127.0.0.1:"), (name, port)
+    grafana = services["grafana"]["environment"]
+    assert grafana["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    # The password comes from the environment, and compose refuses to start without it.
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD"].startswith("${GRAFANA_ADMIN_PASSWORD:?")
 
 
 def test_gpu_override_reserves_an_nvidia_device() -> None:

@@ -188,6 +188,24 @@ def test_settings_are_service_settings(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
+def test_api_keys_come_from_a_secret_file(name: str) -> None:
+    objects = overlay(name)
+    keys_file = Path(_settings(objects)["TAGGRAM_API_KEYS_FILE"])
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = [
+        m for m in _container(objects)["volumeMounts"] if m["mountPath"] == str(keys_file.parent)
+    ]
+    assert mount["readOnly"] is True
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == "taggram-api-keys"
+    assert secret.get("optional") is not True  # no Secret, no pod: fail closed
+    assert [item["path"] for item in secret["items"]] == [keys_file.name]
+    # Keys never sit in the ConfigMap.
+    assert "TAGGRAM_API_KEYS" not in _settings(objects)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
 def test_probes_follow_the_service_endpoints(name: str) -> None:
     container = _container(overlay(name))
     paths = {

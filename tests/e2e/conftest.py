@@ -6,6 +6,7 @@ Every audio file is generated from ``../shared/audio`` into a temporary folder (
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -61,6 +62,44 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     repository = require_repository()
     with running_server(repository, tmp_path_factory.mktemp("logs"), env=SERVER_ENV) as started:
         yield started
+
+
+# Keys of the secured server (at least 16 characters; test values, not secrets).
+TAG_KEY = "tag-key-for-tests-0123456789"
+ADMIN_KEY = "admin-key-for-tests-0123456789"
+
+
+@dataclass(frozen=True)
+class SecuredServer:
+    """A server with API keys on: ``tag_key`` (scope tag) from the environment, ``admin_key``
+    (scope admin) from a keys file; two models, one spectrogram and one waveform CNN."""
+
+    server: Server
+    tag_key: str
+    admin_key: str
+    keys_file: Path
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@pytest.fixture(scope="session")
+def secured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredServer]:
+    repository = require_repository()
+    folder = tmp_path_factory.mktemp("secured")
+    keys_file = folder / "keys"
+    keys_file.write_text(f"# mounted from a Secret\n{ADMIN_KEY}:admin\n")
+    env = {
+        **SERVER_ENV,
+        "TAGGRAM_MODELS": "MTT_sample_cnn,MTT_musicnn",
+        "TAGGRAM_DEFAULT_MODEL": "MTT_sample_cnn",
+        "TAGGRAM_MAX_BATCH_FILES": "4",
+        "TAGGRAM_API_KEYS": TAG_KEY,
+        "TAGGRAM_API_KEYS_FILE": str(keys_file),
+    }
+    with running_server(repository, folder, env=env) as started:
+        yield SecuredServer(started, TAG_KEY, ADMIN_KEY, keys_file)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Every bad request gets a 4xx JSON envelope naming the problem; the server stays healthy."""
+"""Every bad request gets a 4xx problem+json naming the problem; the server stays healthy."""
 
 from __future__ import annotations
 
@@ -26,10 +26,13 @@ def _wav(audio: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
 
 def _assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["code"] == code
-    assert error["message"]
-    assert error["request_id"] == response.headers["X-Request-ID"]
+    assert response.headers["Content-Type"] == "application/problem+json"
+    problem = response.json()
+    assert (problem["status"], problem["code"]) == (status, code)
+    assert problem["type"] == f"urn:taggram:problem:{code}"
+    assert problem["title"] and problem["detail"]
+    assert problem["instance"] == response.request.url.path
+    assert problem["request_id"] == response.headers["X-Request-ID"]
 
 
 def _raw(
@@ -60,6 +63,29 @@ def test_each_bad_request_names_its_problem(client: httpx.Client) -> None:
         (_raw(client, good, "audio/wav", taggram="maybe"), 422, "invalid_options"),
         (_raw(client, good, "audio/wav", embeddings="no_layer"), 422, "invalid_options"),
         (_raw(client, good, "audio/wav", hop=10), 422, "invalid_options"),
+        # Non-finite numbers are options out of range, not server errors.
+        (_raw(client, good, "audio/wav", hop="inf"), 422, "invalid_options"),
+        (_raw(client, good, "audio/wav", hop="nan"), 422, "invalid_options"),
+        (_raw(client, good, "audio/wav", threshold="-inf"), 422, "invalid_options"),
+        # An option in the query and the form must agree.
+        (
+            client.post(
+                "/v1/tag", params={"top_k": 3}, data={"top_k": "4"}, files={"file": ("a.wav", good)}
+            ),
+            422,
+            "invalid_options",
+        ),
+        # Batch options are checked once for the request, not per file.
+        (
+            client.post("/v1/tag/batch", params={"hop": 10}, files={"files": ("a.wav", good)}),
+            422,
+            "invalid_options",
+        ),
+        (
+            client.post("/v1/tag/batch", content=good, headers={"Content-Type": "audio/wav"}),
+            415,
+            "unsupported_media_type",
+        ),
         (_raw(client, good, "audio/wav", unknown="1"), 422, "invalid_options"),
         (_raw(client, long, "audio/wav", hop=0.001), 422, "too_many_patches"),
         (client.get("/v1/models/no_such_model"), 404, "model_not_found"),

@@ -19,14 +19,14 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import tag_file
+from tests.e2e.conftest import SecuredServer, tag_file
 from tests.support.browser import ConsoleLog, launched_chromium
 from tests.support.paths import require_repository
 from tests.support.proxy import prefix_proxy
 from tests.support.server import Server, running_server
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page, Route
+    from playwright.sync_api import Browser, Page
 
 RECORDING = "clip_01.mp3"  # 30 s of music: 11 patches
 TIMEOUT_MS = 120_000  # tagging on a busy 2-core CI machine
@@ -208,7 +208,7 @@ def test_a_file_that_is_not_audio_shows_the_api_error(
     with httpx.Client(base_url=server.url, timeout=60) as client:
         refused = client.post("/v1/tag", files={"file": ("notes.txt", NOT_AUDIO)})
     assert refused.status_code == 415  # unsupported_format: the bytes are no audio container
-    message = refused.json()["error"]["message"]
+    message = refused.json()["detail"]
     open_page(page, f"{server.url}/")
     page.set_input_files(
         "[data-testid=file-input]",
@@ -299,26 +299,16 @@ def test_api_key_is_sent_and_kept_for_the_session_only(
 
 
 def test_a_service_asking_for_a_key_opens_the_key_field(
-    server: Server, page: Page, console: ConsoleLog
+    secured_server: SecuredServer, page: Page, console: ConsoleLog
 ) -> None:
-    """With API keys on, ``GET /v1/models`` answers 401 until a key is given; the browser plays
-    that service here (a problem+json 401, as RFC 9457 words it) in front of the real one."""
-    problem = {"title": "Unauthorized", "status": 401, "code": "unauthorized",
-               "detail": "a valid API key is required"}  # fmt: skip
-
-    def guard(route: Route) -> None:
-        if route.request.headers.get("authorization") == "Bearer right-key":
-            route.continue_()
-        else:
-            route.fulfill(status=401, content_type="application/problem+json", json=problem)
-
-    page.route("**/v1/models", guard)
-    page.goto(f"{server.url}/")
+    """With API keys on, ``GET /v1/models`` answers 401 (a problem+json) until a key is given;
+    the page itself stays open, asks for the key, and sends it."""
+    page.goto(f"{secured_server.url}/")
     error = page.locator("[data-testid=error]")
     error.wait_for(state="visible", timeout=TIMEOUT_MS)
-    assert "a valid API key is required" in error.inner_text()
+    assert "API key is required" in error.inner_text()
     assert page.locator("[data-testid=api-key]").is_visible()  # the key field is open
-    page.fill("[data-testid=api-key]", "right-key")
+    page.fill("[data-testid=api-key]", secured_server.tag_key)
     page.press("[data-testid=api-key]", "Enter")
     page.wait_for_selector("[data-testid=model-select]:enabled", timeout=TIMEOUT_MS)
     assert error.is_hidden()

@@ -1,4 +1,4 @@
-"""The error hierarchy and its single JSON envelope, on a real FastAPI app in process."""
+"""The error hierarchy and its RFC 9457 problem details, on a real FastAPI app in process."""
 
 from __future__ import annotations
 
@@ -66,23 +66,53 @@ def _get(path: str, headers: dict[str, str] | None = None) -> httpx.Response:
     return asyncio.run(run())
 
 
-def test_envelope_names_code_message_and_request_id() -> None:
+def test_problem_details_name_type_status_code_and_request_id() -> None:
     response = _get("/raise/OverloadedError", headers={"X-Request-ID": "abc-123"})
     assert response.status_code == 429
+    assert response.headers["Content-Type"] == "application/problem+json"
     assert response.headers["Retry-After"] == "3"
     assert response.headers["X-Request-ID"] == "abc-123"
     assert response.json() == {
-        "error": {"code": "overloaded", "message": "described", "request_id": "abc-123"}
+        "type": "urn:taggram:problem:overloaded",
+        "title": "Overloaded",
+        "status": 429,
+        "detail": "described",
+        "instance": "/raise/OverloadedError",
+        "code": "overloaded",
+        "request_id": "abc-123",
+        "retryable": True,
+        # The 0.1 envelope, kept on /v1 for older clients.
+        "error": {"code": "overloaded", "message": "described", "request_id": "abc-123"},
     }
+    # Every code has its own type and a fixed title; the status in the body is the response's.
+    for name in ("EmptyAudioError", "ModelNotFoundError", "AuthenticationError"):
+        problem = _get(f"/raise/{name}")
+        body = problem.json()
+        assert body["status"] == problem.status_code
+        assert body["type"] == f"urn:taggram:problem:{body['code']}"
+        assert body["title"] and body["title"] != body["detail"]
+    unauthorized = _get("/raise/AuthenticationError")
+    assert unauthorized.status_code == 401
+    assert unauthorized.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_validation_unknown_routes_and_bugs_share_the_envelope() -> None:
+def test_validation_unknown_routes_and_bugs_are_problems_too() -> None:
     invalid = _get("/options?top_k=0")
     assert invalid.status_code == 422
-    assert invalid.json()["error"]["code"] == "invalid_options"
-    assert "top_k" in invalid.json()["error"]["message"]
+    assert invalid.headers["Content-Type"] == "application/problem+json"
+    body = invalid.json()
+    assert body["code"] == "invalid_options"
+    assert "top_k" in body["detail"]
+    assert body["errors"][0]["location"] == ["query", "top_k"]
     missing = _get("/nowhere")
-    assert (missing.status_code, missing.json()["error"]["code"]) == (404, "not_found")
+    assert (missing.status_code, missing.json()["code"]) == (404, "not_found")
     bug = _get("/bug")
-    assert (bug.status_code, bug.json()["error"]["code"]) == (500, "internal_error")
+    assert (bug.status_code, bug.json()["code"]) == (500, "internal_error")
     assert "a bug" not in bug.text  # internals are logged, not returned
+
+
+def test_open_inference_protocol_paths_carry_the_message_as_error() -> None:
+    """tritonclient reads a failure's message from the body's ``error`` string."""
+    body = _get("/v2/nowhere").json()
+    assert body["error"] == body["detail"]
+    assert body["code"] == "not_found"

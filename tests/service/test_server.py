@@ -36,7 +36,7 @@ def test_before_models_are_loaded_probes_say_starting(tiny_repository: Path) -> 
     healthz, readyz, tag = asyncio.run(run())
     assert healthz.status_code == 200
     assert (readyz.status_code, readyz.json()) == (503, {"status": "starting"})
-    assert (tag.status_code, tag.json()["error"]["code"]) == (503, "not_ready")
+    assert (tag.status_code, tag.json()["code"]) == (503, "not_ready")
 
 
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:

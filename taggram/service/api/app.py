@@ -7,13 +7,17 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from importlib.metadata import version
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
+from taggram.service.api.auth import API_KEY_HEADER, KeyRing
 from taggram.service.api.content_encoding import ContentDecodingMiddleware
 from taggram.service.api.errors import install_error_handlers
-from taggram.service.api.middleware import RequestContextMiddleware
-from taggram.service.api.routes import batch, health, models, tag
+from taggram.service.api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
+from taggram.service.api.openapi import build_openapi
+from taggram.service.api.routes import batch, health, models, tag, v2
 from taggram.service.api.routes.web import install_web
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.settings import Settings
@@ -37,8 +41,10 @@ async def _load(tagger: Tagger, state: Lifecycle) -> None:
 def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAPI:
     """Build the ASGI app. Its lifespan checks the repository (a broken one fails start-up),
     then loads and warms the models in the background: ``/healthz`` answers at once and
-    ``/readyz`` turns 200 when every model is warm."""
+    ``/readyz`` turns 200 when every model is warm. Malformed API keys raise :class:`ValueError`
+    here, before the server starts."""
     state = lifecycle or Lifecycle()
+    keys = KeyRing.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,12 +67,54 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
         lifespan=lifespan,
     )
     app.state.lifecycle = state
+    app.state.keys = keys
     install_error_handlers(app)
     app.add_middleware(RequestContextMiddleware)
     # The largest body any route reads; each route's own limit then counts decoded bytes.
     inflated = settings.max_upload_bytes * settings.max_batch_files
     app.add_middleware(ContentDecodingMiddleware, max_bytes=inflated)
-    for router in (tag.router, batch.router, models.router, health.router):
+    if settings.cors_origins:
+        # Outermost, so preflight requests are answered before authentication.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=[
+                "Authorization",
+                API_KEY_HEADER,
+                "Content-Type",
+                "Content-Encoding",
+                REQUEST_ID_HEADER,
+                v2.HEADER_LENGTH,
+            ],
+            expose_headers=[
+                REQUEST_ID_HEADER,
+                "Server-Timing",
+                "Retry-After",
+                "WWW-Authenticate",
+                v2.HEADER_LENGTH,
+            ],
+        )
+    for router in (tag.router, batch.router, models.router, v2.router, health.router):
         app.include_router(router)
     install_web(app)
+
+    def openapi() -> dict[str, Any]:
+        """Built once the models are known (their embedding names and patch lengths); whatever
+        changes the served models must reset ``app.openapi_schema`` to ``None``."""
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        tagger: Tagger | None = getattr(app.state, "tagger", None)
+        document = build_openapi(
+            app,
+            keys,
+            tagger.models.values() if tagger else [],
+            settings.max_batch_files,
+            extra_schemas=[v2.InferenceRequest],
+        )
+        if tagger is not None:
+            app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -1,15 +1,25 @@
-"""The one place that knows HTTP for failures: error codes to statuses, headers and the envelope.
+"""The one place that knows HTTP for failures: error codes to statuses, headers and problem details.
 
-``{"error": {"code": ..., "message": ..., "request_id": ...}}``: the code is machine-readable and
-stable (:class:`~taggram.service.errors.TaggramError` ``code``), the status comes from
-:data:`STATUS`, and ``Retry-After`` from the error's ``retry_after_seconds``.
+Every error answer is an RFC 9457 problem (``Content-Type: application/problem+json``)::
+
+    {"type": "urn:taggram:problem:overloaded", "title": "Overloaded", "status": 429,
+     "detail": "MTT_musicnn has 2040 patches queued; retry later", "instance": "/v1/tag",
+     "code": "overloaded", "request_id": "3f2a...", "retryable": true}
+
+``code`` is machine-readable and stable (:class:`~taggram.service.errors.TaggramError` ``code``),
+the status comes from :data:`STATUS`, ``Retry-After`` from the error's ``retry_after_seconds`` and
+``WWW-Authenticate`` accompanies every 401. On ``/v2`` the problem also carries ``error`` (the
+message), which is where Open Inference Protocol clients such as ``tritonclient`` read it; on
+``/v1`` ``error`` repeats the 0.1 envelope (``{"code", "message", "request_id"}``) so that older
+clients keep working.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -18,15 +28,29 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from taggram.service import errors, metrics
+from taggram.service.api.schemas import FieldProblem, LegacyError, Problem
 from taggram.service.errors import TaggramError
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE = "urn:taggram:problem:"
+# The challenge sent with every 401 (RFC 6750); X-API-Key is accepted as well.
+WWW_AUTHENTICATE = 'Bearer realm="taggram"'
+
+_HTTP_CODES = {
+    400: "malformed_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
 
 # The HTTP status of each core error code; a code not listed is a server fault (500).
 STATUS: dict[str, int] = {
     errors.EmptyAudioError.code: 400,
+    errors.InvalidTensorError.code: 400,
+    errors.AuthenticationError.code: 401,
+    errors.PermissionDeniedError.code: 403,
     errors.ModelNotFoundError.code: 404,
     errors.PayloadTooLargeError.code: 413,
     errors.AudioTooLongError.code: 413,
@@ -43,6 +67,33 @@ STATUS: dict[str, int] = {
     errors.NotReadyError.code: 503,
 }
 
+# A title per problem type (RFC 9457: the same for every occurrence of the type).
+TITLES: dict[str, str] = {
+    "empty_body": "No audio in the request",
+    "invalid_tensor": "Tensor does not fit the model",
+    "unauthorized": "Missing or unknown API key",
+    "forbidden": "API key lacks the scope",
+    "model_not_found": "No such model",
+    "payload_too_large": "Request body too large",
+    "audio_too_long": "Audio too long",
+    "sample_rate_too_high": "Sample rate too high",
+    "unsupported_media_type": "Unsupported media type",
+    "unsupported_format": "Unsupported audio format",
+    "unsupported_content_encoding": "Unsupported content encoding",
+    "undecodable_audio": "Not decodable audio",
+    "invalid_audio": "Audio cannot be tagged",
+    "invalid_options": "Invalid options",
+    "too_many_patches": "Too many patches",
+    "overloaded": "Overloaded",
+    "client_disconnected": "Client disconnected",
+    "not_ready": "Not ready",
+    "malformed_request": "Malformed request",
+    "not_found": "Not found",
+    "method_not_allowed": "Method not allowed",
+    "inference_failed": "Inference failed",
+    "internal_error": "Internal server error",
+}
+
 
 def status_of(error: TaggramError) -> int:
     """The HTTP status that answers ``error``."""
@@ -50,10 +101,14 @@ def status_of(error: TaggramError) -> int:
 
 
 def headers_of(error: TaggramError) -> dict[str, str]:
-    """``Retry-After`` in whole seconds (at least 1) when the error says when to retry."""
-    if error.retry_after_seconds is None:
-        return {}
-    return {"Retry-After": str(max(1, math.ceil(error.retry_after_seconds)))}
+    """``Retry-After`` in whole seconds (at least 1) when the error says when to retry;
+    ``WWW-Authenticate`` on a 401."""
+    headers = {}
+    if error.retry_after_seconds is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_seconds)))
+    if status_of(error) == 401:
+        headers["WWW-Authenticate"] = WWW_AUTHENTICATE
+    return headers
 
 
 def count_error(code: str) -> None:
@@ -61,49 +116,111 @@ def count_error(code: str) -> None:
     metrics.ERRORS.labels(code=code).inc()
 
 
-def error_response(
+def title_of(code: str, status: int) -> str:
+    if code in TITLES:
+        return TITLES[code]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_JSON
+
+
+def problem_response(
     request: Request,
     status: int,
     code: str,
-    message: str,
+    detail: str,
+    *,
+    retryable: bool = False,
     headers: Mapping[str, str] | None = None,
-    details: Any = None,
-) -> JSONResponse:
+    field_errors: list[FieldProblem] | None = None,
+) -> ProblemResponse:
+    """The ``application/problem+json`` answer; counts the error in ``taggram_errors_total``."""
     count_error(code)
-    body: dict[str, Any] = {
-        "code": code,
-        "message": message,
-        "request_id": getattr(request.state, "request_id", None),
-    }
-    if details is not None:
-        body["details"] = details
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    request_id = getattr(request.state, "request_id", None)
+    if request.url.path.startswith("/v2"):
+        error: str | LegacyError = detail
+    else:
+        error = LegacyError(code=code, message=detail, request_id=request_id)
+    problem = Problem(
+        type=PROBLEM_TYPE + code,
+        title=title_of(code, status),
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        code=code,
+        request_id=request_id,
+        retryable=retryable,
+        errors=field_errors,
+        error=error,
+    )
+    body = problem.model_dump(mode="json", exclude_none=True)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
-async def _taggram_error(request: Request, error: Exception) -> JSONResponse:
+def _log_fault(request: Request, status: int, code: str, detail: str) -> None:
+    key_id = getattr(request.state, "key_id", None)
+    log.error(
+        "%s %s -> %d %s: %s (key %s)",
+        request.method,
+        request.url.path,
+        status,
+        code,
+        detail,
+        key_id or "-",
+    )
+
+
+async def _taggram_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, TaggramError)
     status = status_of(error)
-    if status >= 500:
-        log.error("%s: %s", error.code, error.message)
-    return error_response(request, status, error.code, error.message, headers_of(error))
+    if status >= 500 and status != 503:
+        _log_fault(request, status, error.code, error.message)
+    return problem_response(
+        request,
+        status,
+        error.code,
+        error.message,
+        retryable=error.retryable,
+        headers=headers_of(error),
+    )
 
 
-async def _validation_error(request: Request, error: Exception) -> JSONResponse:
+def _location(parts: Iterable[Any]) -> list[str | int]:
+    return [part if isinstance(part, int) else str(part) for part in parts]
+
+
+async def _validation_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, RequestValidationError)
-    details = [{"location": list(item["loc"]), "message": item["msg"]} for item in error.errors()]
-    message = "; ".join(f"{'.'.join(map(str, d['location']))}: {d['message']}" for d in details)
-    return error_response(request, 422, "invalid_options", message, details=details)
+    fields = [
+        FieldProblem(location=_location(item["loc"]), message=item["msg"])
+        for item in error.errors()
+    ]
+    detail = "; ".join(f"{'.'.join(map(str, field.location))}: {field.message}" for field in fields)
+    code = errors.InvalidOptionsError.code
+    if request.url.path.startswith("/v2"):
+        # The Open Inference Protocol answers a malformed inference request with 400.
+        return problem_response(
+            request, 400, errors.InvalidTensorError.code, detail, field_errors=fields
+        )
+    return problem_response(request, 422, code, detail, field_errors=fields)
 
 
-async def _http_error(request: Request, error: Exception) -> JSONResponse:
+async def _http_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, HTTPException)
     code = _HTTP_CODES.get(error.status_code, "http_error")
-    return error_response(request, error.status_code, code, str(error.detail), error.headers)
+    return problem_response(
+        request, error.status_code, code, str(error.detail), headers=error.headers
+    )
 
 
-async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, error: Exception) -> ProblemResponse:
     log.exception("unexpected error", exc_info=error)
-    return error_response(request, 500, "internal_error", "internal server error")
+    return problem_response(request, 500, "internal_error", "internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

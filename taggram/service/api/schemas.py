@@ -144,3 +144,40 @@ class ModelList(BaseModel):
 
 class Health(BaseModel):
     status: str
+
+
+class FieldProblem(BaseModel):
+    """One invalid request field."""
+
+    location: list[str | int] = Field(description='where: e.g. ["query", "top_k"]')
+    message: str
+
+
+class LegacyError(BaseModel):
+    """The envelope of taggram 0.1 (``{"error": {...}}``), kept on /v1 for older clients."""
+
+    code: str
+    message: str
+    request_id: str | None = None
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details object (``application/problem+json``).
+
+    ``code`` (stable, machine-readable) and ``request_id`` (also the ``X-Request-ID`` header) are
+    extension members; ``error`` is the Open Inference Protocol's message on /v2 and the
+    deprecated 0.1 envelope on /v1.
+    """
+
+    type: str = Field(description="URI naming the problem type: urn:taggram:problem:<code>")
+    title: str = Field(description="short summary of the problem type")
+    status: int = Field(ge=100, le=599, description="the HTTP status code")
+    detail: str = Field(description="what went wrong with this request")
+    instance: str = Field(description="the request path")
+    code: str = Field(description="stable machine-readable error code, e.g. overloaded")
+    request_id: str | None = Field(None, description="this request's id (X-Request-ID)")
+    retryable: bool = Field(description="whether the same request may succeed later")
+    errors: list[FieldProblem] | None = Field(None, description="each invalid field (422)")
+    error: str | LegacyError | None = Field(
+        None, description="/v2: the message (KServe V2); /v1: the 0.1 envelope (deprecated)"
+    )

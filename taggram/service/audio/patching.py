@@ -18,6 +18,7 @@ The rule (documented in the README, "Response format"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -41,13 +42,14 @@ def hop_samples(spec: PatchSpec, sample_rate: int, hop_seconds: float | None) ->
     """The hop in samples: the model's default, or the request's, which must leave no gaps."""
     if hop_seconds is None:
         return spec.hop_samples
-    hop = round(hop_seconds * sample_rate)
-    if not 1 <= hop <= spec.span_samples:
+    # Checked in seconds, before rounding, so the bounds are exactly those the OpenAPI states.
+    shortest, longest = 1 / sample_rate, spec.span_samples / sample_rate
+    if not shortest <= hop_seconds <= longest:
         raise InvalidOptionsError(
-            f"hop must be between {1 / sample_rate:g} and "
-            f"{spec.span_samples / sample_rate:g} seconds (one patch), got {hop_seconds:g}"
+            f"hop must be between {shortest:g} and {longest:g} seconds (one patch), "
+            f"got {hop_seconds:g}"
         )
-    return hop
+    return max(1, min(spec.span_samples, round(hop_seconds * sample_rate)))
 
 
 def plan_patches(n_samples: int, spec: PatchSpec, hop: int, max_patches: int) -> PatchPlan:
@@ -99,6 +101,30 @@ class Patches:
         """Write patches ``first .. first + len(out)`` into the batch rows ``out`` (one copy)."""
         for row, index in enumerate(range(first, first + len(out))):
             out[row] = self[index]
+
+
+class PatchSource(Protocol):
+    """What the batcher needs of one request's patches: a count, a length, and a copy."""
+
+    samples: int
+
+    def __len__(self) -> int: ...
+
+    def copy_into(self, out: np.ndarray, first: int) -> None: ...
+
+
+class TensorPatches:
+    """Patches given ready-made: the rows of a ``[batch, samples]`` float32 tensor (``/v2``)."""
+
+    def __init__(self, tensor: np.ndarray) -> None:
+        self._tensor = tensor
+        self.samples = int(tensor.shape[1])
+
+    def __len__(self) -> int:
+        return len(self._tensor)
+
+    def copy_into(self, out: np.ndarray, first: int) -> None:
+        out[:] = self._tensor[first : first + len(out)]
 
 
 def clip_average(rows: np.ndarray, plan: PatchPlan) -> np.ndarray:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from taggram.service import metrics
-from taggram.service.audio.patching import Patches
+from taggram.service.audio.patching import PatchSource
 from taggram.service.errors import InferenceFailedError, NotReadyError, OverloadedError
 from taggram.service.inference.session import ModelSession
 
@@ -41,7 +41,7 @@ class BatchResult:
 
 @dataclass(eq=False)
 class _Job:
-    patches: Patches
+    patches: PatchSource
     future: asyncio.Future[BatchResult]
     enqueued: float
     taken: int = 0  # patches already put into a batch
@@ -105,7 +105,7 @@ class Batcher:
         self._jobs.clear()
         self._executor.shutdown(wait=True)
 
-    async def infer(self, patches: Patches) -> BatchResult:
+    async def infer(self, patches: PatchSource) -> BatchResult:
         """Queue ``patches`` and wait for their rows; raises :class:`OverloadedError` when full."""
         count = len(patches)
         if self._pending + count > self.max_queue_patches:

@@ -12,26 +12,25 @@ import asyncio
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.datastructures import UploadFile
 
+from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.errors import count_error, status_of
+from taggram.service.api.openapi import problems
 from taggram.service.api.schemas import BatchResponse, FileError, FileOutcome, TagResponse
 from taggram.service.api.uploads import (
     check_content_length,
     multipart_request_body,
     options_from_form,
 )
-from taggram.service.errors import (
-    EmptyAudioError,
-    TaggramError,
-)
+from taggram.service.errors import EmptyAudioError, TaggramError, UnsupportedMediaTypeError
 from taggram.service.tagging import Tagger, TagOptions
 
 log = logging.getLogger(__name__)
-router = APIRouter(tags=["tagging"])
+router = APIRouter(tags=["tagging"], dependencies=[Depends(require_scope("tag"))])
 
 FIELD = "files"
 
@@ -42,8 +41,14 @@ _REQUEST_BODY = multipart_request_body(FIELD, many=True)
 async def _read_form(
     request: Request, options: TagOptions, max_files: int, max_bytes: int
 ) -> tuple[list[UploadFile], TagOptions]:
-    """The uploads of field ``files``, and the options (query values win over form fields)."""
+    """The uploads of field ``files``, and the options (from the query and the form fields)."""
     check_content_length(request.headers, max_bytes)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with "
+            f"{FIELD!r} fields"
+        )
     # More than max_files files is refused by the parser itself (400, "Too many files").
     form = await request.form(max_files=max_files, max_fields=len(TagOptions.model_fields))
     uploads = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
@@ -77,8 +82,10 @@ async def _tag_one(
 
 @router.post(
     "/v1/tag/batch",
+    operation_id="tag_batch",
     response_model=BatchResponse,
     summary="Tag several audio files in one request",
+    responses=problems(400, 404, 413, 415, 422, 500, 503),
     openapi_extra=_REQUEST_BODY,
 )
 async def tag_batch(
@@ -92,7 +99,7 @@ async def tag_batch(
         settings.max_batch_files,
         settings.max_upload_bytes * settings.max_batch_files,
     )
-    tagger.model(options.model)  # an unknown model fails the request, not each file
+    tagger.check(options)  # an unknown model or bad options fail the request, not each file
     request_id: str = request.state.request_id
     slots = asyncio.Semaphore(settings.batch_files_in_flight)
     files = (_tag_one(tagger, upload, options, request_id, slots) for upload in uploads)

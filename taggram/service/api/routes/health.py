@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from taggram.service.api.deps import LifecycleDep
@@ -12,13 +12,19 @@ from taggram.service.api.schemas import Health
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
+@router.get(
+    "/healthz",
+    operation_id="healthz",
+    response_model=Health,
+    summary="Liveness: the process answers",
+)
 async def healthz() -> Health:
     return Health(status="ok")
 
 
 @router.get(
     "/readyz",
+    operation_id="readyz",
     response_model=Health,
     summary="Readiness: models loaded and warmed, not draining",
     responses={503: {"model": Health, "description": "starting, draining or failed"}},
@@ -28,6 +34,12 @@ async def readyz(lifecycle: LifecycleDep) -> JSONResponse:
     return JSONResponse({"status": lifecycle.status}, status_code=status_code)
 
 
-@router.get("/metrics", summary="Prometheus metrics (text exposition format)")
+@router.get(
+    "/metrics",
+    operation_id="metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics (text exposition format)",
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def prometheus_metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -4,26 +4,28 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.datastructures import UploadFile
 
+from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
+from taggram.service.api.openapi import problems
 from taggram.service.api.schemas import TagResponse
 from taggram.service.api.uploads import (
     check_content_length,
     multipart_request_body,
     options_from_form,
+    read_body,
 )
 from taggram.service.audio.decode import AudioSource
 from taggram.service.errors import (
     EmptyAudioError,
-    PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
 from taggram.service.tagging import TagOptions
 
-router = APIRouter(tags=["tagging"])
+router = APIRouter(tags=["tagging"], dependencies=[Depends(require_scope("tag"))])
 
 _RAW_TYPES = ("application/octet-stream",)
 _AUDIO_BODY = {"schema": {"type": "string", "format": "binary"}}
@@ -34,19 +36,8 @@ _REQUEST_BODY = multipart_request_body(
 )
 
 
-async def _read_raw(request: Request, limit: int) -> bytes:
-    """The body, counted while it arrives so an oversized upload stops early."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"upload exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def _read_upload(request: Request, options: TagOptions) -> tuple[AudioSource, TagOptions]:
-    """The multipart ``file`` field; other form fields are options (query values win)."""
+    """The multipart ``file`` field; other form fields are options (the query's must agree)."""
     form = await request.form(max_files=1, max_fields=len(TagOptions.model_fields) + 1)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -62,7 +53,7 @@ async def _read_audio(
     if media_type == "multipart/form-data":
         return await _read_upload(request, options)
     if media_type in ("", *_RAW_TYPES) or media_type.startswith("audio/"):
-        return await _read_raw(request, limit), options
+        return await read_body(request, limit), options
     raise UnsupportedMediaTypeError(
         f"Content-Type {media_type!r} is not accepted: send audio/*, "
         "application/octet-stream, or multipart/form-data with a 'file' field"
@@ -71,8 +62,10 @@ async def _read_audio(
 
 @router.post(
     "/v1/tag",
+    operation_id="tag",
     response_model=TagResponse,
     summary="Tag an audio file",
+    responses=problems(400, 404, 413, 415, 422, 429, 500, 503),
     openapi_extra=_REQUEST_BODY,
 )
 async def tag(

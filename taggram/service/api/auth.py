@@ -1,0 +1,173 @@
+"""Optional API keys: who may call ``/v1`` and ``/v2``, and with which scope.
+
+Keys come from ``TAGGRAM_API_KEYS`` (comma-separated) and ``TAGGRAM_API_KEYS_FILE`` (one a line,
+``#`` comments; a mounted Kubernetes Secret), each ``key`` (scope ``tag``) or ``key:admin``. No
+key configured means authentication is off. A client sends ``Authorization: Bearer <key>`` or
+``X-API-Key: <key>``; the service keeps only SHA-256 digests and compares them with
+:func:`hmac.compare_digest` against every configured key, so the time taken does not depend on
+how much of a key matched. A key is named in logs and metrics by its id, the first 12 hex digits
+of its digest, never by the key itself.
+
+Routes declare what they need with ``dependencies=[Depends(require_scope("tag"))]``; ``admin``
+includes ``tag``. ``/healthz``, ``/readyz``, ``/metrics`` and the documentation stay open.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, get_args
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from taggram.service import metrics
+from taggram.service.errors import AuthenticationError, PermissionDeniedError
+from taggram.service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Scope = Literal["tag", "admin"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+# What each scope may do: admin (creating and deleting models) also tags.
+_GRANTS: dict[Scope, frozenset[Scope]] = {
+    "tag": frozenset({"tag"}),
+    "admin": frozenset({"tag", "admin"}),
+}
+# Shorter keys are refused at start-up: they could be guessed.
+MIN_KEY_LENGTH = 16
+API_KEY_HEADER = "X-API-Key"
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def key_id(key: str) -> str:
+    """The short id that names ``key`` in logs and metrics (12 hex digits of its SHA-256)."""
+    return _digest(key).hex()[:12]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    scope: Scope
+    digest: bytes
+
+    def allows(self, scope: Scope) -> bool:
+        return scope in _GRANTS[self.scope]
+
+    @classmethod
+    def parse(cls, entry: str) -> ApiKey:
+        """``key`` or ``key:scope``; raises :class:`ValueError` naming only the key's id."""
+        secret, colon, scope = entry.strip().rpartition(":")
+        if not colon:
+            secret, scope = entry.strip(), "tag"
+        if scope not in SCOPES:
+            raise ValueError(f"API key {key_id(secret)}: unknown scope {scope!r}; use {SCOPES}")
+        if len(secret) < MIN_KEY_LENGTH:
+            raise ValueError(
+                f"API key {key_id(secret)} is shorter than {MIN_KEY_LENGTH} characters"
+            )
+        return cls(id=key_id(secret), scope=scope, digest=_digest(secret))
+
+
+class KeyRing:
+    """The configured keys; empty means authentication is off."""
+
+    def __init__(self, keys: Iterable[ApiKey]) -> None:
+        self.keys = tuple(keys)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.keys)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KeyRing:
+        """Parse ``api_keys`` and ``api_keys_file``; raises :class:`ValueError` when malformed."""
+        entries = [secret.get_secret_value() for secret in settings.api_keys]
+        if settings.api_keys_file is not None:
+            entries += _file_entries(settings.api_keys_file)
+        return cls(ApiKey.parse(entry) for entry in entries if entry.strip())
+
+    def find(self, presented: str) -> ApiKey | None:
+        """The key equal to ``presented``, comparing digests in constant time against all."""
+        digest = _digest(presented)
+        found = None
+        for key in self.keys:  # no early exit: the loop takes as long whichever key matches
+            if hmac.compare_digest(key.digest, digest):
+                found = key
+        return found
+
+
+def _file_entries(path: Path) -> list[str]:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ValueError(f"cannot read TAGGRAM_API_KEYS_FILE {path}: {error}") from error
+    entries = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        entries += [part for part in line.split(",") if part.strip()]
+    return entries
+
+
+def keys_of(request: Request) -> KeyRing:
+    ring: KeyRing = request.app.state.keys
+    return ring
+
+
+# Declared as FastAPI security schemes so the OpenAPI document names them; either one will do.
+_BEARER = HTTPBearer(
+    scheme_name="bearer", auto_error=False, description="`Authorization: Bearer <API key>`"
+)
+_API_KEY = APIKeyHeader(
+    name=API_KEY_HEADER, scheme_name="apiKey", auto_error=False, description="the API key"
+)
+
+
+def require_scope(scope: Scope) -> Callable[..., Awaitable[None]]:
+    """A route dependency: 401 without a known key, 403 when its scope does not allow ``scope``.
+
+    The key is read from ``Authorization: Bearer <key>``, else ``X-API-Key``. Its id is kept in
+    ``request.state.key_id`` for logs and counted in ``taggram_api_key_requests_total{key_id}``.
+    Does nothing while authentication is off.
+    """
+
+    async def check(
+        request: Request,
+        # Defaults, not Annotated: annotations are strings here and ``scope`` is a local.
+        bearer: HTTPAuthorizationCredentials | None = Security(_BEARER, scopes=[scope]),
+        header: str | None = Security(_API_KEY, scopes=[scope]),
+    ) -> None:
+        ring = keys_of(request)
+        if not ring.enabled:
+            return
+        presented = bearer.credentials if bearer is not None else header
+        key = ring.find(presented) if presented else None
+        if key is None:
+            reason = "unknown" if presented else "missing"
+            metrics.AUTH_FAILURES.labels(reason=reason).inc()
+            log.info("%s %s: %s API key", request.method, request.url.path, reason)
+            raise AuthenticationError(
+                "the API key is not valid"
+                if presented
+                else "an API key is required: send 'Authorization: Bearer <key>' or "
+                "'X-API-Key: <key>'"
+            )
+        request.state.key_id = key.id
+        if not key.allows(scope):
+            metrics.AUTH_FAILURES.labels(reason="scope").inc()
+            log.info(
+                "%s %s: key %s lacks scope %s", request.method, request.url.path, key.id, scope
+            )
+            raise PermissionDeniedError(
+                f"key {key.id} has scope {key.scope!r}; this needs {scope!r}"
+            )
+        metrics.API_KEY_REQUESTS.labels(key_id=key.id).inc()
+
+    return check

@@ -1,0 +1,437 @@
+"""The Open Inference Protocol (KServe V2) over HTTP, beside ``/v1``.
+
+What Triton, KServe and MLServer clients (``tritonclient.http``) expect: server and model
+metadata, liveness and readiness, and ``POST /v2/models/{name}/infer`` running ready-made model
+inputs. Every served model whose input is a float32 ``[batch, samples]`` waveform appears here;
+its input tensor must be FP32 of shape ``[batch, patch samples]`` (else 400), sent as JSON
+``data`` (at most ``TAGGRAM_MAX_JSON_TENSOR_ELEMENTS`` elements) or with the binary tensor
+extension (``Inference-Header-Content-Length`` header: the JSON header, then raw little-endian
+bytes). Rows go through the same batcher, byte limit and admission (429) as ``/v1/tag``; outputs
+come back as JSON or, when asked (``binary_data``), as binary.
+
+Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib.metadata import version
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from taggram.repository import ModelMetadata
+from taggram.service.api.auth import require_scope
+from taggram.service.api.deps import LifecycleDep, TaggerDep
+from taggram.service.api.disconnect import unless_disconnected
+from taggram.service.api.openapi import problems
+from taggram.service.api.uploads import check_content_length, read_body
+from taggram.service.errors import (
+    InvalidTensorError,
+    ModelNotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
+)
+from taggram.service.tagging import Tagger
+
+router = APIRouter(
+    prefix="/v2",
+    tags=["open inference protocol"],
+    dependencies=[Depends(require_scope("tag"))],
+)
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+EXTENSIONS = ["binary_tensor_data"]
+DATATYPE = "FP32"
+PLATFORM = "onnxruntime_onnx"
+# Room for the JSON around the numbers, and the most characters one FP32 number may take in JSON.
+_JSON_OVERHEAD_BYTES = 64 * 1024
+_JSON_BYTES_PER_ELEMENT = 32
+
+ModelName = Annotated[str, Path(description="a served model, as listed by GET /v1/models")]
+Parameters = dict[str, str | int | float | bool]
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for the batch axis")
+
+
+class ModelMetadataV2(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class RequestInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    shape: list[Annotated[int, Field(ge=0)]]
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[Any] | None = Field(None, description="row-major values, flat or nested")
+
+
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    parameters: Parameters | None = None
+
+
+class InferenceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str | None = None
+    parameters: Parameters | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: Parameters | None = None
+    data: list[float] | None = None
+
+
+class InferenceResponse(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[ResponseOutput]
+
+
+def has_waveform_input(meta: ModelMetadata) -> bool:
+    """Whether the model takes one float32 ``[batch, samples]`` input (all taggram models do)."""
+    if len(meta.inputs) != 1:
+        return False
+    spec = meta.inputs[0]
+    return spec.dtype == "float32" and len(spec.shape) == 2 and spec.shape[1] == meta.patch.samples
+
+
+def _model(tagger: Tagger, name: str) -> ModelMetadata:
+    meta = tagger.model(name)
+    if not has_waveform_input(meta):
+        raise ModelNotFoundError(f"model {name!r} has no waveform input and is not served on /v2")
+    return meta
+
+
+def _shape(shape: list[int | str]) -> list[int]:
+    return [dim if isinstance(dim, int) else -1 for dim in shape]
+
+
+@router.get(
+    "",
+    operation_id="v2_server_metadata",
+    response_model=ServerMetadata,
+    summary="Server metadata",
+    responses=problems(),
+)
+async def server_metadata() -> ServerMetadata:
+    return ServerMetadata(name="taggram", version=version("taggram"), extensions=EXTENSIONS)
+
+
+_EMPTY_200: dict[int | str, dict[str, Any]] = {200: {"description": "yes (empty body)"}}
+
+
+@router.get(
+    "/health/live",
+    operation_id="v2_server_live",
+    response_class=Response,
+    summary="Liveness: 200 while the process answers",
+    responses=_EMPTY_200,
+)
+async def server_live() -> Response:
+    return Response(status_code=200)
+
+
+@router.get(
+    "/health/ready",
+    operation_id="v2_server_ready",
+    response_class=Response,
+    summary="Readiness: 200 once every model is loaded and warm, 503 otherwise",
+    responses={**_EMPTY_200, **problems(503)},
+)
+async def server_ready(lifecycle: LifecycleDep) -> Response:
+    if not lifecycle.accepting_traffic:
+        raise NotReadyError(f"the service is {lifecycle.status}")
+    return Response(status_code=200)
+
+
+@router.get(
+    "/models/{model_name}",
+    operation_id="v2_model_metadata",
+    response_model=ModelMetadataV2,
+    summary="A model's tensors",
+    responses=problems(404, 503),
+)
+async def model_metadata(model_name: ModelName, tagger: TaggerDep) -> ModelMetadataV2:
+    meta = _model(tagger, model_name)
+
+    def tensors(specs: list[Any]) -> list[TensorMetadata]:
+        return [
+            TensorMetadata(name=spec.name, datatype=DATATYPE, shape=_shape(spec.shape))
+            for spec in specs
+        ]
+
+    return ModelMetadataV2(
+        name=meta.name,
+        versions=[meta.version],
+        platform=PLATFORM,
+        inputs=tensors(meta.inputs),
+        outputs=tensors(meta.outputs),
+    )
+
+
+@router.get(
+    "/models/{model_name}/ready",
+    operation_id="v2_model_ready",
+    response_class=Response,
+    summary="Whether a model is loaded and can infer",
+    responses={**_EMPTY_200, **problems(404, 503)},
+)
+async def model_ready(model_name: ModelName, tagger: TaggerDep) -> Response:
+    meta = _model(tagger, model_name)
+    if not tagger.is_loaded(meta.name):
+        raise NotReadyError(f"{meta.name} is still loading")
+    return Response(status_code=200)
+
+
+def _split(body: bytes, header_length: str | None, json_limit: int) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tensor data after it."""
+    if header_length is None:
+        json_part, binary = body, b""
+    else:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise InvalidTensorError(
+                f"{HEADER_LENGTH} must be a byte count within the body of {len(body)} bytes"
+            )
+        json_part, binary = body[: int(header_length)], body[int(header_length) :]
+    if len(json_part) > json_limit:
+        raise PayloadTooLargeError(
+            f"the JSON part of {len(json_part)} bytes exceeds {json_limit}; send large tensors "
+            "with the binary tensor extension"
+        )
+    return json_part, binary
+
+
+def _parse(json_part: bytes) -> InferenceRequest:
+    try:
+        return InferenceRequest.model_validate_json(json_part)
+    except ValidationError as error:
+        problems_ = "; ".join(
+            f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}" for item in error.errors()
+        )
+        raise InvalidTensorError(f"not an inference request: {problems_}") from error
+
+
+def _input(
+    request: InferenceRequest, binary: bytes, meta: ModelMetadata, max_elements: int
+) -> np.ndarray:
+    """The ``[batch, samples]`` float32 input, checked against the model."""
+    samples = meta.patch.samples
+    if len(request.inputs) != 1 or request.inputs[0].name != meta.input_name:
+        names = [tensor.name for tensor in request.inputs]
+        raise InvalidTensorError(f"{meta.name} takes one input {meta.input_name!r}, got {names}")
+    tensor = request.inputs[0]
+    if tensor.datatype != DATATYPE:
+        raise InvalidTensorError(f"input {tensor.name!r} must be {DATATYPE}, got {tensor.datatype}")
+    if len(tensor.shape) != 2 or tensor.shape[1] != samples or tensor.shape[0] < 1:
+        raise InvalidTensorError(
+            f"input {tensor.name!r} must have shape [batch >= 1, {samples}], got {tensor.shape}"
+        )
+    count = math.prod(tensor.shape)
+    size = (tensor.parameters or {}).get("binary_data_size")
+    if size is not None:
+        if tensor.data is not None:
+            raise InvalidTensorError("give an input either as data or as binary_data_size")
+        if size != count * 4 or len(binary) != size:
+            raise InvalidTensorError(
+                f"binary_data_size must be {count * 4} bytes ({count} FP32 values) and the body "
+                f"must carry exactly that after the JSON header; got {size} and {len(binary)}"
+            )
+        values = np.frombuffer(binary, dtype="<f4").astype(np.float32)
+    else:
+        if binary:
+            raise InvalidTensorError("binary data after the JSON header but no binary_data_size")
+        if tensor.data is None:
+            raise InvalidTensorError(f"input {tensor.name!r} has neither data nor binary data")
+        if count > max_elements:
+            raise PayloadTooLargeError(
+                f"a JSON tensor of {count} elements exceeds the limit of {max_elements}; "
+                "use the binary tensor extension"
+            )
+        try:
+            parsed = np.asarray(tensor.data)
+        except ValueError as error:  # ragged nesting
+            raise InvalidTensorError(f"input data is not a regular array: {error}") from error
+        if parsed.dtype.kind not in "iuf" or parsed.size != count:
+            raise InvalidTensorError(
+                f"input data must be {count} numbers (shape {tensor.shape}), row-major"
+            )
+        values = parsed.astype(np.float32).ravel()
+    if not np.isfinite(values).all():
+        raise InvalidTensorError("input data holds NaN or infinite values")
+    return values.reshape(tensor.shape[0], samples)
+
+
+def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[tuple[str, bool]]:
+    """(output name, as binary) for each requested output, all by default."""
+    default_binary = bool((request.parameters or {}).get("binary_data_output", False))
+    names = [spec.name for spec in meta.outputs]
+    if request.outputs is None:
+        return [(name, default_binary) for name in names]
+    unknown = [out.name for out in request.outputs if out.name not in names]
+    if unknown:
+        raise InvalidTensorError(f"{meta.name} has no outputs {unknown}; it has {names}")
+    return [
+        (out.name, bool((out.parameters or {}).get("binary_data", default_binary)))
+        for out in request.outputs
+    ]
+
+
+def _answer(
+    request: InferenceRequest, meta: ModelMetadata, outputs: dict[str, np.ndarray]
+) -> Response:
+    described, blobs = [], []
+    for name, binary in _wanted(request, meta):
+        values = np.ascontiguousarray(outputs[name], dtype="<f4")
+        output = ResponseOutput(name=name, datatype=DATATYPE, shape=list(values.shape))
+        if binary:
+            blob = values.tobytes()
+            output.parameters = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            output.data = values.ravel().tolist()
+        described.append(output)
+    answer = InferenceResponse(
+        model_name=meta.name, model_version=meta.version, id=request.id, outputs=described
+    )
+    if not blobs:
+        return JSONResponse(answer.model_dump(mode="json", exclude_none=True))
+    header = json.dumps(answer.model_dump(mode="json", exclude_none=True)).encode()
+    return Response(
+        header + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(len(header))},
+    )
+
+
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "An inference request. With the binary tensor extension the body is "
+        f"the JSON request, then the raw tensor bytes; the `{HEADER_LENGTH}` header gives the "
+        "JSON's length and each input's `parameters.binary_data_size` its bytes.",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+        },
+    }
+}
+
+
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the outputs; with binary outputs, the JSON response then the bytes "
+        f"(`{HEADER_LENGTH}` gives the JSON's length)",
+        "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+    },
+    **problems(400, 404, 413, 429, 500, 503),
+}
+
+
+@router.post(
+    "/models/{model_name}/infer",
+    operation_id="v2_model_infer",
+    response_model=InferenceResponse,
+    summary="Run ready-made model inputs (FP32 [batch, patch samples])",
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_BODY,
+)
+async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep) -> Response:
+    meta = _model(tagger, model_name)
+    settings = tagger.settings
+    check_content_length(request.headers, settings.max_upload_bytes)
+    body = await read_body(request, settings.max_upload_bytes)
+    json_limit = settings.max_json_tensor_elements * _JSON_BYTES_PER_ELEMENT + _JSON_OVERHEAD_BYTES
+    json_part, binary = _split(body, request.headers.get(HEADER_LENGTH), json_limit)
+    infer_request = _parse(json_part)
+    patches = _input(infer_request, binary, meta, settings.max_json_tensor_elements)
+    _wanted(infer_request, meta)  # refuse unknown outputs before queueing any work
+    outputs = await unless_disconnected(request, tagger.infer(meta.name, patches))
+    return _answer(infer_request, meta, outputs)
+
+
+# The same operations for one version of a model (what clients that pin a version call): a
+# taggram model serves the one version its metadata names; any other is 404.
+ModelVersion = Annotated[str, Path(description="the model's version, as its metadata gives it")]
+_VERSIONED = "/models/{model_name}/versions/{model_version}"
+
+
+def _check_version(tagger: Tagger, name: str, model_version: str) -> None:
+    meta = _model(tagger, name)
+    if model_version != meta.version:
+        raise ModelNotFoundError(
+            f"{meta.name} has no version {model_version!r}; it serves {meta.version!r}"
+        )
+
+
+@router.get(
+    _VERSIONED,
+    operation_id="v2_model_version_metadata",
+    response_model=ModelMetadataV2,
+    summary="A model's tensors, for one version",
+    responses=problems(404, 503),
+)
+async def model_version_metadata(
+    model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
+) -> ModelMetadataV2:
+    _check_version(tagger, model_name, model_version)
+    return await model_metadata(model_name, tagger)
+
+
+@router.get(
+    f"{_VERSIONED}/ready",
+    operation_id="v2_model_version_ready",
+    response_class=Response,
+    summary="Whether one version of a model is loaded and can infer",
+    responses={**_EMPTY_200, **problems(404, 503)},
+)
+async def model_version_ready(
+    model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
+) -> Response:
+    _check_version(tagger, model_name, model_version)
+    return await model_ready(model_name, tagger)
+
+
+@router.post(
+    f"{_VERSIONED}/infer",
+    operation_id="v2_model_version_infer",
+    response_model=InferenceResponse,
+    summary="Run ready-made model inputs on one version of a model",
+    responses=_INFER_RESPONSES,
+    openapi_extra=_INFER_BODY,
+)
+async def model_version_infer(
+    model_name: ModelName, model_version: ModelVersion, request: Request, tagger: TaggerDep
+) -> Response:
+    _check_version(tagger, model_name, model_version)
+    return await model_infer(model_name, request, tagger)

@@ -1,0 +1,162 @@
+"""The Open Inference Protocol (KServe V2) with the real Triton client, ``tritonclient[http]``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from tests.e2e.conftest import SecuredServer
+from tests.support.paths import MODEL_REPOSITORY
+
+MODELS = ("MTT_sample_cnn", "MTT_musicnn")  # what the secured server serves
+
+
+@pytest.fixture
+def v2(secured_server: SecuredServer) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(secured_server.url.removeprefix("http://"))
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def key(secured_server: SecuredServer) -> dict[str, str]:
+    # tritonclient adds its own headers to the dict it is given: hand each call a fresh one.
+    return {"Authorization": f"Bearer {secured_server.tag_key}"}
+
+
+def _reference(model: str, batch: np.ndarray) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(
+        str(MODEL_REPOSITORY / model / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"waveform": batch}), strict=True))
+
+
+def test_server_is_live_ready_and_describes_itself(
+    v2: triton.InferenceServerClient, key: dict[str, str]
+) -> None:
+    assert v2.is_server_live(headers=dict(key))
+    assert v2.is_server_ready(headers=dict(key))
+    metadata = v2.get_server_metadata(headers=dict(key))
+    assert metadata["name"] == "taggram" and "binary_tensor_data" in metadata["extensions"]
+    for model in MODELS:
+        assert v2.is_model_ready(model, headers=dict(key))
+    assert not v2.is_server_ready()  # no key: 401
+    with pytest.raises(InferenceServerException) as refused:
+        v2.get_server_metadata()
+    assert refused.value.status() == "401" and "API key" in refused.value.message()
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_model_metadata_names_the_waveform_tensor(
+    v2: triton.InferenceServerClient, key: dict[str, str], model: str
+) -> None:
+    metadata = v2.get_model_metadata(model, headers=dict(key))
+    samples = 59049 if model == "MTT_sample_cnn" else 48128
+    assert metadata["inputs"] == [{"name": "waveform", "datatype": "FP32", "shape": [-1, samples]}]
+    outputs = {output["name"]: output for output in metadata["outputs"]}
+    assert outputs["probabilities"]["shape"] == [-1, 50]
+    assert all(output["datatype"] == "FP32" for output in outputs.values())
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_infer_equals_the_onnx_model_run_directly(
+    v2: triton.InferenceServerClient, key: dict[str, str], model: str, binary: bool
+) -> None:
+    metadata = v2.get_model_metadata(model, headers=dict(key))
+    samples = metadata["inputs"][0]["shape"][1]
+    rng = np.random.default_rng(12)
+    batch = (0.2 * rng.standard_normal((3, samples))).astype(np.float32)
+    tensor = triton.InferInput("waveform", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch, binary_data=binary)
+    names = [output["name"] for output in metadata["outputs"]]
+    wanted = [triton.InferRequestedOutput(name, binary_data=not binary) for name in names]
+    result = v2.infer(model, [tensor], outputs=wanted, headers=dict(key), request_id="r1")
+    reference = _reference(model, batch)
+    assert result.get_response()["model_name"] == model
+    assert result.get_response()["id"] == "r1"
+    for name in names:
+        got = result.as_numpy(name)
+        assert got is not None and got.shape == reference[name].shape, name
+        np.testing.assert_allclose(got, reference[name], atol=1e-5, rtol=0)
+    # No outputs named: all of them, in binary (what tritonclient asks for by default).
+    every = v2.infer(model, [tensor], headers=dict(key))
+    np.testing.assert_allclose(
+        every.as_numpy("probabilities"), reference["probabilities"], atol=1e-5, rtol=0
+    )
+
+
+def _refused(
+    v2: triton.InferenceServerClient, key: dict[str, str], model: str, tensor: triton.InferInput
+) -> InferenceServerException:
+    with pytest.raises(InferenceServerException) as refused:
+        v2.infer(model, [tensor], headers=dict(key))
+    return refused.value
+
+
+def test_tensors_that_do_not_fit_are_refused_with_400(
+    v2: triton.InferenceServerClient, key: dict[str, str]
+) -> None:
+    short = triton.InferInput("waveform", [1, 1000], "FP32")
+    short.set_data_from_numpy(np.zeros((1, 1000), np.float32))
+    error = _refused(v2, key, "MTT_musicnn", short)
+    assert error.status() == "400" and "48128" in error.message()
+    nan = np.zeros((1, 48128), np.float32)
+    nan[0, 7] = np.nan
+    bad_values = triton.InferInput("waveform", [1, 48128], "FP32")
+    bad_values.set_data_from_numpy(nan, binary_data=True)
+    assert _refused(v2, key, "MTT_musicnn", bad_values).status() == "400"
+    wrong_type = triton.InferInput("waveform", [1, 48128], "FP64")
+    wrong_type.set_data_from_numpy(np.zeros((1, 48128), np.float64))
+    assert "FP32" in _refused(v2, key, "MTT_musicnn", wrong_type).message()
+    wrong_name = triton.InferInput("audio", [1, 48128], "FP32")
+    wrong_name.set_data_from_numpy(np.zeros((1, 48128), np.float32))
+    assert "waveform" in _refused(v2, key, "MTT_musicnn", wrong_name).message()
+    missing = _refused(v2, key, "no_such_model", short)
+    assert missing.status() == "404"
+
+
+def test_a_pinned_version_is_served_and_any_other_is_404(
+    v2: triton.InferenceServerClient, key: dict[str, str]
+) -> None:
+    [version] = v2.get_model_metadata("MTT_sample_cnn", headers=dict(key))["versions"]
+    pinned = v2.get_model_metadata("MTT_sample_cnn", model_version=version, headers=dict(key))
+    assert pinned["name"] == "MTT_sample_cnn"
+    assert v2.is_model_ready("MTT_sample_cnn", model_version=version, headers=dict(key))
+    assert not v2.is_model_ready("MTT_sample_cnn", model_version="999", headers=dict(key))
+    batch = np.full((1, 59049), 0.01, np.float32)
+    tensor = triton.InferInput("waveform", [1, 59049], "FP32")
+    tensor.set_data_from_numpy(batch)
+    result = v2.infer("MTT_sample_cnn", [tensor], model_version=version, headers=dict(key))
+    np.testing.assert_allclose(
+        result.as_numpy("probabilities"),
+        _reference("MTT_sample_cnn", batch)["probabilities"],
+        atol=1e-5,
+        rtol=0,
+    )
+    with pytest.raises(InferenceServerException) as refused:
+        v2.infer("MTT_sample_cnn", [tensor], model_version="999", headers=dict(key))
+    assert refused.value.status() == "404"
+
+
+def test_json_tensors_and_bodies_are_capped(secured_server: SecuredServer) -> None:
+    """Over ``TAGGRAM_MAX_JSON_TENSOR_ELEMENTS`` (1 Mi by default) a JSON tensor gets 413, and so
+    does a body over ``TAGGRAM_MAX_UPLOAD_BYTES`` (32 MiB here), as on /v1."""
+    headers = {"X-API-Key": secured_server.tag_key}
+    url = f"{secured_server.url}/v2/models/MTT_musicnn/infer"
+    rows = (1 << 20) // 48128 + 1  # one row more than the cap allows
+    big = {"inputs": [{"name": "waveform", "shape": [rows, 48128], "datatype": "FP32",
+                       "data": [0.0]}]}  # fmt: skip
+    refused = httpx.post(url, json=big, headers=headers)
+    assert (refused.status_code, refused.json()["code"]) == (413, "payload_too_large")
+    assert "binary tensor extension" in refused.json()["error"]
+    padding = b" " * (33 * (1 << 20))
+    flooded = httpx.post(url, content=b'{"inputs": []}' + padding, headers=headers, timeout=60)
+    assert (flooded.status_code, flooded.json()["code"]) == (413, "payload_too_large")
