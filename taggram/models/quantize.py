@@ -1,0 +1,476 @@
+"""Static int8 quantization of the four musicnn/VGG taggers (ONNX Runtime, QDQ format).
+
+Two steps, so that the build needs no audio:
+
+* ``taggram calibrate`` (:func:`calibrate`) reads mono 16 kHz audio prepared from the *training*
+  Debian packages (``taggram prepare-data``; the evaluation denylist is refused), splits it by
+  folder into a calibration and a validation side, collects every activation's range on the
+  calibration side for each candidate setting, quantizes, and keeps the setting whose clip-level
+  tags agree best with float32 on the validation side. It writes one JSON file per model under
+  ``taggram/models/quantization/`` (committed): the chosen settings, the activation ranges (ONNX
+  Runtime's calibration cache), the float model's SHA-256 and the measured agreement.
+* ``taggram build-models`` (:func:`build_quantized`) quantizes each freshly built float model
+  with those committed ranges: the same int8 model everywhere, without the calibration audio.
+
+The log-mel front-end (STFT convolution, mel matrix product, float16 rounding, log) stays float32:
+the power spectrum spans more than 100 dB, which 8 bits (48 dB) cannot hold, and quantizing the
+waveform before the STFT would add a noise floor that the ``log10(1 + 10000 * mel)`` compression
+then amplifies in quiet bands. It costs about 0.1 of the FLOPs. Everything after it (the
+convolutions, dense layers and the output layer) runs in int8 (activations uint8, weights int8).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import soundfile as sf
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+
+from taggram.models.data.packages import ensure_trainable
+from taggram.repository import (
+    METADATA_FILE,
+    ONNX_FILE,
+    Metrics,
+    ModelMetadata,
+    sha256_file,
+    write_model,
+)
+
+log = logging.getLogger(__name__)
+
+QUANTIZATION = Path(__file__).resolve().parent / "quantization"
+FLOAT_MODELS = ("MTT_musicnn", "MTT_vgg", "MSD_musicnn", "MSD_vgg")
+SUFFIX = "_int8"
+# Initializers of the network proper (after the front-end), as the exporter names them.
+NETWORK_PREFIX = "module.network."
+# Patches per strided calibration pass: ONNX Runtime keeps every intermediate tensor of a pass in
+# memory (about 30 MB per musicnn patch), so passes are kept small.
+CALIBRATION_STRIDE = 16
+TOP_K = 5
+
+
+def int8_name(float_name: str) -> str:
+    return float_name + SUFFIX
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """One candidate: how ranges are calibrated and weights quantized."""
+
+    calibrate_method: str = "MinMax"  # MinMax or Percentile
+    percentile: float | None = None  # for Percentile
+    per_channel: bool = True
+    quant_format: str = "QDQ"
+    activation_type: str = "QUInt8"  # u8 activations x s8 weights: the VNNI/AVX2 fast path
+    weight_type: str = "QInt8"
+    # Operators given int8 inputs/outputs. Relu is listed so that each convolution gets a
+    # quantized output (the Relu folds into it, and DQ-Conv-Q fuses into one int8 QLinearConv);
+    # quantizing the max-pools, concatenations, residual additions or the sigmoid as well cost
+    # much agreement on the validation audio (top-5 overlap 4.3 instead of 4.5 for MTT_musicnn).
+    op_types: tuple[str, ...] = ("Conv", "Gemm", "Relu")
+    float_output_layer: bool = False  # keep the last dense layer (logits) in float32
+
+    @property
+    def method(self) -> CalibrationMethod:
+        return CalibrationMethod[self.calibrate_method]
+
+    @property
+    def label(self) -> str:
+        method = self.calibrate_method + (f" {self.percentile:g}" if self.percentile else "")
+        weights = "per-channel" if self.per_channel else "per-tensor"
+        output = ", float32 output layer" if self.float_output_layer else ""
+        return f"{method}, {weights} weights{output}"
+
+
+CANDIDATES = (
+    QuantSettings("MinMax", None, per_channel=True),
+    QuantSettings("MinMax", None, per_channel=False),
+    QuantSettings("MinMax", None, per_channel=True, float_output_layer=True),
+    QuantSettings("Percentile", 99.999, per_channel=True),
+    QuantSettings("Percentile", 99.999, per_channel=True, float_output_layer=True),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# The graph: which nodes stay float32
+
+
+def frontend_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the nodes computing the log-mel front-end: every ancestor of the first node that
+    reads a network weight (``module.network.*``), i.e. everything between the waveform input and
+    the network's input batch normalisation."""
+    producers = {output: node for node in model.graph.node for output in node.output}
+    initializers = {init.name for init in model.graph.initializer}
+    first = next(
+        node
+        for node in model.graph.node
+        if any(name.startswith(NETWORK_PREFIX) for name in node.input)
+    )
+    found: dict[str, onnx.NodeProto] = {}
+    pending = [name for name in first.input if name not in initializers]
+    while pending:
+        node = producers.get(pending.pop())
+        if node is None or node.name in found:
+            continue
+        found[node.name] = node
+        pending.extend(name for name in node.input if name not in initializers)
+    return sorted(found)
+
+
+def output_layer(model: onnx.ModelProto, probabilities: str = "probabilities") -> str:
+    """Name of the node computing the logits: the producer of the sigmoid's input."""
+    producers = {output: node for node in model.graph.node for output in node.output}
+    sigmoid = producers[probabilities]
+    return producers[sigmoid.input[0]].name
+
+
+def float_nodes(model: onnx.ModelProto, settings: QuantSettings) -> list[str]:
+    """Nodes that stay float32 under ``settings``."""
+    output = [output_layer(model)] if settings.float_output_layer else []
+    return frontend_nodes(model) + output
+
+
+def quantize(
+    float_path: Path, target: Path, settings: QuantSettings, ranges: dict[str, Any]
+) -> None:
+    """Write the int8 model of ``float_path`` to ``target`` from stored activation ranges."""
+    model = onnx.load(str(float_path))
+    with tempfile.TemporaryDirectory(prefix="taggram-quant-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        cache.write_text(json.dumps(ranges))
+        quantize_static(
+            model,
+            target,
+            calibration_data_reader=None,
+            calibration_cache_path=cache,
+            quant_format=QuantFormat[settings.quant_format],
+            per_channel=settings.per_channel,
+            activation_type=QuantType[settings.activation_type],
+            weight_type=QuantType[settings.weight_type],
+            nodes_to_exclude=float_nodes(model, settings),
+            op_types_to_quantize=list(settings.op_types),
+            calibrate_method=settings.method,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration audio: prepared training packages, split by folder
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Patches cut from one file (mono 16 kHz float32 [n, patch_samples])."""
+
+    path: str
+    package: str
+    patches: np.ndarray
+
+
+@dataclass
+class AudioSplit:
+    calibration: list[Clip] = field(default_factory=list)
+    validation: list[Clip] = field(default_factory=list)
+
+    @staticmethod
+    def describe(clips: list[Clip]) -> dict[str, Any]:
+        return {
+            "packages": sorted({clip.package for clip in clips}),
+            "files": len(clips),
+            "patches": int(sum(len(clip.patches) for clip in clips)),
+        }
+
+
+def _patches(path: Path, samples: int, count: int) -> np.ndarray:
+    """Up to ``count`` patches of ``samples`` at evenly spaced positions of a 16 kHz file."""
+    with sf.SoundFile(str(path)) as sound:
+        if sound.samplerate != 16000 or sound.channels != 1:
+            raise ValueError(f"{path}: expected mono 16 kHz (taggram prepare-data writes it)")
+        audio = sound.read(dtype="float32")
+    if len(audio) < samples:
+        return np.empty((0, samples), np.float32)
+    starts = np.linspace(0, len(audio) - samples, num=count).astype(np.int64)
+    return np.stack([audio[start : start + samples] for start in np.unique(starts)])
+
+
+def load_split(
+    data_dir: Path,
+    samples: int,
+    patches_per_file: int,
+    validation_fraction: float,
+) -> AudioSplit:
+    """Read ``data_dir/manifest.csv`` (from ``taggram prepare-data``) and cut patches.
+
+    Whole folders (the manifest's ``group``) go to one side: the groups sorted by the SHA-1 of
+    their name, the first ``validation_fraction`` of them validate, the rest calibrate.
+
+    Raises:
+        EvaluationPackageError: the manifest names a package of the evaluation denylist.
+    """
+    with (data_dir / "manifest.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    ensure_trainable(row["package"] for row in rows)
+    groups = sorted({row["group"] for row in rows}, key=lambda g: hashlib.sha1(g.encode()).digest())
+    n_validation = max(1, round(len(groups) * validation_fraction))
+    validation_groups = set(groups[:n_validation])
+    split = AudioSplit()
+    for row in rows:
+        patches = _patches(data_dir / row["path"], samples, patches_per_file)
+        if len(patches):
+            side = split.validation if row["group"] in validation_groups else split.calibration
+            side.append(Clip(row["path"], row["package"], patches))
+    if not split.calibration or not split.validation:
+        raise ValueError(f"{data_dir}: need audio on both sides of the split, got {split}")
+    return split
+
+
+class PatchReader(CalibrationDataReader):
+    """Feeds calibration patches to ONNX Runtime one at a time, in strided ranges."""
+
+    def __init__(self, input_name: str, patches: np.ndarray) -> None:
+        self.input_name = input_name
+        self.patches = patches
+        self._iterator: Iterator[np.ndarray] = iter(())
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._iterator = iter(self.patches[start_index:end_index, None])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        patch = next(self._iterator, None)
+        return None if patch is None else {self.input_name: patch}
+
+
+def collect_ranges(
+    float_path: Path, input_name: str, patches: np.ndarray, settings: QuantSettings
+) -> dict[str, Any]:
+    """Calibrate on ``patches`` and return ONNX Runtime's range cache (a JSON-able dict)."""
+    usable = len(patches) - len(patches) % CALIBRATION_STRIDE
+    if usable == 0:
+        raise ValueError(f"need at least {CALIBRATION_STRIDE} calibration patches")
+    extra: dict[str, Any] = {"CalibStridedMinMax": CALIBRATION_STRIDE}
+    if settings.percentile is not None:
+        extra["CalibPercentile"] = settings.percentile
+    model = onnx.load(str(float_path))
+    with tempfile.TemporaryDirectory(prefix="taggram-calib-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        quantize_static(
+            model,
+            Path(tmp) / "model.onnx",
+            calibration_data_reader=PatchReader(input_name, patches[:usable]),
+            calibration_cache_path=cache,
+            quant_format=QuantFormat[settings.quant_format],
+            per_channel=settings.per_channel,
+            activation_type=QuantType[settings.activation_type],
+            weight_type=QuantType[settings.weight_type],
+            nodes_to_exclude=float_nodes(model, settings),
+            op_types_to_quantize=list(settings.op_types),
+            calibrate_method=settings.method,
+            extra_options=extra,
+        )
+        ranges: dict[str, Any] = json.loads(cache.read_text())
+    return ranges
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement with float32
+
+
+def clip_probabilities(
+    session: ort.InferenceSession, clips: Sequence[np.ndarray], batch: int = 16
+) -> np.ndarray:
+    """[clips, tags] float64: each clip's mean patch probability (the first output)."""
+    input_name = session.get_inputs()[0].name
+    output = session.get_outputs()[0].name
+    rows = []
+    for patches in clips:
+        probabilities = [
+            session.run([output], {input_name: patches[i : i + batch]})[0]
+            for i in range(0, len(patches), batch)
+        ]
+        rows.append(np.concatenate(probabilities).mean(axis=0, dtype=np.float64))
+    return np.stack(rows)
+
+
+def agreement(reference: np.ndarray, candidate: np.ndarray, top_k: int = TOP_K) -> dict[str, float]:
+    """How well ``candidate`` clip probabilities [clips, tags] follow ``reference`` (float32).
+
+    ``top5_overlap``: tags shared by the two top-5 lists, averaged over clips (5 = identical);
+    ``pearson``: Pearson correlation of each clip's tag probabilities, averaged over clips
+    (``pearson_min`` the worst clip); ``max_abs_difference``: largest probability difference.
+    """
+    top_ref = np.argsort(-reference, axis=1)[:, :top_k]
+    top_new = np.argsort(-candidate, axis=1)[:, :top_k]
+    overlap = [len(set(a) & set(b)) for a, b in zip(top_ref, top_new, strict=True)]
+    pearson = [float(np.corrcoef(a, b)[0, 1]) for a, b in zip(reference, candidate, strict=True)]
+    return {
+        "clips": len(reference),
+        "top5_overlap": round(float(np.mean(overlap)), 4),
+        "top5_overlap_min": int(min(overlap)),
+        "pearson": round(float(np.mean(pearson)), 6),
+        "pearson_min": round(float(min(pearson)), 6),
+        "max_abs_difference": round(float(np.abs(reference - candidate).max()), 6),
+    }
+
+
+def cpu_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _score(result: dict[str, float]) -> tuple[float, float]:
+    return (result["top5_overlap"], result["pearson"])
+
+
+# ---------------------------------------------------------------------------------------------
+# The two entry points
+
+
+def calibrate(
+    repository: Path,
+    data_dir: Path,
+    output: Path = QUANTIZATION,
+    models: Sequence[str] = FLOAT_MODELS,
+    patches_per_file: int = 6,
+    validation_fraction: float = 0.25,
+    candidates: Sequence[QuantSettings] = CANDIDATES,
+    threads: int = 0,
+) -> list[Path]:
+    """Choose settings and ranges for each float model in ``repository``; write ``output/*.json``.
+
+    Args:
+        repository: a built model repository holding the float32 ``models``.
+        data_dir: folder of ``taggram prepare-data`` (``manifest.csv`` + 16 kHz mono WAV files).
+        patches_per_file: patches cut per file, evenly spaced.
+        validation_fraction: share of the manifest's folders held out to choose the settings.
+
+    Raises:
+        EvaluationPackageError: ``data_dir`` holds a package of the evaluation denylist.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    written = []
+    split: AudioSplit | None = None
+    for name in models:
+        folder = repository / name
+        metadata = ModelMetadata.model_validate_json((folder / METADATA_FILE).read_text())
+        float_path = folder / ONNX_FILE
+        if split is None:
+            split = load_split(
+                data_dir, metadata.patch.samples, patches_per_file, validation_fraction
+            )
+        calibration = np.concatenate([clip.patches for clip in split.calibration])
+        validation = [clip.patches for clip in split.validation]
+        reference = clip_probabilities(cpu_session(float_path, threads), validation)
+        ranges_by_method: dict[tuple[str, float | None], dict[str, Any]] = {}
+        tried: list[tuple[QuantSettings, dict[str, float]]] = []
+        with tempfile.TemporaryDirectory(prefix="taggram-int8-") as tmp:
+            for settings in candidates:
+                key = (settings.calibrate_method, settings.percentile)
+                if key not in ranges_by_method:
+                    log.info("%s: calibrating %s", name, settings.label)
+                    ranges_by_method[key] = collect_ranges(
+                        float_path, metadata.input_name, calibration, settings
+                    )
+                target = Path(tmp) / f"{len(tried)}.onnx"
+                quantize(float_path, target, settings, ranges_by_method[key])
+                result = agreement(
+                    reference, clip_probabilities(cpu_session(target, threads), validation)
+                )
+                log.info("%s: %s -> %s", name, settings.label, result)
+                tried.append((settings, result))
+        best, best_result = max(tried, key=lambda item: _score(item[1]))
+        record = {
+            "model": int8_name(name),
+            "float_model": name,
+            "float_sha256": sha256_file(float_path),
+            "onnxruntime": ort.__version__,
+            "settings": asdict(best),
+            "float32_nodes": "log-mel front-end (STFT, mel, float16 rounding, log): "
+            "int8 cannot hold the power spectrum's range",
+            "calibration": {
+                **AudioSplit.describe(split.calibration),
+                "patches": CALIBRATION_STRIDE
+                * (sum(len(c.patches) for c in split.calibration) // CALIBRATION_STRIDE),
+            },
+            "validation": {**AudioSplit.describe(split.validation), "agreement": best_result},
+            "candidates": [
+                {"settings": settings.label, "agreement": result} for settings, result in tried
+            ],
+            "ranges": ranges_by_method[(best.calibrate_method, best.percentile)],
+        }
+        path = output / f"{int8_name(name)}.json"
+        path.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+        written.append(path)
+    return written
+
+
+def load_settings(record: dict[str, Any]) -> QuantSettings:
+    settings = dict(record["settings"])
+    settings["op_types"] = tuple(settings["op_types"])
+    return QuantSettings(**settings)
+
+
+def int8_metadata(metadata: ModelMetadata, record: dict[str, Any]) -> ModelMetadata:
+    """The float model's metadata, renamed and annotated with how it was quantized."""
+    settings = load_settings(record)
+    quantization = {
+        "scheme": f"static int8 ({settings.quant_format}, uint8 activations, int8 weights, "
+        f"{settings.label}), ONNX Runtime {record['onnxruntime']}",
+        "float_model": record["float_model"],
+        "float32_nodes": record["float32_nodes"],
+        "calibration": record["calibration"],
+        "validation": record["validation"],
+    }
+    return metadata.model_copy(
+        update={
+            "name": record["model"],
+            "description": f"{metadata.description}; int8 (static quantization) of "
+            f"{record['float_model']}",
+            "training": {**metadata.training, "quantization": quantization},
+            "metrics": Metrics(
+                source=f"not measured for the int8 model; its agreement with "
+                f"{record['float_model']} is under training.quantization.validation"
+            ),
+        }
+    )
+
+
+def build_quantized(root: Path, parameters: Path = QUANTIZATION) -> list[Path]:
+    """Quantize the float models in ``root`` with the committed ranges; write ``<name>_int8``.
+
+    A float model whose bytes differ from those calibrated on is still quantized (the ranges are
+    keyed by tensor name), with a warning: rerun ``taggram calibrate`` after changing the export.
+    """
+    written = []
+    for path in sorted(parameters.glob(f"*{SUFFIX}.json")):
+        record = json.loads(path.read_text())
+        folder = root / record["float_model"]
+        float_path = folder / ONNX_FILE
+        if sha256_file(float_path) != record["float_sha256"]:
+            log.warning("%s differs from the model calibrated on; rerun taggram calibrate", folder)
+        metadata = ModelMetadata.model_validate_json((folder / METADATA_FILE).read_text())
+        with tempfile.TemporaryDirectory(prefix="taggram-int8-") as tmp:
+            target = Path(tmp) / ONNX_FILE
+            quantize(float_path, target, load_settings(record), record["ranges"])
+            onnx_bytes = target.read_bytes()
+        written.append(write_model(root, int8_metadata(metadata, record), onnx_bytes))
+    return written
