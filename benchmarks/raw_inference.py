@@ -71,6 +71,38 @@ def gemm_rate(size: int = 2048, budget_s: float = 3.0) -> GemmRate:
     return GemmRate(gflop / timing.median_s, gflop / timing.best_s, gflop / timing.cpu_s)
 
 
+def int8_gemm_rate(size: int = 2048, threads: int = 2, budget_s: float = 3.0) -> GemmRate:
+    """GOP/s of a square uint8 x int8 -> int32 matrix product in onnxruntime (``MatMulInteger``,
+    the kernel family its int8 convolutions use: AVX-512 VNNI, AVX-VNNI or AVX2 by CPU)."""
+    import onnx
+    import onnxruntime as ort
+
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])],
+        "int8_gemm",
+        [
+            helper.make_tensor_value_info("a", onnx.TensorProto.UINT8, [size, size]),
+            helper.make_tensor_value_info("b", onnx.TensorProto.INT8, [size, size]),
+        ],
+        [helper.make_tensor_value_info("c", onnx.TensorProto.INT32, [size, size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(0)
+    feed = {
+        "a": rng.integers(0, 256, (size, size), dtype=np.uint8),
+        "b": rng.integers(-128, 128, (size, size), dtype=np.int8),
+    }
+    timing = time_repeatedly(lambda: session.run(None, feed), budget_s)
+    gop = 2 * size**3 / 1e9
+    return GemmRate(gop / timing.median_s, gop / timing.best_s, gop / timing.cpu_s)
+
+
 @dataclass(frozen=True)
 class RawInference:
     """One model at one batch size through the service's own session class, without the service."""

@@ -168,13 +168,16 @@ def build_repository(
     wheel: MusicnnWheel,
     trained: Path = TRAINED,
     quantization: Path = QUANTIZATION,
+    float16: bool = False,
 ) -> list[Path]:
-    """Build every model into ``root``, verify the result loads, then mark it complete."""
+    """Build every model into ``root``, verify the result loads, then mark it complete.
+
+    ``float16`` adds the ``_fp16`` variants (for a GPU repository)."""
     root.mkdir(parents=True, exist_ok=True)
     marker = root / COMPLETE_MARKER
     marker.unlink(missing_ok=True)
     folders = [build_musicnn(tagger, wheel, root) for tagger in PUBLISHED]
-    folders += build_quantized(root, quantization)
+    folders += build_quantized(root, quantization, float16)
     folders += copy_trained(trained, root)
     entries = load_repository(root)
     summary = {name: entry.metadata.onnx_sha256 for name, entry in sorted(entries.items())}

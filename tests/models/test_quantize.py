@@ -20,23 +20,23 @@ import soundfile as sf
 from taggram.models.data.packages import EVALUATION_ONLY, EvaluationPackageError
 from taggram.models.quantize import (
     FLOAT_MODELS,
+    MIN_PEARSON,
+    MIN_TOP5_OVERLAP,
     QUANTIZATION,
     QuantSettings,
     agreement,
     build_quantized,
     calibrate,
+    cpu_session,
     frontend_nodes,
     int8_name,
+    keeps_agreement,
     load_settings,
 )
 from taggram.repository import COMPLETE_MARKER, load_repository, sha256_file
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger, TagOptions
 from tests.support.paths import require_repository, require_shared
-
-# The acceptance thresholds on ../shared/audio (issue: int8 variants).
-MIN_TOP5_OVERLAP = 4.5
-MIN_PEARSON = 0.99
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +91,17 @@ def test_build_writes_int8_models_with_their_agreement(int8_repository: Path) ->
             init for init in model.graph.initializer if init.data_type == onnx.TensorProto.INT8
         ]
         assert int8_weights, "no int8 weights in the quantized model"
-        assert entry.onnx_path.stat().st_size < entries[name].onnx_path.stat().st_size / 2
+        # int8 weights; the float32 front-end's 1 MB DFT kernels stay
+        assert entry.onnx_path.stat().st_size < 0.6 * entries[name].onnx_path.stat().st_size
 
 
 def test_build_is_deterministic(int8_repository: Path, tmp_path: Path) -> None:
-    shutil.copytree(int8_repository / "MTT_vgg", tmp_path / "MTT_vgg")
-    parameters = tmp_path / "parameters"
+    root, parameters = tmp_path / "repository", tmp_path / "parameters"
+    shutil.copytree(int8_repository / "MTT_vgg", root / "MTT_vgg")
     parameters.mkdir()
     shutil.copy(QUANTIZATION / "MTT_vgg_int8.json", parameters)
-    build_quantized(tmp_path, parameters)
-    assert sha256_file(tmp_path / "MTT_vgg_int8" / "model.onnx") == sha256_file(
+    build_quantized(root, parameters)
+    assert sha256_file(root / "MTT_vgg_int8" / "model.onnx") == sha256_file(
         int8_repository / "MTT_vgg_int8" / "model.onnx"
     )
 
@@ -181,3 +182,24 @@ def test_calibrate_writes_ranges_the_build_uses(tmp_path: Path) -> None:
     shutil.copytree(repository / "MTT_vgg", root / "MTT_vgg")
     [folder] = build_quantized(root, output)
     assert load_repository(root)["MTT_vgg_int8"].onnx_path == folder / "model.onnx"
+
+
+def test_float16_variant_is_built_only_on_request(int8_repository: Path, tmp_path: Path) -> None:
+    """``--float16`` adds ``MTT_vgg_fp16`` (front-end float32, network float16) where the
+    committed validation agreement allows; it runs (on the CPU here) close to float32."""
+    record = json.loads((QUANTIZATION / "MTT_vgg_int8.json").read_text())
+    root, parameters = tmp_path / "repository", tmp_path / "parameters"
+    shutil.copytree(int8_repository / "MTT_vgg", root / "MTT_vgg")
+    parameters.mkdir()
+    shutil.copy(QUANTIZATION / "MTT_vgg_int8.json", parameters)
+    build_quantized(root, parameters, float16=True)
+    entries = load_repository(root)
+    assert ("MTT_vgg_fp16" in entries) == keeps_agreement(record["float16"]["agreement"])
+    assert "MTT_vgg_fp16" in entries, "float16 MTT_vgg lost agreement on the validation audio"
+    model = onnx.load(str(entries["MTT_vgg_fp16"].onnx_path))
+    halves = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert halves and model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    sessions = [cpu_session(entries[name].onnx_path) for name in ("MTT_vgg", "MTT_vgg_fp16")]
+    batch = (0.1 * np.random.default_rng(0).standard_normal((2, 48128))).astype(np.float32)
+    full, half = (session.run(["probabilities"], {"waveform": batch})[0] for session in sessions)
+    np.testing.assert_allclose(half, full, atol=0.02)
