@@ -48,8 +48,8 @@ from taggram.models.data.packages import ensure_trainable
 from taggram.repository import (
     METADATA_FILE,
     ONNX_FILE,
-    Metrics,
     ModelMetadata,
+    ModelQuality,
     sha256_file,
     write_model,
 )
@@ -716,7 +716,7 @@ def variant_metadata(
             "name": name,
             "description": f"{metadata.description}; {kind} of {metadata.name}",
             "training": {**metadata.training, "quantization": quantization},
-            "metrics": Metrics(
+            "quality": ModelQuality(
                 source=f"not measured for the {kind} model; its agreement with "
                 f"{metadata.name} is under training.quantization.validation"
             ),
