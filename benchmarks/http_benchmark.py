@@ -57,10 +57,11 @@ from benchmarks.raw_inference import (
     GemmRate,
     RawInference,
     gemm_rate,
-    int8_gemm_rate,
     measure_repository,
+    ort_gemm_rate,
 )
 from taggram.catalogue.sources import AUDIO_EXTENSIONS
+from taggram.repository import load_repository
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -326,7 +327,11 @@ def instruction_sets(flags: list[str]) -> str:
 
 
 def machine_table(
-    gemm: GemmRate, load_before: float, load_after: float, int8: GemmRate | None = None
+    gemm: GemmRate,
+    load_before: float,
+    load_after: float,
+    ort_float: GemmRate | None = None,
+    int8: GemmRate | None = None,
 ) -> str:
     import onnxruntime
 
@@ -348,14 +353,18 @@ def machine_table(
             f"{gemm.per_cpu_second:.0f} GFLOP",
         ],
     ]
-    if int8 is not None:
-        rows.append(
+    if ort_float is not None and int8 is not None:
+        rows += [
+            [
+                "float32 GEMM (onnxruntime MatMul, 2048²), per CPU-second: the floor below",
+                f"{ort_float.per_cpu_second:.0f} GFLOP",
+            ],
             [
                 "int8 GEMM (onnxruntime MatMulInteger u8 x s8, 2048²), per CPU-second",
-                f"{int8.per_cpu_second:.0f} GOP ({int8.per_cpu_second / gemm.per_cpu_second:.1f}× "
-                "float32)",
-            ]
-        )
+                f"{int8.per_cpu_second:.0f} GOP "
+                f"({int8.per_cpu_second / ort_float.per_cpu_second:.1f}× float32)",
+            ],
+        ]
     rows.append(["1-min load average before / after", f"{load_before:.1f} / {load_after:.1f}"])
     return table(["machine", ""], rows)
 
@@ -517,7 +526,7 @@ def measure_memory(
             pid,
         ),
     ):
-        models = len(httpx.get(f"{base}/v1/models", timeout=30.0).raise_for_status().json())
+        models = len(load_repository(repository))
         warm = memory(pid)
         track = long_track(files, seconds, Path(folder))
         asyncio.run(tag_once(base, None, track))
@@ -554,8 +563,9 @@ def main(
     load_before = os.getloadavg()[0]
     paths = training_tracks(tracks_from, tracks) if tracks_from else audio
     files = find_audio(paths)
-    gemm = gemm_rate()
-    int8 = int8_gemm_rate(threads=threads)
+    numpy_gemm = gemm_rate()
+    gemm = ort_gemm_rate(int8=False, threads=threads)
+    int8 = ort_gemm_rate(int8=True, threads=threads)
     raw_section = None
     if raw:
         typer.echo("raw onnxruntime ...", err=True)
@@ -591,7 +601,7 @@ def main(
             section, originals[name] = original_table(run, {f.path: f.seconds for f in files})
             original_sections.append(section)
     sections = [
-        machine_table(gemm, load_before, os.getloadavg()[0], int8),
+        machine_table(numpy_gemm, load_before, os.getloadavg()[0], gemm, int8),
         load_table(results, originals),
         memory_section,
         raw_section,
