@@ -101,6 +101,7 @@ def ort_gemm_rate(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )
     rng = np.random.default_rng(0)
+    feed: dict[str, np.ndarray]
     if int8:
         feed = {
             "a": rng.integers(0, 256, (size, size), dtype=np.uint8),
