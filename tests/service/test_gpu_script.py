@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -24,3 +25,20 @@ def test_gpu_script_says_it_needs_a_gpu() -> None:
     )
     assert result.returncode == 2
     assert "needs an NVIDIA GPU" in result.stderr
+
+
+def test_gpu_benchmark_refuses_an_onnxruntime_without_cuda() -> None:
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.gpu_benchmark"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode != 0
+    assert "no CUDA provider" in result.stderr
