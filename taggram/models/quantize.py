@@ -28,6 +28,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,12 +334,33 @@ def prepared(float_path: Path) -> onnx.ModelProto:
     return pool_before_batch_norm(onnx.load(str(float_path)))
 
 
+class _ExpectedAdvice(logging.Filter):
+    """Drops ONNX Runtime's quantizer notes that do not apply here: its pre-processing advice
+    (the graph is prepared by :func:`pool_before_batch_norm` instead) and the scale bumps of
+    channels whose weights are all zero (dead filters of the trained networks)."""
+
+    EXPECTED = ("Please consider", "Increased scale")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.EXPECTED)
+
+
+@contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    root, expected = logging.getLogger(), _ExpectedAdvice()
+    root.addFilter(expected)
+    try:
+        yield
+    finally:
+        root.removeFilter(expected)
+
+
 def quantize(
     float_path: Path, target: Path, settings: QuantSettings, ranges: dict[str, Any]
 ) -> None:
     """Write the int8 model of ``float_path`` to ``target`` from stored activation ranges."""
     model = prepared(float_path)
-    with tempfile.TemporaryDirectory(prefix="taggram-quant-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="taggram-quant-") as tmp, _quiet_quantizer():
         cache = Path(tmp) / "ranges.json"
         cache.write_text(json.dumps(ranges))
         quantize_static(
@@ -456,7 +478,7 @@ def collect_ranges(
     if settings.percentile is not None:
         extra["CalibPercentile"] = settings.percentile
     model = prepared(float_path)
-    with tempfile.TemporaryDirectory(prefix="taggram-calib-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="taggram-calib-") as tmp, _quiet_quantizer():
         cache = Path(tmp) / "ranges.json"
         quantize_static(
             model,
