@@ -359,14 +359,27 @@ def quantize(
     float_path: Path, target: Path, settings: QuantSettings, ranges: dict[str, Any]
 ) -> None:
     """Write the int8 model of ``float_path`` to ``target`` from stored activation ranges."""
-    model = prepared(float_path)
-    with tempfile.TemporaryDirectory(prefix="taggram-quant-") as tmp, _quiet_quantizer():
+    with tempfile.TemporaryDirectory(prefix="taggram-quant-") as tmp:
         cache = Path(tmp) / "ranges.json"
         cache.write_text(json.dumps(ranges))
+        _quantize_static(prepared(float_path), target, settings, cache)
+
+
+def _quantize_static(
+    model: onnx.ModelProto,
+    target: Path,
+    settings: QuantSettings,
+    cache: Path,
+    reader: CalibrationDataReader | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """ONNX Runtime's static quantization under ``settings``; the ranges come from ``cache``
+    when it exists, else from calibrating on ``reader`` (and are then saved to ``cache``)."""
+    with _quiet_quantizer():
         quantize_static(
             model,
             target,
-            calibration_data_reader=None,
+            calibration_data_reader=reader,
             calibration_cache_path=cache,
             quant_format=QuantFormat[settings.quant_format],
             per_channel=settings.per_channel,
@@ -375,6 +388,7 @@ def quantize(
             nodes_to_exclude=float_nodes(model, settings),
             op_types_to_quantize=list(settings.op_types),
             calibrate_method=settings.method,
+            extra_options=extra,
         )
 
 
@@ -477,22 +491,11 @@ def collect_ranges(
     extra: dict[str, Any] = {"CalibStridedMinMax": CALIBRATION_STRIDE}
     if settings.percentile is not None:
         extra["CalibPercentile"] = settings.percentile
-    model = prepared(float_path)
-    with tempfile.TemporaryDirectory(prefix="taggram-calib-") as tmp, _quiet_quantizer():
+    with tempfile.TemporaryDirectory(prefix="taggram-calib-") as tmp:
         cache = Path(tmp) / "ranges.json"
-        quantize_static(
-            model,
-            Path(tmp) / "model.onnx",
-            calibration_data_reader=PatchReader(input_name, patches[:usable]),
-            calibration_cache_path=cache,
-            quant_format=QuantFormat[settings.quant_format],
-            per_channel=settings.per_channel,
-            activation_type=QuantType[settings.activation_type],
-            weight_type=QuantType[settings.weight_type],
-            nodes_to_exclude=float_nodes(model, settings),
-            op_types_to_quantize=list(settings.op_types),
-            calibrate_method=settings.method,
-            extra_options=extra,
+        reader = PatchReader(input_name, patches[:usable])
+        _quantize_static(
+            prepared(float_path), Path(tmp) / "model.onnx", settings, cache, reader, extra
         )
         ranges: dict[str, Any] = json.loads(cache.read_text())
     return ranges
