@@ -71,6 +71,49 @@ def gemm_rate(size: int = 2048, budget_s: float = 3.0) -> GemmRate:
     return GemmRate(gflop / timing.median_s, gflop / timing.best_s, gflop / timing.cpu_s)
 
 
+def ort_gemm_rate(
+    int8: bool, size: int = 2048, threads: int = 2, budget_s: float = 3.0
+) -> GemmRate:
+    """G(FL)OP/s of a square matrix product in onnxruntime's own kernels (MLAS), the floor its
+    convolutions are measured against: float32 ``MatMul``, or uint8 x int8 -> int32
+    ``MatMulInteger`` (the kernel family of its int8 convolutions: AVX-512 VNNI, AVX-VNNI or AVX2
+    by CPU). NumPy's BLAS is a weaker yardstick: onnxruntime's convolutions outrun it here."""
+    import onnx
+    import onnxruntime as ort
+
+    helper = onnx.helper
+    types = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8, onnx.TensorProto.INT32)
+    if not int8:
+        types = (onnx.TensorProto.FLOAT,) * 3
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger" if int8 else "MatMul", ["a", "b"], ["c"])],
+        "gemm",
+        [
+            helper.make_tensor_value_info("a", types[0], [size, size]),
+            helper.make_tensor_value_info("b", types[1], [size, size]),
+        ],
+        [helper.make_tensor_value_info("c", types[2], [size, size])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(0)
+    feed: dict[str, np.ndarray]
+    if int8:
+        feed = {
+            "a": rng.integers(0, 256, (size, size), dtype=np.uint8),
+            "b": rng.integers(-128, 128, (size, size), dtype=np.int8),
+        }
+    else:
+        feed = {name: rng.standard_normal((size, size), dtype=np.float32) for name in "ab"}
+    timing = time_repeatedly(lambda: session.run(None, feed), budget_s)
+    gop = 2 * size**3 / 1e9
+    return GemmRate(gop / timing.median_s, gop / timing.best_s, gop / timing.cpu_s)
+
+
 @dataclass(frozen=True)
 class RawInference:
     """One model at one batch size through the service's own session class, without the service."""

@@ -1,4 +1,5 @@
-"""Build the model repository: the four musicnn 0.1.0 taggers plus any committed trained models.
+"""Build the model repository: the four musicnn 0.1.0 taggers, their int8 variants (quantized with
+the committed ranges of ``taggram/models/quantization/``) and any committed trained models.
 
 Deterministic (same wheel, same code → same ONNX bytes) and idempotent: the ``.complete`` marker
 is removed first and written last, so an interrupted build is never mistaken for a finished one.
@@ -14,6 +15,7 @@ from taggram.models.architectures import build
 from taggram.models.architectures import frontend as fe
 from taggram.models.export import export_to_repository
 from taggram.models.importers.musicnn import load_network
+from taggram.models.quantize import QUANTIZATION, build_quantized
 from taggram.models.wheel import REQUIREMENT, MusicnnWheel
 from taggram.repository import (
     COMPLETE_MARKER,
@@ -161,12 +163,21 @@ def copy_trained(source: Path, root: Path) -> list[Path]:
     return written
 
 
-def build_repository(root: Path, wheel: MusicnnWheel, trained: Path = TRAINED) -> list[Path]:
-    """Build every model into ``root``, verify the result loads, then mark it complete."""
+def build_repository(
+    root: Path,
+    wheel: MusicnnWheel,
+    trained: Path = TRAINED,
+    quantization: Path = QUANTIZATION,
+    float16: bool = False,
+) -> list[Path]:
+    """Build every model into ``root``, verify the result loads, then mark it complete.
+
+    ``float16`` adds the ``_fp16`` variants (for a GPU repository)."""
     root.mkdir(parents=True, exist_ok=True)
     marker = root / COMPLETE_MARKER
     marker.unlink(missing_ok=True)
     folders = [build_musicnn(tagger, wheel, root) for tagger in PUBLISHED]
+    folders += build_quantized(root, quantization, float16)
     folders += copy_trained(trained, root)
     entries = load_repository(root)
     summary = {name: entry.metadata.onnx_sha256 for name, entry in sorted(entries.items())}

@@ -67,6 +67,17 @@ class Settings(BaseSettings):
         default_factory=available_cores, ge=1, description="threads per ONNX Runtime session"
     )
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads")
+    gpu_max_batch_size: int = Field(
+        64,
+        ge=1,
+        description="most patches per inference batch for a model on a GPU (CUDA) provider, "
+        "instead of max_batch_size",
+    )
+    io_binding: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="ONNX Runtime I/O binding through reusable page-locked host buffers: auto "
+        "(on a GPU provider only), on, off",
+    )
     warmup: bool = Field(True, description="run every model at start-up before reporting ready")
     drain_grace_seconds: float = Field(
         5.0,

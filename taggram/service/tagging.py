@@ -143,10 +143,16 @@ class Tagger:
         sessions = []
         for entry in self.entries.values():
             session = ModelSession(
-                entry, providers, self.settings.intra_op_threads, self.settings.inter_op_threads
+                entry,
+                providers,
+                self.settings.intra_op_threads,
+                self.settings.inter_op_threads,
+                io_binding=self.settings.io_binding,
+                max_batch_size=self.settings.max_batch_size,
+                gpu_max_batch_size=self.settings.gpu_max_batch_size,
             )
             if self.settings.warmup:
-                session.warm_up(sorted({1, self.settings.max_batch_size}))
+                session.warm_up(sorted({1, session.max_batch_size}))
             sessions.append(session)
         return sessions
 
@@ -155,7 +161,7 @@ class Tagger:
         for session in await asyncio.to_thread(self._load_sessions):
             batcher = Batcher(
                 session,
-                self.settings.max_batch_size,
+                session.max_batch_size,
                 self.settings.max_queue_delay_ms / 1000,
                 self.settings.max_queue_patches,
             )

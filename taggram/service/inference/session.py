@@ -6,7 +6,9 @@ the CUDA provider is used when that build and a GPU are present, CPU otherwise.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+from typing import Literal
 
 import numpy as np
 import onnxruntime as ort
@@ -43,6 +45,9 @@ class ModelSession:
         providers: list[str],
         intra_op_threads: int,
         inter_op_threads: int,
+        io_binding: IOBindingMode = "auto",
+        max_batch_size: int = 16,
+        gpu_max_batch_size: int | None = None,
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -57,6 +62,11 @@ class ModelSession:
         )
         self.provider = provider_label(self._session.get_providers()[0])
         self.output_names: list[str] = [output.name for output in self._session.get_outputs()]
+        # The batch the batcher forms: the GPU setting when the session really runs on one.
+        self.max_batch_size = max_batch_for(
+            self.provider, max_batch_size, gpu_max_batch_size or max_batch_size
+        )
+        self._bound = bound_runner(self._session, self.provider, io_binding, self.max_batch_size)
 
     @property
     def name(self) -> str:
@@ -64,6 +74,8 @@ class ModelSession:
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output for a ``[batch, samples]`` float32 batch, keyed by output name."""
+        if self._bound is not None and len(batch) <= self._bound.max_batch_size:
+            return self._bound.run(batch)
         outputs = self._session.run(None, {self.metadata.input_name: batch})
         return dict(zip(self.output_names, outputs, strict=True))
 
@@ -72,3 +84,127 @@ class ModelSession:
         for size in batch_sizes:
             self.run(np.zeros((size, self.metadata.patch.samples), np.float32))
         log.info("warmed up %s on %s for batch sizes %s", self.name, self.provider, batch_sizes)
+
+
+# ---------------------------------------------------------------------------------------------
+# The GPU path: I/O binding through reusable page-locked host buffers. Kept apart from the
+# session options above: it only changes how a batch travels to the device and back.
+
+IOBindingMode = Literal["auto", "on", "off"]
+
+
+def uses_io_binding(provider: str, mode: IOBindingMode) -> bool:
+    """``auto`` binds on an accelerator (anything but ``cpu``); ``on``/``off`` force it."""
+    return mode == "on" or (mode == "auto" and provider != "cpu")
+
+
+def max_batch_for(provider: str, cpu_batch: int, gpu_batch: int) -> int:
+    """The batch size the batcher forms for a session on ``provider`` (short label)."""
+    return cpu_batch if provider == "cpu" else gpu_batch
+
+
+class HostBuffer:
+    """A float32 host array in memory the accelerator's provider allocates as page-locked
+    (``HOST_ACCESSIBLE``: CUDA pinned memory) when it can, so host-device copies are direct DMA
+    and can overlap; ordinary memory otherwise (the CPU provider, or an older runtime).
+    """
+
+    def __init__(self, shape: tuple[int, ...], ep_name: str) -> None:
+        self.pinned = False
+        self._value: ort.OrtValue | None = None
+        info = _host_accessible_memory(ep_name)
+        if info is not None:
+            self._value = ort.OrtValue.ortvalue_from_shape_and_type(
+                list(shape), np.float32, memory_info=info
+            )
+            count = int(np.prod(shape))
+            raw = (ctypes.c_float * count).from_address(self._value.data_ptr())
+            self.array = np.ctypeslib.as_array(raw).reshape(shape)
+            self.pinned = True
+        else:
+            self.array = np.zeros(shape, np.float32)
+
+    @property
+    def address(self) -> int:
+        return int(self.array.ctypes.data)
+
+
+def _host_accessible_memory(ep_name: str) -> ort.OrtMemoryInfo | None:
+    """The provider's page-locked host memory, where this onnxruntime build can allocate it."""
+    get_devices = getattr(ort, "get_ep_devices", None)
+    if get_devices is None:
+        return None
+    for device in get_devices():
+        if device.ep_name == ep_name:
+            info: ort.OrtMemoryInfo | None = device.memory_info(
+                ort.OrtDeviceMemoryType.HOST_ACCESSIBLE
+            )
+            if info is not None:
+                return info
+    return None
+
+
+class BoundRunner:
+    """Runs ``[n, samples]`` float32 batches (``n <= max_batch_size``) through I/O binding.
+
+    The batch is copied once into a reusable host input buffer; ONNX Runtime copies it to the
+    device and writes every output straight into reusable host output buffers (no per-batch
+    allocation on either side); the rows are copied out before the buffers are reused.
+    Outputs must be ``[batch, ...]`` float32 with fixed trailing dimensions (the repository
+    contract). One batch at a time: the batcher runs a model's batches sequentially.
+    """
+
+    def __init__(self, session: ort.InferenceSession, max_batch_size: int) -> None:
+        self._session = session
+        self.max_batch_size = max_batch_size
+        ep_name = session.get_providers()[0]
+        source = session.get_inputs()[0]
+        self._input_name = source.name
+        self._input = HostBuffer((max_batch_size, *_fixed(source.shape)), ep_name)
+        self._outputs = {
+            output.name: HostBuffer((max_batch_size, *_fixed(output.shape)), ep_name)
+            for output in session.get_outputs()
+        }
+        self.pinned = self._input.pinned
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        rows = len(batch)
+        self._input.array[:rows] = batch
+        binding = self._session.io_binding()
+        binding.bind_input(
+            self._input_name,
+            "cpu",
+            0,
+            np.float32,
+            [rows, *self._input.array.shape[1:]],
+            self._input.address,
+        )
+        for name, buffer in self._outputs.items():
+            shape = [rows, *buffer.array.shape[1:]]
+            binding.bind_output(name, "cpu", 0, np.float32, shape, buffer.address)
+        self._session.run_with_iobinding(binding)
+        return {name: buffer.array[:rows].copy() for name, buffer in self._outputs.items()}
+
+
+def _fixed(shape: list[int | str | None]) -> tuple[int, ...]:
+    """The trailing (non-batch) dimensions, which the repository contract makes fixed."""
+    dims = shape[1:]
+    if not all(isinstance(dim, int) for dim in dims):
+        raise ValueError(f"I/O binding needs fixed trailing dimensions, got {shape}")
+    return tuple(int(dim) for dim in dims)  # type: ignore[arg-type]
+
+
+def bound_runner(
+    session: ort.InferenceSession, provider: str, mode: IOBindingMode, max_batch_size: int
+) -> BoundRunner | None:
+    """A :class:`BoundRunner` when ``mode`` asks for I/O binding on ``provider``, else None."""
+    if not uses_io_binding(provider, mode):
+        return None
+    runner = BoundRunner(session, max_batch_size)
+    log.info(
+        "I/O binding on %s, batch up to %d, %s host buffers",
+        provider,
+        max_batch_size,
+        "page-locked" if runner.pinned else "ordinary",
+    )
+    return runner
