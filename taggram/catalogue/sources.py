@@ -31,6 +31,10 @@ __all__ = ["AUDIO_EXTENSIONS", "Source", "SourceError", "Track", "from_folder", 
 
 @dataclass(frozen=True)
 class Track:
+    """One catalogue entry: a unique ``id`` (the manifest's, or the path relative to the folder)
+    and the audio file's ``path``.
+    """
+
     id: str
     path: Path
 

@@ -74,6 +74,7 @@ TOP_K = 5
 
 
 def int8_name(float_name: str) -> str:
+    """The served name of a float model's int8 variant (``MTT_musicnn`` -> ``MTT_musicnn_int8``)."""
     return float_name + SUFFIX
 
 
@@ -104,10 +105,12 @@ class QuantSettings:
 
     @property
     def method(self) -> CalibrationMethod:
+        """ONNX Runtime's calibration method for ``calibrate_method``."""
         return CalibrationMethod[self.calibrate_method]
 
     @property
     def label(self) -> str:
+        """A one-line human description of the settings (recorded in the metadata)."""
         method = self.calibrate_method + (f" {self.percentile:g}" if self.percentile else "")
         weights = "per-channel" if self.per_channel else "per-tensor"
         output = ", float32 output layer" if self.float_output_layer else ""
@@ -407,11 +410,14 @@ class Clip:
 
 @dataclass
 class AudioSplit:
+    """Training-package clips split by folder into calibration and validation sides."""
+
     calibration: list[Clip] = field(default_factory=list)
     validation: list[Clip] = field(default_factory=list)
 
     @staticmethod
     def describe(clips: list[Clip]) -> dict[str, Any]:
+        """Packages, file count and patch count of ``clips`` (recorded in the quantization files)."""
         return {
             "packages": sorted({clip.package for clip in clips}),
             "files": len(clips),
@@ -474,9 +480,11 @@ class PatchReader(CalibrationDataReader):
         return len(self.patches)
 
     def set_range(self, start_index: int, end_index: int) -> None:
+        """Feed patches ``start_index`` to ``end_index`` (exclusive) in the next strided pass."""
         self._iterator = iter(self.patches[start_index:end_index, None])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next ``{input: [1, samples]}`` float32 feed, or None at the end of the range."""
         patch = next(self._iterator, None)
         return None if patch is None else {self.input_name: patch}
 
@@ -543,6 +551,7 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, top_k: int = TOP_K) 
 
 
 def cpu_session(path: Path, threads: int = 0) -> ort.InferenceSession:
+    """A CPU ONNX Runtime session of the model at ``path`` (``threads`` 0: all cores)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -723,10 +732,12 @@ def float16_agreement(
 
 
 def keeps_agreement(measured: dict[str, float]) -> bool:
+    """Whether measured agreement with float32 passes the bars (top-5 overlap and Pearson r)."""
     return measured["top5_overlap"] >= MIN_TOP5_OVERLAP and measured["pearson"] >= MIN_PEARSON
 
 
 def load_settings(record: dict[str, Any]) -> QuantSettings:
+    """The :class:`QuantSettings` recorded in a committed quantization file."""
     settings = dict(record["settings"])
     settings["op_types"] = tuple(settings["op_types"])
     return QuantSettings(**settings)
@@ -764,6 +775,7 @@ def int8_metadata(metadata: ModelMetadata, record: dict[str, Any]) -> ModelMetad
 
 
 def float16_metadata(metadata: ModelMetadata, record: dict[str, Any]) -> ModelMetadata:
+    """The float model's metadata, renamed and annotated as its float16 variant."""
     quantization = {
         "scheme": "float16 network (onnxruntime.transformers.float16), float32 input/outputs",
         "float_model": record["float_model"],

@@ -24,14 +24,20 @@ class TaggramError(Exception):
 
 
 class EmptyAudioError(TaggramError):
+    """No audio in the request: an empty body, or a multipart upload without its file field."""
+
     code = "empty_body"
 
 
 class UnsupportedMediaTypeError(TaggramError):
+    """A ``Content-Type`` the API does not take (not audio, octet-stream or multipart)."""
+
     code = "unsupported_media_type"
 
 
 class PayloadTooLargeError(TaggramError):
+    """The body is larger than ``max_upload_bytes`` (refused while it is read)."""
+
     code = "payload_too_large"
 
 
@@ -73,6 +79,8 @@ class InvalidAudioError(TaggramError):
 
 
 class InvalidOptionsError(TaggramError):
+    """An option out of range, of the wrong type or unknown, or an embedding the model lacks."""
+
     code = "invalid_options"
 
 
@@ -83,6 +91,8 @@ class TooManyPatchesError(TaggramError):
 
 
 class ModelNotFoundError(TaggramError):
+    """The request names a model the service does not serve."""
+
     code = "model_not_found"
 
 

@@ -54,11 +54,16 @@ def key_id(key: str) -> str:
 
 @dataclass(frozen=True)
 class ApiKey:
+    """One configured key: its short ``id`` (for logs and metrics), scope and SHA-256 digest
+    (the key itself is not kept).
+    """
+
     id: str
     scope: Scope
     digest: bytes
 
     def allows(self, scope: Scope) -> bool:
+        """Whether this key's scope grants ``scope`` (``admin`` grants ``tag`` too)."""
         return scope in _GRANTS[self.scope]
 
     @classmethod
@@ -84,6 +89,7 @@ class KeyRing:
 
     @property
     def enabled(self) -> bool:
+        """Authentication is on when at least one key is configured."""
         return bool(self.keys)
 
     @classmethod
@@ -117,6 +123,7 @@ def _file_entries(path: Path) -> list[str]:
 
 
 def keys_of(request: Request) -> KeyRing:
+    """The app's configured :class:`KeyRing`."""
     ring: KeyRing = request.app.state.keys
     return ring
 

@@ -12,6 +12,11 @@ from taggram.service.tagging import Tagger
 
 
 def get_tagger(request: Request) -> Tagger:
+    """The app's :class:`~taggram.service.tagging.Tagger`.
+
+    Raises:
+        NotReadyError: models are still loading (503).
+    """
     tagger: Tagger | None = getattr(request.app.state, "tagger", None)
     if tagger is None:
         raise NotReadyError("models are still loading")
@@ -19,6 +24,7 @@ def get_tagger(request: Request) -> Tagger:
 
 
 def get_lifecycle(request: Request) -> Lifecycle:
+    """The app's :class:`~taggram.service.lifecycle.Lifecycle` (ready, draining, failed)."""
     lifecycle: Lifecycle = request.app.state.lifecycle
     return lifecycle
 

@@ -81,17 +81,23 @@ class AudioInfo:
 
     @property
     def duration_seconds(self) -> float:
+        """Decoded length in seconds at the file's own sample rate."""
         return self.frames / self.sample_rate
 
 
 @dataclass(frozen=True)
 class DecodedAudio:
+    """The upload decoded: what it was (``info``) and its mono float32 waveform at
+    ``sample_rate`` Hz (the model's).
+    """
+
     info: AudioInfo
     waveform: np.ndarray  # float32 mono at ``sample_rate``
     sample_rate: int
 
     @property
     def duration_seconds(self) -> float:
+        """Length of ``waveform`` in seconds."""
         return len(self.waveform) / self.sample_rate
 
 

@@ -124,6 +124,7 @@ class TensorPatches:
         return len(self._tensor)
 
     def copy_into(self, out: np.ndarray, first: int) -> None:
+        """Copy rows ``first .. first + len(out)`` of the tensor into ``out``."""
         out[:] = self._tensor[first : first + len(out)]
 
 

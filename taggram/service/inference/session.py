@@ -70,6 +70,7 @@ class ModelSession:
 
     @property
     def name(self) -> str:
+        """The model's name in the repository."""
         return self.metadata.name
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -126,6 +127,7 @@ class HostBuffer:
 
     @property
     def address(self) -> int:
+        """Address of the buffer's first byte (what I/O binding is given)."""
         return int(self.array.ctypes.data)
 
 
@@ -168,6 +170,9 @@ class BoundRunner:
         self.pinned = self._input.pinned
 
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output for ``batch`` (``[n, samples]`` float32, ``n <= max_batch_size``), keyed
+        by output name; the rows are copies, safe after the next run.
+        """
         rows = len(batch)
         self._input.array[:rows] = batch
         binding = self._session.io_binding()

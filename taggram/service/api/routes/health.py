@@ -19,6 +19,7 @@ router = APIRouter(tags=["operations"])
     summary="Liveness: the process answers",
 )
 async def healthz() -> Health:
+    """Liveness: 200 whenever the process answers (models may still be loading)."""
     return Health(status="ok")
 
 
@@ -30,6 +31,9 @@ async def healthz() -> Health:
     responses={503: {"model": Health, "description": "starting, draining or failed"}},
 )
 async def readyz(lifecycle: LifecycleDep) -> JSONResponse:
+    """Readiness: 200 when every model is loaded and warmed and the service is not draining,
+    else 503 with the state.
+    """
     status_code = 200 if lifecycle.accepting_traffic else 503
     return JSONResponse({"status": lifecycle.status}, status_code=status_code)
 
@@ -42,4 +46,5 @@ async def readyz(lifecycle: LifecycleDep) -> JSONResponse:
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def prometheus_metrics() -> Response:
+    """Every collector of the default registry in the Prometheus text exposition format."""
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -57,18 +57,24 @@ Parameters = dict[str, str | int | float | bool]
 
 
 class ServerMetadata(BaseModel):
+    """``GET /v2``: the server's name, version and protocol extensions."""
+
     name: str
     version: str
     extensions: list[str]
 
 
 class TensorMetadata(BaseModel):
+    """One input or output tensor of a model: name, datatype and shape."""
+
     name: str
     datatype: str
     shape: list[int] = Field(description="-1 for the batch axis")
 
 
 class ModelMetadataV2(BaseModel):
+    """``GET /v2/models/{name}``: the model's versions, platform and tensors."""
+
     name: str
     versions: list[str]
     platform: str
@@ -77,6 +83,10 @@ class ModelMetadataV2(BaseModel):
 
 
 class RequestInput(BaseModel):
+    """One input tensor of an inference request: ``FP32`` ``[batch, samples]`` waveform patches
+    at the model's sample rate, as JSON ``data`` or through the binary tensor extension.
+    """
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
@@ -87,6 +97,8 @@ class RequestInput(BaseModel):
 
 
 class RequestOutput(BaseModel):
+    """One output asked for by name (all outputs when the request names none)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
@@ -94,6 +106,8 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
+    """``POST /v2/models/{name}/infer``: the Open Inference Protocol request body."""
+
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
@@ -103,6 +117,8 @@ class InferenceRequest(BaseModel):
 
 
 class ResponseOutput(BaseModel):
+    """One output tensor of the response, ``FP32`` ``[batch, ...]``."""
+
     name: str
     datatype: str
     shape: list[int]
@@ -111,6 +127,8 @@ class ResponseOutput(BaseModel):
 
 
 class InferenceResponse(BaseModel):
+    """The Open Inference Protocol response body."""
+
     model_config = ConfigDict(protected_namespaces=())
 
     model_name: str
