@@ -417,7 +417,7 @@ class AudioSplit:
 
     @staticmethod
     def describe(clips: list[Clip]) -> dict[str, Any]:
-        """Packages, file count and patch count of ``clips`` (recorded in the quantization files)."""
+        """Packages, file count and patch count of ``clips``, for the quantization files."""
         return {
             "packages": sorted({clip.package for clip in clips}),
             "files": len(clips),
