@@ -79,8 +79,17 @@ async def _tag_local_all(
 
     base = Settings(model_repository=repository)
     name = options.get("model") or base.default_model
-    # One short run: load only the model used and skip the warm-up runs a server does.
-    settings = base.model_copy(update={"models": [name], "default_model": name, "warmup": False})
+    # One short run: load only the model used and skip the warm-up runs a server does. The queue
+    # budget and deadline protect a server's other clients; here every file is this run's own.
+    settings = base.model_copy(
+        update={
+            "models": [name],
+            "default_model": name,
+            "warmup": False,
+            "queue_budget_seconds": 86_400.0,
+            "queue_deadline_seconds": 86_400.0,
+        }
+    )
     tag_options = TagOptions(**options)
 
     slots = asyncio.Semaphore(LOCAL_CONCURRENCY)

@@ -103,6 +103,20 @@ class OverloadedError(TaggramError):
     retryable = True
 
 
+class DeadlineExceededError(TaggramError):
+    """Queued patches waited longer than the queue deadline: refused rather than served late."""
+
+    code = "deadline_exceeded"
+    retryable = True
+
+
+class RequestTimeoutError(TaggramError):
+    """The client sent the body too slowly: nothing for the read timeout, or past the deadline."""
+
+    code = "request_timeout"
+    retryable = True
+
+
 class NotReadyError(TaggramError):
     """Models are loading, or the service is shutting down: another replica or a retry helps."""
 

@@ -84,3 +84,35 @@ AUTH_FAILURES = Counter(
     "requests refused by authentication: missing or unknown key (401), or scope (403)",
     ["reason"],
 )
+SECONDS_PER_PATCH = Gauge(
+    "taggram_seconds_per_patch",
+    "measured inference cost of one patch in a full batch (admission's estimate), seconds",
+    ["model"],
+)
+REFUSED = Counter(
+    "taggram_refused_total",
+    "requests refused for load: code overloaded or deadline_exceeded; stage before_body, "
+    "after_decode or deadline",
+    ["model", "code", "stage"],
+)
+REFUSED_PATCHES = Counter(
+    "taggram_refused_patches_total",
+    "patches of refused requests that were never inferred",
+    ["model", "code"],
+)
+REFUSED_DURATION = Histogram(
+    "taggram_refused_duration_seconds",
+    "time spent on a request before refusing it (408, 413, 429), by status",
+    ["status"],
+    buckets=_LATENCY_BUCKETS,
+)
+REFUSED_BODY_BYTES = Counter(
+    "taggram_refused_body_bytes_total",
+    "request body bytes received for requests then refused (408, 413, 429), by status",
+    ["status"],
+)
+MEMORY_RELEASES = Counter(
+    "taggram_memory_releases_total",
+    "times an idle model gave its inference memory back (TAGGRAM_RELEASE_MEMORY_WHEN_IDLE)",
+    ["model"],
+)

@@ -19,6 +19,7 @@ import uvicorn
 
 from taggram.service.api import create_app
 from taggram.service.lifecycle import Lifecycle
+from taggram.service.logs import configure_logging
 from taggram.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,14 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM (drained, exit 0) or SIGINT."""
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     lifecycle = Lifecycle()
     config = uvicorn.Config(
         create_app(settings, lifecycle),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers propagate to the root handler (request ids, JSON)
         lifespan="on",
         # The proxy strips the prefix; uvicorn puts it back in the ASGI scope's root_path, which
         # Starlette's router removes again and the page and /docs use to build their links.

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from taggram.repository import DEFAULT_REPOSITORY
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["text", "json"]
 
 
 def available_cores() -> int:
@@ -26,7 +27,10 @@ def available_cores() -> int:
 class Settings(BaseSettings):
     """Every knob of the service; each field is the env var ``TAGGRAM_<FIELD NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="TAGGRAM_", frozen=True, extra="ignore")
+    # Every float must be finite: an infinite timeout or budget is a typo, not a policy.
+    model_config = SettingsConfigDict(
+        env_prefix="TAGGRAM_", frozen=True, extra="ignore", allow_inf_nan=False
+    )
 
     host: str = Field("127.0.0.1", description="address to listen on")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to listen on")
@@ -40,10 +44,30 @@ class Settings(BaseSettings):
     default_model: str = Field("MTT_musicnn", description="model used when a request names none")
     max_batch_size: int = Field(16, ge=1, description="most patches per inference batch")
     max_queue_delay_ms: float = Field(
-        5.0, ge=0, description="longest wait for more patches before running a partial batch"
+        5.0, ge=0, le=60_000, description="longest wait for more patches before a partial batch"
     )
     max_queue_patches: int = Field(
-        2048, ge=1, description="patches waiting per model before new requests get 429"
+        2048, ge=1, description="hard bound on patches queued per model (memory); over it: 429"
+    )
+    max_request_patches: int = Field(
+        1024,
+        ge=1,
+        description="most patches one request (one file) may cut, capped at max_queue_patches; "
+        "more is refused with 422",
+    )
+    queue_budget_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=86_400,
+        description="new requests get 429 when the queued work served before them "
+        "(measured cost per patch) passes this",
+    )
+    queue_deadline_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="queued patches that wait longer than this for a batch slot are refused "
+        "(429 deadline_exceeded)",
     )
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest accepted upload")
     max_batch_files: int = Field(32, ge=1, description="most files in one /v1/tag/batch request")
@@ -53,8 +77,24 @@ class Settings(BaseSettings):
         description="files of one /v1/tag/batch request tagged at once (keeps the batcher fed "
         "without one batch request filling the shared queue)",
     )
+    max_batch_bytes: int = Field(
+        512 * 1024 * 1024, ge=1, description="largest accepted /v1/tag/batch request body"
+    )
+    read_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        le=86_400,
+        description="a request body that sends nothing this long gets 408 and its connection "
+        "closed",
+    )
+    body_timeout_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=86_400,
+        description="a request body not complete this long after the request began gets 408",
+    )
     max_duration_seconds: float = Field(
-        900.0, gt=0, description="longest accepted audio, counted on the decoded samples"
+        900.0, gt=0, le=86_400, description="longest accepted audio, counted on the decoded samples"
     )
     max_sample_rate: int = Field(
         192_000, ge=8000, description="highest native sample rate decoded (Hz); above it, 413"
@@ -78,13 +118,22 @@ class Settings(BaseSettings):
         description="ONNX Runtime I/O binding through reusable page-locked host buffers: auto "
         "(on a GPU provider only), on, off",
     )
+    release_memory_when_idle: bool = Field(
+        True,
+        description="return ONNX Runtime's arena memory once a model has been idle for 2 s "
+        "(false: keep every model's peak resident; see docs/deploy.md)",
+    )
     warmup: bool = Field(True, description="run every model at start-up before reporting ready")
     drain_grace_seconds: float = Field(
         5.0,
         ge=0,
+        le=3600,
         description="after SIGTERM: /readyz is 503 but requests are still served this long",
     )
     log_level: LogLevel = Field("info", description="uvicorn and service log level")
+    log_format: LogFormat = Field(
+        "text", description="log lines as text or as one JSON object each (with the request id)"
+    )
     root_path: str = Field(
         "",
         description="path prefix the service is reached under behind a proxy that strips it "

@@ -37,7 +37,7 @@ from taggram.service.errors import (
     NotReadyError,
     TooManyPatchesError,
 )
-from taggram.service.inference.batcher import Batcher
+from taggram.service.inference.batcher import DEFAULT_SECONDS_PER_PATCH, Batcher
 from taggram.service.inference.session import ModelSession, choose_providers
 from taggram.service.settings import Settings
 from taggram.service.timing import StageTimes
@@ -50,8 +50,10 @@ class TagOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
-    model: str | None = Field(None, description="model name (default: the service's default)")
-    top_k: int | None = Field(None, ge=1, description="return only the k best tags")
+    model: str | None = Field(
+        None, max_length=200, description="model name (default: the service's default)"
+    )
+    top_k: int | None = Field(None, ge=1, le=100_000, description="return only the k best tags")
     threshold: float | None = Field(
         None,
         ge=0,
@@ -61,11 +63,15 @@ class TagOptions(BaseModel):
     )
     taggram: bool = Field(False, description="include per-patch probabilities")
     embeddings: str | None = Field(
-        None, description="embedding layer to return (see the model's embedding_outputs)"
+        None,
+        max_length=200,
+        description="embedding layer to return (see the model's embedding_outputs)",
     )
+    # Finite and bounded before any arithmetic: hop=inf used to overflow into a 500.
     hop: float | None = Field(
         None,
         gt=0,
+        le=3600,
         allow_inf_nan=False,
         description="seconds between patch starts, from one sample to one patch "
         "(default: the patch length)",
@@ -138,7 +144,8 @@ class Tagger:
             raise ModelNotFoundError(f"no model named {name!r}; available: {sorted(self.entries)}")
         return self.entries[name].metadata
 
-    def _load_sessions(self) -> list[ModelSession]:
+    def _load_sessions(self) -> list[tuple[ModelSession, float]]:
+        """Each model's session and its measured seconds per patch (a default without warm-up)."""
         providers = choose_providers(self.settings.providers)
         sessions = []
         for entry in self.entries.values():
@@ -150,20 +157,25 @@ class Tagger:
                 io_binding=self.settings.io_binding,
                 max_batch_size=self.settings.max_batch_size,
                 gpu_max_batch_size=self.settings.gpu_max_batch_size,
+                release_memory_when_idle=self.settings.release_memory_when_idle,
             )
+            cost = DEFAULT_SECONDS_PER_PATCH
             if self.settings.warmup:
-                session.warm_up(sorted({1, session.max_batch_size}))
-            sessions.append(session)
+                cost = session.warm_up(sorted({1, session.max_batch_size}))
+            sessions.append((session, cost))
         return sessions
 
     async def start(self) -> None:
         """Create and warm every session (in a thread), then start one batcher per model."""
-        for session in await asyncio.to_thread(self._load_sessions):
+        for session, cost in await asyncio.to_thread(self._load_sessions):
             batcher = Batcher(
                 session,
                 session.max_batch_size,
                 self.settings.max_queue_delay_ms / 1000,
                 self.settings.max_queue_patches,
+                queue_budget_seconds=self.settings.queue_budget_seconds,
+                deadline_seconds=self.settings.queue_deadline_seconds,
+                seconds_per_patch=cost,
             )
             batcher.start()
             self._batchers[session.name] = batcher
@@ -202,25 +214,35 @@ class Tagger:
 
         ``patches``: float32 ``[batch, samples]``, ``samples`` the model's patch length, finite.
         Returns every model output, ``[batch, ...]``. Raises :class:`ModelNotFoundError`,
-        :class:`TooManyPatchesError` (more rows than the queue can hold),
+        :class:`TooManyPatchesError` (more rows than one request may queue),
         :class:`OverloadedError` and :class:`NotReadyError` like :meth:`tag`.
         """
         meta = self.model(name)
         batcher = self._batcher(meta)
-        if len(patches) > self.settings.max_queue_patches:
-            raise TooManyPatchesError(
-                f"{len(patches)} patches is more than the limit of "
-                f"{self.settings.max_queue_patches}"
-            )
+        limit = self.request_patch_limit
+        if len(patches) > limit:
+            raise TooManyPatchesError(f"{len(patches)} patches is more than the limit of {limit}")
         result = await batcher.infer(TensorPatches(patches))
         return result.outputs
+
+    @property
+    def request_patch_limit(self) -> int:
+        """Most patches one request may queue: the per-request cap, within the queue's bound."""
+        return min(self.settings.max_request_patches, self.settings.max_queue_patches)
+
+    def admit(self, model: str | None) -> None:
+        """Refuse (429) before any body is read when even a one-patch request on ``model`` would
+        wait longer than the queue budget; unknown models and loading are left to :meth:`tag`."""
+        batcher = self._batchers.get(model or self.settings.default_model)
+        if batcher is not None:
+            batcher.admit(1, "before_body")
 
     def _prepare(self, source: AudioSource | Path, meta: ModelMetadata, hop: int) -> _Prepared:
         """Blocking part before inference (runs in a worker thread): decode and cut patches."""
         opened = source.open("rb") if isinstance(source, Path) else nullcontext(source)
         with opened as handle:
             decoded = decode(handle, meta.sample_rate, self._limits)
-        plan = plan_patches(len(decoded.waveform), meta.patch, hop, self.settings.max_queue_patches)
+        plan = plan_patches(len(decoded.waveform), meta.patch, hop, self.request_patch_limit)
         return _Prepared(
             audio=decoded.info,
             duration_seconds=decoded.duration_seconds,

@@ -11,8 +11,8 @@ from prometheus_client import REGISTRY
 
 from taggram.repository import load_repository
 from taggram.service.audio.patching import Patches, plan_patches
-from taggram.service.errors import OverloadedError
-from taggram.service.inference.batcher import Batcher
+from taggram.service.errors import DeadlineExceededError, OverloadedError
+from taggram.service.inference.batcher import IDLE_RELEASE_SECONDS, Batcher, share_rows
 from taggram.service.inference.session import ModelSession, choose_providers
 
 
@@ -33,6 +33,11 @@ def _alone(session: ModelSession, patches: Patches) -> dict[str, np.ndarray]:
     """Each patch on its own, batch size 1: what any batching must reproduce."""
     rows = [session.run(patches[i][None, :]) for i in range(len(patches))]
     return {name: np.concatenate([row[name] for row in rows]) for name in rows[0]}
+
+
+def _refused(session: ModelSession, code: str, stage: str) -> float:
+    labels = {"model": session.name, "code": code, "stage": stage}
+    return REGISTRY.get_sample_value("taggram_refused_total", labels) or 0.0
 
 
 def _batched_patches(session: ModelSession) -> float:
@@ -105,6 +110,138 @@ def test_cancelled_request_patches_are_dropped(session: ModelSession) -> None:
             assert len(result.outputs["probabilities"]) == 4
             assert _batched_patches(session) - before == 4  # only the surviving request ran
             assert doomed.cancelled()
+        finally:
+            await batcher.stop()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(
+    ("remaining", "rows"),
+    [([50, 50, 1], 16), ([3, 100], 16), ([1] * 20, 16), ([5], 16), ([0, 7, 2], 4), ([], 8)],
+)
+def test_rows_are_shared_round_robin(remaining: list[int], rows: int) -> None:
+    counts = share_rows(remaining, rows)
+    assert all(0 <= c <= left for c, left in zip(counts, remaining, strict=True))
+    assert sum(counts) == min(rows, sum(remaining))
+    # Nobody who still has patches gets two rows fewer than anyone else.
+    hungry = [c for c, left in zip(counts, remaining, strict=True) if c < left]
+    assert not hungry or max(counts) - min(hungry) <= 1
+
+
+def test_a_small_request_is_not_stuck_behind_long_ones(session: ModelSession) -> None:
+    async def run() -> tuple[list[str], int]:
+        batcher = Batcher(
+            session, max_batch_size=4, max_queue_delay_seconds=0.001, max_queue_patches=1000
+        )
+        batcher.start()
+        finished: list[str] = []
+        left_when_small_finished = -1
+
+        async def track(name: str, patches: Patches) -> None:
+            nonlocal left_when_small_finished
+            await batcher.infer(patches)
+            finished.append(name)
+            if name == "small":
+                left_when_small_finished = batcher.pending_patches
+
+        try:
+            longs = [
+                asyncio.ensure_future(track(f"long{i}", _patches(session, 300, i)))
+                for i in range(3)
+            ]  # 3 x 101 patches
+            while not 0 < batcher.pending_patches < 303:  # queued and being served
+                await asyncio.sleep(0)
+            await track("small", _patches(session, 1, 9))
+            await asyncio.gather(*longs)
+        finally:
+            await batcher.stop()
+        return finished, left_when_small_finished
+
+    finished, left = asyncio.run(run())
+    assert finished[0] == "small"
+    assert left > 100  # most of the long requests' patches were still queued
+
+
+def test_admission_counts_the_work_ahead_not_the_request_itself(session: ModelSession) -> None:
+    async def run() -> None:
+        # A long collection window keeps the first request queued while the others ask in.
+        batcher = Batcher(
+            session,
+            max_batch_size=512,
+            max_queue_delay_seconds=0.5,
+            max_queue_patches=1000,
+            queue_budget_seconds=5.0,
+            seconds_per_patch=1.0,
+        )
+        batcher.start()
+        try:
+            assert batcher.expected_wait(301) == 0  # a 900 s track on an idle model
+            first = asyncio.ensure_future(batcher.infer(_patches(session, 30, 0)))  # 11 patches
+            await asyncio.sleep(0.01)
+            assert batcher.expected_wait(1) == 1.0  # one patch of the first ahead of it
+            assert batcher.expected_wait(4) == 4.0
+            before = _refused(session, "overloaded", "after_decode")
+            with pytest.raises(OverloadedError) as refused:
+                await batcher.infer(_patches(session, 30, 1))  # 11 patches: 11 s ahead
+            assert refused.value.retry_after_seconds == pytest.approx(6.0)
+            assert _refused(session, "overloaded", "after_decode") == before + 1
+            small = await batcher.infer(_patches(session, 1, 2))  # 1 s ahead: admitted
+            assert len(small.outputs["probabilities"]) == 1
+            assert len((await first).outputs["probabilities"]) == 11
+        finally:
+            await batcher.stop()
+
+    asyncio.run(run())
+
+
+def test_patches_waiting_past_the_deadline_are_refused(session: ModelSession) -> None:
+    async def run() -> None:
+        # The batch never fills, so the patches wait the whole window: longer than the deadline.
+        batcher = Batcher(
+            session,
+            max_batch_size=512,
+            max_queue_delay_seconds=0.3,
+            max_queue_patches=1000,
+            deadline_seconds=0.1,
+        )
+        batcher.start()
+        try:
+            before = _batched_patches(session)
+            refused_before = _refused(session, "deadline_exceeded", "deadline")
+            with pytest.raises(DeadlineExceededError) as refused:
+                await batcher.infer(_patches(session, 30, 0))
+            assert refused.value.retryable
+            assert _batched_patches(session) == before  # refused, not served late
+            assert batcher.pending_patches == 0
+            assert _refused(session, "deadline_exceeded", "deadline") == refused_before + 1
+        finally:
+            await batcher.stop()
+
+    asyncio.run(run())
+
+
+def test_an_idle_model_gives_its_memory_back_once(session: ModelSession) -> None:
+    def releases() -> float:
+        labels = {"model": session.name}
+        return REGISTRY.get_sample_value("taggram_memory_releases_total", labels) or 0.0
+
+    async def run() -> None:
+        batcher = Batcher(
+            session, max_batch_size=4, max_queue_delay_seconds=0.001, max_queue_patches=100
+        )
+        batcher.start()
+        try:
+            before = releases()
+            await batcher.infer(_patches(session, 9, 0))
+            for _ in range(300):  # it comes after IDLE_RELEASE_SECONDS without work
+                if releases() > before:
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(IDLE_RELEASE_SECONDS + 0.5)
+            assert releases() == before + 1  # not again while nothing ran
+            second = await batcher.infer(_patches(session, 9, 1))  # and it still works
+            assert len(second.outputs["probabilities"]) == 4
         finally:
             await batcher.stop()
 

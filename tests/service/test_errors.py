@@ -22,6 +22,9 @@ CLIENT_ERRORS = [
     errors.TooManyPatchesError,
     errors.ModelNotFoundError,
     errors.OverloadedError,
+    errors.DeadlineExceededError,
+    errors.RequestTimeoutError,
+    errors.ClientDisconnectedError,
 ]
 
 
@@ -31,9 +34,9 @@ def test_bad_input_errors_are_4xx_with_distinct_codes() -> None:
     assert len(codes) == len(set(codes))
 
 
-def test_only_overload_and_not_ready_are_retryable() -> None:
+def test_only_load_timeouts_and_not_ready_are_retryable() -> None:
     retryable = {e.code for e in errors.TaggramError.__subclasses__() if e.retryable}
-    assert retryable == {"overloaded", "not_ready"}
+    assert retryable == {"overloaded", "deadline_exceeded", "request_timeout", "not_ready"}
     assert status_of(errors.InferenceFailedError("x")) == 500
 
 

@@ -97,3 +97,20 @@ def test_hop_and_patch_count_limits() -> None:
         hop_samples(MUSICNN, 16000, 3.5)
     with pytest.raises(TooManyPatchesError):
         plan_patches(100 * SPAN, MUSICNN, SPAN, 50)
+
+
+@pytest.mark.parametrize("n", [1, 1000, SPAN - 1, SPAN, SPAN + 1, 5 * SPAN + 777])
+@pytest.mark.parametrize("hop", [SPAN, SPAN // 3])
+def test_patches_are_slices_of_the_zero_padded_signal(n: int, hop: int) -> None:
+    waveform = np.random.default_rng(n).normal(size=n).astype(np.float32)
+    plan = plan_patches(n, MUSICNN, hop, 10_000)
+    padded = np.concatenate(
+        (np.zeros(MUSICNN.context_samples, np.float32), waveform, np.zeros(SPAN, np.float32))
+    )
+    expected = np.stack([padded[start : start + MUSICNN.samples] for start in plan.starts])
+    patches = Patches(waveform, MUSICNN, plan)
+    batch = np.full((len(patches), MUSICNN.samples), np.nan, np.float32)
+    patches.copy_into(batch, 0)
+    np.testing.assert_array_equal(batch, expected)
+    for index in range(len(patches)):
+        np.testing.assert_array_equal(patches[index], expected[index])

@@ -67,3 +67,15 @@ def test_root_path_is_normalised(given: str, kept: str) -> None:
 def test_root_path_must_be_absolute() -> None:
     with pytest.raises(ValueError, match="root_path"):
         Settings(root_path="taggram")
+
+
+@pytest.mark.parametrize(
+    "name", [name for name, field in Settings.model_fields.items() if field.annotation is float]
+)
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400", "-1"])
+def test_every_float_setting_is_finite_and_in_range(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"TAGGRAM_{name.upper()}", value)
+    with pytest.raises(ValueError, match=name):
+        Settings()

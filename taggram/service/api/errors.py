@@ -54,6 +54,7 @@ STATUS: dict[str, int] = {
     errors.ModelNotFoundError.code: 404,
     errors.PayloadTooLargeError.code: 413,
     errors.AudioTooLongError.code: 413,
+    errors.RequestTimeoutError.code: 408,
     errors.SampleRateTooHighError.code: 413,
     errors.UnsupportedMediaTypeError.code: 415,
     errors.UnsupportedFormatError.code: 415,
@@ -63,6 +64,7 @@ STATUS: dict[str, int] = {
     errors.InvalidOptionsError.code: 422,
     errors.TooManyPatchesError.code: 422,
     errors.OverloadedError.code: 429,
+    errors.DeadlineExceededError.code: 429,
     errors.ClientDisconnectedError.code: 499,  # nginx's convention: nobody reads the answer
     errors.NotReadyError.code: 503,
 }
@@ -180,6 +182,8 @@ async def _taggram_error(request: Request, error: Exception) -> ProblemResponse:
     status = status_of(error)
     if status >= 500 and status != 503:
         _log_fault(request, status, error.code, error.message)
+    elif isinstance(error, errors.ClientDisconnectedError):
+        log.debug("%s: %s", error.code, error.message)  # the client's doing: no alert, no trace
     return problem_response(
         request,
         status,

@@ -1,7 +1,12 @@
-"""Pure ASGI middleware: a request id on every request and response, and the HTTP metrics.
+"""Pure ASGI middleware: a request id on every request, response and log line, and the metrics.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so the route can still watch ``receive`` for a client
-disconnect and so responses are not buffered.
+disconnect and so responses are not buffered. It also closes the connection after a response
+sent before the request body was read to its end when the rest is not worth receiving: always
+after 408 and 413, and after any answer when more than :data:`DRAIN_LIMIT_BYTES` (or an unknown
+amount, chunked) is left. Otherwise the server would go on receiving, and discarding, a body
+nobody wants. A small remainder is left for uvicorn to discard, keeping the connection: closing
+with unread bytes makes the kernel reset it, and the client may then never see the answer.
 """
 
 from __future__ import annotations
@@ -14,10 +19,17 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taggram.service import metrics
+from taggram.service.api.uploads import STARTED_STATE
+from taggram.service.logs import REQUEST_ID
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A caller-supplied id is echoed only when it is short and harmless in logs and headers.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Refusals whose cost (time spent, body bytes received) is recorded.
+_REFUSALS = frozenset({408, 413, 429})
+# Unread body bytes worth receiving and discarding to keep the connection (and the answer) safe.
+DRAIN_LIMIT_BYTES = 8 * 1024 * 1024
+_ALWAYS_CLOSE = frozenset({408, 413})
 
 
 class RequestContextMiddleware:
@@ -28,25 +40,56 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(REQUEST_ID_HEADER.lower().encode(), b"").decode()
+        headers = dict(scope["headers"])
+        incoming = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode()
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state[STARTED_STATE] = time.monotonic()
+        token = REQUEST_ID.set(request_id)
         status = 500
         started = time.perf_counter()
+        body_bytes = 0
+        declared = headers.get(b"content-length", b"")
+        declared_bytes = int(declared) if declared.isdigit() else None
+        chunked = b"transfer-encoding" in headers
+        # A request without a body (GET, Content-Length: 0) has nothing left to read.
+        body_complete = not chunked and not declared_bytes
+
+        async def counting_receive() -> Message:
+            nonlocal body_bytes, body_complete
+            message = await receive()
+            if message["type"] == "http.request":
+                body_bytes += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                response_headers = MutableHeaders(scope=message)
+                response_headers[REQUEST_ID_HEADER] = request_id
+                if not body_complete and (
+                    status in _ALWAYS_CLOSE
+                    or chunked
+                    or declared_bytes is None
+                    or declared_bytes - body_bytes > DRAIN_LIMIT_BYTES
+                ):
+                    response_headers["Connection"] = "close"
             await send(message)
 
         metrics.REQUESTS_IN_FLIGHT.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, counting_receive, send_with_id)
         finally:
             metrics.REQUESTS_IN_FLIGHT.dec()
+            elapsed = time.perf_counter() - started
             route = scope.get("route")
             label = getattr(route, "path", "unmatched")
             metrics.REQUESTS.labels(route=label, method=scope["method"], status=str(status)).inc()
-            metrics.REQUEST_DURATION.labels(route=label).observe(time.perf_counter() - started)
+            metrics.REQUEST_DURATION.labels(route=label).observe(elapsed)
+            if status in _REFUSALS:
+                metrics.REFUSED_DURATION.labels(status=str(status)).observe(elapsed)
+                metrics.REFUSED_BODY_BYTES.labels(status=str(status)).inc(body_bytes)
+            REQUEST_ID.reset(token)

@@ -1,20 +1,61 @@
-"""What ``/v1/tag`` and ``/v1/tag/batch`` share in reading uploads: limits, form options, docs.
+"""Reading request bodies under one input budget, for raw, multipart and batch uploads alike.
 
-Both accept multipart uploads whose extra form fields are options (given in the query too, they
-must agree), and both refuse an oversized request from its ``Content-Length`` before reading a
-byte of it.
+Every byte of a body goes through :func:`body_chunks`, which counts it as it arrives: the moment
+the total passes the route's limit the request is answered 413 (the middleware then closes the
+connection, so a chunked upload is cut off near the limit instead of read to its end). A body
+that sends nothing for ``read_timeout_seconds``, or is not complete ``body_timeout_seconds`` after
+the request began, is answered 408; a client that hangs up mid-body is ``client_disconnected``
+(499), not a server error. Raw bodies are spooled to a temporary file (in memory up to
+:data:`SPOOL_MEMORY_BYTES`, on disk beyond), multipart file fields likewise by Starlette's
+parser: there is never a second copy of the body in memory.
+
+Both upload routes accept multipart uploads whose extra form fields are options (given in the
+query too, they must agree), and every body is refused from its ``Content-Length`` before a byte
+of it is read when that already says it is too large.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from tempfile import SpooledTemporaryFile
+from typing import Any, BinaryIO, cast
 
 from pydantic import ValidationError
-from starlette.datastructures import FormData
-from starlette.requests import Request
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect, Request
 
-from taggram.service.errors import InvalidOptionsError, PayloadTooLargeError
+from taggram.service.errors import (
+    ClientDisconnectedError,
+    InvalidOptionsError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+)
+from taggram.service.settings import Settings
 from taggram.service.tagging import TagOptions
+
+# Bytes of a raw body kept in memory before the spool moves to a temporary file on disk
+# (Starlette's multipart parser uses the same figure for file fields).
+SPOOL_MEMORY_BYTES = 1024 * 1024
+# The request's start (``time.monotonic()``), set by the middleware: the body deadline's origin.
+STARTED_STATE = "started_monotonic"
+
+
+@dataclass(frozen=True)
+class InputBudget:
+    """What one request body may cost: bytes, seconds of silence, seconds in all."""
+
+    max_bytes: int
+    read_timeout_seconds: float
+    body_timeout_seconds: float
+
+    @classmethod
+    def of(cls, settings: Settings, max_bytes: int) -> InputBudget:
+        return cls(max_bytes, settings.read_timeout_seconds, settings.body_timeout_seconds)
 
 
 def check_content_length(headers: Any, limit: int) -> None:
@@ -24,15 +65,82 @@ def check_content_length(headers: Any, limit: int) -> None:
         raise PayloadTooLargeError(f"request of {declared} bytes exceeds the limit of {limit}")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, counted while it arrives so an oversized one stops early."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
+async def body_chunks(request: Request, budget: InputBudget) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as they arrive, counted against ``budget``.
+
+    Raises :class:`PayloadTooLargeError` as soon as the total passes ``budget.max_bytes``,
+    :class:`RequestTimeoutError` when the client stalls or runs past the body deadline, and
+    :class:`ClientDisconnectedError` when it hangs up.
+    """
+    check_content_length(request.headers, budget.max_bytes)
+    started = getattr(request.state, STARTED_STATE, None) or time.monotonic()
+    deadline = started + budget.body_timeout_seconds
+    stream = request.stream()
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RequestTimeoutError(
+                f"the body was not complete within {budget.body_timeout_seconds:g} s"
+            )
+        try:
+            async with asyncio.timeout(min(budget.read_timeout_seconds, left)):
+                chunk = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            if budget.read_timeout_seconds < left:
+                raise RequestTimeoutError(
+                    f"no body data for {budget.read_timeout_seconds:g} s"
+                ) from None
+            raise RequestTimeoutError(
+                f"the body was not complete within {budget.body_timeout_seconds:g} s"
+            ) from None
+        except ClientDisconnect:
+            message = "the client disconnected while sending the body"
+            raise ClientDisconnectedError(message) from None
         size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if size > budget.max_bytes:
+            raise PayloadTooLargeError(
+                f"request body exceeds the limit of {budget.max_bytes} bytes"
+            )
+        if chunk:
+            yield chunk
+
+
+async def read_body(request: Request, budget: InputBudget) -> bytes:
+    """The whole body in memory (a JSON tensor request, not audio), under ``budget``."""
+    return b"".join([chunk async for chunk in body_chunks(request, budget)])
+
+
+async def read_raw(request: Request, budget: InputBudget) -> UploadFile:
+    """The raw body in a spooled temporary file, positioned at its start; the caller closes it."""
+    file = cast(BinaryIO, SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES))  # noqa: SIM115
+    spool = UploadFile(file)
+    try:
+        async for chunk in body_chunks(request, budget):
+            await spool.write(chunk)  # in a worker thread once the spool is on disk
+        await spool.seek(0)
+    except BaseException:
+        await spool.close()
+        raise
+    return spool
+
+
+async def read_form(
+    request: Request, budget: InputBudget, max_files: int, max_fields: int
+) -> FormData:
+    """Parse a multipart body under ``budget``; the caller closes the returned form.
+
+    A malformed body (or too many files or fields) is a 400, as Starlette's own parser answers.
+    """
+    parser = MultiPartParser(
+        request.headers, body_chunks(request, budget), max_files=max_files, max_fields=max_fields
+    )
+    try:
+        return await parser.parse()
+    except MultiPartException as error:
+        raise HTTPException(status_code=400, detail=error.message) from error
 
 
 def options_from_form(form: FormData, file_field: str, options: TagOptions) -> TagOptions:

@@ -74,33 +74,49 @@ def plan_patches(n_samples: int, spec: PatchSpec, hop: int, max_patches: int) ->
 
 
 class Patches:
-    """The patch inputs of one clip as zero-copy views of one context-padded signal."""
+    """The patch inputs of one clip, read from the waveform itself: no padded copy of the clip.
+
+    Patch ``k``'s input is ``samples`` samples starting ``context_samples`` before its scored span,
+    with zeros where that reaches before the audio's start or past its end (short audio), exactly
+    the slices of ``[zeros(context), waveform, zeros(...)]``. Keeping the waveform instead of that
+    padded copy saves 64 kB per second of audio per request in flight (58 MB for 15 minutes).
+    """
 
     def __init__(self, waveform: np.ndarray, spec: PatchSpec, plan: PatchPlan) -> None:
-        tail_pad = max(0, spec.span_samples - len(waveform))
-        signal = np.concatenate(
-            (
-                np.zeros(spec.context_samples, np.float32),
-                waveform.astype(np.float32, copy=False),
-                np.zeros(tail_pad, np.float32),
-            )
-        )
-        self._signal = signal
+        self._waveform = waveform.astype(np.float32, copy=False)
+        self._context = spec.context_samples
         self._starts = plan.starts
         self.samples = spec.samples
 
     def __len__(self) -> int:
         return len(self._starts)
 
+    def _span(self, index: int) -> tuple[int, int]:
+        """Where patch ``index``'s input begins and ends, in samples of the waveform."""
+        begin = int(self._starts[index]) - self._context
+        return begin, begin + self.samples
+
+    def _fill(self, out: np.ndarray, index: int) -> None:
+        begin, end = self._span(index)
+        low, high = max(begin, 0), min(end, len(self._waveform))
+        out[: low - begin] = 0.0
+        out[low - begin : high - begin] = self._waveform[low:high]
+        out[high - begin :] = 0.0
+
     def __getitem__(self, index: int) -> np.ndarray:
-        """Patch ``index`` as a view of the padded signal (no copy)."""
-        start = int(self._starts[index])
-        return self._signal[start : start + self.samples]
+        """Patch ``index``: ``[samples]`` float32, a view of the waveform (a padded copy at the
+        clip's start or past its end)."""
+        begin, end = self._span(index)
+        if begin >= 0 and end <= len(self._waveform):
+            return self._waveform[begin:end]
+        out = np.empty(self.samples, np.float32)
+        self._fill(out, index)
+        return out
 
     def copy_into(self, out: np.ndarray, first: int) -> None:
         """Write patches ``first .. first + len(out)`` into the batch rows ``out`` (one copy)."""
         for row, index in enumerate(range(first, first + len(out))):
-            out[row] = self[index]
+            self._fill(out[row], index)
 
 
 class PatchSource(Protocol):

@@ -1,13 +1,23 @@
-"""The dynamic batcher: packs patches from concurrent requests into full inference batches.
+"""The dynamic batcher: packs patches from concurrent requests into full inference batches, fairly.
 
 One :class:`Batcher` per model is the only owner of that model's queue. Requests hand it their
-patches and await a future; a single loop task takes up to ``max_batch_size`` patches (from one
-or many requests; a request's patches may span several batches), waiting at most
-``max_queue_delay`` for a batch to fill, runs ONNX Runtime in its own worker thread, and writes
-each output row back into the owning request's buffers. The queue is bounded in patches: a
-request that does not fit is refused at once with 429 instead of growing memory. A request
-cancelled while waiting (its client disconnected) has its remaining patches dropped before
-inference.
+patches and await a future; a single loop task fills each batch of up to ``max_batch_size``
+patches round-robin across the requests waiting (one patch from each in turn, and requests left
+out of a full batch go first next time), so a short request is served within about one batch
+time however many patches long tracks have queued. The loop waits at most ``max_queue_delay`` for
+a batch to fill, runs ONNX Runtime in its own worker thread, and writes each output row back into
+the owning request's buffers.
+
+Admission is by expected wait, not queue length: the batcher keeps a measured cost per patch (in
+seconds, from full batches) and refuses a request with :class:`OverloadedError` (429) when the
+work that round-robin would serve before it finishes (every other request's remaining patches, up
+to its own count) passes ``queue_budget_seconds``. A request's own compute never counts against
+it, so a 900 s track is admitted on an idle service. The queue is also bounded in patches
+(``max_queue_patches``), a hard memory bound. A request whose patches wait longer than
+``deadline_seconds`` for a batch slot is refused with :class:`DeadlineExceededError` instead of
+being served late. A request cancelled while waiting (its client disconnected) has its remaining
+patches dropped before inference. A model idle for :data:`IDLE_RELEASE_SECONDS` gives its
+inference memory back (:meth:`ModelSession.release_memory`).
 """
 
 from __future__ import annotations
@@ -15,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +35,25 @@ import numpy as np
 
 from taggram.service import metrics
 from taggram.service.audio.patching import PatchSource
-from taggram.service.errors import InferenceFailedError, NotReadyError, OverloadedError
+from taggram.service.errors import (
+    DeadlineExceededError,
+    InferenceFailedError,
+    NotReadyError,
+    OverloadedError,
+    TaggramError,
+)
 from taggram.service.inference.session import ModelSession
 
 log = logging.getLogger(__name__)
+
+# Cost per patch assumed until the first full batch is measured (the session's warm-up usually
+# provides a measured one), seconds.
+DEFAULT_SECONDS_PER_PATCH = 0.05
+# Weight of the newest full batch in the running cost estimate.
+_COST_SMOOTHING = 0.2
+# A model idle this long gives its inference memory back (ModelSession.release_memory): long
+# enough that steady traffic with gaps between requests keeps the memory warm, seconds.
+IDLE_RELEASE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,7 @@ class _Job:
     patches: PatchSource
     future: asyncio.Future[BatchResult]
     enqueued: float
+    waiting_since: float  # when it last got a batch slot (or was queued): the deadline's origin
     taken: int = 0  # patches already put into a batch
     done: int = 0  # patches whose rows are back
     inference_seconds: float = 0.0
@@ -65,6 +92,28 @@ class _Slice:
     row: int
 
 
+def share_rows(remaining: list[int], rows: int) -> list[int]:
+    """Round-robin shares of ``rows`` batch rows among queued requests, in queue order.
+
+    Each request gets one row in turn until the batch is full or every request is exhausted, so
+    shares differ by at most one and no request gets more than it has left. Returns one count per
+    entry of ``remaining`` (zero for those left out of a full batch).
+    """
+    counts = [0] * len(remaining)
+    active = [i for i, left in enumerate(remaining) if left > 0]
+    while rows > 0 and active:
+        still = []
+        for i in active:
+            if rows == 0:
+                break
+            counts[i] += 1
+            rows -= 1
+            if counts[i] < remaining[i]:
+                still.append(i)
+        active = still
+    return counts
+
+
 class Batcher:
     def __init__(
         self,
@@ -72,23 +121,42 @@ class Batcher:
         max_batch_size: int,
         max_queue_delay_seconds: float,
         max_queue_patches: int,
+        *,
+        queue_budget_seconds: float = math.inf,
+        deadline_seconds: float = math.inf,
+        seconds_per_patch: float = DEFAULT_SECONDS_PER_PATCH,
     ) -> None:
         self.session = session
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay_seconds
         self.max_queue_patches = max_queue_patches
+        self.queue_budget = queue_budget_seconds
+        self.deadline = deadline_seconds
         self._jobs: deque[_Job] = deque()
         self._pending = 0  # patches queued, not yet in a batch
+        self._running = 0  # patches in the batch being inferred
+        self._memory_in_use = False  # batches ran since the session last released its memory
         self._has_work = asyncio.Event()
-        self._seconds_per_patch = 0.05  # running estimate, for Retry-After
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{session.name}")
         self._task: asyncio.Task[None] | None = None
         self._depth = metrics.QUEUE_DEPTH.labels(model=session.name)
+        self._cost = metrics.SECONDS_PER_PATCH.labels(model=session.name)
         self._labels = {"model": session.name, "provider": session.provider}
+        self.seconds_per_patch = seconds_per_patch
 
     @property
     def pending_patches(self) -> int:
         return self._pending
+
+    @property
+    def seconds_per_patch(self) -> float:
+        """The measured inference cost of one patch in a full batch, seconds (running average)."""
+        return self._seconds_per_patch
+
+    @seconds_per_patch.setter
+    def seconds_per_patch(self, value: float) -> None:
+        self._seconds_per_patch = value
+        self._cost.set(value)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.session.name}")
@@ -105,16 +173,51 @@ class Batcher:
         self._jobs.clear()
         self._executor.shutdown(wait=True)
 
-    async def infer(self, patches: PatchSource) -> BatchResult:
-        """Queue ``patches`` and wait for their rows; raises :class:`OverloadedError` when full."""
-        count = len(patches)
+    def expected_wait(self, count: int) -> float:
+        """Seconds of other requests' inference served before a new ``count``-patch request ends.
+
+        Round-robin serves each queued request's remaining patches up to ``count`` before the
+        new one's last patch, plus the batch already running; the new request's own patches are
+        not counted.
+        """
+        ahead = sum(min(job.remaining, count) for job in self._jobs if not job.cancelled)
+        return (ahead + self._running) * self._seconds_per_patch
+
+    def admit(self, count: int, stage: str) -> None:
+        """Raise :class:`OverloadedError` if a ``count``-patch request should not be queued now.
+
+        ``stage`` labels the refusal in the metrics (``before_body``, ``after_decode``).
+        """
+        wait = self.expected_wait(count)
+        if wait > self.queue_budget:
+            self._refuse(OverloadedError.code, stage, count)
+            raise OverloadedError(
+                f"{self.session.name} is busy: about {wait:.1f} s of queued work would run "
+                f"before this request, more than the budget of {self.queue_budget:g} s",
+                retry_after_seconds=wait - self.queue_budget,
+            )
         if self._pending + count > self.max_queue_patches:
+            self._refuse(OverloadedError.code, stage, count)
             raise OverloadedError(
                 f"{self.session.name} has {self._pending} patches queued; retry later",
                 retry_after_seconds=self._pending * self._seconds_per_patch,
             )
+
+    def _refuse(self, code: str, stage: str, patches: int) -> None:
+        metrics.REFUSED.labels(model=self.session.name, code=code, stage=stage).inc()
+        metrics.REFUSED_PATCHES.labels(model=self.session.name, code=code).inc(patches)
+
+    async def infer(self, patches: PatchSource) -> BatchResult:
+        """Queue ``patches`` and wait for their rows.
+
+        Raises :class:`OverloadedError` when the expected wait or the queue is over its bound,
+        :class:`DeadlineExceededError` when the patches wait too long for a batch slot.
+        """
+        count = len(patches)
+        self.admit(count, "after_decode")
         loop = asyncio.get_running_loop()
-        job = _Job(patches=patches, future=loop.create_future(), enqueued=loop.time())
+        now = loop.time()
+        job = _Job(patches=patches, future=loop.create_future(), enqueued=now, waiting_since=now)
         self._jobs.append(job)
         self._add_pending(count)
         self._has_work.set()
@@ -130,6 +233,11 @@ class Batcher:
         self._add_pending(-job.remaining)
         job.taken = len(job.patches)
 
+    def _fail(self, job: _Job, error: TaggramError) -> None:
+        if not job.future.done():
+            job.future.set_exception(error)
+        self._drop(job)
+
     def _add_pending(self, count: int) -> None:
         self._pending += count
         self._depth.set(self._pending)
@@ -137,58 +245,94 @@ class Batcher:
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            self._drop_finished()
+            self._forget_taken()
             if not self._jobs:
                 self._has_work.clear()
+                if self._memory_in_use:
+                    try:
+                        await asyncio.wait_for(self._has_work.wait(), IDLE_RELEASE_SECONDS)
+                    except TimeoutError:
+                        await loop.run_in_executor(self._executor, self.session.release_memory)
+                        self._memory_in_use = False
+                        if self.session.release_memory_when_idle:
+                            metrics.MEMORY_RELEASES.labels(model=self.session.name).inc()
+                    continue
                 await self._has_work.wait()
                 continue
-            deadline = self._jobs[0].enqueued + self.max_queue_delay
+            deadline = min(job.waiting_since for job in self._jobs) + self.max_queue_delay
             while self._pending < self.max_batch_size and (wait := deadline - loop.time()) > 0:
                 self._has_work.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._has_work.wait(), wait)
-            slices = self._take()
+            self._expire(loop.time())
+            slices = self._take(loop.time())
             if slices:
                 await self._execute(slices)
 
-    def _drop_finished(self) -> None:
-        """Forget jobs at the front that have nothing left to queue (taken or cancelled)."""
-        while self._jobs and self._jobs[0].remaining == 0:
-            self._jobs.popleft()
+    def _expire(self, now: float) -> None:
+        """Refuse queued requests that have waited longer than the deadline for a batch slot."""
+        for job in self._jobs:
+            waited = now - job.waiting_since
+            if job.remaining and waited > self.deadline:
+                self._refuse(DeadlineExceededError.code, "deadline", job.remaining)
+                self._fail(
+                    job,
+                    DeadlineExceededError(
+                        f"{self.session.name}: patches waited {waited:.1f} s for a batch slot, "
+                        f"more than the deadline of {self.deadline:g} s",
+                        retry_after_seconds=self.expected_wait(1),
+                    ),
+                )
 
-    def _take(self) -> list[_Slice]:
+    def _forget_taken(self) -> None:
+        """Forget jobs with nothing left to queue (all taken, or cancelled)."""
+        if any(job.remaining == 0 for job in self._jobs):
+            self._jobs = deque(job for job in self._jobs if job.remaining)
+
+    def _take(self, now: float) -> list[_Slice]:
+        """Fill one batch round-robin; requests served move behind those left out this time."""
+        jobs = list(self._jobs)
+        counts = share_rows([job.remaining for job in jobs], self.max_batch_size)
         slices: list[_Slice] = []
         rows = 0
-        for job in self._jobs:
-            if rows == self.max_batch_size:
-                break
-            count = min(job.remaining, self.max_batch_size - rows)
+        for job, count in zip(jobs, counts, strict=True):
             if count:
                 slices.append(_Slice(job=job, first=job.taken, count=count, row=rows))
                 job.taken += count
+                job.waiting_since = now
                 rows += count
+        served = [job for job, count in zip(jobs, counts, strict=True) if count and job.remaining]
+        left_out = [
+            job for job, count in zip(jobs, counts, strict=True) if not count and job.remaining
+        ]
+        self._jobs = deque([*left_out, *served])
         self._add_pending(-rows)
-        self._drop_finished()
         return slices
 
     async def _execute(self, slices: list[_Slice]) -> None:
         loop = asyncio.get_running_loop()
         size = slices[-1].row + slices[-1].count
+        self._running = size
+        self._memory_in_use = True
         try:
             seconds = await loop.run_in_executor(self._executor, self._run_batch, slices, size)
         except Exception as error:  # an inference failure fails this batch's requests only
             log.exception("inference failed for a batch of %d on %s", size, self.session.name)
             for part in slices:
-                if not part.job.future.done():
-                    part.job.future.set_exception(
-                        InferenceFailedError(f"inference failed: {error}")
-                    )
-                    self._drop(part.job)
+                self._fail(part.job, InferenceFailedError(f"inference failed: {error}"))
             return
+        finally:
+            self._running = 0
         metrics.INFERENCE_DURATION.labels(**self._labels).observe(seconds)
         metrics.BATCH_SIZE.labels(**self._labels).observe(size)
         metrics.PATCHES.labels(model=self.session.name).inc(size)
-        self._seconds_per_patch = 0.8 * self._seconds_per_patch + 0.2 * seconds / size
+        if size == self.max_batch_size:
+            # Partial batches cost more per patch; under load (when the estimate matters for
+            # admission) batches are full, so only full ones update it.
+            smoothing = _COST_SMOOTHING
+            self.seconds_per_patch = (
+                1 - smoothing
+            ) * self._seconds_per_patch + smoothing * seconds / size
         now = loop.time()
         for part in slices:
             job = part.job

@@ -7,7 +7,10 @@ the CUDA provider is used when that build and a GPU are present, CPU otherwise.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import logging
+import time
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -18,6 +21,20 @@ from taggram.repository import ModelEntry, ModelMetadata
 log = logging.getLogger(__name__)
 
 _PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (musl, macOS)."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c")).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    return trim
+
+
+# What the arena gives back lands in the C heap, split across per-thread malloc arenas; without a
+# trim, free pages in the middle of those heaps stay resident.
+_MALLOC_TRIM = _find_malloc_trim()
 
 
 def choose_providers(requested: list[str]) -> list[str]:
@@ -48,6 +65,7 @@ class ModelSession:
         io_binding: IOBindingMode = "auto",
         max_batch_size: int = 16,
         gpu_max_batch_size: int | None = None,
+        release_memory_when_idle: bool = True,
     ) -> None:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -56,6 +74,16 @@ class ModelSession:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # Decoding threads share the cores: idle inference threads should sleep, not spin.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ONNX Runtime's CPU arena keeps a model's peak working memory (hundreds of MB for a
+        # musicnn batch of 16) and never gives it back: the five default models held 3-4 GB after
+        # warm-up. Without the arena every batch page-faults its tensors afresh (70 % more CPU
+        # per patch). So the arena stays, and is shrunk (its free chunks returned) at the end of
+        # warm-up and once a model has been idle for a moment (the batcher calls
+        # release_memory): fast under load, small when idle (benchmarks/memory.py,
+        # docs/deploy.md "Sizing"). The C heap is trimmed then too.
+        self._release = ort.RunOptions()
+        self._release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.release_memory_when_idle = release_memory_when_idle
         self.metadata: ModelMetadata = entry.metadata
         self._session = ort.InferenceSession(
             str(entry.onnx_path), sess_options=options, providers=providers
@@ -80,11 +108,42 @@ class ModelSession:
         outputs = self._session.run(None, {self.metadata.input_name: batch})
         return dict(zip(self.output_names, outputs, strict=True))
 
-    def warm_up(self, batch_sizes: list[int]) -> None:
-        """Run each batch shape once so the first requests do not pay for allocation."""
+    def release_memory(self) -> None:
+        """Give the arena's free memory back (the model is idle): a one-patch run that shrinks
+        the arena at its end, then a trim of the C heap. Blocking, for the worker thread; a
+        no-op when the session was made with ``release_memory_when_idle=False``."""
+        if not self.release_memory_when_idle:
+            return
+        batch = np.zeros((1, self.metadata.patch.samples), np.float32)
+        self._session.run(None, {self.metadata.input_name: batch}, self._release)
+        if _MALLOC_TRIM is not None:
+            _MALLOC_TRIM(0)
+
+    def warm_up(self, batch_sizes: list[int]) -> float:
+        """Run each batch shape once so the first requests find the graph and kernels ready, then
+        give the working memory back (:meth:`release_memory`).
+
+        Returns the measured seconds per patch of the largest batch, run a second time (the
+        batcher's first cost estimate for admission).
+        """
         for size in batch_sizes:
             self.run(np.zeros((size, self.metadata.patch.samples), np.float32))
-        log.info("warmed up %s on %s for batch sizes %s", self.name, self.provider, batch_sizes)
+            # Between runs too: the arena would otherwise keep one run's chunks while the next
+            # allocates its memory pattern, and start-up would peak far above serving.
+            self.release_memory()
+        largest = max(batch_sizes)
+        started = time.perf_counter()
+        self.run(np.zeros((largest, self.metadata.patch.samples), np.float32))
+        seconds_per_patch = (time.perf_counter() - started) / largest
+        self.release_memory()
+        log.info(
+            "warmed up %s on %s for batch sizes %s: %.1f ms per patch",
+            self.name,
+            self.provider,
+            batch_sizes,
+            seconds_per_patch * 1000,
+        )
+        return seconds_per_patch
 
 
 # ---------------------------------------------------------------------------------------------

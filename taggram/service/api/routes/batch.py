@@ -13,7 +13,7 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import TaggerDep
@@ -22,9 +22,10 @@ from taggram.service.api.errors import count_error, status_of
 from taggram.service.api.openapi import problems
 from taggram.service.api.schemas import BatchResponse, FileError, FileOutcome, TagResponse
 from taggram.service.api.uploads import (
-    check_content_length,
+    InputBudget,
     multipart_request_body,
     options_from_form,
+    read_form,
 )
 from taggram.service.errors import EmptyAudioError, TaggramError, UnsupportedMediaTypeError
 from taggram.service.tagging import Tagger, TagOptions
@@ -38,19 +39,8 @@ FIELD = "files"
 _REQUEST_BODY = multipart_request_body(FIELD, many=True)
 
 
-async def _read_form(
-    request: Request, options: TagOptions, max_files: int, max_bytes: int
-) -> tuple[list[UploadFile], TagOptions]:
+def _uploads(form: FormData, options: TagOptions) -> tuple[list[UploadFile], TagOptions]:
     """The uploads of field ``files``, and the options (from the query and the form fields)."""
-    check_content_length(request.headers, max_bytes)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "multipart/form-data":
-        raise UnsupportedMediaTypeError(
-            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with "
-            f"{FIELD!r} fields"
-        )
-    # More than max_files files is refused by the parser itself (400, "Too many files").
-    form = await request.form(max_files=max_files, max_fields=len(TagOptions.model_fields))
     uploads = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
     if not uploads:
         raise EmptyAudioError(f"the multipart request has no file fields named {FIELD!r}")
@@ -93,15 +83,25 @@ async def tag_batch(
 ) -> BatchResponse:
     """Tag every upload of the repeated multipart field ``files``; results keep their order."""
     settings = tagger.settings
-    uploads, options = await _read_form(
-        request,
-        options,
-        settings.max_batch_files,
-        settings.max_upload_bytes * settings.max_batch_files,
-    )
-    tagger.check(options)  # an unknown model or bad options fail the request, not each file
-    request_id: str = request.state.request_id
-    slots = asyncio.Semaphore(settings.batch_files_in_flight)
-    files = (_tag_one(tagger, upload, options, request_id, slots) for upload in uploads)
-    outcomes = await unless_disconnected(request, asyncio.gather(*files))
+    tagger.admit(options.model)  # a busy model refuses before a byte of the body is read
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with "
+            f"{FIELD!r} fields"
+        )
+    # The whole body counts against one total; each file also against the per-file limit
+    # (checked when it is decoded). More than max_batch_files files is refused by the parser
+    # itself (400, "Too many files").
+    budget = InputBudget.of(settings, settings.max_batch_bytes)
+    form = await read_form(request, budget, settings.max_batch_files, len(TagOptions.model_fields))
+    try:
+        uploads, options = _uploads(form, options)
+        tagger.check(options)  # an unknown model or bad options fail the request, not each file
+        request_id: str = request.state.request_id
+        slots = asyncio.Semaphore(settings.batch_files_in_flight)
+        files = (_tag_one(tagger, upload, options, request_id, slots) for upload in uploads)
+        outcomes = await unless_disconnected(request, asyncio.gather(*files))
+    finally:
+        await form.close()
     return BatchResponse(request_id=request_id, results=list(outcomes))

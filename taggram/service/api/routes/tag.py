@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -13,16 +15,16 @@ from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.openapi import problems
 from taggram.service.api.schemas import TagResponse
 from taggram.service.api.uploads import (
+    InputBudget,
     check_content_length,
     multipart_request_body,
     options_from_form,
-    read_body,
+    read_form,
+    read_raw,
 )
 from taggram.service.audio.decode import AudioSource
-from taggram.service.errors import (
-    EmptyAudioError,
-    UnsupportedMediaTypeError,
-)
+from taggram.service.errors import EmptyAudioError, UnsupportedMediaTypeError
+from taggram.service.settings import Settings
 from taggram.service.tagging import TagOptions
 
 router = APIRouter(tags=["tagging"], dependencies=[Depends(require_scope("tag"))])
@@ -36,28 +38,37 @@ _REQUEST_BODY = multipart_request_body(
 )
 
 
-async def _read_upload(request: Request, options: TagOptions) -> tuple[AudioSource, TagOptions]:
-    """The multipart ``file`` field; other form fields are options (the query's must agree)."""
-    form = await request.form(max_files=1, max_fields=len(TagOptions.model_fields) + 1)
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise EmptyAudioError("the multipart upload has no file field named 'file'")
-    return upload.file, options_from_form(form, "file", options)
-
-
+@asynccontextmanager
 async def _read_audio(
-    request: Request, options: TagOptions, limit: int
-) -> tuple[AudioSource, TagOptions]:
-    check_content_length(request.headers, limit)
+    request: Request, options: TagOptions, settings: Settings
+) -> AsyncIterator[tuple[AudioSource, TagOptions]]:
+    """The upload (multipart field ``file`` or the raw body) and the options; closed on exit.
+
+    Other form fields are options (given in the query too, they must agree).
+    """
+    budget = InputBudget.of(settings, settings.max_upload_bytes)
+    check_content_length(request.headers, budget.max_bytes)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
-        return await _read_upload(request, options)
-    if media_type in ("", *_RAW_TYPES) or media_type.startswith("audio/"):
-        return await read_body(request, limit), options
-    raise UnsupportedMediaTypeError(
-        f"Content-Type {media_type!r} is not accepted: send audio/*, "
-        "application/octet-stream, or multipart/form-data with a 'file' field"
-    )
+        form = await read_form(request, budget, 1, len(TagOptions.model_fields) + 1)
+        try:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise EmptyAudioError("the multipart upload has no file field named 'file'")
+            yield upload.file, options_from_form(form, "file", options)
+        finally:
+            await form.close()
+    elif media_type in ("", *_RAW_TYPES) or media_type.startswith("audio/"):
+        spool = await read_raw(request, budget)
+        try:
+            yield spool.file, options
+        finally:
+            await spool.close()
+    else:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media_type!r} is not accepted: send audio/*, "
+            "application/octet-stream, or multipart/form-data with a 'file' field"
+        )
 
 
 @router.post(
@@ -75,7 +86,8 @@ async def tag(
     options: Annotated[TagOptions, Query()],
 ) -> TagResponse:
     """Tag audio sent as a multipart upload (field ``file``) or as the raw body."""
-    source, options = await _read_audio(request, options, tagger.settings.max_upload_bytes)
-    result = await unless_disconnected(request, tagger.tag(source, options))
+    tagger.admit(options.model)  # a busy model refuses before a byte of the body is read
+    async with _read_audio(request, options, tagger.settings) as (source, options):
+        result = await unless_disconnected(request, tagger.tag(source, options))
     response.headers["Server-Timing"] = result.timings.server_timing()
     return TagResponse.from_result(result, request.state.request_id)

@@ -29,7 +29,7 @@ from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import LifecycleDep, TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.openapi import problems
-from taggram.service.api.uploads import check_content_length, read_body
+from taggram.service.api.uploads import InputBudget, read_body
 from taggram.service.errors import (
     InvalidTensorError,
     ModelNotFoundError,
@@ -387,8 +387,7 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep) -> Response:
     meta = _model(tagger, model_name)
     settings = tagger.settings
-    check_content_length(request.headers, settings.max_upload_bytes)
-    body = await read_body(request, settings.max_upload_bytes)
+    body = await read_body(request, InputBudget.of(settings, settings.max_upload_bytes))
     json_limit = settings.max_json_tensor_elements * _JSON_BYTES_PER_ELEMENT + _JSON_OVERHEAD_BYTES
     json_part, binary = _split(body, request.headers.get(HEADER_LENGTH), json_limit)
     infer_request = _parse(json_part)

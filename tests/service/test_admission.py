@@ -1,0 +1,74 @@
+"""Admission through a real server (tiny model): 429 before a byte of the body is read when the
+model is busy, 429 ``deadline_exceeded`` for queued work that waits too long, both in /metrics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.service.test_limits import _metric, _response, wav
+from tests.support.server import Server, running_server
+
+ENV = {
+    "TAGGRAM_DEFAULT_MODEL": "tiny",
+    # Batches never fill (64 rows) and wait 2 s for more: queued patches stay queued, so any
+    # queued work is over the tiny budget and every request passes the 0.5 s deadline.
+    "TAGGRAM_MAX_BATCH_SIZE": "64",
+    "TAGGRAM_MAX_QUEUE_DELAY_MS": "2000",
+    "TAGGRAM_QUEUE_BUDGET_SECONDS": "0.000001",
+    "TAGGRAM_QUEUE_DEADLINE_SECONDS": "0.5",
+    "TAGGRAM_DRAIN_GRACE_SECONDS": "0",
+}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tiny_repository, tmp_path_factory.mktemp("logs"), env=ENV) as started:
+        yield started
+
+
+def test_busy_model_refuses_before_the_body_and_late_work_is_refused(server: Server) -> None:
+    queued: list[httpx.Response] = []
+    first = threading.Thread(
+        target=lambda: queued.append(
+            httpx.post(
+                f"{server.url}/v1/tag",
+                content=wav(30),
+                headers={"Content-Type": "audio/wav"},
+                timeout=60,
+            )
+        )
+    )
+    first.start()
+    while _metric(server, "taggram_queue_depth", model="tiny") == 0:
+        assert first.is_alive(), queued
+    # Headers only: a body of 10 MB is announced and never sent; the answer must not wait for it.
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+            b"Content-Length: 10000000\r\n\r\n"
+        )
+        status, headers, body = _response(sock)
+    assert status == 429, body
+    assert json.loads(body)["error"]["code"] == "overloaded"
+    assert int(headers["retry-after"]) >= 1
+    assert headers["connection"] == "close"
+    first.join(60)
+    late = queued[0]
+    assert late.status_code == 429, late.text
+    assert late.json()["error"]["code"] == "deadline_exceeded"
+    assert "retry-after" in late.headers
+    refused = {
+        stage: _metric(server, "taggram_refused_total", model="tiny", stage=stage)
+        for stage in ("before_body", "deadline")
+    }
+    assert refused == {"before_body": 1, "deadline": 1}
+    assert _metric(server, "taggram_refused_patches_total", code="deadline_exceeded") == 11
+    assert _metric(server, "taggram_refused_duration_seconds_count", status="429") == 2

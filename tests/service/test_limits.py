@@ -1,0 +1,294 @@
+"""Bounded under abuse, through a real server (tiny model): the input budget, timeouts, hang-ups,
+request ids in the logs, and no option value that gives a 5xx."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from taggram.service.tagging import TagOptions
+from tests.support.server import Server, running_server
+
+LIMIT = 1024 * 1024
+ENV = {
+    "TAGGRAM_DEFAULT_MODEL": "tiny",
+    "TAGGRAM_MAX_UPLOAD_BYTES": str(LIMIT),
+    "TAGGRAM_MAX_BATCH_BYTES": str(LIMIT * 3 // 2),
+    "TAGGRAM_READ_TIMEOUT_SECONDS": "1",
+    "TAGGRAM_BODY_TIMEOUT_SECONDS": "3",
+    "TAGGRAM_LOG_LEVEL": "debug",
+    "TAGGRAM_LOG_FORMAT": "json",
+    "TAGGRAM_DRAIN_GRACE_SECONDS": "0",
+}
+CHUNK = 64 * 1024
+
+
+def wav(seconds: float, rate: int = 16000) -> bytes:
+    tone = 0.3 * np.sin(np.arange(int(seconds * rate)) * 2 * np.pi * 440 / rate)
+    out = io.BytesIO()
+    sf.write(out, tone.astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tiny_repository, tmp_path_factory.mktemp("logs"), env=ENV) as started:
+        yield started
+
+
+def _connect(server: Server) -> socket.socket:
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    return sock
+
+
+def _response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP response (status, lower-cased headers, body) up to the server's close."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def _chunked(body_bytes: int, prefix: bytes = b"") -> Iterator[bytes]:
+    """A chunked transfer encoding of ``prefix`` and then zeros, ``body_bytes`` in all."""
+    payload = prefix + bytes(CHUNK - len(prefix) % CHUNK)
+    sent = 0
+    while sent < body_bytes:
+        piece = payload[:CHUNK] if sent else payload[: max(CHUNK, len(prefix))]
+        yield b"%x\r\n%s\r\n" % (len(piece), piece)
+        sent += len(piece)
+    yield b"0\r\n\r\n"
+
+
+def _send_until_refused(sock: socket.socket, head: bytes, chunks: Iterator[bytes]) -> int:
+    """Send the request; returns how many bytes went out before the server stopped reading."""
+    sock.sendall(head)
+    sent = 0
+    sock.settimeout(5)
+    try:
+        for chunk in chunks:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        pass
+    sock.settimeout(30)
+    return sent
+
+
+def test_a_chunked_multipart_upload_is_cut_off_near_the_limit(server: Server) -> None:
+    boundary = b"xyz"
+    prefix = (
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n"
+    )
+    head = (
+        b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n\r\n"
+    )
+    total = 50 * 1024 * 1024
+    with _connect(server) as sock:
+        sent = _send_until_refused(sock, head, _chunked(total, prefix))
+        status, headers, body = _response(sock)
+    assert status == 413, body
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+    assert headers["connection"] == "close"
+    # The server stopped reading near the 1 MiB limit; socket buffers hold a few MB at most.
+    assert sent < total // 4
+
+
+def test_a_chunked_raw_upload_is_cut_off_near_the_limit(server: Server) -> None:
+    head = (
+        b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: audio/wav\r\n\r\n"
+    )
+    total = 50 * 1024 * 1024
+    with _connect(server) as sock:
+        sent = _send_until_refused(sock, head, _chunked(total))
+        status, _, body = _response(sock)
+    assert (status, json.loads(body)["error"]["code"]) == (413, "payload_too_large")
+    assert sent < total // 4
+
+
+def test_a_batch_has_its_own_total_limit(server: Server) -> None:
+    files = [("files", (f"{i}.wav", wav(20), "audio/wav")) for i in range(3)]  # 640 kB each
+    response = httpx.post(f"{server.url}/v1/tag/batch", files=files, timeout=60)
+    assert response.status_code == 413, response.text
+    one = httpx.post(f"{server.url}/v1/tag/batch", files=files[:2], timeout=60)
+    assert one.status_code == 200, one.text
+
+
+def test_a_stalled_body_gets_408_and_its_connection_closed(server: Server) -> None:
+    head = (
+        b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
+    with _connect(server) as sock:
+        sock.sendall(head + wav(1)[:1000])
+        status, headers, body = _response(sock)  # returns only once the server closes
+    assert (status, json.loads(body)["error"]["code"]) == (408, "request_timeout")
+    assert headers["connection"] == "close"
+
+
+def test_a_trickling_body_meets_the_whole_body_deadline(server: Server) -> None:
+    head = (
+        b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+        b"Content-Length: 100000\r\n\r\n"
+    )
+    with _connect(server) as sock:
+        sock.sendall(head)
+        started = time.monotonic()
+        sock.settimeout(0.5)
+        data = b""
+        while not data and time.monotonic() - started < 30:
+            sock.sendall(b"\0" * 10)  # well within the read timeout every time
+            try:
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+        sock.settimeout(30)
+    assert data.startswith(b"HTTP/1.1 408"), data
+    assert b"not complete within 3 s" in data
+
+
+def _metric(server: Server, name: str, **labels: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    pattern = re.escape(name) + r"\{([^}]*)\} ([0-9.e+]+)"
+    total = 0.0
+    for found in re.finditer(pattern, text):
+        have = dict(re.findall(r'(\w+)="([^"]*)"', found.group(1)))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(found.group(2))
+    return total
+
+
+def test_client_hang_ups_are_499_logged_once_at_debug_never_500(server: Server) -> None:
+    errors_before = _metric(server, "taggram_requests_total", status="500")
+    hangups_before = _metric(server, "taggram_requests_total", status="499")
+    aborts = 20
+    ids = [f"hangup-{i}" for i in range(aborts)]
+    for request_id in ids:
+        with _connect(server) as sock:
+            sock.sendall(
+                b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+                + f"X-Request-ID: {request_id}\r\n".encode()
+                + b"Content-Length: 500000\r\n\r\n"
+                + wav(5)[:50000]
+            )
+            time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while _metric(server, "taggram_requests_total", status="499") < hangups_before + aborts:
+        assert time.monotonic() < deadline, "hang-ups not counted as 499"
+        time.sleep(0.2)
+    assert _metric(server, "taggram_requests_total", status="500") == errors_before
+    records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    for request_id in ids:
+        mine = [r for r in records if r["request_id"] == request_id]
+        assert [r["level"] for r in mine] == ["debug"], mine
+        assert "client_disconnected" in mine[0]["message"]
+    assert not any("Traceback" in r.get("exception", "") for r in records)
+
+
+def test_log_lines_are_json_and_carry_the_request_id(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/v1/tag",
+        content=wav(2),
+        headers={"Content-Type": "audio/wav", "X-Request-ID": "trace-me-42"},
+    )
+    assert response.status_code == 200, response.text
+    time.sleep(0.2)
+    records = [json.loads(line) for line in server.log().splitlines() if line.strip()]
+    access = [r for r in records if r["logger"] == "uvicorn.access"]
+    mine = [r for r in access if r["request_id"] == "trace-me-42"]
+    assert len(mine) == 1 and "/v1/tag" in mine[0]["message"]
+    assert all(set(r) >= {"time", "level", "logger", "request_id", "message"} for r in records)
+
+
+def test_infinite_hop_is_a_422(server: Server) -> None:
+    for value in ("inf", "-inf", "nan", "1e400"):
+        response = httpx.post(
+            f"{server.url}/v1/tag",
+            params={"hop": value},
+            content=wav(2),
+            headers={"Content-Type": "audio/wav"},
+        )
+        assert response.status_code == 422, (value, response.text)
+
+
+_NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(10**30), max_value=10**30),
+    st.sampled_from(["inf", "-inf", "nan", "NaN", "1e400", "-0", "1e-400", "0x10", "", " "]),
+)
+# Oversized: far past every string limit (200), short enough for the client's URL limit.
+_CHARS = st.characters(exclude_categories=("Cs",))  # lone surrogates cannot be sent at all
+_TEXT = st.one_of(st.text(_CHARS, max_size=20), st.text(_CHARS, min_size=1000, max_size=3000))
+_VALUE = st.one_of(_NUMBERS, _TEXT, st.booleans())
+_PARAMS = st.dictionaries(
+    st.one_of(st.sampled_from(sorted(TagOptions.model_fields)), st.text(_CHARS, max_size=10)),
+    _VALUE,
+    max_size=4,
+)
+_AUDIO = wav(2)
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        yield client
+
+
+@settings(
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=[Phase.explicit, Phase.generate],  # shrinking 20 kB strings over HTTP takes minutes
+)
+@given(
+    params=_PARAMS,
+    content_type=st.sampled_from(["audio/wav", "application/octet-stream", "text/plain", ""]),
+    multipart=st.booleans(),
+    batch=st.booleans(),
+)
+def test_no_option_value_gives_a_5xx(
+    http: httpx.Client, params: dict[str, object], content_type: str, multipart: bool, batch: bool
+) -> None:
+    query = {key: str(value) for key, value in params.items()}
+    if batch:
+        files = [("files", ("a.wav", _AUDIO, content_type or None))] * 2
+        response = http.post(
+            "/v1/tag/batch",
+            params=query if multipart else None,
+            data=None if multipart else query,
+            files=files,
+        )
+    elif multipart:
+        response = http.post(
+            "/v1/tag", data=query, files={"file": ("a.wav", _AUDIO, content_type or None)}
+        )
+    else:
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = http.post("/v1/tag", params=query, content=_AUDIO, headers=headers)
+    assert response.status_code < 500, (params, response.text)
+    if response.status_code >= 400:
+        assert response.json()["error"]["code"], (params, response.status_code, response.text)
+    elif batch:
+        assert all(
+            item["error"] is None or item["error"]["status"] < 500
+            for item in response.json()["results"]
+        )
