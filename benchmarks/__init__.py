@@ -1,7 +1,9 @@
 """Scripts that print performance figures for docs/performance.md (run with ``python -m``)."""
 
+import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # Real recordings beside the project on development and CI machines (absent in a user's clone).
 SHARED_AUDIO = ROOT.parent / "shared" / "audio"
+MODEL_REPOSITORY = Path(os.environ.get("TAGGRAM_MODEL_REPOSITORY", ROOT / "model_repository"))

@@ -30,11 +30,11 @@ import httpx
 import numpy as np
 import typer
 
+from benchmarks import ROOT, SHARED_AUDIO
 from benchmarks.http_benchmark import find_audio, run_load, table, training_tracks
 from benchmarks.raw_inference import time_repeatedly
 from taggram.repository import load_repository
 from taggram.service.inference.session import ModelSession
-from tests.support.paths import ROOT, SHARED_AUDIO
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 CUDA = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -126,7 +126,7 @@ def end_to_end(
 ) -> str:
     """Tag the files through a GPU server; the bound is the GPU when it is busy most of the time,
     the CPU (decoding, resampling, request handling) when the server process uses every core."""
-    from tests.support.server import running_server
+    from taggram.service.launcher import running_server
 
     audio = find_audio(files)
     env = {

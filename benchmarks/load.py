@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 import typer
 
+from benchmarks import MODEL_REPOSITORY
 from benchmarks.serving import (
     metric,
     percentile_ms,
@@ -40,7 +41,6 @@ from benchmarks.serving import (
     served,
     synthetic_wav,
 )
-from tests.support.paths import MODEL_REPOSITORY
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 SHORT_SECONDS = 2.5  # one patch

@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 import typer
 
+from benchmarks import MODEL_REPOSITORY
 from benchmarks.serving import metric, proc_status, scrape, served, synthetic_wav
 from taggram.service.inference.batcher import IDLE_RELEASE_SECONDS
-from tests.support.paths import MODEL_REPOSITORY
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 

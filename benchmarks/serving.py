@@ -15,7 +15,7 @@ import numpy as np
 import soundfile
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.server import running_server
+from taggram.service.launcher import running_server
 
 
 @dataclass(frozen=True)

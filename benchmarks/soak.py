@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 import typer
 
+from benchmarks import MODEL_REPOSITORY
 from benchmarks.serving import (
     Samples,
     metric,
@@ -46,7 +47,6 @@ from benchmarks.serving import (
     synthetic_wav,
 )
 from taggram.service.inference.batcher import IDLE_RELEASE_SECONDS
-from tests.support.paths import MODEL_REPOSITORY
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 UPLOAD_LIMIT = 8 * 1024 * 1024

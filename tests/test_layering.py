@@ -87,3 +87,7 @@ def test_entry_points_load_only_what_they_need(modules: str, forbidden: tuple[st
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_benchmarks_do_not_import_the_tests() -> None:
+    assert _offenders(ROOT / "benchmarks", ("tests",)) == {}
