@@ -63,6 +63,11 @@ STATUS: dict[str, int] = {
     errors.InvalidAudioError.code: 422,
     errors.InvalidOptionsError.code: 422,
     errors.TooManyPatchesError.code: 422,
+    errors.ModelExistsError.code: 409,
+    errors.ModelReadOnlyError.code: 409,
+    errors.TooManyModelsError.code: 409,
+    errors.InvalidExamplesError.code: 422,
+    errors.TooManyExamplesError.code: 413,
     errors.OverloadedError.code: 429,
     errors.DeadlineExceededError.code: 429,
     errors.ClientDisconnectedError.code: 499,  # nginx's convention: nobody reads the answer
