@@ -127,6 +127,13 @@ class TooManyExamplesError(TaggramError):
     code = "too_many_examples"
 
 
+class StorageError(TaggramError):
+    """The custom-models folder cannot be written (missing volume, read-only, full): a server
+    fault, answered 500 with the reason."""
+
+    code = "storage_failed"
+
+
 class OverloadedError(TaggramError):
     """The model's queue is full; retry after ``retry_after_seconds``."""
 

@@ -27,7 +27,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from taggram.service.errors import InvalidExamplesError, ModelExistsError, ModelNotFoundError
+from taggram.service.errors import (
+    InvalidExamplesError,
+    ModelExistsError,
+    ModelNotFoundError,
+    StorageError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +97,14 @@ def check_name(name: str) -> None:
 
 def write(folder: Path, record: CustomRecord, arrays: dict[str, np.ndarray]) -> Path:
     """Write a model as ``folder/<name>``; :class:`ModelExistsError` if that name exists."""
-    folder.mkdir(parents=True, exist_ok=True)
     staging = folder / f".tmp-{record.name}-{uuid.uuid4().hex}"
-    staging.mkdir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as error:
+        raise StorageError(
+            f"the custom-models folder {folder} cannot be written: {error.strerror}"
+        ) from error
     try:
         payload: dict[str, Any] = dict(arrays)
         with (staging / PARAMETERS_FILE).open("wb") as handle:

@@ -9,7 +9,12 @@ import pytest
 
 from taggram.service.custom import storage
 from taggram.service.custom.storage import CustomRecord, EstimateRecord
-from taggram.service.errors import InvalidExamplesError, ModelExistsError, ModelNotFoundError
+from taggram.service.errors import (
+    InvalidExamplesError,
+    ModelExistsError,
+    ModelNotFoundError,
+    StorageError,
+)
 
 
 def record(name: str = "drums", identifier: str = "one") -> CustomRecord:
@@ -77,3 +82,10 @@ def test_pickled_parameters_are_refused(tmp_path: Path) -> None:
 def test_bad_names_are_refused(name: str) -> None:
     with pytest.raises(InvalidExamplesError):
         storage.check_name(name)
+
+
+def test_an_unwritable_folder_is_a_clear_server_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the folder should be")
+    with pytest.raises(StorageError, match="cannot be written"):
+        storage.write(blocker / "custom", record(), {"mean": np.zeros(1)})
