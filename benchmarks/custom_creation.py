@@ -25,10 +25,10 @@ import numpy as np
 import soundfile as sf
 import typer
 
+from benchmarks import ROOT
 from taggram.service.custom.creation import CreateRequest, Example
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger
-from tests.support.paths import MODEL_REPOSITORY
 
 RATE = 16000
 KINDS = ("tone", "noise", "clicks", "chirp")
@@ -72,7 +72,7 @@ async def measure(settings: Settings, count: int, repeat: int) -> list[dict[str,
 
 @app.command()
 def main(
-    repository: Path = typer.Option(MODEL_REPOSITORY, help="model repository"),
+    repository: Path = typer.Option(ROOT / "model_repository", help="model repository"),
     models: str = typer.Option("", help="comma-separated models to load (default: all)"),
     examples: int = typer.Option(40, min=4, help="number of 3 s examples (4 classes)"),
     repeat: int = typer.Option(3, min=1, help="creations, one after the other"),

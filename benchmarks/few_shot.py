@@ -41,6 +41,7 @@ import numpy as np
 import soundfile as sf
 import typer
 
+from benchmarks import ROOT
 from taggram.models.data.debian import download, unpack
 from taggram.models.data.packages import ensure_trainable
 from taggram.service.custom import selection
@@ -48,7 +49,6 @@ from taggram.service.custom.features import available, candidates
 from taggram.service.custom.heads import KnnHead
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger
-from tests.support.paths import MODEL_REPOSITORY, ROOT
 
 CACHE = ROOT / ".cache" / "few_shot"
 PACKAGES = ("timgm6mb-soundfont", "hedgewars-data")
@@ -274,7 +274,9 @@ def run_task(
 
 @app.command()
 def main(
-    repository: Path = typer.Option(MODEL_REPOSITORY, help="model repository with feature models"),
+    repository: Path = typer.Option(
+        ROOT / "model_repository", help="model repository with feature models"
+    ),
     ks: str = typer.Option("1,5,10,20", help="examples per class, comma-separated"),
     episodes: int = typer.Option(20, min=1, help="random episodes per task and k"),
     tasks: str = typer.Option(",".join(TASKS), help="tasks to run, comma-separated"),
