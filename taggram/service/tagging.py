@@ -255,7 +255,8 @@ class Tagger:
     async def refresh_custom(self) -> None:
         """Sync the custom models with their folder (models other replicas created or deleted)."""
         bases = {name: entry.metadata for name, entry in self.entries.items()}
-        await asyncio.to_thread(self.custom.refresh, bases)
+        async with self._registry:
+            self.custom.models = await asyncio.to_thread(self.custom.scan, bases)
 
     async def _poll(self) -> None:
         while True:
@@ -507,7 +508,8 @@ class Tagger:
         async with self._creating:
             plan = creation.plan(request, self.settings, self.models, len(self.custom))
             record, head = await creation.create(plan, embed, bases, self.settings)
-        self.custom.add(build(record, head.arrays(), bases[record.base]))
+        async with self._registry:
+            self.custom.add(build(record, head.arrays(), bases[record.base]))
         return record
 
     async def delete_custom(self, name: str) -> None:
@@ -519,7 +521,8 @@ class Tagger:
             raise ModelReadOnlyError(
                 f"{name} comes from the model repository; only custom models can be deleted"
             )
-        try:
-            await asyncio.to_thread(storage.remove, self.settings.custom_models, name)
-        finally:
-            self.custom.discard(name)
+        async with self._registry:
+            try:
+                await asyncio.to_thread(storage.remove, self.settings.custom_models, name)
+            finally:
+                self.custom.discard(name)

@@ -83,7 +83,7 @@ def build(record: CustomRecord, arrays: dict[str, np.ndarray], base: ModelMetada
 
 
 class CustomModels:
-    """The loaded custom models, by name; :meth:`refresh` syncs them with the folder."""
+    """The loaded custom models, by name; :meth:`scan` reads what the folder holds."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -105,31 +105,33 @@ class CustomModels:
     def discard(self, name: str) -> None:
         self.models.pop(name, None)
 
-    def refresh(self, bases: dict[str, ModelMetadata]) -> None:
-        """Load models that appeared (or were re-created) in the folder, drop those deleted.
+    def scan(self, bases: dict[str, ModelMetadata]) -> dict[str, CustomModel]:
+        """The models the folder holds now: those already loaded (same ``id``) kept, new or
+        re-created ones loaded, deleted ones gone. Nothing is changed here: the caller swaps
+        the result in (:attr:`models`) on its own thread, so readers never see it half-done.
 
         Blocking (file reads): run it in a worker thread. One bad folder is logged and skipped,
         never fatal: another replica may be writing a newer record format.
         """
-        present = storage.scan(self.folder)
-        for name in [n for n in self.models if n not in present]:
-            log.info("custom model %s was deleted from %s", name, self.folder)
-            self.models.pop(name)
-        for name, path in present.items():
+        current: dict[str, CustomModel] = {}
+        for name, path in storage.scan(self.folder).items():
+            identifier = storage.record_id(path)
             known = self.models.get(name)
-            current = storage.record_id(path)
-            if current is None or (known is not None and known.record.id == current):
+            if identifier is None or identifier in self._skipped:
                 continue
-            if current in self._skipped:
+            if known is not None and known.record.id == identifier:
+                current[name] = known
                 continue
             try:
                 record, arrays = storage.read(path)
                 base = bases.get(record.base)
                 if base is None:
                     raise ValueError(f"its base model {record.base} is not loaded here")
-                self.models[name] = build(record, arrays, base)
+                current[name] = build(record, arrays, base)
                 log.info("loaded custom model %s (%s)", name, record.features)
             except Exception as error:  # skip this folder, keep serving the others
-                self._skipped.add(current)
-                self.models.pop(name, None)
+                self._skipped.add(identifier)
                 log.warning("custom model %s in %s not loaded: %s", name, self.folder, error)
+        for name in self.models.keys() - current.keys():
+            log.info("custom model %s is no longer in %s", name, self.folder)
+        return current
