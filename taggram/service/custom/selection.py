@@ -1,18 +1,19 @@
 """Choosing a feature and a classifier from the examples themselves; an honest accuracy estimate.
 
 ``auto`` scores every (feature, classifier) candidate by stratified k-fold cross-validation on the
-examples (``k = min(5, the smallest class's size)``) and keeps the best mean score; ties go to the
-earlier candidate (features in the order given, classifiers in :data:`CLASSIFIERS` order, simplest
-first). The score that chose a candidate is optimistic (it is the best of many noisy scores), so
-the accuracy reported with a model comes from **nested** cross-validation: the examples are split
-into outer folds, the whole selection above is repeated on each outer training part alone, and the
-candidate it picks is scored on the held-out part it never saw; the held-out predictions of every
-outer fold are pooled into one figure. With a single candidate there is nothing to choose and
-plain cross-validation is already honest.
+examples (``k = min(5, the smallest class's size)``) and keeps the best pooled held-out score; ties
+(common: with few examples accuracy moves in coarse steps) go to the better mean reciprocal rank of
+the true classes, then to the earlier candidate (features in the order given, classifiers in
+:data:`CLASSIFIERS` order). The score that chose a candidate is optimistic (it is the best of
+many noisy scores), so the accuracy reported with a model comes from **nested** cross-validation:
+the examples are split into outer folds, the whole selection above is repeated on each outer
+training part alone, and the candidate it picks is scored on the held-out part it never saw; the
+held-out predictions of every outer fold are pooled into one figure. With a single candidate there
+is nothing to choose and plain cross-validation is already honest.
 
 Fallback: when a class has a single example, no fold can hold it out and still train on it, so
-``auto`` takes :data:`FALLBACK` (prototypes on the first available feature of
-:data:`FALLBACK_FEATURES`, the best pair of the one-shot benchmark, docs/custom-models.md) and
+``auto`` takes :data:`FALLBACK_CLASSIFIER` on the first available feature of
+:data:`FALLBACK_FEATURES` (the best pair of the one-shot benchmark, docs/custom-models.md) and
 reports no accuracy estimate. Inside nested cross-validation, an outer training part whose smallest
 class has a single example falls back the same way, so the estimate measures exactly what
 ``auto`` does.
@@ -115,15 +116,29 @@ def fit(features: dict[str, np.ndarray], Y: np.ndarray, chosen: Candidate, multi
     return make_head(chosen.classifier, multi).fit(features[chosen.feature], Y)
 
 
-def cross_validated(
+def held_out(
     X: np.ndarray, Y: np.ndarray, classifier: str, multi_label: bool, folds: int
-) -> float:
-    """Pooled score of ``classifier`` over ``folds`` held-out parts."""
+) -> np.ndarray:
+    """Probabilities [n, classes] of each example from the fold that held it out."""
     predictions = np.zeros(Y.shape, np.float32)
     for train, test in splits(Y, multi_label, folds):
         head = make_head(classifier, multi_label).fit(X[train], Y[train])
         predictions[test] = head.predict_proba(X[test])
-    return score(Y, predictions, multi_label)
+    return predictions
+
+
+def cross_validated(
+    X: np.ndarray, Y: np.ndarray, classifier: str, multi_label: bool, folds: int
+) -> float:
+    """Pooled score of ``classifier`` over ``folds`` held-out parts."""
+    return score(Y, held_out(X, Y, classifier, multi_label, folds), multi_label)
+
+
+def reciprocal_rank(Y: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean over examples and their tags of 1 / (rank of the tag among the probabilities): a
+    finer score than accuracy that only uses the order, so every classifier is judged alike."""
+    ranks = (-probabilities).argsort(axis=1, kind="stable").argsort(axis=1, kind="stable") + 1
+    return float(np.mean(1.0 / ranks[Y]))
 
 
 def fallback(features: Sequence[str]) -> Candidate:
@@ -142,14 +157,14 @@ def select(
     if smallest < 2:
         return Selection(fallback(list(dict.fromkeys(c.feature for c in candidates))), "fallback")
     folds = min(MAX_FOLDS, smallest)
-    scores = {
-        candidate: cross_validated(
-            features[candidate.feature], Y, candidate.classifier, multi, folds
-        )
-        for candidate in candidates
-    }
-    best = max(scores.values())
-    chosen = next(c for c in candidates if scores[c] == best)
+    scores, ranks = {}, {}
+    for candidate in candidates:
+        predictions = held_out(features[candidate.feature], Y, candidate.classifier, multi, folds)
+        scores[candidate] = score(Y, predictions, multi)
+        ranks[candidate] = reciprocal_rank(Y, predictions)
+    # Few examples make accuracies coarse (1/n steps) and ties common: ties go to the better
+    # ranking of the true classes, then to the earlier candidate.
+    chosen = max(candidates, key=lambda c: (scores[c], ranks[c]))
     return Selection(chosen, "cross-validation", scores)
 
 
