@@ -45,7 +45,9 @@ from taggram.service.errors import (
 from taggram.service.settings import Settings
 
 LABEL_SEPARATOR = "|"
-EXAMPLES_IN_FLIGHT = 2
+# Examples embedded at once: enough to fill a batch of the base networks (1-2 patches each),
+# few enough that a tagging request queued behind them waits about one batch.
+EXAMPLES_IN_FLIGHT = 8
 
 # (example source, base model names) -> {base: {output: clip embedding [dim]}}
 Embed = Callable[[AudioSource, Sequence[str]], Awaitable[dict[str, dict[str, np.ndarray]]]]

@@ -17,7 +17,7 @@ cross-validation and in serving.
   multi-label, sigmoid of the scaled difference between the tag's and the not-tag's prototypes.
 * ``logistic``: L2 logistic regression (``sklearn.linear_model.LogisticRegression``, C=1):
   multinomial for single-label, one binary model per tag for multi-label.
-* ``svm``: linear SVM (``sklearn.svm.LinearSVC``, C=1, one-vs-rest); its margins are squashed
+* ``svm``: linear SVM (``sklearn.svm.LinearSVC``, C=0.01, one-vs-rest); its margins are squashed
   by softmax (single-label) or sigmoid (multi-label): scores for ranking, not calibrated.
 * ``knn``: k nearest examples by cosine similarity (``sklearn.neighbors`` semantics, uniform
   votes); a class's probability is the share of the k neighbours carrying it.
@@ -36,6 +36,7 @@ from sklearn.svm import LinearSVC
 
 PROTOTYPE_SCALE = 10.0  # cosine in [-1, 1] -> logits in [-10, 10], as scaled-cosine classifiers
 MAX_NEIGHBOURS = 5
+SVM_C = 0.01
 # A constant logit for a multi-label tag whose training rows are all positive or all negative.
 _CONSTANT_LOGIT = 6.0
 
@@ -218,7 +219,9 @@ class SVMHead(LinearHead):
     name = "svm"
 
     def _estimator(self) -> LinearSVC:
-        return LinearSVC(C=1.0, max_iter=2000, random_state=0)
+        # C=0.01: on ~1000 standardised dimensions as accurate as C=1 in the few-shot
+        # benchmark, and liblinear converges in a third of the iterations.
+        return LinearSVC(C=SVM_C, max_iter=1000, random_state=0)
 
 
 class KnnHead(Head):

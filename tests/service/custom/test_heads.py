@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import LinearSVC
 
-from taggram.service.custom.heads import HEADS, Head, KnnHead, LogisticHead, SVMHead
+from taggram.service.custom.heads import HEADS, SVM_C, Head, KnnHead, LogisticHead, SVMHead
 
 
 def _data(n_per_class: int, classes: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -43,7 +43,7 @@ def test_svm_margins_are_scikit_learns_squashed() -> None:
     head = SVMHead(multi_label=False).fit(X, Y)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        reference = LinearSVC(C=1.0, max_iter=2000, random_state=0).fit(
+        reference = LinearSVC(C=SVM_C, max_iter=1000, random_state=0).fit(
             _standardised(X), Y.argmax(axis=1)
         )
     margins = reference.decision_function(_standardised(X))
