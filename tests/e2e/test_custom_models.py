@@ -1,10 +1,10 @@
 """Custom taggers through a real server: create, tag, list, restart, still there, delete; every
 error case; replicas sharing the folder; the CLI. Examples are synthetic signals made at test time
-(tones, noise, click trains: three classes any embedding separates)."""
+(tones, noise, click trains: three classes any embedding separates), by the generator of the
+creation-speed benchmark."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import threading
@@ -13,32 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
-import soundfile as sf
 
+from benchmarks.custom_creation import example as clip
 from tests.e2e.conftest import SERVER_ENV
 from tests.support.paths import ROOT, require_repository
 from tests.support.server import Server, running_server
 
-RATE = 16000
 CLASSES = ("tone", "noise", "clicks")
 MAX_EXAMPLES = 30
-
-
-def clip(kind: str, seed: int, seconds: float = 3.0) -> bytes:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    if kind == "tone":
-        audio = 0.3 * np.sin(2 * np.pi * rng.uniform(200, 2000) * t)
-    elif kind == "noise":
-        audio = rng.uniform(0.05, 0.3) * rng.standard_normal(len(t))
-    else:
-        audio = np.zeros(len(t))
-        audio[:: int(RATE / rng.uniform(2, 8))] = 0.9
-    buffer = io.BytesIO()
-    sf.write(buffer, audio.astype(np.float32), RATE, format="WAV", subtype="PCM_16")
-    return buffer.getvalue()
 
 
 def form(
