@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import typer
+from threadpoolctl import threadpool_limits
 
 from benchmarks import ROOT
 from taggram.models.data.debian import download, unpack
@@ -296,7 +297,8 @@ def main(
         for k in (int(x) for x in ks.split(",")):
             if np.bincount(labels).min() <= k:
                 continue
-            scores = run_task(features, labels, k, episodes)
+            with threadpool_limits(limits=1):  # thousands of small fits: one BLAS thread each
+                scores = run_task(features, labels, k, episodes)
             results[task][str(k)] = scores
             means = {name: float(np.mean(v)) for name, v in scores.items() if name != "auto picks"}
             pairs = {n: m for n, m in means.items() if n not in ("auto", "MFCC + 1-NN")}
