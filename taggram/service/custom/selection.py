@@ -38,14 +38,16 @@ CLASSIFIERS = ("prototypes", "logistic", "svm", "knn")
 MAX_FOLDS = 5
 OUTER_FOLDS = 3  # nested CV repeats the whole selection per outer fold: 3 keeps creation quick
 SEED = 0
-# Preferred features when no cross-validation is possible (one example of some class).
+# The pair used when no cross-validation is possible (one example of some class): the best
+# one-shot pair over the three tasks of benchmarks/few_shot.py (docs/custom-models.md), with the
+# next best features for servers that do not load MTT_musicnn.
 FALLBACK_FEATURES = (
-    "MTT_musicnn.penultimate",
-    "MSD_musicnn.penultimate",
-    "MTT_vgg.pool5",
+    "MTT_musicnn.max_pool",
+    "MSD_musicnn.max_pool",
     "mfcc.statistics",
+    "MTT_musicnn.penultimate",
 )
-FALLBACK_CLASSIFIER = "prototypes"
+FALLBACK_CLASSIFIER = "logistic"
 
 
 @dataclass(frozen=True, order=True)

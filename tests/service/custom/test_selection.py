@@ -55,7 +55,7 @@ def test_single_example_of_a_class_falls_back_without_an_estimate() -> None:
     features["mfcc.statistics"] = features["good.x"]
     chosen = selection.select(features, Y, pool, multi=False)
     assert chosen.method == "fallback"
-    assert chosen.chosen == selection.Candidate("mfcc.statistics", "prototypes")
+    assert chosen.chosen == selection.Candidate("mfcc.statistics", "logistic")
     estimate = selection.estimate(features, Y, pool, multi=False)
     assert estimate.value is None and "single example" in estimate.method
 
