@@ -273,6 +273,24 @@ def run_task(
     return scores
 
 
+def pair_tables(results: dict[str, dict[str, dict[str, list[float]]]]) -> str:
+    """One Markdown table per task: every method's mean accuracy (rows) at each k (columns)."""
+    out = []
+    for task, by_k in results.items():
+        ks = sorted(by_k, key=int)
+        methods = [m for m in by_k[ks[0]] if m != "auto picks"]
+        order = sorted(methods, key=lambda m: -np.mean(by_k[ks[-1]][m]))
+        out += [
+            f"\n{task} (8 classes, chance 0.125):\n",
+            "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
+        ]
+        out.append("|---|" + "---|" * len(ks))
+        for method in order:
+            cells = " | ".join(f"{np.mean(by_k[k][method]):.3f}" for k in ks)
+            out.append(f"| {method} | {cells} |")
+    return "\n".join(out)
+
+
 @app.command()
 def main(
     repository: Path = typer.Option(
@@ -282,15 +300,24 @@ def main(
     episodes: int = typer.Option(20, min=1, help="random episodes per task and k"),
     tasks: str = typer.Option(",".join(TASKS), help="tasks to run, comma-separated"),
     output: Path = typer.Option(CACHE / "results.json", help="every score, as JSON"),
+    tables_from: list[Path] = typer.Option(
+        [], help="print the per-pair tables of these results files (merged in order), run nothing"
+    ),
 ) -> None:
     """Print the summary table (docs/custom-models.md) and every pair's mean accuracy."""
+    if tables_from:
+        merged: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for path in tables_from:
+            for task, by_k in json.loads(path.read_text()).items():
+                merged.setdefault(task, {}).update(by_k)
+        print(pair_tables(merged))
+        return
     started = time.perf_counter()
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     summary = [
         "| task | k | chance | MFCC + 1-NN | best pair (mean over episodes) | auto | auto - best |",
         "|---|---|---|---|---|---|---|",
     ]
-    detail: list[str] = []
     for task in tasks.split(","):
         features, labels, classes = features_of(task, repository)
         results[task] = {}
@@ -309,8 +336,6 @@ def main(
                 f"| {pairs[best]:.3f} ({best}) | {means['auto']:.3f} "
                 f"| {100 * (means['auto'] - pairs[best]):+.1f} pts |"
             )
-            ranked = sorted(pairs.items(), key=lambda item: -item[1])
-            detail.append(f"\n{task}, k={k}: " + ", ".join(f"{n} {m:.3f}" for n, m in ranked))
             print(summary[-1], flush=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results))
@@ -319,7 +344,7 @@ def main(
         f"{platform.processor() or platform.machine()}, {time.perf_counter() - started:.0f} s\n"
     )
     print("\n".join(summary))
-    print("\n".join(detail))
+    print(pair_tables(results))
 
 
 if __name__ == "__main__":
