@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks.custom_creation import example as clip
 from tests.e2e.conftest import SERVER_ENV
+from tests.service.custom.test_tagger import BROKEN_WAV
 from tests.support.paths import ROOT, require_repository
 from tests.support.server import Server, running_server
 
@@ -158,7 +159,8 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     data, files = form("fresh")
     one_class = {**data, "labels": ["tone"] * len(files)}
     unmatched = {**data, "labels": data["labels"][:-1]}  # type: ignore[index]
-    undecodable = [*files[:-1], ("files", ("broken.wav", b"RIFF but not audio" * 40))]
+    undecodable = [*files[:-1], ("files", ("broken.wav", BROKEN_WAV))]
+    not_audio = [*files[:-1], ("files", ("notes.txt", b"plain text, no audio" * 40))]
     over, over_files = form("big", per_class=MAX_EXAMPLES // 3 + 1)
     cases = [
         (create(client, "taken"), 409, "model_exists", "taken"),
@@ -181,6 +183,12 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
             422,
             "undecodable_audio",
             "broken.wav",
+        ),
+        (
+            client.post("/v1/models", data=data, files=not_audio),
+            415,
+            "unsupported_format",
+            "notes.txt",
         ),
         (client.post("/v1/models", data=over, files=over_files), 413, "too_many_examples", ""),
         (create(client, "fresh", features="MTT_vgg.pool5"), 422, "invalid_options", "pool5"),

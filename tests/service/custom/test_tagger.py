@@ -25,6 +25,7 @@ from taggram.service.errors import (
     TooManyExamplesError,
     TooManyModelsError,
     UndecodableAudioError,
+    UnsupportedFormatError,
 )
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger, TagOptions
@@ -42,6 +43,8 @@ def wav(offset: float, seed: int, seconds: float = 3.0) -> bytes:
     return buffer.getvalue()
 
 
+# A WAV header over no readable audio: the container is accepted, nothing decodes.
+BROKEN_WAV = b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(200)
 LEVELS = {"low": -0.4, "mid": 0.0, "high": 0.4}
 
 
@@ -178,8 +181,13 @@ BAD: list[tuple[dict[str, object], type[TaggramError], str]] = [
     ({"examples": examples(5)}, TooManyExamplesError, "limit of 12"),
     (
         {"examples": [*examples(2), Example("notes.txt", b"not audio at all" * 100, "low")]},
-        UndecodableAudioError,
+        UnsupportedFormatError,
         "'notes.txt'",
+    ),
+    (
+        {"examples": [*examples(2), Example("broken.wav", BROKEN_WAV, "low")]},
+        UndecodableAudioError,
+        "'broken.wav'",
     ),
     (
         {"examples": [*examples(2), Example("long.wav", wav(0, 1, seconds=5), "low")]},
