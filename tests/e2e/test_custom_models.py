@@ -282,3 +282,27 @@ def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
     assert again.returncode == 1 and "409 model_exists" in again.stderr
     assert taggram("delete", "from_cli").returncode == 0
     assert "from_cli" not in taggram("list").stdout
+
+
+def test_creating_and_deleting_need_the_admin_scope(folder: Path, tmp_path: Path) -> None:
+    tag_key, admin_key = "tag-scope-key-0123456789", "admin-scope-key-0123456789"
+    env = {**_env(folder), "TAGGRAM_API_KEYS": f"{tag_key},{admin_key}:admin"}
+    with (
+        running_server(require_repository(), tmp_path, env=env) as keyed,
+        httpx.Client(base_url=keyed.url, timeout=300) as http,
+    ):
+        data, files = form("guarded", per_class=2)
+
+        def as_key(key: str | None) -> dict[str, str]:
+            return {"Authorization": f"Bearer {key}"} if key else {}
+
+        no_key = http.post("/v1/models", data=data, files=files)
+        assert no_key.status_code == 401, no_key.text
+        tag_only = http.post("/v1/models", data=data, files=files, headers=as_key(tag_key))
+        assert tag_only.status_code == 403, tag_only.text
+        made = http.post("/v1/models", data=data, files=files, headers=as_key(admin_key))
+        assert made.status_code == 201, made.text
+        listed = http.get("/v1/models/guarded", headers=as_key(tag_key))
+        assert listed.status_code == 200 and listed.json()["kind"] == "custom"
+        assert http.delete("/v1/models/guarded", headers=as_key(tag_key)).status_code == 403
+        assert http.delete("/v1/models/guarded", headers=as_key(admin_key)).status_code == 204
