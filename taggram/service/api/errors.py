@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from taggram.service import errors, metrics
 from taggram.service.api.schemas import FieldProblem, LegacyError, Problem
@@ -225,12 +226,31 @@ async def _validation_error(request: Request, error: Exception) -> ProblemRespon
     return problem_response(request, 422, code, detail, field_errors=fields)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path answers (Starlette's 405 names only the first
+    matching route's, and ``/v1/models/{name}`` has a GET route and a DELETE route)."""
+    methods: set[str] = set()
+    pending = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        # FastAPI keeps an included router as one entry that wraps the router (no prefixes here).
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            pending += included.routes
+        elif isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, HTTPException)
     code = _HTTP_CODES.get(error.status_code, "http_error")
-    return problem_response(
-        request, error.status_code, code, str(error.detail), headers=error.headers
-    )
+    headers = dict(error.headers or {})
+    if error.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return problem_response(request, error.status_code, code, str(error.detail), headers=headers)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> ProblemResponse:
