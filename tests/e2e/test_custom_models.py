@@ -199,6 +199,12 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
             "invalid_examples",
             "name",
         ),
+        (
+            client.post("/v1/models", content=b"{}", headers={"Content-Type": "application/json"}),
+            415,
+            "unsupported_media_type",
+            "multipart",
+        ),
         (client.delete("/v1/models/MTT_musicnn"), 409, "model_read_only", "repository"),
         (client.delete("/v1/models/nothing"), 404, "model_not_found", "nothing"),
     ]

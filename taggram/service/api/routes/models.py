@@ -19,10 +19,14 @@ from taggram.service.api.deps import TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.openapi import problems
 from taggram.service.api.schemas import ModelList
-from taggram.service.api.uploads import check_content_length
+from taggram.service.api.uploads import InputBudget, check_content_length, read_form
 from taggram.service.custom.creation import LABEL_SEPARATOR, CreateRequest, Example
 from taggram.service.custom.storage import CustomRecord
-from taggram.service.errors import InvalidExamplesError, TooManyExamplesError
+from taggram.service.errors import (
+    InvalidExamplesError,
+    TooManyExamplesError,
+    UnsupportedMediaTypeError,
+)
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_scope("tag"))])
 # Form fields besides the repeated files, labels and classes.
@@ -109,8 +113,19 @@ async def get_model(name: str, tagger: TaggerDep) -> ModelMetadata:
 
 
 async def _read_form(request: Request, max_examples: int, max_fields: int) -> FormData:
+    """The multipart body, counted while it arrives (``TAGGRAM_MAX_BATCH_BYTES`` in all, the
+    batch route's budget: examples are a batch of files)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with "
+            "'name', 'files' and 'labels' fields"
+        )
+    settings = request.app.state.tagger.settings
+    budget = InputBudget.of(settings, settings.max_batch_bytes)
+    check_content_length(request.headers, budget.max_bytes)
     try:
-        return await request.form(max_files=max_examples, max_fields=max_fields)
+        return await read_form(request, budget, max_examples, max_fields)
     except HTTPException as error:
         if "files" in str(error.detail).lower():
             raise TooManyExamplesError(
@@ -173,7 +188,6 @@ async def create_model(request: Request, response: Response, tagger: TaggerDep) 
     """Fit a classifier on embeddings of the examples (features and classifier chosen by
     cross-validation unless given) and serve it as model ``name``."""
     settings = tagger.settings
-    check_content_length(request.headers, settings.max_upload_bytes)
     limit = settings.max_custom_examples
     form = await _read_form(request, limit, limit + settings.max_custom_classes + 8)
     try:
