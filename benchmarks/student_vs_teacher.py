@@ -53,7 +53,7 @@ def clip_tags(session: ModelSession, waveform: np.ndarray) -> np.ndarray:
     plan = plan_patches(len(waveform), spec, spec.hop_samples, max_patches=100_000)
     patches = Patches(waveform, spec, plan)
     batch = np.stack([patches[i] for i in range(len(patches))])
-    return clip_average(session.run(batch)[session.metadata.probabilities_output], plan)
+    return clip_average(session.run(batch)[session.metadata.tag_output], plan)
 
 
 def top(tags: list[str], scores: np.ndarray) -> list[str]:

@@ -15,6 +15,7 @@ from taggram.catalogue.cli import app as catalogue_app
 from taggram.models.cli import app as models_app
 from taggram.models.training.cli import app as training_app
 from taggram.service.cli import app as service_app
+from taggram.service.custom.cli import app as custom_app
 from taggram.tag_command import app as tag_app
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 for sub in (service_app, tag_app, models_app, training_app, catalogue_app):
     app.registered_commands.extend(sub.registered_commands)
+app.add_typer(custom_app, name="models")
 
 
 def _version(show: bool) -> None:

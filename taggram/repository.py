@@ -80,14 +80,22 @@ class ModelMetadata(BaseModel):
     name: str
     version: str
     description: str
-    architecture: str = Field(description="musicnn, vgg, sample_cnn, ...")
-    kind: Literal["spectrogram", "waveform"]
-    tags: list[str]
+    architecture: str = Field(description="musicnn, vgg, sample_cnn, mfcc, random_vgg, ...")
+    kind: Literal["spectrogram", "waveform", "custom"] = Field(
+        description="what the network reads (spectrogram, waveform), or custom: a classifier "
+        "created through POST /v1/models on an embedding of the `base` model"
+    )
+    base: str | None = Field(
+        None, description="custom models: the repository model whose embedding they classify"
+    )
+    tags: list[str] = Field(description="output classes; empty for a feature extractor")
     sample_rate: int
     patch: PatchSpec
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
-    probabilities_output: str = "probabilities"
+    probabilities_output: str | None = Field(
+        "probabilities", description="the tag output; None for a feature extractor (no tags)"
+    )
     embedding_outputs: list[str] = Field(default_factory=list)
     dsp: dict[str, object] = Field(default_factory=dict, description="exact pre-processing")
     training: dict[str, object] = Field(default_factory=dict, description="dataset, teacher, ...")
@@ -113,6 +121,13 @@ class ModelMetadata(BaseModel):
     def input_name(self) -> str:
         """Name of the ONNX input: a ``[batch, patch.samples]`` float32 waveform."""
         return self.inputs[0].name
+
+    @property
+    def tag_output(self) -> str:
+        """The probabilities output; ``ValueError`` for a feature extractor (it has no tags)."""
+        if self.probabilities_output is None:
+            raise ValueError(f"{self.name} is a feature extractor: it has no tag output")
+        return self.probabilities_output
 
 
 def sha256_file(path: Path) -> str:

@@ -1,5 +1,6 @@
 """Build the model repository: the four musicnn 0.1.0 taggers, their int8 variants (quantized with
-the committed ranges of ``taggram/models/quantization/``) and any committed trained models.
+the committed ranges of ``taggram/models/quantization/``), any committed trained models, and the
+feature extractors of custom taggers (MFCC statistics, random-weight CNNs).
 
 Deterministic (same wheel, same code → same ONNX bytes) and idempotent: the ``.complete`` marker
 is removed first and written last, so an interrupted build is never mistaken for a finished one.
@@ -14,6 +15,7 @@ from pathlib import Path
 from taggram.models.architectures import build
 from taggram.models.architectures import frontend as fe
 from taggram.models.export import export_to_repository
+from taggram.models.features import build_feature_models
 from taggram.models.importers.musicnn import load_network
 from taggram.models.quantize import QUANTIZATION, build_quantized
 from taggram.models.wheel import REQUIREMENT, MusicnnWheel
@@ -179,6 +181,7 @@ def build_repository(
     folders = [build_musicnn(tagger, wheel, root) for tagger in PUBLISHED]
     folders += build_quantized(root, quantization, float16)
     folders += copy_trained(trained, root)
+    folders += build_feature_models(root)
     entries = load_repository(root)
     summary = {name: entry.metadata.onnx_sha256 for name, entry in sorted(entries.items())}
     marker.write_text(json.dumps(summary, indent=2) + "\n")

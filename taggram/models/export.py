@@ -1,8 +1,9 @@
 """Export any architecture module to ONNX under the repository's I/O contract, and write it there.
 
 Contract (``taggram.repository``): one input ``waveform`` [batch, patch.samples] float32, outputs
-``probabilities`` (sigmoid of the module's ``logits``) then the embeddings that
-``metadata.embedding_outputs`` names, in that order, all with a dynamic batch axis.
+``probabilities`` (sigmoid of the module's ``logits``; absent for a feature extractor, whose
+``probabilities_output`` is None) then the embeddings that ``metadata.embedding_outputs`` names,
+in that order, all with a dynamic batch axis.
 """
 
 from __future__ import annotations
@@ -26,17 +27,19 @@ OPSET = 18
 class ContractModule(nn.Module):
     """Wraps a module returning a dict into the flat output tuple of the ONNX contract."""
 
-    def __init__(self, module: nn.Module, embeddings: list[str]) -> None:
+    def __init__(self, module: nn.Module, embeddings: list[str], tags: bool = True) -> None:
         super().__init__()
         self.module = module
         self.embeddings = embeddings
+        self.tags = tags
 
     def forward(self, waveform: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``[batch, samples]`` waveform -> (probabilities ``[batch, tags]`` after the sigmoid, then
         each embedding named in ``embeddings``), the output order of the repository contract.
         """
         outputs = self.module(waveform)
-        return (torch.sigmoid(outputs["logits"]), *(outputs[name] for name in self.embeddings))
+        embeddings = tuple(outputs[name] for name in self.embeddings)
+        return (torch.sigmoid(outputs["logits"]), *embeddings) if self.tags else embeddings
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -66,7 +69,8 @@ def strip_provenance(model: onnx.ModelProto) -> None:
 
 def to_onnx(module: nn.Module, metadata: ModelMetadata) -> bytes:
     """Trace ``module`` with the dynamo exporter into a checked ONNX model (bytes)."""
-    wrapper = ContractModule(module, metadata.embedding_outputs).eval()
+    tags = metadata.probabilities_output
+    wrapper = ContractModule(module, metadata.embedding_outputs, tags is not None).eval()
     example = torch.zeros(2, metadata.patch.samples)
     batch = torch.export.Dim("batch")
     with warnings.catch_warnings():
@@ -76,7 +80,7 @@ def to_onnx(module: nn.Module, metadata: ModelMetadata) -> bytes:
             wrapper,
             (example,),
             input_names=[metadata.input_name],
-            output_names=[metadata.probabilities_output, *metadata.embedding_outputs],
+            output_names=[*([tags] if tags else []), *metadata.embedding_outputs],
             dynamic_shapes=({0: batch},),
             opset_version=OPSET,
             dynamo=True,

@@ -96,6 +96,44 @@ class ModelNotFoundError(TaggramError):
     code = "model_not_found"
 
 
+class ModelExistsError(TaggramError):
+    """A model of that name exists already (repository or custom): delete it or pick another."""
+
+    code = "model_exists"
+
+
+class ModelReadOnlyError(TaggramError):
+    """The model comes from the built repository: only custom models can be deleted."""
+
+    code = "model_read_only"
+
+
+class TooManyModelsError(TaggramError):
+    """The custom-models folder holds ``max_custom_models`` already: delete one first."""
+
+    code = "too_many_models"
+
+
+class InvalidExamplesError(TaggramError):
+    """The examples of a custom model cannot make one: labels missing or unmatched, a single
+    class, a declared class without an example, too many classes, a bad name."""
+
+    code = "invalid_examples"
+
+
+class TooManyExamplesError(TaggramError):
+    """More examples in one creation request than ``max_custom_examples``."""
+
+    code = "too_many_examples"
+
+
+class StorageError(TaggramError):
+    """The custom-models folder cannot be written (missing volume, read-only, full): a server
+    fault, answered 500 with the reason."""
+
+    code = "storage_failed"
+
+
 class OverloadedError(TaggramError):
     """The model's queue is full; retry after ``retry_after_seconds``."""
 

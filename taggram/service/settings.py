@@ -139,6 +139,22 @@ class Settings(BaseSettings):
         description="path prefix the service is reached under behind a proxy that strips it "
         "(e.g. /taggram): the web page, /docs and the OpenAPI schema use it in their links",
     )
+    custom_models: Path = Field(
+        Path("custom_models"),
+        description="writable folder of the custom models created through POST /v1/models "
+        "(created if missing; share it between replicas on a ReadWriteMany volume)",
+    )
+    custom_models_poll_seconds: float = Field(
+        5.0, gt=0, description="how often a replica rescans the custom-models folder"
+    )
+    max_custom_models: int = Field(100, ge=0, description="most custom models in the folder")
+    max_custom_examples: int = Field(
+        200, ge=2, description="most example files in one POST /v1/models request"
+    )
+    max_custom_classes: int = Field(50, ge=2, description="most classes (tags) of a custom model")
+    max_custom_example_seconds: float = Field(
+        30.0, gt=0, description="longest accepted example of a custom model"
+    )
 
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,

@@ -5,6 +5,15 @@ catalogue tagging) use without HTTP::
 
     async with Tagger(Settings(model_repository=Path("model_repository"))) as tagger:
         result = await tagger.tag(Path("song.mp3"), TagOptions(top_k=5))
+
+Several models in one request (``TagOptions(model="MTT_musicnn,my_instruments")``,
+:meth:`Tagger.tag_many`): the audio is decoded once per sample rate, each base network runs once
+(a custom model reads an embedding of its base, so ``MTT_musicnn`` and a custom model built on
+``MTT_musicnn.penultimate`` share one run), and one result per model comes back in request order.
+
+Custom models (``taggram.service.custom``) are served beside the repository's: created through
+:meth:`Tagger.create_custom`, deleted through :meth:`Tagger.delete_custom`, and picked up from the
+shared custom-models folder every ``custom_models_poll_seconds``.
 """
 
 from __future__ import annotations
@@ -12,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 
@@ -22,7 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from taggram.repository import ModelEntry, ModelMetadata, RepositoryError, load_repository
 from taggram.service import metrics
-from taggram.service.audio.decode import AudioInfo, AudioSource, DecodeLimits, decode
+from taggram.service.audio.decode import (
+    AudioInfo,
+    AudioSource,
+    DecodedAudio,
+    DecodeLimits,
+    decode,
+)
 from taggram.service.audio.patching import (
     Patches,
     PatchPlan,
@@ -31,13 +47,17 @@ from taggram.service.audio.patching import (
     hop_samples,
     plan_patches,
 )
+from taggram.service.custom import creation, storage
+from taggram.service.custom.registry import CustomModel, CustomModels, build
+from taggram.service.custom.storage import CustomRecord
 from taggram.service.errors import (
     InvalidOptionsError,
     ModelNotFoundError,
+    ModelReadOnlyError,
     NotReadyError,
     TooManyPatchesError,
 )
-from taggram.service.inference.batcher import DEFAULT_SECONDS_PER_PATCH, Batcher
+from taggram.service.inference.batcher import DEFAULT_SECONDS_PER_PATCH, Batcher, BatchResult
 from taggram.service.inference.session import ModelSession, choose_providers
 from taggram.service.settings import Settings
 from taggram.service.timing import StageTimes
@@ -51,7 +71,10 @@ class TagOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
     model: str | None = Field(
-        None, max_length=200, description="model name (default: the service's default)"
+        None,
+        max_length=200,
+        description="model name, or several comma-separated (one result each, the audio "
+        "decoded once); default: the service's default model",
     )
     top_k: int | None = Field(None, ge=1, le=100_000, description="return only the k best tags")
     threshold: float | None = Field(
@@ -76,6 +99,16 @@ class TagOptions(BaseModel):
         description="seconds between patch starts, from one sample to one patch "
         "(default: the patch length)",
     )
+
+    def model_names(self, default: str) -> list[str]:
+        """The models asked for, in order (``default`` when none)."""
+        return model_names(self.model, default)
+
+
+def model_names(model: str | None, default: str) -> list[str]:
+    """``"a, b"`` → ``["a", "b"]``; ``[default]`` when ``model`` names none."""
+    names = [part.strip() for part in (model or "").split(",") if part.strip()]
+    return names or [default]
 
 
 @dataclass(frozen=True)
@@ -116,6 +149,15 @@ class _Prepared:
     patches: Patches
 
 
+@dataclass(frozen=True)
+class _Target:
+    """One requested model: its metadata, the network that runs for it, its head if custom."""
+
+    metadata: ModelMetadata
+    base: ModelMetadata
+    custom: CustomModel | None = None
+
+
 class Tagger:
     """Loads the repository's models and tags audio with them."""
 
@@ -126,6 +168,12 @@ class Tagger:
         self._limits = DecodeLimits(
             settings.max_upload_bytes, settings.max_duration_seconds, settings.max_sample_rate
         )
+        self.custom = CustomModels(settings.custom_models)
+        self._poller: asyncio.Task[None] | None = None
+        self._creating = asyncio.Lock()  # one creation at a time: it is CPU-heavy
+        # Serialises folder rescans with this replica's own additions and deletions, so a scan
+        # that started before a creation's write cannot drop the model it just registered.
+        self._registry = asyncio.Lock()
 
     def _select(self, entries: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
         wanted = self.settings.models or list(entries)
@@ -136,13 +184,31 @@ class Tagger:
 
     @property
     def models(self) -> dict[str, ModelMetadata]:
-        return {name: entry.metadata for name, entry in self.entries.items()}
+        """Every model served: the repository's, then the custom ones."""
+        served = {name: entry.metadata for name, entry in self.entries.items()}
+        served.update({name: model.metadata for name, model in self.custom.models.items()})
+        return served
 
     def model(self, name: str | None) -> ModelMetadata:
-        name = name or self.settings.default_model
-        if name not in self.entries:
-            raise ModelNotFoundError(f"no model named {name!r}; available: {sorted(self.entries)}")
-        return self.entries[name].metadata
+        """The metadata of model ``name`` (default: the default model); with several
+        comma-separated names, each is checked and the first one's is returned.
+        Raises :class:`ModelNotFoundError`."""
+        return self._targets(name)[0].metadata
+
+    def _target(self, name: str) -> _Target:
+        if name in self.entries:
+            meta = self.entries[name].metadata
+            return _Target(metadata=meta, base=meta)
+        custom = self.custom.get(name)
+        if custom is None:
+            raise ModelNotFoundError(f"no model named {name!r}; available: {sorted(self.models)}")
+        return _Target(custom.metadata, self.entries[custom.base].metadata, custom)
+
+    def _targets(self, model: str | None) -> list[_Target]:
+        names = model_names(model, self.settings.default_model)
+        if len(set(names)) < len(names):
+            raise InvalidOptionsError(f"model names repeat in {model!r}")
+        return [self._target(name) for name in names]
 
     def _load_sessions(self) -> list[tuple[ModelSession, float]]:
         """Each model's session and its measured seconds per patch (a default without warm-up)."""
@@ -166,7 +232,8 @@ class Tagger:
         return sessions
 
     async def start(self) -> None:
-        """Create and warm every session (in a thread), then start one batcher per model."""
+        """Create and warm every session (in a thread), start one batcher per model, load the
+        custom models and start polling their folder."""
         for session, cost in await asyncio.to_thread(self._load_sessions):
             batcher = Batcher(
                 session,
@@ -182,8 +249,29 @@ class Tagger:
             metrics.MODEL_INFO.labels(
                 model=session.name, version=session.metadata.version, provider=session.provider
             ).set(1)
+        await self.refresh_custom()
+        self._poller = asyncio.create_task(self._poll(), name="custom-models-poll")
+
+    async def refresh_custom(self) -> None:
+        """Sync the custom models with their folder (models other replicas created or deleted)."""
+        bases = {name: entry.metadata for name, entry in self.entries.items()}
+        async with self._registry:
+            self.custom.models = await asyncio.to_thread(self.custom.scan, bases)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.custom_models_poll_seconds)
+            try:
+                await self.refresh_custom()
+            except Exception:  # an unreadable folder must not stop polling or serving
+                log.exception("rescanning %s failed", self.settings.custom_models)
 
     async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
         batchers, self._batchers = self._batchers, {}
         for batcher in batchers.values():
             await batcher.stop()
@@ -218,6 +306,8 @@ class Tagger:
         :class:`OverloadedError` and :class:`NotReadyError` like :meth:`tag`.
         """
         meta = self.model(name)
+        if meta.kind == "custom":
+            raise InvalidOptionsError(f"{name} is a custom model: it takes audio, at /v1/tag")
         batcher = self._batcher(meta)
         limit = self.request_patch_limit
         if len(patches) > limit:
@@ -231,53 +321,135 @@ class Tagger:
         return min(self.settings.max_request_patches, self.settings.max_queue_patches)
 
     def admit(self, model: str | None) -> None:
-        """Refuse (429) before any body is read when even a one-patch request on ``model`` would
-        wait longer than the queue budget; unknown models and loading are left to :meth:`tag`."""
-        batcher = self._batchers.get(model or self.settings.default_model)
-        if batcher is not None:
-            batcher.admit(1, "before_body")
+        """Refuse (429) before any body is read when even a one-patch request on ``model`` (each
+        of several comma-separated, a custom model's base network) would wait longer than the
+        queue budget; unknown models and loading are left to :meth:`tag`."""
+        for name in model_names(model, self.settings.default_model):
+            custom = self.custom.get(name)
+            batcher = self._batchers.get(custom.base if custom is not None else name)
+            if batcher is not None:
+                batcher.admit(1, "before_body")
 
-    def _prepare(self, source: AudioSource | Path, meta: ModelMetadata, hop: int) -> _Prepared:
-        """Blocking part before inference (runs in a worker thread): decode and cut patches."""
-        opened = source.open("rb") if isinstance(source, Path) else nullcontext(source)
-        with opened as handle:
-            decoded = decode(handle, meta.sample_rate, self._limits)
-        plan = plan_patches(len(decoded.waveform), meta.patch, hop, self.request_patch_limit)
-        return _Prepared(
-            audio=decoded.info,
-            duration_seconds=decoded.duration_seconds,
-            plan=plan,
-            patches=Patches(decoded.waveform, meta.patch, plan),
-        )
-
-    def check(self, options: TagOptions) -> tuple[ModelMetadata, int]:
-        """The model ``options`` name and their hop in samples, once the options are known to
-        suit that model; raises :class:`ModelNotFoundError` or :class:`InvalidOptionsError`."""
-        meta = self.model(options.model)
-        if options.embeddings is not None and options.embeddings not in meta.embedding_outputs:
-            raise InvalidOptionsError(
-                f"{meta.name} has no embedding {options.embeddings!r}; "
-                f"choose one of {meta.embedding_outputs}"
+    def _prepare(
+        self,
+        source: AudioSource | Path,
+        metas: list[ModelMetadata],
+        hop_seconds: float | None,
+        limits: DecodeLimits,
+    ) -> dict[str, _Prepared]:
+        """Blocking part before inference (runs in a worker thread): decode once per sample
+        rate, then cut each model's patches."""
+        decoded: dict[int, DecodedAudio] = {}
+        prepared = {}
+        for meta in metas:
+            rate = meta.sample_rate
+            if rate not in decoded:
+                decoded[rate] = self._decode(source, rate, limits, first=not decoded)
+            audio = decoded[rate]
+            hop = hop_samples(meta.patch, rate, hop_seconds)
+            plan = plan_patches(len(audio.waveform), meta.patch, hop, self.request_patch_limit)
+            prepared[meta.name] = _Prepared(
+                audio=audio.info,
+                duration_seconds=audio.duration_seconds,
+                plan=plan,
+                patches=Patches(audio.waveform, meta.patch, plan),
             )
-        return meta, hop_samples(meta.patch, meta.sample_rate, options.hop)
+        return prepared
+
+    @staticmethod
+    def _decode(
+        source: AudioSource | Path, rate: int, limits: DecodeLimits, first: bool
+    ) -> DecodedAudio:
+        if isinstance(source, Path):
+            with source.open("rb") as handle:
+                return decode(handle, rate, limits)
+        if not first and not isinstance(source, bytes | bytearray | memoryview):
+            source.seek(0)  # a second sample rate reads the upload again
+        return decode(source, rate, limits)
+
+    async def _run(self, prepared: dict[str, _Prepared]) -> dict[str, BatchResult]:
+        """Each base network once; if one fails or the caller goes away, the others' queued
+        patches are dropped (cancelled jobs leave their batcher's queue)."""
+        batchers = {name: self._batcher(self.entries[name].metadata) for name in prepared}
+        tasks = {
+            name: asyncio.ensure_future(batchers[name].infer(item.patches))
+            for name, item in prepared.items()
+        }
+        try:
+            results = await asyncio.gather(*tasks.values())
+        finally:
+            for task in tasks.values():
+                task.cancel()
+        return dict(zip(tasks, results, strict=True))
 
     async def tag(self, source: AudioSource | Path, options: TagOptions) -> TagResult:
-        """Tag one audio file (bytes, an open binary file, or a path)."""
+        """Tag one audio file (bytes, an open binary file, or a path) with one model."""
+        if len(options.model_names(self.settings.default_model)) != 1:
+            raise InvalidOptionsError("this call takes one model; use tag_many for several")
+        return (await self.tag_many(source, options))[0]
+
+    def check(self, options: TagOptions) -> list[_Target]:
+        """The models ``options`` name, once the options are known to suit each of them;
+        raises :class:`ModelNotFoundError` or :class:`InvalidOptionsError` (an embedding a
+        model lacks, a hop out of range, a repeated name) before anything is decoded."""
+        targets = self._targets(options.model)
+        for target in targets:
+            embeddings = target.metadata.embedding_outputs
+            if options.embeddings is not None and options.embeddings not in embeddings:
+                raise InvalidOptionsError(
+                    f"{target.metadata.name} has no embedding {options.embeddings!r}; "
+                    f"choose one of {embeddings}"
+                )
+            hop_samples(target.base.patch, target.base.sample_rate, options.hop)
+        return targets
+
+    async def tag_many(self, source: AudioSource | Path, options: TagOptions) -> list[TagResult]:
+        """Tag one audio file with every model of ``options.model``; results in that order."""
         started = time.perf_counter()
-        meta, hop = self.check(options)
-        batcher = self._batcher(meta)
-        prepared = await asyncio.to_thread(self._prepare, source, meta, hop)
+        targets = self.check(options)
+        bases = list({target.base.name: target.base for target in targets}.values())
+        prepared = await asyncio.to_thread(self._prepare, source, bases, options.hop, self._limits)
         decoded_at = time.perf_counter()
-        batch = await batcher.infer(prepared.patches)
-        rows = batch.outputs[meta.probabilities_output]
-        probabilities = clip_average(rows, prepared.plan)
+        batches = await self._run(prepared)
+        total = time.perf_counter() - started
+        return [
+            self._result(
+                target,
+                prepared[target.base.name],
+                batches[target.base.name],
+                options,
+                StageTimes(
+                    decode=decoded_at - started,
+                    queue=batches[target.base.name].queue_seconds,
+                    inference=batches[target.base.name].inference_seconds,
+                    total=total,
+                ),
+            )
+            for target in targets
+        ]
+
+    def _result(
+        self,
+        target: _Target,
+        prepared: _Prepared,
+        batch: BatchResult,
+        options: TagOptions,
+        timings: StageTimes,
+    ) -> TagResult:
+        meta = target.metadata
+        if target.custom is not None:
+            # The head was fitted on clip-level features: the clip's tags come from the clip's
+            # (coverage-weighted) embedding, each patch's from its own row.
+            features = batch.outputs[target.custom.output]
+            rows = target.custom.predict(features)
+            probabilities = target.custom.predict(clip_average(features, prepared.plan)[None])[0]
+        elif meta.probabilities_output is None:  # a feature extractor: embeddings only
+            rows = np.zeros((len(prepared.plan), 0), np.float32)
+            probabilities = np.zeros(0, np.float32)
+        else:
+            rows = batch.outputs[meta.probabilities_output]
+            probabilities = clip_average(rows, prepared.plan)
         embeddings = batch.outputs[options.embeddings] if options.embeddings else None
-        timings = StageTimes(
-            decode=decoded_at - started,
-            queue=batch.queue_seconds,
-            inference=batch.inference_seconds,
-            total=time.perf_counter() - started,
-        )
         timings.observe(meta.name)
         metrics.AUDIO_SECONDS.labels(model=meta.name).inc(prepared.duration_seconds)
         rate = meta.sample_rate
@@ -285,7 +457,7 @@ class Tagger:
             model=meta,
             audio=prepared.audio,
             duration_seconds=prepared.duration_seconds,
-            provider=batcher.session.provider,
+            provider=self._batchers[target.base.name].session.provider,
             tags=rank_tags(meta.tags, probabilities, options.top_k, options.threshold),
             probabilities=probabilities,
             patch_starts=prepared.plan.starts / rate,
@@ -296,3 +468,61 @@ class Tagger:
             embedding_mean=None if embeddings is None else clip_average(embeddings, prepared.plan),
             timings=timings,
         )
+
+    async def embed(
+        self, source: AudioSource, bases: Sequence[str], max_seconds: float | None = None
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Clip-level embeddings of one file from each of ``bases``: ``{base: {output: [dim]}}``
+        (every embedding output, coverage-weighted over the patches). Used to build custom
+        models; ``max_seconds`` caps the audio's duration (default: the service's limit)."""
+        limits = replace(
+            self._limits, max_duration_seconds=max_seconds or self._limits.max_duration_seconds
+        )
+        metas = [self.entries[name].metadata for name in bases]
+        prepared = await asyncio.to_thread(self._prepare, source, metas, None, limits)
+        batches = await self._run(prepared)
+        return {
+            name: {
+                output: clip_average(batches[name].outputs[output], prepared[name].plan)
+                for output in self.entries[name].metadata.embedding_outputs
+            }
+            for name in bases
+        }
+
+    async def create_custom(self, request: creation.CreateRequest) -> CustomRecord:
+        """Create, store and start serving a custom model (see ``taggram.service.custom``).
+
+        Raises :class:`~taggram.service.errors.ModelExistsError` (the name is taken),
+        ``TooManyModelsError``, ``TooManyExamplesError``, ``InvalidExamplesError``,
+        ``InvalidOptionsError`` (unknown features or classifier), and any decoding error of an
+        example, its message naming the file."""
+        await self.refresh_custom()  # another replica may have taken the name meanwhile
+        plan = creation.plan(request, self.settings, self.models, len(self.custom))
+        bases = {name: entry.metadata for name, entry in self.entries.items()}
+
+        async def embed(
+            source: AudioSource, names: Sequence[str]
+        ) -> dict[str, dict[str, np.ndarray]]:
+            return await self.embed(source, names, self.settings.max_custom_example_seconds)
+
+        async with self._creating:
+            plan = creation.plan(request, self.settings, self.models, len(self.custom))
+            record, head = await creation.create(plan, embed, bases, self.settings)
+        async with self._registry:
+            self.custom.add(build(record, head.arrays(), bases[record.base]))
+        return record
+
+    async def delete_custom(self, name: str) -> None:
+        """Delete a custom model from the folder and stop serving it.
+
+        Raises :class:`ModelReadOnlyError` for a repository model and
+        :class:`ModelNotFoundError` for an unknown one."""
+        if name in self.entries:
+            raise ModelReadOnlyError(
+                f"{name} comes from the model repository; only custom models can be deleted"
+            )
+        async with self._registry:
+            try:
+                await asyncio.to_thread(storage.remove, self.settings.custom_models, name)
+            finally:
+                self.custom.discard(name)

@@ -60,7 +60,9 @@ def shared_audio() -> Path:
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     repository = require_repository()
-    with running_server(repository, tmp_path_factory.mktemp("logs"), env=SERVER_ENV) as started:
+    # Custom models it might create stay in a folder of its own, not the working directory.
+    env = {**SERVER_ENV, "TAGGRAM_CUSTOM_MODELS": str(tmp_path_factory.mktemp("custom_models"))}
+    with running_server(repository, tmp_path_factory.mktemp("logs"), env=env) as started:
         yield started
 
 
@@ -97,6 +99,9 @@ def secured_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured
         "TAGGRAM_MAX_BATCH_FILES": "4",
         "TAGGRAM_API_KEYS": TAG_KEY,
         "TAGGRAM_API_KEYS_FILE": str(keys_file),
+        # The contract test creates custom models: in a folder of its own, from few examples.
+        "TAGGRAM_CUSTOM_MODELS": str(folder / "custom_models"),
+        "TAGGRAM_MAX_CUSTOM_EXAMPLES": "6",
     }
     with running_server(repository, folder, env=env) as started:
         yield SecuredServer(started, TAG_KEY, ADMIN_KEY, keys_file)

@@ -53,7 +53,7 @@ def _run(
         for first in range(0, len(plan), batch):
             rows = np.empty((min(batch, len(plan) - first), spec.samples), np.float32)
             patches.copy_into(rows, first)
-            probabilities.append(session.run(rows)[metadata.probabilities_output])
+            probabilities.append(session.run(rows)[metadata.tag_output])
         starts.append(plan.starts)
         file_index.append(np.full(len(plan), index))
     return TeacherTargets(

@@ -26,6 +26,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
 
 from taggram.service import errors, metrics
 from taggram.service.api.schemas import FieldProblem, LegacyError, Problem
@@ -63,6 +64,11 @@ STATUS: dict[str, int] = {
     errors.InvalidAudioError.code: 422,
     errors.InvalidOptionsError.code: 422,
     errors.TooManyPatchesError.code: 422,
+    errors.ModelExistsError.code: 409,
+    errors.ModelReadOnlyError.code: 409,
+    errors.TooManyModelsError.code: 409,
+    errors.InvalidExamplesError.code: 422,
+    errors.TooManyExamplesError.code: 413,
     errors.OverloadedError.code: 429,
     errors.DeadlineExceededError.code: 429,
     errors.ClientDisconnectedError.code: 499,  # nginx's convention: nobody reads the answer
@@ -86,6 +92,12 @@ TITLES: dict[str, str] = {
     "invalid_audio": "Audio cannot be tagged",
     "invalid_options": "Invalid options",
     "too_many_patches": "Too many patches",
+    "model_exists": "Model name taken",
+    "model_read_only": "Model cannot be deleted",
+    "too_many_models": "Too many custom models",
+    "invalid_examples": "Examples cannot make a model",
+    "too_many_examples": "Too many examples",
+    "storage_failed": "Custom models cannot be stored",
     "overloaded": "Overloaded",
     "client_disconnected": "Client disconnected",
     "not_ready": "Not ready",
@@ -214,12 +226,31 @@ async def _validation_error(request: Request, error: Exception) -> ProblemRespon
     return problem_response(request, 422, code, detail, field_errors=fields)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route of this path answers (Starlette's 405 names only the first
+    matching route's, and ``/v1/models/{name}`` has a GET route and a DELETE route)."""
+    methods: set[str] = set()
+    pending = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        # FastAPI keeps an included router as one entry that wraps the router (no prefixes here).
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            pending += included.routes
+        elif isinstance(route, Route) and route.methods:
+            match, _ = route.matches(request.scope)
+            if match != Match.NONE:
+                methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
 async def _http_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, HTTPException)
     code = _HTTP_CODES.get(error.status_code, "http_error")
-    return problem_response(
-        request, error.status_code, code, str(error.detail), headers=error.headers
-    )
+    headers = dict(error.headers or {})
+    if error.status_code == 405 and (allowed := _allowed_methods(request)):
+        headers["Allow"] = allowed
+    return problem_response(request, error.status_code, code, str(error.detail), headers=headers)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> ProblemResponse:

@@ -115,6 +115,21 @@ class TagResponse(BaseModel):
         )
 
 
+class MultiTagResponse(BaseModel):
+    """The answer when a request names several models: one result each, in request order."""
+
+    request_id: str
+    results: list[TagResponse]
+
+
+def tag_response(results: list[TagResult], request_id: str) -> TagResponse | MultiTagResponse:
+    """One model: its :class:`TagResponse` unchanged; several: a ``results`` array."""
+    responses = [TagResponse.from_result(result, request_id) for result in results]
+    if len(responses) == 1:
+        return responses[0]
+    return MultiTagResponse(request_id=request_id, results=responses)
+
+
 class FileError(BaseModel):
     """Why one file of a batch failed: the error body's code and message, and the HTTP status
     the same file would get from ``/v1/tag``."""
@@ -128,7 +143,7 @@ class FileOutcome(BaseModel):
     """One file of a batch, in upload order: its ``result`` or its ``error``."""
 
     filename: str
-    result: TagResponse | None = None
+    result: TagResponse | MultiTagResponse | None = None
     error: FileError | None = None
 
 

@@ -250,7 +250,8 @@ class Batcher:
                 self._has_work.clear()
                 if self._memory_in_use:
                     try:
-                        await asyncio.wait_for(self._has_work.wait(), IDLE_RELEASE_SECONDS)
+                        async with asyncio.timeout(IDLE_RELEASE_SECONDS):  # see below: no wait_for
+                            await self._has_work.wait()
                     except TimeoutError:
                         await loop.run_in_executor(self._executor, self.session.release_memory)
                         self._memory_in_use = False
@@ -262,8 +263,11 @@ class Batcher:
             deadline = min(job.waiting_since for job in self._jobs) + self.max_queue_delay
             while self._pending < self.max_batch_size and (wait := deadline - loop.time()) > 0:
                 self._has_work.clear()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                # cancellation that lands as the wait ends (gh-86296), and stop() then hangs.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._has_work.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self._has_work.wait()
             self._expire(loop.time())
             slices = self._take(loop.time())
             if slices:

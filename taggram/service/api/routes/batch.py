@@ -20,7 +20,7 @@ from taggram.service.api.deps import TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.errors import count_error, status_of
 from taggram.service.api.openapi import problems
-from taggram.service.api.schemas import BatchResponse, FileError, FileOutcome, TagResponse
+from taggram.service.api.schemas import BatchResponse, FileError, FileOutcome, tag_response
 from taggram.service.api.uploads import (
     InputBudget,
     multipart_request_body,
@@ -57,7 +57,7 @@ async def _tag_one(
     filename = upload.filename or ""
     async with slots:
         try:
-            result = await tagger.tag(upload.file, options)
+            results = await tagger.tag_many(upload.file, options)
         except TaggramError as error:
             count_error(error.code)
             failure = FileError(code=error.code, message=error.message, status=status_of(error))
@@ -67,7 +67,7 @@ async def _tag_one(
             count_error("internal_error")
             failure = FileError(code="internal_error", message="internal error", status=500)
             return FileOutcome(filename=filename, error=failure)
-    return FileOutcome(filename=filename, result=TagResponse.from_result(result, request_id))
+    return FileOutcome(filename=filename, result=tag_response(results, request_id))
 
 
 @router.post(

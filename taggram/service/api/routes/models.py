@@ -1,23 +1,98 @@
-"""``GET /v1/models`` and ``GET /v1/models/{name}``: the repository's metadata."""
+"""``/v1/models``: list and describe the served models; create and delete custom ones.
+
+``POST /v1/models`` (multipart) teaches the service a new tagger from labelled examples
+(``taggram.service.custom``); ``DELETE /v1/models/{name}`` removes one. Reading needs the ``tag``
+scope, creating and deleting the ``admin`` scope, when API keys are on (``api.auth``).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 
 from taggram.repository import ModelMetadata
 from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import TaggerDep
+from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.openapi import problems
 from taggram.service.api.schemas import ModelList
+from taggram.service.api.uploads import InputBudget, check_content_length, read_form
+from taggram.service.custom.creation import LABEL_SEPARATOR, CreateRequest, Example
+from taggram.service.custom.storage import CustomRecord
+from taggram.service.errors import (
+    InvalidExamplesError,
+    TooManyExamplesError,
+    UnsupportedMediaTypeError,
+)
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_scope("tag"))])
+# Form fields besides the repeated files, labels and classes.
+_SINGLE_FIELDS = ("name", "features", "classifier", "description")
+
+
+# Creating and deleting change what every replica serves: the admin scope, when keys are on.
+_ADMIN = [Depends(require_scope("admin"))]
+
+_TEXT = {"type": "string"}
+_CREATE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name", "files", "labels"],
+                    "properties": {
+                        "name": {
+                            **_TEXT,
+                            "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                            "description": "the new model's name (not an existing model's)",
+                        },
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "the examples, any supported audio format",
+                        },
+                        "labels": {
+                            "type": "array",
+                            "items": _TEXT,
+                            "description": "one per file, same order; several tags separated "
+                            f"by {LABEL_SEPARATOR!r} make a multi-label model",
+                        },
+                        "classes": {
+                            "type": "array",
+                            "items": _TEXT,
+                            "description": "optional: the classes, each needing an example",
+                        },
+                        "features": {
+                            **_TEXT,
+                            "default": "auto",
+                            "description": "auto, or comma-separated `model.output` features "
+                            "or model names",
+                        },
+                        "classifier": {
+                            **_TEXT,
+                            "default": "auto",
+                            "description": "auto, prototypes, logistic, svm or knn "
+                            "(or several, comma-separated)",
+                        },
+                        "description": _TEXT,
+                    },
+                }
+            }
+        },
+    }
+}
 
 
 @router.get(
     "/v1/models",
     operation_id="list_models",
     response_model=ModelList,
-    summary="List the loaded models",
+    summary="List the served models",
     responses=problems(503),
 )
 async def list_models(tagger: TaggerDep) -> ModelList:
@@ -35,3 +110,103 @@ async def list_models(tagger: TaggerDep) -> ModelList:
 )
 async def get_model(name: str, tagger: TaggerDep) -> ModelMetadata:
     return tagger.model(name)
+
+
+async def _read_form(request: Request, max_examples: int, max_fields: int) -> FormData:
+    """The multipart body, counted while it arrives (``TAGGRAM_MAX_BATCH_BYTES`` in all, the
+    batch route's budget: examples are a batch of files)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with "
+            "'name', 'files' and 'labels' fields"
+        )
+    settings = request.app.state.tagger.settings
+    budget = InputBudget.of(settings, settings.max_batch_bytes)
+    check_content_length(request.headers, budget.max_bytes)
+    try:
+        return await read_form(request, budget, max_examples, max_fields)
+    except HTTPException as error:
+        if "files" in str(error.detail).lower():
+            raise TooManyExamplesError(
+                f"more examples than the limit of {max_examples} per request"
+            ) from error
+        raise
+
+
+def _text(form: FormData, field: str) -> str | None:
+    value = form.get(field)
+    if value is not None and not isinstance(value, str):
+        raise InvalidExamplesError(f"form field {field!r} must be text, not a file")
+    return value
+
+
+def _creation(form: FormData) -> CreateRequest:
+    unknown = sorted(set(form.keys()) - {*_SINGLE_FIELDS, "files", "labels", "classes"})
+    if unknown:
+        raise InvalidExamplesError(f"unknown form fields {unknown}")
+    name = _text(form, "name")
+    if not name:
+        raise InvalidExamplesError("the form has no 'name' field")
+    uploads = form.getlist("files")
+    labels = form.getlist("labels")
+    if not all(isinstance(item, UploadFile) for item in uploads):
+        raise InvalidExamplesError("every 'files' field must be a file upload")
+    if not all(isinstance(item, str) for item in labels):
+        raise InvalidExamplesError("every 'labels' field must be text")
+    if len(labels) != len(uploads):
+        raise InvalidExamplesError(
+            f"{len(uploads)} files but {len(labels)} labels: send one 'labels' field per file"
+        )
+    classes = [str(item).strip() for item in form.getlist("classes") if str(item).strip()]
+    examples = [
+        Example(filename=upload.filename or f"file {i + 1}", source=upload.file, label=str(label))
+        for i, (upload, label) in enumerate(zip(uploads, labels, strict=True))
+        if isinstance(upload, UploadFile)
+    ]
+    return CreateRequest(
+        name=name,
+        examples=examples,
+        features=_text(form, "features"),
+        classifier=_text(form, "classifier"),
+        description=_text(form, "description") or "",
+        classes=classes or None,
+    )
+
+
+@router.post(
+    "/v1/models",
+    operation_id="create_model",
+    status_code=201,
+    response_model=CustomRecord,
+    summary="Create a custom tagger from labelled examples",
+    dependencies=_ADMIN,
+    responses=problems(400, 409, 413, 415, 422, 429, 500, 503),
+    openapi_extra=_CREATE_BODY,
+)
+async def create_model(request: Request, response: Response, tagger: TaggerDep) -> CustomRecord:
+    """Fit a classifier on embeddings of the examples (features and classifier chosen by
+    cross-validation unless given) and serve it as model ``name``."""
+    settings = tagger.settings
+    limit = settings.max_custom_examples
+    form = await _read_form(request, limit, limit + settings.max_custom_classes + 8)
+    try:
+        record = await unless_disconnected(request, tagger.create_custom(_creation(form)))
+    finally:
+        await form.close()  # the spooled example files
+    response.headers["Location"] = f"/v1/models/{record.name}"
+    return record
+
+
+@router.delete(
+    "/v1/models/{name}",
+    operation_id="delete_model",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a custom model",
+    dependencies=_ADMIN,
+    responses=problems(404, 409, 500, 503),
+)
+async def delete_model(name: str, tagger: TaggerDep) -> Response:
+    await tagger.delete_custom(name)
+    return Response(status_code=204)

@@ -13,7 +13,7 @@ from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.openapi import problems
-from taggram.service.api.schemas import TagResponse
+from taggram.service.api.schemas import MultiTagResponse, TagResponse, tag_response
 from taggram.service.api.uploads import (
     InputBudget,
     check_content_length,
@@ -74,7 +74,7 @@ async def _read_audio(
 @router.post(
     "/v1/tag",
     operation_id="tag",
-    response_model=TagResponse,
+    response_model=TagResponse | MultiTagResponse,
     summary="Tag an audio file",
     responses=problems(400, 404, 413, 415, 422, 429, 500, 503),
     openapi_extra=_REQUEST_BODY,
@@ -84,10 +84,12 @@ async def tag(
     response: Response,
     tagger: TaggerDep,
     options: Annotated[TagOptions, Query()],
-) -> TagResponse:
-    """Tag audio sent as a multipart upload (field ``file``) or as the raw body."""
+) -> TagResponse | MultiTagResponse:
+    """Tag audio sent as a multipart upload (field ``file``) or as the raw body. With several
+    comma-separated models, the answer is ``{"request_id", "results": [...]}`` in their order."""
     tagger.admit(options.model)  # a busy model refuses before a byte of the body is read
     async with _read_audio(request, options, tagger.settings) as (source, options):
-        result = await unless_disconnected(request, tagger.tag(source, options))
-    response.headers["Server-Timing"] = result.timings.server_timing()
-    return TagResponse.from_result(result, request.state.request_id)
+        results = await unless_disconnected(request, tagger.tag_many(source, options))
+    # Several models share the decode and their totals end together: the first one's timings.
+    response.headers["Server-Timing"] = results[0].timings.server_timing()
+    return tag_response(results, request.state.request_id)

@@ -1,0 +1,351 @@
+"""Few-shot evaluation of custom taggers: every feature x classifier, ``auto``, and MFCC + 1-NN.
+
+Run from the repository root, with a model repository that has the feature extractors
+(``taggram build-models``) and ``apt-get install --no-install-recommends fluidsynth espeak-ng``::
+
+    nice .venv/bin/python -m benchmarks.few_shot                 # about 30 minutes on 2 cores
+    nice .venv/bin/python -m benchmarks.few_shot --episodes 5 --ks 1,5
+
+Tasks, built once into ``.cache/few_shot`` from Debian packages (never one of the evaluation-only
+packages of ``taggram.models.data.packages``; ``ensure_trainable`` checks):
+
+* ``instruments`` (music): eight General MIDI instruments of ``timgm6mb-soundfont`` rendered by
+  fluidsynth, each example 3 s of one to four random notes (pitch, velocity, length drawn).
+* ``voices`` (speech, not music): which of eight voice packs of ``hedgewars-data`` says a
+  phrase (British, Classic, Default, HillBilly, Mobster, Pirate, Robot, Surfer; ~60 phrases each).
+* ``languages`` (speech, not music): which of eight languages ``espeak-ng`` reads a random string
+  of numbers in, at a random speed and pitch (the MFCC-friendly task of the issue's measurement).
+
+Each episode draws ``k`` support examples per class and up to ``QUERIES`` other examples per class
+as queries (seeded: the same episodes for every method); each method is fitted on the support set
+only and scored by accuracy on the queries. ``auto`` is the service's own procedure
+(``taggram.service.custom.selection.select`` on the support set, then ``fit``). The MFCC baseline
+is ``mfcc.statistics`` with one nearest neighbour (cosine). Prints Markdown tables: the summary for
+docs/custom-models.md and every pair's accuracy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import platform
+import shutil
+import struct
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import typer
+from threadpoolctl import threadpool_limits
+
+from benchmarks import ROOT
+from taggram.models.data.debian import download, unpack
+from taggram.models.data.packages import ensure_trainable
+from taggram.service.custom import selection
+from taggram.service.custom.features import available, candidates
+from taggram.service.custom.heads import KnnHead
+from taggram.service.settings import Settings
+from taggram.service.tagging import Tagger
+
+CACHE = ROOT / ".cache" / "few_shot"
+PACKAGES = ("timgm6mb-soundfont", "hedgewars-data")
+QUERIES = 15
+SECONDS = 3.0
+EXAMPLES_PER_CLASS = 40  # generated for the synthetic tasks
+INSTRUMENTS = {
+    "piano": 0,
+    "marimba": 12,
+    "organ": 19,
+    "guitar": 24,
+    "violin": 40,
+    "trumpet": 56,
+    "alto_sax": 65,
+    "flute": 73,
+}
+VOICES = ("British", "Classic", "Default", "HillBilly", "Mobster", "Pirate", "Robot", "Surfer")
+LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "pl")
+BASELINE = "mfcc.statistics"
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+def _packages() -> Path:
+    """Download and unpack the packages once; returns the unpacked tree's root folder."""
+    ensure_trainable(PACKAGES)
+    for name in PACKAGES:
+        unpack(download(name, CACHE / "debs"), CACHE / "unpacked")
+    return CACHE / "unpacked"
+
+
+def _midi(program: int, notes: list[tuple[float, float, int, int]]) -> bytes:
+    """A format-0 standard MIDI file: one program, ``(start s, length s, pitch, velocity)`` notes
+    at 120 BPM with 480 ticks per beat (1 s = 960 ticks)."""
+    events: list[tuple[int, bytes]] = [(0, bytes([0xC0, program]))]
+    for start, length, pitch, velocity in notes:
+        events.append((round(start * 960), bytes([0x90, pitch, velocity])))
+        events.append((round((start + length) * 960), bytes([0x80, pitch, 0])))
+    events.sort(key=lambda item: item[0])
+    track, now = bytearray(), 0
+    for tick, message in events:
+        delta, now = tick - now, tick
+        encoded = [delta & 0x7F]
+        while delta := delta >> 7:
+            encoded.insert(0, 0x80 | (delta & 0x7F))
+        track += bytes(encoded) + message
+    track += b"\x00\xff\x2f\x00"
+    return (
+        b"MThd"
+        + struct.pack(">IHHH", 6, 0, 1, 480)
+        + b"MTrk"
+        + struct.pack(">I", len(track))
+        + track
+    )
+
+
+def _instruments(root: Path, folder: Path) -> None:
+    """One fluidsynth render per instrument (examples 4 s apart), cut into 3 s examples."""
+    soundfont = root / "usr/share/sounds/sf2/TimGM6mb.sf2"
+    rng = np.random.default_rng(13)
+    for name, program in INSTRUMENTS.items():
+        notes = []
+        for i in range(EXAMPLES_PER_CLASS):
+            for _ in range(int(rng.integers(1, 5))):
+                start = 4 * i + rng.uniform(0, 1.5)
+                notes.append(
+                    (
+                        start,
+                        rng.uniform(0.4, 1.5),
+                        int(rng.integers(48, 84)),
+                        int(rng.integers(60, 120)),
+                    )
+                )
+        midi = folder / f"{name}.mid"
+        midi.write_bytes(_midi(program, notes))
+        rendered = folder / f"{name}_all.wav"
+        subprocess.run(
+            [
+                "fluidsynth",
+                "-ni",
+                "-q",
+                "-g",  # gain: fluidsynth's default 0.2 renders at about -25 dBFS
+                "0.8",
+                "-r",
+                "16000",
+                "-F",
+                str(rendered),
+                str(soundfont),
+                str(midi),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        audio, rate = sf.read(rendered, dtype="float32", always_2d=True)
+        target = folder / name
+        target.mkdir(exist_ok=True)
+        for i in range(EXAMPLES_PER_CLASS):
+            part = audio[int(4 * i * rate) : int((4 * i + SECONDS) * rate)].mean(axis=1)
+            sf.write(target / f"{i:03d}.wav", part, rate, subtype="PCM_16")
+        midi.unlink()
+        rendered.unlink()
+
+
+def _voices(root: Path, folder: Path) -> None:
+    voices = root / "usr/share/games/hedgewars/Data/Sounds/voices"
+    for name in VOICES:
+        shutil.copytree(voices / name, folder / name)
+
+
+def _languages(_root: Path, folder: Path) -> None:
+    rng = np.random.default_rng(17)
+    for language in LANGUAGES:
+        target = folder / language
+        target.mkdir()
+        for i in range(EXAMPLES_PER_CLASS):
+            numbers = " ".join(str(int(n)) for n in rng.integers(1, 100, size=4))
+            subprocess.run(
+                [
+                    "espeak-ng",
+                    "-v",
+                    language,
+                    "-s",
+                    str(int(rng.integers(140, 190))),
+                    "-p",
+                    str(int(rng.integers(30, 70))),
+                    "-w",
+                    str(target / f"{i:03d}.wav"),
+                    numbers,
+                ],
+                check=True,
+                capture_output=True,
+            )
+
+
+TASKS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
+    "instruments": ("music: 8 soundfont instruments (timgm6mb, fluidsynth)", _instruments),
+    "voices": ("speech: 8 voice packs of hedgewars-data", _voices),
+    "languages": ("speech: 8 languages read by espeak-ng", _languages),
+}
+
+
+def build_task(name: str) -> Path:
+    folder = CACHE / "tasks" / name
+    if not (folder / ".complete").is_file():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        TASKS[name][1](_packages(), folder)
+        (folder / ".complete").touch()
+    return folder
+
+
+async def _embed_all(files: list[Path], repository: Path) -> dict[str, np.ndarray]:
+    settings = Settings(model_repository=repository, warmup=False, default_model="mfcc")
+    slots = asyncio.Semaphore(4)  # a few files at once keep the batchers' batches full
+    async with Tagger(settings) as tagger:
+        bases = [name for name, meta in tagger.models.items() if meta.embedding_outputs]
+
+        async def one(path: Path) -> dict[str, dict[str, np.ndarray]]:
+            async with slots:
+                return await tagger.embed(path.read_bytes(), bases)
+
+        rows = await asyncio.gather(*(one(path) for path in files))
+        names = available(tagger.models)
+    return {
+        feature: np.stack(
+            [row[feature.rpartition(".")[0]][feature.rpartition(".")[2]] for row in rows]
+        )
+        for feature in names
+    }
+
+
+def features_of(name: str, repository: Path) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+    """Every feature of every example of task ``name`` (cached), labels, class names."""
+    folder = build_task(name)
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    files = [f for c in classes for f in sorted((folder / c).iterdir())]
+    labels = np.array([classes.index(f.parent.name) for f in files])
+    cache = CACHE / "features" / f"{name}.npz"
+    if not cache.is_file():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        embedded: dict[str, Any] = asyncio.run(_embed_all(files, repository))
+        np.savez(cache, **embedded)
+    with np.load(cache, allow_pickle=False) as archive:
+        return {key: archive[key] for key in archive.files}, labels, classes
+
+
+def _accuracy(head_probabilities: np.ndarray, labels: np.ndarray) -> float:
+    return float(np.mean(head_probabilities.argmax(axis=1) == labels))
+
+
+def run_task(
+    features: dict[str, np.ndarray], labels: np.ndarray, k: int, episodes: int
+) -> dict[str, list[float]]:
+    """Accuracy of every method on ``episodes`` seeded episodes with ``k`` shots."""
+    n_classes = int(labels.max()) + 1
+    pool = candidates(list(features), list(selection.CLASSIFIERS))
+    scores: dict[str, list[float]] = {}
+    for episode in range(episodes):
+        rng = np.random.default_rng(1000 * k + episode)
+        support, queries = [], []
+        for c in range(n_classes):
+            members = rng.permutation(np.flatnonzero(labels == c))
+            support += list(members[:k])
+            queries += list(members[k : k + QUERIES])
+        s, q = np.array(support), np.array(queries)
+        Y = np.eye(n_classes, dtype=bool)[labels[s]]
+        train = {name: values[s] for name, values in features.items()}
+        for candidate in pool:
+            head = selection.fit(train, Y, candidate, False)
+            probabilities = head.predict_proba(features[candidate.feature][q])
+            scores.setdefault(str(candidate), []).append(_accuracy(probabilities, labels[q]))
+        chosen = selection.select(train, Y, pool, False).chosen
+        head = selection.fit(train, Y, chosen, False)
+        auto = _accuracy(head.predict_proba(features[chosen.feature][q]), labels[q])
+        scores.setdefault("auto", []).append(auto)
+        scores.setdefault("auto picks", []).append(pool.index(chosen))
+        if BASELINE in features:
+            baseline = KnnHead(False, k=1).fit(train[BASELINE], Y)
+            probabilities = baseline.predict_proba(features[BASELINE][q])
+            scores.setdefault("MFCC + 1-NN", []).append(_accuracy(probabilities, labels[q]))
+    return scores
+
+
+def pair_tables(results: dict[str, dict[str, dict[str, list[float]]]]) -> str:
+    """One Markdown table per task: every method's mean accuracy (rows) at each k (columns)."""
+    out = []
+    for task, by_k in results.items():
+        ks = sorted(by_k, key=int)
+        methods = [m for m in by_k[ks[0]] if m != "auto picks"]
+        order = sorted(methods, key=lambda m: -np.mean(by_k[ks[-1]][m]))
+        out += [
+            f"\n{task} (8 classes, chance 0.125):\n",
+            "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
+        ]
+        out.append("|---|" + "---|" * len(ks))
+        for method in order:
+            cells = " | ".join(f"{np.mean(by_k[k][method]):.3f}" for k in ks)
+            out.append(f"| {method} | {cells} |")
+    return "\n".join(out)
+
+
+@app.command()
+def main(
+    repository: Path = typer.Option(
+        ROOT / "model_repository", help="model repository with feature models"
+    ),
+    ks: str = typer.Option("1,5,10,20", help="examples per class, comma-separated"),
+    episodes: int = typer.Option(20, min=1, help="random episodes per task and k"),
+    tasks: str = typer.Option(",".join(TASKS), help="tasks to run, comma-separated"),
+    output: Path = typer.Option(CACHE / "results.json", help="every score, as JSON"),
+    tables_from: list[Path] = typer.Option(
+        [], help="print the per-pair tables of these results files (merged in order), run nothing"
+    ),
+) -> None:
+    """Print the summary table (docs/custom-models.md) and every pair's mean accuracy."""
+    if tables_from:
+        merged: dict[str, dict[str, dict[str, list[float]]]] = {}
+        for path in tables_from:
+            for task, by_k in json.loads(path.read_text()).items():
+                merged.setdefault(task, {}).update(by_k)
+        print(pair_tables(merged))
+        return
+    started = time.perf_counter()
+    results: dict[str, dict[str, dict[str, list[float]]]] = {}
+    summary = [
+        "| task | k | chance | MFCC + 1-NN | best pair (mean over episodes) | auto | auto - best |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task in tasks.split(","):
+        features, labels, classes = features_of(task, repository)
+        results[task] = {}
+        for k in (int(x) for x in ks.split(",")):
+            if np.bincount(labels).min() <= k:
+                continue
+            with threadpool_limits(limits=1):  # thousands of small fits: one BLAS thread each
+                scores = run_task(features, labels, k, episodes)
+            results[task][str(k)] = scores
+            means = {name: float(np.mean(v)) for name, v in scores.items() if name != "auto picks"}
+            pairs = {n: m for n, m in means.items() if n not in ("auto", "MFCC + 1-NN")}
+            best = max(pairs, key=pairs.__getitem__)
+            baseline = means.get("MFCC + 1-NN", float("nan"))
+            summary.append(
+                f"| {task} | {k} | {1 / len(classes):.3f} | {baseline:.3f} "
+                f"| {pairs[best]:.3f} ({best}) | {means['auto']:.3f} "
+                f"| {100 * (means['auto'] - pairs[best]):+.1f} pts |"
+            )
+            print(summary[-1], flush=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results))
+    print(
+        f"\n{episodes} episodes per row, up to {QUERIES} queries per class; machine: "
+        f"{platform.processor() or platform.machine()}, {time.perf_counter() - started:.0f} s\n"
+    )
+    print("\n".join(summary))
+    print(pair_tables(results))
+
+
+if __name__ == "__main__":
+    app()

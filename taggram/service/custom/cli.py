@@ -1,0 +1,201 @@
+"""``taggram models create|list|delete``: custom taggers from the command line.
+
+Through a running service (``--url``, or ``TAGGRAM_URL``) or in-process on the local model
+repository and custom-models folder (``--local``, no server; the same code as the service).
+The manifest is CSV with ``path`` and ``label`` columns, or JSONL with ``path`` and ``label``
+keys; relative paths are relative to the manifest's folder; a label holding several tags
+separates them with ``|`` (in JSONL it may also be a list).
+
+Heavy imports (the service stack) happen inside the ``--local`` code paths only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+app = typer.Typer(help="Custom taggers: create from labelled examples, list, delete.")
+
+UrlOption = Annotated[
+    str | None, typer.Option(envvar="TAGGRAM_URL", help="service URL (or use --local)")
+]
+LocalOption = Annotated[
+    bool, typer.Option(help="work in-process on the local folders (TAGGRAM_* settings), no server")
+]
+KeyOption = Annotated[
+    str | None,
+    typer.Option(envvar="TAGGRAM_API_KEY", help="API key sent as a bearer token (admin scope)"),
+]
+TIMEOUT = httpx.Timeout(600.0, connect=10.0)  # creation embeds every example
+
+
+def read_manifest(path: Path) -> list[tuple[Path, str]]:
+    """``(audio path, label)`` rows of a CSV or JSONL manifest; raises ``typer.BadParameter``."""
+    rows: list[tuple[str, Any]] = []
+    try:
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if line.strip():
+                    item = json.loads(line)
+                    if not isinstance(item, dict):
+                        raise ValueError(f"line {number} is not an object")
+                    rows.append((str(item["path"]), item["label"]))
+        else:
+            with path.open(newline="") as handle:
+                rows = [(row["path"], row["label"]) for row in csv.DictReader(handle)]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise typer.BadParameter(
+            f"{path}: not a manifest with path and label ({error!r})"
+        ) from error
+    if not rows:
+        raise typer.BadParameter(f"{path} lists no examples")
+    folder = path.parent
+    return [
+        (folder / file, "|".join(label) if isinstance(label, list) else str(label))
+        for file, label in rows
+    ]
+
+
+def _headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _fail(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        error = response.json()["error"]
+        message = f"{response.status_code} {error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        message = f"{response.status_code}: {response.text[:500]}"
+    typer.echo(message, err=True)
+    raise typer.Exit(1)
+
+
+def _need_target(url: str | None, local: bool) -> None:
+    if bool(url) == local:
+        raise typer.BadParameter("give exactly one of --url (or TAGGRAM_URL) and --local")
+
+
+def _summary(record: dict[str, Any]) -> str:
+    estimate = record["estimate"]
+    value = estimate["value"]
+    figure = "not estimated" if value is None else f"{estimate['metric']} {value:.3f}"
+    return (
+        f"{record['name']}: {record['classifier']} on {record['features']}, "
+        f"{len(record['classes'])} classes from {record['examples']} examples; {figure} "
+        f"(chance {estimate['chance']:.3f}); {record['seconds']['total']:.1f} s"
+    )
+
+
+async def _create_local(
+    name: str, rows: list[tuple[Path, str]], fields: dict[str, str | None]
+) -> dict[str, Any]:
+    from taggram.service.custom.creation import CreateRequest, Example
+    from taggram.service.settings import Settings
+    from taggram.service.tagging import Tagger
+
+    examples = [Example(path.name, path.read_bytes(), label) for path, label in rows]
+    request = CreateRequest(
+        name=name,
+        examples=examples,
+        features=fields["features"],
+        classifier=fields["classifier"],
+        description=fields["description"] or "",
+    )
+    async with Tagger(Settings()) as tagger:
+        record = await tagger.create_custom(request)
+    return record.model_dump(mode="json")
+
+
+@app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="the new model's name (letters, digits, _ and -)")],
+    manifest: Annotated[Path, typer.Argument(help="CSV or JSONL of path and label")],
+    url: UrlOption = None,
+    local: LocalOption = False,
+    features: Annotated[
+        str | None, typer.Option(help="auto, or comma-separated model.output features")
+    ] = None,
+    classifier: Annotated[
+        str | None, typer.Option(help="auto, prototypes, logistic, svm or knn")
+    ] = None,
+    description: Annotated[str | None, typer.Option(help="free text kept with the model")] = None,
+    api_key: KeyOption = None,
+) -> None:
+    """Create custom tagger NAME from the examples listed in MANIFEST."""
+    _need_target(url, local)
+    rows = read_manifest(manifest)
+    fields = {"features": features, "classifier": classifier, "description": description}
+    if local:
+        from taggram.service.errors import TaggramError
+
+        try:
+            record = asyncio.run(_create_local(name, rows, fields))
+        except TaggramError as error:
+            typer.echo(f"{error.code}: {error.message}", err=True)
+            raise typer.Exit(1) from error
+    else:
+        data: dict[str, Any] = {"name": name, "labels": [label for _, label in rows]}
+        data.update({key: value for key, value in fields.items() if value})
+        files = [("files", (path.name, path.read_bytes())) for path, _ in rows]
+        response = httpx.post(
+            f"{url}/v1/models", data=data, files=files, headers=_headers(api_key), timeout=TIMEOUT
+        )
+        _fail(response)
+        record = response.json()
+    typer.echo(_summary(record))
+
+
+@app.command("list")
+def list_models(url: UrlOption = None, local: LocalOption = False) -> None:
+    """List the custom models (name, classes, features, classifier, estimate)."""
+    _need_target(url, local)
+    if local:
+        from taggram.service.custom import storage
+        from taggram.service.settings import Settings
+
+        folder = Settings().custom_models
+        records = [
+            storage.read(path)[0].model_dump(mode="json") for path in storage.scan(folder).values()
+        ]
+    else:
+        response = httpx.get(f"{url}/v1/models", timeout=TIMEOUT)
+        _fail(response)
+        records = [
+            {**model["training"], "name": model["name"], "classes": model["tags"]}
+            for model in response.json()["models"]
+            if model["kind"] == "custom"
+        ]
+    for record in sorted(records, key=lambda item: item["name"]):
+        typer.echo(_summary(record))
+
+
+@app.command("delete")
+def delete(
+    name: Annotated[str, typer.Argument(help="the custom model to delete")],
+    url: UrlOption = None,
+    local: LocalOption = False,
+    api_key: KeyOption = None,
+) -> None:
+    """Delete custom model NAME."""
+    _need_target(url, local)
+    if local:
+        from taggram.service.custom import storage
+        from taggram.service.errors import TaggramError
+        from taggram.service.settings import Settings
+
+        try:
+            storage.remove(Settings().custom_models, name)
+        except TaggramError as error:
+            typer.echo(f"{error.code}: {error.message}", err=True)
+            raise typer.Exit(1) from error
+    else:
+        _fail(httpx.delete(f"{url}/v1/models/{name}", headers=_headers(api_key), timeout=TIMEOUT))
+    typer.echo(f"deleted {name}")

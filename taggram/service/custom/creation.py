@@ -1,0 +1,267 @@
+"""Creating a custom tagger: check the request, embed the examples, choose, estimate, store.
+
+The steps, each bounded:
+
+1. :func:`plan` checks everything that needs no audio (name, labels, classes, limits, features
+   and classifiers asked for) and fails fast with a 4xx naming the problem.
+2. The examples are decoded off the event loop and embedded by the base networks' batchers, a
+   few at a time (:data:`EXAMPLES_IN_FLIGHT`), so tagging requests interleave with them instead of
+   waiting behind a whole creation. Each base network runs once per example and yields every
+   output at once. A failing example fails the creation with its own error code and a message
+   naming the file.
+3. Selection, the accuracy estimate and the final fit run in a worker thread
+   (:mod:`taggram.service.custom.selection`).
+4. The model is written atomically to the custom-models folder (:mod:`.storage`).
+
+Labels: one per example, in the order of the files. A label holding several tags separated by
+:data:`LABEL_SEPARATOR` (``"rock|guitar"``) makes the model multi-label (each tag scored on its
+own); otherwise the model is single-label (the classes' probabilities sum to 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from taggram.repository import ModelMetadata
+from taggram.service.audio.decode import AudioSource
+from taggram.service.custom import features, selection, storage
+from taggram.service.custom.heads import Head
+from taggram.service.custom.storage import CandidateScore, CustomRecord, EstimateRecord
+from taggram.service.errors import (
+    InvalidExamplesError,
+    ModelExistsError,
+    TaggramError,
+    TooManyExamplesError,
+    TooManyModelsError,
+)
+from taggram.service.settings import Settings
+
+LABEL_SEPARATOR = "|"
+# Examples embedded at once: enough to fill a batch of the base networks (1-2 patches each),
+# few enough that a tagging request queued behind them waits about one batch.
+EXAMPLES_IN_FLIGHT = 8
+
+# (example source, base model names) -> {base: {output: clip embedding [dim]}}
+Embed = Callable[[AudioSource, Sequence[str]], Awaitable[dict[str, dict[str, np.ndarray]]]]
+
+
+@dataclass(frozen=True)
+class Example:
+    filename: str
+    source: AudioSource
+    label: str
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What ``POST /v1/models`` (or ``taggram models create --local``) asks for."""
+
+    name: str
+    examples: list[Example]
+    features: str | None = None  # "auto", a comma-separated list, or None (auto)
+    classifier: str | None = None  # "auto", one or several comma-separated, or None (auto)
+    description: str = ""
+    classes: list[str] | None = None  # declared classes; each needs an example
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A checked request: targets, classes and the candidates to choose from."""
+
+    request: CreateRequest
+    classes: list[str]
+    targets: np.ndarray  # [n_examples, n_classes] bool
+    multi_label: bool
+    candidates: list[selection.Candidate]
+
+    @property
+    def bases(self) -> list[str]:
+        return list(dict.fromkeys(features.split(c.feature)[0] for c in self.candidates))
+
+
+def split_label(label: str) -> list[str]:
+    """The tags of one label: ``"rock| guitar"`` → ``["rock", "guitar"]`` (duplicates dropped)."""
+    return list(dict.fromkeys(t.strip() for t in label.split(LABEL_SEPARATOR) if t.strip()))
+
+
+def _targets(request: CreateRequest, settings: Settings) -> tuple[list[str], np.ndarray, bool]:
+    tags = []
+    for index, example in enumerate(request.examples):
+        parts = split_label(example.label)
+        if not parts:
+            raise InvalidExamplesError(f"example {index + 1} ({example.filename!r}) has no label")
+        tags.append(parts)
+    seen = list(dict.fromkeys(tag for parts in tags for tag in parts))
+    classes = request.classes if request.classes else sorted(seen)
+    undeclared = [tag for tag in seen if tag not in classes]
+    if undeclared:
+        raise InvalidExamplesError(f"labels {undeclared} are not among the classes {classes}")
+    missing = [tag for tag in classes if tag not in seen]
+    if missing:
+        raise InvalidExamplesError(f"classes {missing} have no example")
+    if len(classes) < 2:
+        raise InvalidExamplesError(
+            f"a tagger needs at least two classes; every example is labelled {classes}"
+        )
+    if len(classes) > settings.max_custom_classes:
+        raise InvalidExamplesError(
+            f"{len(classes)} classes, more than the limit of {settings.max_custom_classes}"
+        )
+    multi_label = any(len(parts) > 1 for parts in tags)
+    column = {tag: i for i, tag in enumerate(classes)}
+    targets = np.zeros((len(tags), len(classes)), bool)
+    for row, parts in enumerate(tags):
+        targets[row, [column[tag] for tag in parts]] = True
+    if multi_label:
+        always = [classes[j] for j in range(len(classes)) if targets[:, j].all()]
+        if always:
+            raise InvalidExamplesError(
+                f"tags {always} are on every example: a multi-label tag needs examples without it"
+            )
+    return classes, targets, multi_label
+
+
+def plan(
+    request: CreateRequest,
+    settings: Settings,
+    models: dict[str, ModelMetadata],
+    custom_count: int,
+) -> Plan:
+    """Check a request against the limits and the loaded ``models`` (repository and custom)."""
+    storage.check_name(request.name)
+    if request.name in models:
+        raise ModelExistsError(f"a model named {request.name!r} already exists")
+    if custom_count >= settings.max_custom_models:
+        raise TooManyModelsError(
+            f"the service holds {custom_count} custom models, the limit; delete one first"
+        )
+    if len(request.examples) > settings.max_custom_examples:
+        raise TooManyExamplesError(
+            f"{len(request.examples)} examples, more than the limit of "
+            f"{settings.max_custom_examples}"
+        )
+    if len(request.examples) < 2:
+        raise InvalidExamplesError("a tagger needs at least two examples (files)")
+    classes, targets, multi_label = _targets(request, settings)
+    chosen = features.parse_features(request.features, models)
+    classifiers = features.parse_classifiers(request.classifier)
+    return Plan(
+        request=request,
+        classes=classes,
+        targets=targets,
+        multi_label=multi_label,
+        candidates=features.candidates(chosen, classifiers),
+    )
+
+
+async def embed_examples(plan: Plan, embed: Embed) -> dict[str, np.ndarray]:
+    """Every candidate feature of every example: ``{feature: [n_examples, dim]}``."""
+    slots = asyncio.Semaphore(EXAMPLES_IN_FLIGHT)
+
+    async def one(index: int, example: Example) -> dict[str, dict[str, np.ndarray]]:
+        async with slots:
+            try:
+                return await embed(example.source, plan.bases)
+            except TaggramError as error:
+                named = type(error)(
+                    f"example {index + 1} ({example.filename!r}): {error.message}",
+                    retry_after_seconds=error.retry_after_seconds,
+                )
+                raise named from error
+
+    tasks = [asyncio.ensure_future(one(i, e)) for i, e in enumerate(plan.request.examples)]
+    try:
+        rows = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()  # one example failed: stop embedding the others
+    wanted = dict.fromkeys(c.feature for c in plan.candidates)
+    return {
+        feature: np.stack(
+            [row[features.split(feature)[0]][features.split(feature)[1]] for row in rows]
+        )
+        for feature in wanted
+    }
+
+
+@dataclass(frozen=True)
+class Fitted:
+    head: Head
+    choice: selection.Selection
+    estimate: selection.Estimate
+
+
+def fit(plan: Plan, embedded: dict[str, np.ndarray]) -> Fitted:
+    """Choose, estimate and fit (blocking, CPU-bound: run in a worker thread)."""
+    multi = plan.multi_label
+    # Hundreds of small fits: one BLAS thread each is many times faster than threads fighting
+    # over cores that ONNX Runtime and decoding also use (measured: 2.5 ms against 250 ms).
+    with threadpool_limits(limits=1):
+        chosen = selection.select(embedded, plan.targets, plan.candidates, multi)
+        estimate = selection.estimate(embedded, plan.targets, plan.candidates, multi)
+        head = selection.fit(embedded, plan.targets, chosen.chosen, multi)
+    return Fitted(head=head, choice=chosen, estimate=estimate)
+
+
+def record(
+    plan: Plan, fitted: Fitted, base: ModelMetadata, seconds: dict[str, float]
+) -> CustomRecord:
+    chosen = fitted.choice.chosen
+    counts = plan.targets.sum(axis=0)
+    estimate = fitted.estimate
+    return CustomRecord(
+        id=uuid.uuid4().hex,
+        name=plan.request.name,
+        description=plan.request.description,
+        created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        base=base.name,
+        base_version=base.version,
+        features=chosen.feature,
+        classifier=chosen.classifier,
+        multi_label=plan.multi_label,
+        label_separator=LABEL_SEPARATOR,
+        classes=plan.classes,
+        examples_per_class={c: int(n) for c, n in zip(plan.classes, counts, strict=True)},
+        examples=len(plan.request.examples),
+        selection=fitted.choice.method,
+        candidates=[
+            CandidateScore(features=c.feature, classifier=c.classifier, score=round(s, 4))
+            for c, s in fitted.choice.scores.items()
+        ],
+        estimate=EstimateRecord(
+            value=None if estimate.value is None else round(estimate.value, 4),
+            metric=estimate.metric,
+            method=estimate.method,
+            chance=round(estimate.chance, 4),
+            folds=estimate.folds,
+        ),
+        seconds={key: round(value, 3) for key, value in seconds.items()},
+    )
+
+
+async def create(
+    plan_: Plan, embed: Embed, models: dict[str, ModelMetadata], settings: Settings
+) -> tuple[CustomRecord, Head]:
+    """Embed, fit, and write the model; returns its record and head (the caller registers it)."""
+    started = time.perf_counter()
+    embedded = await embed_examples(plan_, embed)
+    embedded_at = time.perf_counter()
+    fitted = await asyncio.to_thread(fit, plan_, embedded)
+    fitted_at = time.perf_counter()
+    base = models[features.split(fitted.choice.chosen.feature)[0]]
+    seconds = {
+        "features": embedded_at - started,
+        "selection_and_fit": fitted_at - embedded_at,
+        "total": time.perf_counter() - started,
+    }
+    result = record(plan_, fitted, base, seconds)
+    await asyncio.to_thread(storage.write, settings.custom_models, result, fitted.head.arrays())
+    return result, fitted.head

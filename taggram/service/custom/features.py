@@ -1,0 +1,74 @@
+"""Which embeddings a custom tagger can be built on: every embedding output of the loaded models.
+
+A feature is named ``model.output``: ``MTT_musicnn.penultimate``, ``MTT_musicnn.max_pool``,
+``MTT_musicnn.mean_pool``, ``MTT_vgg.pool5`` (and the MSD ones), ``MTT_sample_cnn.embedding``,
+``mfcc.statistics``, ``random_vgg.features``, ``random_sample_cnn.features``, for whichever of
+these models the service loaded. A clip's feature is the coverage-weighted mean of its patches'
+rows (the rule of clip-level tags, ``taggram.service.audio.patching.clip_average``).
+"""
+
+from __future__ import annotations
+
+from taggram.repository import ModelMetadata
+from taggram.service.custom.selection import CLASSIFIERS, Candidate
+from taggram.service.errors import InvalidOptionsError
+
+AUTO = "auto"
+
+
+def split(feature: str) -> tuple[str, str]:
+    """``"MTT_musicnn.penultimate"`` → ``("MTT_musicnn", "penultimate")``."""
+    model, _, output = feature.rpartition(".")
+    return model, output
+
+
+def available(models: dict[str, ModelMetadata]) -> list[str]:
+    """Every ``model.output`` feature of ``models`` (custom models have none), in their order."""
+    return [
+        f"{name}.{output}"
+        for name, meta in models.items()
+        if meta.kind != "custom"
+        for output in meta.embedding_outputs
+    ]
+
+
+def _items(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def parse_features(text: str | None, models: dict[str, ModelMetadata]) -> list[str]:
+    """The features a request allows: ``auto`` (or nothing) for all; else a comma-separated list
+    of ``model.output`` names or model names (each standing for all of that model's outputs)."""
+    every = available(models)
+    items = _items(text)
+    if not items or items == [AUTO]:
+        if not every:
+            raise InvalidOptionsError("no loaded model has an embedding output to build on")
+        return every
+    chosen: list[str] = []
+    for item in items:
+        matches = [item] if item in every else [f for f in every if split(f)[0] == item]
+        if not matches:
+            raise InvalidOptionsError(
+                f"unknown features {item!r}; choose among {every} (or a model name, or auto)"
+            )
+        chosen += [m for m in matches if m not in chosen]
+    return chosen
+
+
+def parse_classifiers(text: str | None) -> list[str]:
+    """``auto`` (or nothing) for all four; else a comma-separated subset of :data:`CLASSIFIERS`."""
+    items = _items(text)
+    if not items or items == [AUTO]:
+        return list(CLASSIFIERS)
+    unknown = [item for item in items if item not in CLASSIFIERS]
+    if unknown:
+        raise InvalidOptionsError(
+            f"unknown classifier {unknown[0]!r}; choose among {list(CLASSIFIERS)} or auto"
+        )
+    return list(dict.fromkeys(items))
+
+
+def candidates(features: list[str], classifiers: list[str]) -> list[Candidate]:
+    """Every pair, feature-major (the tie-breaking order of ``auto``)."""
+    return [Candidate(feature, classifier) for feature in features for classifier in classifiers]

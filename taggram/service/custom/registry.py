@@ -1,0 +1,137 @@
+"""The custom models a replica serves: loaded from the folder, kept in step with it by polling.
+
+A loaded custom model is its record, its head, and the :class:`ModelMetadata` that presents it
+like any other model (``kind="custom"``, ``base``, tags = its classes, the training summary under
+``training``). A record whose base model this replica did not load is skipped (and logged).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from taggram.repository import ModelMetadata, TensorSpec
+from taggram.service.custom import features, storage
+from taggram.service.custom.heads import HEADS, Head
+from taggram.service.custom.storage import CustomRecord
+
+log = logging.getLogger(__name__)
+
+SOURCE = "created through POST /v1/models from the caller's own examples"
+
+
+@dataclass(frozen=True)
+class CustomModel:
+    record: CustomRecord
+    head: Head
+    metadata: ModelMetadata
+
+    @property
+    def base(self) -> str:
+        return self.record.base
+
+    @property
+    def output(self) -> str:
+        """The base model's output that the head reads."""
+        return features.split(self.record.features)[1]
+
+    def predict(self, embeddings: np.ndarray) -> np.ndarray:
+        """Probabilities [n, classes] float32 for embeddings [n, dim] of the base output."""
+        return self.head.predict_proba(embeddings)
+
+
+def describe(record: CustomRecord, base: ModelMetadata) -> ModelMetadata:
+    """The repository-style metadata of a custom model on ``base``."""
+    summary = record.model_dump(
+        mode="json", exclude={"name", "description", "base", "classes", "record_version"}
+    )
+    return ModelMetadata(
+        name=record.name,
+        version=record.created,
+        description=record.description
+        or f"custom tagger: {record.classifier} on {record.features}",
+        architecture=f"{record.classifier} on {record.features}",
+        kind="custom",
+        base=record.base,
+        tags=record.classes,
+        sample_rate=base.sample_rate,
+        patch=base.patch,
+        inputs=base.inputs,
+        outputs=[
+            TensorSpec(
+                name="probabilities",
+                shape=["batch", len(record.classes)],
+                description="sigmoid per tag (multi-label) or softmax over the classes",
+            )
+        ],
+        probabilities_output="probabilities",
+        embedding_outputs=[],
+        dsp=base.dsp,
+        training=summary,
+        source=SOURCE,
+        license="the examples' owner's",
+        onnx_sha256="",
+    )
+
+
+def build(record: CustomRecord, arrays: dict[str, np.ndarray], base: ModelMetadata) -> CustomModel:
+    head = HEADS[record.classifier].from_arrays(arrays, record.multi_label)
+    return CustomModel(record=record, head=head, metadata=describe(record, base))
+
+
+class CustomModels:
+    """The loaded custom models, by name; :meth:`scan` reads what the folder holds."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.models: dict[str, CustomModel] = {}
+        self._skipped: set[str] = set()  # ids already reported as unloadable
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.models
+
+    def __len__(self) -> int:
+        return len(self.models)
+
+    def get(self, name: str) -> CustomModel | None:
+        return self.models.get(name)
+
+    def add(self, model: CustomModel) -> None:
+        self.models[model.record.name] = model
+
+    def discard(self, name: str) -> None:
+        self.models.pop(name, None)
+
+    def scan(self, bases: dict[str, ModelMetadata]) -> dict[str, CustomModel]:
+        """The models the folder holds now: those already loaded (same ``id``) kept, new or
+        re-created ones loaded, deleted ones gone. Nothing is changed here: the caller swaps
+        the result in (:attr:`models`) on its own thread, so readers never see it half-done.
+
+        Blocking (file reads): run it in a worker thread. One bad folder is logged and skipped,
+        never fatal: another replica may be writing a newer record format.
+        """
+        current: dict[str, CustomModel] = {}
+        for name, path in storage.scan(self.folder).items():
+            identifier = storage.record_id(path)
+            known = self.models.get(name)
+            if identifier is None or identifier in self._skipped:
+                continue
+            if known is not None and known.record.id == identifier:
+                current[name] = known
+                continue
+            try:
+                record, arrays = storage.read(path)
+                base = bases.get(record.base)
+                if base is None:
+                    raise ValueError(f"its base model {record.base} is not loaded here")
+                current[name] = build(record, arrays, base)
+                log.info("loaded custom model %s (%s)", name, record.features)
+            except Exception as error:  # skip this folder, keep serving the others
+                self._skipped.add(identifier)
+                log.warning("custom model %s in %s not loaded: %s", name, self.folder, error)
+        for name in self.models.keys() - current.keys():
+            log.info("custom model %s is no longer in %s", name, self.folder)
+        return current

@@ -1,0 +1,202 @@
+"""Choosing a feature and a classifier from the examples themselves; an honest accuracy estimate.
+
+``auto`` scores every (feature, classifier) candidate by stratified k-fold cross-validation on the
+examples (``k = min(5, the smallest class's size)``) and keeps the best pooled held-out score; ties
+(common: with few examples accuracy moves in coarse steps) go to the better mean reciprocal rank of
+the true classes, then to the earlier candidate (features in the order given, classifiers in
+:data:`CLASSIFIERS` order). The score that chose a candidate is optimistic (it is the best of
+many noisy scores), so the accuracy reported with a model comes from **nested** cross-validation:
+the examples are split into outer folds, the whole selection above is repeated on each outer
+training part alone, and the candidate it picks is scored on the held-out part it never saw; the
+held-out predictions of every outer fold are pooled into one figure. With a single candidate there
+is nothing to choose and plain cross-validation is already honest.
+
+Fallback: when a class has a single example, no fold can hold it out and still train on it, so
+``auto`` takes :data:`FALLBACK_CLASSIFIER` on the first available feature of
+:data:`FALLBACK_FEATURES` (the best pair of the one-shot benchmark, docs/custom-models.md) and
+reports no accuracy estimate. Inside nested cross-validation, an outer training part whose smallest
+class has a single example falls back the same way, so the estimate measures exactly what
+``auto`` does.
+
+Multi-label models (an example may carry several tags) are scored by macro-averaged F1 of the
+tags at probability 0.5 on plain (unstratified) k-fold splits; "a class's size" is then the
+number of examples carrying the tag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.metrics import f1_score
+from sklearn.model_selection import KFold, StratifiedKFold
+
+from taggram.service.custom.heads import HEADS, Head
+
+CLASSIFIERS = ("prototypes", "logistic", "svm", "knn")
+MAX_FOLDS = 5
+OUTER_FOLDS = 3  # nested CV repeats the whole selection per outer fold: 3 keeps creation quick
+SEED = 0
+# The pair used when no cross-validation is possible (one example of some class): the best
+# one-shot pair over the three tasks of benchmarks/few_shot.py (docs/custom-models.md), with the
+# next best features for servers that do not load MTT_musicnn.
+FALLBACK_FEATURES = (
+    "MTT_musicnn.max_pool",
+    "MSD_musicnn.max_pool",
+    "mfcc.statistics",
+    "MTT_musicnn.penultimate",
+)
+FALLBACK_CLASSIFIER = "logistic"
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One feature (``model.output``) with one classifier."""
+
+    feature: str
+    classifier: str
+
+    def __str__(self) -> str:
+        return f"{self.classifier} on {self.feature}"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """An accuracy estimate and how it was obtained (``value`` None: not estimable)."""
+
+    value: float | None
+    metric: str
+    method: str
+    chance: float
+    folds: int
+
+
+@dataclass(frozen=True)
+class Selection:
+    chosen: Candidate
+    method: str  # "cross-validation", "fixed" or "fallback"
+    scores: dict[Candidate, float] = field(default_factory=dict)  # CV score of each candidate
+
+
+def smallest_class(Y: np.ndarray) -> int:
+    return int(Y.sum(axis=0).min())
+
+
+def metric_name(multi_label: bool) -> str:
+    return "macro_f1" if multi_label else "accuracy"
+
+
+def score(Y: np.ndarray, probabilities: np.ndarray, multi_label: bool) -> float:
+    """Accuracy of the most probable class, or macro F1 of the tags at 0.5 (multi-label)."""
+    if multi_label:
+        return float(f1_score(Y, probabilities >= 0.5, average="macro", zero_division=0))
+    return float(np.mean(probabilities.argmax(axis=1) == Y.argmax(axis=1)))
+
+
+def chance_level(Y: np.ndarray, multi_label: bool) -> float:
+    """What always answering the commonest class (or every tag for multi-label F1) would score."""
+    if multi_label:
+        share = Y.mean(axis=0)
+        return float(np.mean(2 * share / (1 + share)))
+    return float(Y.sum(axis=0).max() / len(Y))
+
+
+def splits(Y: np.ndarray, multi_label: bool, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``folds`` (train, test) index pairs, stratified by class for single-label targets."""
+    if multi_label:
+        return list(KFold(folds, shuffle=True, random_state=SEED).split(Y))
+    labels = Y.argmax(axis=1)
+    return list(StratifiedKFold(folds, shuffle=True, random_state=SEED).split(labels, labels))
+
+
+def make_head(classifier: str, multi_label: bool) -> Head:
+    return HEADS[classifier](multi_label)
+
+
+def fit(features: dict[str, np.ndarray], Y: np.ndarray, chosen: Candidate, multi: bool) -> Head:
+    return make_head(chosen.classifier, multi).fit(features[chosen.feature], Y)
+
+
+def held_out(
+    X: np.ndarray, Y: np.ndarray, classifier: str, multi_label: bool, folds: int
+) -> np.ndarray:
+    """Probabilities [n, classes] of each example from the fold that held it out."""
+    predictions = np.zeros(Y.shape, np.float32)
+    for train, test in splits(Y, multi_label, folds):
+        head = make_head(classifier, multi_label).fit(X[train], Y[train])
+        predictions[test] = head.predict_proba(X[test])
+    return predictions
+
+
+def cross_validated(
+    X: np.ndarray, Y: np.ndarray, classifier: str, multi_label: bool, folds: int
+) -> float:
+    """Pooled score of ``classifier`` over ``folds`` held-out parts."""
+    return score(Y, held_out(X, Y, classifier, multi_label, folds), multi_label)
+
+
+def reciprocal_rank(Y: np.ndarray, probabilities: np.ndarray) -> float:
+    """Mean over examples and their tags of 1 / (rank of the tag among the probabilities): a
+    finer score than accuracy that only uses the order, so every classifier is judged alike."""
+    ranks = (-probabilities).argsort(axis=1, kind="stable").argsort(axis=1, kind="stable") + 1
+    return float(np.mean(1.0 / ranks[Y]))
+
+
+def fallback(features: Sequence[str]) -> Candidate:
+    """The pair used when cross-validation is impossible (see the module docstring)."""
+    preferred = [name for name in FALLBACK_FEATURES if name in features]
+    return Candidate(preferred[0] if preferred else features[0], FALLBACK_CLASSIFIER)
+
+
+def select(
+    features: dict[str, np.ndarray], Y: np.ndarray, candidates: Sequence[Candidate], multi: bool
+) -> Selection:
+    """The best candidate by cross-validation, or the fixed or fallback one."""
+    if len(candidates) == 1:
+        return Selection(candidates[0], "fixed")
+    smallest = smallest_class(Y)
+    if smallest < 2:
+        return Selection(fallback(list(dict.fromkeys(c.feature for c in candidates))), "fallback")
+    folds = min(MAX_FOLDS, smallest)
+    scores, ranks = {}, {}
+    for candidate in candidates:
+        predictions = held_out(features[candidate.feature], Y, candidate.classifier, multi, folds)
+        scores[candidate] = score(Y, predictions, multi)
+        ranks[candidate] = reciprocal_rank(Y, predictions)
+    # Few examples make accuracies coarse (1/n steps) and ties common: ties go to the better
+    # ranking of the true classes, then to the earlier candidate.
+    chosen = max(candidates, key=lambda c: (scores[c], ranks[c]))
+    return Selection(chosen, "cross-validation", scores)
+
+
+def estimate(
+    features: dict[str, np.ndarray], Y: np.ndarray, candidates: Sequence[Candidate], multi: bool
+) -> Estimate:
+    """Held-out score of the whole procedure (nested CV; plain CV for a single candidate)."""
+    metric, chance = metric_name(multi), chance_level(Y, multi)
+    smallest = smallest_class(Y)
+    if smallest < 2:
+        return Estimate(None, metric, "not estimated: a class has a single example", chance, 0)
+    if len(candidates) == 1:
+        only = candidates[0]
+        folds = min(MAX_FOLDS, smallest)
+        value = cross_validated(features[only.feature], Y, only.classifier, multi, folds)
+        method = f"{folds}-fold cross-validation of the fixed pair, pooled held-out predictions"
+        return Estimate(value, metric, method, chance, folds)
+    folds = min(OUTER_FOLDS, smallest)
+    predictions = np.zeros(Y.shape, np.float32)
+    for train, test in splits(Y, multi, folds):
+        inner = {name: values[train] for name, values in features.items()}
+        chosen = select(inner, Y[train], candidates, multi).chosen
+        head = fit(inner, Y[train], chosen, multi)
+        predictions[test] = head.predict_proba(features[chosen.feature][test])
+    method = (
+        f"nested cross-validation: {folds} outer folds; on each outer training part the whole "
+        f"selection among {len(candidates)} candidates is repeated (inner "
+        f"k-fold, k = min({MAX_FOLDS}, smallest class)) and its pick is scored on the held-out "
+        "part; held-out predictions pooled"
+    )
+    return Estimate(
+        value=score(Y, predictions, multi), metric=metric, method=method, chance=chance, folds=folds
+    )

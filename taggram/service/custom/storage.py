@@ -1,0 +1,177 @@
+"""The custom-models folder: one sub-folder per model, written atomically, shareable by replicas.
+
+Layout: ``<folder>/<name>/record.json`` (:class:`CustomRecord`: what the model is, how it was
+chosen and estimated) and ``<folder>/<name>/parameters.npz`` (the head's arrays, read back with
+``allow_pickle=False``: nothing in the folder can execute code).
+
+A model is written into a hidden temporary folder first and then renamed to ``<name>``: the
+rename is atomic, and it fails when ``<name>`` already exists, so two replicas creating the same
+name at once cannot both succeed (the loser answers 409). Deleting renames the folder to a hidden
+name before removing it, so a replica scanning the folder never sees half a model. Hidden entries
+(a leading ``.``) are never models. A shared ReadWriteMany volume (NFS, CephFS, ...) gives every
+replica the same view; each rescans it every ``custom_models_poll_seconds``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from taggram.service.errors import (
+    InvalidExamplesError,
+    ModelExistsError,
+    ModelNotFoundError,
+    StorageError,
+)
+
+log = logging.getLogger(__name__)
+
+RECORD_FILE = "record.json"
+PARAMETERS_FILE = "parameters.npz"
+RECORD_VERSION = 1
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class EstimateRecord(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    value: float | None = Field(description="held-out score; null when it cannot be estimated")
+    metric: Literal["accuracy", "macro_f1"]
+    method: str = Field(description="how it was computed")
+    chance: float = Field(description="the score of always answering the commonest class")
+    folds: int
+
+
+class CandidateScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    features: str
+    classifier: str
+    score: float = Field(description="cross-validated score that took part in the choice")
+
+
+class CustomRecord(BaseModel):
+    """What ``record.json`` holds; also the training summary that ``GET /v1/models`` shows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    record_version: int = RECORD_VERSION
+    id: str = Field(description="unique per creation: a re-created name is a new model")
+    name: str
+    description: str = ""
+    created: str = Field(description="ISO 8601 UTC time of creation")
+    base: str = Field(description="the repository model that computes the features")
+    base_version: str
+    features: str = Field(description="`model.output`: the embedding the classifier reads")
+    classifier: Literal["prototypes", "logistic", "svm", "knn"]
+    multi_label: bool
+    label_separator: str
+    classes: list[str]
+    examples_per_class: dict[str, int]
+    examples: int
+    selection: Literal["cross-validation", "fixed", "fallback"]
+    candidates: list[CandidateScore] = Field(
+        default_factory=list, description="every candidate's cross-validated score (auto)"
+    )
+    estimate: EstimateRecord
+    seconds: dict[str, float] = Field(description="time taken: decode, features, fit, total")
+
+
+def check_name(name: str) -> None:
+    """Names are path components and URL segments: letters, digits, ``_`` and ``-`` only."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise InvalidExamplesError(
+            f"model name {name!r} must be 1 to 64 letters, digits, '_' or '-'"
+        )
+
+
+def write(folder: Path, record: CustomRecord, arrays: dict[str, np.ndarray]) -> Path:
+    """Write a model as ``folder/<name>``; :class:`ModelExistsError` if that name exists."""
+    staging = folder / f".tmp-{record.name}-{uuid.uuid4().hex}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
+    except OSError as error:
+        raise StorageError(
+            f"the custom-models folder {folder} cannot be written: {error.strerror}"
+        ) from error
+    try:
+        payload: dict[str, Any] = dict(arrays)
+        with (staging / PARAMETERS_FILE).open("wb") as handle:
+            np.savez(handle, **payload)
+        (staging / RECORD_FILE).write_text(record.model_dump_json(indent=2) + "\n")
+        final = folder / record.name
+        try:
+            staging.rename(final)  # atomic; refuses an existing non-empty folder
+        except OSError as error:
+            if error.errno in (errno.EEXIST, errno.ENOTEMPTY) or final.exists():
+                raise ModelExistsError(f"a model named {record.name!r} already exists") from error
+            raise
+        _sync(folder)
+        return final
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _sync(folder: Path) -> None:
+    """Flush the directory entry so another node (or a restart) sees the rename."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass  # some network filesystems refuse fsync on directories; the rename still stands
+    finally:
+        os.close(descriptor)
+
+
+def remove(folder: Path, name: str) -> None:
+    """Delete model ``name``; :class:`ModelNotFoundError` if it is not there."""
+    trash = folder / f".deleted-{name}-{uuid.uuid4().hex}"
+    try:
+        (folder / name).rename(trash)
+    except FileNotFoundError as error:
+        raise ModelNotFoundError(f"no custom model named {name!r}") from error
+    shutil.rmtree(trash, ignore_errors=True)
+    _sync(folder)
+
+
+def scan(folder: Path) -> dict[str, Path]:
+    """The model folders present now (hidden entries are staging or trash, never models)."""
+    if not folder.is_dir():
+        return {}
+    return {
+        entry.name: entry
+        for entry in folder.iterdir()
+        if not entry.name.startswith(".") and (entry / RECORD_FILE).is_file()
+    }
+
+
+def read(path: Path) -> tuple[CustomRecord, dict[str, np.ndarray]]:
+    """A model folder's record and arrays (``allow_pickle=False``)."""
+    record = CustomRecord.model_validate_json((path / RECORD_FILE).read_text())
+    with np.load(path / PARAMETERS_FILE, allow_pickle=False) as archive:
+        arrays = {key: archive[key] for key in archive.files}
+    return record, arrays
+
+
+def record_id(path: Path) -> str | None:
+    """The model's ``id`` without loading its arrays (cheap, for polling)."""
+    try:
+        value = json.loads((path / RECORD_FILE).read_text()).get("id")
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, str) else None

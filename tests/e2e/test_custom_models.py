@@ -1,0 +1,314 @@
+"""Custom taggers through a real server: create, tag, list, restart, still there, delete; every
+error case; replicas sharing the folder; the CLI. Examples are synthetic signals made at test time
+(tones, noise, click trains: three classes any embedding separates), by the generator of the
+creation-speed benchmark."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from benchmarks.custom_creation import example as clip
+from tests.e2e.conftest import SERVER_ENV
+from tests.service.custom.test_tagger import BROKEN_WAV
+from tests.support.paths import ROOT, require_repository
+from tests.support.server import Server, running_server
+
+CLASSES = ("tone", "noise", "clicks")
+MAX_EXAMPLES = 30
+
+
+def form(
+    name: str | None, per_class: int = 4, seed: int = 0, **fields: str
+) -> tuple[dict[str, object], list[tuple[str, tuple[str, bytes]]]]:
+    """Multipart fields and files for ``per_class`` examples of each class."""
+    files, labels = [], []
+    for i in range(per_class):
+        for j, kind in enumerate(CLASSES):
+            files.append(("files", (f"{kind}_{i}.wav", clip(kind, seed + 10 * i + j))))
+            labels.append(kind)
+    data: dict[str, object] = {"labels": labels, **fields}
+    if name is not None:
+        data["name"] = name
+    return data, files
+
+
+def create(client: httpx.Client, name: str, **fields: str) -> httpx.Response:
+    data, files = form(name, **fields)
+    return client.post("/v1/models", data=data, files=files)
+
+
+def tag(client: httpx.Client, audio: bytes, **params: str) -> httpx.Response:
+    return client.post("/v1/tag", params=params, files={"file": ("clip.wav", audio)})
+
+
+def assert_error(response: httpx.Response, status: int, code: str, *words: str) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code
+    for word in words:
+        assert word in error["message"]
+
+
+def loaded_models(repository: Path) -> str:
+    """MTT_musicnn, and the MFCC extractor when the repository has it (a cheap second feature)."""
+    return ",".join(name for name in ("MTT_musicnn", "mfcc") if (repository / name).is_dir())
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("custom_models")
+
+
+def _env(folder: Path) -> dict[str, str]:
+    return {
+        **SERVER_ENV,
+        "TAGGRAM_MODELS": loaded_models(require_repository()),
+        "TAGGRAM_CUSTOM_MODELS": str(folder),
+        "TAGGRAM_CUSTOM_MODELS_POLL_SECONDS": "0.5",
+        "TAGGRAM_MAX_CUSTOM_EXAMPLES": str(MAX_EXAMPLES),
+    }
+
+
+@pytest.fixture(scope="module")
+def server(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(
+        require_repository(), tmp_path_factory.mktemp("logs"), env=_env(folder)
+    ) as started:
+        yield started
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=300) as http:
+        yield http
+
+
+def test_create_tag_list_restart_delete(client: httpx.Client, folder: Path, tmp_path: Path) -> None:
+    created = create(client, "synth", description="tones, noise, clicks")
+    assert created.status_code == 201, created.text
+    assert created.headers["Location"] == "/v1/models/synth"
+    body = created.json()
+    assert body["classes"] == sorted(CLASSES)
+    assert body["examples_per_class"] == dict.fromkeys(sorted(CLASSES), 4)
+    assert body["classifier"] in ("prototypes", "logistic", "svm", "knn")
+    assert body["features"].split(".")[0] in ("MTT_musicnn", "mfcc")
+    assert body["estimate"]["metric"] == "accuracy"
+    assert "nested cross-validation" in body["estimate"]["method"]
+    assert body["estimate"]["value"] > 0.8 and body["estimate"]["chance"] == pytest.approx(
+        1 / 3, 1e-3
+    )
+    assert body["seconds"]["total"] > 0
+
+    probe = {kind: clip(kind, 1000 + i) for i, kind in enumerate(CLASSES)}
+    for kind, audio in probe.items():
+        response = tag(client, audio, model="synth", taggram="true")
+        assert response.status_code == 200, response.text
+        result = response.json()
+        assert result["model"]["name"] == "synth"
+        assert result["tags"][0]["tag"] == kind
+        assert result["taggram"]["tags"] == sorted(CLASSES)
+        assert len(result["taggram"]["patches"][0]["values"]) == 3
+
+    both = tag(client, probe["tone"], model="MTT_musicnn,synth", top_k="2").json()
+    assert [r["model"]["name"] for r in both["results"]] == ["MTT_musicnn", "synth"]
+    assert both["results"][1]["tags"][0]["tag"] == "tone"
+    assert len(both["results"][0]["tags"]) == 2
+    batch = client.post(
+        "/v1/tag/batch",
+        params={"model": "synth"},
+        files=[("files", (f"{k}.wav", a)) for k, a in probe.items()],
+    ).json()
+    assert [item["result"]["tags"][0]["tag"] for item in batch["results"]] == list(CLASSES)
+
+    listed = {m["name"]: m for m in client.get("/v1/models").json()["models"]}
+    assert listed["MTT_musicnn"]["kind"] == "spectrogram"
+    custom = listed["synth"]
+    assert (custom["kind"], custom["tags"], custom["description"]) == (
+        "custom",
+        sorted(CLASSES),
+        "tones, noise, clicks",
+    )
+    assert custom["base"] == body["base"]
+    assert custom["training"]["estimate"] == body["estimate"]
+    before = tag(client, probe["noise"], model="synth").json()["tags"]
+
+    # A fresh process on the same folder serves the same model.
+    with (
+        running_server(require_repository(), tmp_path, env=_env(folder)) as restarted,
+        httpx.Client(base_url=restarted.url, timeout=300) as other,
+    ):
+        assert other.get("/v1/models/synth").json()["training"]["id"] == body["id"]
+        assert tag(other, probe["noise"], model="synth").json()["tags"] == before
+
+    assert client.delete("/v1/models/synth").status_code == 204
+    assert_error(client.get("/v1/models/synth"), 404, "model_not_found")
+    assert_error(tag(client, probe["tone"], model="synth"), 404, "model_not_found")
+    assert not (folder / "synth").exists()
+
+
+def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
+    assert create(client, "taken", features="MTT_musicnn.penultimate").status_code == 201
+    data, files = form("fresh")
+    one_class = {**data, "labels": ["tone"] * len(files)}
+    unmatched = {**data, "labels": data["labels"][:-1]}  # type: ignore[index]
+    undecodable = [*files[:-1], ("files", ("broken.wav", BROKEN_WAV))]
+    not_audio = [*files[:-1], ("files", ("notes.txt", b"plain text, no audio" * 40))]
+    over, over_files = form("big", per_class=MAX_EXAMPLES // 3 + 1)
+    cases = [
+        (create(client, "taken"), 409, "model_exists", "taken"),
+        (create(client, "MTT_musicnn"), 409, "model_exists", "MTT_musicnn"),
+        (create(client, "bad name!"), 422, "invalid_examples", "letters"),
+        (client.post("/v1/models", data=one_class, files=files), 422, "invalid_examples", "two"),
+        (client.post("/v1/models", data=unmatched, files=files), 422, "invalid_examples", "labels"),
+        (
+            client.post(
+                "/v1/models",
+                data={**data, "classes": ["tone", "noise", "clicks", "hum"]},
+                files=files,
+            ),
+            422,
+            "invalid_examples",
+            "hum",
+        ),
+        (
+            client.post("/v1/models", data=data, files=undecodable),
+            422,
+            "undecodable_audio",
+            "broken.wav",
+        ),
+        (
+            client.post("/v1/models", data=data, files=not_audio),
+            415,
+            "unsupported_format",
+            "notes.txt",
+        ),
+        (client.post("/v1/models", data=over, files=over_files), 413, "too_many_examples", ""),
+        (create(client, "fresh", features="MTT_vgg.pool5"), 422, "invalid_options", "pool5"),
+        (create(client, "fresh", classifier="forest"), 422, "invalid_options", "forest"),
+        (
+            client.post("/v1/models", data=form(None)[0], files=files),
+            422,
+            "invalid_examples",
+            "name",
+        ),
+        (
+            client.post("/v1/models", content=b"{}", headers={"Content-Type": "application/json"}),
+            415,
+            "unsupported_media_type",
+            "multipart",
+        ),
+        (client.delete("/v1/models/MTT_musicnn"), 409, "model_read_only", "repository"),
+        (client.delete("/v1/models/nothing"), 404, "model_not_found", "nothing"),
+    ]
+    for response, status, code, word in cases:
+        assert_error(response, status, code, word)
+    names = {m["name"] for m in client.get("/v1/models").json()["models"]}
+    assert "fresh" not in names and "big" not in names
+    assert client.delete("/v1/models/taken").status_code == 204
+    assert client.get("/readyz").status_code == 200
+
+
+def test_replicas_sharing_the_folder_follow_each_other(
+    client: httpx.Client, folder: Path, tmp_path: Path
+) -> None:
+    def wait_for(http: httpx.Client, name: str, present: bool) -> None:
+        for _ in range(120):  # polls every 0.5 s; allow a loaded machine plenty of rounds
+            if (http.get(f"/v1/models/{name}").status_code == 200) == present:
+                return
+            time.sleep(0.5)
+        pytest.fail(f"{name} never became {'present' if present else 'absent'}")
+
+    with (
+        running_server(require_repository(), tmp_path, env=_env(folder)) as replica,
+        httpx.Client(base_url=replica.url, timeout=300) as other,
+    ):
+        created = create(other, "shared", classifier="prototypes")
+        assert created.status_code == 201, created.text
+        wait_for(client, "shared", present=True)
+        tags = tag(client, clip("clicks", 77), model="shared").json()["tags"]
+        assert tags[0]["tag"] == "clicks"
+        assert_error(create(client, "shared"), 409, "model_exists")
+        assert client.delete("/v1/models/shared").status_code == 204
+        wait_for(other, "shared", present=False)
+
+
+def test_tagging_goes_on_while_a_model_is_created(client: httpx.Client) -> None:
+    outcome: dict[str, httpx.Response] = {}
+    data, files = form("busy", per_class=8, seed=5)
+
+    def creation() -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=300) as own:
+            outcome["created"] = own.post("/v1/models", data=data, files=files)
+
+    worker = threading.Thread(target=creation)
+    worker.start()
+    answered_during = 0
+    while worker.is_alive():
+        response = tag(client, clip("tone", 3))
+        assert response.status_code == 200, response.text
+        answered_during += worker.is_alive()
+    worker.join()
+    assert outcome["created"].status_code == 201, outcome["created"].text
+    assert answered_during >= 1
+    assert client.delete("/v1/models/busy").status_code == 204
+
+
+def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
+    rows = ["path,label"]
+    for i in range(3):
+        for j, kind in enumerate(CLASSES):
+            (tmp_path / f"{kind}{i}.wav").write_bytes(clip(kind, 500 + 10 * i + j))
+            rows.append(f"{kind}{i}.wav,{kind}")
+    manifest = tmp_path / "examples.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+
+    def taggram(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "taggram", "models", *args, "--url", server.url],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=600,
+        )
+
+    made = taggram("create", "from_cli", str(manifest), "--classifier", "knn")
+    assert made.returncode == 0, made.stderr
+    assert "from_cli: knn on" in made.stdout and "3 classes from 9 examples" in made.stdout
+    assert "from_cli" in taggram("list").stdout
+    again = taggram("create", "from_cli", str(manifest))
+    assert again.returncode == 1 and "409 model_exists" in again.stderr
+    assert taggram("delete", "from_cli").returncode == 0
+    assert "from_cli" not in taggram("list").stdout
+
+
+def test_creating_and_deleting_need_the_admin_scope(folder: Path, tmp_path: Path) -> None:
+    tag_key, admin_key = "tag-scope-key-0123456789", "admin-scope-key-0123456789"
+    env = {**_env(folder), "TAGGRAM_API_KEYS": f"{tag_key},{admin_key}:admin"}
+    with (
+        running_server(require_repository(), tmp_path, env=env) as keyed,
+        httpx.Client(base_url=keyed.url, timeout=300) as http,
+    ):
+        data, files = form("guarded", per_class=2)
+
+        def as_key(key: str | None) -> dict[str, str]:
+            return {"Authorization": f"Bearer {key}"} if key else {}
+
+        no_key = http.post("/v1/models", data=data, files=files)
+        assert no_key.status_code == 401, no_key.text
+        tag_only = http.post("/v1/models", data=data, files=files, headers=as_key(tag_key))
+        assert tag_only.status_code == 403, tag_only.text
+        made = http.post("/v1/models", data=data, files=files, headers=as_key(admin_key))
+        assert made.status_code == 201, made.text
+        listed = http.get("/v1/models/guarded", headers=as_key(tag_key))
+        assert listed.status_code == 200 and listed.json()["kind"] == "custom"
+        assert http.delete("/v1/models/guarded", headers=as_key(tag_key)).status_code == 403
+        assert http.delete("/v1/models/guarded", headers=as_key(admin_key)).status_code == 204

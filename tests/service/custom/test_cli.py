@@ -1,0 +1,68 @@
+"""``taggram models`` on the command line: manifests, and create/list/delete with ``--local``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from taggram.cli import app
+from taggram.service.custom.cli import read_manifest
+from tests.service.custom.test_tagger import LEVELS, wav
+
+
+def test_manifests_in_csv_and_jsonl(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_text("path,label\nx.wav,low\nsub/y.wav,high|loud\n")
+    rows = [{"path": "x.wav", "label": "low"}, {"path": "/abs/y.wav", "label": ["high", "loud"]}]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    assert read_manifest(tmp_path / "a.csv") == [
+        (tmp_path / "x.wav", "low"),
+        (tmp_path / "sub/y.wav", "high|loud"),
+    ]
+    assert read_manifest(tmp_path / "a.jsonl") == [
+        (tmp_path / "x.wav", "low"),
+        (Path("/abs/y.wav"), "high|loud"),
+    ]
+    (tmp_path / "bad.csv").write_text("file,tag\nx.wav,low\n")
+    (tmp_path / "empty.csv").write_text("path,label\n")
+    for bad in ("bad.csv", "empty.csv", "missing.csv"):
+        with pytest.raises(typer.BadParameter):
+            read_manifest(tmp_path / bad)
+
+
+def test_local_create_list_delete(
+    tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "MODEL_REPOSITORY": str(tiny_repository),
+        "CUSTOM_MODELS": str(tmp_path / "custom"),
+        "DEFAULT_MODEL": "tiny",
+        "WARMUP": "false",
+    }.items():
+        monkeypatch.setenv(f"TAGGRAM_{name}", value)
+    lines = ["path,label"]
+    for label, level in LEVELS.items():
+        for i in range(3):
+            (tmp_path / f"{label}{i}.wav").write_bytes(wav(level, i))
+            lines.append(f"{label}{i}.wav,{label}")
+    manifest = tmp_path / "examples.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    runner = CliRunner()
+
+    made = runner.invoke(app, ["models", "create", "levels", str(manifest), "--local"])
+    assert made.exit_code == 0, made.output
+    assert "levels: " in made.output and "3 classes from 9 examples" in made.output
+    assert (tmp_path / "custom" / "levels" / "record.json").is_file()
+    listed = runner.invoke(app, ["models", "list", "--local"])
+    assert listed.exit_code == 0 and "levels: " in listed.output
+    twice = runner.invoke(app, ["models", "create", "levels", str(manifest), "--local"])
+    assert twice.exit_code == 1 and "model_exists" in twice.output
+    both = runner.invoke(app, ["models", "list", "--local", "--url", "http://x"])
+    assert both.exit_code != 0
+    assert runner.invoke(app, ["models", "delete", "levels", "--local"]).exit_code == 0
+    assert "levels" not in runner.invoke(app, ["models", "list", "--local"]).output
+    gone = runner.invoke(app, ["models", "delete", "levels", "--local"])
+    assert gone.exit_code == 1 and "model_not_found" in gone.output
