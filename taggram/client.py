@@ -219,6 +219,11 @@ class TaggramClient:
         return list(body["results"])
 
     def models(self) -> dict[str, Any]:
+        """``GET /v1/models``: ``{"default_model", "models": [metadata, ...]}``.
+
+        Raises:
+            RequestRejectedError, ServiceError, ConnectionFailedError: as :meth:`tag`.
+        """
         return dict(self._request("GET", "/v1/models"))
 
     def health(self) -> dict[str, Any]:
@@ -226,6 +231,7 @@ class TaggramClient:
         return dict(self._request("GET", "/readyz"))
 
     def close(self) -> None:
+        """Close the connection pool."""
         self._http.close()
 
     def __enter__(self) -> Self:
@@ -273,23 +279,32 @@ class AsyncTaggramClient:
     async def tag(
         self, audio: Audio, *, filename: str | None = None, **options: Any
     ) -> dict[str, Any]:
+        """Tag one file (a path, or bytes with ``filename``); the ``/v1/tag`` response as a dict.
+
+        Options are those of ``POST /v1/tag`` (``model``, ``top_k``, ``threshold``, ``taggram``,
+        ``embeddings``, ``hop``). Raises as :meth:`TaggramClient.tag`.
+        """
         file = await asyncio.to_thread(_audio_file, audio, filename)
         return dict(
             await self._request("POST", "/v1/tag", files={"file": file}, params=_query(options))
         )
 
     async def tag_batch(self, items: Sequence[BatchItem], **options: Any) -> list[dict[str, Any]]:
+        """Tag several files in one ``/v1/tag/batch`` request; a result or error per file."""
         files = await asyncio.to_thread(_batch_files, items)
         body = await self._request("POST", "/v1/tag/batch", files=files, params=_query(options))
         return list(body["results"])
 
     async def models(self) -> dict[str, Any]:
+        """``GET /v1/models``: ``{"default_model", "models": [metadata, ...]}``."""
         return dict(await self._request("GET", "/v1/models"))
 
     async def health(self) -> dict[str, Any]:
+        """``GET /readyz`` (retried while the service starts or drains): ``{"status": ...}``."""
         return dict(await self._request("GET", "/readyz"))
 
     async def aclose(self) -> None:
+        """Close the connection pool."""
         await self._http.aclose()
 
     async def __aenter__(self) -> Self:

@@ -66,6 +66,9 @@ class MFCCStatistics(nn.Module):
         self.register_buffer("dct", torch.from_numpy(dct_matrix(fe.N_MELS, N_MFCC).T))
 
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[batch, samples]`` 16 kHz waveform -> ``statistics`` ``[batch, 2 * N_MFCC]``: the mean
+        and standard deviation over the patch's frames of the MFCCs of musicnn's log-mel.
+        """
         mfcc = torch.matmul(self.frontend(waveform), self.dct)  # [batch, frames, N_MFCC]
         mean = mfcc.mean(dim=1)
         std = (mfcc - mean.unsqueeze(1)).square().mean(dim=1).sqrt()
@@ -91,6 +94,9 @@ class RandomVGG(nn.Module):
         self.pool = nn.MaxPool2d(2)
 
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[batch, samples]`` 16 kHz waveform -> ``features`` ``[batch, 2 * sum(channels)]``:
+        the mean and max of each random convolution layer's maps over time and frequency.
+        """
         maps = self.frontend(waveform).unsqueeze(1)  # [batch, 1, frames, mels]
         pooled: list[torch.Tensor] = []
         for conv in self.convs:
@@ -113,6 +119,9 @@ class RandomSampleCNN(nn.Module):
         self.pool = nn.MaxPool1d(3)
 
     def forward(self, waveform: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``[batch, 59049]`` 16 kHz waveform -> ``features`` ``[batch, 2 * sum(channels)]``:
+        the mean and max over time of each random sample-level block's maps.
+        """
         maps = torch.relu(self.stem(waveform.unsqueeze(1)))
         pooled: list[torch.Tensor] = []
         for conv in self.convs:
@@ -180,6 +189,7 @@ def _metadata(
 
 
 def mfcc_metadata() -> ModelMetadata:
+    """Repository metadata of the MFCC-statistics feature extractor (no tags)."""
     return _metadata(
         "mfcc",
         f"MFCC statistics: {N_MFCC} MFCCs of musicnn's log-mel, mean and std over the patch",
@@ -195,6 +205,7 @@ def mfcc_metadata() -> ModelMetadata:
 
 
 def random_vgg_metadata() -> ModelMetadata:
+    """Repository metadata of the random-weight VGG feature extractor (no tags)."""
     return _metadata(
         "random_vgg",
         "VGG-like CNN with random weights on musicnn's log-mel (Pons & Serra 2019)",
@@ -210,6 +221,7 @@ def random_vgg_metadata() -> ModelMetadata:
 
 
 def random_sample_cnn_metadata() -> ModelMetadata:
+    """Repository metadata of the random-weight sample-level CNN feature extractor (no tags)."""
     return _metadata(
         "random_sample_cnn",
         "sample-level waveform CNN with random weights (Pons & Serra 2019)",

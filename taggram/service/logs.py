@@ -23,6 +23,7 @@ class RequestIdFilter(logging.Filter):
     """Adds ``request_id`` (the current request's, or ``-``) to every record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Add the current request's id (``-`` outside a request) to the record."""
         record.request_id = REQUEST_ID.get() or "-"
         return True
 
@@ -31,6 +32,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time (UTC, ISO 8601), level, logger, request_id, message."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON object per line: time, level, logger, request id, message (and exception)."""
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),

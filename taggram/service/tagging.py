@@ -267,6 +267,7 @@ class Tagger:
                 log.exception("rescanning %s failed", self.settings.custom_models)
 
     async def stop(self) -> None:
+        """Stop polling custom models and the batchers; queued work is refused."""
         if self._poller is not None:
             self._poller.cancel()
             with suppress(asyncio.CancelledError):

@@ -131,6 +131,7 @@ def count_error(code: str) -> None:
 
 
 def title_of(code: str, status: int) -> str:
+    """The problem ``title`` for a code: the project's own, else the HTTP status phrase."""
     if code in TITLES:
         return TITLES[code]
     try:
@@ -140,6 +141,8 @@ def title_of(code: str, status: int) -> str:
 
 
 class ProblemResponse(JSONResponse):
+    """A JSON response served as ``application/problem+json`` (RFC 9457)."""
+
     media_type = PROBLEM_JSON
 
 
@@ -259,6 +262,9 @@ async def _unexpected_error(request: Request, error: Exception) -> ProblemRespon
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Answer every failure of ``app`` (core errors, request validation, HTTP errors, bugs)
+    with a problem body.
+    """
     app.add_exception_handler(TaggramError, _taggram_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

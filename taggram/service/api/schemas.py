@@ -9,6 +9,8 @@ from taggram.service.tagging import TagResult
 
 
 class ModelRef(BaseModel):
+    """The model that answered: name, version and the ONNX Runtime provider it ran on."""
+
     model_config = ConfigDict(protected_namespaces=())
 
     name: str
@@ -17,6 +19,8 @@ class ModelRef(BaseModel):
 
 
 class AudioSummary(BaseModel):
+    """The upload as sent (its own rate and channels) and its decoded duration in seconds."""
+
     duration_seconds: float = Field(description="decoded duration")
     sample_rate: int = Field(description="the file's own sample rate")
     channels: int = Field(description="the file's channel count (averaged to mono)")
@@ -26,28 +30,38 @@ class AudioSummary(BaseModel):
 
 
 class TagScore(BaseModel):
+    """One tag and its clip-level probability (0-1)."""
+
     tag: str
     probability: float
 
 
 class PatchRow(BaseModel):
+    """One patch: the span of audio it scores (seconds) and its values."""
+
     start_seconds: float
     end_seconds: float
     values: list[float]
 
 
 class Taggram(BaseModel):
+    """Tag probabilities per patch (tags by time); ``tags`` orders each row's ``values``."""
+
     tags: list[str] = Field(description="the order of each patch's values")
     patches: list[PatchRow]
 
 
 class Embeddings(BaseModel):
+    """One embedding layer per patch and its clip mean."""
+
     layer: str
     mean: list[float] = Field(description="coverage-weighted mean over patches, like the tags")
     patches: list[PatchRow]
 
 
 class Timings(BaseModel):
+    """Per-stage durations of the request in milliseconds (also in ``Server-Timing``)."""
+
     decode_ms: float = Field(description="reading, decoding, resampling and cutting patches")
     queue_ms: float = Field(description="patches waiting for a batch slot")
     inference_ms: float = Field(description="ONNX Runtime batches this request took part in")
@@ -55,6 +69,8 @@ class Timings(BaseModel):
 
 
 class TagResponse(BaseModel):
+    """The answer of ``POST /v1/tag`` for one model."""
+
     model_config = ConfigDict(protected_namespaces=())
 
     request_id: str
@@ -73,6 +89,7 @@ class TagResponse(BaseModel):
 
     @classmethod
     def from_result(cls, result: TagResult, request_id: str) -> TagResponse:
+        """The response body for ``result`` (one model's tagging of one upload)."""
         starts, ends = result.patch_starts.tolist(), result.patch_ends.tolist()
 
         def rows(values: list[list[float]]) -> list[PatchRow]:
@@ -148,16 +165,22 @@ class FileOutcome(BaseModel):
 
 
 class BatchResponse(BaseModel):
+    """The answer of ``POST /v1/tag/batch``: one outcome per file, in upload order."""
+
     request_id: str
     results: list[FileOutcome]
 
 
 class ModelList(BaseModel):
+    """The answer of ``GET /v1/models``."""
+
     default_model: str
     models: list[ModelMetadata]
 
 
 class Health(BaseModel):
+    """``/healthz`` and ``/readyz``: ``ok``, ``starting``, ``ready``, ``draining`` or ``failed``."""
+
     status: str
 
 

@@ -55,6 +55,7 @@ class InputBudget:
 
     @classmethod
     def of(cls, settings: Settings, max_bytes: int) -> InputBudget:
+        """The budget of one body: ``max_bytes`` and the settings' read and whole-body timeouts."""
         return cls(max_bytes, settings.read_timeout_seconds, settings.body_timeout_seconds)
 
 

@@ -55,6 +55,8 @@ Embed = Callable[[AudioSource, Sequence[str]], Awaitable[dict[str, dict[str, np.
 
 @dataclass(frozen=True)
 class Example:
+    """One uploaded example: its file name, its audio and its label (tags joined by ``|``)."""
+
     filename: str
     source: AudioSource
     label: str
@@ -84,6 +86,7 @@ class Plan:
 
     @property
     def bases(self) -> list[str]:
+        """The base networks the candidates need, each once, in first-use order."""
         return list(dict.fromkeys(features.split(c.feature)[0] for c in self.candidates))
 
 
@@ -194,6 +197,8 @@ async def embed_examples(plan: Plan, embed: Embed) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class Fitted:
+    """The head fitted on every example, the selection that chose it and its honest estimate."""
+
     head: Head
     choice: selection.Selection
     estimate: selection.Estimate
@@ -214,6 +219,7 @@ def fit(plan: Plan, embedded: dict[str, np.ndarray]) -> Fitted:
 def record(
     plan: Plan, fitted: Fitted, base: ModelMetadata, seconds: dict[str, float]
 ) -> CustomRecord:
+    """The stored record of a new custom model: classes, counts, choice, estimate, timings."""
     chosen = fitted.choice.chosen
     counts = plan.targets.sum(axis=0)
     estimate = fitted.estimate

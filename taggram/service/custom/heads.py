@@ -42,16 +42,19 @@ _CONSTANT_LOGIT = 6.0
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of ``[n, classes]`` logits."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
     return exp / exp.sum(axis=1, keepdims=True)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Element-wise logistic function of ``logits`` (any shape)."""
     return 0.5 * (1.0 + np.tanh(0.5 * logits))  # overflow-free logistic
 
 
 def l2_normalise(rows: np.ndarray) -> np.ndarray:
+    """``[n, d]`` rows scaled to unit L2 norm (zero rows stay zero)."""
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
     return rows / np.maximum(norms, 1e-12)
 
@@ -92,6 +95,7 @@ class Head(ABC):
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], multi_label: bool) -> Head:
+        """A fitted head from its stored arrays (standardisation plus the classifier's own)."""
         head = cls(multi_label)
         head.mean, head.scale = arrays["mean"], arrays["scale"]
         head._load(arrays)
@@ -111,6 +115,8 @@ class Head(ABC):
 
 
 class PrototypeHead(Head):
+    """Nearest class mean by cosine similarity (prototypical networks, Snell et al. 2017)."""
+
     name = "prototypes"
 
     def __init__(self, multi_label: bool) -> None:
@@ -208,6 +214,8 @@ class LinearHead(Head):
 
 
 class LogisticHead(LinearHead):
+    """Logistic regression (scikit-learn) on standardised features."""
+
     name = "logistic"
     in_span = True
 
@@ -216,6 +224,8 @@ class LogisticHead(LinearHead):
 
 
 class SVMHead(LinearHead):
+    """Linear SVM (scikit-learn ``LinearSVC``) on standardised features."""
+
     name = "svm"
 
     def _estimator(self) -> LinearSVC:
@@ -225,6 +235,9 @@ class SVMHead(LinearHead):
 
 
 class KnnHead(Head):
+    """k-nearest neighbours by cosine similarity; ``k`` defaults to the smallest class's size
+    (capped), so a small class can still win a vote."""
+
     name = "knn"
 
     def __init__(self, multi_label: bool, k: int | None = None) -> None:

@@ -25,12 +25,15 @@ SOURCE = "created through POST /v1/models from the caller's own examples"
 
 @dataclass(frozen=True)
 class CustomModel:
+    """A loaded custom model: its record, fitted head and the metadata ``/v1/models`` lists."""
+
     record: CustomRecord
     head: Head
     metadata: ModelMetadata
 
     @property
     def base(self) -> str:
+        """The served network whose features the model reads."""
         return self.record.base
 
     @property
@@ -78,6 +81,7 @@ def describe(record: CustomRecord, base: ModelMetadata) -> ModelMetadata:
 
 
 def build(record: CustomRecord, arrays: dict[str, np.ndarray], base: ModelMetadata) -> CustomModel:
+    """A :class:`CustomModel` from its stored record and arrays, described against ``base``."""
     head = HEADS[record.classifier].from_arrays(arrays, record.multi_label)
     return CustomModel(record=record, head=head, metadata=describe(record, base))
 
@@ -97,12 +101,15 @@ class CustomModels:
         return len(self.models)
 
     def get(self, name: str) -> CustomModel | None:
+        """The custom model named ``name``, or None."""
         return self.models.get(name)
 
     def add(self, model: CustomModel) -> None:
+        """Add or replace a model under its name."""
         self.models[model.record.name] = model
 
     def discard(self, name: str) -> None:
+        """Forget the model named ``name`` (no error when absent)."""
         self.models.pop(name, None)
 
     def scan(self, bases: dict[str, ModelMetadata]) -> dict[str, CustomModel]:

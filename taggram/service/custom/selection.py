@@ -74,16 +74,20 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Selection:
+    """The chosen feature x classifier pair, how it was chosen, and every candidate's CV score."""
+
     chosen: Candidate
     method: str  # "cross-validation", "fixed" or "fallback"
     scores: dict[Candidate, float] = field(default_factory=dict)  # CV score of each candidate
 
 
 def smallest_class(Y: np.ndarray) -> int:
+    """Examples in the smallest class of the ``[n, classes]`` 0/1 target matrix ``Y``."""
     return int(Y.sum(axis=0).min())
 
 
 def metric_name(multi_label: bool) -> str:
+    """``accuracy`` for single-label models, ``macro_f1`` for multi-label ones."""
     return "macro_f1" if multi_label else "accuracy"
 
 
@@ -111,10 +115,12 @@ def splits(Y: np.ndarray, multi_label: bool, folds: int) -> list[tuple[np.ndarra
 
 
 def make_head(classifier: str, multi_label: bool) -> Head:
+    """An unfitted head of the named classifier."""
     return HEADS[classifier](multi_label)
 
 
 def fit(features: dict[str, np.ndarray], Y: np.ndarray, chosen: Candidate, multi: bool) -> Head:
+    """The ``chosen`` pair's head fitted on every example (``features[name]``: ``[n, d]``)."""
     return make_head(chosen.classifier, multi).fit(features[chosen.feature], Y)
 
 

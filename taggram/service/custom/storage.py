@@ -43,6 +43,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class EstimateRecord(BaseModel):
+    """The honest accuracy estimate stored with a model, and how it was computed."""
+
     model_config = ConfigDict(frozen=True)
 
     value: float | None = Field(description="held-out score; null when it cannot be estimated")
@@ -53,6 +55,8 @@ class EstimateRecord(BaseModel):
 
 
 class CandidateScore(BaseModel):
+    """One candidate pair's cross-validation score during selection."""
+
     model_config = ConfigDict(frozen=True)
 
     features: str

@@ -115,6 +115,10 @@ def share_rows(remaining: list[int], rows: int) -> list[int]:
 
 
 class Batcher:
+    """The one owner of a model's queue: fills batches fairly across waiting requests, admits
+    by expected wait, runs each batch in a worker thread and hands rows back.
+    """
+
     def __init__(
         self,
         session: ModelSession,
@@ -146,6 +150,7 @@ class Batcher:
 
     @property
     def pending_patches(self) -> int:
+        """Patches queued and not yet in a batch."""
         return self._pending
 
     @property
@@ -159,6 +164,7 @@ class Batcher:
         self._cost.set(value)
 
     def start(self) -> None:
+        """Start the batching loop on the running event loop."""
         self._task = asyncio.create_task(self._loop(), name=f"batcher-{self.session.name}")
 
     async def stop(self) -> None:

@@ -96,6 +96,7 @@ _CREATE_BODY: dict[str, Any] = {
     responses=problems(503),
 )
 async def list_models(tagger: TaggerDep) -> ModelList:
+    """Every served model's metadata (repository and custom models) and the default model."""
     return ModelList(
         default_model=tagger.settings.default_model, models=list(tagger.models.values())
     )
@@ -109,6 +110,7 @@ async def list_models(tagger: TaggerDep) -> ModelList:
     responses=problems(404, 503),
 )
 async def get_model(name: str, tagger: TaggerDep) -> ModelMetadata:
+    """One model's metadata; 404 ``model_not_found`` for an unknown name."""
     return tagger.model(name)
 
 
@@ -208,5 +210,6 @@ async def create_model(request: Request, response: Response, tagger: TaggerDep) 
     responses=problems(404, 409, 500, 503),
 )
 async def delete_model(name: str, tagger: TaggerDep) -> Response:
+    """Delete a custom model (204); repository models cannot be deleted (409)."""
     await tagger.delete_custom(name)
     return Response(status_code=204)

@@ -164,6 +164,7 @@ def _shape(shape: list[int | str]) -> list[int]:
     responses=problems(),
 )
 async def server_metadata() -> ServerMetadata:
+    """Open Inference Protocol server metadata."""
     return ServerMetadata(name="taggram", version=version("taggram"), extensions=EXTENSIONS)
 
 
@@ -178,6 +179,7 @@ _EMPTY_200: dict[int | str, dict[str, Any]] = {200: {"description": "yes (empty 
     responses=_EMPTY_200,
 )
 async def server_live() -> Response:
+    """200 while the process answers."""
     return Response(status_code=200)
 
 
@@ -189,6 +191,7 @@ async def server_live() -> Response:
     responses={**_EMPTY_200, **problems(503)},
 )
 async def server_ready(lifecycle: LifecycleDep) -> Response:
+    """200 when every model is loaded and the service is not draining, else 503."""
     if not lifecycle.accepting_traffic:
         raise NotReadyError(f"the service is {lifecycle.status}")
     return Response(status_code=200)
@@ -202,6 +205,7 @@ async def server_ready(lifecycle: LifecycleDep) -> Response:
     responses=problems(404, 503),
 )
 async def model_metadata(model_name: ModelName, tagger: TaggerDep) -> ModelMetadataV2:
+    """The model's input (``FP32`` ``[-1, patch samples]`` waveform) and output tensors."""
     meta = _model(tagger, model_name)
 
     def tensors(specs: list[Any]) -> list[TensorMetadata]:
@@ -227,6 +231,7 @@ async def model_metadata(model_name: ModelName, tagger: TaggerDep) -> ModelMetad
     responses={**_EMPTY_200, **problems(404, 503)},
 )
 async def model_ready(model_name: ModelName, tagger: TaggerDep) -> Response:
+    """200 when the model is loaded, else 503."""
     meta = _model(tagger, model_name)
     if not tagger.is_loaded(meta.name):
         raise NotReadyError(f"{meta.name} is still loading")
@@ -385,6 +390,10 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
     openapi_extra=_INFER_BODY,
 )
 async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep) -> Response:
+    """Run a batch of waveform patches through the model (same batcher, limits and admission
+    as ``/v1``); JSON or binary tensor extension in and out. 400 for a tensor of the wrong
+    datatype or shape.
+    """
     meta = _model(tagger, model_name)
     settings = tagger.settings
     body = await read_body(request, InputBudget.of(settings, settings.max_upload_bytes))
@@ -421,6 +430,7 @@ def _check_version(tagger: Tagger, name: str, model_version: str) -> None:
 async def model_version_metadata(
     model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
 ) -> ModelMetadataV2:
+    """As :func:`model_metadata`, for the model's current version only (404 otherwise)."""
     _check_version(tagger, model_name, model_version)
     return await model_metadata(model_name, tagger)
 
@@ -435,6 +445,7 @@ async def model_version_metadata(
 async def model_version_ready(
     model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
 ) -> Response:
+    """As :func:`model_ready`, for the model's current version only (404 otherwise)."""
     _check_version(tagger, model_name, model_version)
     return await model_ready(model_name, tagger)
 
@@ -450,5 +461,6 @@ async def model_version_ready(
 async def model_version_infer(
     model_name: ModelName, model_version: ModelVersion, request: Request, tagger: TaggerDep
 ) -> Response:
+    """As :func:`model_infer`, for the model's current version only (404 otherwise)."""
     _check_version(tagger, model_name, model_version)
     return await model_infer(model_name, request, tagger)
