@@ -28,14 +28,14 @@ import typer
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import ROOT, SHARED_AUDIO
-from taggram.catalogue.local import LocalBackend, local_settings
+from taggram.catalogue.local import LocalBackend
 from taggram.catalogue.remote import RemoteBackend
 from taggram.catalogue.runner import Backend, JobOptions, Summary, run
 from taggram.catalogue.sources import AUDIO_EXTENSIONS, Track, from_folder
 from taggram.catalogue.writers import Format
 from taggram.client import RetryPolicy
 from taggram.service.launcher import running_server
-from taggram.service.settings import Settings
+from taggram.service.settings import Settings, in_process_settings
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
@@ -130,7 +130,7 @@ def main(
                 summary, cpu = measure(tracks, remote, work / f"{model}-server.jsonl", concurrency)
                 cpu += server_cpu_seconds(server.url) - served
             results.append(Measurement(model, "server (HTTP, 127.0.0.1)", summary, cpu))
-            local = LocalBackend(local_settings(repository, model), options, retry)
+            local = LocalBackend(in_process_settings(repository, model), options, retry)
             summary, cpu = measure(tracks, local, work / f"{model}-local.jsonl", concurrency)
             results.append(Measurement(model, "--local (in-process)", summary, cpu))
     header = [

@@ -74,22 +74,11 @@ async def _tag_local_all(
     # The server stack (ONNX Runtime, decoders) is needed only here, not for --url.
     from taggram.service.api.schemas import TagResponse
     from taggram.service.errors import TaggramError
-    from taggram.service.settings import Settings
+    from taggram.service.settings import in_process_settings
     from taggram.service.tagging import Tagger, TagOptions
 
-    base = Settings(model_repository=repository)
-    name = options.get("model") or base.default_model
-    # One short run: load only the model used and skip the warm-up runs a server does. The queue
-    # budget and deadline protect a server's other clients; here every file is this run's own.
-    settings = base.model_copy(
-        update={
-            "models": [name],
-            "default_model": name,
-            "warmup": False,
-            "queue_budget_seconds": 86_400.0,
-            "queue_deadline_seconds": 86_400.0,
-        }
-    )
+    # One short run: skip the warm-up runs a server does.
+    settings = in_process_settings(repository, options.get("model"), warmup=False)
     tag_options = TagOptions(**options)
 
     slots = asyncio.Semaphore(LOCAL_CONCURRENCY)

@@ -17,6 +17,7 @@ from taggram.catalogue.writers import Format, infer_format, read_records, write_
 from taggram.client import RetryPolicy
 from taggram.repository import DEFAULT_REPOSITORY
 from taggram.service.cli import server_module
+from taggram.service.settings import in_process_settings
 
 app = typer.Typer()
 
@@ -103,7 +104,7 @@ def catalogue(
     backend: Backend
     if local:
         local_backend = server_module("taggram.catalogue.local")
-        settings = local_backend.local_settings(repository, model)
+        settings = in_process_settings(repository, model)
         backend = local_backend.LocalBackend(settings, options, retry)
     else:
         assert url is not None

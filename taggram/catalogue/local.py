@@ -26,22 +26,6 @@ from taggram.service.tagging import Tagger, TagOptions, TagResult
 log = logging.getLogger(__name__)
 
 
-def local_settings(repository: Path, model: str | None) -> Settings:
-    """Service settings (``TAGGRAM_*`` env vars apply) loading only the model the run uses."""
-    base = Settings(model_repository=repository)
-    name = model or base.default_model
-    # The queue budget and deadline protect a server's other clients; in-process every track is
-    # this run's own (the queue's patch bound still holds memory, and is retried).
-    return base.model_copy(
-        update={
-            "models": [name],
-            "default_model": name,
-            "queue_budget_seconds": 86_400.0,
-            "queue_deadline_seconds": 86_400.0,
-        }
-    )
-
-
 class LocalBackend:
     """Tags tracks in-process with :class:`~taggram.service.tagging.Tagger` (no server).
 

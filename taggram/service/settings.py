@@ -193,3 +193,21 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+
+def in_process_settings(repository: Path, model: str | None, *, warmup: bool = True) -> Settings:
+    """Settings for tagging in-process (``taggram tag``, ``catalogue --local``): ``TAGGRAM_*``
+    variables apply, only the model the run uses is loaded, and the queue budget and deadline are
+    lifted, since they protect a server's other clients and in-process every file is the run's
+    own (the queue's patch bound still holds memory)."""
+    base = Settings(model_repository=repository)
+    name = model or base.default_model
+    return base.model_copy(
+        update={
+            "models": [name],
+            "default_model": name,
+            "warmup": warmup and base.warmup,
+            "queue_budget_seconds": 86_400.0,
+            "queue_deadline_seconds": 86_400.0,
+        }
+    )
