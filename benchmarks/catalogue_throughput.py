@@ -137,7 +137,7 @@ def main(
         "model", "mode", "files", "audio h", "wall s", "files/s", "audio-h per h",
         "CPU s", "audio-h per CPU-h",
     ]  # fmt: skip
-    threads = Settings().intra_op_threads
+    threads = Settings().threads_per_batch
     print(f"\n{len(tracks)} files ({repeat} x the recordings of ../shared/audio), concurrency")
     print(f"{concurrency}, {threads} ONNX Runtime threads\n")
     print("| " + " | ".join(header) + " |")

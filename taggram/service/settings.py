@@ -42,7 +42,9 @@ class Settings(BaseSettings):
         description="comma-separated models to load (empty: every model in the repository)",
     )
     default_model: str = Field("MTT_musicnn", description="model used when a request names none")
-    max_batch_size: int = Field(16, ge=1, description="most patches per inference batch")
+    max_batch_size: int = Field(
+        8, ge=1, description="most patches per inference batch (on a CPU; see gpu_max_batch_size)"
+    )
     max_queue_delay_ms: float = Field(
         5.0, ge=0, le=60_000, description="longest wait for more patches before a partial batch"
     )
@@ -103,8 +105,17 @@ class Settings(BaseSettings):
         default_factory=list,
         description="comma-separated ONNX Runtime providers (empty: CUDA if available, else CPU)",
     )
-    intra_op_threads: int = Field(
-        default_factory=available_cores, ge=1, description="threads per ONNX Runtime session"
+    inference_workers: int = Field(
+        default_factory=lambda: min(2, available_cores()),
+        ge=1,
+        description="batches a model infers at once on the CPU, each on its own threads "
+        "(default: 2, or 1 on a single core; always 1 on a GPU provider)",
+    )
+    intra_op_threads: int | None = Field(
+        None,
+        ge=1,
+        description="ONNX Runtime threads per batch (empty: the cores divided among the "
+        "inference workers, at least 1)",
     )
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads")
     gpu_max_batch_size: int = Field(
@@ -177,6 +188,12 @@ class Settings(BaseSettings):
         description="most tensor elements of a JSON /v2 inference request (binary tensors "
         "are bounded by max_upload_bytes)",
     )
+
+    @property
+    def threads_per_batch(self) -> int:
+        """ONNX Runtime intra-op threads for each batch: ``intra_op_threads``, or the cores
+        divided among the ``inference_workers`` (at least 1)."""
+        return self.intra_op_threads or max(1, available_cores() // self.inference_workers)
 
     @field_validator("root_path")
     @classmethod

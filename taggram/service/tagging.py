@@ -218,7 +218,7 @@ class Tagger:
             session = ModelSession(
                 entry,
                 providers,
-                self.settings.intra_op_threads,
+                self.settings.threads_per_batch,
                 self.settings.inter_op_threads,
                 io_binding=self.settings.io_binding,
                 max_batch_size=self.settings.max_batch_size,
@@ -243,6 +243,8 @@ class Tagger:
                 queue_budget_seconds=self.settings.queue_budget_seconds,
                 deadline_seconds=self.settings.queue_deadline_seconds,
                 seconds_per_patch=cost,
+                # A GPU runs one large batch at a time (and its I/O-binding buffers serve one).
+                workers=self.settings.inference_workers if session.provider == "cpu" else 1,
             )
             batcher.start()
             self._batchers[session.name] = batcher

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,12 @@ from prometheus_client import REGISTRY
 from taggram.repository import load_repository
 from taggram.service.audio.patching import Patches, plan_patches
 from taggram.service.errors import DeadlineExceededError, OverloadedError
-from taggram.service.inference.batcher import IDLE_RELEASE_SECONDS, Batcher, share_rows
+from taggram.service.inference.batcher import (
+    IDLE_RELEASE_SECONDS,
+    Batcher,
+    batch_size,
+    share_rows,
+)
 from taggram.service.inference.session import ModelSession, choose_providers
 
 
@@ -46,12 +52,17 @@ def _batched_patches(session: ModelSession) -> float:
     return REGISTRY.get_sample_value("taggram_batch_size_sum", labels) or 0.0
 
 
-def test_concurrent_requests_get_their_own_rows(session: ModelSession) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_concurrent_requests_get_their_own_rows(session: ModelSession, workers: int) -> None:
     requests = [_patches(session, seconds, seed) for seed, seconds in enumerate([1, 7, 30, 12, 4])]
 
     async def run() -> list[dict[str, np.ndarray]]:
         batcher = Batcher(
-            session, max_batch_size=4, max_queue_delay_seconds=0.01, max_queue_patches=100
+            session,
+            max_batch_size=4,
+            max_queue_delay_seconds=0.01,
+            max_queue_patches=100,
+            workers=workers,
         )
         batcher.start()
         try:
@@ -127,6 +138,73 @@ def test_rows_are_shared_round_robin(remaining: list[int], rows: int) -> None:
     # Nobody who still has patches gets two rows fewer than anyone else.
     hungry = [c for c, left in zip(counts, remaining, strict=True) if c < left]
     assert not hungry or max(counts) - min(hungry) <= 1
+
+
+@pytest.mark.parametrize(
+    ("pending", "free", "expected"),
+    [(40, 2, 16), (32, 2, 16), (20, 2, 10), (11, 2, 6), (5, 1, 5), (1, 2, 1), (3, 0, 3)],
+)
+def test_a_short_queue_is_split_among_the_free_workers(
+    pending: int, free: int, expected: int
+) -> None:
+    assert batch_size(pending, 16, free) == expected
+
+
+class _MeetingSession(ModelSession):
+    """The real session, but each run waits (up to 10 s) until ``parties`` runs are under way
+    at once: it passes only if the batcher really has that many batches in flight."""
+
+    def __init__(self, session: ModelSession, parties: int) -> None:
+        self.__dict__.update(session.__dict__)
+        self.meeting = threading.Barrier(parties, timeout=10)
+        self.sizes: list[int] = []
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.sizes.append(len(batch))
+        self.meeting.wait()
+        return super().run(batch)
+
+
+def test_two_workers_infer_two_batches_at_once(session: ModelSession) -> None:
+    meeting = _MeetingSession(session, parties=2)
+    patches = _patches(session, 50, 0)
+    count = len(patches)
+    assert 16 < count < 32  # more than one full batch, less than two
+
+    async def run() -> dict[str, np.ndarray]:
+        batcher = Batcher(
+            meeting, max_batch_size=16, max_queue_delay_seconds=0.01, max_queue_patches=100,
+            workers=2, seconds_per_patch=1.0,
+        )  # fmt: skip
+        batcher.start()
+        try:
+            assert batcher.expected_wait(1) == 0
+            return (await batcher.infer(patches)).outputs
+        finally:
+            await batcher.stop()
+
+    outputs = asyncio.run(run())
+    assert meeting.sizes == [(count + 1) // 2, count // 2]  # split evenly, run at the same time
+    for name, rows in _alone(session, patches).items():
+        np.testing.assert_allclose(outputs[name], rows, rtol=1e-5, atol=1e-6)
+
+
+def test_expected_wait_shares_the_work_among_workers(session: ModelSession) -> None:
+    async def run() -> None:
+        batcher = Batcher(
+            session, max_batch_size=512, max_queue_delay_seconds=0.5, max_queue_patches=1000,
+            seconds_per_patch=1.0, workers=2,
+        )  # fmt: skip
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.infer(_patches(session, 30, 0)))  # 11 patches
+            await asyncio.sleep(0.01)
+            assert batcher.expected_wait(4) == 2.0  # 4 patches ahead, two at a time
+            await first
+        finally:
+            await batcher.stop()
+
+    asyncio.run(run())
 
 
 def test_a_small_request_is_not_stuck_behind_long_ones(session: ModelSession) -> None:

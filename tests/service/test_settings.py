@@ -16,7 +16,8 @@ def test_defaults_serve_the_musicnn_default_model() -> None:
     settings = Settings()
     assert settings.default_model == "MTT_musicnn"
     assert settings.max_duration_seconds >= 600  # a 10-minute track is accepted
-    assert settings.intra_op_threads >= 1
+    assert settings.threads_per_batch >= 1
+    assert settings.inference_workers >= 1
 
 
 def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

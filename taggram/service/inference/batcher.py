@@ -5,8 +5,13 @@ patches and await a future; a single loop task fills each batch of up to ``max_b
 patches round-robin across the requests waiting (one patch from each in turn, and requests left
 out of a full batch go first next time), so a short request is served within about one batch
 time however many patches long tracks have queued. The loop waits at most ``max_queue_delay`` for
-a batch to fill, runs ONNX Runtime in its own worker thread, and writes each output row back into
-the owning request's buffers.
+a batch to fill, runs ONNX Runtime in a worker thread, and writes each output row back into the
+owning request's buffers. On a CPU it keeps up to ``workers`` batches in flight at once, each on
+its own thread (and its own ONNX Runtime threads): independent batches keep every core busy while
+requests decode beside them, where one batch over several threads stalls at each operator's
+barrier whenever another thread takes a core (benchmarks/http_benchmark.py, docs/performance.md).
+With fewer patches queued than a full batch per free worker, the queue is split evenly among the
+free workers, so a lone request still uses every core.
 
 Admission is by expected wait, not queue length: the batcher keeps a measured cost per patch (in
 seconds, from full batches) and refuses a request with :class:`OverloadedError` (429) when the
@@ -114,6 +119,12 @@ def share_rows(remaining: list[int], rows: int) -> list[int]:
     return counts
 
 
+def batch_size(pending: int, max_batch_size: int, free_workers: int) -> int:
+    """Rows of the next batch: a full batch, or the queue split evenly among the free workers
+    when it holds less than a full batch for each (so a lone request uses every worker)."""
+    return max(1, min(max_batch_size, math.ceil(pending / max(free_workers, 1))))
+
+
 class Batcher:
     """The one owner of a model's queue: fills batches fairly across waiting requests, admits
     by expected wait, runs each batch in a worker thread and hands rows back.
@@ -129,6 +140,7 @@ class Batcher:
         queue_budget_seconds: float = math.inf,
         deadline_seconds: float = math.inf,
         seconds_per_patch: float = DEFAULT_SECONDS_PER_PATCH,
+        workers: int = 1,
     ) -> None:
         self.session = session
         self.max_batch_size = max_batch_size
@@ -138,10 +150,12 @@ class Batcher:
         self.deadline = deadline_seconds
         self._jobs: deque[_Job] = deque()
         self._pending = 0  # patches queued, not yet in a batch
-        self._running = 0  # patches in the batch being inferred
+        self._running = 0  # patches in the batches being inferred
+        self.workers = workers
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._memory_in_use = False  # batches ran since the session last released its memory
         self._has_work = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"infer-{session.name}")
+        self._executor = ThreadPoolExecutor(workers, thread_name_prefix=f"infer-{session.name}")
         self._task: asyncio.Task[None] | None = None
         self._depth = metrics.QUEUE_DEPTH.labels(model=session.name)
         self._cost = metrics.SECONDS_PER_PATCH.labels(model=session.name)
@@ -155,7 +169,8 @@ class Batcher:
 
     @property
     def seconds_per_patch(self) -> float:
-        """The measured inference cost of one patch in a full batch, seconds (running average)."""
+        """The measured inference time of one patch in a full batch on one worker, seconds
+        (running average); the model serves ``workers`` such batches at once."""
         return self._seconds_per_patch
 
     @seconds_per_patch.setter
@@ -173,6 +188,9 @@ class Batcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in list(self._in_flight):
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
         for job in self._jobs:
             if not job.future.done():
                 job.future.set_exception(NotReadyError("the service is shutting down"))
@@ -183,11 +201,11 @@ class Batcher:
         """Seconds of other requests' inference served before a new ``count``-patch request ends.
 
         Round-robin serves each queued request's remaining patches up to ``count`` before the
-        new one's last patch, plus the batch already running; the new request's own patches are
-        not counted.
+        new one's last patch, plus the batches already running, on ``workers`` batches at once;
+        the new request's own patches are not counted.
         """
         ahead = sum(min(job.remaining, count) for job in self._jobs if not job.cancelled)
-        return (ahead + self._running) * self._seconds_per_patch
+        return (ahead + self._running) * self._seconds_per_patch / self.workers
 
     def admit(self, count: int, stage: str) -> None:
         """Raise :class:`OverloadedError` if a ``count``-patch request should not be queued now.
@@ -206,7 +224,7 @@ class Batcher:
             self._refuse(OverloadedError.code, stage, count)
             raise OverloadedError(
                 f"{self.session.name} has {self._pending} patches queued; retry later",
-                retry_after_seconds=self._pending * self._seconds_per_patch,
+                retry_after_seconds=self._pending * self._seconds_per_patch / self.workers,
             )
 
     def _refuse(self, code: str, stage: str, patches: int) -> None:
@@ -254,7 +272,7 @@ class Batcher:
             self._forget_taken()
             if not self._jobs:
                 self._has_work.clear()
-                if self._memory_in_use:
+                if self._memory_in_use and not self._in_flight:
                     try:
                         async with asyncio.timeout(IDLE_RELEASE_SECONDS):  # see below: no wait_for
                             await self._has_work.wait()
@@ -264,6 +282,10 @@ class Batcher:
                         if self.session.release_memory_when_idle:
                             metrics.MEMORY_RELEASES.labels(model=self.session.name).inc()
                     continue
+                await self._has_work.wait()  # a request, or a batch finishing
+                continue
+            if len(self._in_flight) >= self.workers:
+                self._has_work.clear()
                 await self._has_work.wait()
                 continue
             deadline = min(job.waiting_since for job in self._jobs) + self.max_queue_delay
@@ -275,9 +297,16 @@ class Batcher:
                     async with asyncio.timeout(wait):
                         await self._has_work.wait()
             self._expire(loop.time())
-            slices = self._take(loop.time())
+            free = self.workers - len(self._in_flight)
+            slices = self._take(loop.time(), batch_size(self._pending, self.max_batch_size, free))
             if slices:
-                await self._execute(slices)
+                task = asyncio.create_task(self._execute(slices))
+                self._in_flight.add(task)
+                task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._has_work.set()
 
     def _expire(self, now: float) -> None:
         """Refuse queued requests that have waited longer than the deadline for a batch slot."""
@@ -299,10 +328,11 @@ class Batcher:
         if any(job.remaining == 0 for job in self._jobs):
             self._jobs = deque(job for job in self._jobs if job.remaining)
 
-    def _take(self, now: float) -> list[_Slice]:
-        """Fill one batch round-robin; requests served move behind those left out this time."""
+    def _take(self, now: float, size: int) -> list[_Slice]:
+        """Fill one batch of up to ``size`` rows round-robin; requests served move behind those
+        left out this time."""
         jobs = list(self._jobs)
-        counts = share_rows([job.remaining for job in jobs], self.max_batch_size)
+        counts = share_rows([job.remaining for job in jobs], size)
         slices: list[_Slice] = []
         rows = 0
         for job, count in zip(jobs, counts, strict=True):
@@ -322,17 +352,21 @@ class Batcher:
     async def _execute(self, slices: list[_Slice]) -> None:
         loop = asyncio.get_running_loop()
         size = slices[-1].row + slices[-1].count
-        self._running = size
+        self._running += size
         self._memory_in_use = True
         try:
             seconds = await loop.run_in_executor(self._executor, self._run_batch, slices, size)
+        except asyncio.CancelledError:  # stop(): the service is going away
+            for part in slices:
+                self._fail(part.job, NotReadyError("the service is shutting down"))
+            raise
         except Exception as error:  # an inference failure fails this batch's requests only
             log.exception("inference failed for a batch of %d on %s", size, self.session.name)
             for part in slices:
                 self._fail(part.job, InferenceFailedError(f"inference failed: {error}"))
             return
         finally:
-            self._running = 0
+            self._running -= size
         metrics.INFERENCE_DURATION.labels(**self._labels).observe(seconds)
         metrics.BATCH_SIZE.labels(**self._labels).observe(size)
         metrics.PATCHES.labels(model=self.session.name).inc(size)
