@@ -15,7 +15,7 @@ from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import DEFAULT_ENCODING, SourceError, load_source
 from taggram.catalogue.writers import Format, infer_format, read_records, write_records
 from taggram.client import RetryPolicy
-from taggram.repository import DEFAULT_REPOSITORY
+from taggram.repository import DEFAULT_REPOSITORY, RepositoryError
 from taggram.service.cli import server_module
 from taggram.service.settings import in_process_settings
 
@@ -105,7 +105,13 @@ def catalogue(
     if local:
         local_backend = server_module("taggram.catalogue.local")
         settings = in_process_settings(repository, model)
-        backend = local_backend.LocalBackend(settings, options, retry)
+        try:
+            backend = local_backend.LocalBackend(settings, options, retry)
+        except RepositoryError as error:
+            # A usage error like a bad manifest (exit 2, one line): a missing repository or an
+            # unknown --model is the same on every restart of the pod.
+            typer.echo(f"taggram catalogue: {error}", err=True)
+            raise typer.Exit(2) from error
     else:
         assert url is not None
         backend = RemoteBackend(url, options, retry, connections=concurrency, api_key=api_key)

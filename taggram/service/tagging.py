@@ -177,7 +177,8 @@ class Tagger:
 
     def _select(self, entries: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
         wanted = self.settings.models or list(entries)
-        missing = [name for name in [*wanted, self.settings.default_model] if name not in entries]
+        named = dict.fromkeys([*wanted, self.settings.default_model])  # each name once
+        missing = [name for name in named if name not in entries]
         if missing:
             raise RepositoryError(f"models {missing} are not in {self.settings.model_repository}")
         return {name: entries[name] for name in wanted}

@@ -1,4 +1,5 @@
-"""Sources, shards, output files and the retry policy: the parts that need no model or server."""
+"""Sources, shards, output files, the retry policy and `--local` usage errors: the parts that run
+no model and need no server."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from taggram.catalogue import records
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import AUDIO_EXTENSIONS, SourceError, Track, load_source
 from taggram.catalogue.writers import Format, finalize, open_appender, read_records
+from taggram.cli import app
 from taggram.client import RetryPolicy
 from tests.support.paths import require_bugs
 
@@ -96,6 +99,31 @@ def test_bad_manifests_are_refused(tmp_path: Path, text: str, problem: str) -> N
     (tmp_path / "m.csv").write_text(text)
     with pytest.raises(SourceError, match=problem):
         load_source(tmp_path / "m.csv")
+
+
+def _local_run(tmp_path: Path, *args: str) -> tuple[int, str]:
+    _touch(tmp_path / "music", "a.wav")
+    output = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["catalogue", str(tmp_path / "music"), "--local", "--output", str(output), *args],
+    )
+    assert not output.exists()  # refused before anything ran
+    return result.exit_code, result.stderr
+
+
+def test_local_without_a_model_repository_is_a_usage_error(tmp_path: Path) -> None:
+    """Run outside the clone (no ``model_repository`` there): one line and exit 2, no traceback,
+    since a restarted pod would fail the same way."""
+    code, stderr = _local_run(tmp_path, "--repository", str(tmp_path / "absent"))
+    assert code == 2
+    assert stderr.count("\n") == 1 and "does not exist" in stderr and "Traceback" not in stderr
+
+
+def test_local_with_an_unknown_model_is_a_usage_error(tmp_path: Path, repository: Path) -> None:
+    code, stderr = _local_run(tmp_path, "--repository", str(repository), "--model", "no_such")
+    assert code == 2
+    assert stderr.count("\n") == 1 and stderr.count("no_such") == 1 and "Traceback" not in stderr
 
 
 def test_shards_cover_every_track_exactly_once_and_stably() -> None:
