@@ -35,7 +35,7 @@ async def _load(tagger: Tagger, state: Lifecycle) -> None:
         state.failed = True
         return
     state.ready = True
-    log.info("ready: models %s", sorted(tagger.models))
+    log.info("ready: models %s, default %s", sorted(tagger.models), tagger.settings.default_model)
 
 
 def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAPI:
