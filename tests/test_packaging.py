@@ -33,8 +33,9 @@ def test_wheel_has_one_top_level_package_and_the_trained_models(wheel: Path) -> 
 def test_wheel_has_the_web_page(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     static = ROOT / "taggram" / "service" / "web" / "static"
-    committed = {str(p.relative_to(ROOT)) for p in static.iterdir() if p.is_file()}
-    assert {"index.html", "app.js", "style.css"} <= {Path(name).name for name in committed}
+    committed = {str(p.relative_to(ROOT)) for p in static.rglob("*") if p.is_file()}
+    expected = {"index.html", "app.js", "style.css", "swagger-ui-bundle.js", "LICENSE"}
+    assert expected <= {Path(name).name for name in committed}
     assert committed <= names
 
 

@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 
 from taggram.service.settings import Settings
 
@@ -44,8 +45,19 @@ def _setting_options() -> list[inspect.Parameter]:
 
 
 def settings_from_options(options: dict[str, Any]) -> Settings:
-    """Settings from the environment, overridden by the options given on the command line."""
-    return Settings(**{name: value for name, value in options.items() if value is not None})
+    """Settings from the environment, overridden by the options given on the command line.
+
+    Raises:
+        typer.Exit: 2, after one line per invalid setting on stderr.
+    """
+    try:
+        return Settings(**{name: value for name, value in options.items() if value is not None})
+    except ValidationError as error:
+        for problem in error.errors():
+            cause = problem.get("ctx", {}).get("error")  # a validator's own words
+            where = "".join(f"{part}: " for part in problem["loc"])
+            typer.echo(f"error: {where}{cause or problem['msg']}", err=True)
+        raise typer.Exit(2) from error
 
 
 def server_module(name: str) -> ModuleType:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taggram.repository import DEFAULT_REPOSITORY
@@ -41,7 +41,11 @@ class Settings(BaseSettings):
         default_factory=list,
         description="comma-separated models to load (empty: every model in the repository)",
     )
-    default_model: str = Field("MTT_musicnn", description="model used when a request names none")
+    default_model: str = Field(
+        "MTT_musicnn",
+        description="model used when a request names none; unset, the first of `models` when "
+        "they leave MTT_musicnn out",
+    )
     max_batch_size: int = Field(
         8, ge=1, description="most patches per inference batch (on a CPU; see gpu_max_batch_size)"
     )
@@ -194,6 +198,23 @@ class Settings(BaseSettings):
         """ONNX Runtime intra-op threads for each batch: ``intra_op_threads``, or the cores
         divided among the ``inference_workers`` (at least 1)."""
         return self.intra_op_threads or max(1, available_cores() // self.inference_workers)
+
+    @model_validator(mode="after")
+    def _default_among_models(self) -> Self:
+        """The default model must be served: left unset, it becomes the first of ``models``
+        when they leave the built-in default out; set explicitly to a model outside them, the
+        settings are refused (every request without ``model`` would get a 404)."""
+        if not self.models or self.default_model in self.models:
+            return self
+        if "default_model" in self.model_fields_set:
+            raise ValueError(
+                f"default_model {self.default_model!r} (TAGGRAM_DEFAULT_MODEL) is not among the "
+                f"models loaded, {', '.join(self.models)} (TAGGRAM_MODELS): add it to them, or "
+                f"leave default_model unset to use {self.models[0]!r}"
+            )
+        # Frozen once validated: this is the one place the value is chosen.
+        object.__setattr__(self, "default_model", self.models[0])
+        return self
 
     @field_validator("root_path")
     @classmethod

@@ -345,6 +345,24 @@ def test_page_works_under_a_path_prefix_behind_a_proxy(
     assert console.unexpected() == []
 
 
+def test_docs_load_swagger_ui_from_the_service_alone(
+    prefixed_server: Server, page: Page, console: ConsoleLog
+) -> None:
+    """/docs works offline: Swagger UI's script, style sheet and icon come from the service
+    (through the prefix), nothing from a CDN or any other host."""
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    with prefix_proxy(prefixed_server.url, "/taggram") as proxy:
+        page.goto(f"{proxy}/taggram/docs")
+        page.wait_for_selector(".opblock-summary-path[data-path='/v1/tag/batch']")
+        operations = page.locator(".opblock").count()
+    assert operations >= 10  # the document was fetched and rendered, not a blank page
+    fetched = [url for url in requested if not url.startswith(("data:", "blob:"))]
+    assert any(url.endswith("/swagger-ui-bundle.js") for url in fetched), fetched
+    assert all(url.startswith(f"{proxy}/taggram/") for url in fetched), fetched
+    assert console.unexpected() == []
+
+
 def test_too_long_audio_shows_the_limit(
     prefixed_server: Server, shared_audio: Path, page: Page, console: ConsoleLog
 ) -> None:

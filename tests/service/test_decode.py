@@ -97,6 +97,45 @@ def test_channels_are_averaged() -> None:
     assert np.abs(decoded.waveform).max() == 0.0
 
 
+def _channels(count: int, rate: int = 16000, seconds: float = 1.0) -> np.ndarray:
+    """``[frames, count]`` float32: a different tone and level in every channel."""
+    t = np.arange(int(rate * seconds)) / rate
+    columns = [0.9 / (1 + c) * np.sin(2 * np.pi * (100 + 37 * c) * t) for c in range(count)]
+    return np.stack(columns, axis=1).astype(np.float32)
+
+
+@pytest.mark.parametrize("count", [1, 2, 6, 8, 9, 16, 32, 64])
+@pytest.mark.parametrize(("container", "subtype"), [("WAV", "FLOAT"), ("FLAC", "PCM_24")])
+def test_any_channel_count_decodes_to_the_mean(count: int, container: str, subtype: str) -> None:
+    # 8 channels and more once crashed the process inside PyAV (planar frames, 8 data pointers).
+    if container == "FLAC" and count > 8:
+        pytest.skip("FLAC holds at most 8 channels")
+    samples = _channels(count)
+    data = _encode(samples, 16000, container, subtype)
+    decoded = decode(data, 16000, LIMITS)
+    assert decoded.info.channels == count
+    written = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0]
+    mean = written.mean(axis=1, dtype=np.float64)
+    if count <= 2:  # one correctly rounded sum of halves: the mean exactly
+        np.testing.assert_array_equal(decoded.waveform, mean.astype(np.float32))
+    else:
+        np.testing.assert_allclose(decoded.waveform, mean, rtol=0, atol=1e-7)
+
+
+def test_more_channels_than_ffmpeg_resamples_are_refused_by_name() -> None:
+    data = _encode(np.zeros((1000, 65), np.float32), 16000, "WAV", "PCM_16")
+    with pytest.raises(UndecodableAudioError, match="65 channels; at most 64"):
+        decode(data, 16000, LIMITS)
+
+
+@pytest.mark.parametrize("declared", [0, 513, 65535])
+def test_a_header_declaring_an_impossible_channel_count_is_undecodable(declared: int) -> None:
+    data = bytearray(_encode(audio.tone(16000, 1.0), 16000, "WAV", "PCM_16"))
+    data[22:24] = declared.to_bytes(2, "little")  # the fmt chunk's channel count
+    with pytest.raises(UndecodableAudioError, match="WAV audio stream declares no valid channel"):
+        decode(bytes(data), 16000, LIMITS)
+
+
 def test_resampled_length_follows_librosa() -> None:
     decoded = decode(_encode(audio.tone(44100, 1.0, 1), 44100, "WAV", "PCM_16"), 16000, LIMITS)
     assert len(decoded.waveform) == int(np.ceil(44100 * 16000 / 44100))

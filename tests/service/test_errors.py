@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
+import uvicorn
 from fastapi import FastAPI, Query
 
 from taggram.service import errors
+from taggram.service.api import create_app
 from taggram.service.api.errors import install_error_handlers, status_of
 from taggram.service.api.middleware import RequestContextMiddleware
+from taggram.service.logs import TEXT_FORMAT, RequestIdFilter
+from taggram.service.settings import Settings
+from tests.support.server import free_port
 
 CLIENT_ERRORS = [
     errors.EmptyAudioError,
@@ -119,3 +133,68 @@ def test_open_inference_protocol_paths_carry_the_message_as_error() -> None:
     body = _get("/v2/nowhere").json()
     assert body["error"] == body["detail"]
     assert body["code"] == "not_found"
+
+
+@contextmanager
+def _uvicorn(app: FastAPI) -> Iterator[int]:
+    """``app`` served by a real uvicorn on 127.0.0.1 (in a thread of this process, so that a
+    test can add a route to the real app); yields the port once it listens."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started and thread.is_alive():
+            time.sleep(0.05)
+        assert server.started, "uvicorn did not start"
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+@contextmanager
+def _root_log() -> Iterator[io.StringIO]:
+    """The root logger's lines, formatted as ``taggram serve`` writes them."""
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield handler.stream
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def test_a_bug_on_a_real_server_is_a_500_with_the_request_id_on_a_connection_kept_open(
+    tiny_repository: Path,
+) -> None:
+    app = create_app(Settings(model_repository=tiny_repository, default_model="tiny"))
+
+    @app.get("/test-only/bug")  # a test-only route on the real app: a real bug, nothing mocked
+    async def bug() -> None:
+        raise RuntimeError("a bug")
+
+    with _root_log() as lines, _uvicorn(app) as port:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        connection.request("GET", "/test-only/bug", headers={"X-Request-ID": "bug-request-1"})
+        failed = connection.getresponse()
+        body = json.loads(failed.read())
+        sock = connection.sock
+        connection.request("GET", "/healthz")  # on the same connection
+        after = connection.getresponse()
+        after.read()
+        assert connection.sock is sock  # http.client reopens only a connection it saw closed
+        connection.close()
+    assert failed.status == 500
+    assert failed.getheader("Content-Type") == "application/problem+json"
+    assert failed.getheader("X-Request-ID") == "bug-request-1"
+    assert failed.getheader("Connection") != "close"
+    assert (body["code"], body["request_id"]) == ("internal_error", "bug-request-1")
+    assert "a bug" not in json.dumps(body)  # internals are logged, not returned
+    assert after.status == 200
+    log = lines.getvalue()
+    assert "[bug-request-1] GET /test-only/bug -> 500 internal_error" in log, log
+    assert "RuntimeError: a bug" in log  # the traceback, under the request's line
+    assert "Exception in ASGI application" not in log, log

@@ -80,3 +80,28 @@ def test_every_float_setting_is_finite_and_in_range(
     monkeypatch.setenv(f"TAGGRAM_{name.upper()}", value)
     with pytest.raises(ValueError, match=name):
         Settings()
+
+
+def test_an_unset_default_model_follows_the_models_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TAGGRAM_MODELS", "MTT_vgg_int8,MSD_vgg")
+    assert Settings().default_model == "MTT_vgg_int8"
+    monkeypatch.setenv("TAGGRAM_MODELS", "MSD_vgg,MTT_musicnn")
+    assert Settings().default_model == "MTT_musicnn"  # the built-in default, still loaded
+    monkeypatch.setenv("TAGGRAM_DEFAULT_MODEL", "MSD_vgg")
+    assert Settings().default_model == "MSD_vgg"
+
+
+def test_an_explicit_default_model_that_is_not_loaded_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TAGGRAM_MODELS", "MTT_vgg_int8")
+    monkeypatch.setenv("TAGGRAM_DEFAULT_MODEL", "MTT_musicnn")
+    with pytest.raises(ValueError, match=r"'MTT_musicnn' .* is not among the models loaded"):
+        Settings()
+    result = CliRunner().invoke(app, ["--port", "1"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: default_model 'MTT_musicnn' (TAGGRAM_DEFAULT_MODEL) is not among the models "
+        "loaded, MTT_vgg_int8 (TAGGRAM_MODELS): add it to them, or leave default_model unset "
+        "to use 'MTT_vgg_int8'"
+    ]

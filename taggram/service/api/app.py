@@ -35,7 +35,7 @@ async def _load(tagger: Tagger, state: Lifecycle) -> None:
         state.failed = True
         return
     state.ready = True
-    log.info("ready: models %s", sorted(tagger.models))
+    log.info("ready: models %s, default %s", sorted(tagger.models), tagger.settings.default_model)
 
 
 def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAPI:
@@ -65,6 +65,10 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
         summary="Music and audio tagging with musicnn-family models on ONNX Runtime",
         version=version("taggram"),
         lifespan=lifespan,
+        # /docs is served from the package (routes/web.py); FastAPI's loads a CDN's files, and so
+        # does its ReDoc page, which is left out.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.lifecycle = state
     app.state.keys = keys

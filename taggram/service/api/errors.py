@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taggram.service import errors, metrics
 from taggram.service.api.schemas import FieldProblem, LegacyError, Problem
@@ -179,7 +180,9 @@ def problem_response(
     return ProblemResponse(body, status_code=status, headers=headers)
 
 
-def _log_fault(request: Request, status: int, code: str, detail: str) -> None:
+def _log_fault(
+    request: Request, status: int, code: str, detail: str, error: Exception | None = None
+) -> None:
     key_id = getattr(request.state, "key_id", None)
     log.error(
         "%s %s -> %d %s: %s (key %s)",
@@ -189,6 +192,7 @@ def _log_fault(request: Request, status: int, code: str, detail: str) -> None:
         code,
         detail,
         key_id or "-",
+        exc_info=error,
     )
 
 
@@ -257,15 +261,53 @@ async def _http_error(request: Request, error: Exception) -> ProblemResponse:
 
 
 async def _unexpected_error(request: Request, error: Exception) -> ProblemResponse:
-    log.exception("unexpected error", exc_info=error)
+    _log_fault(request, 500, "internal_error", f"unexpected {type(error).__name__}", error)
     return problem_response(request, 500, "internal_error", "internal server error")
+
+
+class UnexpectedErrorMiddleware:
+    """Answers a bug (an exception no handler took) with a problem+json 500 and keeps it there.
+
+    Starlette hands an ``Exception`` handler to its outermost middleware, which answers and then
+    re-raises to the server: the answer missed every middleware of the app (no ``X-Request-ID``),
+    its log line came after the request's context was gone (no request id), and uvicorn logged
+    "Exception in ASGI application" and dropped the keep-alive connection. Installed inside the
+    request-context middleware, this answers within the request's context and ends the
+    exception. A bug after the response has started cannot be answered: it is re-raised, and
+    the server closes the connection, the only way left to tell the client.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watching_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watching_send)
+        except Exception as error:
+            if started:
+                raise
+            response = await _unexpected_error(Request(scope, receive), error)
+            await response(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every failure of ``app`` (core errors, request validation, HTTP errors, bugs)
-    with a problem body.
+    with a problem body. Call it before adding the request-context middleware, which must wrap
+    :class:`UnexpectedErrorMiddleware`.
     """
     app.add_exception_handler(TaggramError, _taggram_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_middleware(UnexpectedErrorMiddleware)
+    # The last resort for a bug in a middleware outside the request context.
     app.add_exception_handler(Exception, _unexpected_error)

@@ -64,6 +64,8 @@ _TRUNCATION_TOLERANCE_SECONDS = 0.1
 # is exact when its first frame is a Xing/Info/VBRI frame, which counts the stream's frames.
 _EXACT_LENGTH = frozenset({"WAV", "Wave64", "AIFF", "AU", "CAF", "FLAC", "MP4"})
 _MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
+# Most channels decoded: FFmpeg's resampler (libswresample's SWR_CH_MAX) refuses more.
+MAX_CHANNELS = 64
 # FFmpeg errors that end a stream: broken data, a cut file, an unsupported variant.
 _STREAM_ERRORS = (av.error.FFmpegError, ValueError, EOFError)
 
@@ -223,6 +225,33 @@ def _trusted_frames(stream: av.AudioStream, container: Container, size: int) -> 
     return None
 
 
+def _audio_stream(media: av.container.InputContainer, container: Container) -> av.AudioStream:
+    """The stream to decode: FFmpeg's best audio stream, checked for a sample rate and a channel
+    count it can decode and downmix.
+
+    FFmpeg passes over an audio stream without a sample rate or a channel count, the count a
+    header declares being dropped when it is 0 or above 512 (``FF_SANE_NB_CHANNELS``); its
+    resampler handles at most ``MAX_CHANNELS`` (``SWR_CH_MAX``). Raises
+    :class:`UndecodableAudioError` naming what is wrong.
+    """
+    best = media.streams.best("audio")
+    stream = best if isinstance(best, av.AudioStream) else media.streams.audio[0]
+    context = stream.codec_context
+    if not context.sample_rate:
+        raise UndecodableAudioError(f"the {container.name} audio stream has no sample rate")
+    if best is None:
+        raise UndecodableAudioError(
+            f"the {container.name} audio stream declares no valid channel count (none, or more "
+            f"than FFmpeg's 512); at most {MAX_CHANNELS} channels decode"
+        )
+    if context.channels > MAX_CHANNELS:
+        raise UndecodableAudioError(
+            f"the {container.name} audio stream has {context.channels} channels; at most "
+            f"{MAX_CHANNELS} decode"
+        )
+    return stream
+
+
 def _declared_seconds(stream: av.AudioStream) -> float | None:
     if stream.duration is None or stream.time_base is None:
         return None
@@ -240,12 +269,16 @@ def _ogg_unterminated(handle: BinaryIO, size: int) -> bool:
 def _frames(
     media: av.container.InputContainer, stream: av.AudioStream, rate: int, progress: _Progress
 ) -> Iterator[np.ndarray]:
-    """Decoded frames as float32 ``[channels, n]`` at ``rate``, until the stream ends or breaks.
+    """Decoded frames as packed float32 ``[n, channels]`` at ``rate``, until the stream ends or
+    breaks.
 
-    A packet the codec rejects is skipped (as the ffmpeg tool does); a demuxing error ends the
-    stream, recorded in ``progress.stopped``.
+    Packed (interleaved) ``flt`` rather than planar ``fltp``: PyAV's ``to_ndarray`` reads a
+    planar frame's planes through ``AVFrame.data``, which holds only 8 pointers, and crashes the
+    process on a frame of 8 channels or more (cf. pytorch/torchcodec#1166); a packed frame is one
+    buffer whatever its channels. A packet the codec rejects is skipped (as the ffmpeg tool
+    does); a demuxing error ends the stream, recorded in ``progress.stopped``.
     """
-    converter = av.AudioResampler(format="fltp", rate=rate)
+    converter = av.AudioResampler(format="flt", rate=rate)
     packets = media.demux(stream)
     while True:
         try:
@@ -264,17 +297,25 @@ def _frames(
             try:
                 converted = converter.resample(frame)
             except ValueError:  # the layout or rate changed mid-stream (joined files)
-                converter = av.AudioResampler(format="fltp", rate=rate)
+                converter = av.AudioResampler(format="flt", rate=rate)
                 converted = converter.resample(frame)
             for piece in converted:
-                yield piece.to_ndarray()
+                yield _interleaved(piece)
     for piece in converter.resample(None):
-        yield piece.to_ndarray()
+        yield _interleaved(piece)
 
 
-def _downmix(planes: np.ndarray) -> np.ndarray:
-    """Mean of the channels: a matrix-vector product, bit-identical to the mean for 1 and 2
-    channels and far cheaper than ``np.mean`` over a short axis."""
+def _interleaved(frame: av.AudioFrame) -> np.ndarray:
+    """A packed ``flt`` frame as float32 ``[samples, channels]`` (a view, no copy)."""
+    return frame.to_ndarray().reshape(-1, frame.layout.nb_channels)
+
+
+def _downmix(samples: np.ndarray) -> np.ndarray:
+    """Mean of the channels of float32 ``[n, channels]``: a matrix-vector product over the
+    planes (the transpose made contiguous, which keeps the samples bit for bit those of the
+    planar decoding this replaced, for any channel count), exactly the mean for 1 and 2 channels
+    and far cheaper than ``np.mean`` over a short axis."""
+    planes = np.ascontiguousarray(samples.T)
     weights = np.full(planes.shape[0], 1.0 / planes.shape[0], dtype=np.float32)
     return np.asarray(weights @ planes, dtype=np.float32)
 
@@ -291,27 +332,36 @@ def _stream_into(
     limit_seconds: float,
     progress: _Progress,
 ) -> None:
-    """Downmix and resample ``blocks`` into ``output``, refusing once ``max_frames`` is passed."""
+    """Downmix and resample ``blocks`` into ``output``, refusing once ``max_frames`` is passed.
+
+    Frames are gathered into blocks of about ``_BLOCK_FRAMES`` before the downmix, so that its
+    per-call cost is paid per block, not per (MP3-sized) frame; a change of channel count (files
+    joined with ``cat``) closes the block.
+    """
     pending: list[np.ndarray] = []
     pending_frames = 0
-    for planes in blocks:
-        mono = _downmix(planes)
-        progress.frames += len(mono)
+
+    def flush() -> None:
+        mono = _downmix(np.concatenate(pending))
+        _check_finite(mono)
+        output.write(mono)
+
+    for samples in blocks:
+        progress.frames += len(samples)
         if progress.frames > max_frames:
             raise AudioTooLongError(
                 f"the audio runs past the limit of {limit_seconds:g} s (refused while decoding)"
             )
-        pending.append(mono)
-        pending_frames += len(mono)
+        if pending and samples.shape[1] != pending[0].shape[1]:
+            flush()
+            pending, pending_frames = [], 0
+        pending.append(samples)
+        pending_frames += len(samples)
         if pending_frames >= _BLOCK_FRAMES:
-            block = np.concatenate(pending)
-            _check_finite(block)
-            output.write(block)
+            flush()
             pending, pending_frames = [], 0
     if pending:
-        block = np.concatenate(pending)
-        _check_finite(block)
-        output.write(block)
+        flush()
 
 
 def _exact_length(container: Container, head: bytes) -> bool:
@@ -375,12 +425,9 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
     with media:
         if not media.streams.audio:
             raise UndecodableAudioError(f"the {container.name} file holds no audio stream")
-        stream = media.streams.best("audio")
-        assert isinstance(stream, av.AudioStream)
+        stream = _audio_stream(media, container)
         context = stream.codec_context
         rate, channels = context.sample_rate, context.channels
-        if not rate:
-            raise UndecodableAudioError(f"the {container.name} audio stream has no sample rate")
         if rate > limits.max_sample_rate:
             raise SampleRateTooHighError(
                 f"the audio's sample rate of {rate} Hz is above the limit of "

@@ -1,10 +1,17 @@
-"""``GET /``: the web page; ``/web/*``: its script, style sheet and icon (package data)."""
+"""``GET /``: the web page; ``GET /docs``: Swagger UI; ``/web/*``: their scripts, style sheets and
+icon (package data).
+
+Swagger UI's files are served from the package (``static/swagger-ui/``: swagger-ui-dist's bundle
+and style sheet, Apache-2.0, its ``LICENSE`` and ``NOTICE`` beside them), as FastAPI's recipe for
+self-hosting them does: FastAPI's own ``/docs`` loads them from a CDN, a blank page offline.
+"""
 
 from __future__ import annotations
 
 from importlib.metadata import version
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
@@ -20,6 +27,8 @@ _CSP = (
     "frame-ancestors 'none'"
 )
 ASSETS_PATH = "/web"
+# swagger-ui-dist's files under the assets (its version is in the README's "API" section).
+SWAGGER_UI = f"{ASSETS_PATH}/swagger-ui"
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -33,6 +42,21 @@ async def page(request: Request) -> HTMLResponse:
             "Cache-Control": "no-cache",
             "X-Content-Type-Options": "nosniff",
         },
+    )
+
+
+@router.get("/docs", response_class=HTMLResponse)
+async def docs(request: Request) -> HTMLResponse:
+    """Swagger UI on this service's OpenAPI document, every file from this service: no
+    third-party host is contacted (the online validator is off too)."""
+    root = str(request.scope.get("root_path", "")).rstrip("/")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=f"{root}{SWAGGER_UI}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{SWAGGER_UI}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{ASSETS_PATH}/favicon.svg",
+        swagger_ui_parameters={"validatorUrl": None},
     )
 
 

@@ -1,0 +1,28 @@
+"""A server loading a subset of the models that leaves the built-in default out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import tag_file
+from tests.support.paths import require_repository
+from tests.support.server import running_server
+
+
+def test_the_first_model_loaded_is_the_default_when_none_is_set(
+    shared_audio: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = {"TAGGRAM_MODELS": "MTT_vgg_int8", "TAGGRAM_WARMUP": "0"}  # TAGGRAM_DEFAULT_MODEL unset
+    logs = tmp_path_factory.mktemp("logs")
+    with (
+        running_server(require_repository(), logs, env=env) as server,
+        httpx.Client(base_url=server.url, timeout=300) as client,
+    ):
+        assert client.get("/v1/models").json()["default_model"] == "MTT_vgg_int8"
+        response = tag_file(client, shared_audio / "clip_10.wav")
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["name"] == "MTT_vgg_int8"
+        assert "default MTT_vgg_int8" in server.log()
