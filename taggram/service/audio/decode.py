@@ -66,6 +66,8 @@ _EXACT_LENGTH = frozenset({"WAV", "Wave64", "AIFF", "AU", "CAF", "FLAC", "MP4"})
 _MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
 # Most channels decoded: FFmpeg's resampler (libswresample's SWR_CH_MAX) refuses more.
 MAX_CHANNELS = 64
+# PyAV reads at most this many planes of a planar frame safely (AVFrame.data's 8 pointers).
+_PLANAR_MAX_CHANNELS = 8
 # FFmpeg errors that end a stream: broken data, a cut file, an unsupported variant.
 _STREAM_ERRORS = (av.error.FFmpegError, ValueError, EOFError)
 
@@ -269,16 +271,19 @@ def _ogg_unterminated(handle: BinaryIO, size: int) -> bool:
 def _frames(
     media: av.container.InputContainer, stream: av.AudioStream, rate: int, progress: _Progress
 ) -> Iterator[np.ndarray]:
-    """Decoded frames as packed float32 ``[n, channels]`` at ``rate``, until the stream ends or
-    breaks.
+    """Decoded frames as float32 ``[n, channels]`` at ``rate``, until the stream ends or breaks.
 
-    Packed (interleaved) ``flt`` rather than planar ``fltp``: PyAV's ``to_ndarray`` reads a
-    planar frame's planes through ``AVFrame.data``, which holds only 8 pointers, and crashes the
-    process on a frame of 8 channels or more (cf. pytorch/torchcodec#1166); a packed frame is one
-    buffer whatever its channels. A packet the codec rejects is skipped (as the ffmpeg tool
-    does); a demuxing error ends the stream, recorded in ``progress.stopped``.
+    Frames the codec already gives as planar float at ``rate`` with fewer than
+    ``_PLANAR_MAX_CHANNELS`` channels (Vorbis, Opus, MP3, AAC) are taken as they are; the others
+    go through FFmpeg's resampler to packed (interleaved) ``flt``. Not planar ``fltp`` for all:
+    PyAV's ``to_ndarray`` reads a planar frame's planes through ``AVFrame.data``, which holds
+    only 8 pointers, and crashes the process on a frame of 8 channels or more (cf.
+    pytorch/torchcodec#1166); a packed frame is one buffer whatever its channels. Not packed for
+    all: interleaving every frame of a planar codec costs half the decoding again. A packet the
+    codec rejects is skipped (as the ffmpeg tool does); a demuxing error ends the stream,
+    recorded in ``progress.stopped``.
     """
-    converter = av.AudioResampler(format="flt", rate=rate)
+    converter: av.AudioResampler | None = None
     packets = media.demux(stream)
     while True:
         try:
@@ -294,15 +299,26 @@ def _frames(
             progress.skipped_packets += 1
             continue
         for frame in frames:
+            if (
+                frame.format.name == "fltp"
+                and frame.sample_rate == rate
+                and frame.layout.nb_channels < _PLANAR_MAX_CHANNELS
+            ):
+                if converter is not None:  # what it still holds comes first
+                    yield from map(_interleaved, converter.resample(None))
+                    converter = None
+                yield frame.to_ndarray().T
+                continue
+            if converter is None:
+                converter = av.AudioResampler(format="flt", rate=rate)
             try:
                 converted = converter.resample(frame)
             except ValueError:  # the layout or rate changed mid-stream (joined files)
                 converter = av.AudioResampler(format="flt", rate=rate)
                 converted = converter.resample(frame)
-            for piece in converted:
-                yield _interleaved(piece)
-    for piece in converter.resample(None):
-        yield _interleaved(piece)
+            yield from map(_interleaved, converted)
+    if converter is not None:
+        yield from map(_interleaved, converter.resample(None))
 
 
 def _interleaved(frame: av.AudioFrame) -> np.ndarray:
