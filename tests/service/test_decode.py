@@ -104,19 +104,30 @@ def _channels(count: int, rate: int = 16000, seconds: float = 1.0) -> np.ndarray
     return np.stack(columns, axis=1).astype(np.float32)
 
 
-@pytest.mark.parametrize("count", [1, 2, 6, 8, 9, 16, 32, 64])
-@pytest.mark.parametrize(("container", "subtype"), [("WAV", "FLOAT"), ("FLAC", "PCM_24")])
-def test_any_channel_count_decodes_to_the_mean(count: int, container: str, subtype: str) -> None:
+_CHANNEL_CASES = [
+    *(("WAV", "FLOAT", count) for count in [1, 2, 6, 8, 9, 16, 32, 64]),
+    *(("FLAC", "PCM_24", count) for count in [1, 2, 6, 8]),  # FLAC holds at most 8
+    # Vorbis decodes to planar float: taken without the resampler below 8 channels.
+    *(("OGG", "VORBIS", count) for count in [1, 2, 6, 7, 8, 9, 16]),
+]
+
+
+@pytest.mark.parametrize(("container", "subtype", "count"), _CHANNEL_CASES)
+def test_any_channel_count_decodes_to_the_mean(container: str, subtype: str, count: int) -> None:
     # 8 channels and more once crashed the process inside PyAV (planar frames, 8 data pointers).
-    if container == "FLAC" and count > 8:
-        pytest.skip("FLAC holds at most 8 channels")
     samples = _channels(count)
     data = _encode(samples, 16000, container, subtype)
     decoded = decode(data, 16000, LIMITS)
     assert decoded.info.channels == count
     written = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)[0]
     mean = written.mean(axis=1, dtype=np.float64)
-    if count <= 2:  # one correctly rounded sum of halves: the mean exactly
+    if subtype == "VORBIS":
+        # The decoders differ by ~1e-7; FFmpeg also ends libsndfile's mono and stereo Vorbis
+        # streams one 256-sample block early (it trusts the last page's granule position).
+        n = len(decoded.waveform)
+        assert len(mean) - 256 <= n <= len(mean)
+        np.testing.assert_allclose(decoded.waveform, mean[:n], rtol=0, atol=1e-5)
+    elif count <= 2:  # one correctly rounded sum of halves: the mean exactly
         np.testing.assert_array_equal(decoded.waveform, mean.astype(np.float32))
     else:
         np.testing.assert_allclose(decoded.waveform, mean, rtol=0, atol=1e-7)
