@@ -66,7 +66,9 @@ async def measure(settings: Settings, count: int, repeat: int) -> list[dict[str,
             record = await tagger.create_custom(CreateRequest(f"bench{attempt}", examples))
             wall = time.perf_counter() - started
             rows.append({**record.seconds, "wall": wall, "candidates": len(record.candidates)})
-            print(f"{record.name}: {record.classifier} on {record.features}; {record.seconds}")
+            members = " + ".join(f"{m.classifier} on {m.features}" for m in record.members)
+            networks = sorted({c.features.rpartition(".")[0] for c in record.candidates})
+            print(f"{record.name}: {members}; networks run {networks}; {record.seconds}")
     return rows
 
 
@@ -77,6 +79,7 @@ def main(
     examples: int = typer.Option(40, min=4, help="number of 3 s examples (4 classes)"),
     repeat: int = typer.Option(3, min=1, help="creations, one after the other"),
 ) -> None:
+    before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings(
             model_repository=repository,
@@ -85,10 +88,11 @@ def main(
             default_model=models.split(",")[0] if models else "MTT_musicnn",
         )
         rows = asyncio.run(measure(settings, examples, repeat))
-    load = os.getloadavg()[0]
+    after = os.getloadavg()[0]
     print(
         f"\n{examples} examples x 3 s, {int(rows[0]['candidates'])} candidates, "
-        f"{platform.machine()} with {os.cpu_count()} cores, load average {load:.1f}\n"
+        f"{platform.machine()} with {os.cpu_count()} cores, load average (1 min) "
+        f"{before:.1f} before and {after:.1f} after\n"
     )
     print("| run | features s | selection + fit s | total s (wall) |")
     print("|---|---|---|---|")

@@ -33,7 +33,9 @@ import shutil
 import struct
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,6 @@ from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger
 
 CACHE = ROOT / ".cache" / "few_shot"
-PACKAGES = ("timgm6mb-soundfont", "hedgewars-data")
 QUERIES = 15
 SECONDS = 3.0
 EXAMPLES_PER_CLASS = 40  # generated for the synthetic tasks
@@ -68,15 +69,28 @@ INSTRUMENTS = {
 }
 VOICES = ("British", "Classic", "Default", "HillBilly", "Mobster", "Pirate", "Robot", "Surfer")
 LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "pl")
+# Development tasks (settings of auto are chosen on these only): other sources, other classes.
+DEV_INSTRUMENTS = {
+    "harpsichord": 6,
+    "vibraphone": 11,
+    "accordion": 21,
+    "bass": 33,
+    "cello": 42,
+    "harp": 46,
+    "trombone": 57,
+    "clarinet": 71,
+}
+DEV_LANGUAGES = ("sv", "cs", "hu", "fi", "ru", "tr", "ro", "da")
+DEV_SPEAKERS = ("m1", "m3", "f2", "f4", "Andy", "Annie", "croak", "klatt")
 BASELINE = "mfcc.statistics"
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def _packages() -> Path:
-    """Download and unpack the packages once; returns the unpacked tree's root folder."""
-    ensure_trainable(PACKAGES)
-    for name in PACKAGES:
+def _packages(names: tuple[str, ...]) -> Path:
+    """Download and unpack ``names`` once; returns the unpacked tree's root folder."""
+    ensure_trainable(names)
+    for name in names:
         unpack(download(name, CACHE / "debs"), CACHE / "unpacked")
     return CACHE / "unpacked"
 
@@ -106,11 +120,10 @@ def _midi(program: int, notes: list[tuple[float, float, int, int]]) -> bytes:
     )
 
 
-def _instruments(root: Path, folder: Path) -> None:
+def _render(soundfont: Path, programs: dict[str, int], seed: int, folder: Path) -> None:
     """One fluidsynth render per instrument (examples 4 s apart), cut into 3 s examples."""
-    soundfont = root / "usr/share/sounds/sf2/TimGM6mb.sf2"
-    rng = np.random.default_rng(13)
-    for name, program in INSTRUMENTS.items():
+    rng = np.random.default_rng(seed)
+    for name, program in programs.items():
         notes = []
         for i in range(EXAMPLES_PER_CLASS):
             for _ in range(int(rng.integers(1, 5))):
@@ -153,16 +166,26 @@ def _instruments(root: Path, folder: Path) -> None:
         rendered.unlink()
 
 
+def _instruments(root: Path, folder: Path) -> None:
+    _render(root / "usr/share/sounds/sf2/TimGM6mb.sf2", INSTRUMENTS, 13, folder)
+
+
+def _dev_instruments(root: Path, folder: Path) -> None:
+    _render(root / "usr/share/sounds/sf2/sf_GMbank.sf2", DEV_INSTRUMENTS, 23, folder)
+
+
 def _voices(root: Path, folder: Path) -> None:
     voices = root / "usr/share/games/hedgewars/Data/Sounds/voices"
     for name in VOICES:
         shutil.copytree(voices / name, folder / name)
 
 
-def _languages(_root: Path, folder: Path) -> None:
-    rng = np.random.default_rng(17)
-    for language in LANGUAGES:
-        target = folder / language
+def _espeak(voices: dict[str, str], seed: int, folder: Path) -> None:
+    """``EXAMPLES_PER_CLASS`` random strings of four numbers per class, read by espeak-ng with
+    the class's voice (``language`` or ``language+variant``) at a random speed and pitch."""
+    rng = np.random.default_rng(seed)
+    for name, voice in voices.items():
+        target = folder / name
         target.mkdir()
         for i in range(EXAMPLES_PER_CLASS):
             numbers = " ".join(str(int(n)) for n in rng.integers(1, 100, size=4))
@@ -170,7 +193,7 @@ def _languages(_root: Path, folder: Path) -> None:
                 [
                     "espeak-ng",
                     "-v",
-                    language,
+                    voice,
                     "-s",
                     str(int(rng.integers(140, 190))),
                     "-p",
@@ -184,11 +207,57 @@ def _languages(_root: Path, folder: Path) -> None:
             )
 
 
-TASKS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
-    "instruments": ("music: 8 soundfont instruments (timgm6mb, fluidsynth)", _instruments),
-    "voices": ("speech: 8 voice packs of hedgewars-data", _voices),
-    "languages": ("speech: 8 languages read by espeak-ng", _languages),
+def _languages(_root: Path, folder: Path) -> None:
+    _espeak({language: language for language in LANGUAGES}, 17, folder)
+
+
+def _dev_languages(_root: Path, folder: Path) -> None:
+    _espeak({language: language for language in DEV_LANGUAGES}, 27, folder)
+
+
+def _dev_speakers(_root: Path, folder: Path) -> None:
+    _espeak({variant: f"en+{variant}" for variant in DEV_SPEAKERS}, 29, folder)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A few-shot task: what it is, whether it chose settings, its packages and its builder."""
+
+    description: str
+    role: str  # "development" (settings of auto chosen on it) or "benchmark" (reported only)
+    packages: tuple[str, ...]
+    build: Callable[[Path, Path], None]
+
+
+TASKS: dict[str, Task] = {
+    "instruments": Task(
+        "music: 8 soundfont instruments (timgm6mb, fluidsynth)",
+        "benchmark",
+        ("timgm6mb-soundfont",),
+        _instruments,
+    ),
+    "voices": Task(
+        "speech: 8 voice packs of hedgewars-data", "benchmark", ("hedgewars-data",), _voices
+    ),
+    "languages": Task("speech: 8 languages read by espeak-ng", "benchmark", (), _languages),
+    "dev_instruments": Task(
+        "music: 8 other instruments of csound-soundfont's GM bank (fluidsynth)",
+        "development",
+        ("csound-soundfont",),
+        _dev_instruments,
+    ),
+    "dev_speakers": Task(
+        "speech: 8 espeak-ng English voice variants reading numbers",
+        "development",
+        (),
+        _dev_speakers,
+    ),
+    "dev_languages": Task(
+        "speech: 8 other languages read by espeak-ng", "development", (), _dev_languages
+    ),
 }
+DEVELOPMENT = [name for name, task in TASKS.items() if task.role == "development"]
+BENCHMARK = [name for name, task in TASKS.items() if task.role == "benchmark"]
 
 
 def build_task(name: str) -> Path:
@@ -196,7 +265,8 @@ def build_task(name: str) -> Path:
     if not (folder / ".complete").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        TASKS[name][1](_packages(), folder)
+        task = TASKS[name]
+        task.build(_packages(task.packages), folder)
         (folder / ".complete").touch()
     return folder
 
@@ -242,11 +312,13 @@ def _accuracy(head_probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def run_task(
     features: dict[str, np.ndarray], labels: np.ndarray, k: int, episodes: int
-) -> dict[str, list[float]]:
-    """Accuracy of every method on ``episodes`` seeded episodes with ``k`` shots."""
+) -> tuple[dict[str, list[float]], list[list[str]]]:
+    """Accuracy of every method on ``episodes`` seeded episodes with ``k`` shots, and the
+    members ``auto`` picked in each episode."""
     n_classes = int(labels.max()) + 1
     pool = candidates(list(features), list(selection.CLASSIFIERS))
     scores: dict[str, list[float]] = {}
+    picks: list[list[str]] = []
     for episode in range(episodes):
         rng = np.random.default_rng(1000 * k + episode)
         support, queries = [], []
@@ -257,20 +329,27 @@ def run_task(
         s, q = np.array(support), np.array(queries)
         Y = np.eye(n_classes, dtype=bool)[labels[s]]
         train = {name: values[s] for name, values in features.items()}
+        query = {name: values[q] for name, values in features.items()}
         for candidate in pool:
-            head = selection.fit(train, Y, candidate, False)
-            probabilities = head.predict_proba(features[candidate.feature][q])
+            head = selection.make_head(candidate.classifier, False).fit(train[candidate.feature], Y)
+            probabilities = head.predict_proba(query[candidate.feature])
             scores.setdefault(str(candidate), []).append(_accuracy(probabilities, labels[q]))
-        chosen = selection.select(train, Y, pool, False).chosen
-        head = selection.fit(train, Y, chosen, False)
-        auto = _accuracy(head.predict_proba(features[chosen.feature][q]), labels[q])
-        scores.setdefault("auto", []).append(auto)
-        scores.setdefault("auto picks", []).append(pool.index(chosen))
+        chosen = selection.select(train, Y, pool, False)
+        auto = selection.fit(train, Y, chosen, False).predict_proba(query)
+        scores.setdefault("auto", []).append(_accuracy(auto, labels[q]))
+        picks.append([str(member) for member in chosen.members])
         if BASELINE in features:
             baseline = KnnHead(False, k=1).fit(train[BASELINE], Y)
             probabilities = baseline.predict_proba(features[BASELINE][q])
             scores.setdefault("MFCC + 1-NN", []).append(_accuracy(probabilities, labels[q]))
-    return scores
+    return scores, picks
+
+
+def commonest(picks: list[list[str]]) -> str:
+    """The members ``auto`` picked most often over the episodes, and in how many."""
+    counts = Counter(" + ".join(members) for members in picks)
+    members, count = counts.most_common(1)[0]
+    return f"{members} ({count}/{len(picks)})"
 
 
 def pair_tables(results: dict[str, dict[str, dict[str, list[float]]]]) -> str:
@@ -278,7 +357,7 @@ def pair_tables(results: dict[str, dict[str, dict[str, list[float]]]]) -> str:
     out = []
     for task, by_k in results.items():
         ks = sorted(by_k, key=int)
-        methods = [m for m in by_k[ks[0]] if m != "auto picks"]
+        methods = list(by_k[ks[0]])
         order = sorted(methods, key=lambda m: -np.mean(by_k[ks[-1]][m]))
         out += [
             f"\n{task} (8 classes, chance 0.125):\n",
@@ -315,9 +394,11 @@ def main(
     started = time.perf_counter()
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     summary = [
-        "| task | k | chance | MFCC + 1-NN | best pair (mean over episodes) | auto | auto - best |",
-        "|---|---|---|---|---|---|---|",
+        "| task | role | k | chance | MFCC + 1-NN | best fixed pair, chosen on the queries "
+        "| auto | auto − best | auto − MFCC |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    picked = []
     for task in tasks.split(","):
         features, labels, classes = features_of(task, repository)
         results[task] = {}
@@ -325,17 +406,19 @@ def main(
             if np.bincount(labels).min() <= k:
                 continue
             with threadpool_limits(limits=1):  # thousands of small fits: one BLAS thread each
-                scores = run_task(features, labels, k, episodes)
+                scores, picks = run_task(features, labels, k, episodes)
             results[task][str(k)] = scores
-            means = {name: float(np.mean(v)) for name, v in scores.items() if name != "auto picks"}
+            means = {name: float(np.mean(v)) for name, v in scores.items()}
             pairs = {n: m for n, m in means.items() if n not in ("auto", "MFCC + 1-NN")}
             best = max(pairs, key=pairs.__getitem__)
             baseline = means.get("MFCC + 1-NN", float("nan"))
             summary.append(
-                f"| {task} | {k} | {1 / len(classes):.3f} | {baseline:.3f} "
+                f"| {task} | {TASKS[task].role} | {k} | {1 / len(classes):.3f} | {baseline:.3f} "
                 f"| {pairs[best]:.3f} ({best}) | {means['auto']:.3f} "
-                f"| {100 * (means['auto'] - pairs[best]):+.1f} pts |"
+                f"| {100 * (means['auto'] - pairs[best]):+.1f} pts "
+                f"| {100 * (means['auto'] - baseline):+.1f} pts |"
             )
+            picked.append(f"| {task} | {k} | {commonest(picks)} |")
             print(summary[-1], flush=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results))
@@ -344,6 +427,8 @@ def main(
         f"{platform.processor() or platform.machine()}, {time.perf_counter() - started:.0f} s\n"
     )
     print("\n".join(summary))
+    print("\n| task | k | members auto picked most often (episodes) |\n|---|---|---|")
+    print("\n".join(picked))
     print(pair_tables(results))
 
 

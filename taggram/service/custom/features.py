@@ -22,12 +22,27 @@ def split(feature: str) -> tuple[str, str]:
     return model, output
 
 
+def quantised_from(meta: ModelMetadata) -> str | None:
+    """The float model that ``meta`` is a quantised (e.g. int8) copy of, or None."""
+    quantisation = meta.training.get("quantization")
+    if isinstance(quantisation, dict):
+        float_model = quantisation.get("float_model")
+        return float_model if isinstance(float_model, str) else None
+    return None
+
+
 def available(models: dict[str, ModelMetadata]) -> list[str]:
-    """Every ``model.output`` feature of ``models`` (custom models have none), in their order."""
+    """Every ``model.output`` feature of ``models`` (custom models have none), in their order.
+
+    A quantised copy of a loaded float model (``MTT_musicnn_int8`` beside ``MTT_musicnn``) is
+    left out: its embeddings agree with the float model's to a Pearson correlation of 0.9999
+    (its metadata's ``training.quantization.validation``), so it would double the extraction
+    time and the candidates for nothing. It is offered when its float model is not loaded.
+    """
     return [
         f"{name}.{output}"
         for name, meta in models.items()
-        if meta.kind != "custom"
+        if meta.kind != "custom" and quantised_from(meta) not in models
         for output in meta.embedding_outputs
     ]
 

@@ -32,33 +32,21 @@ import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from taggram.service.custom.ensemble import Candidate, Ensemble, fit_temperature
 from taggram.service.custom.heads import HEADS, Head
 
 CLASSIFIERS = ("prototypes", "logistic", "svm", "knn")
 MAX_FOLDS = 5
 OUTER_FOLDS = 3  # nested CV repeats the whole selection per outer fold: 3 keeps creation quick
 SEED = 0
-# The pair used when no cross-validation is possible (one example of some class): the best
-# one-shot pair over the three tasks of benchmarks/few_shot.py (docs/custom-models.md), with the
-# next best features for servers that do not load MTT_musicnn.
-FALLBACK_FEATURES = (
-    "MTT_musicnn.max_pool",
-    "MSD_musicnn.max_pool",
+# Settings of auto, chosen on the development tasks of benchmarks/few_shot.py only (never on the
+# tasks it reports): docs/custom-models.md.
+ENSEMBLE_SIZE = 3  # members of the soft vote: the best candidates by cross-validation
+ONE_SHOT_FEATURES = (
     "mfcc.statistics",
-    "MTT_musicnn.penultimate",
+    "MTT_musicnn.max_pool",
 )
-FALLBACK_CLASSIFIER = "logistic"
-
-
-@dataclass(frozen=True, order=True)
-class Candidate:
-    """One feature (``model.output``) with one classifier."""
-
-    feature: str
-    classifier: str
-
-    def __str__(self) -> str:
-        return f"{self.classifier} on {self.feature}"
+ONE_SHOT_CLASSIFIER = "prototypes"
 
 
 @dataclass(frozen=True)
@@ -74,11 +62,14 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen feature x classifier pair, how it was chosen, and every candidate's CV score."""
+    """The chosen members (one pair, or several for an ensemble), how they were chosen, and
+    every candidate's CV score."""
 
-    chosen: Candidate
+    members: tuple[Candidate, ...]
     method: str  # "cross-validation", "fixed" or "fallback"
     scores: dict[Candidate, float] = field(default_factory=dict)  # CV score of each candidate
+    weights: tuple[float, ...] = ()  # the members' shares of the vote (equal when empty)
+    temperatures: tuple[float, ...] = ()  # the members' calibration (1 when empty)
 
 
 def smallest_class(Y: np.ndarray) -> int:
@@ -119,9 +110,16 @@ def make_head(classifier: str, multi_label: bool) -> Head:
     return HEADS[classifier](multi_label)
 
 
-def fit(features: dict[str, np.ndarray], Y: np.ndarray, chosen: Candidate, multi: bool) -> Head:
-    """The ``chosen`` pair's head fitted on every example (``features[name]``: ``[n, d]``)."""
-    return make_head(chosen.classifier, multi).fit(features[chosen.feature], Y)
+def fit(features: dict[str, np.ndarray], Y: np.ndarray, chosen: Selection, multi: bool) -> Ensemble:
+    """Every chosen member's head fitted on every example (``features[name]``: ``[n, d]``)."""
+    return Ensemble(
+        tuple(
+            (member, make_head(member.classifier, multi).fit(features[member.feature], Y))
+            for member in chosen.members
+        ),
+        chosen.weights,
+        chosen.temperatures,
+    )
 
 
 def held_out(
@@ -149,31 +147,40 @@ def reciprocal_rank(Y: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(1.0 / ranks[Y]))
 
 
-def fallback(features: Sequence[str]) -> Candidate:
-    """The pair used when cross-validation is impossible (see the module docstring)."""
-    preferred = [name for name in FALLBACK_FEATURES if name in features]
-    return Candidate(preferred[0] if preferred else features[0], FALLBACK_CLASSIFIER)
+def fallback(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
+    """The members used when cross-validation is impossible (see the module docstring): the
+    :data:`ONE_SHOT_CLASSIFIER` (or the first classifier asked for) on each feature of
+    :data:`ONE_SHOT_FEATURES` among the candidates' (or on the first candidate's feature)."""
+    features = list(dict.fromkeys(c.feature for c in candidates))
+    classifiers = list(dict.fromkeys(c.classifier for c in candidates))
+    classifier = ONE_SHOT_CLASSIFIER if ONE_SHOT_CLASSIFIER in classifiers else classifiers[0]
+    preferred = [name for name in ONE_SHOT_FEATURES if name in features] or features[:1]
+    return tuple(Candidate(name, classifier) for name in preferred)
 
 
 def select(
     features: dict[str, np.ndarray], Y: np.ndarray, candidates: Sequence[Candidate], multi: bool
 ) -> Selection:
-    """The best candidate by cross-validation, or the fixed or fallback one."""
+    """The members by cross-validation (the :data:`ENSEMBLE_SIZE` best candidates), or the
+    fixed or fallback ones."""
     if len(candidates) == 1:
-        return Selection(candidates[0], "fixed")
+        return Selection((candidates[0],), "fixed")
     smallest = smallest_class(Y)
     if smallest < 2:
-        return Selection(fallback(list(dict.fromkeys(c.feature for c in candidates))), "fallback")
+        return Selection(fallback(candidates), "fallback")
     folds = min(MAX_FOLDS, smallest)
-    scores, ranks = {}, {}
+    scores, ranks, predictions = {}, {}, {}
     for candidate in candidates:
-        predictions = held_out(features[candidate.feature], Y, candidate.classifier, multi, folds)
-        scores[candidate] = score(Y, predictions, multi)
-        ranks[candidate] = reciprocal_rank(Y, predictions)
+        predictions[candidate] = held_out(
+            features[candidate.feature], Y, candidate.classifier, multi, folds
+        )
+        scores[candidate] = score(Y, predictions[candidate], multi)
+        ranks[candidate] = reciprocal_rank(Y, predictions[candidate])
     # Few examples make accuracies coarse (1/n steps) and ties common: ties go to the better
-    # ranking of the true classes, then to the earlier candidate.
-    chosen = max(candidates, key=lambda c: (scores[c], ranks[c]))
-    return Selection(chosen, "cross-validation", scores)
+    # ranking of the true classes, then to the earlier candidate (a stable sort).
+    members = tuple(sorted(candidates, key=lambda c: (-scores[c], -ranks[c]))[:ENSEMBLE_SIZE])
+    temperatures = tuple(fit_temperature(predictions[m], Y, multi) for m in members)
+    return Selection(members, "cross-validation", scores, temperatures=temperatures)
 
 
 def estimate(
@@ -194,9 +201,10 @@ def estimate(
     predictions = np.zeros(Y.shape, np.float32)
     for train, test in splits(Y, multi, folds):
         inner = {name: values[train] for name, values in features.items()}
-        chosen = select(inner, Y[train], candidates, multi).chosen
-        head = fit(inner, Y[train], chosen, multi)
-        predictions[test] = head.predict_proba(features[chosen.feature][test])
+        ensemble = fit(inner, Y[train], select(inner, Y[train], candidates, multi), multi)
+        predictions[test] = ensemble.predict_proba(
+            {f: features[f][test] for f in ensemble.features}
+        )
     method = (
         f"nested cross-validation: {folds} outer folds; on each outer training part the whole "
         f"selection among {len(candidates)} candidates is repeated (inner "
