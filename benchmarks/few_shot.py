@@ -48,7 +48,7 @@ from benchmarks import ROOT
 from taggram.models.data.debian import download, unpack
 from taggram.models.data.packages import ensure_trainable
 from taggram.service.custom import selection
-from taggram.service.custom.features import available, candidates
+from taggram.service.custom.features import auto_features, available, candidates
 from taggram.service.custom.heads import KnnHead
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger
@@ -317,6 +317,8 @@ def run_task(
     members ``auto`` picked in each episode."""
     n_classes = int(labels.max()) + 1
     pool = candidates(list(features), list(selection.CLASSIFIERS))
+    # auto's own candidates: what POST /v1/models with features=auto considers
+    considered = candidates(auto_features(list(features), k < 2), list(selection.CLASSIFIERS))
     scores: dict[str, list[float]] = {}
     picks: list[list[str]] = []
     for episode in range(episodes):
@@ -334,7 +336,7 @@ def run_task(
             head = selection.make_head(candidate.classifier, False).fit(train[candidate.feature], Y)
             probabilities = head.predict_proba(query[candidate.feature])
             scores.setdefault(str(candidate), []).append(_accuracy(probabilities, labels[q]))
-        chosen = selection.select(train, Y, pool, False)
+        chosen = selection.select(train, Y, considered, False)
         auto = selection.fit(train, Y, chosen, False).predict_proba(query)
         scores.setdefault("auto", []).append(_accuracy(auto, labels[q]))
         picks.append([str(member) for member in chosen.members])

@@ -159,7 +159,8 @@ def plan(
     if len(request.examples) < 2:
         raise InvalidExamplesError("a tagger needs at least two examples (files)")
     classes, targets, multi_label = _targets(request, settings)
-    chosen = features.parse_features(request.features, models)
+    one_shot = selection.smallest_class(targets) < 2
+    chosen = features.parse_features(request.features, models, one_shot)
     classifiers = features.parse_classifiers(request.classifier)
     return Plan(
         request=request,

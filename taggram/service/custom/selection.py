@@ -40,13 +40,20 @@ MAX_FOLDS = 5
 OUTER_FOLDS = 3  # nested CV repeats the whole selection per outer fold: 3 keeps creation quick
 SEED = 0
 # Settings of auto, chosen on the development tasks of benchmarks/few_shot.py only (never on the
-# tasks it reports): docs/custom-models.md.
-ENSEMBLE_SIZE = 3  # members of the soft vote: the best candidates by cross-validation
-ONE_SHOT_FEATURES = (
-    "mfcc.statistics",
-    "MTT_musicnn.max_pool",
-)
-ONE_SHOT_CLASSIFIER = "prototypes"
+# tasks it reports; docs/custom-models.md shows the comparison that chose them).
+# The networks whose features auto considers (when loaded): the others' pairs never joined the
+# best ensembles of the development tasks, and skipping them makes creation several times faster.
+AUTO_NETWORKS = ("MTT_musicnn", "MTT_sample_cnn", "mfcc", "random_vgg")
+ENSEMBLE_SIZE = 5  # at most this many of the best candidates by cross-validation vote...
+ENSEMBLE_MARGIN = 0.1  # ...those within this of the best candidate's score
+# One example of some class: a fixed soft vote, weighted towards MFCC statistics (no
+# cross-validation is possible to choose anything).
+ONE_SHOT_FEATURES = {
+    "mfcc.statistics": 0.6,
+    "MTT_musicnn.max_pool": 0.2,
+    "MSD_musicnn.max_pool": 0.2,
+}
+ONE_SHOT_CLASSIFIER = "logistic"
 
 
 @dataclass(frozen=True)
@@ -147,27 +154,31 @@ def reciprocal_rank(Y: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(1.0 / ranks[Y]))
 
 
-def fallback(candidates: Sequence[Candidate]) -> tuple[Candidate, ...]:
-    """The members used when cross-validation is impossible (see the module docstring): the
+def fallback(candidates: Sequence[Candidate]) -> Selection:
+    """The soft vote used when cross-validation is impossible (see the module docstring):
     :data:`ONE_SHOT_CLASSIFIER` (or the first classifier asked for) on each feature of
-    :data:`ONE_SHOT_FEATURES` among the candidates' (or on the first candidate's feature)."""
+    :data:`ONE_SHOT_FEATURES` among the candidates' with its weight (or on the first
+    candidate's feature alone)."""
     features = list(dict.fromkeys(c.feature for c in candidates))
     classifiers = list(dict.fromkeys(c.classifier for c in candidates))
     classifier = ONE_SHOT_CLASSIFIER if ONE_SHOT_CLASSIFIER in classifiers else classifiers[0]
-    preferred = [name for name in ONE_SHOT_FEATURES if name in features] or features[:1]
-    return tuple(Candidate(name, classifier) for name in preferred)
+    weights = {name: w for name, w in ONE_SHOT_FEATURES.items() if name in features}
+    weights = weights or {features[0]: 1.0}
+    members = tuple(Candidate(name, classifier) for name in weights)
+    return Selection(members, "fallback", weights=tuple(weights.values()))
 
 
 def select(
     features: dict[str, np.ndarray], Y: np.ndarray, candidates: Sequence[Candidate], multi: bool
 ) -> Selection:
-    """The members by cross-validation (the :data:`ENSEMBLE_SIZE` best candidates), or the
-    fixed or fallback ones."""
+    """The members by cross-validation (up to :data:`ENSEMBLE_SIZE` of the best candidates,
+    within :data:`ENSEMBLE_MARGIN` of the best score, each temperature-calibrated on its
+    held-out predictions), or the fixed or fallback ones."""
     if len(candidates) == 1:
         return Selection((candidates[0],), "fixed")
     smallest = smallest_class(Y)
     if smallest < 2:
-        return Selection(fallback(candidates), "fallback")
+        return fallback(candidates)
     folds = min(MAX_FOLDS, smallest)
     scores, ranks, predictions = {}, {}, {}
     for candidate in candidates:
@@ -178,7 +189,9 @@ def select(
         ranks[candidate] = reciprocal_rank(Y, predictions[candidate])
     # Few examples make accuracies coarse (1/n steps) and ties common: ties go to the better
     # ranking of the true classes, then to the earlier candidate (a stable sort).
-    members = tuple(sorted(candidates, key=lambda c: (-scores[c], -ranks[c]))[:ENSEMBLE_SIZE])
+    ranked = sorted(candidates, key=lambda c: (-scores[c], -ranks[c]))
+    best = scores[ranked[0]]
+    members = tuple(c for c in ranked[:ENSEMBLE_SIZE] if scores[c] >= best - ENSEMBLE_MARGIN)
     temperatures = tuple(fit_temperature(predictions[m], Y, multi) for m in members)
     return Selection(members, "cross-validation", scores, temperatures=temperatures)
 

@@ -22,11 +22,14 @@ def test_auto_chooses_the_informative_feature() -> None:
     pool = candidates(list(features), list(selection.CLASSIFIERS))
     chosen = selection.select(features, Y, pool, multi=False)
     assert chosen.method == "cross-validation"
-    assert len(chosen.members) == selection.ENSEMBLE_SIZE
+    # The four classifiers on the informative feature vote; the noise feature's are too far
+    # behind the best score to join.
     assert {member.feature for member in chosen.members} == {"good.x"}
+    assert len(chosen.members) == 4 <= selection.ENSEMBLE_SIZE
+    assert len(chosen.temperatures) == 4
     assert len(chosen.scores) == len(pool) == 8
-    ranked = sorted(chosen.scores.values(), reverse=True)
-    assert [chosen.scores[m] for m in chosen.members] == ranked[: selection.ENSEMBLE_SIZE]
+    best = max(chosen.scores.values())
+    assert all(chosen.scores[m] >= best - selection.ENSEMBLE_MARGIN for m in chosen.members)
     estimate = selection.estimate(features, Y, pool, multi=False)
     assert estimate.value is not None and estimate.value > 0.9
     assert estimate.chance == 0.25 and estimate.folds == 3
@@ -63,6 +66,7 @@ def test_single_example_of_a_class_falls_back_without_an_estimate() -> None:
     assert chosen.members == tuple(
         selection.Candidate(name, selection.ONE_SHOT_CLASSIFIER) for name in one_shot
     )
+    assert chosen.weights == tuple(selection.ONE_SHOT_FEATURES.values())
     estimate = selection.estimate(features, Y, pool, multi=False)
     assert estimate.value is None and "single example" in estimate.method
     # Without any of those features, the first one asked for; a classifier asked for is kept.
