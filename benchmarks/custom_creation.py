@@ -54,7 +54,9 @@ def example(kind: str, seed: int, seconds: float = 3.0) -> bytes:
     return buffer.getvalue()
 
 
-async def measure(settings: Settings, count: int, repeat: int) -> list[dict[str, float]]:
+async def measure(
+    settings: Settings, count: int, repeat: int, features: str | None
+) -> list[dict[str, float]]:
     examples = [
         Example(f"{KINDS[i % 4]}_{i}.wav", example(KINDS[i % 4], i), KINDS[i % 4])
         for i in range(count)
@@ -63,7 +65,8 @@ async def measure(settings: Settings, count: int, repeat: int) -> list[dict[str,
     async with Tagger(settings) as tagger:
         for attempt in range(repeat):
             started = time.perf_counter()
-            record = await tagger.create_custom(CreateRequest(f"bench{attempt}", examples))
+            request = CreateRequest(f"bench{attempt}", examples, features=features)
+            record = await tagger.create_custom(request)
             wall = time.perf_counter() - started
             rows.append({**record.seconds, "wall": wall, "candidates": len(record.candidates)})
             members = " + ".join(f"{m.classifier} on {m.features}" for m in record.members)
@@ -78,6 +81,7 @@ def main(
     models: str = typer.Option("", help="comma-separated models to load (default: all)"),
     examples: int = typer.Option(40, min=4, help="number of 3 s examples (4 classes)"),
     repeat: int = typer.Option(3, min=1, help="creations, one after the other"),
+    features: str = typer.Option("auto", help="the request's features (auto, or a list)"),
 ) -> None:
     before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
@@ -87,7 +91,7 @@ def main(
             custom_models=Path(folder),
             default_model=models.split(",")[0] if models else "MTT_musicnn",
         )
-        rows = asyncio.run(measure(settings, examples, repeat))
+        rows = asyncio.run(measure(settings, examples, repeat, features))
     after = os.getloadavg()[0]
     print(
         f"\n{examples} examples x 3 s, {int(rows[0]['candidates'])} candidates, "
