@@ -43,9 +43,8 @@ SEED = 0
 # tasks it reports; docs/custom-models.md shows the comparison that chose them).
 # The networks whose features auto considers (when loaded): the others' pairs never joined the
 # best ensembles of the development tasks, and skipping them makes creation several times faster.
-AUTO_NETWORKS = ("MTT_musicnn", "MTT_sample_cnn", "mfcc", "random_vgg")
-ENSEMBLE_SIZE = 5  # at most this many of the best candidates by cross-validation vote...
-ENSEMBLE_MARGIN = 0.1  # ...those within this of the best candidate's score
+AUTO_NETWORKS = ("MTT_musicnn", "mfcc", "random_vgg")
+ENSEMBLE_FEATURES = 2  # the vote: the best candidate of each of the 2 best-scoring features
 # One example of some class: a fixed soft vote, weighted towards MFCC statistics (no
 # cross-validation is possible to choose anything).
 ONE_SHOT_FEATURES = {
@@ -171,9 +170,9 @@ def fallback(candidates: Sequence[Candidate]) -> Selection:
 def select(
     features: dict[str, np.ndarray], Y: np.ndarray, candidates: Sequence[Candidate], multi: bool
 ) -> Selection:
-    """The members by cross-validation (up to :data:`ENSEMBLE_SIZE` of the best candidates,
-    within :data:`ENSEMBLE_MARGIN` of the best score, each temperature-calibrated on its
-    held-out predictions), or the fixed or fallback ones."""
+    """The members by cross-validation (the best candidate of each of the
+    :data:`ENSEMBLE_FEATURES` best-scoring features, each temperature-calibrated on its held-out
+    predictions), or the fixed or fallback ones."""
     if len(candidates) == 1:
         return Selection((candidates[0],), "fixed")
     smallest = smallest_class(Y)
@@ -190,8 +189,9 @@ def select(
     # Few examples make accuracies coarse (1/n steps) and ties common: ties go to the better
     # ranking of the true classes, then to the earlier candidate (a stable sort).
     ranked = sorted(candidates, key=lambda c: (-scores[c], -ranks[c]))
-    best = scores[ranked[0]]
-    members = tuple(c for c in ranked[:ENSEMBLE_SIZE] if scores[c] >= best - ENSEMBLE_MARGIN)
+    best_per_feature = {c.feature: c for c in reversed(ranked)}  # the last write is the best
+    by_feature = sorted(best_per_feature.values(), key=ranked.index)
+    members = tuple(by_feature[:ENSEMBLE_FEATURES])
     temperatures = tuple(fit_temperature(predictions[m], Y, multi) for m in members)
     return Selection(members, "cross-validation", scores, temperatures=temperatures)
 
