@@ -1,27 +1,31 @@
-"""Choosing a feature and a classifier from the examples themselves; an honest accuracy estimate.
+"""Choosing a custom model's members from the examples themselves; an honest accuracy estimate.
 
 ``auto`` scores every (feature, classifier) candidate by stratified k-fold cross-validation on the
-examples (``k = min(5, the smallest class's size)``) and keeps the best pooled held-out score; ties
+examples (``k = min(5, the smallest class's size)``) and ranks them by pooled held-out score; ties
 (common: with few examples accuracy moves in coarse steps) go to the better mean reciprocal rank of
 the true classes, then to the earlier candidate (features in the order given, classifiers in
-:data:`CLASSIFIERS` order). The score that chose a candidate is optimistic (it is the best of
-many noisy scores), so the accuracy reported with a model comes from **nested** cross-validation:
-the examples are split into outer folds, the whole selection above is repeated on each outer
-training part alone, and the candidate it picks is scored on the held-out part it never saw; the
-held-out predictions of every outer fold are pooled into one figure. With a single candidate there
-is nothing to choose and plain cross-validation is already honest.
+:data:`CLASSIFIERS` order). The model is a soft vote (:mod:`taggram.service.custom.ensemble`) of
+the best candidate of each of the :data:`ENSEMBLE_FEATURES` best-scoring features, each member
+temperature-scaled on its own held-out predictions. The scores that chose the members are
+optimistic (the best of many noisy scores), so the accuracy reported with a model comes from
+**nested** cross-validation: the examples are split into outer folds, the whole procedure above
+is repeated on each outer training part alone, and the model it builds is scored on the held-out
+part it never saw; the held-out predictions of every outer fold are pooled into one figure. With
+a single candidate there is nothing to choose and plain cross-validation is already honest.
 
 Fallback: when a class has a single example, no fold can hold it out and still train on it, so
-``auto`` takes :data:`FALLBACK_CLASSIFIER` on the first available feature of
-:data:`FALLBACK_FEATURES` (the best pair of the one-shot benchmark, docs/custom-models.md) and
-reports no accuracy estimate. Inside nested cross-validation, an outer training part whose smallest
-class has a single example falls back the same way, so the estimate measures exactly what
-``auto`` does.
+``auto`` takes a fixed weighted vote, :data:`ONE_SHOT_CLASSIFIER` on the features of
+:data:`ONE_SHOT_FEATURES` among the candidates', and reports no accuracy estimate. Inside nested
+cross-validation, an outer training part whose smallest class has a single example falls back
+the same way, so the estimate measures exactly what ``auto`` does.
+
+Every setting here (:data:`AUTO_NETWORKS`, :data:`ENSEMBLE_FEATURES`, temperature scaling, the
+one-shot vote and its weights) was chosen on the development tasks of ``benchmarks/few_shot.py``,
+never on the tasks it reports (docs/custom-models.md).
 
 Multi-label models (an example may carry several tags) are scored by macro-averaged F1 of the
 tags at probability 0.5 on plain (unstratified) k-fold splits; "a class's size" is then the
-number of examples carrying the tag.
-"""
+number of examples carrying the tag."""
 
 from __future__ import annotations
 
@@ -41,8 +45,8 @@ OUTER_FOLDS = 3  # nested CV repeats the whole selection per outer fold: 3 keeps
 SEED = 0
 # Settings of auto, chosen on the development tasks of benchmarks/few_shot.py only (never on the
 # tasks it reports; docs/custom-models.md shows the comparison that chose them).
-# The networks whose features auto considers (when loaded): the others' pairs never joined the
-# best ensembles of the development tasks, and skipping them makes creation several times faster.
+# The networks whose features auto considers (when loaded): adding the others never improved the
+# worst case over the development tasks, and skipping them makes creation several times faster.
 AUTO_NETWORKS = ("MTT_musicnn", "mfcc", "random_vgg")
 ENSEMBLE_FEATURES = 2  # the vote: the best candidate of each of the 2 best-scoring features
 # One example of some class: a fixed soft vote, weighted towards MFCC statistics (no
