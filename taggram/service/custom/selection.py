@@ -224,9 +224,9 @@ def estimate(
         )
     method = (
         f"nested cross-validation: {folds} outer folds; on each outer training part the whole "
-        f"selection among {len(candidates)} candidates is repeated (inner "
-        f"k-fold, k = min({MAX_FOLDS}, smallest class)) and its pick is scored on the held-out "
-        "part; held-out predictions pooled"
+        f"selection among {len(candidates)} candidates is repeated (inner k-fold, "
+        f"k = min({MAX_FOLDS}, smallest class); members, temperatures, fits) and the model it "
+        "builds is scored on the held-out part; held-out predictions pooled"
     )
     return Estimate(
         value=score(Y, predictions, multi), metric=metric, method=method, chance=chance, folds=folds
