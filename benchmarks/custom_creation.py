@@ -54,7 +54,9 @@ def example(kind: str, seed: int, seconds: float = 3.0) -> bytes:
     return buffer.getvalue()
 
 
-async def measure(settings: Settings, count: int, repeat: int) -> list[dict[str, float]]:
+async def measure(
+    settings: Settings, count: int, repeat: int, features: str | None
+) -> list[dict[str, float]]:
     examples = [
         Example(f"{KINDS[i % 4]}_{i}.wav", example(KINDS[i % 4], i), KINDS[i % 4])
         for i in range(count)
@@ -63,10 +65,13 @@ async def measure(settings: Settings, count: int, repeat: int) -> list[dict[str,
     async with Tagger(settings) as tagger:
         for attempt in range(repeat):
             started = time.perf_counter()
-            record = await tagger.create_custom(CreateRequest(f"bench{attempt}", examples))
+            request = CreateRequest(f"bench{attempt}", examples, features=features)
+            record = await tagger.create_custom(request)
             wall = time.perf_counter() - started
             rows.append({**record.seconds, "wall": wall, "candidates": len(record.candidates)})
-            print(f"{record.name}: {record.classifier} on {record.features}; {record.seconds}")
+            members = " + ".join(f"{m.classifier} on {m.features}" for m in record.members)
+            networks = sorted({c.features.rpartition(".")[0] for c in record.candidates})
+            print(f"{record.name}: {members}; networks run {networks}; {record.seconds}")
     return rows
 
 
@@ -76,7 +81,9 @@ def main(
     models: str = typer.Option("", help="comma-separated models to load (default: all)"),
     examples: int = typer.Option(40, min=4, help="number of 3 s examples (4 classes)"),
     repeat: int = typer.Option(3, min=1, help="creations, one after the other"),
+    features: str = typer.Option("auto", help="the request's features (auto, or a list)"),
 ) -> None:
+    before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as folder:
         settings = Settings(
             model_repository=repository,
@@ -84,11 +91,12 @@ def main(
             custom_models=Path(folder),
             default_model=models.split(",")[0] if models else "MTT_musicnn",
         )
-        rows = asyncio.run(measure(settings, examples, repeat))
-    load = os.getloadavg()[0]
+        rows = asyncio.run(measure(settings, examples, repeat, features))
+    after = os.getloadavg()[0]
     print(
         f"\n{examples} examples x 3 s, {int(rows[0]['candidates'])} candidates, "
-        f"{platform.machine()} with {os.cpu_count()} cores, load average {load:.1f}\n"
+        f"{platform.machine()} with {os.cpu_count()} cores, load average (1 min) "
+        f"{before:.1f} before and {after:.1f} after\n"
     )
     print("| run | features s | selection + fit s | total s (wall) |")
     print("|---|---|---|---|")

@@ -3,23 +3,37 @@
 Run from the repository root, with a model repository that has the feature extractors
 (``taggram build-models``) and ``apt-get install --no-install-recommends fluidsynth espeak-ng``::
 
-    nice .venv/bin/python -m benchmarks.few_shot                 # about 30 minutes on 2 cores
+    nice .venv/bin/python -m benchmarks.few_shot                 # about 10 minutes per task
     nice .venv/bin/python -m benchmarks.few_shot --episodes 5 --ks 1,5
 
 Tasks, built once into ``.cache/few_shot`` from Debian packages (never one of the evaluation-only
-packages of ``taggram.models.data.packages``; ``ensure_trainable`` checks):
+packages of ``taggram.models.data.packages``; ``ensure_trainable`` checks). **Development** tasks
+chose every setting of ``auto`` (``taggram.service.custom.selection``); **benchmark** tasks only
+report, with those settings fixed:
 
-* ``instruments`` (music): eight General MIDI instruments of ``timgm6mb-soundfont`` rendered by
-  fluidsynth, each example 3 s of one to four random notes (pitch, velocity, length drawn).
-* ``voices`` (speech, not music): which of eight voice packs of ``hedgewars-data`` says a
+* ``instruments`` (benchmark, music): eight General MIDI instruments of ``timgm6mb-soundfont``
+  rendered by fluidsynth, each example 3 s of one to four random notes (pitch, velocity, length).
+* ``voices`` (benchmark, speech): which of eight voice packs of ``hedgewars-data`` says a
   phrase (British, Classic, Default, HillBilly, Mobster, Pirate, Robot, Surfer; ~60 phrases each).
-* ``languages`` (speech, not music): which of eight languages ``espeak-ng`` reads a random string
+* ``languages`` (benchmark, speech): which of eight languages ``espeak-ng`` reads a random string
   of numbers in, at a random speed and pitch (the MFCC-friendly task of the issue's measurement).
+* ``effects`` (benchmark, sound effects): whose attack sound it is, of six units of
+  ``megaglest-data`` (daemon, horseman, guard, swordman, stickfighter, archmage; 11 to 16 short
+  sounds each, so k = 1 and 5 only).
+* ``dev_instruments`` (development, music): eight other instruments (harpsichord, vibraphone,
+  accordion, bass, cello, harp, trombone, clarinet) of ``csound-soundfont``'s GM bank, rendered
+  the same way.
+* ``dev_speakers`` (development, speech): which of eight English voice variants of
+  ``espeak-ng`` (m1, m3, f2, f4, Andy, Annie, croak, klatt) reads a string of numbers.
+* ``dev_languages`` (development, speech): eight other languages of ``espeak-ng`` (sv, cs, hu,
+  fi, ru, tr, ro, da).
 
 Each episode draws ``k`` support examples per class and up to ``QUERIES`` other examples per class
 as queries (seeded: the same episodes for every method); each method is fitted on the support set
-only and scored by accuracy on the queries. ``auto`` is the service's own procedure
-(``taggram.service.custom.selection.select`` on the support set, then ``fit``). The MFCC baseline
+only and scored by accuracy on the queries. ``auto`` is the service's own procedure on its own
+candidates (``features.auto_features``, then ``selection.select`` on the support set, then
+``selection.fit``); "best pair" is the best of every feature x classifier pair, chosen after the
+fact on the queries. The MFCC baseline
 is ``mfcc.statistics`` with one nearest neighbour (cosine). Prints Markdown tables: the summary for
 docs/custom-models.md and every pair's accuracy.
 """
@@ -29,11 +43,14 @@ from __future__ import annotations
 import asyncio
 import json
 import platform
+import re
 import shutil
 import struct
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +63,14 @@ from benchmarks import ROOT
 from taggram.models.data.debian import download, unpack
 from taggram.models.data.packages import ensure_trainable
 from taggram.service.custom import selection
-from taggram.service.custom.features import available, candidates
+from taggram.service.custom.features import auto_features, available, candidates
 from taggram.service.custom.heads import KnnHead
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger
 
 CACHE = ROOT / ".cache" / "few_shot"
-PACKAGES = ("timgm6mb-soundfont", "hedgewars-data")
 QUERIES = 15
+MIN_QUERIES = 5  # a k is skipped for a task whose smallest class leaves fewer queries
 SECONDS = 3.0
 EXAMPLES_PER_CLASS = 40  # generated for the synthetic tasks
 INSTRUMENTS = {
@@ -68,17 +85,29 @@ INSTRUMENTS = {
 }
 VOICES = ("British", "Classic", "Default", "HillBilly", "Mobster", "Pirate", "Robot", "Surfer")
 LANGUAGES = ("en", "de", "fr", "es", "it", "pt", "nl", "pl")
+EFFECTS = ("daemon", "horseman", "guard", "swordman", "stickfighter", "archmage")
+# Development tasks (settings of auto are chosen on these only): other sources, other classes.
+DEV_INSTRUMENTS = {
+    "harpsichord": 6,
+    "vibraphone": 11,
+    "accordion": 21,
+    "bass": 33,
+    "cello": 42,
+    "harp": 46,
+    "trombone": 57,
+    "clarinet": 71,
+}
+DEV_LANGUAGES = ("sv", "cs", "hu", "fi", "ru", "tr", "ro", "da")
+DEV_SPEAKERS = ("m1", "m3", "f2", "f4", "Andy", "Annie", "croak", "klatt")
 BASELINE = "mfcc.statistics"
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def _packages() -> Path:
-    """Download and unpack the packages once; returns the unpacked tree's root folder."""
-    ensure_trainable(PACKAGES)
-    for name in PACKAGES:
-        unpack(download(name, CACHE / "debs"), CACHE / "unpacked")
-    return CACHE / "unpacked"
+def _packages(names: tuple[str, ...]) -> dict[str, Path]:
+    """Download and unpack ``names`` once; returns each package's unpacked root folder."""
+    ensure_trainable(names)
+    return {name: unpack(download(name, CACHE / "debs"), CACHE / "unpacked").root for name in names}
 
 
 def _midi(program: int, notes: list[tuple[float, float, int, int]]) -> bytes:
@@ -106,11 +135,12 @@ def _midi(program: int, notes: list[tuple[float, float, int, int]]) -> bytes:
     )
 
 
-def _instruments(root: Path, folder: Path) -> None:
+def _render(soundfont: Path, programs: dict[str, int], seed: int, folder: Path) -> None:
     """One fluidsynth render per instrument (examples 4 s apart), cut into 3 s examples."""
-    soundfont = root / "usr/share/sounds/sf2/TimGM6mb.sf2"
-    rng = np.random.default_rng(13)
-    for name, program in INSTRUMENTS.items():
+    if not soundfont.is_file():  # fluidsynth would quietly fall back to the system's default
+        raise FileNotFoundError(soundfont)
+    rng = np.random.default_rng(seed)
+    for name, program in programs.items():
         notes = []
         for i in range(EXAMPLES_PER_CLASS):
             for _ in range(int(rng.integers(1, 5))):
@@ -153,16 +183,38 @@ def _instruments(root: Path, folder: Path) -> None:
         rendered.unlink()
 
 
-def _voices(root: Path, folder: Path) -> None:
-    voices = root / "usr/share/games/hedgewars/Data/Sounds/voices"
+def _instruments(roots: dict[str, Path], folder: Path) -> None:
+    soundfont = roots["timgm6mb-soundfont"] / "usr/share/sounds/sf2/TimGM6mb.sf2"
+    _render(soundfont, INSTRUMENTS, 13, folder)
+
+
+def _dev_instruments(roots: dict[str, Path], folder: Path) -> None:
+    soundfont = roots["csound-soundfont"] / "usr/share/sounds/sf2/sf_GMbank.sf2"
+    _render(soundfont, DEV_INSTRUMENTS, 23, folder)
+
+
+def _voices(roots: dict[str, Path], folder: Path) -> None:
+    voices = roots["hedgewars-data"] / "usr/share/games/hedgewars/Data/Sounds/voices"
     for name in VOICES:
         shutil.copytree(voices / name, folder / name)
 
 
-def _languages(_root: Path, folder: Path) -> None:
-    rng = np.random.default_rng(17)
-    for language in LANGUAGES:
-        target = folder / language
+def _effects(roots: dict[str, Path], folder: Path) -> None:
+    sounds = roots["megaglest-data"] / "usr/share/games/megaglest/techs/megapack/commondata/sounds"
+    for unit in EFFECTS:
+        target = folder / unit
+        target.mkdir()
+        for path in sounds.iterdir():
+            if re.fullmatch(rf"{unit}_attack\d*\.wav", path.name):
+                shutil.copy(path, target / path.name)
+
+
+def _espeak(voices: dict[str, str], seed: int, folder: Path) -> None:
+    """``EXAMPLES_PER_CLASS`` random strings of four numbers per class, read by espeak-ng with
+    the class's voice (``language`` or ``language+variant``) at a random speed and pitch."""
+    rng = np.random.default_rng(seed)
+    for name, voice in voices.items():
+        target = folder / name
         target.mkdir()
         for i in range(EXAMPLES_PER_CLASS):
             numbers = " ".join(str(int(n)) for n in rng.integers(1, 100, size=4))
@@ -170,7 +222,7 @@ def _languages(_root: Path, folder: Path) -> None:
                 [
                     "espeak-ng",
                     "-v",
-                    language,
+                    voice,
                     "-s",
                     str(int(rng.integers(140, 190))),
                     "-p",
@@ -184,11 +236,63 @@ def _languages(_root: Path, folder: Path) -> None:
             )
 
 
-TASKS: dict[str, tuple[str, Callable[[Path, Path], None]]] = {
-    "instruments": ("music: 8 soundfont instruments (timgm6mb, fluidsynth)", _instruments),
-    "voices": ("speech: 8 voice packs of hedgewars-data", _voices),
-    "languages": ("speech: 8 languages read by espeak-ng", _languages),
+def _languages(_roots: dict[str, Path], folder: Path) -> None:
+    _espeak({language: language for language in LANGUAGES}, 17, folder)
+
+
+def _dev_languages(_roots: dict[str, Path], folder: Path) -> None:
+    _espeak({language: language for language in DEV_LANGUAGES}, 27, folder)
+
+
+def _dev_speakers(_roots: dict[str, Path], folder: Path) -> None:
+    _espeak({variant: f"en+{variant}" for variant in DEV_SPEAKERS}, 29, folder)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A few-shot task: what it is, whether it chose settings, its packages and its builder."""
+
+    description: str
+    role: str  # "development" (settings of auto chosen on it) or "benchmark" (reported only)
+    packages: tuple[str, ...]
+    build: Callable[[dict[str, Path], Path], None]
+
+
+TASKS: dict[str, Task] = {
+    "instruments": Task(
+        "music: 8 soundfont instruments (timgm6mb, fluidsynth)",
+        "benchmark",
+        ("timgm6mb-soundfont",),
+        _instruments,
+    ),
+    "voices": Task(
+        "speech: 8 voice packs of hedgewars-data", "benchmark", ("hedgewars-data",), _voices
+    ),
+    "languages": Task("speech: 8 languages read by espeak-ng", "benchmark", (), _languages),
+    "effects": Task(
+        "sound effects: whose attack it is, of six megaglest-data units (k <= 5: 11-16 each)",
+        "benchmark",
+        ("megaglest-data",),
+        _effects,
+    ),
+    "dev_instruments": Task(
+        "music: 8 other instruments of csound-soundfont's GM bank (fluidsynth)",
+        "development",
+        ("csound-soundfont",),
+        _dev_instruments,
+    ),
+    "dev_speakers": Task(
+        "speech: 8 espeak-ng English voice variants reading numbers",
+        "development",
+        (),
+        _dev_speakers,
+    ),
+    "dev_languages": Task(
+        "speech: 8 other languages read by espeak-ng", "development", (), _dev_languages
+    ),
 }
+DEVELOPMENT = [name for name, task in TASKS.items() if task.role == "development"]
+BENCHMARK = [name for name, task in TASKS.items() if task.role == "benchmark"]
 
 
 def build_task(name: str) -> Path:
@@ -196,13 +300,21 @@ def build_task(name: str) -> Path:
     if not (folder / ".complete").is_file():
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        TASKS[name][1](_packages(), folder)
+        task = TASKS[name]
+        task.build(_packages(task.packages), folder)
         (folder / ".complete").touch()
     return folder
 
 
 async def _embed_all(files: list[Path], repository: Path) -> dict[str, np.ndarray]:
-    settings = Settings(model_repository=repository, warmup=False, default_model="mfcc")
+    # No queue budget or deadline: every file is the run's own (a busy machine is slow, not full).
+    settings = Settings(
+        model_repository=repository,
+        warmup=False,
+        default_model="mfcc",
+        queue_budget_seconds=86_400.0,
+        queue_deadline_seconds=86_400.0,
+    )
     slots = asyncio.Semaphore(4)  # a few files at once keep the batchers' batches full
     async with Tagger(settings) as tagger:
         bases = [name for name, meta in tagger.models.items() if meta.embedding_outputs]
@@ -242,11 +354,15 @@ def _accuracy(head_probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 def run_task(
     features: dict[str, np.ndarray], labels: np.ndarray, k: int, episodes: int
-) -> dict[str, list[float]]:
-    """Accuracy of every method on ``episodes`` seeded episodes with ``k`` shots."""
+) -> tuple[dict[str, list[float]], list[list[str]]]:
+    """Accuracy of every method on ``episodes`` seeded episodes with ``k`` shots, and the
+    members ``auto`` picked in each episode."""
     n_classes = int(labels.max()) + 1
     pool = candidates(list(features), list(selection.CLASSIFIERS))
+    # auto's own candidates: what POST /v1/models with features=auto considers
+    considered = candidates(auto_features(list(features), k < 2), list(selection.CLASSIFIERS))
     scores: dict[str, list[float]] = {}
+    picks: list[list[str]] = []
     for episode in range(episodes):
         rng = np.random.default_rng(1000 * k + episode)
         support, queries = [], []
@@ -257,20 +373,27 @@ def run_task(
         s, q = np.array(support), np.array(queries)
         Y = np.eye(n_classes, dtype=bool)[labels[s]]
         train = {name: values[s] for name, values in features.items()}
+        query = {name: values[q] for name, values in features.items()}
         for candidate in pool:
-            head = selection.fit(train, Y, candidate, False)
-            probabilities = head.predict_proba(features[candidate.feature][q])
+            head = selection.make_head(candidate.classifier, False).fit(train[candidate.feature], Y)
+            probabilities = head.predict_proba(query[candidate.feature])
             scores.setdefault(str(candidate), []).append(_accuracy(probabilities, labels[q]))
-        chosen = selection.select(train, Y, pool, False).chosen
-        head = selection.fit(train, Y, chosen, False)
-        auto = _accuracy(head.predict_proba(features[chosen.feature][q]), labels[q])
-        scores.setdefault("auto", []).append(auto)
-        scores.setdefault("auto picks", []).append(pool.index(chosen))
+        chosen = selection.select(train, Y, considered, False)
+        auto = selection.fit(train, Y, chosen, False).predict_proba(query)
+        scores.setdefault("auto", []).append(_accuracy(auto, labels[q]))
+        picks.append([str(member) for member in chosen.members])
         if BASELINE in features:
             baseline = KnnHead(False, k=1).fit(train[BASELINE], Y)
             probabilities = baseline.predict_proba(features[BASELINE][q])
             scores.setdefault("MFCC + 1-NN", []).append(_accuracy(probabilities, labels[q]))
-    return scores
+    return scores, picks
+
+
+def commonest(picks: list[list[str]]) -> str:
+    """The members ``auto`` picked most often over the episodes, and in how many."""
+    counts = Counter(" + ".join(members) for members in picks)
+    members, count = counts.most_common(1)[0]
+    return f"{members} ({count}/{len(picks)})"
 
 
 def pair_tables(results: dict[str, dict[str, dict[str, list[float]]]]) -> str:
@@ -278,10 +401,10 @@ def pair_tables(results: dict[str, dict[str, dict[str, list[float]]]]) -> str:
     out = []
     for task, by_k in results.items():
         ks = sorted(by_k, key=int)
-        methods = [m for m in by_k[ks[0]] if m != "auto picks"]
+        methods = list(by_k[ks[0]])
         order = sorted(methods, key=lambda m: -np.mean(by_k[ks[-1]][m]))
         out += [
-            f"\n{task} (8 classes, chance 0.125):\n",
+            f"\n{task}:\n",
             "| method | " + " | ".join(f"k={k}" for k in ks) + " |",
         ]
         out.append("|---|" + "---|" * len(ks))
@@ -315,27 +438,31 @@ def main(
     started = time.perf_counter()
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     summary = [
-        "| task | k | chance | MFCC + 1-NN | best pair (mean over episodes) | auto | auto - best |",
-        "|---|---|---|---|---|---|---|",
+        "| task | role | k | chance | MFCC + 1-NN | best fixed pair, chosen on the queries "
+        "| auto | auto − best | auto − MFCC |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    picked = []
     for task in tasks.split(","):
         features, labels, classes = features_of(task, repository)
         results[task] = {}
         for k in (int(x) for x in ks.split(",")):
-            if np.bincount(labels).min() <= k:
-                continue
+            if np.bincount(labels).min() < k + MIN_QUERIES:
+                continue  # too few examples left as queries in some class
             with threadpool_limits(limits=1):  # thousands of small fits: one BLAS thread each
-                scores = run_task(features, labels, k, episodes)
+                scores, picks = run_task(features, labels, k, episodes)
             results[task][str(k)] = scores
-            means = {name: float(np.mean(v)) for name, v in scores.items() if name != "auto picks"}
+            means = {name: float(np.mean(v)) for name, v in scores.items()}
             pairs = {n: m for n, m in means.items() if n not in ("auto", "MFCC + 1-NN")}
             best = max(pairs, key=pairs.__getitem__)
             baseline = means.get("MFCC + 1-NN", float("nan"))
             summary.append(
-                f"| {task} | {k} | {1 / len(classes):.3f} | {baseline:.3f} "
+                f"| {task} | {TASKS[task].role} | {k} | {1 / len(classes):.3f} | {baseline:.3f} "
                 f"| {pairs[best]:.3f} ({best}) | {means['auto']:.3f} "
-                f"| {100 * (means['auto'] - pairs[best]):+.1f} pts |"
+                f"| {100 * (means['auto'] - pairs[best]):+.1f} pts "
+                f"| {100 * (means['auto'] - baseline):+.1f} pts |"
             )
+            picked.append(f"| {task} | {k} | {commonest(picks)} |")
             print(summary[-1], flush=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(results))
@@ -344,6 +471,8 @@ def main(
         f"{platform.processor() or platform.machine()}, {time.perf_counter() - started:.0f} s\n"
     )
     print("\n".join(summary))
+    print("\n| task | k | members auto picked most often (episodes) |\n|---|---|---|")
+    print("\n".join(picked))
     print(pair_tables(results))
 
 

@@ -44,10 +44,12 @@ from taggram.service.audio.patching import (
     PatchPlan,
     TensorPatches,
     clip_average,
+    covering,
     hop_samples,
     plan_patches,
 )
 from taggram.service.custom import creation, storage
+from taggram.service.custom.features import split as split_feature
 from taggram.service.custom.registry import CustomModel, CustomModels, build
 from taggram.service.custom.storage import CustomRecord
 from taggram.service.errors import (
@@ -151,11 +153,18 @@ class _Prepared:
 
 @dataclass(frozen=True)
 class _Target:
-    """One requested model: its metadata, the network that runs for it, its head if custom."""
+    """One requested model: its metadata, the network whose patches its rows follow, its
+    members if custom, and every network it needs (``base`` first)."""
 
     metadata: ModelMetadata
     base: ModelMetadata
     custom: CustomModel | None = None
+    extra: tuple[ModelMetadata, ...] = ()  # further networks an ensemble's members read
+
+    @property
+    def bases(self) -> tuple[ModelMetadata, ...]:
+        """Every network that runs for this model, ``base`` first."""
+        return (self.base, *self.extra)
 
 
 class Tagger:
@@ -203,7 +212,8 @@ class Tagger:
         custom = self.custom.get(name)
         if custom is None:
             raise ModelNotFoundError(f"no model named {name!r}; available: {sorted(self.models)}")
-        return _Target(custom.metadata, self.entries[custom.base].metadata, custom)
+        bases = [self.entries[name].metadata for name in custom.bases if name != custom.base]
+        return _Target(custom.metadata, self.entries[custom.base].metadata, custom, tuple(bases))
 
     def _targets(self, model: str | None) -> list[_Target]:
         names = model_names(model, self.settings.default_model)
@@ -330,9 +340,10 @@ class Tagger:
         queue budget; unknown models and loading are left to :meth:`tag`."""
         for name in model_names(model, self.settings.default_model):
             custom = self.custom.get(name)
-            batcher = self._batchers.get(custom.base if custom is not None else name)
-            if batcher is not None:
-                batcher.admit(1, "before_body")
+            for base in custom.bases if custom is not None else [name]:
+                batcher = self._batchers.get(base)
+                if batcher is not None:
+                    batcher.admit(1, "before_body")
 
     def _prepare(
         self,
@@ -404,14 +415,15 @@ class Tagger:
                     f"{target.metadata.name} has no embedding {options.embeddings!r}; "
                     f"choose one of {embeddings}"
                 )
-            hop_samples(target.base.patch, target.base.sample_rate, options.hop)
+            for base in target.bases:
+                hop_samples(base.patch, base.sample_rate, options.hop)
         return targets
 
     async def tag_many(self, source: AudioSource | Path, options: TagOptions) -> list[TagResult]:
         """Tag one audio file with every model of ``options.model``; results in that order."""
         started = time.perf_counter()
         targets = self.check(options)
-        bases = list({target.base.name: target.base for target in targets}.values())
+        bases = list({base.name: base for t in targets for base in t.bases}.values())
         prepared = await asyncio.to_thread(self._prepare, source, bases, options.hop, self._limits)
         decoded_at = time.perf_counter()
         batches = await self._run(prepared)
@@ -419,8 +431,8 @@ class Tagger:
         return [
             self._result(
                 target,
-                prepared[target.base.name],
-                batches[target.base.name],
+                prepared,
+                batches,
                 options,
                 StageTimes(
                     decode=decoded_at - started,
@@ -435,18 +447,15 @@ class Tagger:
     def _result(
         self,
         target: _Target,
-        prepared: _Prepared,
-        batch: BatchResult,
+        prepared_all: dict[str, _Prepared],
+        batches: dict[str, BatchResult],
         options: TagOptions,
         timings: StageTimes,
     ) -> TagResult:
         meta = target.metadata
+        prepared, batch = prepared_all[target.base.name], batches[target.base.name]
         if target.custom is not None:
-            # The head was fitted on clip-level features: the clip's tags come from the clip's
-            # (coverage-weighted) embedding, each patch's from its own row.
-            features = batch.outputs[target.custom.output]
-            rows = target.custom.predict(features)
-            probabilities = target.custom.predict(clip_average(features, prepared.plan)[None])[0]
+            rows, probabilities = self._custom_probabilities(target.custom, prepared_all, batches)
         elif meta.probabilities_output is None:  # a feature extractor: embeddings only
             rows = np.zeros((len(prepared.plan), 0), np.float32)
             probabilities = np.zeros(0, np.float32)
@@ -472,6 +481,30 @@ class Tagger:
             embedding_mean=None if embeddings is None else clip_average(embeddings, prepared.plan),
             timings=timings,
         )
+
+    def _custom_probabilities(
+        self,
+        custom: CustomModel,
+        prepared: dict[str, _Prepared],
+        batches: dict[str, BatchResult],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A custom model's per-patch rows [patches, classes] (on the patches of its first
+        member's network) and clip probabilities [classes], both float32.
+
+        The members were fitted on clip-level features: the clip's tags come from each
+        feature's clip (coverage-weighted) embedding, each patch's from the rows of the patch
+        covering its centre in that feature's network (the same patch when networks cut
+        alike)."""
+        own = prepared[custom.base]
+        own_rate = self.entries[custom.base].metadata.sample_rate
+        rows, clip = {}, {}
+        for feature in custom.ensemble.features:
+            base, output = split_feature(feature)
+            values, plan = batches[base].outputs[output], prepared[base].plan
+            clip[feature] = clip_average(values, plan)[None]
+            rate = self.entries[base].metadata.sample_rate
+            rows[feature] = values[covering(own.plan, own_rate, plan, rate)]
+        return custom.predict(rows), custom.predict(clip)[0]
 
     async def embed(
         self, source: AudioSource, bases: Sequence[str], max_seconds: float | None = None
@@ -511,9 +544,9 @@ class Tagger:
 
         async with self._creating:
             plan = creation.plan(request, self.settings, self.models, len(self.custom))
-            record, head = await creation.create(plan, embed, bases, self.settings)
+            record, ensemble = await creation.create(plan, embed, bases, self.settings)
         async with self._registry:
-            self.custom.add(build(record, head.arrays(), bases[record.base]))
+            self.custom.add(build(record, ensemble.arrays(), bases[record.base]))
         return record
 
     async def delete_custom(self, name: str) -> None:

@@ -98,8 +98,12 @@ def test_create_tag_list_restart_delete(client: httpx.Client, folder: Path, tmp_
     body = created.json()
     assert body["classes"] == sorted(CLASSES)
     assert body["examples_per_class"] == dict.fromkeys(sorted(CLASSES), 4)
-    assert body["classifier"] in ("prototypes", "logistic", "svm", "knn")
-    assert body["features"].split(".")[0] in ("MTT_musicnn", "mfcc")
+    assert body["classifier"] in ("prototypes", "logistic", "svm", "knn", "ensemble")
+    members = body["members"]
+    assert 1 <= len(members) <= 5 and (len(members) > 1) == (body["classifier"] == "ensemble")
+    assert body["features"].split(",") == list(dict.fromkeys(m["features"] for m in members))
+    assert {m["features"].split(".")[0] for m in members} <= {"MTT_musicnn", "mfcc"}
+    assert all(m["temperature"] > 0 for m in members)
     assert body["estimate"]["metric"] == "accuracy"
     assert "nested cross-validation" in body["estimate"]["method"]
     assert body["estimate"]["value"] > 0.8 and body["estimate"]["chance"] == pytest.approx(
@@ -152,6 +156,42 @@ def test_create_tag_list_restart_delete(client: httpx.Client, folder: Path, tmp_
     assert_error(client.get("/v1/models/synth"), 404, "model_not_found")
     assert_error(tag(client, probe["tone"], model="synth"), 404, "model_not_found")
     assert not (folder / "synth").exists()
+
+
+def test_an_ensemble_over_two_networks_and_a_one_shot_vote(client: httpx.Client) -> None:
+    """Members on MFCC statistics and musicnn features run both networks for one model, its
+    taggram on the first member's patches; one example per class gets the fixed one-shot vote
+    (MFCC statistics and musicnn's max_pool, weighted) with no estimate."""
+    made = create(client, "two_nets", features="mfcc,MTT_musicnn.max_pool", classifier="logistic")
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert body["selection"] == "cross-validation"
+    assert len(body["candidates"]) == 2
+    long_clip = clip("clicks", 4242, seconds=7.0)
+    result = tag(client, long_clip, model="two_nets", taggram="true").json()
+    assert result["tags"][0]["tag"] == "clicks"
+    assert len(result["taggram"]["patches"]) == 3  # 7 s in 3 s patches, on the first network's
+    if body["classifier"] == "ensemble":
+        assert {m["features"] for m in body["members"]} == {
+            "mfcc.statistics",
+            "MTT_musicnn.max_pool",
+        }
+    assert client.delete("/v1/models/two_nets").status_code == 204
+
+    data, files = form("one_shot", per_class=1)
+    one = client.post("/v1/models", data=data, files=files)
+    assert one.status_code == 201, one.text
+    shot = one.json()
+    assert shot["selection"] == "fallback" and shot["estimate"]["value"] is None
+    assert shot["classifier"] == "ensemble"
+    assert [(m["features"], m["classifier"], m["weight"]) for m in shot["members"]] == [
+        ("mfcc.statistics", "logistic", 0.6),
+        ("MTT_musicnn.max_pool", "logistic", 0.2),
+    ]  # MSD_musicnn, the third member, is not loaded here
+    for j, kind in enumerate(CLASSES):  # each one example is recognised (seeds as in form)
+        answer = tag(client, clip(kind, j), model="one_shot").json()
+        assert answer["tags"][0]["tag"] == kind
+    assert client.delete("/v1/models/one_shot").status_code == 204
 
 
 def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:

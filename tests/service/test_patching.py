@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from taggram.repository import PatchSpec
-from taggram.service.audio.patching import Patches, clip_average, hop_samples, plan_patches
+from taggram.service.audio.patching import (
+    Patches,
+    clip_average,
+    covering,
+    hop_samples,
+    plan_patches,
+)
 from taggram.service.errors import InvalidOptionsError, TooManyPatchesError
 from tests.support.paths import REFERENCE, require_shared
 
@@ -114,3 +120,25 @@ def test_patches_are_slices_of_the_zero_padded_signal(n: int, hop: int) -> None:
     np.testing.assert_array_equal(batch, expected)
     for index in range(len(patches)):
         np.testing.assert_array_equal(patches[index], expected[index])
+
+
+def test_covering_lays_one_networks_patches_on_anothers() -> None:
+    """musicnn-like 3 s patches against sample-CNN-like 3.69 s ones on 10 s of audio: each
+    patch maps to the other network's patch with the nearest centre; a plan maps to itself."""
+    musicnn = PatchSpec(samples=48128, hop_samples=47872, context_samples=256)
+    sample_cnn = PatchSpec(samples=59049, hop_samples=59049, context_samples=0)
+    n = 160_000
+    a = plan_patches(n, musicnn, musicnn.hop_samples, 100)
+    b = plan_patches(n, sample_cnn, sample_cnn.hop_samples, 100)
+    np.testing.assert_array_equal(covering(a, 16000, a, 16000), np.arange(len(a)))
+    fine = plan_patches(n, musicnn, 4000, 1000)  # overlapping patches too
+    np.testing.assert_array_equal(covering(fine, 16000, fine, 16000), np.arange(len(fine)))
+    mapped = covering(a, 16000, b, 16000)
+    centres_a = (a.starts + a.ends) / 2
+    centres_b = (b.starts + b.ends) / 2
+    for i, j in enumerate(mapped):
+        assert abs(centres_b[j] - centres_a[i]) == np.min(np.abs(centres_b - centres_a[i]))
+    # The same patches in seconds at half the sample rate: times, not sample indices, compare.
+    halved = PatchSpec(samples=24064, hop_samples=23936, context_samples=128)
+    half = plan_patches(n // 2, halved, halved.hop_samples, 100)
+    np.testing.assert_array_equal(covering(half, 8000, a, 16000), np.arange(len(a)))

@@ -144,6 +144,21 @@ class TensorPatches:
         out[:] = self._tensor[first : first + len(out)]
 
 
+def covering(plan: PatchPlan, rate: int, other: PatchPlan, other_rate: int) -> np.ndarray:
+    """For each patch of ``plan`` (samples at ``rate`` Hz), the index (int64) of the patch of
+    ``other`` (at ``other_rate`` Hz) whose centre is nearest its centre: how one network's
+    per-patch rows are laid on another network's patches. Identical plans map each patch to
+    itself."""
+    centres = (plan.starts + plan.ends) / (2 * rate)
+    others = (other.starts + other.ends) / (2 * other_rate)
+    after = np.clip(np.searchsorted(others, centres), 1, max(1, len(others) - 1))
+    before = after - 1
+    nearer = np.abs(others[np.minimum(after, len(others) - 1)] - centres) < np.abs(
+        others[before] - centres
+    )
+    return np.where(nearer, np.minimum(after, len(others) - 1), before).astype(np.int64)
+
+
 def clip_average(rows: np.ndarray, plan: PatchPlan) -> np.ndarray:
     """Coverage-weighted mean of per-patch rows: each second of audio counts once."""
     return (plan.weights @ rows.astype(np.float64)).astype(np.float32)

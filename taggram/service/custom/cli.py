@@ -87,8 +87,10 @@ def _summary(record: dict[str, Any]) -> str:
     estimate = record["estimate"]
     value = estimate["value"]
     figure = "not estimated" if value is None else f"{estimate['metric']} {value:.3f}"
+    members = record.get("members") or [record]  # a version 1 record is its single pair
+    what = " + ".join(f"{m['classifier']} on {m['features']}" for m in members)
     return (
-        f"{record['name']}: {record['classifier']} on {record['features']}, "
+        f"{record['name']}: {what}, "
         f"{len(record['classes'])} classes from {record['examples']} examples; {figure} "
         f"(chance {estimate['chance']:.3f}); {record['seconds']['total']:.1f} s"
     )

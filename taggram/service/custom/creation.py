@@ -33,8 +33,13 @@ from threadpoolctl import threadpool_limits
 from taggram.repository import ModelMetadata
 from taggram.service.audio.decode import AudioSource
 from taggram.service.custom import features, selection, storage
-from taggram.service.custom.heads import Head
-from taggram.service.custom.storage import CandidateScore, CustomRecord, EstimateRecord
+from taggram.service.custom.ensemble import Ensemble
+from taggram.service.custom.storage import (
+    CandidateScore,
+    CustomRecord,
+    EstimateRecord,
+    MemberRecord,
+)
 from taggram.service.errors import (
     InvalidExamplesError,
     ModelExistsError,
@@ -154,7 +159,8 @@ def plan(
     if len(request.examples) < 2:
         raise InvalidExamplesError("a tagger needs at least two examples (files)")
     classes, targets, multi_label = _targets(request, settings)
-    chosen = features.parse_features(request.features, models)
+    one_shot = selection.smallest_class(targets) < 2
+    chosen = features.parse_features(request.features, models, one_shot)
     classifiers = features.parse_classifiers(request.classifier)
     return Plan(
         request=request,
@@ -197,9 +203,10 @@ async def embed_examples(plan: Plan, embed: Embed) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class Fitted:
-    """The head fitted on every example, the selection that chose it and its honest estimate."""
+    """The members fitted on every example, the selection that chose them and its honest
+    estimate."""
 
-    head: Head
+    ensemble: Ensemble
     choice: selection.Selection
     estimate: selection.Estimate
 
@@ -212,15 +219,15 @@ def fit(plan: Plan, embedded: dict[str, np.ndarray]) -> Fitted:
     with threadpool_limits(limits=1):
         chosen = selection.select(embedded, plan.targets, plan.candidates, multi)
         estimate = selection.estimate(embedded, plan.targets, plan.candidates, multi)
-        head = selection.fit(embedded, plan.targets, chosen.chosen, multi)
-    return Fitted(head=head, choice=chosen, estimate=estimate)
+        ensemble = selection.fit(embedded, plan.targets, chosen, multi)
+    return Fitted(ensemble=ensemble, choice=chosen, estimate=estimate)
 
 
 def record(
     plan: Plan, fitted: Fitted, base: ModelMetadata, seconds: dict[str, float]
 ) -> CustomRecord:
     """The stored record of a new custom model: classes, counts, choice, estimate, timings."""
-    chosen = fitted.choice.chosen
+    members = fitted.choice.members
     counts = plan.targets.sum(axis=0)
     estimate = fitted.estimate
     return CustomRecord(
@@ -230,8 +237,18 @@ def record(
         created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         base=base.name,
         base_version=base.version,
-        features=chosen.feature,
-        classifier=chosen.classifier,
+        bases=list(dict.fromkeys(features.split(m.feature)[0] for m in members)),
+        features=",".join(fitted.ensemble.features),
+        classifier=members[0].classifier if len(members) == 1 else "ensemble",
+        members=[
+            MemberRecord(features=m.feature, classifier=m.classifier, weight=w, temperature=t)
+            for m, w, t in zip(
+                members,
+                fitted.choice.weights or [1.0] * len(members),
+                fitted.choice.temperatures or [1.0] * len(members),
+                strict=True,
+            )
+        ],
         multi_label=plan.multi_label,
         label_separator=LABEL_SEPARATOR,
         classes=plan.classes,
@@ -255,19 +272,21 @@ def record(
 
 async def create(
     plan_: Plan, embed: Embed, models: dict[str, ModelMetadata], settings: Settings
-) -> tuple[CustomRecord, Head]:
-    """Embed, fit, and write the model; returns its record and head (the caller registers it)."""
+) -> tuple[CustomRecord, Ensemble]:
+    """Embed, fit, and write the model; returns its record and fitted members (the caller
+    registers it)."""
     started = time.perf_counter()
     embedded = await embed_examples(plan_, embed)
     embedded_at = time.perf_counter()
     fitted = await asyncio.to_thread(fit, plan_, embedded)
     fitted_at = time.perf_counter()
-    base = models[features.split(fitted.choice.chosen.feature)[0]]
+    base = models[features.split(fitted.choice.members[0].feature)[0]]
     seconds = {
         "features": embedded_at - started,
         "selection_and_fit": fitted_at - embedded_at,
         "total": time.perf_counter() - started,
     }
     result = record(plan_, fitted, base, seconds)
-    await asyncio.to_thread(storage.write, settings.custom_models, result, fitted.head.arrays())
-    return result, fitted.head
+    arrays = fitted.ensemble.arrays()
+    await asyncio.to_thread(storage.write, settings.custom_models, result, arrays)
+    return result, fitted.ensemble

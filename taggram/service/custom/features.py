@@ -10,7 +10,12 @@ rows (the rule of clip-level tags, ``taggram.service.audio.patching.clip_average
 from __future__ import annotations
 
 from taggram.repository import ModelMetadata
-from taggram.service.custom.selection import CLASSIFIERS, Candidate
+from taggram.service.custom.selection import (
+    AUTO_NETWORKS,
+    CLASSIFIERS,
+    ONE_SHOT_FEATURES,
+    Candidate,
+)
 from taggram.service.errors import InvalidOptionsError
 
 AUTO = "auto"
@@ -22,12 +27,27 @@ def split(feature: str) -> tuple[str, str]:
     return model, output
 
 
+def quantised_from(meta: ModelMetadata) -> str | None:
+    """The float model that ``meta`` is a quantised (e.g. int8) copy of, or None."""
+    quantisation = meta.training.get("quantization")
+    if isinstance(quantisation, dict):
+        float_model = quantisation.get("float_model")
+        return float_model if isinstance(float_model, str) else None
+    return None
+
+
 def available(models: dict[str, ModelMetadata]) -> list[str]:
-    """Every ``model.output`` feature of ``models`` (custom models have none), in their order."""
+    """Every ``model.output`` feature of ``models`` (custom models have none), in their order.
+
+    A quantised copy of a loaded float model (``MTT_musicnn_int8`` beside ``MTT_musicnn``) is
+    left out: its embeddings agree with the float model's to a Pearson correlation of 0.9999
+    (its metadata's ``training.quantization.validation``), so it would double the extraction
+    time and the candidates for nothing. It is offered when its float model is not loaded.
+    """
     return [
         f"{name}.{output}"
         for name, meta in models.items()
-        if meta.kind != "custom"
+        if meta.kind != "custom" and quantised_from(meta) not in models
         for output in meta.embedding_outputs
     ]
 
@@ -36,15 +56,30 @@ def _items(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
-def parse_features(text: str | None, models: dict[str, ModelMetadata]) -> list[str]:
-    """The features a request allows: ``auto`` (or nothing) for all; else a comma-separated list
-    of ``model.output`` names or model names (each standing for all of that model's outputs)."""
+def auto_features(every: list[str], one_shot: bool) -> list[str]:
+    """The features ``auto`` considers among ``every`` available one: those of
+    :data:`~taggram.service.custom.selection.AUTO_NETWORKS`, or with a single example of some
+    class (``one_shot``) those of the fixed one-shot vote; every available one when none of
+    those is loaded."""
+    if one_shot:
+        wanted = [name for name in ONE_SHOT_FEATURES if name in every]
+    else:
+        wanted = [name for name in every if split(name)[0] in AUTO_NETWORKS]
+    return wanted or every
+
+
+def parse_features(
+    text: str | None, models: dict[str, ModelMetadata], one_shot: bool = False
+) -> list[str]:
+    """The features a request allows: ``auto`` (or nothing) for :func:`auto_features`; else a
+    comma-separated list of ``model.output`` names or model names (each standing for all of
+    that model's outputs)."""
     every = available(models)
     items = _items(text)
     if not items or items == [AUTO]:
         if not every:
             raise InvalidOptionsError("no loaded model has an embedding output to build on")
-        return every
+        return auto_features(every, one_shot)
     chosen: list[str] = []
     for item in items:
         matches = [item] if item in every else [f for f in every if split(f)[0] == item]

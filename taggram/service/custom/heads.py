@@ -172,7 +172,7 @@ class LinearHead(Head):
     def _fit(self, Z: np.ndarray, Y: np.ndarray) -> None:
         # With fewer examples than dimensions the L2-regularised solution lies in the span of
         # the examples (representer theorem): fit in those n coordinates, map the weights back.
-        # Same model, a fraction of lbfgs's time on 40 examples of 753-1088 dimensions.
+        # Same model, a fraction of lbfgs's time on 40 examples of 753-1152 dimensions.
         reduce = self.in_span and len(Z) < Z.shape[1]
         basis = np.linalg.svd(Z, full_matrices=False)[2] if reduce else None
         if basis is not None:

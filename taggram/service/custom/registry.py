@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from taggram.repository import ModelMetadata, TensorSpec
-from taggram.service.custom import features, storage
-from taggram.service.custom.heads import HEADS, Head
+from taggram.service.custom import storage
+from taggram.service.custom.ensemble import Candidate, Ensemble
+from taggram.service.custom.features import split
 from taggram.service.custom.storage import CustomRecord
 
 log = logging.getLogger(__name__)
@@ -25,25 +26,27 @@ SOURCE = "created through POST /v1/models from the caller's own examples"
 
 @dataclass(frozen=True)
 class CustomModel:
-    """A loaded custom model: its record, fitted head and the metadata ``/v1/models`` lists."""
+    """A loaded custom model: its record, fitted members and the metadata ``/v1/models``
+    lists."""
 
     record: CustomRecord
-    head: Head
+    ensemble: Ensemble
     metadata: ModelMetadata
 
     @property
     def base(self) -> str:
-        """The served network whose features the model reads."""
+        """The served network of the first member (its patches make the taggram's rows)."""
         return self.record.base
 
     @property
-    def output(self) -> str:
-        """The base model's output that the head reads."""
-        return features.split(self.record.features)[1]
+    def bases(self) -> list[str]:
+        """Every served network the members read, the first member's first."""
+        return list(dict.fromkeys(split(feature)[0] for feature in self.ensemble.features))
 
-    def predict(self, embeddings: np.ndarray) -> np.ndarray:
-        """Probabilities [n, classes] float32 for embeddings [n, dim] of the base output."""
-        return self.head.predict_proba(embeddings)
+    def predict(self, embeddings: dict[str, np.ndarray]) -> np.ndarray:
+        """Probabilities [n, classes] float32 for ``embeddings[feature]`` [n, dim] (every
+        ``model.output`` the members read, the same n rows each)."""
+        return self.ensemble.predict_proba(embeddings)
 
 
 def describe(record: CustomRecord, base: ModelMetadata) -> ModelMetadata:
@@ -51,12 +54,12 @@ def describe(record: CustomRecord, base: ModelMetadata) -> ModelMetadata:
     summary = record.model_dump(
         mode="json", exclude={"name", "description", "base", "classes", "record_version"}
     )
+    architecture = " + ".join(str(member) for member in members(record))
     return ModelMetadata(
         name=record.name,
         version=record.created,
-        description=record.description
-        or f"custom tagger: {record.classifier} on {record.features}",
-        architecture=f"{record.classifier} on {record.features}",
+        description=record.description or f"custom tagger: {architecture}",
+        architecture=architecture,
         kind="custom",
         base=record.base,
         tags=record.classes,
@@ -80,10 +83,23 @@ def describe(record: CustomRecord, base: ModelMetadata) -> ModelMetadata:
     )
 
 
+def members(record: CustomRecord) -> list[Candidate]:
+    """The record's (feature, classifier) members; a version 1 record is its single pair."""
+    if record.members:
+        return [Candidate(member.features, member.classifier) for member in record.members]
+    return [Candidate(record.features, record.classifier)]
+
+
 def build(record: CustomRecord, arrays: dict[str, np.ndarray], base: ModelMetadata) -> CustomModel:
     """A :class:`CustomModel` from its stored record and arrays, described against ``base``."""
-    head = HEADS[record.classifier].from_arrays(arrays, record.multi_label)
-    return CustomModel(record=record, head=head, metadata=describe(record, base))
+    if not record.members:  # version 1: one head's arrays, without the member prefix
+        arrays = {f"0.{name}": values for name, values in arrays.items()}
+    weights = [member.weight for member in record.members]
+    temperatures = [member.temperature for member in record.members]
+    ensemble = Ensemble.from_arrays(
+        members(record), arrays, record.multi_label, weights, temperatures
+    )
+    return CustomModel(record=record, ensemble=ensemble, metadata=describe(record, base))
 
 
 class CustomModels:
@@ -131,10 +147,14 @@ class CustomModels:
                 continue
             try:
                 record, arrays = storage.read(path)
-                base = bases.get(record.base)
-                if base is None:
-                    raise ValueError(f"its base model {record.base} is not loaded here")
-                current[name] = build(record, arrays, base)
+                missing = [
+                    b
+                    for b in dict.fromkeys(split(c.feature)[0] for c in members(record))
+                    if b not in bases
+                ]
+                if missing:
+                    raise ValueError(f"its base models {missing} are not loaded here")
+                current[name] = build(record, arrays, bases[record.base])
                 log.info("loaded custom model %s (%s)", name, record.features)
             except Exception as error:  # skip this folder, keep serving the others
                 self._skipped.add(identifier)

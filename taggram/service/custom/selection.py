@@ -1,27 +1,31 @@
-"""Choosing a feature and a classifier from the examples themselves; an honest accuracy estimate.
+"""Choosing a custom model's members from the examples themselves; an honest accuracy estimate.
 
 ``auto`` scores every (feature, classifier) candidate by stratified k-fold cross-validation on the
-examples (``k = min(5, the smallest class's size)``) and keeps the best pooled held-out score; ties
+examples (``k = min(5, the smallest class's size)``) and ranks them by pooled held-out score; ties
 (common: with few examples accuracy moves in coarse steps) go to the better mean reciprocal rank of
 the true classes, then to the earlier candidate (features in the order given, classifiers in
-:data:`CLASSIFIERS` order). The score that chose a candidate is optimistic (it is the best of
-many noisy scores), so the accuracy reported with a model comes from **nested** cross-validation:
-the examples are split into outer folds, the whole selection above is repeated on each outer
-training part alone, and the candidate it picks is scored on the held-out part it never saw; the
-held-out predictions of every outer fold are pooled into one figure. With a single candidate there
-is nothing to choose and plain cross-validation is already honest.
+:data:`CLASSIFIERS` order). The model is a soft vote (:mod:`taggram.service.custom.ensemble`) of
+the best candidate of each of the :data:`ENSEMBLE_FEATURES` best-scoring features, each member
+temperature-scaled on its own held-out predictions. The scores that chose the members are
+optimistic (the best of many noisy scores), so the accuracy reported with a model comes from
+**nested** cross-validation: the examples are split into outer folds, the whole procedure above
+is repeated on each outer training part alone, and the model it builds is scored on the held-out
+part it never saw; the held-out predictions of every outer fold are pooled into one figure. With
+a single candidate there is nothing to choose and plain cross-validation is already honest.
 
 Fallback: when a class has a single example, no fold can hold it out and still train on it, so
-``auto`` takes :data:`FALLBACK_CLASSIFIER` on the first available feature of
-:data:`FALLBACK_FEATURES` (the best pair of the one-shot benchmark, docs/custom-models.md) and
-reports no accuracy estimate. Inside nested cross-validation, an outer training part whose smallest
-class has a single example falls back the same way, so the estimate measures exactly what
-``auto`` does.
+``auto`` takes a fixed weighted vote, :data:`ONE_SHOT_CLASSIFIER` on the features of
+:data:`ONE_SHOT_FEATURES` among the candidates', and reports no accuracy estimate. Inside nested
+cross-validation, an outer training part whose smallest class has a single example falls back
+the same way, so the estimate measures exactly what ``auto`` does.
+
+Every setting here (:data:`AUTO_NETWORKS`, :data:`ENSEMBLE_FEATURES`, temperature scaling, the
+one-shot vote and its weights) was chosen on the development tasks of ``benchmarks/few_shot.py``,
+never on the tasks it reports (docs/custom-models.md).
 
 Multi-label models (an example may carry several tags) are scored by macro-averaged F1 of the
 tags at probability 0.5 on plain (unstratified) k-fold splits; "a class's size" is then the
-number of examples carrying the tag.
-"""
+number of examples carrying the tag."""
 
 from __future__ import annotations
 
@@ -32,33 +36,27 @@ import numpy as np
 from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from taggram.service.custom.ensemble import Candidate, Ensemble, fit_temperature
 from taggram.service.custom.heads import HEADS, Head
 
 CLASSIFIERS = ("prototypes", "logistic", "svm", "knn")
 MAX_FOLDS = 5
 OUTER_FOLDS = 3  # nested CV repeats the whole selection per outer fold: 3 keeps creation quick
 SEED = 0
-# The pair used when no cross-validation is possible (one example of some class): the best
-# one-shot pair over the three tasks of benchmarks/few_shot.py (docs/custom-models.md), with the
-# next best features for servers that do not load MTT_musicnn.
-FALLBACK_FEATURES = (
-    "MTT_musicnn.max_pool",
-    "MSD_musicnn.max_pool",
-    "mfcc.statistics",
-    "MTT_musicnn.penultimate",
-)
-FALLBACK_CLASSIFIER = "logistic"
-
-
-@dataclass(frozen=True, order=True)
-class Candidate:
-    """One feature (``model.output``) with one classifier."""
-
-    feature: str
-    classifier: str
-
-    def __str__(self) -> str:
-        return f"{self.classifier} on {self.feature}"
+# Settings of auto, chosen on the development tasks of benchmarks/few_shot.py only (never on the
+# tasks it reports; docs/custom-models.md shows the comparison that chose them).
+# The networks whose features auto considers (when loaded): adding the others never improved the
+# worst case over the development tasks, and skipping them makes creation several times faster.
+AUTO_NETWORKS = ("MTT_musicnn", "mfcc", "random_vgg")
+ENSEMBLE_FEATURES = 2  # the vote: the best candidate of each of the 2 best-scoring features
+# One example of some class: a fixed soft vote, weighted towards MFCC statistics (no
+# cross-validation is possible to choose anything).
+ONE_SHOT_FEATURES = {
+    "mfcc.statistics": 0.6,
+    "MTT_musicnn.max_pool": 0.2,
+    "MSD_musicnn.max_pool": 0.2,
+}
+ONE_SHOT_CLASSIFIER = "logistic"
 
 
 @dataclass(frozen=True)
@@ -74,11 +72,14 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Selection:
-    """The chosen feature x classifier pair, how it was chosen, and every candidate's CV score."""
+    """The chosen members (one pair, or several for an ensemble), how they were chosen, and
+    every candidate's CV score."""
 
-    chosen: Candidate
+    members: tuple[Candidate, ...]
     method: str  # "cross-validation", "fixed" or "fallback"
     scores: dict[Candidate, float] = field(default_factory=dict)  # CV score of each candidate
+    weights: tuple[float, ...] = ()  # the members' shares of the vote (equal when empty)
+    temperatures: tuple[float, ...] = ()  # the members' calibration (1 when empty)
 
 
 def smallest_class(Y: np.ndarray) -> int:
@@ -119,9 +120,16 @@ def make_head(classifier: str, multi_label: bool) -> Head:
     return HEADS[classifier](multi_label)
 
 
-def fit(features: dict[str, np.ndarray], Y: np.ndarray, chosen: Candidate, multi: bool) -> Head:
-    """The ``chosen`` pair's head fitted on every example (``features[name]``: ``[n, d]``)."""
-    return make_head(chosen.classifier, multi).fit(features[chosen.feature], Y)
+def fit(features: dict[str, np.ndarray], Y: np.ndarray, chosen: Selection, multi: bool) -> Ensemble:
+    """Every chosen member's head fitted on every example (``features[name]``: ``[n, d]``)."""
+    return Ensemble(
+        tuple(
+            (member, make_head(member.classifier, multi).fit(features[member.feature], Y))
+            for member in chosen.members
+        ),
+        chosen.weights,
+        chosen.temperatures,
+    )
 
 
 def held_out(
@@ -149,31 +157,47 @@ def reciprocal_rank(Y: np.ndarray, probabilities: np.ndarray) -> float:
     return float(np.mean(1.0 / ranks[Y]))
 
 
-def fallback(features: Sequence[str]) -> Candidate:
-    """The pair used when cross-validation is impossible (see the module docstring)."""
-    preferred = [name for name in FALLBACK_FEATURES if name in features]
-    return Candidate(preferred[0] if preferred else features[0], FALLBACK_CLASSIFIER)
+def fallback(candidates: Sequence[Candidate]) -> Selection:
+    """The soft vote used when cross-validation is impossible (see the module docstring):
+    :data:`ONE_SHOT_CLASSIFIER` (or the first classifier asked for) on each feature of
+    :data:`ONE_SHOT_FEATURES` among the candidates' with its weight (or on the first
+    candidate's feature alone)."""
+    features = list(dict.fromkeys(c.feature for c in candidates))
+    classifiers = list(dict.fromkeys(c.classifier for c in candidates))
+    classifier = ONE_SHOT_CLASSIFIER if ONE_SHOT_CLASSIFIER in classifiers else classifiers[0]
+    weights = {name: w for name, w in ONE_SHOT_FEATURES.items() if name in features}
+    weights = weights or {features[0]: 1.0}
+    members = tuple(Candidate(name, classifier) for name in weights)
+    return Selection(members, "fallback", weights=tuple(weights.values()))
 
 
 def select(
     features: dict[str, np.ndarray], Y: np.ndarray, candidates: Sequence[Candidate], multi: bool
 ) -> Selection:
-    """The best candidate by cross-validation, or the fixed or fallback one."""
+    """The members by cross-validation (the best candidate of each of the
+    :data:`ENSEMBLE_FEATURES` best-scoring features, each temperature-calibrated on its held-out
+    predictions), or the fixed or fallback ones."""
     if len(candidates) == 1:
-        return Selection(candidates[0], "fixed")
+        return Selection((candidates[0],), "fixed")
     smallest = smallest_class(Y)
     if smallest < 2:
-        return Selection(fallback(list(dict.fromkeys(c.feature for c in candidates))), "fallback")
+        return fallback(candidates)
     folds = min(MAX_FOLDS, smallest)
-    scores, ranks = {}, {}
+    scores, ranks, predictions = {}, {}, {}
     for candidate in candidates:
-        predictions = held_out(features[candidate.feature], Y, candidate.classifier, multi, folds)
-        scores[candidate] = score(Y, predictions, multi)
-        ranks[candidate] = reciprocal_rank(Y, predictions)
+        predictions[candidate] = held_out(
+            features[candidate.feature], Y, candidate.classifier, multi, folds
+        )
+        scores[candidate] = score(Y, predictions[candidate], multi)
+        ranks[candidate] = reciprocal_rank(Y, predictions[candidate])
     # Few examples make accuracies coarse (1/n steps) and ties common: ties go to the better
-    # ranking of the true classes, then to the earlier candidate.
-    chosen = max(candidates, key=lambda c: (scores[c], ranks[c]))
-    return Selection(chosen, "cross-validation", scores)
+    # ranking of the true classes, then to the earlier candidate (a stable sort).
+    ranked = sorted(candidates, key=lambda c: (-scores[c], -ranks[c]))
+    best_per_feature = {c.feature: c for c in reversed(ranked)}  # the last write is the best
+    by_feature = sorted(best_per_feature.values(), key=ranked.index)
+    members = tuple(by_feature[:ENSEMBLE_FEATURES])
+    temperatures = tuple(fit_temperature(predictions[m], Y, multi) for m in members)
+    return Selection(members, "cross-validation", scores, temperatures=temperatures)
 
 
 def estimate(
@@ -194,14 +218,15 @@ def estimate(
     predictions = np.zeros(Y.shape, np.float32)
     for train, test in splits(Y, multi, folds):
         inner = {name: values[train] for name, values in features.items()}
-        chosen = select(inner, Y[train], candidates, multi).chosen
-        head = fit(inner, Y[train], chosen, multi)
-        predictions[test] = head.predict_proba(features[chosen.feature][test])
+        ensemble = fit(inner, Y[train], select(inner, Y[train], candidates, multi), multi)
+        predictions[test] = ensemble.predict_proba(
+            {f: features[f][test] for f in ensemble.features}
+        )
     method = (
         f"nested cross-validation: {folds} outer folds; on each outer training part the whole "
-        f"selection among {len(candidates)} candidates is repeated (inner "
-        f"k-fold, k = min({MAX_FOLDS}, smallest class)) and its pick is scored on the held-out "
-        "part; held-out predictions pooled"
+        f"selection among {len(candidates)} candidates is repeated (inner k-fold, "
+        f"k = min({MAX_FOLDS}, smallest class); members, temperatures, fits) and the model it "
+        "builds is scored on the held-out part; held-out predictions pooled"
     )
     return Estimate(
         value=score(Y, predictions, multi), metric=metric, method=method, chance=chance, folds=folds

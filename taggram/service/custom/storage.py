@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 RECORD_FILE = "record.json"
 PARAMETERS_FILE = "parameters.npz"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: members (ensembles); a version 1 record is one pair, still read
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -64,6 +64,19 @@ class CandidateScore(BaseModel):
     score: float = Field(description="cross-validated score that took part in the choice")
 
 
+class MemberRecord(BaseModel):
+    """One member of a model's soft vote: a feature with a classifier."""
+
+    model_config = ConfigDict(frozen=True)
+
+    features: str = Field(description="`model.output`: the embedding this member reads")
+    classifier: Literal["prototypes", "logistic", "svm", "knn"]
+    weight: float = Field(default=1.0, gt=0, description="its share of the vote (relative)")
+    temperature: float = Field(
+        default=1.0, gt=0, description="its probabilities' calibration (1: as the head gives them)"
+    )
+
+
 class CustomRecord(BaseModel):
     """What ``record.json`` holds; also the training summary that ``GET /v1/models`` shows."""
 
@@ -74,10 +87,20 @@ class CustomRecord(BaseModel):
     name: str
     description: str = ""
     created: str = Field(description="ISO 8601 UTC time of creation")
-    base: str = Field(description="the repository model that computes the features")
+    base: str = Field(description="the repository model of the first member's features")
     base_version: str
-    features: str = Field(description="`model.output`: the embedding the classifier reads")
-    classifier: Literal["prototypes", "logistic", "svm", "knn"]
+    bases: list[str] = Field(
+        default_factory=list, description="every repository model the members read"
+    )
+    features: str = Field(
+        description="`model.output` the classifier reads; an ensemble's features comma-separated"
+    )
+    classifier: Literal["prototypes", "logistic", "svm", "knn", "ensemble"]
+    members: list[MemberRecord] = Field(
+        default_factory=list,
+        description="the (features, classifier) pairs whose probabilities are averaged; "
+        "one for a single pair",
+    )
     multi_label: bool
     label_separator: str
     classes: list[str]

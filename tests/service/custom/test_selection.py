@@ -22,8 +22,14 @@ def test_auto_chooses_the_informative_feature() -> None:
     pool = candidates(list(features), list(selection.CLASSIFIERS))
     chosen = selection.select(features, Y, pool, multi=False)
     assert chosen.method == "cross-validation"
-    assert chosen.chosen.feature == "good.x"
+    # The best pair of each of the two best features votes: the informative one first; the
+    # noise feature's member is calibrated to nearly flat probabilities (a high temperature).
+    assert [m.feature for m in chosen.members] == ["good.x", "noise.x"]
+    assert len(chosen.members) == selection.ENSEMBLE_FEATURES
+    assert chosen.temperatures[1] > chosen.temperatures[0]
     assert len(chosen.scores) == len(pool) == 8
+    best = max(chosen.scores.values())
+    assert chosen.scores[chosen.members[0]] == best
     estimate = selection.estimate(features, Y, pool, multi=False)
     assert estimate.value is not None and estimate.value > 0.9
     assert estimate.chance == 0.25 and estimate.folds == 3
@@ -51,13 +57,22 @@ def test_single_example_of_a_class_falls_back_without_an_estimate() -> None:
     features, Y = _task(3, 3, seed=1)
     Y = Y[[0, 1, 2, 3, 4, 5, 6]]  # the third class keeps a single example
     features = {name: values[:7] for name, values in features.items()}
-    pool = candidates(["noise.x", "mfcc.statistics"], list(selection.CLASSIFIERS))
-    features["mfcc.statistics"] = features["good.x"]
+    one_shot = list(selection.ONE_SHOT_FEATURES)
+    for name in one_shot:
+        features[name] = features["good.x"]
+    pool = candidates(["noise.x", *reversed(one_shot)], list(selection.CLASSIFIERS))
     chosen = selection.select(features, Y, pool, multi=False)
     assert chosen.method == "fallback"
-    assert chosen.chosen == selection.Candidate("mfcc.statistics", "logistic")
+    assert chosen.members == tuple(
+        selection.Candidate(name, selection.ONE_SHOT_CLASSIFIER) for name in one_shot
+    )
+    assert chosen.weights == tuple(selection.ONE_SHOT_FEATURES.values())
     estimate = selection.estimate(features, Y, pool, multi=False)
     assert estimate.value is None and "single example" in estimate.method
+    # Without any of those features, the first one asked for; a classifier asked for is kept.
+    only = candidates(["noise.x", "good.x"], ["svm", "knn"])
+    fallback = selection.select(features, Y, only, multi=False)
+    assert fallback.members == (selection.Candidate("noise.x", "svm"),)
 
 
 def test_a_fixed_pair_is_estimated_by_plain_cross_validation() -> None:

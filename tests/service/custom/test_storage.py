@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from taggram.service.custom import storage
+from taggram.service.custom.heads import PrototypeHead
+from taggram.service.custom.registry import build
 from taggram.service.custom.storage import CustomRecord, EstimateRecord
 from taggram.service.errors import (
     InvalidExamplesError,
@@ -15,6 +17,7 @@ from taggram.service.errors import (
     ModelNotFoundError,
     StorageError,
 )
+from tests.service.conftest import tiny_metadata
 
 
 def record(name: str = "drums", identifier: str = "one") -> CustomRecord:
@@ -89,3 +92,18 @@ def test_an_unwritable_folder_is_a_clear_server_error(tmp_path: Path) -> None:
     blocker.write_text("a file where the folder should be")
     with pytest.raises(StorageError, match="cannot be written"):
         storage.write(blocker / "custom", record(), {"mean": np.zeros(1)})
+
+
+def test_a_version_1_record_is_one_pair_with_unprefixed_arrays() -> None:
+    """Records written before ensembles (no ``members``, one head's arrays) still load."""
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(4, 6)), np.eye(2, dtype=bool)[[0, 0, 1, 1]]
+    head = PrototypeHead(False).fit(X, Y)
+    old = record().model_copy(update={"record_version": 1})
+    model = build(old, head.arrays(), tiny_metadata())
+    assert [str(c) for c in model.ensemble.candidates] == ["prototypes on MTT_musicnn.penultimate"]
+    np.testing.assert_array_equal(
+        model.predict({"MTT_musicnn.penultimate": X}), head.predict_proba(X)
+    )
+    assert model.bases == ["MTT_musicnn"]
+    assert model.metadata.architecture == "prototypes on MTT_musicnn.penultimate"
