@@ -26,7 +26,7 @@ import typer
 from threadpoolctl import threadpool_limits
 
 from benchmarks import ROOT
-from benchmarks.few_shot import CACHE, DEVELOPMENT, QUERIES, features_of
+from benchmarks.few_shot import CACHE, DEVELOPMENT, episode_split, features_of
 from taggram.service.custom import selection
 from taggram.service.custom.ensemble import calibrate, fit_temperature
 from taggram.service.custom.features import candidates, split
@@ -50,13 +50,7 @@ def cache(task: str, k: int, episodes: int, repository: Path) -> Path:
     n_classes = int(labels.max()) + 1
     held, query, support_labels, query_labels = [], [], [], []
     for episode in range(episodes):
-        rng = np.random.default_rng(1000 * k + episode)  # the benchmark's episodes
-        support, queries = [], []
-        for c in range(n_classes):
-            members = rng.permutation(np.flatnonzero(labels == c))
-            support += list(members[:k])
-            queries += list(members[k : k + QUERIES])
-        s, q = np.array(support), np.array(queries)
+        s, q = episode_split(labels, k, episode)  # the benchmark's episodes
         Y = np.eye(n_classes, dtype=bool)[labels[s]]
         cv = np.zeros((len(pool), len(s), n_classes), np.float32)
         qp = np.zeros((len(pool), len(q), n_classes), np.float32)

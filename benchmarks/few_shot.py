@@ -348,6 +348,19 @@ def features_of(name: str, repository: Path) -> tuple[dict[str, np.ndarray], np.
         return {key: archive[key] for key in archive.files}, labels, classes
 
 
+def episode_split(labels: np.ndarray, k: int, episode: int) -> tuple[np.ndarray, np.ndarray]:
+    """One seeded episode: indices of ``k`` support examples and up to ``QUERIES`` queries per
+    class (``labels``: int class per example), the same for every method compared."""
+    rng = np.random.default_rng(1000 * k + episode)
+    support: list[int] = []
+    queries: list[int] = []
+    for c in range(int(labels.max()) + 1):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        support += list(members[:k])
+        queries += list(members[k : k + QUERIES])
+    return np.array(support), np.array(queries)
+
+
 def _accuracy(head_probabilities: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(head_probabilities.argmax(axis=1) == labels))
 
@@ -364,13 +377,7 @@ def run_task(
     scores: dict[str, list[float]] = {}
     picks: list[list[str]] = []
     for episode in range(episodes):
-        rng = np.random.default_rng(1000 * k + episode)
-        support, queries = [], []
-        for c in range(n_classes):
-            members = rng.permutation(np.flatnonzero(labels == c))
-            support += list(members[:k])
-            queries += list(members[k : k + QUERIES])
-        s, q = np.array(support), np.array(queries)
+        s, q = episode_split(labels, k, episode)
         Y = np.eye(n_classes, dtype=bool)[labels[s]]
         train = {name: values[s] for name, values in features.items()}
         query = {name: values[q] for name, values in features.items()}
