@@ -12,7 +12,7 @@ from typing import Any, Self
 
 from taggram.catalogue import records
 from taggram.catalogue.records import Record
-from taggram.catalogue.runner import JobOptions
+from taggram.catalogue.runner import JobOptions, options_problem
 from taggram.catalogue.sources import Track
 from taggram.client import (
     AsyncTaggramClient,
@@ -20,6 +20,8 @@ from taggram.client import (
     RequestRejectedError,
     RetryPolicy,
     ServiceError,
+    TaggramClient,
+    TaggramClientError,
 )
 
 
@@ -70,6 +72,22 @@ class RemoteBackend:
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.client.aclose()
+
+
+def served_options_problem(
+    url: str, options: JobOptions, retry: RetryPolicy, api_key: str | None = None
+) -> str | None:
+    """What makes ``options`` impossible for the models the service at ``url`` serves (its
+    ``GET /v1/models``), or ``None``: also ``None`` when the list cannot be had (unreachable,
+    refused), which the run then records per track as it always did."""
+    with TaggramClient(url, retry=retry, api_key=api_key) as client:
+        try:
+            listing = client.models()
+        except TaggramClientError:
+            return None
+    models = listing["models"]
+    layers = {model["name"]: list(model.get("embedding_outputs", [])) for model in models}
+    return options_problem(options, listing["default_model"], layers)
 
 
 def from_response(track: Track, body: dict[str, Any], top_k: int) -> Record:
