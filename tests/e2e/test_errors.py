@@ -96,6 +96,25 @@ def test_each_bad_request_names_its_problem(client: httpx.Client) -> None:
     assert _raw(client, good, "audio/wav").status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/v1/tag", "/v1/tag/batch"])
+def test_bad_options_are_described_alike_in_the_query_and_the_form(
+    client: httpx.Client, path: str
+) -> None:
+    good = _wav(np.zeros((16000, 1)), 16000)
+    field = "file" if path == "/v1/tag" else "files"
+    bad = {"top_k": "abc", "unknown": "1"}
+    query = client.post(path, params=bad, files={field: ("a.wav", good)})
+    form = client.post(path, data=bad, files={field: ("a.wav", good)})
+    for response in (query, form):
+        _assert_error(response, 422, "invalid_options")
+        assert "pydantic" not in response.text  # no library's help links, as the query has none
+    query_errors, form_errors = query.json()["errors"], form.json()["errors"]
+    assert [e["location"] for e in query_errors] == [["query", "top_k"], ["query", "unknown"]]
+    assert [e["location"] for e in form_errors] == [["form", "top_k"], ["form", "unknown"]]
+    assert [e["message"] for e in query_errors] == [e["message"] for e in form_errors]
+    assert form.json()["detail"] == query.json()["detail"].replace("query.", "form.")
+
+
 def test_upload_over_the_byte_limit_is_refused(client: httpx.Client, server: Server) -> None:
     limit = 32 * 1024 * 1024  # SERVER_ENV's TAGGRAM_MAX_UPLOAD_BYTES
 

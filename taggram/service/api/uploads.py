@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from tempfile import SpooledTemporaryFile
 from typing import Any, BinaryIO, cast
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -148,7 +149,9 @@ def options_from_form(form: FormData, file_field: str, options: TagOptions) -> T
     """Merge the form's non-file fields into ``options`` (the query's).
 
     An option may be given in either place; given in both, the values must agree, so that no
-    value the request carries is silently ignored.
+    value the request carries is silently ignored. Invalid form fields raise
+    :class:`RequestValidationError` located at ``["form", name]``, so that they are answered as
+    the query's are (422 ``invalid_options`` listing every field's problem).
     """
     fields = {key: value for key, value in form.items() if key != file_field}
     if not fields:
@@ -156,7 +159,9 @@ def options_from_form(form: FormData, file_field: str, options: TagOptions) -> T
     try:
         from_form = TagOptions.model_validate(fields)
     except ValidationError as error:
-        raise InvalidOptionsError(str(error)) from error
+        problems = error.errors(include_url=False)
+        located = [{**problem, "loc": ("form", *problem["loc"])} for problem in problems]
+        raise RequestValidationError(located) from error
     query, form_values = options.model_dump(exclude_unset=True), from_form.model_dump()
     clashes = sorted(
         name for name in query.keys() & fields.keys() if query[name] != form_values[name]
