@@ -164,6 +164,8 @@ def _table(outcome: Outcome, top_k: int) -> str:
         f"{outcome.path}  ({audio['duration_seconds']:.1f} s, {body['patches']} patches, "
         f"{model['name']} {model['version']})"
     ]
+    # The decoder's warnings (a truncated file, skipped packets) under the heading.
+    lines += [f"  warning: {warning}" for warning in body.get("warnings", [])]
     tags = body["tags"][:top_k]
     width = max((len(item["tag"]) for item in tags), default=0)
     for item in tags:

@@ -101,4 +101,5 @@ def from_response(track: Track, body: dict[str, Any], top_k: int) -> Record:
         probabilities={item["tag"]: item["probability"] for item in body["tags"]},
         top_k=top_k,
         embedding=(embedding["layer"], embedding["mean"]) if embedding else None,
+        warnings=body.get("warnings", []),
     )

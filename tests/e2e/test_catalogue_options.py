@@ -1,4 +1,5 @@
-"""``taggram catalogue`` checks its model and embedding layer before sending any track.
+"""``taggram catalogue`` against the e2e suite's server and the local repository: options
+checked before any track is sent, and the decoder's warnings kept in the records.
 
 A model or layer that the service (or the local repository) does not serve would fail every
 track alike: the run must stop at once as a usage error (exit 2, one line), as docs/catalogue.md
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from taggram.catalogue.writers import read_records
 from taggram.cli import app
 from tests.support.paths import require_repository
 from tests.support.server import Server
@@ -65,3 +67,25 @@ def test_local_embedding_layer_the_model_lacks_is_a_usage_error(
     assert code == 2, stderr
     assert stderr.count("\n") == 1 and "MTT_vgg has no such layer" in stderr
     assert not output.exists()
+
+
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_records_carry_the_decoders_warnings(
+    mode: str, server: Server, shared_audio: Path, tmp_path: Path
+) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "cut.wav").write_bytes((shared_audio / "clip_03.wav").read_bytes()[:2_000_000])
+    (music / "whole.wav").write_bytes((shared_audio / "clip_10.wav").read_bytes())
+    output = tmp_path / "out.csv"
+    where = ["--local", "--repository", str(require_repository())]
+    args = where if mode == "local" else ["--url", server.url]
+    result = CliRunner().invoke(
+        app, ["catalogue", str(music), "--output", str(output), *args], env={"TAGGRAM_URL": ""}
+    )
+    assert result.exit_code == 0, result.output
+    warnings = {record.id: record.warnings for record in read_records(output)}
+    assert warnings == {
+        "cut.wav": ["the file is truncated: its header declares 30.00 s, 11.34 s decoded"],
+        "whole.wav": [],
+    }

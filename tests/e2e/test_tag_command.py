@@ -150,6 +150,21 @@ def test_plot_writes_the_taggram_picture(
     assert (tmp_path / "one.svg").read_text().lstrip().startswith("<?xml")
 
 
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_the_table_shows_the_decoders_warnings(
+    mode: str, server: Server, shared_audio: Path, repository: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.wav"  # the first 2,000,000 bytes of a 30 s WAV
+    cut.write_bytes((shared_audio / "clip_03.wav").read_bytes()[:2_000_000])
+    where = ["--local", "--repository", repository] if mode == "local" else ["--url", server.url]
+    result = run(cut, *where)
+    assert result.exit_code == 0, result.output
+    heading, warning = result.stdout.splitlines()[:2]
+    assert heading.startswith(f"{cut}  (11.3 s")
+    truncated = "the file is truncated: its header declares 30.00 s, 11.34 s decoded"
+    assert warning == f"  warning: {truncated}"
+
+
 def test_plot_names_are_unique_when_inputs_share_a_name(
     shared_audio: Path, repository: Path, tmp_path: Path
 ) -> None:
