@@ -92,14 +92,14 @@ class TagOptions(BaseModel):
         max_length=200,
         description="embedding layer to return (see the model's embedding_outputs)",
     )
-    # Finite and bounded before any arithmetic: hop=inf used to overflow into a 500.
+    # Finite before any arithmetic (hop=inf used to overflow into a 500); its range depends on
+    # the model, checked in seconds by patching.hop_samples before anything is decoded.
     hop: float | None = Field(
         None,
         gt=0,
-        le=3600,
         allow_inf_nan=False,
-        description="seconds between patch starts, from one sample to one patch "
-        "(default: the patch length)",
+        description="seconds between patch starts, from one sample to one patch of the chosen "
+        "model (default: the patch length)",
     )
 
     def model_names(self, default: str) -> list[str]:
@@ -361,7 +361,7 @@ class Tagger:
             if rate not in decoded:
                 decoded[rate] = self._decode(source, rate, limits, first=not decoded)
             audio = decoded[rate]
-            hop = hop_samples(meta.patch, rate, hop_seconds)
+            hop = hop_samples(meta.patch, rate, hop_seconds, meta.name)
             plan = plan_patches(len(audio.waveform), meta.patch, hop, self.request_patch_limit)
             prepared[meta.name] = _Prepared(
                 audio=audio.info,
@@ -416,7 +416,7 @@ class Tagger:
                     f"choose one of {embeddings}"
                 )
             for base in target.bases:
-                hop_samples(base.patch, base.sample_rate, options.hop)
+                hop_samples(base.patch, base.sample_rate, options.hop, base.name)
         return targets
 
     async def tag_many(self, source: AudioSource | Path, options: TagOptions) -> list[TagResult]:

@@ -115,6 +115,26 @@ def test_bad_options_are_described_alike_in_the_query_and_the_form(
     assert form.json()["detail"] == query.json()["detail"].replace("query.", "form.")
 
 
+def test_the_hop_range_is_the_chosen_models_in_the_schema_and_the_refusals(
+    client: httpx.Client,
+) -> None:
+    tag = client.get("/openapi.json").json()["paths"]["/v1/tag"]["post"]
+    hop = next(p for p in tag["parameters"] if p["name"] == "hop")["schema"]
+    assert (hop["minimum"], hop["maximum"]) == (1 / 16000, 59049 / 16000)  # the longest patch
+    assert "2.992 s: MSD_musicnn" in hop["description"]
+    assert "3.69056 s: MTT_sample_cnn" in hop["description"]
+    good = _wav(np.zeros((16000, 1)), 16000)
+    assert _raw(client, good, "audio/wav", model="MTT_sample_cnn", hop=3.5).status_code == 200
+    for model, value in (("MTT_musicnn", 3.5), ("MTT_musicnn", 1e9), ("MTT_sample_cnn", 1e9)):
+        refused = _raw(client, good, "audio/wav", model=model, hop=value)
+        _assert_error(refused, 422, "invalid_options")
+        span = 59049 / 16000 if model == "MTT_sample_cnn" else 2.992
+        assert refused.json()["detail"] == (
+            f"hop must be between 6.25e-05 and {span:g} seconds (one sample to one patch of "
+            f"{model}), got {value:g}"
+        )
+
+
 def test_upload_over_the_byte_limit_is_refused(client: httpx.Client, server: Server) -> None:
     limit = 32 * 1024 * 1024  # SERVER_ENV's TAGGRAM_MAX_UPLOAD_BYTES
 
