@@ -28,7 +28,8 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from taggram.repository import ModelEntry, ModelMetadata, RepositoryError, load_repository
 from taggram.service import metrics
@@ -101,6 +102,20 @@ class TagOptions(BaseModel):
         description="seconds between patch starts, from one sample to one patch of the chosen "
         "model (default: the patch length)",
     )
+
+    @field_validator("model")
+    @classmethod
+    def _no_empty_name(cls, value: str | None) -> str | None:
+        """``model=``, ``model=,`` and ``model=A,,B`` name an empty model: refused, not read as
+        the default (leave the option out for that)."""
+        if value is not None and not all(part.strip() for part in value.split(",")):
+            raise PydanticCustomError(
+                "empty_model_name",
+                "{value} names an empty model: give model names separated by commas, or leave "
+                "the option out for the default model",
+                {"value": repr(value)},
+            )
+        return value
 
     def model_names(self, default: str) -> list[str]:
         """The models asked for, in order (``default`` when none)."""

@@ -135,6 +135,36 @@ def test_the_hop_range_is_the_chosen_models_in_the_schema_and_the_refusals(
         )
 
 
+def test_empty_model_names_and_repeated_options_are_refused(client: httpx.Client) -> None:
+    good = _wav(np.zeros((16000, 1)), 16000)
+    for model in ("", ",", "MTT_musicnn,,MTT_vgg", " , MTT_vgg"):
+        refused = _raw(client, good, "audio/wav", model=model)
+        _assert_error(refused, 422, "invalid_options")
+        (problem,) = refused.json()["errors"]
+        assert problem["location"] == ["query", "model"]
+        assert f"{model!r} names an empty model" in problem["message"]
+    cases = [
+        (client.post("/v1/tag?top_k=3&top_k=5", files={"file": ("a.wav", good)}), "query"),
+        (
+            client.post("/v1/tag?hop=1&hop=1", content=good, headers={"Content-Type": "audio/wav"}),
+            "query",
+        ),
+        (client.post("/v1/tag/batch?top_k=3&top_k=5", files={"files": ("a.wav", good)}), "query"),
+        (
+            client.post("/v1/tag", data={"top_k": ["3", "5"]}, files={"file": ("a.wav", good)}),
+            "form",
+        ),
+    ]
+    for response, where in cases:
+        _assert_error(response, 422, "invalid_options")
+        (problem,) = response.json()["errors"]
+        assert problem["location"] == [where, problem["location"][1]]
+        assert problem["message"] == "given 2 times: give it once"
+    # Several files in a batch are the one field that repeats.
+    two = [("files", ("a.wav", good)), ("files", ("b.wav", good))]
+    assert client.post("/v1/tag/batch", params={"top_k": 1}, files=two).status_code == 200
+
+
 def test_upload_over_the_byte_limit_is_refused(client: httpx.Client, server: Server) -> None:
     limit = 32 * 1024 * 1024  # SERVER_ENV's TAGGRAM_MAX_UPLOAD_BYTES
 

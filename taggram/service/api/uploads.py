@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from tempfile import SpooledTemporaryFile
@@ -25,7 +26,7 @@ from typing import Any, BinaryIO, cast
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData, QueryParams, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -145,6 +146,25 @@ async def read_form(
         raise HTTPException(status_code=400, detail=error.message) from error
 
 
+def reject_repeated(values: QueryParams | FormData, where: str, skip: str = "") -> None:
+    """Refuse an option given more than once (``?top_k=3&top_k=5``): one would be ignored
+    silently. Raises :class:`RequestValidationError` located at ``[where, name]`` (422
+    ``invalid_options``), as any invalid option is; ``skip`` names the repeatable file field."""
+    counts = Counter(key for key, _ in values.multi_items() if key != skip)
+    repeated = [
+        {
+            "type": "repeated_option",
+            "loc": (where, name),
+            "msg": f"given {count} times: give it once",
+            "input": values.getlist(name),
+        }
+        for name, count in counts.items()
+        if count > 1
+    ]
+    if repeated:
+        raise RequestValidationError(repeated)
+
+
 def options_from_form(form: FormData, file_field: str, options: TagOptions) -> TagOptions:
     """Merge the form's non-file fields into ``options`` (the query's).
 
@@ -153,6 +173,7 @@ def options_from_form(form: FormData, file_field: str, options: TagOptions) -> T
     :class:`RequestValidationError` located at ``["form", name]``, so that they are answered as
     the query's are (422 ``invalid_options`` listing every field's problem).
     """
+    reject_repeated(form, "form", skip=file_field)
     fields = {key: value for key, value in form.items() if key != file_field}
     if not fields:
         return options

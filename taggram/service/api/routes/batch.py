@@ -26,6 +26,7 @@ from taggram.service.api.uploads import (
     multipart_request_body,
     options_from_form,
     read_form,
+    reject_repeated,
 )
 from taggram.service.errors import EmptyAudioError, TaggramError, UnsupportedMediaTypeError
 from taggram.service.tagging import Tagger, TagOptions
@@ -83,6 +84,7 @@ async def tag_batch(
 ) -> BatchResponse:
     """Tag every upload of the repeated multipart field ``files``; results keep their order."""
     settings = tagger.settings
+    reject_repeated(request.query_params, "query")
     tagger.admit(options.model)  # a busy model refuses before a byte of the body is read
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "multipart/form-data":
