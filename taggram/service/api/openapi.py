@@ -30,6 +30,8 @@ _DESCRIPTIONS = {
     401: "Missing or unknown API key (`unauthorized`)",
     403: "The API key's scope does not allow this operation (`forbidden`)",
     404: "No such model (`model_not_found`)",
+    408: "The body did not arrive in time: no data for `TAGGRAM_READ_TIMEOUT_SECONDS` or not "
+    "complete within `TAGGRAM_BODY_TIMEOUT_SECONDS` (`request_timeout`)",
     413: "Body over `TAGGRAM_MAX_UPLOAD_BYTES`, audio over `TAGGRAM_MAX_DURATION_SECONDS` or "
     "`TAGGRAM_MAX_SAMPLE_RATE` (`payload_too_large`, `audio_too_long`, `sample_rate_too_high`)",
     415: "Content-Type, audio container or Content-Encoding not accepted "

@@ -76,7 +76,7 @@ async def _tag_one(
     operation_id="tag_batch",
     response_model=BatchResponse,
     summary="Tag several audio files in one request",
-    responses=problems(400, 404, 413, 415, 422, 500, 503),
+    responses=problems(400, 404, 408, 413, 415, 422, 429, 500, 503),
     openapi_extra=_REQUEST_BODY,
 )
 async def tag_batch(

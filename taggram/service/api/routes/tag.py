@@ -77,7 +77,7 @@ async def _read_audio(
     operation_id="tag",
     response_model=TagResponse | MultiTagResponse,
     summary="Tag an audio file",
-    responses=problems(400, 404, 413, 415, 422, 429, 500, 503),
+    responses=problems(400, 404, 408, 413, 415, 422, 429, 500, 503),
     openapi_extra=_REQUEST_BODY,
 )
 async def tag(
