@@ -202,6 +202,22 @@ def test_choosing_another_model_retags_the_file(
     assert console.unexpected() == []
 
 
+def test_the_model_picker_offers_only_models_with_tags(
+    server: Server, page: Page, console: ConsoleLog
+) -> None:
+    served = httpx.get(f"{server.url}/v1/models").json()["models"]
+    taggers = {model["name"] for model in served if model["tags"]}
+    extractors = {model["name"] for model in served if not model["tags"]}
+    assert extractors  # mfcc, random_vgg, random_sample_cnn: embeddings only
+    open_page(page, f"{server.url}/")
+    offered = page.eval_on_selector_all(
+        "[data-testid=model-select] option", "options => options.map(o => o.value)"
+    )
+    assert set(offered) == taggers
+    assert page.input_value("[data-testid=model-select]") == "MTT_musicnn"  # the default
+    assert console.unexpected() == []
+
+
 def test_a_file_that_is_not_audio_shows_the_api_error(
     server: Server, page: Page, console: ConsoleLog, tmp_path: Path
 ) -> None:
