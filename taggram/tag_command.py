@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,9 +125,8 @@ class Report:
 
     top_k: int
     json_output: bool
-    plot: Path | None
+    pictures: dict[Path, Path]  # each input's --plot file (none without --plot)
     plot_tags: int
-    several: bool
     failed: int = 0
     printed: int = 0
 
@@ -144,8 +144,8 @@ class Report:
         else:
             typer.echo(("\n" if self.printed else "") + _table(outcome, self.top_k))
         self.printed += 1
-        if self.plot is not None:
-            picture = _plot_path(self.plot, outcome.path, self.several)
+        picture = self.pictures.get(outcome.path)
+        if picture is not None:
             title = f"{outcome.path.name} · {body['model']['name']}"
             try:
                 plot_taggram(outcome.body, picture, rows=self.plot_tags or None, title=title)
@@ -164,6 +164,8 @@ def _table(outcome: Outcome, top_k: int) -> str:
         f"{outcome.path}  ({audio['duration_seconds']:.1f} s, {body['patches']} patches, "
         f"{model['name']} {model['version']})"
     ]
+    # The decoder's warnings (a truncated file, skipped packets) under the heading.
+    lines += [f"  warning: {warning}" for warning in body.get("warnings", [])]
     tags = body["tags"][:top_k]
     width = max((len(item["tag"]) for item in tags), default=0)
     for item in tags:
@@ -173,9 +175,27 @@ def _table(outcome: Outcome, top_k: int) -> str:
     return "\n".join(lines)
 
 
-def _plot_path(plot: Path, path: Path, several: bool) -> Path:
-    """``--plot out.png``: that file for one input, ``out-<input stem>.png`` for several."""
-    return plot.with_name(f"{plot.stem}-{path.stem}{plot.suffix}") if several else plot
+def plot_paths(plot: Path, files: list[Path]) -> dict[Path, Path]:
+    """Each input's picture for ``--plot out.png``: ``out.png`` for one input; for several,
+    ``out-<stem>.png``, or ``out-<stem>-<extension>.png`` when inputs share a stem
+    (``a/song.mp3``, ``b/song.wav``), then ``-2``, ``-3``... when they share both, so that no
+    picture overwrites another."""
+    if len(files) == 1:
+        return {files[0]: plot}
+    inputs = list(dict.fromkeys(files))  # a file given twice is drawn once
+    stems = Counter(path.stem for path in inputs)
+    pictures: dict[Path, Path] = {}
+    used: set[str] = set()
+    for path in inputs:
+        shared = stems[path.stem] > 1 and path.suffix
+        label = f"{path.stem}-{path.suffix.lstrip('.')}" if shared else path.stem
+        name, count = label, 1
+        while name in used:
+            count += 1
+            name = f"{label}-{count}"
+        used.add(name)
+        pictures[path] = plot.with_name(f"{plot.stem}-{name}{plot.suffix}")
+    return pictures
 
 
 @app.command("tag")
@@ -208,7 +228,10 @@ def tag(
     ] = False,
     plot: Annotated[
         Path | None,
-        typer.Option(help="write the taggram picture here (several files: NAME-<file>.png)"),
+        typer.Option(
+            help="write the taggram picture here (several files: NAME-<file stem>.png, "
+            "NAME-<stem>-<extension>.png for files sharing a stem)"
+        ),
     ] = None,
     plot_tags: Annotated[
         int, typer.Option(min=0, help="rows of the picture: the best tags (0: all)")
@@ -226,7 +249,8 @@ def tag(
             raise typer.Exit(2) from error
     # Every tag comes back (the list is cut to --top-k here), so a plot can rank all of them.
     options = {"model": model, "taggram": plot is not None}
-    report = Report(top_k, json_output, plot, plot_tags, several=len(files) > 1)
+    pictures = plot_paths(plot, files) if plot is not None else {}
+    report = Report(top_k, json_output, pictures, plot_tags)
     if target is not None:
         for outcome in _tag_remote(target, files, options, api_key):
             report(outcome)

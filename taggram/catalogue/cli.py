@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 
 from taggram.catalogue.records import best_records
-from taggram.catalogue.remote import RemoteBackend
-from taggram.catalogue.runner import Backend, JobOptions, run
+from taggram.catalogue.remote import RemoteBackend, served_options_problem
+from taggram.catalogue.runner import Backend, JobOptions, options_problem, run
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import DEFAULT_ENCODING, SourceError, load_source
 from taggram.catalogue.writers import Format, infer_format, read_records, write_records
@@ -106,15 +106,22 @@ def catalogue(
         local_backend = server_module("taggram.catalogue.local")
         settings = in_process_settings(repository, model)
         try:
-            backend = local_backend.LocalBackend(settings, options, retry)
+            in_process = local_backend.LocalBackend(settings, options, retry)
         except RepositoryError as error:
             # A usage error like a bad manifest (exit 2, one line): a missing repository or an
             # unknown --model is the same on every restart of the pod.
             typer.echo(f"taggram catalogue: {error}", err=True)
             raise typer.Exit(2) from error
+        problem = options_problem(options, settings.default_model, in_process.embedding_outputs())
+        backend = in_process
     else:
         assert url is not None
+        problem = served_options_problem(url, options, retry, api_key)
         backend = RemoteBackend(url, options, retry, connections=concurrency, api_key=api_key)
+    if problem is not None:
+        # A model or layer that is not served would fail every track alike: a usage error.
+        typer.echo(f"taggram catalogue: {problem}", err=True)
+        raise typer.Exit(2)
     fmt = output_format or infer_format(output)
     summary = asyncio.run(
         run(

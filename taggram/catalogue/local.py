@@ -39,6 +39,10 @@ class LocalBackend:
         self.tagger = Tagger(settings)
         self.tag_options = TagOptions(model=options.model, embeddings=options.embeddings)
 
+    def embedding_outputs(self) -> dict[str, list[str]]:
+        """Each loaded model's embedding layers, by model name."""
+        return {name: list(meta.embedding_outputs) for name, meta in self.tagger.models.items()}
+
     async def _tag(self, path: Path) -> TagResult:
         """Retry what the pipeline calls ``retryable`` (a full queue), as the HTTP client retries
         429, waiting what the error asks for; after the policy's last attempt the error stands."""
@@ -74,6 +78,7 @@ class LocalBackend:
             probabilities=dict(result.tags),
             top_k=self.options.top_k,
             embedding=embedding,
+            warnings=result.audio.warnings,
         )
 
     async def __aenter__(self) -> Self:

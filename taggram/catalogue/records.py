@@ -46,6 +46,9 @@ class Record(BaseModel):
     model: str | None = None
     version: str | None = None
     duration_s: float | None = None
+    # What went wrong while decoding although the track was tagged (the response's `warnings`);
+    # records written before the field existed read back with none.
+    warnings: list[str] = []
     top_tags: list[TopTag] = []
     probabilities: dict[str, float] = {}
     embedding_layer: str | None = None
@@ -67,10 +70,11 @@ def success(
     probabilities: dict[str, float],
     top_k: int,
     embedding: tuple[str, list[float]] | None = None,
+    warnings: Iterable[str] = (),
 ) -> Record:
     """The record of a tagged track, for both backends: the top tags are derived here so every
     backend ranks alike. ``probabilities`` maps every tag to its clip probability (0-1);
-    ``embedding`` is the layer name and the clip-mean vector."""
+    ``embedding`` is the layer name and the clip-mean vector; ``warnings`` the decoder's."""
     ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)[:top_k]
     layer, values = embedding if embedding is not None else (None, None)
     return Record(
@@ -80,6 +84,7 @@ def success(
         model=model,
         version=version,
         duration_s=duration_s,
+        warnings=list(warnings),
         top_tags=[TopTag(tag=tag, probability=p) for tag, p in ranked],
         probabilities=probabilities,
         embedding_layer=layer,

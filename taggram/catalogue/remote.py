@@ -12,7 +12,7 @@ from typing import Any, Self
 
 from taggram.catalogue import records
 from taggram.catalogue.records import Record
-from taggram.catalogue.runner import JobOptions
+from taggram.catalogue.runner import JobOptions, options_problem
 from taggram.catalogue.sources import Track
 from taggram.client import (
     AsyncTaggramClient,
@@ -20,6 +20,8 @@ from taggram.client import (
     RequestRejectedError,
     RetryPolicy,
     ServiceError,
+    TaggramClient,
+    TaggramClientError,
 )
 
 
@@ -72,6 +74,22 @@ class RemoteBackend:
         await self.client.aclose()
 
 
+def served_options_problem(
+    url: str, options: JobOptions, retry: RetryPolicy, api_key: str | None = None
+) -> str | None:
+    """What makes ``options`` impossible for the models the service at ``url`` serves (its
+    ``GET /v1/models``), or ``None``: also ``None`` when the list cannot be had (unreachable,
+    refused), which the run then records per track as it always did."""
+    with TaggramClient(url, retry=retry, api_key=api_key) as client:
+        try:
+            listing = client.models()
+        except TaggramClientError:
+            return None
+    models = listing["models"]
+    layers = {model["name"]: list(model.get("embedding_outputs", [])) for model in models}
+    return options_problem(options, listing["default_model"], layers)
+
+
 def from_response(track: Track, body: dict[str, Any], top_k: int) -> Record:
     """A record from a ``/v1/tag`` response (which lists every tag when no top_k is sent)."""
     embedding = body.get("embeddings")
@@ -83,4 +101,5 @@ def from_response(track: Track, body: dict[str, Any], top_k: int) -> Record:
         probabilities={item["tag"]: item["probability"] for item in body["tags"]},
         top_k=top_k,
         embedding=(embedding["layer"], embedding["mean"]) if embedding else None,
+        warnings=body.get("warnings", []),
     )

@@ -36,6 +36,34 @@ class JobOptions:
     embeddings: str | None = None
 
 
+def options_problem(
+    options: JobOptions, default_model: str, embedding_outputs: dict[str, list[str]]
+) -> str | None:
+    """What makes ``options`` impossible for the served models, in one sentence, or ``None``.
+
+    ``embedding_outputs`` maps each served model's name to its embedding layers (``GET
+    /v1/models``, or the local repository); ``default_model`` is used when ``options.model`` is
+    unset. Checked before anything is sent: otherwise every track would fail alike.
+    """
+    names = [part.strip() for part in (options.model or default_model).split(",")]
+    if not all(names):
+        return f"--model {options.model!r} names an empty model"
+    unknown = [name for name in names if name not in embedding_outputs]
+    if unknown:
+        return (
+            f"--model {options.model!r}: no model named {', '.join(map(repr, unknown))}; "
+            f"served: {', '.join(sorted(embedding_outputs))}"
+        )
+    for name in names:
+        layers = embedding_outputs[name]
+        if options.embeddings is not None and options.embeddings not in layers:
+            return (
+                f"--embeddings {options.embeddings!r}: {name} has no such layer; its layers: "
+                f"{', '.join(layers) or 'none'}"
+            )
+    return None
+
+
 class Backend(Protocol):
     """Tags one track; never raises for a problem with the track or the service."""
 

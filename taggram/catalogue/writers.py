@@ -49,6 +49,7 @@ CSV_COLUMNS = (
     "model",
     "version",
     "duration_s",
+    "warnings",
     "top_tags",
     "probabilities",
     "embedding_layer",
@@ -63,7 +64,7 @@ def _csv_row(record: Record) -> dict[str, Any]:
     """Scalars as they are; lists and mappings as JSON, so a CSV row reads back losslessly."""
     data = record.model_dump(mode="json")
     error = data.pop("error") or {}
-    for key in ("top_tags", "probabilities", "embedding"):
+    for key in ("warnings", "top_tags", "probabilities", "embedding"):
         data[key] = json.dumps(data[key]) if data[key] is not None else ""
     return {
         **data,
@@ -89,6 +90,8 @@ def _from_csv_row(row: dict[str, str]) -> Record:
             "model": row["model"] or None,
             "version": row["version"] or None,
             "duration_s": float(row["duration_s"]) if row["duration_s"] else None,
+            # Absent from files written before the column was added.
+            "warnings": json.loads(row["warnings"]) if row.get("warnings") else [],
             "top_tags": json.loads(row["top_tags"]) if row["top_tags"] else [],
             "probabilities": json.loads(row["probabilities"]) if row["probabilities"] else {},
             "embedding_layer": row["embedding_layer"] or None,
@@ -110,6 +113,15 @@ def _drop_partial_line(path: Path) -> None:
         handle.truncate(handle.read().rfind(b"\n") + 1)
 
 
+def _upgrade_csv(path: Path) -> None:
+    """Rewrite a CSV output whose header predates a column (``warnings``) with today's, its
+    records read back whole, so that the rows a resumed run appends line up with the header."""
+    with path.open(encoding="utf-8", newline="") as handle:
+        header = next(csv.reader(handle), [])
+    if tuple(header) != CSV_COLUMNS:
+        write_records(path, _read_csv(path), Format.csv)
+
+
 class Appender:
     """Appends records to a JSONL or CSV file, flushing after each one."""
 
@@ -118,6 +130,8 @@ class Appender:
         path.parent.mkdir(parents=True, exist_ok=True)
         _drop_partial_line(path)
         fresh = not path.is_file() or path.stat().st_size == 0
+        if fmt is Format.csv and not fresh:
+            _upgrade_csv(path)
         self._handle: TextIO = path.open("a", newline="", encoding="utf-8")
         self._csv = csv.DictWriter(self._handle, CSV_COLUMNS, lineterminator="\n")
         if fmt is Format.csv and fresh:
@@ -181,6 +195,7 @@ def _parquet_schema(pa: Any) -> Any:
             ("model", pa.string()),
             ("version", pa.string()),
             ("duration_s", pa.float64()),
+            ("warnings", pa.list_(pa.string())),
             (
                 "top_tags",
                 pa.list_(pa.struct([("tag", pa.string()), ("probability", pa.float64())])),
@@ -206,6 +221,7 @@ def _read_parquet(path: Path) -> list[Record]:
             {
                 **row,
                 "probabilities": dict(row["probabilities"] or []),
+                "warnings": row.get("warnings") or [],
                 "top_tags": [TopTag.model_validate(item) for item in row["top_tags"] or []],
             }
         )

@@ -28,7 +28,8 @@ from pathlib import Path
 from types import TracebackType
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from taggram.repository import ModelEntry, ModelMetadata, RepositoryError, load_repository
 from taggram.service import metrics
@@ -92,15 +93,29 @@ class TagOptions(BaseModel):
         max_length=200,
         description="embedding layer to return (see the model's embedding_outputs)",
     )
-    # Finite and bounded before any arithmetic: hop=inf used to overflow into a 500.
+    # Finite before any arithmetic (hop=inf used to overflow into a 500); its range depends on
+    # the model, checked in seconds by patching.hop_samples before anything is decoded.
     hop: float | None = Field(
         None,
         gt=0,
-        le=3600,
         allow_inf_nan=False,
-        description="seconds between patch starts, from one sample to one patch "
-        "(default: the patch length)",
+        description="seconds between patch starts, from one sample to one patch of the chosen "
+        "model (default: the patch length)",
     )
+
+    @field_validator("model")
+    @classmethod
+    def _no_empty_name(cls, value: str | None) -> str | None:
+        """``model=``, ``model=,`` and ``model=A,,B`` name an empty model: refused, not read as
+        the default (leave the option out for that)."""
+        if value is not None and not all(part.strip() for part in value.split(",")):
+            raise PydanticCustomError(
+                "empty_model_name",
+                "{value} names an empty model: give model names separated by commas, or leave "
+                "the option out for the default model",
+                {"value": repr(value)},
+            )
+        return value
 
     def model_names(self, default: str) -> list[str]:
         """The models asked for, in order (``default`` when none)."""
@@ -361,7 +376,7 @@ class Tagger:
             if rate not in decoded:
                 decoded[rate] = self._decode(source, rate, limits, first=not decoded)
             audio = decoded[rate]
-            hop = hop_samples(meta.patch, rate, hop_seconds)
+            hop = hop_samples(meta.patch, rate, hop_seconds, meta.name)
             plan = plan_patches(len(audio.waveform), meta.patch, hop, self.request_patch_limit)
             prepared[meta.name] = _Prepared(
                 audio=audio.info,
@@ -416,7 +431,7 @@ class Tagger:
                     f"choose one of {embeddings}"
                 )
             for base in target.bases:
-                hop_samples(base.patch, base.sample_rate, options.hop)
+                hop_samples(base.patch, base.sample_rate, options.hop, base.name)
         return targets
 
     async def tag_many(self, source: AudioSource | Path, options: TagOptions) -> list[TagResult]:

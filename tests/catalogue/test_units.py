@@ -10,7 +10,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from taggram.catalogue import records
+from taggram.catalogue import records, writers
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import AUDIO_EXTENSIONS, SourceError, Track, load_source
 from taggram.catalogue.writers import Format, finalize, open_appender, read_records
@@ -156,6 +156,7 @@ def _ok(track_id: str, score: float) -> records.Record:
         probabilities=probabilities,
         top_k=2,
         embedding=("pool5", [0.25, -1.5]),
+        warnings=[f"{track_id} is truncated"],
     )
 
 
@@ -183,6 +184,44 @@ def test_outputs_round_trip_resume_and_compact(tmp_path: Path, fmt: Format) -> N
     assert read_records(output) == list(best.values())  # one record per id after the run
     assert [(t.tag, t.probability) for t in best["a"].top_tags] == [("rock", 0.9), ("voice", 0.5)]
     assert best["a"].embedding == [0.25, -1.5]
+    assert (best["a"].warnings, best["b"].warnings) == (["a is truncated"], [])
+
+
+# Records as written before the `warnings` field existed (shortened, otherwise verbatim).
+_OLD_JSONL = (
+    '{"id":"a","path":"a.wav","status":"ok","model":"m","version":"1","duration_s":3.0,'
+    '"top_tags":[{"tag":"rock","probability":0.9}],"probabilities":{"rock":0.9},'
+    '"embedding_layer":null,"embedding":null,"error":null}\n'
+)
+_OLD_CSV = (
+    "id,path,status,model,version,duration_s,top_tags,probabilities,embedding_layer,embedding,"
+    "error_code,error_message,error_retryable\n"
+    'a,a.wav,ok,m,1,3.0,"[{""tag"": ""rock"", ""probability"": 0.9}]","{""rock"": 0.9}",,,,,\n'
+)
+
+
+@pytest.mark.parametrize("fmt", list(Format))
+def test_outputs_written_before_warnings_existed_read_and_resume(
+    tmp_path: Path, fmt: Format
+) -> None:
+    output = tmp_path / f"old.{fmt.value}"
+    if fmt is Format.parquet:
+        pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+        schema = writers._parquet_schema(pa)
+        old_schema = schema.remove(schema.get_field_index("warnings"))
+        row = {"id": "a", "path": "a.wav", "status": "ok", "probabilities": {"rock": 0.9}}
+        pq.write_table(pa.Table.from_pylist([row], schema=old_schema), output)
+    else:
+        output.write_text(_OLD_JSONL if fmt is Format.jsonl else _OLD_CSV, encoding="utf-8")
+    (old,) = read_records(output)
+    assert (old.id, old.status, old.warnings) == ("a", "ok", [])
+    with open_appender(output, fmt) as appender:  # a resumed run appends today's records
+        appender.write(_ok("b", 0.2))
+    finalize(output, fmt)
+    assert [(r.id, r.warnings) for r in read_records(output)] == [
+        ("a", []),
+        ("b", ["b is truncated"]),
+    ]
 
 
 @pytest.mark.parametrize("fmt", [Format.jsonl, Format.csv])

@@ -96,6 +96,75 @@ def test_each_bad_request_names_its_problem(client: httpx.Client) -> None:
     assert _raw(client, good, "audio/wav").status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/v1/tag", "/v1/tag/batch"])
+def test_bad_options_are_described_alike_in_the_query_and_the_form(
+    client: httpx.Client, path: str
+) -> None:
+    good = _wav(np.zeros((16000, 1)), 16000)
+    field = "file" if path == "/v1/tag" else "files"
+    bad = {"top_k": "abc", "unknown": "1"}
+    query = client.post(path, params=bad, files={field: ("a.wav", good)})
+    form = client.post(path, data=bad, files={field: ("a.wav", good)})
+    for response in (query, form):
+        _assert_error(response, 422, "invalid_options")
+        assert "pydantic" not in response.text  # no library's help links, as the query has none
+    query_errors, form_errors = query.json()["errors"], form.json()["errors"]
+    assert [e["location"] for e in query_errors] == [["query", "top_k"], ["query", "unknown"]]
+    assert [e["location"] for e in form_errors] == [["form", "top_k"], ["form", "unknown"]]
+    assert [e["message"] for e in query_errors] == [e["message"] for e in form_errors]
+    assert form.json()["detail"] == query.json()["detail"].replace("query.", "form.")
+
+
+def test_the_hop_range_is_the_chosen_models_in_the_schema_and_the_refusals(
+    client: httpx.Client,
+) -> None:
+    tag = client.get("/openapi.json").json()["paths"]["/v1/tag"]["post"]
+    hop = next(p for p in tag["parameters"] if p["name"] == "hop")["schema"]
+    assert (hop["minimum"], hop["maximum"]) == (1 / 16000, 59049 / 16000)  # the longest patch
+    assert "2.992 s: MSD_musicnn" in hop["description"]
+    assert "3.69056 s: MTT_sample_cnn" in hop["description"]
+    good = _wav(np.zeros((16000, 1)), 16000)
+    assert _raw(client, good, "audio/wav", model="MTT_sample_cnn", hop=3.5).status_code == 200
+    for model, value in (("MTT_musicnn", 3.5), ("MTT_musicnn", 1e9), ("MTT_sample_cnn", 1e9)):
+        refused = _raw(client, good, "audio/wav", model=model, hop=value)
+        _assert_error(refused, 422, "invalid_options")
+        span = 59049 / 16000 if model == "MTT_sample_cnn" else 2.992
+        assert refused.json()["detail"] == (
+            f"hop must be between 6.25e-05 and {span:g} seconds (one sample to one patch of "
+            f"{model}), got {value:g}"
+        )
+
+
+def test_empty_model_names_and_repeated_options_are_refused(client: httpx.Client) -> None:
+    good = _wav(np.zeros((16000, 1)), 16000)
+    for model in ("", ",", "MTT_musicnn,,MTT_vgg", " , MTT_vgg"):
+        refused = _raw(client, good, "audio/wav", model=model)
+        _assert_error(refused, 422, "invalid_options")
+        (problem,) = refused.json()["errors"]
+        assert problem["location"] == ["query", "model"]
+        assert f"{model!r} names an empty model" in problem["message"]
+    cases = [
+        (client.post("/v1/tag?top_k=3&top_k=5", files={"file": ("a.wav", good)}), "query"),
+        (
+            client.post("/v1/tag?hop=1&hop=1", content=good, headers={"Content-Type": "audio/wav"}),
+            "query",
+        ),
+        (client.post("/v1/tag/batch?top_k=3&top_k=5", files={"files": ("a.wav", good)}), "query"),
+        (
+            client.post("/v1/tag", data={"top_k": ["3", "5"]}, files={"file": ("a.wav", good)}),
+            "form",
+        ),
+    ]
+    for response, where in cases:
+        _assert_error(response, 422, "invalid_options")
+        (problem,) = response.json()["errors"]
+        assert problem["location"] == [where, problem["location"][1]]
+        assert problem["message"] == "given 2 times: give it once"
+    # Several files in a batch are the one field that repeats.
+    two = [("files", ("a.wav", good)), ("files", ("b.wav", good))]
+    assert client.post("/v1/tag/batch", params={"top_k": 1}, files=two).status_code == 200
+
+
 def test_upload_over_the_byte_limit_is_refused(client: httpx.Client, server: Server) -> None:
     limit = 32 * 1024 * 1024  # SERVER_ENV's TAGGRAM_MAX_UPLOAD_BYTES
 

@@ -150,6 +150,42 @@ def test_plot_writes_the_taggram_picture(
     assert (tmp_path / "one.svg").read_text().lstrip().startswith("<?xml")
 
 
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_the_table_shows_the_decoders_warnings(
+    mode: str, server: Server, shared_audio: Path, repository: Path, tmp_path: Path
+) -> None:
+    cut = tmp_path / "cut.wav"  # the first 2,000,000 bytes of a 30 s WAV
+    cut.write_bytes((shared_audio / "clip_03.wav").read_bytes()[:2_000_000])
+    where = ["--local", "--repository", repository] if mode == "local" else ["--url", server.url]
+    result = run(cut, *where)
+    assert result.exit_code == 0, result.output
+    heading, warning = result.stdout.splitlines()[:2]
+    assert heading.startswith(f"{cut}  (11.3 s")
+    truncated = "the file is truncated: its header declares 30.00 s, 11.34 s decoded"
+    assert warning == f"  warning: {truncated}"
+
+
+def test_plot_names_are_unique_when_inputs_share_a_name(
+    shared_audio: Path, repository: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    inputs = {"a/song.mp3": "clip_01.mp3", "b/song.wav": "clip_10.wav", "c/song.wav": "clip_10.wav"}
+    paths = []
+    for name, clip in inputs.items():
+        path = tmp_path / name
+        path.parent.mkdir()
+        path.write_bytes((shared_audio / clip).read_bytes())
+        paths.append(path)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run(*paths, "--local", "--repository", repository, "--plot", out / "tg.png")
+    assert result.exit_code == 0, result.output
+    expected = ["tg-song-mp3.png", "tg-song-wav.png", "tg-song-wav-2.png"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(expected)
+    for path, name in zip(paths, expected, strict=True):
+        assert f"taggram written to {out / name}" in result.stderr, path
+
+
 def test_plot_into_a_missing_folder_is_reported(
     server: Server, shared_audio: Path, tmp_path: Path
 ) -> None:

@@ -285,6 +285,42 @@ def test_truncated_flac_is_tagged_up_to_the_cut_with_a_warning() -> None:
     assert any("stopped" in w or "truncated" in w for w in decoded.info.warnings)
 
 
+def _declaring_data_bytes(data: bytes, size: int) -> bytearray:
+    """A WAV from libsndfile with its data chunk's size set to ``size``."""
+    patched = bytearray(data)
+    at = patched.index(b"data") + 4
+    patched[at : at + 4] = size.to_bytes(4, "little")
+    return patched
+
+
+def test_truncated_wav_is_tagged_up_to_the_cut_with_a_warning() -> None:
+    """FFmpeg sizes a WAV by the data it finds: the header's own count tells the cut."""
+    data = _encode(audio.tone(44100, 30.0), 44100, "WAV", "PCM_16")
+    decoded = decode(data[:2_000_000], 16000, LIMITS)
+    assert abs(decoded.info.duration_seconds - (2_000_000 - 44) / 4 / 44100) < 1e-3
+    assert decoded.info.warnings == (
+        "the file is truncated: its header declares 30.00 s, 11.34 s decoded",
+    )
+    assert decode(data, 16000, LIMITS).info.warnings == ()
+
+
+def test_wav_holding_more_than_its_header_declares_is_tagged_as_declared_with_a_warning() -> None:
+    data = _encode(audio.tone(16000, 10.0, 1), 16000, "WAV", "PCM_16")
+    one_second = _declaring_data_bytes(data, 32000)
+    decoded = decode(bytes(one_second), 16000, LIMITS)
+    assert decoded.duration_seconds == 1.0  # as FFmpeg and libsndfile read it
+    assert decoded.info.warnings == (
+        "the WAV header declares 1.00 s of audio but 9.00 s more data follow it: tagged the "
+        "declared 1.00 s (FFmpeg and libsndfile read no further)",
+    )
+    # Metadata chunks after the samples are no reason to warn.
+    listed = data + b"LIST" + (12).to_bytes(4, "little") + b"INFOINAM\0\0\0\0"
+    assert decode(listed, 16000, LIMITS).info.warnings == ()
+    # A size declared unknown (a streamed WAV) is read to the end, as both libraries do.
+    streamed = decode(bytes(_declaring_data_bytes(data, 0xFFFFFFFF)), 16000, LIMITS)
+    assert (streamed.duration_seconds, streamed.info.warnings) == (10.0, ())
+
+
 def test_trustworthy_header_refuses_before_decoding() -> None:
     # 40 kB of 16-bit samples declared at 2 Hz: 5.5 hours, refused from the WAV header.
     data = _encode(np.zeros((20000, 1), np.float32), 2, "WAV", "PCM_16")

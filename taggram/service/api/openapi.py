@@ -30,6 +30,8 @@ _DESCRIPTIONS = {
     401: "Missing or unknown API key (`unauthorized`)",
     403: "The API key's scope does not allow this operation (`forbidden`)",
     404: "No such model (`model_not_found`)",
+    408: "The body did not arrive in time: no data for `TAGGRAM_READ_TIMEOUT_SECONDS` or not "
+    "complete within `TAGGRAM_BODY_TIMEOUT_SECONDS` (`request_timeout`)",
     413: "Body over `TAGGRAM_MAX_UPLOAD_BYTES`, audio over `TAGGRAM_MAX_DURATION_SECONDS` or "
     "`TAGGRAM_MAX_SAMPLE_RATE` (`payload_too_large`, `audio_too_long`, `sample_rate_too_high`)",
     415: "Content-Type, audio container or Content-Encoding not accepted "
@@ -121,20 +123,29 @@ def option_constraints(models: Iterable[ModelMetadata]) -> dict[str, dict[str, A
 
     ``model``: the served models' names as examples (a free string: models come and go).
     ``embeddings``: the enum of every model's embedding names (one a model lacks is still a 422).
-    ``hop``: from one sample to the shortest patch span among the models, the range in which the
-    hop is valid for any of them.
+    ``hop``: from one sample to the longest patch span among the models (a hop no model takes
+    is outside it), each model's own span listed in the description, as the 422 for a hop
+    beyond the chosen model's span names it.
     """
     served = list(models)
     if not served:
         return {}
     names = sorted({name for meta in served for name in meta.embedding_outputs})
     longest_sample = max(1 / meta.sample_rate for meta in served)
-    shortest_span = min(meta.patch.span_samples / meta.sample_rate for meta in served)
+    spans: dict[float, list[str]] = {}
+    for meta in served:
+        spans.setdefault(meta.patch.span_samples / meta.sample_rate, []).append(meta.name)
+    listed = "; ".join(f"{span:g} s: {', '.join(sorted(spans[span]))}" for span in sorted(spans))
     return {
         "model": {"examples": sorted(meta.name for meta in served)},
         "model_version": {"examples": sorted({meta.version for meta in served})},
         "embeddings": {"enum": names} if names else {},
-        "hop": {"minimum": longest_sample, "maximum": shortest_span},
+        "hop": {
+            "minimum": longest_sample,
+            "maximum": max(spans),
+            "description": "seconds between patch starts, from one sample to one patch of the "
+            f"chosen model (default: the patch length); one patch is {listed}",
+        },
     }
 
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from tempfile import SpooledTemporaryFile
 from typing import Any, BinaryIO, cast
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData, QueryParams, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -144,19 +146,43 @@ async def read_form(
         raise HTTPException(status_code=400, detail=error.message) from error
 
 
+def reject_repeated(values: QueryParams | FormData, where: str, skip: str = "") -> None:
+    """Refuse an option given more than once (``?top_k=3&top_k=5``): one would be ignored
+    silently. Raises :class:`RequestValidationError` located at ``[where, name]`` (422
+    ``invalid_options``), as any invalid option is; ``skip`` names the repeatable file field."""
+    counts = Counter(key for key, _ in values.multi_items() if key != skip)
+    repeated = [
+        {
+            "type": "repeated_option",
+            "loc": (where, name),
+            "msg": f"given {count} times: give it once",
+            "input": values.getlist(name),
+        }
+        for name, count in counts.items()
+        if count > 1
+    ]
+    if repeated:
+        raise RequestValidationError(repeated)
+
+
 def options_from_form(form: FormData, file_field: str, options: TagOptions) -> TagOptions:
     """Merge the form's non-file fields into ``options`` (the query's).
 
     An option may be given in either place; given in both, the values must agree, so that no
-    value the request carries is silently ignored.
+    value the request carries is silently ignored. Invalid form fields raise
+    :class:`RequestValidationError` located at ``["form", name]``, so that they are answered as
+    the query's are (422 ``invalid_options`` listing every field's problem).
     """
+    reject_repeated(form, "form", skip=file_field)
     fields = {key: value for key, value in form.items() if key != file_field}
     if not fields:
         return options
     try:
         from_form = TagOptions.model_validate(fields)
     except ValidationError as error:
-        raise InvalidOptionsError(str(error)) from error
+        problems = error.errors(include_url=False)
+        located = [{**problem, "loc": ("form", *problem["loc"])} for problem in problems]
+        raise RequestValidationError(located) from error
     query, form_values = options.model_dump(exclude_unset=True), from_form.model_dump()
     clashes = sorted(
         name for name in query.keys() & fields.keys() if query[name] != form_values[name]

@@ -40,6 +40,7 @@ import numpy as np
 import soxr
 
 from taggram.formats import Container, by_demuxer, describe_unknown, id3_size, sniff, supported
+from taggram.service.audio import wav
 from taggram.service.errors import (
     AudioTooLongError,
     EmptyAudioError,
@@ -388,9 +389,26 @@ def _exact_length(container: Container, head: bytes) -> bool:
     return container.name in _EXACT_LENGTH
 
 
-def _warnings(
-    progress: _Progress, stream: av.AudioStream, exact_length: bool, rate: int, tail: bool
-) -> list[str]:
+def _unread_wav_data(handle: BinaryIO, size: int, chunk: wav.DataChunk, rate: int) -> str | None:
+    """A warning when more than a moment of bytes that are not a chunk (so not metadata) follow
+    the data chunk as its header declares it: FFmpeg, like libsndfile, stops where it declares."""
+    room = size - chunk.end
+    handle.seek(chunk.end)
+    if wav.is_chunk(handle.read(8), room - 8):
+        return None
+    more = room // chunk.block_align / rate
+    if more <= _TRUNCATION_TOLERANCE_SECONDS:
+        return None
+    declared = chunk.frames() / rate
+    return (
+        f"the WAV header declares {declared:.2f} s of audio but {more:.2f} s more data follow "
+        f"it: tagged the declared {declared:.2f} s (FFmpeg and libsndfile read no further)"
+    )
+
+
+def _warnings(progress: _Progress, declared: float | None, rate: int, tail: bool) -> list[str]:
+    """What the user should know about the decoding; ``declared`` is the header's length in
+    seconds where it is a count (not an estimate)."""
     decoded = progress.frames / rate
     warnings = []
     if progress.stopped is not None:
@@ -399,8 +417,7 @@ def _warnings(
         count = progress.skipped_packets
         packets = "1 damaged packet was" if count == 1 else f"{count} damaged packets were"
         warnings.append(f"{packets} skipped: the codec could not decode them")
-    declared = _declared_seconds(stream)
-    if exact_length and declared is not None and declared - decoded > _TRUNCATION_TOLERANCE_SECONDS:
+    if declared is not None and declared - decoded > _TRUNCATION_TOLERANCE_SECONDS:
         warnings.append(
             f"the file is truncated: its header declares {declared:.2f} s, {decoded:.2f} s decoded"
         )
@@ -469,11 +486,16 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
             )
         raise InvalidAudioError("the audio contains no samples")
     tail = container.name == "Ogg" and _ogg_unterminated(handle, size)
+    # FFmpeg sizes a WAV stream by the data it finds: the header's own count is read here.
+    chunk = wav.data_chunk(head) if container.name == "WAV" and codec.startswith("pcm_") else None
+    declared = chunk.frames() / rate if chunk else _declared_seconds(stream)
+    warnings = _warnings(progress, declared if _exact_length(container, head) else None, rate, tail)
+    unread = chunk and _unread_wav_data(handle, size, chunk, rate)
     info = AudioInfo(
         sample_rate=rate,
         channels=channels,
         frames=progress.frames,
         format=f"{container.name}/{codec}",
-        warnings=tuple(_warnings(progress, stream, _exact_length(container, head), rate, tail)),
+        warnings=(*warnings, *([unread] if unread else [])),
     )
     return DecodedAudio(info=info, waveform=output.waveform(), sample_rate=target_rate)

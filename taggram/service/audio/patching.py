@@ -38,16 +38,20 @@ class PatchPlan:
         return len(self.starts)
 
 
-def hop_samples(spec: PatchSpec, sample_rate: int, hop_seconds: float | None) -> int:
-    """The hop in samples: the model's default, or the request's, which must leave no gaps."""
+def hop_samples(
+    spec: PatchSpec, sample_rate: int, hop_seconds: float | None, model: str = "the model"
+) -> int:
+    """The hop in samples: the model's default, or the request's, which must leave no gaps:
+    from one sample to one patch of ``model``. Raises :class:`InvalidOptionsError` naming the
+    model and its range."""
     if hop_seconds is None:
         return spec.hop_samples
     # Checked in seconds, before rounding, so the bounds are exactly those the OpenAPI states.
     shortest, longest = 1 / sample_rate, spec.span_samples / sample_rate
     if not shortest <= hop_seconds <= longest:
         raise InvalidOptionsError(
-            f"hop must be between {shortest:g} and {longest:g} seconds (one patch), "
-            f"got {hop_seconds:g}"
+            f"hop must be between {shortest:g} and {longest:g} seconds (one sample to one patch "
+            f"of {model}), got {hop_seconds:g}"
         )
     return max(1, min(spec.span_samples, round(hop_seconds * sample_rate)))
 

@@ -26,6 +26,7 @@ from taggram.service.api.uploads import (
     multipart_request_body,
     options_from_form,
     read_form,
+    reject_repeated,
 )
 from taggram.service.errors import EmptyAudioError, TaggramError, UnsupportedMediaTypeError
 from taggram.service.tagging import Tagger, TagOptions
@@ -75,7 +76,7 @@ async def _tag_one(
     operation_id="tag_batch",
     response_model=BatchResponse,
     summary="Tag several audio files in one request",
-    responses=problems(400, 404, 413, 415, 422, 500, 503),
+    responses=problems(400, 404, 408, 413, 415, 422, 429, 500, 503),
     openapi_extra=_REQUEST_BODY,
 )
 async def tag_batch(
@@ -83,6 +84,7 @@ async def tag_batch(
 ) -> BatchResponse:
     """Tag every upload of the repeated multipart field ``files``; results keep their order."""
     settings = tagger.settings
+    reject_repeated(request.query_params, "query")
     tagger.admit(options.model)  # a busy model refuses before a byte of the body is read
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "multipart/form-data":

@@ -183,7 +183,7 @@ def _creation(form: FormData) -> CreateRequest:
     response_model=CustomRecord,
     summary="Create a custom tagger from labelled examples",
     dependencies=_ADMIN,
-    responses=problems(400, 409, 413, 415, 422, 429, 500, 503),
+    responses=problems(400, 408, 409, 413, 415, 422, 429, 500, 503),
     openapi_extra=_CREATE_BODY,
 )
 async def create_model(request: Request, response: Response, tagger: TaggerDep) -> CustomRecord:

@@ -21,6 +21,7 @@ from taggram.service.api.uploads import (
     options_from_form,
     read_form,
     read_raw,
+    reject_repeated,
 )
 from taggram.service.audio.decode import AudioSource
 from taggram.service.errors import EmptyAudioError, UnsupportedMediaTypeError
@@ -76,7 +77,7 @@ async def _read_audio(
     operation_id="tag",
     response_model=TagResponse | MultiTagResponse,
     summary="Tag an audio file",
-    responses=problems(400, 404, 413, 415, 422, 429, 500, 503),
+    responses=problems(400, 404, 408, 413, 415, 422, 429, 500, 503),
     openapi_extra=_REQUEST_BODY,
 )
 async def tag(
@@ -87,6 +88,7 @@ async def tag(
 ) -> TagResponse | MultiTagResponse:
     """Tag audio sent as a multipart upload (field ``file``) or as the raw body. With several
     comma-separated models, the answer is ``{"request_id", "results": [...]}`` in their order."""
+    reject_repeated(request.query_params, "query")
     tagger.admit(options.model)  # a busy model refuses before a byte of the body is read
     async with _read_audio(request, options, tagger.settings) as (source, options):
         results = await unless_disconnected(request, tagger.tag_many(source, options))

@@ -377,7 +377,7 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
         f"(`{HEADER_LENGTH}` gives the JSON's length)",
         "content": {"application/octet-stream": {"schema": {"type": "string"}}},
     },
-    **problems(400, 404, 413, 429, 500, 503),
+    **problems(400, 404, 408, 413, 429, 500, 503),
 }
 
 

@@ -123,7 +123,9 @@ async function loadModels() {
   try {
     const body = await api("v1/models");
     const list = Array.isArray(body) ? body : body.models || [];
-    state.models = new Map(list.map((m) => [m.name ?? m.id ?? String(m), m]));
+    // Only taggers: the feature extractors (mfcc, random_*) have no tags, so no taggram to show.
+    const taggers = list.filter((m) => Array.isArray(m.tags) && m.tags.length > 0);
+    state.models = new Map(taggers.map((m) => [m.name ?? m.id ?? String(m), m]));
     ui.model.replaceChildren(
       ...[...state.models.keys()].map((name) => {
         const option = document.createElement("option");

@@ -1,0 +1,66 @@
+"""What a RIFF/WAVE header declares about its samples, read from the bytes.
+
+FFmpeg gives a WAV stream the length of the data it finds, not the one the header declares, so a
+WAV cut short (a failed upload, a full disk) decodes as if whole; and a data chunk declaring less
+than the file holds is read, by FFmpeg and libsndfile alike, only as far as it declares. The
+declared length is needed to tell the user either way (``docs/audio.md``, "Length"). Reference:
+Microsoft's RIFF/WAVE layout (``RIFF`` size ``WAVE``, then chunks of a 4-byte id, a little-endian
+32-bit size and the body, padded to even length; ``fmt `` carries ``nBlockAlign`` at byte 12 of its
+body).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+# A data size FFmpeg and libsndfile read as "unknown, to the end of the file" (streamed WAVs).
+_UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
+
+
+@dataclass(frozen=True)
+class DataChunk:
+    """The ``data`` chunk as declared: where its samples start, their declared byte count, and
+    the bytes per frame (``fmt `` chunk's ``nBlockAlign``)."""
+
+    offset: int
+    size: int
+    block_align: int
+
+    @property
+    def end(self) -> int:
+        """The byte after the chunk as declared, its pad byte included."""
+        return self.offset + self.size + (self.size & 1)
+
+    def frames(self) -> int:
+        """Declared frames, for PCM (where one block is one frame)."""
+        return self.size // self.block_align
+
+
+def data_chunk(head: bytes) -> DataChunk | None:
+    """The ``data`` chunk of the RIFF WAVE whose start is ``head``, or ``None``: not RIFF WAVE
+    (RF64 keeps its sizes elsewhere), no ``fmt `` before ``data`` within ``head``, or a size
+    declared unknown (0 or 0xFFFFFFFF)."""
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    offset, block_align = 12, 0
+    while offset + 8 <= len(head):
+        chunk_id, size = head[offset : offset + 4], struct.unpack_from("<I", head, offset + 4)[0]
+        body = offset + 8
+        if chunk_id == b"fmt " and body + 14 <= len(head):
+            block_align = struct.unpack_from("<H", head, body + 12)[0]
+        elif chunk_id == b"data":
+            if not block_align or size in _UNKNOWN_SIZES:
+                return None
+            return DataChunk(offset=body, size=size, block_align=block_align)
+        offset = body + size + (size & 1)
+    return None
+
+
+def is_chunk(header: bytes, room: int) -> bool:
+    """Whether ``header`` (8 bytes) opens a RIFF chunk (an id of printable ASCII, a size that fits
+    ``room``, the bytes left after it): metadata such as ``LIST`` or ``id3 `` after the samples."""
+    if len(header) < 8:
+        return False
+    size = struct.unpack_from("<I", header, 4)[0]
+    return all(32 <= byte < 127 for byte in header[:4]) and size <= room

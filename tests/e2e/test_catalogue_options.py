@@ -1,0 +1,91 @@
+"""``taggram catalogue`` against the e2e suite's server and the local repository: options
+checked before any track is sent, and the decoder's warnings kept in the records.
+
+A model or layer that the service (or the local repository) does not serve would fail every
+track alike: the run must stop at once as a usage error (exit 2, one line), as docs/catalogue.md
+says bad options do, not record every track as a permanent failure and exit 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from taggram.catalogue.writers import read_records
+from taggram.cli import app
+from tests.support.paths import require_repository
+from tests.support.server import Server
+
+
+def _run(shared_audio: Path, tmp_path: Path, *args: str) -> tuple[int, str, Path]:
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "a.wav").write_bytes((shared_audio / "clip_10.wav").read_bytes())
+    output = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app, ["catalogue", str(music), "--output", str(output), *args], env={"TAGGRAM_URL": ""}
+    )
+    return result.exit_code, result.stderr, output
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--model", "nope"], "no model named 'nope'"),
+        (["--model", "MTT_musicnn,nope"], "no model named 'nope'"),
+        (["--embeddings", "nope"], "--embeddings 'nope': MTT_musicnn has no such layer"),
+        (["--model", "MTT_vgg", "--embeddings", "penultimate"], "MTT_vgg has no such layer"),
+    ],
+)
+def test_remote_options_the_service_lacks_are_a_usage_error(
+    server: Server, shared_audio: Path, tmp_path: Path, options: list[str], named: str
+) -> None:
+    code, stderr, output = _run(shared_audio, tmp_path, "--url", server.url, *options)
+    assert code == 2, stderr
+    assert stderr.count("\n") == 1 and named in stderr and "Traceback" not in stderr
+    assert not output.exists()  # refused before anything was sent
+
+
+def test_remote_options_the_service_has_are_run(
+    server: Server, shared_audio: Path, tmp_path: Path
+) -> None:
+    code, stderr, output = _run(
+        shared_audio, tmp_path, "--url", server.url, "--model", "MTT_vgg", "--embeddings", "pool5"
+    )
+    assert code == 0, stderr
+    assert '"status":"ok"' in output.read_text()
+
+
+def test_local_embedding_layer_the_model_lacks_is_a_usage_error(
+    shared_audio: Path, tmp_path: Path
+) -> None:
+    repository = str(require_repository())
+    args = ("--local", "--repository", repository, "--model", "MTT_vgg", "--embeddings", "nope")
+    code, stderr, output = _run(shared_audio, tmp_path, *args)
+    assert code == 2, stderr
+    assert stderr.count("\n") == 1 and "MTT_vgg has no such layer" in stderr
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_records_carry_the_decoders_warnings(
+    mode: str, server: Server, shared_audio: Path, tmp_path: Path
+) -> None:
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / "cut.wav").write_bytes((shared_audio / "clip_03.wav").read_bytes()[:2_000_000])
+    (music / "whole.wav").write_bytes((shared_audio / "clip_10.wav").read_bytes())
+    output = tmp_path / "out.csv"
+    where = ["--local", "--repository", str(require_repository())]
+    args = where if mode == "local" else ["--url", server.url]
+    result = CliRunner().invoke(
+        app, ["catalogue", str(music), "--output", str(output), *args], env={"TAGGRAM_URL": ""}
+    )
+    assert result.exit_code == 0, result.output
+    warnings = {record.id: record.warnings for record in read_records(output)}
+    assert warnings == {
+        "cut.wav": ["the file is truncated: its header declares 30.00 s, 11.34 s decoded"],
+        "whole.wav": [],
+    }
