@@ -150,9 +150,10 @@ async def read_counters(client: httpx.AsyncClient, model: str) -> Counters:
 
 
 async def post_until_accepted(
-    client: httpx.AsyncClient, model: str, audio: AudioFile
+    client: httpx.AsyncClient, model: str | None, audio: AudioFile
 ) -> tuple[float, int]:
-    """POST one file; on 429 wait as told and retry (latency counts the wait: clients see it).
+    """POST one file to ``model`` (None: the service's default); on 429 wait as told and retry
+    (latency counts the wait: clients see it).
 
     Returns the server's decode time for the file, in seconds, and the number of 429 answers.
     """
@@ -160,7 +161,7 @@ async def post_until_accepted(
     while True:
         response = await client.post(
             "/v1/tag",
-            params={"model": model},
+            params={"model": model} if model else {},
             content=audio.data,
             headers={"Content-Type": "application/octet-stream"},
         )
@@ -512,7 +513,7 @@ def original_table(run: OriginalRun, durations: dict[Path, float]) -> tuple[str,
 
 async def tag_once(url: str, model: str | None, audio: AudioFile) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=600.0) as client:
-        await post_until_accepted(client, model or "", audio)
+        await post_until_accepted(client, model, audio)
 
 
 def measure_memory(
