@@ -96,7 +96,11 @@ def ranked(cv: np.ndarray, ys: np.ndarray, keep: list[int]) -> list[int]:
     return sorted(keep, key=key)
 
 
-def vote(cv: np.ndarray, q: np.ndarray, ys: np.ndarray, members: Sequence[int], scaled: bool):  # type: ignore[no-untyped-def]
+def vote(
+    cv: np.ndarray, q: np.ndarray, ys: np.ndarray, members: Sequence[int], scaled: bool
+) -> np.ndarray:
+    """The members' query probabilities averaged, each temperature-scaled on its
+    cross-validated probabilities first when ``scaled``."""
     Y = np.eye(cv.shape[-1], dtype=bool)[ys]
     parts = [
         calibrate(q[i], fit_temperature(cv[i], Y, False), False) if scaled else q[i]
