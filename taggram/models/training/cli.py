@@ -79,6 +79,54 @@ def _split_windows(
     return train_set, validation_set, tags, info
 
 
+def _hardware(threads: int) -> dict[str, Any]:
+    """Where training runs: the trainer uses the CPU (torch threads), whatever else is present."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        model = names[0] if names else model
+    return {
+        "device": "cpu",
+        "cpu": model,
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "gpu_present": torch.cuda.is_available(),
+    }
+
+
+def _provenance(onnx_path: Path) -> dict[str, Any]:
+    """What a warm start started from: the ONNX file's hash and, from the metadata.json beside
+    it, the model's name, version and the summary of its own training.
+    """
+    import hashlib
+
+    record: dict[str, Any] = {
+        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+    }
+    metadata_path = onnx_path.parent / "metadata.json"
+    if metadata_path.is_file():
+        metadata = json.loads(metadata_path.read_text())
+        training = metadata.get("training") or {}
+        record.update(
+            name=metadata.get("name"),
+            version=metadata.get("version"),
+            training={
+                key: training.get(key)
+                for key in ("files", "hours", "epochs_run", "steps_run", "training_seconds")
+            },
+        )
+    return record
+
+
 @app.command("prepare-data")
 def prepare_data(
     data_dir: Path = typer.Option(Path("data"), help="where packages, audio and manifest go"),
@@ -150,6 +198,9 @@ def train_command(
         seed,
     )
     typer.echo(json.dumps(info["split"]))
+    info["hardware"] = _hardware(threads)
+    if initialise_from is not None:
+        info["initialised_from"] = _provenance(initialise_from)
     config = TrainConfig(
         architecture=architecture,
         architecture_options=json.loads(architecture_options),
