@@ -241,28 +241,20 @@ def test_licences_of_copyright_files() -> None:
 
 
 def test_command_line_round_trip(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    """train → evaluate → export → plot-training through the `taggram` commands."""
+    """train → resume → evaluate → export → plot-training through the `taggram` commands."""
     labels, _, cache = trained
     common = ["--labels", str(labels), "--cache", str(cache), "--validation-fraction", "0.25"]
     run = tmp_path / "run"
+    options = ["--architecture-options", json.dumps(TINY), "--steps-per-epoch", "2"]
+    options += ["--batch-size", "4", "--schedule", "cosine", "--time-budget-minutes", "30"]
+    train_command = ["train", *common, "--out", str(run), *options]
+    result = CliRunner().invoke(app, [*train_command, "--max-epochs", "1"])
+    assert result.exit_code == 0, result.output
     result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            *common,
-            "--out",
-            str(run),
-            "--architecture-options",
-            json.dumps(TINY),
-            "--steps-per-epoch",
-            "2",
-            "--max-epochs",
-            "2",
-            "--batch-size",
-            "4",
-        ],
+        app, [*train_command, "--max-epochs", "2", "--resume", str(run / LAST)]
     )
     assert result.exit_code == 0, result.output
+    assert [e["epoch"] for e in json.loads((run / HISTORY).read_text())] == [1, 2]
     result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), *common])
     assert result.exit_code == 0, result.output
     assert "ROC-AUC" in result.output and "PR-AUC" in result.output
