@@ -362,6 +362,8 @@ def test_short_clips_become_reels_and_music_stays_whole(tmp_path: Path) -> None:
         clip = 0.1 * np.ones(int(2.5 * rate), np.float32)
         sf.write(str(root / f"voices/a/{index:02d}.ogg"), clip, rate)
     sf.write(str(root / "music/song.wav"), np.zeros(40 * rate, np.float32), rate)
+    # a broken encoding (it decodes to peaks far above full scale) is left out of its reel
+    sf.write(str(root / "voices/a/99.wav"), 40 * np.ones(rate, np.float32), rate, subtype="FLOAT")
     package = Package(name="game-data", version="1.0", root=root)
     selection = Selection(clips=re.compile(r"voices/"), clips_kind="speech")
     rows = package_rows(package, selection, tmp_path, "CC0-1.0", "train")

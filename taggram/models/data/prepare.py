@@ -39,6 +39,8 @@ MIN_SECONDS = 30.0
 # Reels of short clips: about a minute each, clips separated by a quarter second of silence.
 REEL_SECONDS = 60.0
 REEL_GAP_SECONDS = 0.25
+# A decoded clip peaking above this is a broken encoding, not audio (see write_reel).
+MAX_PEAK = 2.0
 MANIFEST = "manifest.csv"
 
 
@@ -121,9 +123,20 @@ def plan_reels(clips: list[tuple[Path, float]]) -> list[list[Path]]:
 
 
 def write_reel(clips: list[Path], target: Path) -> None:
-    """Decode ``clips`` and write them one after the other, separated by short silences."""
+    """Decode ``clips`` and write them one after the other, separated by short silences.
+
+    Clips that decode to non-finite samples or peaks above ``MAX_PEAK`` are broken encodings
+    (some of klettres' Setswana recordings decode to peaks of 10-60) and are left out.
+    """
     gap = np.zeros(round(REEL_GAP_SECONDS * SAMPLE_RATE), np.float32)
-    write_wav(np.concatenate([part for clip in clips for part in (read_mono(clip), gap)]), target)
+    decoded = [read_mono(clip) for clip in clips]
+    parts = [part for audio in decoded if _sound(audio) for part in (audio, gap)]
+    write_wav(np.concatenate(parts) if parts else gap, target)
+
+
+def _sound(audio: np.ndarray) -> bool:
+    """Whether decoded audio is finite and within ``MAX_PEAK`` (lossy codecs overshoot 1 a bit)."""
+    return bool(np.isfinite(audio).all() and np.abs(audio).max(initial=0.0) <= MAX_PEAK)
 
 
 def package_rows(

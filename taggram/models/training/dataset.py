@@ -92,6 +92,7 @@ def distilled_windows(
     starts = teacher.starts + teacher.window // 2 - samples // 2
     lengths = np.array([frames(path) for path in files])
     fits = (starts >= 0) & (starts + samples <= lengths[teacher.file_index])
+    fits &= np.isfinite(teacher.probabilities).all(axis=1)  # a teacher's NaN must not train
     jitter = max(abs(samples - teacher.window) // 2, samples // 16)
     return Windows(
         files,
