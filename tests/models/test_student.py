@@ -26,15 +26,16 @@ MUSIC_PEARSON_FLOOR = 0.75
 
 
 def test_committed_checkpoint_is_the_shipped_model() -> None:
-    """checkpoint.pt (the run's last.pt: what a resumed run starts from) computes model.onnx."""
+    """checkpoint.pt resumes the run (its last.pt) and holds the weights that model.onnx ships."""
     checkpoint = torch.load(STUDENT / "checkpoint.pt", weights_only=False)
     entry = load_repository(STUDENT.parent)["MTT_sample_cnn"]
-    assert checkpoint["epoch"] == entry.metadata.training["best_epoch"]
+    assert checkpoint["shipped_epoch"] == entry.metadata.training["best_epoch"]
+    assert checkpoint["epoch"] == entry.metadata.training["epochs_run"]
     assert checkpoint["optimizer"]["state"]  # resumable: the optimiser's moments are there
     module = build(
         checkpoint["architecture"], len(checkpoint["tags"]), **checkpoint["architecture_options"]
     )
-    module.load_state_dict(checkpoint["state_dict"])
+    module.load_state_dict(checkpoint["shipped_state_dict"])
     audio = np.random.default_rng(0).uniform(-0.5, 0.5, (2, entry.metadata.patch.samples))
     assert_onnx_matches_module(
         entry.onnx_path, module.eval(), audio.astype(np.float32), atol=1e-5, embedding_atol=1e-4

@@ -260,9 +260,12 @@ def test_command_line_round_trip(trained: tuple[Path, Path, Path], tmp_path: Pat
     assert "ROC-AUC" in result.output and "PR-AUC" in result.output
     root = tmp_path / "repository"
     export = ["export", "--checkpoint", str(run / "best.pt"), "--name", "cli", "--root", str(root)]
-    result = CliRunner().invoke(app, export)
+    result = CliRunner().invoke(app, [*export, "--last", str(run / LAST)])
     assert result.exit_code == 0, result.output
     assert load_repository(root)["cli"].metadata.training["steps_run"] == 4
+    kept = torch.load(root / "cli" / "checkpoint.pt", weights_only=False)
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert kept["epoch"] == 2 and kept["shipped_epoch"] == best["epoch"]
     plot = ["plot-training", "--history", str(run / HISTORY), "--out", str(tmp_path / "c.png")]
     result = CliRunner().invoke(app, plot)
     assert result.exit_code == 0, result.output

@@ -279,11 +279,14 @@ def export_command(
         Path("taggram/models/trained"), help="repository folder to write into"
     ),
     version: str = typer.Option("1.0.0"),
+    last: Path | None = typer.Option(
+        None, help="the run's last.pt, kept beside the model as checkpoint.pt (resumable)"
+    ),
 ) -> None:
     """Export a checkpoint to ONNX + metadata (build-models copies taggram/models/trained/ in)."""
     from taggram.models.training.export import export_checkpoint
 
-    typer.echo(f"exported {export_checkpoint(checkpoint, name, root, version)}")
+    typer.echo(f"exported {export_checkpoint(checkpoint, name, root, version, last)}")
 
 
 @app.command("plot-training")
