@@ -49,12 +49,17 @@ def _embedding_specs(module: torch.nn.Module, samples: int) -> list[TensorSpec]:
 
 
 def _validation_source(info: dict[str, Any]) -> str:
+    held_out = "whole folders held out"
+    if info.get("split", {}).get("by") == "the CSV's split column":
+        held_out = "whole packages held out: " + ", ".join(
+            sorted({group.split("/")[0] for group in info["split"]["validation_groups"]})
+        )
     if "teacher" in info:
         return (
-            f"own validation split (whole folders held out), labels = {info['teacher']['name']}'s "
+            f"own validation split ({held_out}), labels = {info['teacher']['name']}'s "
             f"top-{TOP_K} tags per patch: agreement with the teacher, not accuracy on human tags"
         )
-    return "own validation split (whole groups held out) of the training labels"
+    return f"own validation split ({held_out}) of the training labels"
 
 
 def checkpoint_metadata(
