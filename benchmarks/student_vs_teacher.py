@@ -105,7 +105,9 @@ def main(
     student: str = typer.Option("MTT_sample_cnn"),
     teacher: str = typer.Option("MTT_musicnn"),
     repository: Path = typer.Option(ROOT / "model_repository"),
-    trained: Path = typer.Option(ROOT / "models" / "trained", help="also searched for models"),
+    trained: Path = typer.Option(
+        ROOT / "taggram" / "models" / "trained", help="also searched for models"
+    ),
     audio: Path = typer.Option(SHARED_AUDIO, help="folder with manifest.csv and the recordings"),
     threads: int = typer.Option(2, help="onnxruntime intra-op threads"),
 ) -> None:

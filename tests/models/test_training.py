@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,23 +18,35 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from taggram.models.data.debian import licences
+from taggram.models.architectures.waveform import SampleCNN
+from taggram.models.data.clips import write_validation_clips
+from taggram.models.data.debian import Package, licences
 from taggram.models.data.packages import (
     EVALUATION_ONLY,
     TRAINING_PACKAGES,
     EvaluationPackageError,
+    Selection,
     ensure_trainable,
     evaluation_only,
 )
-from taggram.models.data.prepare import prepare
+from taggram.models.data.prepare import REEL_GAP_SECONDS, package_rows, prepare
+from taggram.models.data.speech import passages
 from taggram.models.training.cli import app
 from taggram.models.training.dataset import labelled_windows, split
 from taggram.models.training.export import export_checkpoint
 from taggram.models.training.labels import read_labels
-from taggram.models.training.metrics import binarize, tagging_metrics
+from taggram.models.training.metrics import binarize, clip_agreement, tagging_metrics
 from taggram.models.training.patching import WAVEFORM_PATCH
 from taggram.models.training.sources import load_windows
-from taggram.models.training.trainer import HISTORY, TrainConfig, load_checkpoint, train
+from taggram.models.training.trainer import (
+    HISTORY,
+    LAST,
+    TrainConfig,
+    cosine_learning_rate,
+    load_checkpoint,
+    train,
+)
+from taggram.models.training.warm_start import initialise_from_onnx
 from taggram.repository import load_repository
 from tests.support.onnx_parity import assert_onnx_matches_module
 
@@ -163,7 +176,7 @@ def test_evaluation_packages_are_refused(tmp_path: Path) -> None:
         with pytest.raises(EvaluationPackageError):
             ensure_trainable(["supertuxkart-data", package])
     with pytest.raises(EvaluationPackageError):
-        prepare(tmp_path, {"hyperrogue-music": None})
+        prepare(tmp_path, {"hyperrogue-music": Selection()})
     assert not (tmp_path / "debs").exists()  # refused before anything was downloaded
     manifest = tmp_path / "manifest.csv"
     manifest.write_text("path,package,group\na.wav,supertux-data,x\nb.wav,wesnoth-1.16-music,y\n")
@@ -228,37 +241,165 @@ def test_licences_of_copyright_files() -> None:
 
 
 def test_command_line_round_trip(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    """train → evaluate → export → plot-training through the `taggram` commands."""
+    """train → resume → evaluate → export → plot-training through the `taggram` commands."""
     labels, _, cache = trained
     common = ["--labels", str(labels), "--cache", str(cache), "--validation-fraction", "0.25"]
     run = tmp_path / "run"
+    options = ["--architecture-options", json.dumps(TINY), "--steps-per-epoch", "2"]
+    options += ["--batch-size", "4", "--schedule", "cosine", "--time-budget-minutes", "30"]
+    train_command = ["train", *common, "--out", str(run), *options]
+    result = CliRunner().invoke(app, [*train_command, "--max-epochs", "1"])
+    assert result.exit_code == 0, result.output
     result = CliRunner().invoke(
-        app,
-        [
-            "train",
-            *common,
-            "--out",
-            str(run),
-            "--architecture-options",
-            json.dumps(TINY),
-            "--steps-per-epoch",
-            "2",
-            "--max-epochs",
-            "2",
-            "--batch-size",
-            "4",
-        ],
+        app, [*train_command, "--max-epochs", "2", "--resume", str(run / LAST)]
     )
     assert result.exit_code == 0, result.output
+    assert [e["epoch"] for e in json.loads((run / HISTORY).read_text())] == [1, 2]
     result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), *common])
     assert result.exit_code == 0, result.output
     assert "ROC-AUC" in result.output and "PR-AUC" in result.output
     root = tmp_path / "repository"
     export = ["export", "--checkpoint", str(run / "best.pt"), "--name", "cli", "--root", str(root)]
-    result = CliRunner().invoke(app, export)
+    result = CliRunner().invoke(app, [*export, "--last", str(run / LAST)])
     assert result.exit_code == 0, result.output
     assert load_repository(root)["cli"].metadata.training["steps_run"] == 4
+    kept = torch.load(root / "cli" / "checkpoint.pt", weights_only=False)
+    best = torch.load(run / "best.pt", weights_only=False)
+    assert kept["epoch"] == 2 and kept["shipped_epoch"] == best["epoch"]
     plot = ["plot-training", "--history", str(run / HISTORY), "--out", str(tmp_path / "c.png")]
     result = CliRunner().invoke(app, plot)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def test_resume_continues_the_run(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """A run stopped after two epochs and resumed from its last.pt goes on where it stopped."""
+    labels, _, cache = trained
+    table = read_labels(labels)
+    windows, tags, info = load_windows(labels, table, labels.parent, 59049, 16000, cache)
+    train_set, validation_set = split(windows, 0.25, seed=0)
+    config = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=3, max_epochs=2)
+    train(config, train_set, validation_set, tags, tmp_path, info)
+    first = json.loads((tmp_path / HISTORY).read_text())
+    saved = torch.load(tmp_path / LAST, weights_only=False)
+    assert saved["epoch"] == 2 and saved["optimizer"]["state"]
+    longer = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=3, max_epochs=3)
+    best = train(longer, train_set, validation_set, tags, tmp_path, info, resume=tmp_path / LAST)
+    history = json.loads((tmp_path / HISTORY).read_text())
+    assert [e["epoch"] for e in history] == [1, 2, 3]
+    assert history[:2] == first  # the resumed run kept the record of the first two epochs
+    assert history[2]["seconds"] >= history[1]["seconds"]  # its clock goes on, too
+    assert torch.load(best, weights_only=False)["run"]["epochs_run"] == 3
+    resumed = torch.load(tmp_path / LAST, weights_only=False)
+    assert resumed["epoch"] == 3
+    assert not torch.equal(
+        resumed["state_dict"]["output.weight"], saved["state_dict"]["output.weight"]
+    )
+
+
+@pytest.mark.parametrize("aggregate", [1, 3])
+def test_warm_start_reproduces_the_exported_model(
+    trained: tuple[Path, Path, Path], tmp_path: Path, aggregate: int
+) -> None:
+    """Batch norms folded by the export are given back: the new module computes the ONNX model."""
+    labels, checkpoint, cache = trained
+    export_checkpoint(checkpoint, "tiny", tmp_path, "0.0.1")
+    onnx_path = load_repository(tmp_path)["tiny"].onnx_path
+    table = read_labels(labels)
+    windows, tags, _ = load_windows(labels, table, labels.parent, 59049, 16000, cache)
+    calibration = torch.from_numpy(np.stack([windows.patch(w, 59049) for w in range(len(windows))]))
+    module = SampleCNN(len(tags), **{**TINY, "aggregate": aggregate})
+    initialise_from_onnx(module, onnx_path, calibration)
+    assert_onnx_matches_module(
+        onnx_path, module.eval(), calibration.numpy()[:4], atol=1e-5, embedding_atol=1e-4
+    )
+
+
+def test_cosine_schedule_spans_the_time_budget() -> None:
+    config = TrainConfig(learning_rate=1e-3, time_budget_s=100.0, schedule="cosine")
+    assert cosine_learning_rate(config, 0.0) == pytest.approx(1e-3)
+    assert cosine_learning_rate(config, 50.0) == pytest.approx(1e-3 * (0.01 + 0.99 * 0.5))
+    assert (
+        cosine_learning_rate(config, 100.0)
+        == cosine_learning_rate(config, 500.0)
+        == pytest.approx(1e-5)
+    )
+
+
+def test_clip_agreement() -> None:
+    rng = np.random.default_rng(0)
+    teacher = rng.uniform(0, 1, (6, 10))
+    clips = np.array([0, 0, 0, 1, 1, 1])
+    same = clip_agreement(teacher, teacher, clips)
+    assert same == {"clip_pearson": pytest.approx(1.0), "clip_top5": 5.0, "clips": 2.0}
+    reversed_ = clip_agreement(teacher, 1 - teacher, clips)
+    assert reversed_["clip_pearson"] == pytest.approx(-1.0)
+    assert reversed_["clip_top5"] == 0.0
+
+
+def test_the_manifest_split_column_holds_packages_out(tmp_path: Path) -> None:
+    for name in ("a.wav", "b.wav", "c.wav"):
+        sf.write(str(tmp_path / name), np.zeros(2 * 59049, dtype=np.float32), 16000)
+    (tmp_path / "m.csv").write_text(
+        "path,package,group,kind,split,x\n"
+        "a.wav,supertux-data,g1,music,train,1\n"
+        "b.wav,naev-data,g2,music,validation,0\n"
+        "c.wav,flite,g3,speech,train,1\n"
+    )
+    table = read_labels(tmp_path / "m.csv")
+    assert table.tags == ["x"] and table.kinds == ["music", "music", "speech"]
+    assert table.held_out is not None and table.held_out.tolist() == [False, True, False]
+    windows = labelled_windows(table, [tmp_path / n for n in ("a.wav", "b.wav", "c.wav")], 59049)
+    train_set, validation_set = split(windows, 0.9, seed=0, held_out=table.held_out)
+    assert set(validation_set.file_index.tolist()) == {1}
+    assert set(train_set.file_index.tolist()) == {0, 2}
+
+
+def test_short_clips_become_reels_and_music_stays_whole(tmp_path: Path) -> None:
+    """A package's short clips are concatenated per folder; long files matching `music` stay."""
+    root = tmp_path / "package"
+    (root / "voices/a").mkdir(parents=True)
+    (root / "music").mkdir()
+    rate = 22050
+    for index in range(30):  # 30 clips of 2.5 s (+ 0.25 s gaps): reels of 22 and 8 clips
+        clip = 0.1 * np.ones(int(2.5 * rate), np.float32)
+        sf.write(str(root / f"voices/a/{index:02d}.ogg"), clip, rate)
+    sf.write(str(root / "music/song.wav"), np.zeros(40 * rate, np.float32), rate)
+    # a broken encoding (it decodes to peaks far above full scale) is left out of its reel
+    sf.write(str(root / "voices/a/99.wav"), 40 * np.ones(rate, np.float32), rate, subtype="FLOAT")
+    package = Package(name="game-data", version="1.0", root=root)
+    selection = Selection(clips=re.compile(r"voices/"), clips_kind="speech")
+    rows = package_rows(package, selection, tmp_path, "CC0-1.0", "train")
+    kinds = [(row.kind, row.group) for row in rows]
+    assert kinds == [("music", "game-data/music")] + [("speech", "game-data/voices/a")] * 2
+    first_reel = sf.read(str(tmp_path / rows[1].path))[0]
+    assert len(first_reel) == 22 * round(2.5 * 16000) + 22 * round(REEL_GAP_SECONDS * 16000)
+    assert rows[1].source == "voices/a (22 clips, reel 0)"
+    assert rows[2].seconds == pytest.approx(8 * (2.5 + REEL_GAP_SECONDS))
+    assert rows[0].seconds == pytest.approx(40.0)
+    assert package_rows(package, selection, tmp_path, "CC0-1.0", "train") == rows  # idempotent
+
+
+def test_validation_clips_come_from_the_validation_split(tmp_path: Path) -> None:
+    for name, seconds in (("a.wav", 50), ("b.wav", 20), ("c.wav", 40)):
+        sf.write(str(tmp_path / name), np.zeros(seconds * 16000, np.float32), 16000)
+    (tmp_path / "manifest.csv").write_text(
+        "path,package,version,source,licence,seconds,group,kind,split\n"
+        "a.wav,naev-data,1,m/a.ogg,CC-BY-3.0,50,g,music,validation\n"
+        "b.wav,tuxpaint-stamps-default,1,reels,GPL-2,20,g,speech,validation\n"
+        "c.wav,supertux-data,1,m/c.ogg,GPL-2+,40,g,music,train\n"
+    )
+    clips = write_validation_clips(tmp_path / "manifest.csv", tmp_path / "clips")
+    with clips.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["package"], r["kind"], r["duration_s"], r["start_s"]) for r in rows] == [
+        ("naev-data", "music", "30.0", "10.0"),
+        ("tuxpaint-stamps-default", "speech", "20.0", "0.0"),
+    ]
+    assert sf.info(str(tmp_path / "clips" / rows[0]["file"])).duration == 30.0
+
+
+def test_speech_passages_cover_the_text() -> None:
+    text = "\n\n".join(" ".join(["word"] * 60) for _ in range(7))  # 7 paragraphs of 60 words
+    found = passages(text, words=150)
+    assert [len(p.split()) for p in found] == [180, 180, 60]

@@ -8,6 +8,9 @@ patch, 3.7 s at 16 kHz, leaves 9 frames after seven blocks; the back-end pools t
 Channels stay narrow where the time resolution is high (32 where Lee et al. use 128: the stem and
 first block run at 5333 frames per second and dominate the cost), so that training fits an hour on
 two CPU cores and a patch costs less in onnxruntime than a musicnn patch (docs/training.md).
+
+``aggregate`` > 1 feeds the back-end with the pooled outputs of the last ``aggregate`` blocks
+(multi-level feature aggregation, Lee et al. 2017 and Kim et al. 2018), not only the last one's.
 """
 
 from __future__ import annotations
@@ -38,16 +41,24 @@ class SampleCNN(nn.Module):
         channels: tuple[int, ...] = DEFAULT_CHANNELS,
         dense_units: int = 256,
         dropout: float = 0.5,
+        aggregate: int = 1,
     ) -> None:
         super().__init__()
+        if not 1 <= aggregate <= len(channels):
+            raise ValueError(f"aggregate must be between 1 and {len(channels)}, got {aggregate}")
         layers = _conv_bn_relu(1, stem_channels, stride=3)
         previous = stem_channels
+        # indices (in self.frontend) of the block outputs the back-end pools
+        self.taps: list[int] = []
         for width in channels:
             layers += [*_conv_bn_relu(previous, width, stride=1), nn.MaxPool1d(3)]
+            self.taps.append(len(layers) - 1)
             previous = width
+        self.taps = self.taps[-aggregate:]
         self.frontend = nn.Sequential(*layers)
+        pooled = 2 * sum(channels[-aggregate:])
         self.dense = nn.Sequential(
-            nn.Linear(2 * previous, dense_units),
+            nn.Linear(pooled, dense_units),
             nn.BatchNorm1d(dense_units),
             nn.ReLU(inplace=True),
         )
@@ -58,7 +69,13 @@ class SampleCNN(nn.Module):
         """``[batch, samples]`` float32 16 kHz waveform -> ``logits`` ``[batch, tags]`` and the
         back-end embedding.
         """
-        features = self.frontend(waveform.unsqueeze(1))  # [batch, channels, frames]
-        pooled = torch.cat([features.mean(dim=2), features.amax(dim=2)], dim=1)
+        features = waveform.unsqueeze(1)
+        levels = []
+        for index, layer in enumerate(self.frontend):
+            features = layer(features)  # [batch, channels, frames]
+            if index in self.taps:
+                levels.append(features)
+        # mean and max over time per level: [batch, 2 * channels of the tapped levels]
+        pooled = torch.cat([p for f in levels for p in (f.mean(dim=2), f.amax(dim=2))], dim=1)
         embedding = self.dense(pooled)
         return {"logits": self.output(self.dropout(embedding)), "embedding": embedding}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 EVALUATION_ONLY: frozenset[str] = frozenset(
     {
@@ -52,32 +53,79 @@ def evaluation_only(package: str) -> bool:
         fnmatch.fnmatchcase(package, pattern) for pattern in EVALUATION_ONLY_PATTERNS
     )
 
+
 # Audio inside a package counts as music when its path matches; game data mixes music with
-# sound effects, and the paths (plus a minimum duration, see taggram.models.data.prepare) separate them.
+# sound effects, and the paths (plus a minimum duration, see taggram.models.data.prepare)
+# separate them.
 MUSIC_PATH = re.compile(r"music|songs?/|soundtrack|theme", re.IGNORECASE)
 
-# Package → path pattern of its music files (None: the generic MUSIC_PATH rule).
-TRAINING_PACKAGES: dict[str, re.Pattern[str] | None] = {
-    "supertuxkart-data": None,
-    "hedgewars-data": None,
-    "freedroidrpg-data": None,
-    "widelands-data": None,
-    "supertux-data": None,
-    "megaglest-data": None,
-    "flare-game": None,
-    "warmux-data": None,
-    "openclonk-data": None,
-    "lincity-ng-data": None,
-    "xmoto-data": None,
-    "colobot-common-sounds": None,
-    "extremetuxracer-data": None,
-    "fillets-ng-data": None,
-    "freedink-data": re.compile(r"dink/Sound/[^/]+\.ogg$"),
-    "fretsonfire-songs-muldjord": None,
-    "fretsonfire-songs-sectoid": None,
-    "lugaru-data": None,
-    "powermanga-data": None,
-    "scorched3d-data": None,
+
+@dataclass(frozen=True)
+class Selection:
+    """Which audio of a package the recipe uses, and as what.
+
+    ``music``: whole files (at least ``prepare.MIN_SECONDS`` long) whose path inside the package
+    matches (None: none). ``clips``: short files whose path matches (None: none), too short to be
+    a training window on their own (speech samples, sound effects), concatenated per folder into
+    reels of about a minute; ``clips_kind`` names what they are (``speech`` or ``effects``).
+    """
+
+    music: re.Pattern[str] | None = MUSIC_PATH
+    clips: re.Pattern[str] | None = None
+    clips_kind: str = "effects"
+    reels_across_folders: bool = False  # one run of reels over the package, not one per folder
+
+
+MUSIC = Selection()
+
+# Package → what to take from it. Music from game soundtracks and songs; speech (recorded words
+# and syllables in many languages, game character voices) and sound effects so that the voice and
+# noise responses of the teacher are learnt too. Synthesised speech comes from flite
+# (taggram.models.data.speech).
+TRAINING_PACKAGES: dict[str, Selection] = {
+    "supertuxkart-data": MUSIC,
+    "hedgewars-data": Selection(clips=re.compile(r"Sounds/voices/.*\.ogg$"), clips_kind="speech"),
+    "freedroidrpg-data": MUSIC,
+    "widelands-data": MUSIC,
+    "supertux-data": MUSIC,
+    "megaglest-data": MUSIC,
+    "flare-game": MUSIC,
+    "warmux-data": MUSIC,
+    "openclonk-data": MUSIC,
+    "lincity-ng-data": MUSIC,
+    "xmoto-data": MUSIC,
+    "colobot-common-sounds": MUSIC,
+    "extremetuxracer-data": MUSIC,
+    "fillets-ng-data": MUSIC,
+    "freedink-data": Selection(music=re.compile(r"dink/Sound/[^/]+\.ogg$")),
+    "fretsonfire-songs-muldjord": MUSIC,
+    "fretsonfire-songs-sectoid": MUSIC,
+    "lugaru-data": MUSIC,
+    "powermanga-data": MUSIC,
+    "scorched3d-data": MUSIC,
+    # speech: letters and syllables spoken by native speakers of about 25 languages
+    "klettres-data": Selection(
+        music=None, clips=re.compile(r"klettres/.*\.ogg$"), clips_kind="speech"
+    ),
+    # sound effects: nature, footsteps, fire, water, tools
+    "minetest-data": Selection(music=None, clips=re.compile(r"sounds/.*\.ogg$")),
+    "tuxtype-data": Selection(music=re.compile(r"sounds/.*\.ogg$"), clips=re.compile(r"sounds/")),
+}
+
+# Whole packages held out for validation (never trained on): model selection reads only these.
+# Orchestral, ambient and electronic music (naev), rock-ish music and arcade effects
+# (wordwarvi), and English and Spanish spoken descriptions of pictures (tuxpaint).
+VALIDATION_PACKAGES: dict[str, Selection] = {
+    "naev-data": MUSIC,
+    "wordwarvi-sound": Selection(
+        music=re.compile(r"sounds/.*\.ogg$"), clips=re.compile(r"sounds/.*\.(ogg|wav)$")
+    ),
+    "tuxpaint-stamps-default": Selection(
+        music=None,
+        clips=re.compile(r"stamps/.*_desc(_es)?\.ogg$"),  # English and Spanish
+        clips_kind="speech",
+        reels_across_folders=True,
+    ),
 }
 
 
@@ -92,4 +140,4 @@ def ensure_trainable(packages: Iterable[str]) -> None:
         raise EvaluationPackageError(f"reserved for evaluation, never for training: {reserved}")
 
 
-ensure_trainable(TRAINING_PACKAGES)
+ensure_trainable([*TRAINING_PACKAGES, *VALIDATION_PACKAGES])

@@ -1,9 +1,12 @@
-"""The data recipe: Debian music packages → mono 16 kHz WAV files under ``data/`` + a manifest.
+"""The data recipe: Debian packages → mono 16 kHz WAV files under ``data/`` + a manifest.
 
-Every step is idempotent (downloads, unpacks and decoded files are reused), so a rerun only does
-what is missing and always rewrites the manifest from what is on disk. The manifest records, per
-file, its package, version, path inside the package and the package's licences, which the trained
-model's metadata then summarises.
+Music files are decoded one by one; short clips (spoken words, sound effects) are concatenated per
+folder into reels of about a minute, so that a training window holds several of them; synthesised
+speech comes from :mod:`taggram.models.data.speech`. Every step is idempotent (downloads, unpacks
+and decoded files are reused), so a rerun only does what is missing and always rewrites the
+manifest from what is on disk. The manifest records, per file, its package, version, path inside
+the package, the package's licences, what it is (music, speech, effects) and its split (whole
+packages are held out for validation), which the trained model's metadata then summarises.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,14 +23,24 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from taggram.models.data.debian import download, licences, unpack
-from taggram.models.data.packages import MUSIC_PATH, TRAINING_PACKAGES, ensure_trainable
+from taggram.models.data.debian import Package, download, licences, unpack
+from taggram.models.data.packages import (
+    TRAINING_PACKAGES,
+    VALIDATION_PACKAGES,
+    Selection,
+    ensure_trainable,
+)
 
 SAMPLE_RATE = 16000
 # Containers libsndfile decodes; tracker modules (.xm, .mod, .it) and MIDI are left out.
 AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3"})
 # Shorter files are jingles and sound effects even under a "music" folder.
 MIN_SECONDS = 30.0
+# Reels of short clips: about a minute each, clips separated by a quarter second of silence.
+REEL_SECONDS = 60.0
+REEL_GAP_SECONDS = 0.25
+# A decoded clip peaking above this is a broken encoding, not audio (see write_reel).
+MAX_PEAK = 2.0
 MANIFEST = "manifest.csv"
 
 
@@ -37,10 +51,12 @@ class ManifestRow:
     path: str  # relative to the data folder
     package: str
     version: str
-    source: str  # path inside the package
+    source: str  # path inside the package (a reel: its folder and the number of clips)
     licence: str
     seconds: float
     group: str
+    kind: str  # music, speech or effects
+    split: str  # train or validation
 
 
 def _duration(path: Path) -> float:
@@ -51,62 +67,160 @@ def _duration(path: Path) -> float:
         return 0.0
 
 
+def audio_files(root: Path, pattern: re.Pattern[str]) -> list[tuple[Path, float]]:
+    """(path, seconds) of the readable audio files under ``root`` whose path matches ``pattern``."""
+    found = []
+    for path in sorted(root.rglob("*")):
+        if not (path.suffix.lower() in AUDIO_SUFFIXES and path.is_file()):
+            continue
+        if pattern.search(str(path.relative_to(root))) and (seconds := _duration(path)) > 0:
+            found.append((path, seconds))
+    return found
+
+
 def music_files(root: Path, pattern: re.Pattern[str]) -> list[Path]:
     """Audio files under ``root`` whose path matches ``pattern`` and that last long enough."""
-    return [
-        path
-        for path in sorted(root.rglob("*"))
-        if path.suffix.lower() in AUDIO_SUFFIXES
-        and path.is_file()
-        and pattern.search(str(path.relative_to(root)))
-        and _duration(path) >= MIN_SECONDS
-    ]
+    return [path for path, seconds in audio_files(root, pattern) if seconds >= MIN_SECONDS]
 
 
-def decode_to_wav(source: Path, target: Path, sample_rate: int = SAMPLE_RATE) -> None:
-    """Decode, average the channels, resample with soxr (HQ) and write a float32 WAV atomically."""
+def read_mono(source: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode, average the channels and resample with soxr (HQ): float32 [samples]."""
     audio, rate = sf.read(str(source), dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
+    return np.asarray(mono, dtype=np.float32)
+
+
+def write_wav(audio: np.ndarray, target: Path, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write float32 mono audio as a float WAV atomically (never a partial file under its name)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial.wav")
-    sf.write(str(partial), np.asarray(mono, dtype=np.float32), sample_rate, subtype="FLOAT")
+    sf.write(str(partial), np.asarray(audio, dtype=np.float32), sample_rate, subtype="FLOAT")
     partial.replace(target)
 
 
-def prepare(data_dir: Path, packages: dict[str, re.Pattern[str] | None] | None = None) -> Path:
-    """Download, unpack, select and decode; return the manifest's path."""
-    packages = TRAINING_PACKAGES if packages is None else packages
-    ensure_trainable(packages)
-    rows: list[ManifestRow] = []
-    for name, pattern in tqdm(packages.items(), desc="packages", unit="pkg"):
-        package = unpack(download(name, data_dir / "debs"), data_dir / "packages")
-        copyright_text = ""
-        if package.copyright_path.is_file():
-            copyright_text = package.copyright_path.read_text(errors="replace")
-            (data_dir / "licences").mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(package.copyright_path, data_dir / "licences" / f"{name}.copyright")
-        licence = "; ".join(licences(copyright_text)) or f"see usr/share/doc/{name}/copyright"
-        for source in music_files(package.root, pattern or MUSIC_PATH):
+def decode_to_wav(source: Path, target: Path, sample_rate: int = SAMPLE_RATE) -> None:
+    """Decode, average the channels, resample with soxr (HQ) and write a float32 WAV atomically."""
+    write_wav(read_mono(source, sample_rate), target, sample_rate)
+
+
+def plan_reels(clips: list[tuple[Path, float]]) -> list[list[Path]]:
+    """Consecutive clips (in the given order) packed into reels of at least ``REEL_SECONDS``
+    (the last reel of a folder may be shorter; it is kept if it reaches ``MIN_SECONDS / 3``).
+    """
+    reels: list[list[Path]] = [[]]
+    seconds = 0.0
+    for path, duration in clips:
+        if seconds >= REEL_SECONDS:
+            reels.append([])
+            seconds = 0.0
+        reels[-1].append(path)
+        seconds += duration + REEL_GAP_SECONDS
+    if seconds < MIN_SECONDS / 3:
+        reels.pop()
+    return reels
+
+
+def write_reel(clips: list[Path], target: Path) -> None:
+    """Decode ``clips`` and write them one after the other, separated by short silences.
+
+    Clips that decode to non-finite samples or peaks above ``MAX_PEAK`` are broken encodings
+    (some of klettres' Setswana recordings decode to peaks of 10-60) and are left out.
+    """
+    gap = np.zeros(round(REEL_GAP_SECONDS * SAMPLE_RATE), np.float32)
+    decoded = [read_mono(clip) for clip in clips]
+    parts = [part for audio in decoded if _sound(audio) for part in (audio, gap)]
+    write_wav(np.concatenate(parts) if parts else gap, target)
+
+
+def _sound(audio: np.ndarray) -> bool:
+    """Whether decoded audio is finite and within ``MAX_PEAK`` (lossy codecs overshoot 1 a bit)."""
+    return bool(np.isfinite(audio).all() and np.abs(audio).max(initial=0.0) <= MAX_PEAK)
+
+
+def package_rows(
+    package: Package, selection: Selection, data_dir: Path, licence: str, split: str
+) -> list[ManifestRow]:
+    """Decode what ``selection`` takes from an unpacked package; one manifest row per WAV file."""
+    rows = []
+
+    def row(target: Path, source: str, folder: Path, kind: str) -> ManifestRow:
+        return ManifestRow(
+            path=str(target.relative_to(data_dir)),
+            package=package.name,
+            version=package.version,
+            source=source,
+            licence=licence,
+            seconds=round(_duration(target), 3),
+            group=f"{package.name}/{folder}",
+            kind=kind,
+            split=split,
+        )
+
+    music: set[Path] = set()
+    if selection.music is not None:
+        for source in music_files(package.root, selection.music):
             relative = source.relative_to(package.root)
-            target = data_dir / "audio" / name / relative.with_suffix(".wav")
+            target = data_dir / "audio" / package.name / relative.with_suffix(".wav")
             if not target.is_file():
                 decode_to_wav(source, target)
-            rows.append(
-                ManifestRow(
-                    path=str(target.relative_to(data_dir)),
-                    package=name,
-                    version=package.version,
-                    source=str(relative),
-                    licence=licence,
-                    seconds=round(_duration(target), 3),
-                    group=f"{name}/{relative.parent}",
-                )
-            )
+            music.add(source)
+            rows.append(row(target, str(relative), relative.parent, "music"))
+    if selection.clips is not None:
+        by_folder: dict[Path, list[tuple[Path, float]]] = {}
+        for source, seconds in audio_files(package.root, selection.clips):
+            if source not in music and seconds < MIN_SECONDS:
+                folder = source.relative_to(package.root).parent
+                folder = Path("reels") if selection.reels_across_folders else folder
+                by_folder.setdefault(folder, []).append((source, seconds))
+        for folder, clips in by_folder.items():
+            for number, reel in enumerate(plan_reels(clips)):
+                target = data_dir / "audio" / package.name / folder / f"reel_{number:03d}.wav"
+                if not target.is_file():
+                    write_reel(reel, target)
+                described = f"{folder} ({len(reel)} clips, reel {number})"
+                rows.append(row(target, described, folder, selection.clips_kind))
+    return rows
+
+
+def prepare(
+    data_dir: Path,
+    packages: Mapping[str, Selection] | None = None,
+    validation: Mapping[str, Selection] | None = None,
+    speech: bool = True,
+) -> Path:
+    """Download, unpack, select and decode (plus flite's synthesised speech when ``speech``);
+    return the manifest's path. ``packages`` are for training, ``validation`` held out whole.
+    """
+    packages = TRAINING_PACKAGES if packages is None else packages
+    validation = VALIDATION_PACKAGES if validation is None else validation
+    ensure_trainable([*packages, *validation])
+    rows: list[ManifestRow] = []
+    chosen = [(name, s, "train") for name, s in packages.items()]
+    chosen += [(name, s, "validation") for name, s in validation.items()]
+    for name, selection, split in tqdm(chosen, desc="packages", unit="pkg"):
+        package = unpack(download(name, data_dir / "debs"), data_dir / "packages")
+        rows += package_rows(
+            package, selection, data_dir, package_licence(package, data_dir), split
+        )
+    if speech:
+        from taggram.models.data.speech import synthesise
+
+        rows += synthesise(data_dir)
     manifest = data_dir / MANIFEST
     with manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(ManifestRow.__dataclass_fields__))
         writer.writeheader()
         writer.writerows(asdict(row) for row in rows)
     return manifest
+
+
+def package_licence(package: Package, data_dir: Path) -> str:
+    """The licences of a package's copyright file (copied to ``data/licences/``), ``; ``-joined."""
+    copyright_text = ""
+    if package.copyright_path.is_file():
+        copyright_text = package.copyright_path.read_text(errors="replace")
+        (data_dir / "licences").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(package.copyright_path, data_dir / "licences" / f"{package.name}.copyright")
+    return "; ".join(licences(copyright_text)) or f"see usr/share/doc/{package.name}/copyright"

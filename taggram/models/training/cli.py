@@ -62,13 +62,69 @@ def _split_windows(
         entry,
         hop,
     )
-    train_set, validation_set = split(windows, validation_fraction, seed)
+    train_set, validation_set = split(windows, validation_fraction, seed, table.held_out)
+    validation_files = sorted(set(validation_set.file_index.tolist()))
     info["split"] = {
         "train_windows": len(train_set),
         "validation_windows": len(validation_set),
-        "validation_groups": sorted({windows.groups[i] for i in set(validation_set.file_index)}),
+        "validation_groups": sorted({windows.groups[i] for i in validation_files}),
+        "by": "the CSV's split column" if table.held_out is not None else "random whole groups",
     }
+    if table.kinds is not None:
+        for name, subset in (("train", train_set), ("validation", validation_set)):
+            kinds = [table.kinds[i] for i in subset.file_index]
+            info["split"][f"{name}_windows_by_kind"] = {
+                k: kinds.count(k) for k in sorted(set(kinds))
+            }
     return train_set, validation_set, tags, info
+
+
+def _hardware(threads: int) -> dict[str, Any]:
+    """Where training runs: the trainer uses the CPU (torch threads), whatever else is present."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip()
+            for line in cpuinfo.read_text().splitlines()
+            if line.startswith("model name")
+        ]
+        model = names[0] if names else model
+    return {
+        "device": "cpu",
+        "cpu": model,
+        "torch_threads": threads,
+        "torch": torch.__version__,
+        "gpu_present": torch.cuda.is_available(),
+    }
+
+
+def _provenance(onnx_path: Path) -> dict[str, Any]:
+    """What a warm start started from: the ONNX file's hash and, from the metadata.json beside
+    it, the model's name, version and the summary of its own training.
+    """
+    import hashlib
+
+    record: dict[str, Any] = {
+        "onnx_sha256": hashlib.sha256(onnx_path.read_bytes()).hexdigest(),
+    }
+    metadata_path = onnx_path.parent / "metadata.json"
+    if metadata_path.is_file():
+        metadata = json.loads(metadata_path.read_text())
+        training = metadata.get("training") or {}
+        record.update(
+            name=metadata.get("name"),
+            version=metadata.get("version"),
+            training={
+                key: training.get(key)
+                for key in ("files", "hours", "epochs_run", "steps_run", "training_seconds")
+            },
+        )
+    return record
 
 
 @app.command("prepare-data")
@@ -79,6 +135,17 @@ def prepare_data(
     from taggram.models.data.prepare import prepare
 
     typer.echo(f"manifest: {prepare(data_dir)}")
+
+
+@app.command("validation-clips")
+def validation_clips(
+    manifest: Path = typer.Option(Path("data/manifest.csv"), help="the data recipe's manifest"),
+    out: Path = typer.Option(Path("data/validation_clips"), help="folder for clips + manifest"),
+) -> None:
+    """Write 30 s excerpts of the validation packages (for benchmarks.student_vs_teacher)."""
+    from taggram.models.data.clips import write_validation_clips
+
+    typer.echo(f"clips: {write_validation_clips(manifest, out)}")
 
 
 @app.command("train")
@@ -102,6 +169,15 @@ def train_command(
     time_budget_minutes: float | None = typer.Option(None, help="stop before exceeding this"),
     threads: int = typer.Option(2, help="torch CPU threads"),
     seed: int = SEED,
+    select_on: str | None = typer.Option(
+        None, help="roc_auc or clip_pearson (default: clip_pearson with a teacher, else roc_auc)"
+    ),
+    schedule: str = typer.Option("plateau", help="plateau, or cosine over the time budget"),
+    initialise_from: Path | None = typer.Option(
+        None, help="an exported sample_cnn model.onnx to start from (warm start)"
+    ),
+    max_validation_windows: int = typer.Option(800, help="validation windows read each epoch"),
+    resume: Path | None = typer.Option(None, help="a last.pt to continue from"),
 ) -> None:
     """Train an architecture on labelled audio or by distillation; keep the best epoch."""
     import torch
@@ -122,6 +198,9 @@ def train_command(
         seed,
     )
     typer.echo(json.dumps(info["split"]))
+    info["hardware"] = _hardware(threads)
+    if initialise_from is not None:
+        info["initialised_from"] = _provenance(initialise_from)
     config = TrainConfig(
         architecture=architecture,
         architecture_options=json.loads(architecture_options),
@@ -133,8 +212,12 @@ def train_command(
         time_budget_s=time_budget_minutes * 60 if time_budget_minutes else None,
         seed=seed,
         threads=threads,
+        select_on=select_on or ("clip_pearson" if teacher else "roc_auc"),
+        schedule=schedule,
+        initialise_from=str(initialise_from) if initialise_from else None,
+        max_validation_windows=max_validation_windows,
     )
-    checkpoint = train(config, train_set, validation_set, tags, out, info)
+    checkpoint = train(config, train_set, validation_set, tags, out, info, resume)
     typer.echo(f"best checkpoint: {checkpoint}")
 
 
@@ -181,6 +264,11 @@ def evaluate_command(
         f"windows {len(windows)}  BCE {loss:.4f}  ROC-AUC {metrics['roc_auc']:.4f}  "
         f"PR-AUC {metrics['pr_auc']:.4f}  (macro over {metrics['tags_scored']:.0f} tags)"
     )
+    if "clip_pearson" in metrics:
+        typer.echo(
+            f"clips {metrics['clips']:.0f} of 30 s  Pearson {metrics['clip_pearson']:.4f}  "
+            f"top-5 overlap {metrics['clip_top5']:.2f}/5"
+        )
 
 
 @app.command("export")
@@ -191,11 +279,14 @@ def export_command(
         Path("taggram/models/trained"), help="repository folder to write into"
     ),
     version: str = typer.Option("1.0.0"),
+    last: Path | None = typer.Option(
+        None, help="the run's last.pt, kept beside the model as checkpoint.pt (resumable)"
+    ),
 ) -> None:
     """Export a checkpoint to ONNX + metadata (build-models copies taggram/models/trained/ in)."""
     from taggram.models.training.export import export_checkpoint
 
-    typer.echo(f"exported {export_checkpoint(checkpoint, name, root, version)}")
+    typer.echo(f"exported {export_checkpoint(checkpoint, name, root, version, last)}")
 
 
 @app.command("plot-training")

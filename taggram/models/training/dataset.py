@@ -50,6 +50,12 @@ class Windows:
             self.jitter,
         )
 
+    def clips(self, clip_samples: int) -> np.ndarray:
+        """int64 [windows]: the clip of each window, cutting each file into ``clip_samples`` pieces
+        (windows are assigned by the centre of their patch).
+        """
+        return self.file_index * (1 << 32) + self.starts // clip_samples
+
     def patch(self, window: int, samples: int, rng: random.Random | None = None) -> np.ndarray:
         """The audio of one window; shifted at random by up to ``jitter`` when ``rng`` is given."""
         start = int(self.starts[window])
@@ -86,6 +92,7 @@ def distilled_windows(
     starts = teacher.starts + teacher.window // 2 - samples // 2
     lengths = np.array([frames(path) for path in files])
     fits = (starts >= 0) & (starts + samples <= lengths[teacher.file_index])
+    fits &= np.isfinite(teacher.probabilities).all(axis=1)  # a teacher's NaN must not train
     jitter = max(abs(samples - teacher.window) // 2, samples // 16)
     return Windows(
         files,
@@ -97,8 +104,17 @@ def distilled_windows(
     )
 
 
-def split(windows: Windows, validation_fraction: float, seed: int) -> tuple[Windows, Windows]:
-    """Split by group: shuffled groups go to validation until it holds the fraction of windows."""
+def split(
+    windows: Windows, validation_fraction: float, seed: int, held_out: np.ndarray | None = None
+) -> tuple[Windows, Windows]:
+    """Split by group: shuffled groups go to validation until it holds the fraction of windows.
+
+    ``held_out`` (bool per file, e.g. the manifest's ``split`` column) fixes the validation files
+    instead; the fraction is then ignored.
+    """
+    if held_out is not None and held_out.any():
+        in_validation = held_out[windows.file_index]
+        return windows.subset(~in_validation), windows.subset(in_validation)
     by_group: dict[str, list[int]] = {}
     for index, group in enumerate(windows.groups):
         by_group.setdefault(group, []).append(index)

@@ -49,12 +49,17 @@ def _embedding_specs(module: torch.nn.Module, samples: int) -> list[TensorSpec]:
 
 
 def _validation_source(info: dict[str, Any]) -> str:
+    held_out = "whole folders held out"
+    if info.get("split", {}).get("by") == "the CSV's split column":
+        held_out = "whole packages held out: " + ", ".join(
+            sorted({group.split("/")[0] for group in info["split"]["validation_groups"]})
+        )
     if "teacher" in info:
         return (
-            f"own validation split (whole folders held out), labels = {info['teacher']['name']}'s "
+            f"own validation split ({held_out}), labels = {info['teacher']['name']}'s "
             f"top-{TOP_K} tags per patch: agreement with the teacher, not accuracy on human tags"
         )
-    return "own validation split (whole groups held out) of the training labels"
+    return f"own validation split ({held_out}) of the training labels"
 
 
 def checkpoint_metadata(
@@ -116,8 +121,25 @@ def checkpoint_metadata(
     )
 
 
-def export_checkpoint(checkpoint_path: Path, name: str, root: Path, version: str) -> Path:
-    """Write the checkpoint's model into the repository folder ``root``; return its folder."""
+RESUMABLE = "checkpoint.pt"
+
+
+def export_checkpoint(
+    checkpoint_path: Path, name: str, root: Path, version: str, last: Path | None = None
+) -> Path:
+    """Write the checkpoint's model into the repository folder ``root``; return its folder.
+
+    ``last``: the run's ``last.pt``, saved beside the model as ``checkpoint.pt`` (what
+    ``taggram train --resume`` continues from) with the exported weights added under
+    ``shipped_state_dict`` / ``shipped_epoch``, so that one file both resumes the run and
+    reproduces the shipped model. ``build-models`` copies only ``model.onnx`` and the metadata.
+    """
     module, checkpoint = load_checkpoint(checkpoint_path)
     metadata = checkpoint_metadata(checkpoint, module, name, version)
-    return export_to_repository(module, metadata, root)
+    folder = export_to_repository(module, metadata, root)
+    if last is not None:
+        resumable = torch.load(last, weights_only=False)
+        resumable["shipped_state_dict"] = checkpoint["state_dict"]
+        resumable["shipped_epoch"] = checkpoint["epoch"]
+        torch.save(resumable, folder / RESUMABLE)
+    return folder

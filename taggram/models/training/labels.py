@@ -7,9 +7,11 @@ Three CSV layouts are accepted, told apart by their header:
 - MagnaTagATune's ``annotations_final.csv`` (tab-separated ``clip_id``, 188 tag columns,
   ``mp3_path``).
 
-A ``group`` column keeps related files on one side of the train/validation split, a ``package``
-column is checked against the evaluation-only Debian packages; other non-tag columns of the data
-recipe's manifest (``taggram.models.data.prepare``) are ignored.
+A ``group`` column keeps related files on one side of the train/validation split, a ``split``
+column (``train`` / ``validation``) fixes the split itself, a ``kind`` column (music, speech,
+effects) lets validation figures be broken down, a ``package`` column is checked against the
+evaluation-only Debian packages; other non-tag columns of the data recipe's manifest
+(``taggram.models.data.prepare``) are ignored.
 """
 
 from __future__ import annotations
@@ -38,12 +40,19 @@ class LabelTable:
     groups: list[str]
     tags: list[str]
     targets: np.ndarray  # float32 [files, tags]
+    held_out: np.ndarray | None = None  # bool [files]: the CSV's split column says validation
+    kinds: list[str] | None = None  # the CSV's kind column (music, speech, effects)
 
     def top(self, count: int) -> LabelTable:
         """Keep the ``count`` most frequent tags (MTT's usual top-50 set), in frequency order."""
         order = np.argsort(-self.targets.sum(axis=0), kind="stable")[:count]
         return LabelTable(
-            self.paths, self.groups, [self.tags[i] for i in order], self.targets[:, order]
+            self.paths,
+            self.groups,
+            [self.tags[i] for i in order],
+            self.targets[:, order],
+            self.held_out,
+            self.kinds,
         )
 
 
@@ -78,4 +87,8 @@ def read_labels(path: Path) -> LabelTable:
     else:
         tags = [column for column in header if column not in INFO_COLUMNS]
         targets = np.array([[float(row[t]) for t in tags] for row in rows], dtype=np.float32)
-    return LabelTable(paths=paths, groups=groups, tags=tags, targets=targets)
+    held_out = None
+    if "split" in header:
+        held_out = np.array([row["split"] == "validation" for row in rows])
+    kinds = [row["kind"] for row in rows] if "kind" in header else None
+    return LabelTable(paths, groups, tags, targets, held_out, kinds)

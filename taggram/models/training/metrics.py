@@ -13,6 +13,9 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 TOP_K = 3
+# Clip-level agreement: clips of 30 s (as in ../shared/audio), compared on their top 5 tags.
+CLIP_SECONDS = 30.0
+CLIP_TOP = 5
 
 
 def binarize(targets: np.ndarray, top_k: int = TOP_K) -> np.ndarray:
@@ -40,4 +43,28 @@ def tagging_metrics(
             average_precision_score(labels[:, scored], scores[:, scored], average="macro")
         ),
         "tags_scored": float(scored.sum()),
+    }
+
+
+def clip_agreement(
+    targets: np.ndarray, scores: np.ndarray, clips: np.ndarray, top: int = CLIP_TOP
+) -> dict[str, float]:
+    """Agreement of clip-level tag vectors, as a user of the service sees it.
+
+    ``targets`` and ``scores``: float [windows, tags] (the teacher's and the student's
+    probabilities); ``clips``: int [windows], the clip of each window. Each clip's vectors are the
+    means over its windows; returned are the means over clips of their Pearson correlation
+    (``clip_pearson``) and of the number of the target's top ``top`` tags also in the score's top
+    ``top`` (``clip_top5``, 0 to ``top``), and the number of clips.
+    """
+    pearson, overlap = [], []
+    for clip in np.unique(clips):
+        rows = clips == clip
+        t, s = targets[rows].mean(axis=0), scores[rows].mean(axis=0)
+        pearson.append(float(np.corrcoef(t, s)[0, 1]))
+        overlap.append(len(set(np.argsort(-t)[:top]) & set(np.argsort(-s)[:top])))
+    return {
+        "clip_pearson": float(np.mean(pearson)),
+        "clip_top5": float(np.mean(overlap)),
+        "clips": float(len(pearson)),
     }

@@ -1,8 +1,9 @@
-"""The training curve: losses and validation ROC-AUC / PR-AUC against training time."""
+"""The training curve: losses and validation figures against training time."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -12,8 +13,8 @@ import matplotlib.pyplot as plt
 
 
 def plot_history(history_path: Path, out: Path, title: str) -> None:
-    """Plot a run's ``history.json`` (losses and validation ROC-AUC / PR-AUC against minutes of
-    training) to the image ``out``.
+    """Plot a run's ``history.json`` (losses and validation ROC-AUC / PR-AUC, plus the clip-level
+    agreement with a teacher when distilling, against minutes of training) to the image ``out``.
     """
     epochs = json.loads(history_path.read_text())
     minutes = [e["seconds"] / 60 for e in epochs]
@@ -25,6 +26,11 @@ def plot_history(history_path: Path, out: Path, title: str) -> None:
     losses.legend()
     scores.plot(minutes, [e["roc_auc"] for e in epochs], marker=".", label="ROC-AUC (macro)")
     scores.plot(minutes, [e["pr_auc"] for e in epochs], marker=".", label="PR-AUC (macro)")
+    if any(math.isfinite(e.get("clip_pearson", math.nan)) for e in epochs):  # distillation
+        pearson = [e.get("clip_pearson", math.nan) for e in epochs]
+        scores.plot(minutes, pearson, marker=".", label="clip Pearson r with the teacher")
+        overlap = [e.get("clip_top5", math.nan) / 5 for e in epochs]
+        scores.plot(minutes, overlap, marker=".", label="clip top-5 overlap / 5")
     scores.set_xlabel("training time (min)")
     scores.set_ylabel("validation")
     scores.legend()

@@ -1,13 +1,19 @@
-"""The training loop shared by every architecture: BCE on random patches, early stopping on
-validation macro ROC-AUC, a wall-clock budget, and a checkpoint of the best epoch.
+"""The training loop shared by every architecture: BCE on random patches, early stopping on a
+validation figure, a wall-clock budget, a checkpoint of the best epoch and one to resume from.
 
 An "epoch" is a fixed number of random batches (windows are drawn with replacement), so epochs
-cost the same whatever the data size and the validation curve is sampled regularly.
+cost the same whatever the data size and the validation curve is sampled regularly. The figure
+that picks the best epoch is macro ROC-AUC, or, when distilling, the clip-level Pearson
+correlation with the teacher (``select_on``). The learning rate either halves after two epochs
+without progress (``plateau``) or follows a cosine from its start to 1/100 of it over the time
+budget (``cosine``), which suits a run whose length is fixed by the clock. ``last.pt`` holds
+everything needed to resume (weights, optimiser, schedule, history, random states, time spent).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,12 +26,16 @@ from torch import nn
 from tqdm import tqdm
 
 from taggram.models.architectures import build
+from taggram.models.architectures.waveform import SampleCNN
 from taggram.models.training.dataset import Windows, random_batch
-from taggram.models.training.metrics import tagging_metrics
+from taggram.models.training.metrics import CLIP_SECONDS, clip_agreement, tagging_metrics
 from taggram.models.training.patching import patch_spec
 
 CHECKPOINT = "best.pt"
+LAST = "last.pt"
 HISTORY = "history.json"
+CALIBRATION_PATCHES = 64  # real patches that give a warm-started model its batch-norm statistics
+COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the initial learning rate
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,9 @@ class TrainConfig:
     max_validation_windows: int = 800
     seed: int = 0
     threads: int = 2
+    select_on: str = "roc_auc"  # or "clip_pearson" (distillation)
+    schedule: str = "plateau"  # or "cosine" (needs time_budget_s)
+    initialise_from: str | None = None  # an exported sample_cnn's model.onnx to start from
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,9 @@ class Epoch:
     roc_auc: float
     pr_auc: float
     tags_scored: float
+    clip_pearson: float = float("nan")
+    clip_top5: float = float("nan")
+    clips: float = 0.0
 
 
 def predict(module: nn.Module, windows: Windows, samples: int, batch_size: int) -> np.ndarray:
@@ -82,18 +98,50 @@ def predict(module: nn.Module, windows: Windows, samples: int, batch_size: int) 
 def evaluate(
     module: nn.Module, windows: Windows, samples: int, batch_size: int
 ) -> tuple[float, dict[str, float]]:
-    """Validation BCE and the tagging metrics of ``taggram.models.training.metrics``."""
+    """Validation BCE and the tagging metrics of ``taggram.models.training.metrics`` (plus the
+    clip-level agreement when the targets are soft, i.e. a teacher's).
+    """
     scores = predict(module, windows, samples, batch_size)
     probabilities = torch.from_numpy(np.clip(scores, 1e-7, 1 - 1e-7))
     loss = nn.functional.binary_cross_entropy(probabilities, torch.from_numpy(windows.targets))
-    return float(loss), tagging_metrics(windows.targets, scores)
+    metrics = tagging_metrics(windows.targets, scores)
+    if not np.isin(windows.targets, (0.0, 1.0)).all():
+        clips = windows.clips(round(CLIP_SECONDS * 16000))
+        metrics.update(clip_agreement(windows.targets, scores, clips))
+    return float(loss), metrics
 
 
 def _validation_subset(windows: Windows, limit: int, seed: int) -> Windows:
+    """At most about ``limit`` windows: whole 30 s clips drawn at random (so that clip-level
+    figures average complete clips).
+    """
     if len(windows) <= limit:
         return windows
-    keep = np.sort(np.random.default_rng(seed).choice(len(windows), limit, replace=False))
+    clips = windows.clips(round(CLIP_SECONDS * 16000))
+    keep = np.zeros(len(windows), dtype=bool)
+    for clip in np.random.default_rng(seed).permutation(np.unique(clips)):
+        if keep.sum() >= limit:
+            break
+        keep |= clips == clip
     return windows.subset(keep)
+
+
+def cosine_learning_rate(config: TrainConfig, elapsed: float) -> float:
+    """The cosine schedule's learning rate after ``elapsed`` seconds of the time budget."""
+    assert config.time_budget_s is not None
+    progress = min(1.0, elapsed / config.time_budget_s)
+    return config.learning_rate * (
+        COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * progress))
+    )
+
+
+def _warm_start(module: nn.Module, config: TrainConfig, windows: Windows, samples: int) -> None:
+    """Initialise ``module`` from ``config.initialise_from`` (see warm_start)."""
+    from taggram.models.training.warm_start import initialise_from_onnx
+
+    assert config.initialise_from is not None and isinstance(module, SampleCNN)
+    calibration, _ = random_batch(windows, samples, CALIBRATION_PATCHES, random.Random(config.seed))
+    initialise_from_onnx(module, Path(config.initialise_from), calibration)
 
 
 def train(
@@ -103,11 +151,16 @@ def train(
     tags: list[str],
     out_dir: Path,
     info: dict[str, Any],
+    resume: Path | None = None,
 ) -> Path:
     """Train, keep the best epoch's weights in ``out_dir/best.pt``; return that path.
 
     ``info`` (data, teacher, licences ...) travels in the checkpoint into the exported metadata.
+    ``resume``: a ``last.pt`` to continue from (its weights, optimiser, schedule, history, random
+    states and elapsed time; the time budget counts the time already spent).
     """
+    if config.schedule == "cosine" and config.time_budget_s is None:
+        raise ValueError("the cosine schedule runs over the time budget: set time_budget_s")
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -122,13 +175,29 @@ def train(
     )
     validation = _validation_subset(validation_set, config.max_validation_windows, config.seed)
     history: list[Epoch] = []
-    best, stale, stop_reason = -np.inf, 0, "max_epochs"
-    started = time.monotonic()
-    for epoch in range(1, config.max_epochs + 1):
+    best, stale, stop_reason, spent = -np.inf, 0, "max_epochs", 0.0
+    if resume is not None:
+        state = torch.load(resume, weights_only=False)
+        if state["architecture"] != config.architecture or state["tags"] != tags:
+            raise ValueError(f"{resume} is a checkpoint of another architecture or tag list")
+        module.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history = [Epoch(**e) for e in state["history"]]
+        best, stale, spent = state["best"], state["stale"], state["seconds"]
+        rng.setstate(state["random_state"])
+        torch.set_rng_state(state["torch_random_state"])
+    elif config.initialise_from:
+        _warm_start(module, config, train_set, samples)
+    started = time.monotonic() - spent
+    for epoch in range(len(history) + 1, config.max_epochs + 1):
         epoch_started = time.monotonic()
         module.train()
         losses = []
         for _ in tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch}", leave=False):
+            if config.schedule == "cosine":
+                for group in optimizer.param_groups:
+                    group["lr"] = cosine_learning_rate(config, time.monotonic() - started)
             audio, targets = random_batch(train_set, samples, config.batch_size, rng)
             loss = nn.functional.binary_cross_entropy_with_logits(module(audio)["logits"], targets)
             optimizer.zero_grad()
@@ -148,27 +217,42 @@ def train(
         history.append(record)
         print(json.dumps(asdict(record)), flush=True)
         (out_dir / HISTORY).write_text(json.dumps([asdict(e) for e in history], indent=1))
-        scheduler.step(record.roc_auc)
-        if record.roc_auc > best:
-            best, stale = record.roc_auc, 0
-            checkpoint = {
-                "architecture": config.architecture,
-                "architecture_options": config.architecture_options,
-                "tags": tags,
-                "state_dict": module.state_dict(),
-                "epoch": epoch,
-                "metrics": metrics,
-                "config": asdict(config),
-                "info": info,
-            }
+        figure = float(metrics[config.select_on])
+        if config.schedule == "plateau":
+            scheduler.step(figure)
+        checkpoint = {
+            "architecture": config.architecture,
+            "architecture_options": config.architecture_options,
+            "tags": tags,
+            "state_dict": module.state_dict(),
+            "epoch": epoch,
+            "metrics": metrics,
+            "config": asdict(config),
+            "info": info,
+        }
+        if figure > best:
+            best, stale = figure, 0
             torch.save(checkpoint, out_dir / CHECKPOINT)
         else:
             stale += 1
+        last = {
+            **checkpoint,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "history": [asdict(e) for e in history],
+            "best": best,
+            "stale": stale,
+            "seconds": time.monotonic() - started,
+            "random_state": rng.getstate(),
+            "torch_random_state": torch.get_rng_state(),
+        }
+        torch.save(last, out_dir / f"{LAST}.partial")
+        (out_dir / f"{LAST}.partial").replace(out_dir / LAST)
         if stale >= config.patience:
             stop_reason = "early stopping"
             break
-        elapsed, last = time.monotonic() - started, time.monotonic() - epoch_started
-        if config.time_budget_s is not None and elapsed + last > config.time_budget_s:
+        elapsed, last_epoch = time.monotonic() - started, time.monotonic() - epoch_started
+        if config.time_budget_s is not None and elapsed + last_epoch > config.time_budget_s:
             stop_reason = "time budget"
             break
     final = torch.load(out_dir / CHECKPOINT, weights_only=False)

@@ -1,0 +1,58 @@
+"""The shipped waveform student, ``MTT_sample_cnn``: its committed checkpoint is the model that
+ships, and on the recordings of ``../shared/audio`` it agrees with its teacher as documented.
+
+The agreement floor is the figure docs/models.md reports for the music clips (mean Pearson
+correlation of the clip-level tag vectors, 0.744), rounded down: it guards against shipping a
+student that agrees less with its teacher than the one documented, not against chance.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import torch
+
+from benchmarks.student_vs_teacher import LIMITS, clip_tags
+from taggram.models.architectures import build
+from taggram.repository import load_repository
+from taggram.service.audio.decode import decode
+from taggram.service.inference.session import ModelSession
+from tests.support.onnx_parity import assert_onnx_matches_module
+from tests.support.paths import ROOT, require_repository, require_shared
+
+STUDENT = ROOT / "taggram" / "models" / "trained" / "MTT_sample_cnn"
+MUSIC_PEARSON_FLOOR = 0.72
+
+
+def test_committed_checkpoint_is_the_shipped_model() -> None:
+    """checkpoint.pt resumes the run (its last.pt) and holds the weights that model.onnx ships."""
+    checkpoint = torch.load(STUDENT / "checkpoint.pt", weights_only=False)
+    entry = load_repository(STUDENT.parent)["MTT_sample_cnn"]
+    assert checkpoint["shipped_epoch"] == entry.metadata.training["best_epoch"]
+    assert checkpoint["epoch"] == entry.metadata.training["epochs_run"]
+    assert checkpoint["optimizer"]["state"]  # resumable: the optimiser's moments are there
+    module = build(
+        checkpoint["architecture"], len(checkpoint["tags"]), **checkpoint["architecture_options"]
+    )
+    module.load_state_dict(checkpoint["shipped_state_dict"])
+    audio = np.random.default_rng(0).uniform(-0.5, 0.5, (2, entry.metadata.patch.samples))
+    assert_onnx_matches_module(
+        entry.onnx_path, module.eval(), audio.astype(np.float32), atol=1e-5, embedding_atol=1e-4
+    )
+
+
+def test_student_agrees_with_its_teacher_on_shared_music() -> None:
+    audio = require_shared()
+    entries = load_repository(require_repository())
+    student = ModelSession(entries["MTT_sample_cnn"], ["CPUExecutionProvider"], 2, 1)
+    teacher = ModelSession(entries["MTT_musicnn"], ["CPUExecutionProvider"], 2, 1)
+    with (audio / "manifest.csv").open(newline="") as handle:
+        clips = [row for row in csv.DictReader(handle) if row["kind"] == "music"]
+    pearson = []
+    for clip in clips:
+        waveform = decode((audio / clip["file"]).read_bytes(), 16000, LIMITS).waveform
+        pearson.append(
+            np.corrcoef(clip_tags(student, waveform), clip_tags(teacher, waveform))[0, 1]
+        )
+    assert np.mean(pearson) >= MUSIC_PEARSON_FLOOR, pearson
