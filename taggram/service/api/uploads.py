@@ -36,6 +36,7 @@ from taggram.service.errors import (
     InvalidOptionsError,
     PayloadTooLargeError,
     RequestTimeoutError,
+    UnsupportedMediaTypeError,
 )
 from taggram.service.settings import Settings
 from taggram.service.tagging import TagOptions
@@ -59,6 +60,21 @@ class InputBudget:
     def of(cls, settings: Settings, max_bytes: int) -> InputBudget:
         """The budget of one body: ``max_bytes`` and the settings' read and whole-body timeouts."""
         return cls(max_bytes, settings.read_timeout_seconds, settings.body_timeout_seconds)
+
+
+def media_type(headers: Any) -> str:
+    """The request's ``Content-Type`` without its parameters, lower case (``""`` when absent)."""
+    return str(headers.get("content-type", "")).split(";")[0].strip().lower()
+
+
+def require_multipart(headers: Any, fields: str) -> None:
+    """Refuse (415 :class:`UnsupportedMediaTypeError`) a body that is not multipart/form-data;
+    ``fields`` says which form fields to send."""
+    given = media_type(headers)
+    if given != "multipart/form-data":
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {given!r} is not accepted: send multipart/form-data with {fields}"
+        )
 
 
 def check_content_length(headers: Any, limit: int) -> None:

@@ -27,8 +27,9 @@ from taggram.service.api.uploads import (
     options_from_form,
     read_form,
     reject_repeated,
+    require_multipart,
 )
-from taggram.service.errors import EmptyAudioError, TaggramError, UnsupportedMediaTypeError
+from taggram.service.errors import EmptyAudioError, TaggramError
 from taggram.service.tagging import Tagger, TagOptions
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,7 @@ async def tag_batch(
     settings = tagger.settings
     reject_repeated(request.query_params, "query")
     tagger.admit(options.model)  # a busy model refuses before a byte of the body is read
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "multipart/form-data":
-        raise UnsupportedMediaTypeError(
-            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with "
-            f"{FIELD!r} fields"
-        )
+    require_multipart(request.headers, f"{FIELD!r} fields")
     # The whole body counts against one total; each file also against the per-file limit
     # (checked when it is decoded). More than max_batch_files files is refused by the parser
     # itself (400, "Too many files").

@@ -19,14 +19,15 @@ from taggram.service.api.deps import TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.openapi import problems
 from taggram.service.api.schemas import ModelList
-from taggram.service.api.uploads import InputBudget, check_content_length, read_form
+from taggram.service.api.uploads import (
+    InputBudget,
+    check_content_length,
+    read_form,
+    require_multipart,
+)
 from taggram.service.custom.creation import LABEL_SEPARATOR, CreateRequest, Example
 from taggram.service.custom.storage import CustomRecord
-from taggram.service.errors import (
-    InvalidExamplesError,
-    TooManyExamplesError,
-    UnsupportedMediaTypeError,
-)
+from taggram.service.errors import InvalidExamplesError, TooManyExamplesError
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_scope("tag"))])
 # Form fields besides the repeated files, labels and classes.
@@ -117,12 +118,7 @@ async def get_model(name: str, tagger: TaggerDep) -> ModelMetadata:
 async def _read_form(request: Request, max_examples: int, max_fields: int) -> FormData:
     """The multipart body, counted while it arrives (``TAGGRAM_MAX_BATCH_BYTES`` in all, the
     batch route's budget: examples are a batch of files)."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type != "multipart/form-data":
-        raise UnsupportedMediaTypeError(
-            f"Content-Type {media_type!r} is not accepted: send multipart/form-data with "
-            "'name', 'files' and 'labels' fields"
-        )
+    require_multipart(request.headers, "'name', 'files' and 'labels' fields")
     settings = request.app.state.tagger.settings
     budget = InputBudget.of(settings, settings.max_batch_bytes)
     check_content_length(request.headers, budget.max_bytes)

@@ -17,6 +17,7 @@ from taggram.service.api.schemas import MultiTagResponse, TagResponse, tag_respo
 from taggram.service.api.uploads import (
     InputBudget,
     check_content_length,
+    media_type,
     multipart_request_body,
     options_from_form,
     read_form,
@@ -49,8 +50,8 @@ async def _read_audio(
     """
     budget = InputBudget.of(settings, settings.max_upload_bytes)
     check_content_length(request.headers, budget.max_bytes)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type == "multipart/form-data":
+    given = media_type(request.headers)
+    if given == "multipart/form-data":
         form = await read_form(request, budget, 1, len(TagOptions.model_fields) + 1)
         try:
             upload = form.get("file")
@@ -59,7 +60,7 @@ async def _read_audio(
             yield upload.file, options_from_form(form, "file", options)
         finally:
             await form.close()
-    elif media_type in ("", *_RAW_TYPES) or media_type.startswith("audio/"):
+    elif given in ("", *_RAW_TYPES) or given.startswith("audio/"):
         spool = await read_raw(request, budget)
         try:
             yield spool.file, options
@@ -67,7 +68,7 @@ async def _read_audio(
             await spool.close()
     else:
         raise UnsupportedMediaTypeError(
-            f"Content-Type {media_type!r} is not accepted: send audio/*, "
+            f"Content-Type {given!r} is not accepted: send audio/*, "
             "application/octet-stream, or multipart/form-data with a 'file' field"
         )
 
