@@ -92,7 +92,7 @@ class Plan:
     @property
     def bases(self) -> list[str]:
         """The base networks the candidates need, each once, in first-use order."""
-        return list(dict.fromkeys(features.split(c.feature)[0] for c in self.candidates))
+        return features.networks(c.feature for c in self.candidates)
 
 
 def split_label(label: str) -> list[str]:
@@ -192,13 +192,11 @@ async def embed_examples(plan: Plan, embed: Embed) -> dict[str, np.ndarray]:
     finally:
         for task in tasks:
             task.cancel()  # one example failed: stop embedding the others
-    wanted = dict.fromkeys(c.feature for c in plan.candidates)
-    return {
-        feature: np.stack(
-            [row[features.split(feature)[0]][features.split(feature)[1]] for row in rows]
-        )
-        for feature in wanted
-    }
+    stacked = {}
+    for feature in dict.fromkeys(c.feature for c in plan.candidates):
+        network, output = features.split(feature)
+        stacked[feature] = np.stack([row[network][output] for row in rows])
+    return stacked
 
 
 @dataclass(frozen=True)
@@ -237,7 +235,7 @@ def record(
         created=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         base=base.name,
         base_version=base.version,
-        bases=list(dict.fromkeys(features.split(m.feature)[0] for m in members)),
+        bases=features.networks(m.feature for m in members),
         features=",".join(fitted.ensemble.features),
         classifier=members[0].classifier if len(members) == 1 else "ensemble",
         members=[

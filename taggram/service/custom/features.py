@@ -9,6 +9,8 @@ rows (the rule of clip-level tags, ``taggram.service.audio.patching.clip_average
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from taggram.repository import ModelMetadata
 from taggram.service.custom.selection import (
     AUTO_NETWORKS,
@@ -25,6 +27,12 @@ def split(feature: str) -> tuple[str, str]:
     """``"MTT_musicnn.penultimate"`` → ``("MTT_musicnn", "penultimate")``."""
     model, _, output = feature.rpartition(".")
     return model, output
+
+
+def networks(features: Iterable[str]) -> list[str]:
+    """The served networks that ``features`` (``model.output`` names) are read from, each once,
+    in first-use order."""
+    return list(dict.fromkeys(split(feature)[0] for feature in features))
 
 
 def quantised_from(meta: ModelMetadata) -> str | None:

@@ -16,7 +16,7 @@ import numpy as np
 from taggram.repository import ModelMetadata, TensorSpec
 from taggram.service.custom import storage
 from taggram.service.custom.ensemble import Candidate, Ensemble
-from taggram.service.custom.features import split
+from taggram.service.custom.features import networks
 from taggram.service.custom.storage import CustomRecord
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class CustomModel:
     @property
     def bases(self) -> list[str]:
         """Every served network the members read, the first member's first."""
-        return list(dict.fromkeys(split(feature)[0] for feature in self.ensemble.features))
+        return networks(self.ensemble.features)
 
     def predict(self, embeddings: dict[str, np.ndarray]) -> np.ndarray:
         """Probabilities [n, classes] float32 for ``embeddings[feature]`` [n, dim] (every
@@ -147,11 +147,8 @@ class CustomModels:
                 continue
             try:
                 record, arrays = storage.read(path)
-                missing = [
-                    b
-                    for b in dict.fromkeys(split(c.feature)[0] for c in members(record))
-                    if b not in bases
-                ]
+                needed = networks(c.feature for c in members(record))
+                missing = [name for name in needed if name not in bases]
                 if missing:
                     raise ValueError(f"its base models {missing} are not loaded here")
                 current[name] = build(record, arrays, bases[record.base])
