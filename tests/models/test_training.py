@@ -45,6 +45,7 @@ from taggram.models.training.trainer import (
     cosine_learning_rate,
     load_checkpoint,
     train,
+    training_loss,
 )
 from taggram.models.training.warm_start import initialise_from_onnx
 from taggram.repository import load_repository
@@ -119,7 +120,7 @@ def test_exported_model_matches_pytorch(trained: tuple[Path, Path, Path], tmp_pa
 
 
 def test_distillation_windows_come_from_the_teacher(
-    trained: tuple[Path, Path, Path], tmp_path: Path
+    trained: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     labels, checkpoint, cache = trained
     export_checkpoint(checkpoint, "teacher", tmp_path, "0.0.1")
@@ -141,11 +142,15 @@ def test_distillation_windows_come_from_the_teacher(
     end_aligned = teacher_starts == lengths[windows.file_index] - span
     assert np.all((teacher_starts % 16000 == 0) | end_aligned)
     assert end_aligned.any()
-    # the cached targets are reused, identical, on a second call
+    # the cached targets are reused, identical, on a second call, even with the audio reached
+    # by a relative path from another working directory (the teacher does not run again)
+    cached = {path: path.stat().st_mtime_ns for path in cache.rglob("*.npz")}
+    monkeypatch.chdir(labels.parent.parent)
     again, _, _ = load_windows(
-        labels, table, labels.parent, student_samples, 16000, cache, teacher, 16000
+        labels, table, Path(labels.parent.name), student_samples, 16000, cache, teacher, 16000
     )
     np.testing.assert_array_equal(again.targets, windows.targets)
+    assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.npz")} == cached
 
 
 @pytest.mark.parametrize(
@@ -255,6 +260,10 @@ def test_command_line_round_trip(trained: tuple[Path, Path, Path], tmp_path: Pat
     )
     assert result.exit_code == 0, result.output
     assert [e["epoch"] for e in json.loads((run / HISTORY).read_text())] == [1, 2]
+    # a mistyped labels path is a usage error naming it, not a traceback
+    missing = ["train", "--labels", str(tmp_path / "nope.csv"), "--out", str(run)]
+    result = CliRunner().invoke(app, missing)
+    assert result.exit_code == 2 and "nope.csv" in result.output
     result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(run / "best.pt"), *common])
     assert result.exit_code == 0, result.output
     assert "ROC-AUC" in result.output and "PR-AUC" in result.output
@@ -283,13 +292,16 @@ def test_resume_continues_the_run(trained: tuple[Path, Path, Path], tmp_path: Pa
     first = json.loads((tmp_path / HISTORY).read_text())
     saved = torch.load(tmp_path / LAST, weights_only=False)
     assert saved["epoch"] == 2 and saved["optimizer"]["state"]
-    longer = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=3, max_epochs=3)
+    # resumed with longer epochs: the history counts the steps really taken
+    longer = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=5, max_epochs=3)
     best = train(longer, train_set, validation_set, tags, tmp_path, info, resume=tmp_path / LAST)
     history = json.loads((tmp_path / HISTORY).read_text())
     assert [e["epoch"] for e in history] == [1, 2, 3]
     assert history[:2] == first  # the resumed run kept the record of the first two epochs
     assert history[2]["seconds"] >= history[1]["seconds"]  # its clock goes on, too
-    assert torch.load(best, weights_only=False)["run"]["epochs_run"] == 3
+    assert [e["steps"] for e in history] == [3, 6, 11]
+    run = torch.load(best, weights_only=False)["run"]
+    assert run["epochs_run"] == 3 and run["steps_run"] == 11
     resumed = torch.load(tmp_path / LAST, weights_only=False)
     assert resumed["epoch"] == 3
     assert not torch.equal(
@@ -324,6 +336,40 @@ def test_cosine_schedule_spans_the_time_budget() -> None:
         == cosine_learning_rate(config, 500.0)
         == pytest.approx(1e-5)
     )
+
+
+def test_mixed_precision_step_tracks_float32() -> None:
+    """A bfloat16 step computes nearly the float32 loss and gradient (far closer than another
+    batch's gradient is), and really runs in bfloat16.
+    """
+    torch.manual_seed(0)
+    module = SampleCNN(8, aggregate=3).train()
+    time = torch.arange(WAVEFORM_PATCH.samples) / 16000
+
+    def batch() -> tuple[torch.Tensor, torch.Tensor]:
+        pitches = torch.rand(4, 1) * 800 + 100
+        return 0.3 * torch.sin(2 * torch.pi * pitches * time), torch.rand(4, 8)
+
+    def step(
+        audio: torch.Tensor, targets: torch.Tensor, precision: str
+    ) -> tuple[float, torch.Tensor]:
+        torch.manual_seed(1)  # the same dropout mask
+        module.zero_grad()
+        loss = training_loss(module, audio, targets, precision)
+        loss.backward()
+        assert loss.dtype == torch.float32
+        grads = [p.grad.flatten() for p in module.parameters() if p.grad is not None]
+        return float(loss), torch.cat(grads)
+
+    first, second = batch(), batch()
+    loss32, grad32 = step(*first, "float32")
+    loss16, grad16 = step(*first, "bfloat16")
+    _, other = step(*second, "float32")
+    assert loss16 == pytest.approx(loss32, rel=2e-2) and loss16 != loss32
+    similarity = torch.nn.functional.cosine_similarity
+    assert similarity(grad32, grad16, dim=0) > similarity(grad32, other, dim=0) + 0.3
+    with pytest.raises(ValueError, match="precision"):
+        train(TrainConfig(precision="float16"), None, None, [], Path("unused"), {})  # type: ignore[arg-type]
 
 
 def test_clip_agreement() -> None:

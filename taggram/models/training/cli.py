@@ -16,8 +16,18 @@ from taggram.repository import DEFAULT_REPOSITORY
 
 app = typer.Typer()
 
-LABELS = typer.Option(..., help="CSV path→tags, MTT annotations_final.csv, or data/manifest.csv")
-AUDIO_ROOT = typer.Option(None, help="folder the CSV's paths are relative to (default: its folder)")
+LABELS = typer.Option(
+    ...,
+    exists=True,
+    dir_okay=False,
+    help="CSV path→tags, MTT annotations_final.csv, or data/manifest.csv",
+)
+AUDIO_ROOT = typer.Option(
+    None,
+    exists=True,
+    file_okay=False,
+    help="folder the CSV's paths are relative to (default: its folder)",
+)
 TEACHER = typer.Option(None, help="distil from this repository model instead of the CSV's tags")
 REPOSITORY = typer.Option(DEFAULT_REPOSITORY, help="model repository holding the teacher")
 CACHE = typer.Option(Path(".cache/training"), help="decoded audio and teacher targets")
@@ -178,6 +188,9 @@ def train_command(
     ),
     max_validation_windows: int = typer.Option(800, help="validation windows read each epoch"),
     resume: Path | None = typer.Option(None, help="a last.pt to continue from"),
+    precision: str = typer.Option(
+        "float32", help="float32, or bfloat16 (mixed precision: ~3x faster on AVX-512 BF16 / AMX)"
+    ),
 ) -> None:
     """Train an architecture on labelled audio or by distillation; keep the best epoch."""
     import torch
@@ -216,6 +229,7 @@ def train_command(
         schedule=schedule,
         initialise_from=str(initialise_from) if initialise_from else None,
         max_validation_windows=max_validation_windows,
+        precision=precision,
     )
     checkpoint = train(config, train_set, validation_set, tags, out, info, resume)
     typer.echo(f"best checkpoint: {checkpoint}")

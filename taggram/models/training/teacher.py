@@ -58,11 +58,22 @@ def _run_file(
 
 
 def _file_key(entry: ModelEntry, path: Path, hop: int) -> str:
-    """Cache key of one file's targets: teacher weights, hop, and the file's path, size, mtime."""
+    """Cache key of one file's targets: teacher weights, hop, and the file's path, size, mtime.
+
+    The path is resolved, so a file reached by another spelling (relative, through a link) or
+    from another working directory keeps its targets.
+    """
     stat = path.stat()
     # "service-plan": targets laid by the service's patch plan (older caches used other windows).
     key = json.dumps(
-        ["service-plan", entry.metadata.onnx_sha256, hop, str(path), stat.st_size, stat.st_mtime_ns]
+        [
+            "service-plan",
+            entry.metadata.onnx_sha256,
+            hop,
+            str(path.resolve()),
+            stat.st_size,
+            stat.st_mtime_ns,
+        ]
     )
     return hashlib.sha256(key.encode()).hexdigest()[:20]
 

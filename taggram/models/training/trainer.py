@@ -8,6 +8,12 @@ correlation with the teacher (``select_on``). The learning rate either halves af
 without progress (``plateau``) or follows a cosine from its start to 1/100 of it over the time
 budget (``cosine``), which suits a run whose length is fixed by the clock. ``last.pt`` holds
 everything needed to resume (weights, optimiser, schedule, history, random states, time spent).
+
+``precision="bfloat16"`` runs each training step's forward pass under ``torch.autocast``
+(convolutions and matrix products in bfloat16, weights, optimiser state, loss and validation in
+float32: mixed precision, Micikevicius et al. 2018, with bfloat16 needing no loss scaling). On a
+CPU with AVX-512 BF16 or AMX it makes a ``sample_cnn`` step about 3x faster; elsewhere oneDNN
+emulates it, slower than float32.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ CHECKPOINT = "best.pt"
 LAST = "last.pt"
 HISTORY = "history.json"
 CALIBRATION_PATCHES = 64  # real patches that give a warm-started model its batch-norm statistics
+PRECISIONS = ("float32", "bfloat16")
 COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the initial learning rate
 
 
@@ -61,6 +68,7 @@ class TrainConfig:
     select_on: str = "roc_auc"  # or "clip_pearson" (distillation)
     schedule: str = "plateau"  # or "cosine" (needs time_budget_s)
     initialise_from: str | None = None  # an exported sample_cnn's model.onnx to start from
+    precision: str = "float32"  # or "bfloat16": mixed precision for the training steps
 
 
 @dataclass(frozen=True)
@@ -109,6 +117,18 @@ def evaluate(
         clips = windows.clips(round(CLIP_SECONDS * 16000))
         metrics.update(clip_agreement(windows.targets, scores, clips))
     return float(loss), metrics
+
+
+def training_loss(
+    module: nn.Module, audio: torch.Tensor, targets: torch.Tensor, precision: str
+) -> torch.Tensor:
+    """Mean BCE of ``module``'s logits on ``audio`` [batch, samples] (float32, 16 kHz) against
+    ``targets`` [batch, tags] (probabilities in [0, 1]); the forward pass in ``precision``
+    (``PRECISIONS``), the loss itself always in float32.
+    """
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+        logits = module(audio)["logits"]
+    return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
 
 
 def _validation_subset(windows: Windows, limit: int, seed: int) -> Windows:
@@ -161,6 +181,8 @@ def train(
     """
     if config.schedule == "cosine" and config.time_budget_s is None:
         raise ValueError("the cosine schedule runs over the time budget: set time_budget_s")
+    if config.precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -199,7 +221,7 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_learning_rate(config, time.monotonic() - started)
             audio, targets = random_batch(train_set, samples, config.batch_size, rng)
-            loss = nn.functional.binary_cross_entropy_with_logits(module(audio)["logits"], targets)
+            loss = training_loss(module, audio, targets, config.precision)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -207,7 +229,8 @@ def train(
         validation_loss, metrics = evaluate(module, validation, samples, 2 * config.batch_size)
         record = Epoch(
             epoch=epoch,
-            steps=epoch * config.steps_per_epoch,
+            # a resumed run may use another epoch length: count the steps actually taken
+            steps=(history[-1].steps if history else 0) + config.steps_per_epoch,
             seconds=round(time.monotonic() - started, 1),
             learning_rate=optimizer.param_groups[0]["lr"],
             train_loss=float(np.mean(losses)),
@@ -258,7 +281,7 @@ def train(
     final = torch.load(out_dir / CHECKPOINT, weights_only=False)
     final["run"] = {
         "epochs_run": len(history),
-        "steps_run": len(history) * config.steps_per_epoch,
+        "steps_run": history[-1].steps if history else 0,
         "training_seconds": round(time.monotonic() - started, 1),
         "stopped_by": stop_reason,
     }
