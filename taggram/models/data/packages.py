@@ -124,6 +124,12 @@ TRAINING_PACKAGES: dict[str, Selection] = {
         archive="usr/share/games/0ad/mods/public/public.zip",
     ),
     "freecol": MUSIC,  # orchestral
+    "marsshooter-data": MUSIC,  # orchestral and electronic
+    "enigma-data": MUSIC,
+    "redeclipse-data": Selection(  # electronic and rock music; wind, machine and cave ambiences
+        music=re.compile(r"sounds/music/"), clips=re.compile(r"sounds/ambience/")
+    ),
+    "freeorion-data": Selection(music=re.compile(r"data/sound/[^/]+\.ogg$")),  # its theme
     "starfighter-data": MUSIC,
     "wizznic-data": MUSIC,
     "ardentryst": Selection(music=re.compile(r"ardentryst/Music/")),
