@@ -115,8 +115,8 @@ TRAINING_PACKAGES: dict[str, Selection] = {
     "minetest-data": Selection(music=None, clips=re.compile(r"sounds/.*\.ogg$")),
     "tuxtype-data": Selection(music=re.compile(r"sounds/.*\.ogg$"), clips=re.compile(r"sounds/")),
     # Added for issue 16: the rest of the free music in Debian main, more speech and effects.
-    # 0 A.D.: about three hours of orchestral and world music (choirs, taiko, ouds, pipes) in a
-    # zip, and unit voices speaking Greek, Latin, Persian and Meroitic-style phrases
+    # 0 A.D.: about three hours of orchestral and world music in a zip, and unit voices
+    # speaking Greek, Latin, Persian and Meroitic phrases
     "0ad-data": Selection(
         music=re.compile(r"audio/music/.*\.ogg$"),
         clips=re.compile(r"audio/voice/.*\.ogg$"),
