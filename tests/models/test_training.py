@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -424,6 +425,36 @@ def test_short_clips_become_reels_and_music_stays_whole(tmp_path: Path) -> None:
     assert rows[2].seconds == pytest.approx(8 * (2.5 + REEL_GAP_SECONDS))
     assert rows[0].seconds == pytest.approx(40.0)
     assert package_rows(package, selection, tmp_path, "CC0-1.0", "train") == rows  # idempotent
+
+
+def test_audio_inside_a_zip_is_extracted_and_selected(tmp_path: Path) -> None:
+    """A package keeping its audio in a zip (0 A.D.): only the selected members are extracted."""
+    rate = 22050
+    members = tmp_path / "members"
+    for name, seconds in (("audio/music/song.ogg", 35), ("audio/voice/yes.ogg", 20)):
+        (members / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(members / name), 0.1 * np.ones(seconds * rate, np.float32), rate)
+    (members / "art/big.png").parent.mkdir(parents=True)
+    (members / "art/big.png").write_bytes(b"not audio")
+    root = tmp_path / "package"
+    (root / "data").mkdir(parents=True)
+    with zipfile.ZipFile(root / "data/public.zip", "w") as archive:
+        for path in sorted(p for p in members.rglob("*") if p.is_file()):
+            archive.write(path, path.relative_to(members).as_posix())
+    selection = Selection(
+        music=re.compile(r"audio/music/"),
+        clips=re.compile(r"audio/voice/"),
+        clips_kind="speech",
+        archive="data/public.zip",
+    )
+    package = Package(name="game-data", version="1.0", root=root)
+    rows = package_rows(package, selection, tmp_path / "out", "CC-BY-SA-3.0", "train")
+    assert [(row.kind, row.source) for row in rows] == [
+        ("music", "data/public/audio/music/song.ogg"),
+        ("speech", "data/public/audio/voice (1 clips, reel 0)"),
+    ]
+    assert not (root / "data/public/art").exists()  # nothing but the selected audio
+    assert package_rows(package, selection, tmp_path / "out", "CC-BY-SA-3.0", "train") == rows
 
 
 def test_validation_clips_come_from_the_validation_split(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +55,22 @@ def unpack(deb: Path, folder: Path) -> Package:
         subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
         marker.write_text(deb.name + "\n")
     return Package(name=name, version=_field(deb, "Version"), root=root)
+
+
+def expand(archive: Path, wanted: re.Pattern[str]) -> Path:
+    """Extract the members of a zip ``archive`` whose names match ``wanted`` (once: a marker
+    records a finished extraction) into a folder next to it named like it without the suffix
+    (0 A.D. keeps all its data in one 3 GB zip, of which the recipe needs only the audio).
+    Returns that folder. Raises ``zipfile.BadZipFile`` when ``archive`` is no zip.
+    """
+    folder = archive.with_suffix("")
+    marker = folder / ".expanded"
+    if not marker.is_file():
+        with zipfile.ZipFile(archive) as opened:
+            members = [name for name in opened.namelist() if wanted.search(name)]
+            opened.extractall(folder, members)
+        marker.write_text(archive.name + "\n")
+    return folder
 
 
 # Free-text copyright files (not DEP-5) name their licences in prose; these catch the usual ones.

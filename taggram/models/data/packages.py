@@ -68,12 +68,16 @@ class Selection:
     matches (None: none). ``clips``: short files whose path matches (None: none), too short to be
     a training window on their own (speech samples, sound effects), concatenated per folder into
     reels of about a minute; ``clips_kind`` names what they are (``speech`` or ``effects``).
+    ``archive``: path inside the package of a zip holding the audio (None: none); its members
+    matching ``music`` or ``clips`` are extracted next to it, into a folder named like it without
+    its suffix, and the patterns are matched against paths under the package as usual.
     """
 
     music: re.Pattern[str] | None = MUSIC_PATH
     clips: re.Pattern[str] | None = None
     clips_kind: str = "effects"
     reels_across_folders: bool = False  # one run of reels over the package, not one per folder
+    archive: str | None = None
 
 
 MUSIC = Selection()
@@ -110,6 +114,62 @@ TRAINING_PACKAGES: dict[str, Selection] = {
     # sound effects: nature, footsteps, fire, water, tools
     "minetest-data": Selection(music=None, clips=re.compile(r"sounds/.*\.ogg$")),
     "tuxtype-data": Selection(music=re.compile(r"sounds/.*\.ogg$"), clips=re.compile(r"sounds/")),
+    # Added for issue 16: the rest of the free music in Debian main, more speech and effects.
+    # 0 A.D.: about three hours of orchestral and world music in a zip, and unit voices
+    # speaking Greek, Latin, Persian and Meroitic phrases
+    "0ad-data": Selection(
+        music=re.compile(r"audio/music/.*\.ogg$"),
+        clips=re.compile(r"audio/voice/.*\.ogg$"),
+        clips_kind="speech",
+        archive="usr/share/games/0ad/mods/public/public.zip",
+    ),
+    "freecol": MUSIC,  # orchestral
+    "marsshooter-data": MUSIC,  # orchestral and electronic
+    "enigma-data": MUSIC,
+    "redeclipse-data": Selection(  # electronic and rock music; wind, machine and cave ambiences
+        music=re.compile(r"sounds/music/"), clips=re.compile(r"sounds/ambience/")
+    ),
+    "freeorion-data": Selection(music=re.compile(r"data/sound/[^/]+\.ogg$")),  # its theme
+    "starfighter-data": MUSIC,
+    "wizznic-data": MUSIC,
+    "ardentryst": Selection(music=re.compile(r"ardentryst/Music/")),
+    "zaz-data": Selection(music=re.compile(r"games/zaz/.*\.ogg$")),
+    "lordsawar-data": MUSIC,
+    "frozen-bubble-data": Selection(music=re.compile(r"snd/.*zik.*\.ogg$")),
+    "neverball-common": Selection(music=re.compile(r"neverball/bgm/")),
+    "btanks-data": Selection(  # music, and explosions, engines and shots
+        music=re.compile(r"data/tunes/"), clips=re.compile(r"data/sounds/[^/]+\.ogg$")
+    ),
+    "pathological": MUSIC,
+    "pinball-data": Selection(music=re.compile(r"pinball/(professor|tux)/.*\.ogg$")),
+    "tuxmath-data": Selection(music=re.compile(r"tuxmath/sounds/.*\.ogg$")),
+    "seahorse-adventures": MUSIC,
+    "caveexpress-data": MUSIC,
+    "funnyboat": Selection(music=re.compile(r"funnyboat/data/.*\.ogg$")),
+    "freeciv-data": MUSIC,
+    "solarwolf": MUSIC,
+    # Kenta Cho's shooters: short electronic tracks
+    "noiz2sa-data": Selection(music=re.compile(r"sounds/.*\.ogg$")),
+    "parsec47-data": Selection(music=re.compile(r"sounds/.*\.ogg$")),
+    "rrootage-data": Selection(music=re.compile(r"sounds/.*\.ogg$")),
+    "tumiki-fighters-data": Selection(music=re.compile(r"sounds/.*\.ogg$")),
+    "gunroar-data": MUSIC,
+    "mu-cade-data": MUSIC,
+    "titanion-data": MUSIC,
+    "torus-trooper-data": MUSIC,
+    # speech: about 200 words spoken in each of about 25 languages (children's stamp toy)
+    "ktuberling-data": Selection(
+        music=None, clips=re.compile(r"ktuberling/sounds/.*\.(ogg|opus|wav)$"), clips_kind="speech"
+    ),
+    # speech: mahjong calls by six voices, English and German
+    "kajongg": Selection(music=None, clips=re.compile(r"kajongg/voices/"), clips_kind="speech"),
+    # sound effects: desktop events, weapons and engines, spaceship sounds
+    "sound-theme-freedesktop": Selection(music=None, clips=re.compile(r"sounds/")),
+    "oxygen-sounds": Selection(music=None, clips=re.compile(r"sounds/")),
+    "netpanzer-data": Selection(music=None, clips=re.compile(r"netpanzer/sound/")),
+    "bzflag-data": Selection(music=None, clips=re.compile(r"games/bzflag/.*\.wav$")),
+    "heroes-sound-effects": Selection(music=None, clips=re.compile(r"heroes/sfx/")),
+    "endless-sky-data": Selection(music=None, clips=re.compile(r"endless-sky/sounds/")),
 }
 
 # Whole packages held out for validation (never trained on): model selection reads only these.

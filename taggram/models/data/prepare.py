@@ -23,7 +23,7 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from taggram.models.data.debian import Package, download, licences, unpack
+from taggram.models.data.debian import Package, download, expand, licences, unpack
 from taggram.models.data.packages import (
     TRAINING_PACKAGES,
     VALIDATION_PACKAGES,
@@ -144,6 +144,9 @@ def package_rows(
 ) -> list[ManifestRow]:
     """Decode what ``selection`` takes from an unpacked package; one manifest row per WAV file."""
     rows = []
+    if selection.archive is not None:
+        wanted = [p.pattern for p in (selection.music, selection.clips) if p is not None]
+        expand(package.root / selection.archive, re.compile("|".join(f"(?:{w})" for w in wanted)))
 
     def row(target: Path, source: str, folder: Path, kind: str) -> ManifestRow:
         return ManifestRow(
