@@ -32,6 +32,7 @@ from taggram.models.data.packages import (
 )
 from taggram.models.data.prepare import REEL_GAP_SECONDS, package_rows, prepare
 from taggram.models.data.speech import passages
+from taggram.models.training.averaging import average_checkpoints
 from taggram.models.training.cli import app
 from taggram.models.training.dataset import labelled_windows, split
 from taggram.models.training.export import export_checkpoint
@@ -337,6 +338,51 @@ def test_cosine_schedule_spans_the_time_budget() -> None:
         == cosine_learning_rate(config, 500.0)
         == pytest.approx(1e-5)
     )
+
+
+def test_averaging_a_runs_epochs(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """SWA: the weights are the epochs' mean, the batch norms' statistics are those of the
+    averaged network on the calibration patches, and the result exports and runs.
+    """
+    labels, _, cache = trained
+    run = tmp_path / "run"
+    common = ["--labels", str(labels), "--cache", str(cache), "--validation-fraction", "0.25"]
+    options = ["--architecture-options", json.dumps(TINY), "--steps-per-epoch", "3"]
+    train_command = ["train", *common, "--out", str(run), *options, "--batch-size", "4"]
+    epochs = []
+    for epoch in (1, 2):
+        resume = ["--resume", str(run / LAST)] if epoch > 1 else []
+        result = CliRunner().invoke(app, [*train_command, "--max-epochs", str(epoch), *resume])
+        assert result.exit_code == 0, result.output
+        epochs.append(tmp_path / f"epoch{epoch}.pt")
+        epochs[-1].write_bytes((run / LAST).read_bytes())
+    average = ["average", *common, "--out", str(tmp_path / "swa.pt")]
+    average += ["--checkpoint", str(epochs[0]), "--checkpoint", str(epochs[1])]
+    result = CliRunner().invoke(app, [*average, "--calibration-batches", "3", "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    assert "averaged epochs [1, 2]" in result.output and "ROC-AUC" in result.output
+    swa = torch.load(tmp_path / "swa.pt", weights_only=False)
+    states = [torch.load(e, weights_only=False)["state_dict"] for e in epochs]
+    torch.testing.assert_close(
+        swa["state_dict"]["output.weight"],
+        (states[0]["output.weight"] + states[1]["output.weight"]) / 2,
+    )
+    # the first batch norm's mean is the mean of the averaged first convolution's output
+    calibration = [0.1 * torch.randn(4, WAVEFORM_PATCH.samples) for _ in range(3)]
+    module, _ = average_checkpoints(epochs, calibration)
+    with torch.no_grad():
+        first_conv = torch.cat([module.frontend[0](x.unsqueeze(1)) for x in calibration])
+    torch.testing.assert_close(
+        module.frontend[1].running_mean, first_conv.mean(dim=(0, 2)), rtol=1e-4, atol=1e-5
+    )
+    folder = export_checkpoint(tmp_path / "swa.pt", "swa", tmp_path / "repo", "0.0.1")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["training"]["averaged"] == {"epochs": [1, 2]}
+    other = tmp_path / "other.pt"
+    saved = torch.load(epochs[0], weights_only=False)
+    torch.save({**saved, "tags": saved["tags"][::-1]}, other)
+    with pytest.raises(ValueError, match="tags"):
+        average_checkpoints([epochs[1], other], calibration)
 
 
 def test_mixed_precision_step_tracks_float32() -> None:

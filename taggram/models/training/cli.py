@@ -254,7 +254,7 @@ def evaluate_command(
     import torch
 
     from taggram.models.training.patching import patch_spec
-    from taggram.models.training.trainer import evaluate, load_checkpoint
+    from taggram.models.training.trainer import load_checkpoint
 
     torch.set_num_threads(threads)
     module, saved = load_checkpoint(checkpoint)
@@ -273,7 +273,14 @@ def evaluate_command(
     if tags != saved["tags"]:
         raise typer.BadParameter("the labels' tags differ from the checkpoint's")
     windows = train_set if all_windows else validation_set
-    loss, metrics = evaluate(module, windows, patch_spec(saved["architecture"]).samples, 32)
+    _report(module, windows, patch_spec(saved["architecture"]).samples)
+
+
+def _report(module: Any, windows: Any, samples: int) -> dict[str, float]:
+    """Evaluate ``module`` on ``windows``, print the figures, return the metrics."""
+    from taggram.models.training.trainer import evaluate
+
+    loss, metrics = evaluate(module, windows, samples, 32)
     typer.echo(
         f"windows {len(windows)}  BCE {loss:.4f}  ROC-AUC {metrics['roc_auc']:.4f}  "
         f"PR-AUC {metrics['pr_auc']:.4f}  (macro over {metrics['tags_scored']:.0f} tags)"
@@ -283,6 +290,66 @@ def evaluate_command(
             f"clips {metrics['clips']:.0f} of 30 s  Pearson {metrics['clip_pearson']:.4f}  "
             f"top-5 overlap {metrics['clip_top5']:.2f}/5"
         )
+    return metrics
+
+
+@app.command("average")
+def average_command(
+    checkpoints: list[Path] = typer.Option(
+        ..., "--checkpoint", exists=True, dir_okay=False, help="one epoch's checkpoint; repeat"
+    ),
+    out: Path = typer.Option(..., help="where the averaged checkpoint is written"),
+    labels: Path = LABELS,
+    audio_root: Path | None = AUDIO_ROOT,
+    teacher: str | None = TEACHER,
+    repository: Path = REPOSITORY,
+    cache: Path = CACHE,
+    teacher_hop_seconds: float | None = TEACHER_HOP,
+    top_tags: int | None = TOP_TAGS,
+    validation_fraction: float = VALIDATION,
+    seed: int = SEED,
+    calibration_batches: int = typer.Option(
+        100, help="batches of training patches that give the batch norms their statistics"
+    ),
+    batch_size: int = typer.Option(16),
+    threads: int = typer.Option(2),
+) -> None:
+    """Average the weights of a run's epochs (SWA), print its validation figures, save it."""
+    import random
+
+    import torch
+
+    from taggram.models.training.averaging import average_checkpoints
+    from taggram.models.training.dataset import random_batch
+    from taggram.models.training.patching import patch_spec
+
+    torch.set_num_threads(threads)
+    architecture = torch.load(checkpoints[0], weights_only=False)["architecture"]
+    train_set, validation_set, _, _ = _split_windows(
+        labels,
+        audio_root,
+        architecture,
+        teacher,
+        repository,
+        cache,
+        teacher_hop_seconds,
+        top_tags,
+        validation_fraction,
+        seed,
+    )
+    samples = patch_spec(architecture).samples
+    rng = random.Random(seed)
+    calibration = [
+        random_batch(train_set, samples, batch_size, rng)[0] for _ in range(calibration_batches)
+    ]
+    try:
+        module, averaged = average_checkpoints(checkpoints, calibration)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--checkpoint") from error
+    averaged["metrics"] = _report(module, validation_set, samples)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(averaged, out)
+    typer.echo(f"averaged epochs {averaged['averaged']['epochs']}: {out}")
 
 
 @app.command("export")

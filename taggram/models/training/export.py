@@ -106,6 +106,7 @@ def checkpoint_metadata(
             **info,
             **checkpoint.get("run", {}),
             "best_epoch": checkpoint["epoch"],
+            **({"averaged": checkpoint["averaged"]} if "averaged" in checkpoint else {}),
             "validation": checkpoint["metrics"],
             "config": checkpoint["config"],
             "code": "models/training (taggram train)",
