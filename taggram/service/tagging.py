@@ -54,7 +54,9 @@ from taggram.service.custom.features import split as split_feature
 from taggram.service.custom.registry import CustomModel, CustomModels, build
 from taggram.service.custom.storage import CustomRecord
 from taggram.service.errors import (
+    InvalidAudioError,
     InvalidOptionsError,
+    InvalidTensorError,
     ModelNotFoundError,
     ModelReadOnlyError,
     NotReadyError,
@@ -156,6 +158,11 @@ def rank_tags(
     if threshold is not None:
         ranked = [pair for pair in ranked if pair[1] >= threshold]
     return ranked[:top_k] if top_k is not None else ranked
+
+
+def _not_finite(outputs: dict[str, np.ndarray]) -> list[str]:
+    """The names of ``outputs`` holding NaN or infinite values."""
+    return [name for name, values in outputs.items() if not np.isfinite(values).all()]
 
 
 @dataclass(frozen=True)
@@ -342,6 +349,13 @@ class Tagger:
         if len(patches) > limit:
             raise TooManyPatchesError(f"{len(patches)} patches is more than the limit of {limit}")
         result = await batcher.infer(TensorPatches(patches))
+        broken = _not_finite(result.outputs)
+        if broken:
+            # Finite inputs far outside [-1, 1] overflow the network; JSON cannot carry NaN.
+            raise InvalidTensorError(
+                f"{name} gives NaN or infinite {broken} for these inputs: the waveform's values "
+                f"(peak {float(np.abs(patches).max()):.3g}) are far outside [-1, 1]"
+            )
         return result.outputs
 
     @property
@@ -410,6 +424,17 @@ class Tagger:
         finally:
             for task in tasks.values():
                 task.cancel()
+        for name, result in zip(tasks, results, strict=True):
+            broken = _not_finite(result.outputs)
+            if broken:
+                # Float audio (WAV, AIFF, CAF) may hold samples far outside [-1, 1] that
+                # overflow the network (musicnn from a peak of about 100): say so, never answer
+                # NaN scores (null in JSON) as if they were tags.
+                raise InvalidAudioError(
+                    f"{name} gives NaN or infinite {broken} for this audio: its samples peak at "
+                    f"{prepared[name].patches.peak():.3g}, far outside [-1, 1] (float audio "
+                    "that is not normalised?)"
+                )
         return dict(zip(tasks, results, strict=True))
 
     async def tag(self, source: AudioSource | Path, options: TagOptions) -> TagResult:

@@ -5,6 +5,7 @@ creation-speed benchmark."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import threading
@@ -13,7 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import soundfile as sf
 
 from benchmarks.custom_creation import example as clip
 from tests.e2e.conftest import SERVER_ENV
@@ -47,6 +50,14 @@ def create(client: httpx.Client, name: str, **fields: str) -> httpx.Response:
 
 def tag(client: httpx.Client, audio: bytes, **params: str) -> httpx.Response:
     return client.post("/v1/tag", params=params, files={"file": ("clip.wav", audio)})
+
+
+def _float_wav(peak: float) -> bytes:
+    """Three seconds of a float WAV tone peaking at ``peak`` (finite, unlike NaN samples)."""
+    buffer = io.BytesIO()
+    tone = peak * np.sin(2 * np.pi * 440 * np.arange(3 * 16000) / 16000)
+    sf.write(buffer, tone.astype(np.float32), 16000, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
 
 
 def assert_error(response: httpx.Response, status: int, code: str, *words: str) -> None:
@@ -201,6 +212,7 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     unmatched = {**data, "labels": data["labels"][:-1]}  # type: ignore[index]
     undecodable = [*files[:-1], ("files", ("broken.wav", BROKEN_WAV))]
     not_audio = [*files[:-1], ("files", ("notes.txt", b"plain text, no audio" * 40))]
+    loud = [*files[:-1], ("files", ("loud.wav", _float_wav(1000.0)))]  # overflows the networks
     over, over_files = form("big", per_class=MAX_EXAMPLES // 3 + 1)
     cases = [
         (create(client, "taken"), 409, "model_exists", "taken"),
@@ -229,6 +241,12 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
             415,
             "unsupported_format",
             "notes.txt",
+        ),
+        (
+            client.post("/v1/models", data=data, files=loud),
+            422,
+            "invalid_audio",
+            "example 12 ('loud.wav')",
         ),
         (client.post("/v1/models", data=over, files=over_files), 413, "too_many_examples", ""),
         (create(client, "fresh", features="MTT_vgg.pool5"), 422, "invalid_options", "pool5"),

@@ -113,6 +113,11 @@ def test_tensors_that_do_not_fit_are_refused_with_400(
     bad_values = triton.InferInput("waveform", [1, 48128], "FP32")
     bad_values.set_data_from_numpy(nan, binary_data=True)
     assert _refused(v2, key, "MTT_musicnn", bad_values).status() == "400"
+    # Finite but far outside [-1, 1]: the network's outputs overflow to NaN, which JSON lacks.
+    loud = triton.InferInput("waveform", [1, 48128], "FP32")
+    loud.set_data_from_numpy(np.full((1, 48128), 100.0, np.float32), binary_data=True)
+    overflow = _refused(v2, key, "MTT_musicnn", loud)
+    assert overflow.status() == "400" and "far outside [-1, 1]" in overflow.message()
     wrong_type = triton.InferInput("waveform", [1, 48128], "FP64")
     wrong_type.set_data_from_numpy(np.zeros((1, 48128), np.float64))
     assert "FP32" in _refused(v2, key, "MTT_musicnn", wrong_type).message()
