@@ -218,6 +218,22 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
         (create(client, "taken"), 409, "model_exists", "taken"),
         (create(client, "MTT_musicnn"), 409, "model_exists", "MTT_musicnn"),
         (create(client, "bad name!"), 422, "invalid_examples", "letters"),
+        (
+            client.post("/v1/models", data={**data, "name": ["one", "two"]}, files=files),
+            422,
+            "invalid_examples",
+            "'name' is given 2 times",
+        ),
+        (
+            client.post(
+                "/v1/models",
+                data={**data, "classes": ["tone", "noise", "clicks", "noise"]},
+                files=files,
+            ),
+            422,
+            "invalid_examples",
+            "['noise'] are declared more than once",
+        ),
         (client.post("/v1/models", data=one_class, files=files), 422, "invalid_examples", "two"),
         (client.post("/v1/models", data=unmatched, files=files), 422, "invalid_examples", "labels"),
         (
@@ -269,7 +285,7 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     for response, status, code, word in cases:
         assert_error(response, status, code, word)
     names = {m["name"] for m in client.get("/v1/models").json()["models"]}
-    assert "fresh" not in names and "big" not in names
+    assert not {"fresh", "big", "one", "two"} & names
     assert client.delete("/v1/models/taken").status_code == 204
     assert client.get("/readyz").status_code == 200
 

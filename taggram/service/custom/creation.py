@@ -109,6 +109,9 @@ def _targets(request: CreateRequest, settings: Settings) -> tuple[list[str], np.
         tags.append(parts)
     seen = list(dict.fromkeys(tag for parts in tags for tag in parts))
     classes = request.classes if request.classes else sorted(seen)
+    repeated = sorted({tag for tag in classes if classes.count(tag) > 1})
+    if repeated:
+        raise InvalidExamplesError(f"classes {repeated} are declared more than once")
     undeclared = [tag for tag in seen if tag not in classes]
     if undeclared:
         raise InvalidExamplesError(f"labels {undeclared} are not among the classes {classes}")
