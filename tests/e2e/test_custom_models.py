@@ -6,6 +6,7 @@ creation-speed benchmark."""
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import threading
@@ -384,5 +385,15 @@ def test_creating_and_deleting_need_the_admin_scope(folder: Path, tmp_path: Path
         assert made.status_code == 201, made.text
         listed = http.get("/v1/models/guarded", headers=as_key(tag_key))
         assert listed.status_code == 200 and listed.json()["kind"] == "custom"
+        cli_list = subprocess.run(
+            [sys.executable, "-m", "taggram", "models", "list", "--url", keyed.url],
+            cwd=ROOT,
+            env={**os.environ, "TAGGRAM_API_KEY": tag_key},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert cli_list.returncode == 0 and "guarded: " in cli_list.stdout, cli_list.stderr
         assert http.delete("/v1/models/guarded", headers=as_key(tag_key)).status_code == 403
         assert http.delete("/v1/models/guarded", headers=as_key(admin_key)).status_code == 204
