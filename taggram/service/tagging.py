@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -68,6 +69,8 @@ from taggram.service.settings import Settings
 from taggram.service.timing import StageTimes
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class TagOptions(BaseModel):
@@ -158,6 +161,18 @@ def rank_tags(
     if threshold is not None:
         ranked = [pair for pair in ranked if pair[1] >= threshold]
     return ranked[:top_k] if top_k is not None else ranked
+
+
+async def _in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``asyncio.to_thread``, except that a cancelled call waits for its thread to finish before
+    it re-raises: the thread reads the request's upload, which the route closes once the call
+    is over (a decode still running would read a closed file)."""
+    work = asyncio.ensure_future(asyncio.to_thread(function, *args, **kwargs))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
 
 
 def _not_finite(outputs: dict[str, np.ndarray]) -> list[str]:
@@ -464,7 +479,7 @@ class Tagger:
         started = time.perf_counter()
         targets = self.check(options)
         bases = list({base.name: base for t in targets for base in t.bases}.values())
-        prepared = await asyncio.to_thread(self._prepare, source, bases, options.hop, self._limits)
+        prepared = await _in_thread(self._prepare, source, bases, options.hop, self._limits)
         decoded_at = time.perf_counter()
         batches = await self._run(prepared)
         total = time.perf_counter() - started
@@ -556,7 +571,7 @@ class Tagger:
             self._limits, max_duration_seconds=max_seconds or self._limits.max_duration_seconds
         )
         metas = [self.entries[name].metadata for name in bases]
-        prepared = await asyncio.to_thread(self._prepare, source, metas, None, limits)
+        prepared = await _in_thread(self._prepare, source, metas, None, limits)
         batches = await self._run(prepared)
         return {
             name: {

@@ -291,6 +291,25 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     assert client.get("/readyz").status_code == 200
 
 
+def test_a_failing_example_stops_the_others_before_their_uploads_close(
+    client: httpx.Client, server: Server
+) -> None:
+    """NaN samples fail one example at once while the others are still decoding in worker
+    threads: those must finish before the request's spooled files are closed, not read them
+    closed (PyAV then prints 'exception being dropped' on stderr, outside the logs)."""
+    nan = io.BytesIO()
+    sf.write(nan, np.full(16000, np.nan, np.float32), 16000, format="WAV", subtype="FLOAT")
+    files = [("files", (f"tone{i}.wav", clip("tone", i))) for i in range(3)]
+    files.append(("files", ("nan.wav", nan.getvalue())))
+    data = {"name": "racing", "labels": ["a", "b", "a", "b"]}
+    for _ in range(5):
+        assert_error(
+            client.post("/v1/models", data=data, files=files), 422, "invalid_audio", "nan.wav"
+        )
+    time.sleep(1.0)  # a decode left running would fail on its closed file about now
+    assert "I/O operation on closed file" not in server.log()
+
+
 def test_replicas_sharing_the_folder_follow_each_other(
     client: httpx.Client, folder: Path, tmp_path: Path
 ) -> None:

@@ -194,7 +194,9 @@ async def embed_examples(plan: Plan, embed: Embed) -> dict[str, np.ndarray]:
         rows = await asyncio.gather(*tasks)
     finally:
         for task in tasks:
-            task.cancel()  # one example failed: stop embedding the others
+            task.cancel()  # one example failed: stop embedding the others...
+        if tasks:
+            await asyncio.wait(tasks)  # ...before the caller closes the uploads they read
     stacked = {}
     for feature in dict.fromkeys(c.feature for c in plan.candidates):
         network, output = features.split(feature)
