@@ -119,10 +119,17 @@ class Summary:
             assert record.error is not None
             by_code[record.error.code].append(record)
         for code, failed in sorted(by_code.items(), key=lambda item: -len(item[1])):
-            assert failed[0].error is not None
-            again = " (re-tried on the next run)" if failed[0].error.retryable else ""
-            lines.append(f"  failed {len(failed)} x {code}{again}: {failed[0].error.message}")
-            lines += _first([record.id for record in failed], examples)
+            errors = {record.id: record.error for record in failed if record.error is not None}
+            messages = {key: error.message for key, error in errors.items()}
+            again = " (re-tried on the next run)" if errors[failed[0].id].retryable else ""
+            if len(set(messages.values())) == 1:
+                lines.append(f"  failed {len(failed)} x {code}{again}: {messages[failed[0].id]}")
+                lines += _first(list(messages), examples)
+            else:  # one code, several reasons (text, unknown bytes...): each track says its own
+                lines.append(f"  failed {len(failed)} x {code}{again}")
+                lines += _first(
+                    [f"{key}: {message}" for key, message in messages.items()], examples
+                )
         return "\n".join(lines)
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -54,7 +55,9 @@ from taggram.service.custom.features import split as split_feature
 from taggram.service.custom.registry import CustomModel, CustomModels, build
 from taggram.service.custom.storage import CustomRecord
 from taggram.service.errors import (
+    InvalidAudioError,
     InvalidOptionsError,
+    InvalidTensorError,
     ModelNotFoundError,
     ModelReadOnlyError,
     NotReadyError,
@@ -66,6 +69,8 @@ from taggram.service.settings import Settings
 from taggram.service.timing import StageTimes
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class TagOptions(BaseModel):
@@ -156,6 +161,23 @@ def rank_tags(
     if threshold is not None:
         ranked = [pair for pair in ranked if pair[1] >= threshold]
     return ranked[:top_k] if top_k is not None else ranked
+
+
+async def _in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``asyncio.to_thread``, except that a cancelled call waits for its thread to finish before
+    it re-raises: the thread reads the request's upload, which the route closes once the call
+    is over (a decode still running would read a closed file)."""
+    work = asyncio.ensure_future(asyncio.to_thread(function, *args, **kwargs))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
+
+
+def _not_finite(outputs: dict[str, np.ndarray]) -> list[str]:
+    """The names of ``outputs`` holding NaN or infinite values."""
+    return [name for name, values in outputs.items() if not np.isfinite(values).all()]
 
 
 @dataclass(frozen=True)
@@ -342,6 +364,13 @@ class Tagger:
         if len(patches) > limit:
             raise TooManyPatchesError(f"{len(patches)} patches is more than the limit of {limit}")
         result = await batcher.infer(TensorPatches(patches))
+        broken = _not_finite(result.outputs)
+        if broken:
+            # Finite inputs far outside [-1, 1] overflow the network; JSON cannot carry NaN.
+            raise InvalidTensorError(
+                f"{name} gives NaN or infinite {broken} for these inputs: the waveform's values "
+                f"(peak {float(np.abs(patches).max()):.3g}) are far outside [-1, 1]"
+            )
         return result.outputs
 
     @property
@@ -410,6 +439,17 @@ class Tagger:
         finally:
             for task in tasks.values():
                 task.cancel()
+        for name, result in zip(tasks, results, strict=True):
+            broken = _not_finite(result.outputs)
+            if broken:
+                # Float audio (WAV, AIFF, CAF) may hold samples far outside [-1, 1] that
+                # overflow the network (musicnn from a peak of about 100): say so, never answer
+                # NaN scores (null in JSON) as if they were tags.
+                raise InvalidAudioError(
+                    f"{name} gives NaN or infinite {broken} for this audio: its samples peak at "
+                    f"{prepared[name].patches.peak():.3g}, far outside [-1, 1] (float audio "
+                    "that is not normalised?)"
+                )
         return dict(zip(tasks, results, strict=True))
 
     async def tag(self, source: AudioSource | Path, options: TagOptions) -> TagResult:
@@ -439,7 +479,7 @@ class Tagger:
         started = time.perf_counter()
         targets = self.check(options)
         bases = list({base.name: base for t in targets for base in t.bases}.values())
-        prepared = await asyncio.to_thread(self._prepare, source, bases, options.hop, self._limits)
+        prepared = await _in_thread(self._prepare, source, bases, options.hop, self._limits)
         decoded_at = time.perf_counter()
         batches = await self._run(prepared)
         total = time.perf_counter() - started
@@ -531,7 +571,7 @@ class Tagger:
             self._limits, max_duration_seconds=max_seconds or self._limits.max_duration_seconds
         )
         metas = [self.entries[name].metadata for name in bases]
-        prepared = await asyncio.to_thread(self._prepare, source, metas, None, limits)
+        prepared = await _in_thread(self._prepare, source, metas, None, limits)
         batches = await self._run(prepared)
         return {
             name: {

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from taggram.catalogue import records, writers
+from taggram.catalogue.runner import Summary
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import AUDIO_EXTENSIONS, SourceError, Track, load_source
 from taggram.catalogue.writers import Format, finalize, open_appender, read_records
@@ -249,3 +250,24 @@ def test_retry_policy_honours_retry_after_and_backs_off() -> None:
     assert all(w is not None and 0.5 * 2**n <= w <= 2**n for n, w in enumerate(waits))
     assert policy.next_wait(0, httpx.Response(422, request=request)) is None
     assert policy.next_wait(0, httpx.Response(200, request=request)) is None
+
+
+def test_the_summary_gives_each_failure_its_own_reason_when_a_code_has_several() -> None:
+    summary = Summary(total=4)
+    reasons = {
+        "notes.mp3": ("unsupported_format", "the body looks like text"),
+        "raw.wav": ("unsupported_format", "the body looks like unrecognised data starting 00 01"),
+        "a.opus": ("undecodable_audio", "Ogg file that cannot be read: End of file"),
+        "b.opus": ("undecodable_audio", "Ogg file that cannot be read: End of file"),
+    }
+    for name, (code, message) in reasons.items():
+        summary.add(records.failure(Track(name, Path(name)), code, message, retryable=False))
+    lines = summary.report().splitlines()[2:]
+    assert lines == [
+        "  failed 2 x unsupported_format",
+        "    notes.mp3: the body looks like text",
+        "    raw.wav: the body looks like unrecognised data starting 00 01",
+        "  failed 2 x undecodable_audio: Ogg file that cannot be read: End of file",
+        "    a.opus",
+        "    b.opus",
+    ]

@@ -5,6 +5,8 @@ creation-speed benchmark."""
 
 from __future__ import annotations
 
+import io
+import os
 import subprocess
 import sys
 import threading
@@ -13,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import soundfile as sf
 
 from benchmarks.custom_creation import example as clip
 from tests.e2e.conftest import SERVER_ENV
@@ -47,6 +51,14 @@ def create(client: httpx.Client, name: str, **fields: str) -> httpx.Response:
 
 def tag(client: httpx.Client, audio: bytes, **params: str) -> httpx.Response:
     return client.post("/v1/tag", params=params, files={"file": ("clip.wav", audio)})
+
+
+def _float_wav(peak: float) -> bytes:
+    """Three seconds of a float WAV tone peaking at ``peak`` (finite, unlike NaN samples)."""
+    buffer = io.BytesIO()
+    tone = peak * np.sin(2 * np.pi * 440 * np.arange(3 * 16000) / 16000)
+    sf.write(buffer, tone.astype(np.float32), 16000, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()
 
 
 def assert_error(response: httpx.Response, status: int, code: str, *words: str) -> None:
@@ -201,11 +213,28 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     unmatched = {**data, "labels": data["labels"][:-1]}  # type: ignore[index]
     undecodable = [*files[:-1], ("files", ("broken.wav", BROKEN_WAV))]
     not_audio = [*files[:-1], ("files", ("notes.txt", b"plain text, no audio" * 40))]
+    loud = [*files[:-1], ("files", ("loud.wav", _float_wav(1000.0)))]  # overflows the networks
     over, over_files = form("big", per_class=MAX_EXAMPLES // 3 + 1)
     cases = [
         (create(client, "taken"), 409, "model_exists", "taken"),
         (create(client, "MTT_musicnn"), 409, "model_exists", "MTT_musicnn"),
         (create(client, "bad name!"), 422, "invalid_examples", "letters"),
+        (
+            client.post("/v1/models", data={**data, "name": ["one", "two"]}, files=files),
+            422,
+            "invalid_examples",
+            "'name' is given 2 times",
+        ),
+        (
+            client.post(
+                "/v1/models",
+                data={**data, "classes": ["tone", "noise", "clicks", "noise"]},
+                files=files,
+            ),
+            422,
+            "invalid_examples",
+            "['noise'] are declared more than once",
+        ),
         (client.post("/v1/models", data=one_class, files=files), 422, "invalid_examples", "two"),
         (client.post("/v1/models", data=unmatched, files=files), 422, "invalid_examples", "labels"),
         (
@@ -230,6 +259,12 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
             "unsupported_format",
             "notes.txt",
         ),
+        (
+            client.post("/v1/models", data=data, files=loud),
+            422,
+            "invalid_audio",
+            "example 12 ('loud.wav')",
+        ),
         (client.post("/v1/models", data=over, files=over_files), 413, "too_many_examples", ""),
         (create(client, "fresh", features="MTT_vgg.pool5"), 422, "invalid_options", "pool5"),
         (create(client, "fresh", classifier="forest"), 422, "invalid_options", "forest"),
@@ -251,9 +286,28 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     for response, status, code, word in cases:
         assert_error(response, status, code, word)
     names = {m["name"] for m in client.get("/v1/models").json()["models"]}
-    assert "fresh" not in names and "big" not in names
+    assert not {"fresh", "big", "one", "two"} & names
     assert client.delete("/v1/models/taken").status_code == 204
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_failing_example_stops_the_others_before_their_uploads_close(
+    client: httpx.Client, server: Server
+) -> None:
+    """NaN samples fail one example at once while the others are still decoding in worker
+    threads: those must finish before the request's spooled files are closed, not read them
+    closed (PyAV then prints 'exception being dropped' on stderr, outside the logs)."""
+    nan = io.BytesIO()
+    sf.write(nan, np.full(16000, np.nan, np.float32), 16000, format="WAV", subtype="FLOAT")
+    files = [("files", (f"tone{i}.wav", clip("tone", i))) for i in range(3)]
+    files.append(("files", ("nan.wav", nan.getvalue())))
+    data = {"name": "racing", "labels": ["a", "b", "a", "b"]}
+    for _ in range(5):
+        assert_error(
+            client.post("/v1/models", data=data, files=files), 422, "invalid_audio", "nan.wav"
+        )
+    time.sleep(1.0)  # a decode left running would fail on its closed file about now
+    assert "I/O operation on closed file" not in server.log()
 
 
 def test_replicas_sharing_the_folder_follow_each_other(
@@ -350,5 +404,15 @@ def test_creating_and_deleting_need_the_admin_scope(folder: Path, tmp_path: Path
         assert made.status_code == 201, made.text
         listed = http.get("/v1/models/guarded", headers=as_key(tag_key))
         assert listed.status_code == 200 and listed.json()["kind"] == "custom"
+        cli_list = subprocess.run(
+            [sys.executable, "-m", "taggram", "models", "list", "--url", keyed.url],
+            cwd=ROOT,
+            env={**os.environ, "TAGGRAM_API_KEY": tag_key},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        assert cli_list.returncode == 0 and "guarded: " in cli_list.stdout, cli_list.stderr
         assert http.delete("/v1/models/guarded", headers=as_key(tag_key)).status_code == 403
         assert http.delete("/v1/models/guarded", headers=as_key(admin_key)).status_code == 204

@@ -165,6 +165,32 @@ def test_empty_model_names_and_repeated_options_are_refused(client: httpx.Client
     assert client.post("/v1/tag/batch", params={"top_k": 1}, files=two).status_code == 200
 
 
+def test_float_audio_far_outside_the_unit_range_is_refused_not_scored_null(
+    client: httpx.Client,
+) -> None:
+    """A float WAV may hold any finite value; samples around 100 and beyond (float audio that
+    was never normalised, integers written as floats) overflow the networks into NaN, which JSON
+    has no number for: a 422 saying so, never a 200 whose probabilities are null."""
+    tone = np.sin(2 * np.pi * 440 * np.arange(5 * 16000) / 16000).astype(np.float32)[:, None]
+    for peak in (1e2, 1e30):
+        loud = _wav(peak * tone, 16000, "FLOAT")
+        refused = _raw(client, loud, "audio/wav", model="MTT_musicnn")
+        _assert_error(refused, 422, "invalid_audio")
+        assert f"peak at {peak:.3g}" in refused.json()["detail"], refused.text
+        _assert_error(_raw(client, loud, "audio/wav", model="mfcc"), 422, "invalid_audio")
+        batch = client.post(
+            "/v1/tag/batch",
+            files=[("files", ("ok.wav", _wav(tone, 16000))), ("files", ("loud.wav", loud))],
+        )
+        assert batch.status_code == 200, batch.text
+        ok, bad = batch.json()["results"]
+        assert ok["error"] is None and bad["error"]["code"] == "invalid_audio"
+    # Clipped but sane float audio is tagged as before.
+    hot = _raw(client, _wav(1.5 * tone, 16000, "FLOAT"), "audio/wav", model="MTT_musicnn")
+    assert hot.status_code == 200, hot.text
+    assert all(isinstance(item["probability"], float) for item in hot.json()["tags"])
+
+
 def test_upload_over_the_byte_limit_is_refused(client: httpx.Client, server: Server) -> None:
     limit = 32 * 1024 * 1024  # SERVER_ENV's TAGGRAM_MAX_UPLOAD_BYTES
 

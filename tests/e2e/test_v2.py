@@ -11,6 +11,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
+from benchmarks.custom_creation import example as clip
 from tests.e2e.conftest import SecuredServer
 from tests.support.paths import MODEL_REPOSITORY
 
@@ -113,6 +114,11 @@ def test_tensors_that_do_not_fit_are_refused_with_400(
     bad_values = triton.InferInput("waveform", [1, 48128], "FP32")
     bad_values.set_data_from_numpy(nan, binary_data=True)
     assert _refused(v2, key, "MTT_musicnn", bad_values).status() == "400"
+    # Finite but far outside [-1, 1]: the network's outputs overflow to NaN, which JSON lacks.
+    loud = triton.InferInput("waveform", [1, 48128], "FP32")
+    loud.set_data_from_numpy(np.full((1, 48128), 100.0, np.float32), binary_data=True)
+    overflow = _refused(v2, key, "MTT_musicnn", loud)
+    assert overflow.status() == "400" and "far outside [-1, 1]" in overflow.message()
     wrong_type = triton.InferInput("waveform", [1, 48128], "FP64")
     wrong_type.set_data_from_numpy(np.zeros((1, 48128), np.float64))
     assert "FP32" in _refused(v2, key, "MTT_musicnn", wrong_type).message()
@@ -144,6 +150,31 @@ def test_a_pinned_version_is_served_and_any_other_is_404(
     with pytest.raises(InferenceServerException) as refused:
         v2.infer("MTT_sample_cnn", [tensor], model_version="999", headers=dict(key))
     assert refused.value.status() == "404"
+
+
+def test_custom_models_are_not_offered_on_v2(secured_server: SecuredServer) -> None:
+    """A custom model classifies whole clips from its base's clip embedding: /v2 has no tensor
+    it could take, so it is 404 there (metadata, readiness and inference alike)."""
+    files = [
+        ("files", (f"{kind}{i}.wav", clip(kind, i))) for kind in ("tone", "noise") for i in (1, 2)
+    ]
+    labels = [name.split(".")[0].rstrip("12") for _, (name, _) in files]
+    admin = {"Authorization": f"Bearer {secured_server.admin_key}"}
+    with httpx.Client(base_url=secured_server.url, headers=admin, timeout=300) as http:
+        made = http.post(
+            "/v1/models",
+            data={"name": "v2_hidden", "labels": labels, "features": "MTT_sample_cnn.embedding"},
+            files=files,
+        )
+        assert made.status_code == 201, made.text
+        try:
+            for path in ("", "/ready", "/versions/x", "/infer"):
+                method = http.post if path == "/infer" else http.get
+                answer = method(f"/v2/models/v2_hidden{path}")
+                assert answer.status_code == 404, (path, answer.text)
+                assert "custom model" in answer.json()["error"]
+        finally:
+            assert http.delete("/v1/models/v2_hidden").status_code == 204
 
 
 def test_json_tensors_and_bodies_are_capped(secured_server: SecuredServer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from taggram.service.errors import DeadlineExceededError, OverloadedError
 from taggram.service.inference.batcher import (
     IDLE_RELEASE_SECONDS,
     Batcher,
+    BatchResult,
     batch_size,
     share_rows,
 )
@@ -187,6 +189,42 @@ def test_two_workers_infer_two_batches_at_once(session: ModelSession) -> None:
     assert meeting.sizes == [(count + 1) // 2, count // 2]  # split evenly, run at the same time
     for name, rows in _alone(session, patches).items():
         np.testing.assert_allclose(outputs[name], rows, rtol=1e-5, atol=1e-6)
+
+
+class _SlowMeetingSession(_MeetingSession):
+    """Two runs at once, each taking at least ``seconds``."""
+
+    def __init__(self, session: ModelSession, seconds: float) -> None:
+        super().__init__(session, parties=2)
+        self.seconds = seconds
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        time.sleep(self.seconds)
+        return super().run(batch)
+
+
+def test_batches_run_at_once_count_their_time_once(session: ModelSession) -> None:
+    slow = _SlowMeetingSession(session, seconds=0.5)
+    patches = _patches(session, 50, 0)  # two batches of 16, inferred side by side
+
+    async def run() -> tuple[float, BatchResult]:
+        batcher = Batcher(
+            slow, max_batch_size=16, max_queue_delay_seconds=0.01, max_queue_patches=100,
+            workers=2,
+        )  # fmt: skip
+        batcher.start()
+        try:
+            started = time.perf_counter()
+            result = await batcher.infer(patches)
+            return time.perf_counter() - started, result
+        finally:
+            await batcher.stop()
+
+    elapsed, result = asyncio.run(run())
+    assert slow.sizes and len(slow.sizes) == 2
+    # About 0.5 s of inference in about 0.5 s, not 1 s (each batch's own time, summed).
+    assert 0.5 <= result.inference_seconds < 0.9
+    assert result.queue_seconds + result.inference_seconds <= elapsed + 1e-3
 
 
 def test_expected_wait_shares_the_work_among_workers(session: ModelSession) -> None:

@@ -3,6 +3,7 @@ request ids in the logs, and no option value that gives a 5xx."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -46,6 +47,24 @@ def wav(seconds: float, rate: int = 16000) -> bytes:
 def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tiny_repository, tmp_path_factory.mktemp("logs"), env=ENV) as started:
         yield started
+
+
+@pytest.mark.parametrize(
+    ("path", "field", "limit"),
+    [("/v1/tag", "file", LIMIT), ("/v1/tag/batch", "files", LIMIT * 3 // 2)],
+)
+def test_a_compression_bomb_meets_the_routes_own_limit(
+    server: Server, path: str, field: str, limit: int
+) -> None:
+    """64 MiB of zeros in 64 kB of gzip: refused by the route's own byte limit, which the
+    operator set and the message names, inflated about one step past it, not by the far larger
+    bound of the decoding middleware (the upload limit times TAGGRAM_MAX_BATCH_FILES)."""
+    request = httpx.Request("POST", f"{server.url}{path}", files={field: ("a.wav", wav(1.0))})
+    body = request.read() + bytes(64 * 1024 * 1024)
+    headers = {"Content-Type": request.headers["Content-Type"], "Content-Encoding": "gzip"}
+    response = httpx.post(f"{server.url}{path}", content=gzip.compress(body), headers=headers)
+    assert response.status_code == 413, response.text
+    assert response.json()["detail"] == f"request body exceeds the limit of {limit} bytes"
 
 
 def _connect(server: Server) -> socket.socket:

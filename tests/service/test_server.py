@@ -39,6 +39,19 @@ def test_before_models_are_loaded_probes_say_starting(tiny_repository: Path) -> 
     assert (tag.status_code, tag.json()["code"]) == (503, "not_ready")
 
 
+def test_head_is_answered_wherever_get_is(tiny_repository: Path, tmp_path: Path) -> None:
+    """Uptime monitors and ``curl -I`` probe with HEAD: the GET's status and headers, no body."""
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        for path in ("/healthz", "/readyz", "/", "/v1/models", "/metrics"):
+            got, head = httpx.get(server.url + path), httpx.head(server.url + path)
+            assert head.status_code == got.status_code == 200, (path, head.text)
+            assert head.content == b""
+            assert head.headers["Content-Type"] == got.headers["Content-Type"]
+        refused = httpx.head(f"{server.url}/v1/tag")  # POST only
+        assert (refused.status_code, refused.headers["Allow"]) == (405, "POST")
+
+
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:
     env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECONDS": "0.5"}
     with running_server(tiny_repository, tmp_path, env=env) as server:

@@ -15,6 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from taggram.service.api.auth import API_KEY_HEADER, KeyRing
 from taggram.service.api.content_encoding import ContentDecodingMiddleware
 from taggram.service.api.errors import install_error_handlers
+from taggram.service.api.head import HeadMiddleware
 from taggram.service.api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
 from taggram.service.api.openapi import build_openapi
 from taggram.service.api.routes import batch, health, models, tag, v2
@@ -73,6 +74,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
     app.state.lifecycle = state
     app.state.keys = keys
     install_error_handlers(app)
+    app.add_middleware(HeadMiddleware)
     app.add_middleware(RequestContextMiddleware)
     # The largest body any route reads; each route's own limit then counts decoded bytes.
     inflated = settings.max_upload_bytes * settings.max_batch_files

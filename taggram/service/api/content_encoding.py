@@ -2,10 +2,11 @@
 
 An ASGI middleware wraps ``receive`` so every route (raw bodies and multipart forms alike) reads
 the decompressed body, chunk by chunk, never more than ``max_bytes`` of it: a compression bomb is
-refused with :class:`PayloadTooLargeError` as soon as its output passes the limit, having
-inflated at most one chunk past it. The routes' own limits then count decompressed bytes, as
-they arrive. ``identity`` passes through; any other coding (``br``, ``zstd``, ``compress``, a
-chain of codings) is refused with :class:`UnsupportedContentEncodingError` naming it. Both errors
+refused with :class:`PayloadTooLargeError` as soon as its output passes the limit. The route is
+handed at most ``_INFLATE_STEP`` decompressed bytes per message, so its own limit (``/v1/tag``'s
+``max_upload_bytes``, below this bound) counts them as they are inflated and answers first.
+``identity`` passes through; any other coding (``br``, ``zstd``, ``compress``, a chain of
+codings) is refused with :class:`UnsupportedContentEncodingError` naming it. Both errors
 are raised from the route's first read of the body, where the error handlers answer them.
 """
 
@@ -31,44 +32,52 @@ _INFLATE_STEP = 1 << 20
 
 
 class _Inflater:
-    """Decompresses one body's chunks, counting the output against ``max_bytes``."""
+    """Decompresses one body, at most ``_INFLATE_STEP`` bytes per call to :meth:`step`, counting
+    the output against ``max_bytes``."""
 
     def __init__(self, coding: str, max_bytes: int) -> None:
         self._coding = coding
-        self._wbits = _WBITS[coding]
-        self._zlib = zlib.decompressobj(self._wbits)
+        self._zlib = zlib.decompressobj(_WBITS[coding])
         self._max_bytes = max_bytes
         self._size = 0
         self._started = False
+        self._input = b""  # compressed bytes received and not yet inflated
+        self.more = True  # whether the client has more of the body to send
 
-    def _inflate(self, data: bytes) -> bytes:
+    @property
+    def pending(self) -> bool:
+        """Whether received input is left to inflate (call :meth:`step` before reading more)."""
+        return bool(self._input)
+
+    def push(self, data: bytes, more: bool) -> None:
+        """Take the next chunk the client sent (only once the previous one is inflated)."""
         if not self._started and self._coding == "deflate" and data:
             self._started = True
             if (data[0] & 0x0F != 8) or int.from_bytes(data[:2], "big") % 31:
                 self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, no zlib header
-        pieces = []
-        while data:
-            piece = self._zlib.decompress(data, _INFLATE_STEP)
-            self._size += len(piece)
-            if self._size > self._max_bytes:
-                raise PayloadTooLargeError(
-                    f"the {self._coding}-encoded body inflates past the limit of "
-                    f"{self._max_bytes} bytes"
-                )
-            pieces.append(piece)
-            data = self._zlib.unconsumed_tail
-        return b"".join(pieces)
+        self._input, self.more = data, more
 
-    def feed(self, data: bytes, more: bool) -> bytes:
+    def step(self) -> bytes:
+        """Inflate at most ``_INFLATE_STEP`` bytes of the input (and the tail at the body's end).
+
+        Raises :class:`PayloadTooLargeError` past ``max_bytes`` and
+        :class:`UnsupportedContentEncodingError` for data that is not of the coding."""
         try:
-            out = self._inflate(data)
-            if not more:
+            out = self._zlib.decompress(self._input, _INFLATE_STEP)
+            self._input = self._zlib.unconsumed_tail
+            if not self._input and not self.more:
                 out += self._zlib.flush()
         except zlib.error as error:
             raise UnsupportedContentEncodingError(
                 f"the body is not valid {self._coding} data ({error})"
             ) from error
-        if not more and not self._zlib.eof:
+        self._size += len(out)
+        if self._size > self._max_bytes:
+            raise PayloadTooLargeError(
+                f"the {self._coding}-encoded body inflates past the limit of "
+                f"{self._max_bytes} bytes"
+            )
+        if not self._input and not self.more and not self._zlib.eof:
             raise UnsupportedContentEncodingError(f"the {self._coding}-encoded body is truncated")
         return out
 
@@ -110,11 +119,20 @@ def _refuse(coding: str) -> Receive:
 
 
 def _inflating(receive: Receive, inflater: _Inflater) -> Receive:
+    """Each message carries at most one inflation step, so the route's own limit (and its 413)
+    comes after about that much of a compression bomb, never after the whole chunk inflated."""
+
     async def wrapped() -> Message:
-        message = await receive()
-        if message["type"] == "http.request":
-            more = bool(message.get("more_body", False))
-            message = {**message, "body": inflater.feed(message.get("body", b""), more)}
-        return message
+        if not inflater.pending:
+            message = await receive()
+            if message["type"] != "http.request":
+                return message
+            inflater.push(message.get("body", b""), bool(message.get("more_body", False)))
+        body = inflater.step()
+        return {
+            "type": "http.request",
+            "body": body,
+            "more_body": inflater.pending or inflater.more,
+        }
 
     return wrapped

@@ -31,6 +31,7 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         watcher.cancel()
         if not task.done():
             task.cancel()
+            await asyncio.wait({task})  # it may still be decoding the upload the route closes
     if task not in done:
         raise ClientDisconnectedError("the client disconnected before the response was ready")
     return task.result()

@@ -107,6 +107,10 @@ class Patches:
         out[low - begin : high - begin] = self._waveform[low:high]
         out[high - begin :] = 0.0
 
+    def peak(self) -> float:
+        """The clip's largest absolute sample (decoded audio is within [-1, 1] unless float)."""
+        return float(np.max(np.abs(self._waveform), initial=0.0))
+
     def __getitem__(self, index: int) -> np.ndarray:
         """Patch ``index``: ``[samples]`` float32, a view of the waveform (a padded copy at the
         clip's start or past its end)."""

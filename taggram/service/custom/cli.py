@@ -30,7 +30,10 @@ LocalOption = Annotated[
 ]
 KeyOption = Annotated[
     str | None,
-    typer.Option(envvar="TAGGRAM_API_KEY", help="API key sent as a bearer token (admin scope)"),
+    typer.Option(
+        envvar="TAGGRAM_API_KEY",
+        help="API key sent as a bearer token (admin scope to create and delete)",
+    ),
 ]
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)  # creation embeds every example
 
@@ -62,8 +65,26 @@ def read_manifest(path: Path) -> list[tuple[Path, str]]:
     ]
 
 
+def _require_files(manifest: Path, rows: list[tuple[Path, str]]) -> None:
+    """Refuse (usage error) a manifest naming files that are absent, before anything is sent."""
+    missing = [str(file) for file, _ in rows if not file.is_file()]
+    if missing:
+        raise typer.BadParameter(
+            f"{manifest}: {len(missing)} examples are not files: {missing[:5]}"
+        )
+
+
 def _headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+def _send(method: str, url: str, **options: Any) -> httpx.Response:
+    """One request to the service; a service that cannot be reached is one line and exit 1."""
+    try:
+        return httpx.request(method, url, timeout=TIMEOUT, **options)
+    except httpx.TransportError as error:
+        typer.echo(f"cannot reach the service at {url}: {error}", err=True)
+        raise typer.Exit(1) from error
 
 
 def _fail(response: httpx.Response) -> None:
@@ -134,6 +155,7 @@ def create(
     """Create custom tagger NAME from the examples listed in MANIFEST."""
     _need_target(url, local)
     rows = read_manifest(manifest)
+    _require_files(manifest, rows)
     fields = {"features": features, "classifier": classifier, "description": description}
     if local:
         from taggram.service.errors import TaggramError
@@ -147,8 +169,8 @@ def create(
         data: dict[str, Any] = {"name": name, "labels": [label for _, label in rows]}
         data.update({key: value for key, value in fields.items() if value})
         files = [("files", (path.name, path.read_bytes())) for path, _ in rows]
-        response = httpx.post(
-            f"{url}/v1/models", data=data, files=files, headers=_headers(api_key), timeout=TIMEOUT
+        response = _send(
+            "POST", f"{url}/v1/models", data=data, files=files, headers=_headers(api_key)
         )
         _fail(response)
         record = response.json()
@@ -156,7 +178,9 @@ def create(
 
 
 @app.command("list")
-def list_models(url: UrlOption = None, local: LocalOption = False) -> None:
+def list_models(
+    url: UrlOption = None, local: LocalOption = False, api_key: KeyOption = None
+) -> None:
     """List the custom models (name, classes, features, classifier, estimate)."""
     _need_target(url, local)
     if local:
@@ -168,7 +192,7 @@ def list_models(url: UrlOption = None, local: LocalOption = False) -> None:
             storage.read(path)[0].model_dump(mode="json") for path in storage.scan(folder).values()
         ]
     else:
-        response = httpx.get(f"{url}/v1/models", timeout=TIMEOUT)
+        response = _send("GET", f"{url}/v1/models", headers=_headers(api_key))
         _fail(response)
         records = [
             {**model["training"], "name": model["name"], "classes": model["tags"]}
@@ -199,5 +223,5 @@ def delete(
             typer.echo(f"{error.code}: {error.message}", err=True)
             raise typer.Exit(1) from error
     else:
-        _fail(httpx.delete(f"{url}/v1/models/{name}", headers=_headers(api_key), timeout=TIMEOUT))
+        _fail(_send("DELETE", f"{url}/v1/models/{name}", headers=_headers(api_key)))
     typer.echo(f"deleted {name}")

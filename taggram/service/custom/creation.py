@@ -109,6 +109,9 @@ def _targets(request: CreateRequest, settings: Settings) -> tuple[list[str], np.
         tags.append(parts)
     seen = list(dict.fromkeys(tag for parts in tags for tag in parts))
     classes = request.classes if request.classes else sorted(seen)
+    repeated = sorted({tag for tag in classes if classes.count(tag) > 1})
+    if repeated:
+        raise InvalidExamplesError(f"classes {repeated} are declared more than once")
     undeclared = [tag for tag in seen if tag not in classes]
     if undeclared:
         raise InvalidExamplesError(f"labels {undeclared} are not among the classes {classes}")
@@ -191,7 +194,9 @@ async def embed_examples(plan: Plan, embed: Embed) -> dict[str, np.ndarray]:
         rows = await asyncio.gather(*tasks)
     finally:
         for task in tasks:
-            task.cancel()  # one example failed: stop embedding the others
+            task.cancel()  # one example failed: stop embedding the others...
+        if tasks:
+            await asyncio.wait(tasks)  # ...before the caller closes the uploads they read
     stacked = {}
     for feature in dict.fromkeys(c.feature for c in plan.candidates):
         network, output = features.split(feature)

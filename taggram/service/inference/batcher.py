@@ -78,7 +78,9 @@ class _Job:
     waiting_since: float  # when it last got a batch slot (or was queued): the deadline's origin
     taken: int = 0  # patches already put into a batch
     done: int = 0  # patches whose rows are back
-    inference_seconds: float = 0.0
+    inference_seconds: float = 0.0  # wall time while any of its batches ran (counted once)
+    batches_running: int = 0
+    running_since: float = 0.0  # when the first of its running batches started
     cancelled: bool = False
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -354,6 +356,11 @@ class Batcher:
         size = slices[-1].row + slices[-1].count
         self._running += size
         self._memory_in_use = True
+        started = loop.time()
+        for part in slices:
+            if not part.job.batches_running:
+                part.job.running_since = started
+            part.job.batches_running += 1
         try:
             seconds = await loop.run_in_executor(self._executor, self._run_batch, slices, size)
         except asyncio.CancelledError:  # stop(): the service is going away
@@ -381,7 +388,11 @@ class Batcher:
         for part in slices:
             job = part.job
             job.done += part.count
-            job.inference_seconds += seconds
+            job.batches_running -= 1
+            if not job.batches_running:
+                # Two workers running two of its batches at once take the time once: stage
+                # times (decode, queue, inference) then add up to the request's own.
+                job.inference_seconds += now - job.running_since
             if job.done == len(job.patches) and not job.future.done():
                 queue_seconds = now - job.enqueued - job.inference_seconds
                 job.future.set_result(

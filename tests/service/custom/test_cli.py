@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
+import httpx
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -31,6 +33,31 @@ def test_manifests_in_csv_and_jsonl(tmp_path: Path) -> None:
     for bad in ("bad.csv", "empty.csv", "missing.csv"):
         with pytest.raises(typer.BadParameter):
             read_manifest(tmp_path / bad)
+
+
+def test_a_manifest_naming_absent_files_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "x.wav").write_bytes(wav(0.0, 0))
+    manifest = tmp_path / "a.csv"
+    manifest.write_text("path,label\nx.wav,low\ngone.wav,high\n")
+    made = CliRunner().invoke(app, ["models", "create", "m", str(manifest), "--url", "http://x"])
+    assert made.exit_code == 2, made.output
+    assert "gone.wav" in made.output and "x.wav" not in made.output  # the panel wraps lines
+
+
+def test_a_service_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    (tmp_path / "x.wav").write_bytes(wav(0.0, 0))
+    (tmp_path / "y.wav").write_bytes(wav(0.4, 1))
+    manifest = tmp_path / "a.csv"
+    manifest.write_text("path,label\nx.wav,low\ny.wav,high\n")
+    runner = CliRunner()
+    for args in (["create", "m", str(manifest)], ["list"], ["delete", "m"]):
+        result = runner.invoke(app, ["models", *args, "--url", url])
+        assert result.exit_code == 1, result.output
+        assert f"cannot reach the service at {url}/v1/models" in result.output
+        assert not isinstance(result.exception, httpx.HTTPError)
 
 
 def test_local_create_list_delete(

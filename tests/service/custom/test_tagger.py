@@ -171,6 +171,12 @@ BAD: list[tuple[dict[str, object], type[TaggramError], str]] = [
     ({"examples": examples(2)[:2]}, InvalidExamplesError, "at least two classes"),
     ({"classes": ["low", "mid", "high", "silence"]}, InvalidExamplesError, "no example"),
     ({"classes": ["low", "mid"]}, InvalidExamplesError, "not among the classes"),
+    # A class declared twice would get a column no example is labelled with.
+    (
+        {"classes": ["low", "mid", "high", "mid"]},
+        InvalidExamplesError,
+        r"classes \['mid'\] are declared more than once",
+    ),
     (
         {"examples": [*examples(2), Example("x.wav", wav(0, 1), " | ")]},
         InvalidExamplesError,

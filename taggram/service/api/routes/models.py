@@ -133,6 +133,9 @@ async def _read_form(request: Request, max_examples: int, max_fields: int) -> Fo
 
 
 def _text(form: FormData, field: str) -> str | None:
+    given = len(form.getlist(field))
+    if given > 1:  # as a repeated /v1/tag option: which one was meant is not ours to guess
+        raise InvalidExamplesError(f"form field {field!r} is given {given} times: give it once")
     value = form.get(field)
     if value is not None and not isinstance(value, str):
         raise InvalidExamplesError(f"form field {field!r} must be text, not a file")

@@ -2,7 +2,8 @@
 
 What Triton, KServe and MLServer clients (``tritonclient.http``) expect: server and model
 metadata, liveness and readiness, and ``POST /v2/models/{name}/infer`` running ready-made model
-inputs. Every served model whose input is a float32 ``[batch, samples]`` waveform appears here;
+inputs. Every served model whose input is a float32 ``[batch, samples]`` waveform appears here
+(custom models, which classify whole clips, do not: 404);
 its input tensor must be FP32 of shape ``[batch, patch samples]`` (else 400), sent as JSON
 ``data`` (at most ``TAGGRAM_MAX_JSON_TENSOR_ELEMENTS`` elements) or with the binary tensor
 extension (``Inference-Header-Content-Length`` header: the JSON header, then raw little-endian
@@ -147,6 +148,10 @@ def has_waveform_input(meta: ModelMetadata) -> bool:
 
 def _model(tagger: Tagger, name: str) -> ModelMetadata:
     meta = tagger.model(name)
+    if meta.kind == "custom":  # its metadata names its base's input, but it classifies clips
+        raise ModelNotFoundError(
+            f"{name} is a custom model: it tags whole audio files at /v1/tag, not tensors on /v2"
+        )
     if not has_waveform_input(meta):
         raise ModelNotFoundError(f"model {name!r} has no waveform input and is not served on /v2")
     return meta
