@@ -191,6 +191,9 @@ def train_command(
     precision: str = typer.Option(
         "float32", help="float32, or bfloat16 (mixed precision: ~3x faster on AVX-512 BF16 / AMX)"
     ),
+    keep_epochs: bool = typer.Option(
+        False, help="also save each epoch's weights in OUT/epochs/ (for taggram average)"
+    ),
 ) -> None:
     """Train an architecture on labelled audio or by distillation; keep the best epoch."""
     import torch
@@ -230,6 +233,7 @@ def train_command(
         initialise_from=str(initialise_from) if initialise_from else None,
         max_validation_windows=max_validation_windows,
         precision=precision,
+        keep_epochs=keep_epochs,
     )
     checkpoint = train(config, train_set, validation_set, tags, out, info, resume)
     typer.echo(f"best checkpoint: {checkpoint}")

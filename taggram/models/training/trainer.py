@@ -40,6 +40,9 @@ from taggram.models.training.patching import patch_spec
 CHECKPOINT = "best.pt"
 LAST = "last.pt"
 HISTORY = "history.json"
+EPOCHS = (
+    "epochs"  # with keep_epochs: one checkpoint per epoch, for taggram.models.training.averaging
+)
 CALIBRATION_PATCHES = 64  # real patches that give a warm-started model its batch-norm statistics
 PRECISIONS = ("float32", "bfloat16")
 COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the initial learning rate
@@ -69,6 +72,7 @@ class TrainConfig:
     schedule: str = "plateau"  # or "cosine" (needs time_budget_s)
     initialise_from: str | None = None  # an exported sample_cnn's model.onnx to start from
     precision: str = "float32"  # or "bfloat16": mixed precision for the training steps
+    keep_epochs: bool = False  # also save every epoch's weights (epochs/epoch_NNN.pt), for SWA
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,9 @@ def train(
             "random_state": rng.getstate(),
             "torch_random_state": torch.get_rng_state(),
         }
+        if config.keep_epochs:
+            (out_dir / EPOCHS).mkdir(exist_ok=True)
+            torch.save(checkpoint, out_dir / EPOCHS / f"epoch_{epoch:03d}.pt")
         torch.save(last, out_dir / f"{LAST}.partial")
         (out_dir / f"{LAST}.partial").replace(out_dir / LAST)
         if stale >= config.patience:
