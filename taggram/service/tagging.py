@@ -466,9 +466,11 @@ class Tagger:
         for target in targets:
             embeddings = target.metadata.embedding_outputs
             if options.embeddings is not None and options.embeddings not in embeddings:
+                choices = (
+                    f"choose one of {embeddings}" if embeddings else "it returns no embeddings"
+                )
                 raise InvalidOptionsError(
-                    f"{target.metadata.name} has no embedding {options.embeddings!r}; "
-                    f"choose one of {embeddings}"
+                    f"{target.metadata.name} has no embedding {options.embeddings!r}; {choices}"
                 )
             for base in target.bases:
                 hop_samples(base.patch, base.sample_rate, options.hop, base.name)

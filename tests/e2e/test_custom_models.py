@@ -137,6 +137,9 @@ def test_create_tag_list_restart_delete(client: httpx.Client, folder: Path, tmp_
     assert [r["model"]["name"] for r in both["results"]] == ["MTT_musicnn", "synth"]
     assert both["results"][1]["tags"][0]["tag"] == "tone"
     assert len(both["results"][0]["tags"]) == 2
+    # a custom model's output is its tags: asking it for an embedding says so
+    no_embedding = tag(client, probe["tone"], model="synth", embeddings="penultimate")
+    assert_error(no_embedding, 422, "invalid_options", "'penultimate'; it returns no embeddings")
     batch = client.post(
         "/v1/tag/batch",
         params={"model": "synth"},

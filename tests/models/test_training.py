@@ -403,7 +403,7 @@ def test_mixed_precision_step_tracks_float32() -> None:
         loss.backward()
         assert loss.dtype == torch.float32
         grads = [p.grad.flatten() for p in module.parameters() if p.grad is not None]
-        return float(loss), torch.cat(grads)
+        return loss.item(), torch.cat(grads)
 
     first, second = batch(), batch()
     loss32, grad32 = step(*first, "float32")
