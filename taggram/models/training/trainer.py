@@ -40,9 +40,8 @@ from taggram.models.training.patching import patch_spec
 CHECKPOINT = "best.pt"
 LAST = "last.pt"
 HISTORY = "history.json"
-EPOCHS = (
-    "epochs"  # with keep_epochs: one checkpoint per epoch, for taggram.models.training.averaging
-)
+# with keep_epochs: one checkpoint per epoch, which taggram.models.training.averaging reads
+EPOCHS = "epochs"
 CALIBRATION_PATCHES = 64  # real patches that give a warm-started model its batch-norm statistics
 PRECISIONS = ("float32", "bfloat16")
 COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the initial learning rate
