@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 import soundfile as sf
 import torch
@@ -45,6 +46,7 @@ from taggram.models.training.trainer import (
     LAST,
     TrainConfig,
     cosine_learning_rate,
+    listwise_distillation,
     load_checkpoint,
     train,
     training_loss,
@@ -327,6 +329,74 @@ def test_warm_start_reproduces_the_exported_model(
     assert_onnx_matches_module(
         onnx_path, module.eval(), calibration.numpy()[:4], atol=1e-5, embedding_atol=1e-4
     )
+
+
+@pytest.mark.parametrize("aggregate", [1, 3])
+def test_warm_start_widens_the_exported_model(
+    trained: tuple[Path, Path, Path], tmp_path: Path, aggregate: int
+) -> None:
+    """A wider module (more channels, more dense units) starts computing the exported model
+    (whose back-end pools ``aggregate`` levels), and its new channels' weights to the old ones
+    get gradients, so training can use them.
+    """
+    labels, checkpoint, cache = trained
+    export_checkpoint(checkpoint, "tiny", tmp_path, "0.0.1")
+    onnx_path = load_repository(tmp_path)["tiny"].onnx_path
+    table = read_labels(labels)
+    windows, tags, _ = load_windows(labels, table, labels.parent, 59049, 16000, cache)
+    calibration = torch.from_numpy(np.stack([windows.patch(w, 59049) for w in range(len(windows))]))
+    torch.manual_seed(0)
+    if aggregate > 1:  # an exported model whose dense layer reads every pooled level
+        narrow = SampleCNN(len(tags), **{**TINY, "aggregate": aggregate})
+        initialise_from_onnx(narrow, onnx_path, calibration)
+        narrow.dense[0].weight.data += 0.1 * torch.randn_like(narrow.dense[0].weight)
+        saved = torch.load(checkpoint, weights_only=False)
+        options = {**TINY, "aggregate": aggregate}
+        state = {**saved, "state_dict": narrow.state_dict(), "architecture_options": options}
+        torch.save(state, tmp_path / "aggregated.pt")
+        export_checkpoint(tmp_path / "aggregated.pt", "aggregated", tmp_path, "0.0.1")
+        onnx_path = load_repository(tmp_path)["aggregated"].onnx_path
+    wide = {"stem_channels": 6, "channels": [4, 8, 12, 8, 8, 16, 16], "dense_units": 24}
+    module = SampleCNN(len(tags), **wide, aggregate=aggregate)
+    initialise_from_onnx(module, onnx_path, calibration)
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    waveform = calibration.numpy()[:4]
+    probabilities, embedding = session.run(None, {"waveform": waveform})
+    with torch.no_grad():
+        outputs = module.eval()(torch.from_numpy(waveform))
+    np.testing.assert_allclose(probabilities, torch.sigmoid(outputs["logits"]), atol=1e-5)
+    np.testing.assert_allclose(embedding, outputs["embedding"][:, :16], atol=1e-4)
+    new_to_old = module.frontend[3].weight[:, 4:]  # block 1's conv: from the stem's new channels
+    assert new_to_old.shape == (4, 2, 3) and torch.count_nonzero(new_to_old) == 0
+    module.train()
+    loss = training_loss(module, calibration[:8], torch.rand(8, len(tags)), "float32")
+    loss.backward()
+    assert module.frontend[3].weight.grad is not None
+    assert torch.count_nonzero(module.frontend[3].weight.grad[:, 4:]) > 0
+    assert torch.count_nonzero(module.output.weight.grad[:, 16:]) > 0
+    with pytest.raises(ValueError, match="does not fit"):
+        initialise_from_onnx(
+            SampleCNN(len(tags), **{**TINY, "stem_channels": 2}), onnx_path, calibration
+        )
+
+
+def test_listwise_distillation_scores_the_ranking_of_tags() -> None:
+    """Zero when the student's logits are the teacher's (shifted or not: a softmax sees only
+    differences), positive when the order differs, and equal to the written-out KL divergence.
+    """
+    teacher = torch.tensor([[0.9, 0.5, 0.2, 0.05], [0.1, 0.6, 0.3, 0.02]])
+    logits = torch.logit(teacher)
+    for temperature in (1.0, 2.0):
+        same = listwise_distillation(logits + 3.0, teacher, temperature)
+        assert same.item() == pytest.approx(0.0, abs=1e-5)
+    swapped = logits[:, [1, 0, 2, 3]]
+    p = torch.softmax(logits / 2.0, dim=1)
+    q = torch.softmax(swapped / 2.0, dim=1)
+    expected = 4.0 * (p * (p / q).log()).sum(dim=1).mean()
+    loss = listwise_distillation(swapped, teacher, 2.0)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4) and loss.item() > 0.01
+    with pytest.raises(ValueError, match="listwise"):
+        train(TrainConfig(listwise_weight=-1.0), None, None, [], Path("unused"), {})  # type: ignore[arg-type]
 
 
 def test_cosine_schedule_spans_the_time_budget() -> None:

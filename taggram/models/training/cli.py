@@ -194,9 +194,16 @@ def train_command(
     keep_epochs: bool = typer.Option(
         False, help="also save each epoch's weights in OUT/epochs/ (for taggram average)"
     ),
+    listwise_weight: float = typer.Option(
+        0.0, help="with --teacher: weight of the listwise (softmax over tags) distillation term"
+    ),
+    listwise_temperature: float = typer.Option(1.0, help="temperature of the listwise term"),
 ) -> None:
     """Train an architecture on labelled audio or by distillation; keep the best epoch."""
     import torch
+
+    if listwise_weight and not teacher:
+        raise typer.BadParameter("the listwise term distils a teacher's ranking: give --teacher")
 
     from taggram.models.training.trainer import TrainConfig, train
 
@@ -234,6 +241,8 @@ def train_command(
         max_validation_windows=max_validation_windows,
         precision=precision,
         keep_epochs=keep_epochs,
+        listwise_weight=listwise_weight,
+        listwise_temperature=listwise_temperature,
     )
     checkpoint = train(config, train_set, validation_set, tags, out, info, resume)
     typer.echo(f"best checkpoint: {checkpoint}")

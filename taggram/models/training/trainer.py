@@ -14,6 +14,13 @@ everything needed to resume (weights, optimiser, schedule, history, random state
 float32: mixed precision, Micikevicius et al. 2018, with bfloat16 needing no loss scaling). On a
 CPU with AVX-512 BF16 or AMX it makes a ``sample_cnn`` step about 3x faster; elsewhere oneDNN
 emulates it, slower than float32.
+
+``listwise_weight`` > 0 adds a listwise distillation term to the BCE (distillation only): the
+KL divergence from the softmax over tags of the teacher's logits to the student's, both divided
+by ``listwise_temperature`` and the term scaled by its square (Hinton et al. 2015's soft targets;
+a softmax across tags is ListNet's top-one probability, Cao et al. 2007). BCE fits each tag's
+probability on its own; this term weighs the tags by how high the teacher ranks them, which is
+what a user's top tags depend on.
 """
 
 from __future__ import annotations
@@ -72,6 +79,8 @@ class TrainConfig:
     initialise_from: str | None = None  # an exported sample_cnn's model.onnx to start from
     precision: str = "float32"  # or "bfloat16": mixed precision for the training steps
     keep_epochs: bool = False  # also save every epoch's weights (epochs/epoch_NNN.pt), for SWA
+    listwise_weight: float = 0.0  # weight of the listwise distillation term (0: BCE only)
+    listwise_temperature: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -123,15 +132,45 @@ def evaluate(
 
 
 def training_loss(
-    module: nn.Module, audio: torch.Tensor, targets: torch.Tensor, precision: str
+    module: nn.Module,
+    audio: torch.Tensor,
+    targets: torch.Tensor,
+    precision: str,
+    listwise_weight: float = 0.0,
+    listwise_temperature: float = 1.0,
 ) -> torch.Tensor:
     """Mean BCE of ``module``'s logits on ``audio`` [batch, samples] (float32, 16 kHz) against
-    ``targets`` [batch, tags] (probabilities in [0, 1]); the forward pass in ``precision``
+    ``targets`` [batch, tags] (probabilities in [0, 1]), plus ``listwise_weight`` times the
+    listwise distillation term (module docstring); the forward pass in ``precision``
     (``PRECISIONS``), the loss itself always in float32.
     """
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
         logits = module(audio)["logits"]
-    return nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
+    logits = logits.float()
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    if listwise_weight:
+        loss = loss + listwise_weight * listwise_distillation(logits, targets, listwise_temperature)
+    return loss
+
+
+def listwise_distillation(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(softmax(teacher logits / T) || softmax(logits / T)) * T^2, mean over the batch.
+
+    ``logits``: the student's [batch, tags]; ``targets``: the teacher's probabilities [batch,
+    tags], turned back into logits (clipped to [1e-6, 1 - 1e-6]).
+    """
+    teacher = torch.logit(targets.clamp(1e-6, 1 - 1e-6))
+    return (
+        nn.functional.kl_div(
+            nn.functional.log_softmax(logits / temperature, dim=1),
+            nn.functional.log_softmax(teacher / temperature, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        * temperature**2
+    )
 
 
 def _validation_subset(windows: Windows, limit: int, seed: int) -> Windows:
@@ -184,6 +223,8 @@ def train(
     """
     if config.schedule == "cosine" and config.time_budget_s is None:
         raise ValueError("the cosine schedule runs over the time budget: set time_budget_s")
+    if config.listwise_weight < 0 or config.listwise_temperature <= 0:
+        raise ValueError("listwise_weight must be >= 0 and listwise_temperature > 0")
     if config.precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
     torch.set_num_threads(config.threads)
@@ -224,7 +265,14 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_learning_rate(config, time.monotonic() - started)
             audio, targets = random_batch(train_set, samples, config.batch_size, rng)
-            loss = training_loss(module, audio, targets, config.precision)
+            loss = training_loss(
+                module,
+                audio,
+                targets,
+                config.precision,
+                config.listwise_weight,
+                config.listwise_temperature,
+            )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
