@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from taggram.cli import app
 from tests.support import audio
-from tests.support.paths import require_bugs, require_shared
+from tests.support.paths import require_bugs
 from tests.support.server import Server, running_server
 
 
@@ -25,18 +25,17 @@ def server(
 
 
 @pytest.fixture(scope="module")
-def library(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def library(short_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``root/``: one MP3, an album linked in from elsewhere, a loop, two files not audio."""
-    shared = require_shared()
     base = tmp_path_factory.mktemp("library")
     album = base / "elsewhere" / "album"
     album.mkdir(parents=True)
-    audio.encode(shared / "clip_10.wav", album / "01 applause.m4a", "m4a_aac")
-    audio.encode(shared / "clip_10.wav", album / "02 applause.webm", "webm_opus")
+    audio.encode(short_wav, album / "01 applause.m4a", "m4a_aac")
+    audio.encode(short_wav, album / "02 applause.webm", "webm_opus")
     (album / "cover.jpg").write_bytes(b"\xff\xd8\xff not really a picture")
     root = base / "root"
     root.mkdir()
-    audio.mp3(shared / "clip_10.wav", root / "single.mp3")
+    audio.mp3(short_wav, root / "single.mp3")
     (root / "notes.txt").write_text("liner notes\n")
     (root / "album").symlink_to(album, target_is_directory=True)
     (root / "loop").symlink_to(root, target_is_directory=True)
