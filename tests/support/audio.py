@@ -4,7 +4,8 @@ The service decodes through FFmpeg's libraries; the tool is only a fixture gener
 that need it skip where it is absent). Besides plain encodings, this builds the real-world damage
 that users' files carry: MP3 cut mid-frame, junk before the first frame, ID3v2.2/2.3/2.4 tags
 (with a footer), APEv2 tags, VBR without a Xing header, joined files, an Ogg stream without its
-end-of-stream page.
+end-of-stream page. :func:`music` is the 30 s of music a fresh clone tags in place of the
+recordings of ``../shared/audio`` (the ``music_wav`` fixture).
 """
 
 from __future__ import annotations
