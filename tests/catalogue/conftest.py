@@ -1,6 +1,7 @@
-"""A catalogue of ~100 short real tracks, cut at test time from ``../shared/audio``.
+"""A catalogue of ~100 short real tracks, cut at test time from ``../shared/audio`` (or, in a fresh
+clone without it, from the generated ``music_wav``).
 
-Good files are 3-6 s pieces of the shared recordings in a mix of containers and encodings, spread
+Good files are 3-6 s pieces of those recordings in a mix of containers and encodings, spread
 over sub-folders; bad files are empty, random bytes, or real files cut off inside their header,
 each of which must come back as an error record, never stop the run.
 """
@@ -17,7 +18,8 @@ import pytest
 import soundfile as sf
 
 from taggram.repository import load_repository
-from tests.support.paths import require_repository, require_shared
+from tests.support.audio import copies
+from tests.support.paths import SHARED_AUDIO, has_shared, require_repository
 
 GOOD_FILES = 92
 # (extension, libsndfile format, subtype)
@@ -49,9 +51,18 @@ class Catalogue:
         return path
 
 
-def _bad_files(shared: Path) -> dict[str, bytes]:
-    def head(name: str, size: int) -> bytes:
-        return (shared / name).read_bytes()[:size]
+def _sources(music_wav: Path, folder: Path) -> dict[str, Path]:
+    """A real file of each suffix to cut: the shared recordings where they are, else
+    ``music_wav`` and its encodings into ``folder``."""
+    if has_shared():
+        names = ("clip_03.wav", "clip_04.flac", "clip_02.ogg", "clip_01.mp3")
+        return {Path(name).suffix: SHARED_AUDIO / name for name in names}
+    return copies(music_wav, folder)
+
+
+def _bad_files(sources: dict[str, Path]) -> dict[str, bytes]:
+    def head(suffix: str, size: int) -> bytes:
+        return sources[suffix].read_bytes()[:size]
 
     noise = np.random.default_rng(1).bytes(4096)
     return {
@@ -59,17 +70,21 @@ def _bad_files(shared: Path) -> dict[str, bytes]:
         "broken/empty.mp3": b"",
         "broken/noise.wav": noise,
         "broken/noise.flac": noise[:1500],
-        "broken/header-only.wav": head("clip_03.wav", 30),
-        "broken/cut.flac": head("clip_04.flac", 100),
-        "broken/cut.ogg": head("clip_02.ogg", 300),
-        "broken/cut.mp3": head("clip_01.mp3", 200),
+        "broken/header-only.wav": head(".wav", 30),
+        "broken/cut.flac": head(".flac", 100),
+        "broken/cut.ogg": head(".ogg", 300),
+        "broken/cut.mp3": head(".mp3", 200),
     }
 
 
 @pytest.fixture(scope="session")
-def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
-    shared = require_shared()
-    clips = sorted(p for p in shared.iterdir() if p.suffix in {".wav", ".flac", ".ogg", ".mp3"})
+def catalogue(music_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
+    sources = _sources(music_wav, tmp_path_factory.mktemp("sources"))
+    if has_shared():
+        suffixes = {".wav", ".flac", ".ogg", ".mp3"}
+        clips = sorted(p for p in SHARED_AUDIO.iterdir() if p.suffix in suffixes)
+    else:
+        clips = [music_wav]
     decoded = [sf.read(clip, dtype="float32", always_2d=True) for clip in clips]
     root = tmp_path_factory.mktemp("catalogue")
     rng = np.random.default_rng(0)
@@ -85,7 +100,7 @@ def catalogue(tmp_path_factory: pytest.TempPathFactory) -> Catalogue:
         sf.write(path, audio[start : start + length], rate, format=container, subtype=subtype)
         good[track_id] = path
     bad: dict[str, Path] = {}
-    for track_id, data in _bad_files(shared).items():
+    for track_id, data in _bad_files(sources).items():
         path = root / track_id
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

@@ -1,6 +1,7 @@
 """End-to-end fixtures: one real ``taggram serve`` process for the suite, audio made at test time.
 
-Every audio file is generated from ``../shared/audio`` into a temporary folder (never committed).
+Every audio file is generated into a temporary folder (never committed): from ``../shared/audio``,
+or from the ``music_wav`` fixture where some music will do (generated in a fresh clone).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import soundfile as sf
 import soxr
 
-from tests.support.paths import require_repository, require_shared
+from tests.support.paths import SHARED_AUDIO, has_shared, require_repository, require_shared
 from tests.support.server import Server, running_server
 
 SERVER_ENV = {
@@ -114,24 +115,31 @@ def client(server: Server) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="session")
-def format_files(shared_audio: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """clip_03 (30 s, 44.1 kHz stereo, 16-bit) re-encoded in every supported format."""
-    audio, rate = sf.read(shared_audio / "clip_03.wav", dtype="float32")
+def format_files(music_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """``music_wav`` (30 s, 44.1 kHz stereo, 16-bit) re-encoded in every supported format."""
+    audio, rate = sf.read(music_wav, dtype="float32")
     folder = tmp_path_factory.mktemp("formats")
     files = {}
     for name, (suffix, container, subtype) in FORMATS.items():
         data, data_rate = audio, rate
         if subtype == "OPUS":
             data, data_rate = soxr.resample(audio, rate, OPUS_RATE), OPUS_RATE
-        path = folder / f"clip_03_{name}{suffix}"
+        path = folder / f"music_{name}{suffix}"
         sf.write(path, data, data_rate, format=container, subtype=subtype)
         files[name] = path
     return files
 
 
-def long_track(shared_audio: Path, folder: Path, seconds: float) -> Path:
-    """A ``seconds``-long 16 kHz mono WAV made by looping clip_03."""
-    audio, rate = sf.read(shared_audio / "clip_03.wav", dtype="float32")
+@pytest.fixture(scope="session")
+def music_mp3(format_files: dict[str, Path]) -> Path:
+    """30 s of music as an MP3: ``../shared/audio/clip_01.mp3`` where it is, else the MP3 of
+    ``format_files``."""
+    return SHARED_AUDIO / "clip_01.mp3" if has_shared() else format_files["mp3"]
+
+
+def long_track(music_wav: Path, folder: Path, seconds: float) -> Path:
+    """A ``seconds``-long 16 kHz mono WAV made by looping ``music_wav``."""
+    audio, rate = sf.read(music_wav, dtype="float32")
     mono = soxr.resample(audio.mean(axis=1), rate, 16000)
     looped = np.resize(mono, int(seconds * 16000))
     path = folder / f"long_{int(seconds)}s.wav"
@@ -139,10 +147,11 @@ def long_track(shared_audio: Path, folder: Path, seconds: float) -> Path:
     return path
 
 
-def excerpt(clip: Path, out: Path, seconds: float) -> Path:
-    """The first ``seconds`` of ``clip`` at its own rate and channels, as a float WAV."""
+def excerpt(clip: Path, out: Path, seconds: float, start: float = 0.0) -> Path:
+    """``seconds`` of ``clip`` from ``start`` seconds, at its own rate and channels, as a float
+    WAV."""
     audio, rate = sf.read(clip, dtype="float32")
-    sf.write(out, audio[: int(seconds * rate)], rate, subtype="FLOAT")
+    sf.write(out, audio[int(start * rate) : int((start + seconds) * rate)], rate, subtype="FLOAT")
     return out
 
 

@@ -19,10 +19,10 @@ from tests.support.paths import require_repository
 from tests.support.server import Server
 
 
-def _run(shared_audio: Path, tmp_path: Path, *args: str) -> tuple[int, str, Path]:
+def _run(short_wav: Path, tmp_path: Path, *args: str) -> tuple[int, str, Path]:
     music = tmp_path / "music"
     music.mkdir()
-    (music / "a.wav").write_bytes((shared_audio / "clip_10.wav").read_bytes())
+    (music / "a.wav").write_bytes(short_wav.read_bytes())
     output = tmp_path / "out.jsonl"
     result = CliRunner().invoke(
         app, ["catalogue", str(music), "--output", str(output), *args], env={"TAGGRAM_URL": ""}
@@ -40,30 +40,30 @@ def _run(shared_audio: Path, tmp_path: Path, *args: str) -> tuple[int, str, Path
     ],
 )
 def test_remote_options_the_service_lacks_are_a_usage_error(
-    server: Server, shared_audio: Path, tmp_path: Path, options: list[str], named: str
+    server: Server, short_wav: Path, tmp_path: Path, options: list[str], named: str
 ) -> None:
-    code, stderr, output = _run(shared_audio, tmp_path, "--url", server.url, *options)
+    code, stderr, output = _run(short_wav, tmp_path, "--url", server.url, *options)
     assert code == 2, stderr
     assert stderr.count("\n") == 1 and named in stderr and "Traceback" not in stderr
     assert not output.exists()  # refused before anything was sent
 
 
 def test_remote_options_the_service_has_are_run(
-    server: Server, shared_audio: Path, tmp_path: Path
+    server: Server, short_wav: Path, tmp_path: Path
 ) -> None:
     code, stderr, output = _run(
-        shared_audio, tmp_path, "--url", server.url, "--model", "MTT_vgg", "--embeddings", "pool5"
+        short_wav, tmp_path, "--url", server.url, "--model", "MTT_vgg", "--embeddings", "pool5"
     )
     assert code == 0, stderr
     assert '"status":"ok"' in output.read_text()
 
 
 def test_local_embedding_layer_the_model_lacks_is_a_usage_error(
-    shared_audio: Path, tmp_path: Path
+    short_wav: Path, tmp_path: Path
 ) -> None:
     repository = str(require_repository())
     args = ("--local", "--repository", repository, "--model", "MTT_vgg", "--embeddings", "nope")
-    code, stderr, output = _run(shared_audio, tmp_path, *args)
+    code, stderr, output = _run(short_wav, tmp_path, *args)
     assert code == 2, stderr
     assert stderr.count("\n") == 1 and "MTT_vgg has no such layer" in stderr
     assert not output.exists()
@@ -71,12 +71,12 @@ def test_local_embedding_layer_the_model_lacks_is_a_usage_error(
 
 @pytest.mark.parametrize("mode", ["local", "url"])
 def test_records_carry_the_decoders_warnings(
-    mode: str, server: Server, shared_audio: Path, tmp_path: Path
+    mode: str, server: Server, music_wav: Path, short_wav: Path, tmp_path: Path
 ) -> None:
     music = tmp_path / "music"
     music.mkdir()
-    (music / "cut.wav").write_bytes((shared_audio / "clip_03.wav").read_bytes()[:2_000_000])
-    (music / "whole.wav").write_bytes((shared_audio / "clip_10.wav").read_bytes())
+    (music / "cut.wav").write_bytes(music_wav.read_bytes()[:2_000_000])
+    (music / "whole.wav").write_bytes(short_wav.read_bytes())
     output = tmp_path / "out.csv"
     where = ["--local", "--repository", str(require_repository())]
     args = where if mode == "local" else ["--url", server.url]

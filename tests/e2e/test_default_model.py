@@ -13,7 +13,7 @@ from tests.support.server import running_server
 
 
 def test_the_first_model_loaded_is_the_default_when_none_is_set(
-    shared_audio: Path, tmp_path_factory: pytest.TempPathFactory
+    short_wav: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     env = {"TAGGRAM_MODELS": "MTT_vgg_int8", "TAGGRAM_WARMUP": "0"}  # TAGGRAM_DEFAULT_MODEL unset
     logs = tmp_path_factory.mktemp("logs")
@@ -22,7 +22,7 @@ def test_the_first_model_loaded_is_the_default_when_none_is_set(
         httpx.Client(base_url=server.url, timeout=300) as client,
     ):
         assert client.get("/v1/models").json()["default_model"] == "MTT_vgg_int8"
-        response = tag_file(client, shared_audio / "clip_10.wav")
+        response = tag_file(client, short_wav)
         assert response.status_code == 200, response.text
         assert response.json()["model"]["name"] == "MTT_vgg_int8"
         assert "default MTT_vgg_int8" in server.log()

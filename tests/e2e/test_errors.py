@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tests.e2e.conftest import excerpt, tag_file
+from tests.e2e.conftest import tag_file
 from tests.support.paths import require_repository
 from tests.support.server import Server, running_server
 
@@ -231,9 +231,9 @@ def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 
 
 def test_full_queue_answers_429_with_retry_after(
-    small_queue_server: Server, shared_audio: Path, tmp_path: Path
+    small_queue_server: Server, music_wav: Path
 ) -> None:
-    clip = excerpt(shared_audio / "clip_03.wav", tmp_path / "clip.wav", 30)  # 11 patches
+    clip = music_wav  # 30 s: 11 patches
 
     def run(_: int) -> httpx.Response:
         with httpx.Client(base_url=small_queue_server.url, timeout=300) as http:

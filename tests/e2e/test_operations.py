@@ -88,12 +88,12 @@ def _tag_in_batch(client: httpx.Client, path: Path) -> httpx.Response:
 @pytest.mark.parametrize("send", [tag_file, _tag_in_batch], ids=["tag", "batch"])
 def test_client_disconnect_drops_its_patches_and_harms_nobody(
     server: Server,
-    shared_audio: Path,
+    music_wav: Path,
     format_files: dict[str, Path],
     tmp_path: Path,
     send: Callable[[httpx.Client, Path], httpx.Response],
 ) -> None:
-    track = long_track(shared_audio, tmp_path, 480)  # 161 patches: many batches
+    track = long_track(music_wav, tmp_path, 480)  # 161 patches: many batches
     before = _value(server, "taggram_patches_total", model="MTT_musicnn")
     noticed = _value(server, "taggram_errors_total", code="client_disconnected")
     impatient = httpx.Client(base_url=server.url, timeout=httpx.Timeout(300, read=1.0))

@@ -1,7 +1,7 @@
 """The audio people actually have, through a real server: damaged MP3s, M4A, WebM, unterminated
 Opus, compressed bodies, and clear refusals for what is not audio.
 
-Every generated file is made at test time from ``../shared/audio/clip_03.wav``; the real-world
+Every generated file is made at test time from the ``music_wav`` fixture; the real-world
 files of ``../shared/bugs`` are checked against the durations its README gives.
 """
 
@@ -65,10 +65,10 @@ def test_vbr_mp3_without_xing_tags_like_its_control(client: httpx.Client) -> Non
 
 
 @pytest.fixture(scope="module")
-def clip_wav(shared_audio: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """clip_03's first 20 s (44.1 kHz stereo), the source of every generated file here."""
+def clip_wav(music_wav: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``music_wav``'s first 20 s (44.1 kHz stereo), the source of every generated file here."""
     folder = tmp_path_factory.mktemp("real_world")
-    return excerpt(shared_audio / "clip_03.wav", folder / "clip.wav", 20)
+    return excerpt(music_wav, folder / "clip.wav", 20)
 
 
 @pytest.fixture(scope="module")

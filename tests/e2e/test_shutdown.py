@@ -27,7 +27,7 @@ def _in_flight(server: Server) -> float:
 
 
 def test_sigterm_drains_without_failing_a_request(
-    shared_audio: Path, format_files: dict[str, Path], tmp_path: Path
+    format_files: dict[str, Path], tmp_path: Path
 ) -> None:
     env = {"TAGGRAM_MODELS": "MTT_musicnn", "TAGGRAM_DRAIN_GRACE_SECONDS": str(GRACE_SECONDS)}
     with running_server(require_repository(), tmp_path, env=env) as server:

@@ -18,9 +18,10 @@ from tests.e2e.conftest import (
     probabilities,
     tag_file,
 )
+from tests.support.paths import SHARED_AUDIO, has_shared
 from tests.support.server import Server
 
-# These encodings hold exactly clip_03's 16-bit samples, so they must tag identically.
+# These encodings hold exactly music_wav's 16-bit samples, so they must tag identically.
 LOSSLESS = ["wav_16", "wav_24", "wav_32", "wav_float", "flac"]
 
 
@@ -111,9 +112,9 @@ def test_every_model_tags(client: httpx.Client, format_files: dict[str, Path]) -
 
 
 def test_ten_minute_track(
-    client: httpx.Client, shared_audio: Path, tmp_path_factory: pytest.TempPathFactory
+    client: httpx.Client, music_wav: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    path = long_track(shared_audio, tmp_path_factory.mktemp("long"), 600)
+    path = long_track(music_wav, tmp_path_factory.mktemp("long"), 600)
     response = tag_file(client, path, taggram="true", top_k=5)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -136,12 +137,18 @@ def _histogram(server: Server, name: str) -> dict[float, float]:
 
 
 def test_concurrent_requests_match_sequential_and_share_batches(
-    server: Server, shared_audio: Path, tmp_path_factory: pytest.TempPathFactory
+    server: Server, music_wav: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     # One-patch clips: a batch larger than 1 can only come from packing several requests.
     folder = tmp_path_factory.mktemp("short")
-    clips = sorted(shared_audio.glob("clip_*"))
-    shorts = [excerpt(clip, folder / f"short_{i}.wav", 2.5) for i, clip in enumerate(clips)]
+    if has_shared():  # the shared recordings, of several rates and channel counts
+        starts = [(clip, 0.0) for clip in sorted(SHARED_AUDIO.glob("clip_*"))]
+    else:  # a fresh clone: as many different stretches of the generated music
+        starts = [(music_wav, 2.5 * i) for i in range(11)]
+    shorts = [
+        excerpt(clip, folder / f"short_{i}.wav", 2.5, start)
+        for i, (clip, start) in enumerate(starts)
+    ]
     garbage = folder / "garbage.mp3"
     garbage.write_bytes(b"\x00not audio" * 100)
 

@@ -17,8 +17,6 @@ from tests.e2e.conftest import tag_file
 from tests.support.paths import require_repository
 from tests.support.server import Server, free_port
 
-FILES = ("clip_01.mp3", "clip_10.wav")  # 30 s of music, a 3.7 s sound effect
-
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Any:
     # TAGGRAM_URL unset unless a test sets it: the default is in-process.
@@ -42,10 +40,16 @@ def repository() -> Path:
     return require_repository()
 
 
+@pytest.fixture(scope="module")
+def clips(music_mp3: Path, short_wav: Path) -> tuple[Path, Path]:
+    """30 s of music as an MP3, and a few seconds as a WAV."""
+    return music_mp3, short_wav
+
+
 def test_local_json_matches_the_service(
-    server: Server, shared_audio: Path, repository: Path
+    server: Server, clips: tuple[Path, Path], repository: Path
 ) -> None:
-    paths = [shared_audio / name for name in FILES]
+    paths = list(clips)
     result = run(*paths, "--local", "--repository", repository, "--top-k", "3", "--json")
     assert result.exit_code == 0, result.output
     lines = json_lines(result.stdout)
@@ -59,8 +63,8 @@ def test_local_json_matches_the_service(
         assert "taggram" not in line or line["taggram"] is None
 
 
-def test_url_prints_a_table_of_the_top_tags(server: Server, shared_audio: Path) -> None:
-    path = shared_audio / FILES[0]
+def test_url_prints_a_table_of_the_top_tags(server: Server, clips: tuple[Path, Path]) -> None:
+    path = clips[0]
     result = run(path, "--url", server.url, "--top-k", "4", "--model", "MSD_vgg")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
@@ -72,9 +76,9 @@ def test_url_prints_a_table_of_the_top_tags(server: Server, shared_audio: Path) 
 
 
 def test_taggram_url_environment_variable_selects_the_service(
-    server: Server, shared_audio: Path
+    server: Server, clips: tuple[Path, Path]
 ) -> None:
-    path = shared_audio / FILES[1]
+    path = clips[1]
     # A repository that does not exist: only the service can have answered.
     result = run(path, "--json", "--repository", "/nonexistent", env={"TAGGRAM_URL": server.url})
     assert result.exit_code == 0, result.output
@@ -83,21 +87,23 @@ def test_taggram_url_environment_variable_selects_the_service(
     assert line["request_id"] != "local"
 
 
-def test_local_wins_over_the_environment_variable(shared_audio: Path, repository: Path) -> None:
+def test_local_wins_over_the_environment_variable(
+    clips: tuple[Path, Path], repository: Path
+) -> None:
     nobody = f"http://127.0.0.1:{free_port()}"
-    path = shared_audio / FILES[1]
+    path = clips[1]
     result = run(path, "--local", "--json", "--repository", repository, env={"TAGGRAM_URL": nobody})
     assert result.exit_code == 0, result.output
     assert json_lines(result.stdout)[0]["request_id"] == "local"
 
 
 def test_bad_files_are_reported_and_the_others_tagged(
-    shared_audio: Path, repository: Path, tmp_path: Path
+    clips: tuple[Path, Path], repository: Path, tmp_path: Path
 ) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("not audio\n" * 50)
     missing = tmp_path / "missing.wav"
-    good = shared_audio / FILES[1]
+    good = clips[1]
     result = run(text, good, missing, "--local", "--repository", repository, "--json")
     assert result.exit_code == 1
     lines = json_lines(result.stdout)
@@ -108,34 +114,34 @@ def test_bad_files_are_reported_and_the_others_tagged(
     assert f"{text}: unsupported_format" in result.stderr
 
 
-def test_unreachable_service_fails_clearly(shared_audio: Path) -> None:
+def test_unreachable_service_fails_clearly(clips: tuple[Path, Path]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    result = run(shared_audio / FILES[1], "--url", url)
+    result = run(clips[1], "--url", url)
     assert result.exit_code == 1
     assert "ConnectionFailedError" in result.stderr
 
 
-def test_unknown_model_is_a_usage_error(shared_audio: Path, repository: Path) -> None:
-    result = run(shared_audio / FILES[1], "--local", "--repository", repository, "-m", "nope")
+def test_unknown_model_is_a_usage_error(clips: tuple[Path, Path], repository: Path) -> None:
+    result = run(clips[1], "--local", "--repository", repository, "-m", "nope")
     assert result.exit_code == 2
     assert "nope" in result.output
 
 
-def test_url_and_local_together_are_refused(shared_audio: Path) -> None:
-    result = run(shared_audio / FILES[1], "--local", "--url", "http://127.0.0.1:1")
+def test_url_and_local_together_are_refused(clips: tuple[Path, Path]) -> None:
+    result = run(clips[1], "--local", "--url", "http://127.0.0.1:1")
     assert result.exit_code == 2
     assert "not both" in result.output
 
 
 @pytest.mark.parametrize("mode", ["local", "url"])
 def test_plot_writes_the_taggram_picture(
-    mode: str, server: Server, shared_audio: Path, repository: Path, tmp_path: Path
+    mode: str, server: Server, clips: tuple[Path, Path], repository: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
     import matplotlib.image
 
     where = ["--local", "--repository", repository] if mode == "local" else ["--url", server.url]
-    paths = [shared_audio / name for name in FILES]
+    paths = list(clips)
     result = run(*paths, *where, "--plot", tmp_path / "taggram.png", "--plot-tags", "10")
     assert result.exit_code == 0, result.output
     for path in paths:
@@ -152,10 +158,10 @@ def test_plot_writes_the_taggram_picture(
 
 @pytest.mark.parametrize("mode", ["local", "url"])
 def test_the_table_shows_the_decoders_warnings(
-    mode: str, server: Server, shared_audio: Path, repository: Path, tmp_path: Path
+    mode: str, server: Server, music_wav: Path, repository: Path, tmp_path: Path
 ) -> None:
     cut = tmp_path / "cut.wav"  # the first 2,000,000 bytes of a 30 s WAV
-    cut.write_bytes((shared_audio / "clip_03.wav").read_bytes()[:2_000_000])
+    cut.write_bytes(music_wav.read_bytes()[:2_000_000])
     where = ["--local", "--repository", repository] if mode == "local" else ["--url", server.url]
     result = run(cut, *where)
     assert result.exit_code == 0, result.output
@@ -166,15 +172,15 @@ def test_the_table_shows_the_decoders_warnings(
 
 
 def test_plot_names_are_unique_when_inputs_share_a_name(
-    shared_audio: Path, repository: Path, tmp_path: Path
+    clips: tuple[Path, Path], repository: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
-    inputs = {"a/song.mp3": "clip_01.mp3", "b/song.wav": "clip_10.wav", "c/song.wav": "clip_10.wav"}
+    inputs = {"a/song.mp3": clips[0], "b/song.wav": clips[1], "c/song.wav": clips[1]}
     paths = []
     for name, clip in inputs.items():
         path = tmp_path / name
         path.parent.mkdir()
-        path.write_bytes((shared_audio / clip).read_bytes())
+        path.write_bytes(clip.read_bytes())
         paths.append(path)
     out = tmp_path / "out"
     out.mkdir()
@@ -187,21 +193,21 @@ def test_plot_names_are_unique_when_inputs_share_a_name(
 
 
 def test_plot_into_a_missing_folder_is_reported(
-    server: Server, shared_audio: Path, tmp_path: Path
+    server: Server, clips: tuple[Path, Path], tmp_path: Path
 ) -> None:
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
     picture = tmp_path / "absent" / "t.png"
-    result = run(shared_audio / FILES[1], "--url", server.url, "--plot", picture)
+    result = run(clips[1], "--url", server.url, "--plot", picture)
     assert result.exit_code == 1
     assert f"could not write {picture}" in result.stderr
-    assert result.stdout.startswith(str(shared_audio / FILES[1]))  # the tags are still printed
+    assert result.stdout.startswith(str(clips[1]))  # the tags are still printed
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(
-    shared_audio: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    clips: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without it does
-    result = run(shared_audio / FILES[1], "--plot", tmp_path / "t.png")
+    result = run(clips[1], "--plot", tmp_path / "t.png")
     assert result.exit_code == 2
     assert "pip install 'taggram[plot]'" in result.stderr
     assert not (tmp_path / "t.png").exists()

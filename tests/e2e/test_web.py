@@ -19,16 +19,15 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import SecuredServer, tag_file
+from tests.e2e.conftest import SecuredServer, long_track, tag_file
 from tests.support.browser import ConsoleLog, launched_chromium
-from tests.support.paths import require_repository
+from tests.support.paths import SHARED_AUDIO, has_shared, require_repository
 from tests.support.proxy import prefix_proxy
 from tests.support.server import Server, running_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 
-RECORDING = "clip_01.mp3"  # 30 s of music: 11 patches
 TIMEOUT_MS = 120_000  # tagging on a busy 2-core CI machine
 NOT_AUDIO = b"this is a text file, not audio\n" * 40
 # Chromium logs every non-2xx fetch as a console error; the error tests cause exactly these.
@@ -47,6 +46,13 @@ READ_CELLS = """canvas => {
 def browser() -> Iterator[Browser]:
     with launched_chromium() as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def song(music_wav: Path) -> Path:
+    """Music to upload: the 8-bit 22.05 kHz ``clip_07.wav`` where ``../shared`` is, else
+    ``music_wav``."""
+    return SHARED_AUDIO / "clip_07.wav" if has_shared() else music_wav
 
 
 @pytest.fixture
@@ -110,9 +116,9 @@ def test_page_and_assets_are_served(server: Server) -> None:
 
 
 def test_page_tags_a_recording_and_draws_its_taggram(
-    server: Server, shared_audio: Path, page: Page, console: ConsoleLog, tmp_path: Path
+    server: Server, music_mp3: Path, page: Page, console: ConsoleLog, tmp_path: Path
 ) -> None:
-    recording = shared_audio / RECORDING
+    recording = music_mp3  # 30 s: 11 patches
     expected = api_answer(server, recording)
     open_page(page, f"{server.url}/")
     models = httpx.get(f"{server.url}/v1/models").json()
@@ -186,9 +192,9 @@ def test_page_tags_a_recording_and_draws_its_taggram(
 
 
 def test_choosing_another_model_retags_the_file(
-    server: Server, shared_audio: Path, page: Page, console: ConsoleLog
+    server: Server, music_wav: Path, page: Page, console: ConsoleLog
 ) -> None:
-    recording = shared_audio / "clip_03.wav"
+    recording = music_wav
     other = "MSD_musicnn"
     expected = api_answer(server, recording, model=other)
     open_page(page, f"{server.url}/")
@@ -238,7 +244,7 @@ def test_a_file_that_is_not_audio_shows_the_api_error(
     ],
 )  # fmt: skip
 def test_error_bodies_of_either_format_are_shown(
-    server: Server, shared_audio: Path, page: Page, console: ConsoleLog, body: dict[str, Any]
+    server: Server, music_mp3: Path, page: Page, console: ConsoleLog, body: dict[str, Any]
 ) -> None:
     """The message is shown whether it sits in ``detail`` (RFC 9457), ``message`` or
     ``error.message`` (this service's envelope today, also tested against the real server in
@@ -250,7 +256,7 @@ def test_error_bodies_of_either_format_are_shown(
             status=413, content_type="application/problem+json", body=json.dumps(body)
         ),
     )
-    page.set_input_files("[data-testid=file-input]", str(shared_audio / RECORDING))
+    page.set_input_files("[data-testid=file-input]", str(music_mp3))
     error = page.locator("[data-testid=error]")
     error.wait_for(state="visible", timeout=TIMEOUT_MS)
     assert "more than the limit of 900 s" in error.inner_text()
@@ -258,7 +264,7 @@ def test_error_bodies_of_either_format_are_shown(
 
 
 def test_overloaded_service_says_when_to_retry(
-    server: Server, shared_audio: Path, page: Page, console: ConsoleLog
+    server: Server, music_mp3: Path, page: Page, console: ConsoleLog
 ) -> None:
     """A 429 (the queue is full) shows the API's message and its Retry-After; a real overload is
     not reproducible on demand, so the browser answers for the service here."""
@@ -268,7 +274,7 @@ def test_overloaded_service_says_when_to_retry(
         TAG_REQUEST,
         lambda route: route.fulfill(status=429, headers={"Retry-After": "2"}, json=body),
     )
-    page.set_input_files("[data-testid=file-input]", str(shared_audio / RECORDING))
+    page.set_input_files("[data-testid=file-input]", str(music_mp3))
     error = page.locator("[data-testid=error]")
     error.wait_for(state="visible", timeout=TIMEOUT_MS)
     assert "the MTT_musicnn queue is full" in error.inner_text()
@@ -277,7 +283,7 @@ def test_overloaded_service_says_when_to_retry(
 
 
 def test_api_key_is_sent_and_kept_for_the_session_only(
-    server: Server, shared_audio: Path, browser: Browser, page: Page, console: ConsoleLog
+    server: Server, song: Path, browser: Browser, page: Page, console: ConsoleLog
 ) -> None:
     open_page(page, f"{server.url}/")
     page.click("[data-testid=api-key-panel] summary")
@@ -286,7 +292,7 @@ def test_api_key_is_sent_and_kept_for_the_session_only(
         page.press("[data-testid=api-key]", "Enter")
     assert listing.value.headers["authorization"] == "Bearer test-key-123"
     with page.expect_request(TAG_REQUEST) as tagging:
-        upload(page, shared_audio / "clip_07.wav")
+        upload(page, song)
     assert tagging.value.headers["authorization"] == "Bearer test-key-123"
     page.reload()
     assert page.input_value("[data-testid=api-key]") == "test-key-123"
@@ -332,14 +338,14 @@ def prefixed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 
 
 def test_page_works_under_a_path_prefix_behind_a_proxy(
-    prefixed_server: Server, shared_audio: Path, page: Page, console: ConsoleLog
+    prefixed_server: Server, song: Path, page: Page, console: ConsoleLog
 ) -> None:
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     with prefix_proxy(prefixed_server.url, "/taggram") as proxy:
         assert httpx.get(f"{proxy}/taggram/openapi.json").json()["servers"] == [{"url": "/taggram"}]
         open_page(page, f"{proxy}/taggram/")
-        upload(page, shared_audio / "clip_07.wav")
+        upload(page, song)
         assert page.locator("[data-testid=top-tags] li").count() == 10
     # Every request the page made went through the prefix (the audio player's blob: excepted).
     fetched = [url for url in requested if url.startswith("http")]
@@ -366,14 +372,16 @@ def test_docs_load_swagger_ui_from_the_service_alone(
 
 
 def test_too_long_audio_shows_the_limit(
-    prefixed_server: Server, shared_audio: Path, page: Page, console: ConsoleLog
+    prefixed_server: Server, music_wav: Path, page: Page, console: ConsoleLog, tmp_path: Path
 ) -> None:
+    # Over the server's 60 s: the 128 s full_01.ogg where ../shared is, else 90 s of the music.
+    track = SHARED_AUDIO / "full_01.ogg" if has_shared() else long_track(music_wav, tmp_path, 90)
     with prefix_proxy(prefixed_server.url, "/taggram") as proxy:
         open_page(page, f"{proxy}/taggram/")
-        page.set_input_files("[data-testid=file-input]", str(shared_audio / "full_01.ogg"))
+        page.set_input_files("[data-testid=file-input]", str(track))
         error = page.locator("[data-testid=error]")
         error.wait_for(state="visible", timeout=TIMEOUT_MS)
-    assert "full_01.ogg" in error.inner_text()
+    assert track.name in error.inner_text()
     assert "audio_too_long" in error.inner_text()
     assert "60" in error.inner_text()  # the limit, as the API states it
     assert console.unexpected(f"{FAILED_REQUEST} 413") == []

@@ -4,7 +4,8 @@ The service decodes through FFmpeg's libraries; the tool is only a fixture gener
 that need it skip where it is absent). Besides plain encodings, this builds the real-world damage
 that users' files carry: MP3 cut mid-frame, junk before the first frame, ID3v2.2/2.3/2.4 tags
 (with a footer), APEv2 tags, VBR without a Xing header, joined files, an Ogg stream without its
-end-of-stream page.
+end-of-stream page. :func:`music` is the 30 s of music a fresh clone tags in place of the
+recordings of ``../shared/audio`` (the ``music_wav`` fixture).
 """
 
 from __future__ import annotations
@@ -70,9 +71,108 @@ def noise_then_tone(rate: int, noise_seconds: float, tone_seconds: float) -> np.
     return np.concatenate([noise, quiet]).astype(np.float32)[:, None]
 
 
+# The generated piece: 120 bpm, one bar (2 s) per chord of C - Am - F - G, MIDI note numbers.
+_BAR_SECONDS = 2.0
+_CHORDS = ((48, 60, 64, 67), (45, 57, 60, 64), (41, 57, 60, 65), (43, 55, 59, 62))
+# Sixteenth steps of one bar with a kick, a snare or a closed hi-hat on them.
+_KICK_STEPS = (0, 6, 8)
+_SNARE_STEPS = (4, 12)
+_HAT_STEPS = tuple(range(0, 16, 2))
+
+
+def _band_noise(
+    rng: np.random.Generator, frames: int, rate: int, low: float, high: float
+) -> np.ndarray:
+    """White noise kept between ``low`` and ``high`` Hz (an FFT mask: no filter design needed)."""
+    spectrum = np.fft.rfft(rng.standard_normal(frames))
+    frequencies = np.fft.rfftfreq(frames, 1 / rate)
+    spectrum[(frequencies < low) | (frequencies > high)] = 0
+    band = np.fft.irfft(spectrum, frames)
+    return band / np.abs(band).max()
+
+
+def _place(track: np.ndarray, sound: np.ndarray, start: int) -> None:
+    """Add ``sound`` into ``track`` from frame ``start``, cut at the track's end."""
+    end = min(len(track), start + len(sound))
+    track[start:end] += sound[: end - start]
+
+
+def _harmonic(note: int, t: np.ndarray, rate: int) -> np.ndarray:
+    """MIDI ``note`` as six harmonics falling as 1/k (those under Nyquist), at times ``t``."""
+    frequency = 440.0 * 2 ** ((note - 69) / 12)
+    ks = [k for k in range(1, 7) if k * frequency < rate / 2]
+    return np.sum([np.sin(2 * np.pi * k * frequency * t) / k for k in ks], axis=0)
+
+
+def music(rate: int = 44100, seconds: float = 30.0) -> np.ndarray:
+    """A ``[frames, 2]`` float32 piece of music-like audio, the same on every call: chords of
+    harmonic tones with plucked envelopes (their root the bass), a melody of chord tones, over a
+    kick/snare/hi-hat pattern of filtered noise, every note and hit at its own loudness (so no
+    two bars are alike), peaking at 0.9.
+
+    It stands in for ``../shared/audio``'s recordings where a fresh clone lacks them: the models
+    hear pitched, rhythmic, broadband audio (so tags rank clearly and encodings can disagree),
+    unlike a sine or noise.
+    """
+    frames = int(rate * seconds)
+    rng = np.random.default_rng(3)
+    left, right = np.zeros(frames), np.zeros(frames)
+    bar = int(rate * _BAR_SECONDS)
+    note_t = np.arange(bar) / rate
+    pluck = np.exp(-3.0 * note_t) * np.minimum(1.0, note_t / 0.01)  # 10 ms attack, slow decay
+    step = bar // 16
+    step_t = np.arange(step * 2) / rate
+    kick = np.sin(2 * np.pi * 55 * step_t * (1 + np.exp(-30 * step_t))) * np.exp(-12 * step_t)
+    kick += 0.3 * _band_noise(rng, len(step_t), rate, 20, 200) * np.exp(-40 * step_t)
+    snare = _band_noise(rng, len(step_t), rate, 180, 6000) * np.exp(-18 * step_t)
+    hat = 0.35 * _band_noise(rng, step, rate, 7000, 16000) * np.exp(-60 * step_t[:step])
+
+    def add(sound: np.ndarray, start: int, pan: float) -> None:
+        loudness = rng.uniform(0.6, 1.0)
+        _place(left, (1 - pan) * loudness * sound, start)
+        _place(right, pan * loudness * sound, start)
+
+    for number, start in enumerate(range(0, frames, bar)):
+        chord = _CHORDS[number % len(_CHORDS)]
+        for index, note in enumerate(chord):
+            # Spread the chord across the stereo field.
+            add(0.12 * pluck * _harmonic(note, note_t, rate), start, 0.3 + 0.4 * index / 3)
+        for beat in range(4):  # a quarter-note melody an octave above the chord
+            note = int(rng.choice(chord[1:])) + 12
+            add(
+                0.1 * pluck[: 4 * step] * _harmonic(note, note_t[: 4 * step], rate),
+                start + beat * 4 * step,
+                0.6,
+            )
+        for steps, sound, pan in (
+            (_KICK_STEPS, kick, 0.5),
+            (_SNARE_STEPS, snare, 0.45),
+            (_HAT_STEPS, 0.7 * hat, 0.7),
+        ):
+            for offset in steps:
+                add(0.8 * sound, start + offset * step, pan)
+    mix = np.stack([left, right], axis=1)
+    return (0.9 * mix / np.abs(mix).max()).astype(np.float32)
+
+
 def write_wav(path: Path, audio: np.ndarray, rate: int) -> Path:
     sf.write(path, audio, rate, subtype="PCM_16")
     return path
+
+
+# (libsndfile container, subtype) of the compressed copies :func:`copies` writes, by suffix.
+COPIES = {".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS"), ".mp3": ("MP3", "MPEG_LAYER_III")}
+
+
+def copies(source: Path, folder: Path) -> dict[str, Path]:
+    """``source`` (a WAV) and its FLAC, Ogg Vorbis and MP3 copies in ``folder``, by suffix:
+    one real file of each kind the shared recordings come in."""
+    data, rate = sf.read(source, dtype="float32")
+    files = {".wav": source}
+    for suffix, (container, subtype) in COPIES.items():
+        files[suffix] = folder / f"{source.stem}{suffix}"
+        sf.write(files[suffix], data, rate, format=container, subtype=subtype)
+    return files
 
 
 def encode(source: Path, out: Path, kind: str) -> Path:

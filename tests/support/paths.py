@@ -16,9 +16,14 @@ SHARED_BUGS = SHARED / "bugs"
 MODEL_REPOSITORY = Path(os.environ.get("TAGGRAM_MODEL_REPOSITORY", ROOT / "model_repository"))
 
 
+def has_shared() -> bool:
+    """Whether ``../shared/audio`` is here (CI and dev machines), not a user's fresh clone."""
+    return (SHARED_AUDIO / "manifest.csv").is_file()
+
+
 def require_shared() -> Path:
     """Return ``../shared/audio``, or skip: a user's fresh clone has no ``../shared``."""
-    if not (SHARED_AUDIO / "manifest.csv").is_file():
+    if not has_shared():
         pytest.skip(f"{SHARED_AUDIO} is absent: the shared recordings are only on CI/dev machines")
     return SHARED_AUDIO
 
