@@ -29,7 +29,13 @@ def _in_flight(server: Server) -> float:
 def test_sigterm_drains_without_failing_a_request(
     format_files: dict[str, Path], tmp_path: Path
 ) -> None:
-    env = {"TAGGRAM_MODELS": "MTT_musicnn", "TAGGRAM_DRAIN_GRACE_SECONDS": str(GRACE_SECONDS)}
+    env = {
+        "TAGGRAM_MODELS": "MTT_musicnn",
+        "TAGGRAM_DRAIN_GRACE_SECONDS": str(GRACE_SECONDS),
+        # this test is about draining, not admission: a busy machine must not turn it into 429s
+        "TAGGRAM_QUEUE_BUDGET_SECONDS": "600",
+        "TAGGRAM_QUEUE_DEADLINE_SECONDS": "600",
+    }
     with running_server(require_repository(), tmp_path, env=env) as server:
 
         def run(path: Path) -> httpx.Response:
