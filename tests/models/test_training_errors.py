@@ -106,6 +106,9 @@ def test_a_labels_csv_saved_by_excel_reads_like_one_without_its_byte_order_mark(
         (["--select-on", "accuracy"], "select_on must be one of"),
         (["--precision", "float16"], "precision must be one of"),
         (["--schedule", "cosine"], "time budget"),
+        (["--batch-size", "0"], "'--batch-size'"),
+        (["--steps-per-epoch", "0"], "'--steps-per-epoch'"),
+        (["--max-epochs", "0"], "'--max-epochs'"),
         (["--architecture", "vgg", "--initialise-from", "labels.csv"], "needs a sample_cnn"),
     ],
 )
@@ -154,6 +157,17 @@ def test_a_warm_start_narrower_than_the_exported_model_is_a_usage_error(
     onnx_path = repository / "tiny" / "model.onnx"
     options = ["--initialise-from", str(onnx_path), "--architecture-options", narrower]
     assert "does not fit" in _train(data, data / "split.csv", *options)
+
+
+def test_a_warm_start_from_a_model_of_other_tags_is_a_usage_error(
+    data: Path, repository: Path
+) -> None:
+    """As many tags as the exported model (so the weights would fit), but not the same ones."""
+    labels = data / "other_tags.csv"
+    labels.write_text((data / "split.csv").read_text().replace("tone", "a").replace("noise", "b"))
+    options = ["--initialise-from", str(repository / "tiny" / "model.onnx")]
+    output = _train(data, labels, *options, "--architecture-options", json.dumps(TINY))
+    assert "the same tags in the same order" in output
 
 
 def test_evaluating_a_distilled_checkpoint_without_its_teacher_says_which(

@@ -159,9 +159,12 @@ def _hardware(threads: int) -> dict[str, Any]:
     }
 
 
-def _provenance(onnx_path: Path) -> dict[str, Any]:
+def _provenance(onnx_path: Path, tags: list[str]) -> dict[str, Any]:
     """What a warm start started from: the ONNX file's hash and, from the metadata.json beside
     it, the model's name, version and the summary of its own training.
+
+    Raises ``ValueError`` if that metadata lists other ``tags`` or another order: each output
+    keeps its tag, and the warm start itself can only check their number.
     """
     import hashlib
 
@@ -171,6 +174,11 @@ def _provenance(onnx_path: Path) -> dict[str, Any]:
     metadata_path = onnx_path.parent / "metadata.json"
     if metadata_path.is_file():
         metadata = json.loads(metadata_path.read_text())
+        if metadata.get("tags", tags) != tags:
+            raise ValueError(
+                f"{onnx_path} tags {metadata['tags'][:4]}..., the labels {tags[:4]}...: a warm "
+                "start needs the same tags in the same order"
+            )
         training = metadata.get("training") or {}
         record.update(
             name=metadata.get("name"),
@@ -217,13 +225,13 @@ def train_command(
     teacher_hop_seconds: float | None = TEACHER_HOP,
     top_tags: int | None = TOP_TAGS,
     validation_fraction: float = VALIDATION,
-    batch_size: int = typer.Option(16),
+    batch_size: int = typer.Option(16, min=1),
     learning_rate: float = typer.Option(1e-3),
-    steps_per_epoch: int = typer.Option(150),
-    max_epochs: int = typer.Option(200),
-    patience: int = typer.Option(6, help="epochs without a better validation ROC-AUC"),
+    steps_per_epoch: int = typer.Option(150, min=1),
+    max_epochs: int = typer.Option(200, min=1),
+    patience: int = typer.Option(6, min=1, help="epochs without a better validation figure"),
     time_budget_minutes: float | None = typer.Option(None, help="stop before exceeding this"),
-    threads: int = typer.Option(2, help="torch CPU threads"),
+    threads: int = typer.Option(2, min=1, help="torch CPU threads"),
     seed: int = SEED,
     select_on: str | None = typer.Option(
         None, help="roc_auc or clip_pearson (default: clip_pearson with a teacher, else roc_auc)"
@@ -235,7 +243,9 @@ def train_command(
         dir_okay=False,
         help="an exported sample_cnn model.onnx to start from (warm start)",
     ),
-    max_validation_windows: int = typer.Option(800, help="validation windows read each epoch"),
+    max_validation_windows: int = typer.Option(
+        800, min=1, help="validation windows read each epoch"
+    ),
     resume: Path | None = typer.Option(
         None, exists=True, dir_okay=False, help="a last.pt to continue from"
     ),
@@ -298,7 +308,7 @@ def train_command(
         typer.echo(json.dumps(info["split"]))
         info["hardware"] = _hardware(threads)
         if initialise_from is not None:
-            info["initialised_from"] = _provenance(initialise_from)
+            info["initialised_from"] = _provenance(initialise_from, tags)
         checkpoint = train(config, train_set, validation_set, tags, out, info, resume)
     typer.echo(f"best checkpoint: {checkpoint}")
 
