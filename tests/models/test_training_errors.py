@@ -145,6 +145,14 @@ def repository(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repository
 
 
+def test_the_exported_description_gives_a_small_dataset_in_minutes(repository: Path) -> None:
+    description = load_repository(repository)["tiny"].metadata.description
+    assert (
+        description
+        == "sample_cnn tagger trained by taggram on 0.2 min of labelled audio (split.csv)"
+    )
+
+
 def test_an_unknown_teacher_names_the_repository_s_models(data: Path, repository: Path) -> None:
     output = _train(data, data / "labels.csv", "--teacher", "NOPE", "--repository", str(repository))
     assert "no model 'NOPE'" in output and "['tiny']" in output
