@@ -16,8 +16,17 @@ from taggram.models.data.prepare import decode_to_wav
 
 
 def random_access(path: Path, cache: Path, sample_rate: int) -> Path:
-    """``path`` itself when it is already a mono WAV at ``sample_rate``, else its cached decode."""
-    info = sf.info(str(path))
+    """``path`` itself when it is already a mono WAV at ``sample_rate``, else its cached decode.
+
+    Raises ``ValueError`` naming the file if libsndfile cannot read it (an M4A, say).
+    """
+    try:
+        info = sf.info(str(path))
+    except sf.LibsndfileError as error:
+        raise ValueError(
+            f"{path}: libsndfile cannot read it ({error.error_string}); training reads WAV, "
+            "FLAC, Ogg Vorbis/Opus and MP3"
+        ) from error
     if info.samplerate == sample_rate and info.channels == 1 and info.format == "WAV":
         return path
     digest = hashlib.sha1(f"{path.resolve()}:{path.stat().st_mtime_ns}".encode()).hexdigest()

@@ -7,12 +7,14 @@ never loads it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from taggram.repository import DEFAULT_REPOSITORY
+from taggram.repository import DEFAULT_REPOSITORY, RepositoryError
 
 app = typer.Typer()
 
@@ -35,6 +37,47 @@ TEACHER_HOP = typer.Option(None, help="seconds between teacher windows (default:
 TOP_TAGS = typer.Option(None, help="keep the N most frequent tags (e.g. 50 for MTT)")
 VALIDATION = typer.Option(0.1, help="share of windows held out, whole groups at a time")
 SEED = typer.Option(0, help="seed of the split, sampling and initialisation")
+CHECKPOINT = typer.Option(..., exists=True, dir_okay=False, help="best.pt of a training run")
+
+
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """Report what a user's input gets wrong (a labels CSV, its audio, a teacher or warm start
+    that does not fit) as a one-line usage error (exit status 2), not a traceback.
+    """
+    try:
+        yield
+    except (ValueError, OSError, RepositoryError) as error:
+        raise typer.BadParameter(str(error)) from error
+
+
+def _architecture_options(text: str, architecture: str) -> dict[str, Any]:
+    """``--architecture-options`` parsed, after building the architecture with them once (cheap),
+    so that a typo fails before any data is read. Raises ``typer.BadParameter``.
+    """
+    from taggram.models.architectures import ARCHITECTURES, build
+
+    if architecture not in ARCHITECTURES:
+        raise typer.BadParameter(
+            f"{architecture!r} is not one of {sorted(ARCHITECTURES)}", param_hint="--architecture"
+        )
+    try:
+        options = json.loads(text)
+    except ValueError as error:
+        raise typer.BadParameter(
+            f"not JSON: {error}", param_hint="--architecture-options"
+        ) from error
+    if not isinstance(options, dict):
+        raise typer.BadParameter(
+            'a JSON object, e.g. {"stem_channels": 16}', param_hint="--architecture-options"
+        )
+    try:
+        build(architecture, 1, **options)
+    except (TypeError, ValueError) as error:
+        raise typer.BadParameter(
+            f"{architecture} does not take {text}: {error}", param_hint="--architecture-options"
+        ) from error
+    return options
 
 
 def _split_windows(
@@ -59,7 +102,10 @@ def _split_windows(
     table = read_labels(labels)
     if top_tags:
         table = table.top(top_tags)
-    entry = load_repository(repository)[teacher] if teacher else None
+    models = load_repository(repository) if teacher else {}
+    if teacher is not None and teacher not in models:
+        raise ValueError(f"no model {teacher!r} in {repository}; it has {sorted(models)}")
+    entry = models[teacher] if teacher else None
     rate = entry.metadata.sample_rate if entry else 16000
     hop = round(teacher_hop_seconds * rate) if teacher_hop_seconds else None
     windows, tags, info = load_windows(
@@ -113,9 +159,12 @@ def _hardware(threads: int) -> dict[str, Any]:
     }
 
 
-def _provenance(onnx_path: Path) -> dict[str, Any]:
+def _provenance(onnx_path: Path, tags: list[str]) -> dict[str, Any]:
     """What a warm start started from: the ONNX file's hash and, from the metadata.json beside
     it, the model's name, version and the summary of its own training.
+
+    Raises ``ValueError`` if that metadata lists other ``tags`` or another order: each output
+    keeps its tag, and the warm start itself can only check their number.
     """
     import hashlib
 
@@ -125,6 +174,11 @@ def _provenance(onnx_path: Path) -> dict[str, Any]:
     metadata_path = onnx_path.parent / "metadata.json"
     if metadata_path.is_file():
         metadata = json.loads(metadata_path.read_text())
+        if metadata.get("tags", tags) != tags:
+            raise ValueError(
+                f"{onnx_path} tags {metadata['tags'][:4]}..., the labels {tags[:4]}...: a warm "
+                "start needs the same tags in the same order"
+            )
         training = metadata.get("training") or {}
         record.update(
             name=metadata.get("name"),
@@ -171,23 +225,30 @@ def train_command(
     teacher_hop_seconds: float | None = TEACHER_HOP,
     top_tags: int | None = TOP_TAGS,
     validation_fraction: float = VALIDATION,
-    batch_size: int = typer.Option(16),
+    batch_size: int = typer.Option(16, min=1),
     learning_rate: float = typer.Option(1e-3),
-    steps_per_epoch: int = typer.Option(150),
-    max_epochs: int = typer.Option(200),
-    patience: int = typer.Option(6, help="epochs without a better validation ROC-AUC"),
+    steps_per_epoch: int = typer.Option(150, min=1),
+    max_epochs: int = typer.Option(200, min=1),
+    patience: int = typer.Option(6, min=1, help="epochs without a better validation figure"),
     time_budget_minutes: float | None = typer.Option(None, help="stop before exceeding this"),
-    threads: int = typer.Option(2, help="torch CPU threads"),
+    threads: int = typer.Option(2, min=1, help="torch CPU threads"),
     seed: int = SEED,
     select_on: str | None = typer.Option(
         None, help="roc_auc or clip_pearson (default: clip_pearson with a teacher, else roc_auc)"
     ),
     schedule: str = typer.Option("plateau", help="plateau, or cosine over the time budget"),
     initialise_from: Path | None = typer.Option(
-        None, help="an exported sample_cnn model.onnx to start from (warm start)"
+        None,
+        exists=True,
+        dir_okay=False,
+        help="an exported sample_cnn model.onnx to start from (warm start)",
     ),
-    max_validation_windows: int = typer.Option(800, help="validation windows read each epoch"),
-    resume: Path | None = typer.Option(None, help="a last.pt to continue from"),
+    max_validation_windows: int = typer.Option(
+        800, min=1, help="validation windows read each epoch"
+    ),
+    resume: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="a last.pt to continue from"
+    ),
     precision: str = typer.Option(
         "float32", help="float32, or bfloat16 (mixed precision: ~3x faster on AVX-512 BF16 / AMX)"
     ),
@@ -204,53 +265,57 @@ def train_command(
 
     if listwise_weight and not teacher:
         raise typer.BadParameter("the listwise term distils a teacher's ranking: give --teacher")
+    if select_on == "clip_pearson" and not teacher:
+        raise typer.BadParameter("clip_pearson compares with a teacher: give --teacher")
 
     from taggram.models.training.trainer import TrainConfig, train
 
     torch.set_num_threads(threads)
-    train_set, validation_set, tags, info = _split_windows(
-        labels,
-        audio_root,
-        architecture,
-        teacher,
-        repository,
-        cache,
-        teacher_hop_seconds,
-        top_tags,
-        validation_fraction,
-        seed,
-    )
-    typer.echo(json.dumps(info["split"]))
-    info["hardware"] = _hardware(threads)
-    if initialise_from is not None:
-        info["initialised_from"] = _provenance(initialise_from)
-    config = TrainConfig(
-        architecture=architecture,
-        architecture_options=json.loads(architecture_options),
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        steps_per_epoch=steps_per_epoch,
-        max_epochs=max_epochs,
-        patience=patience,
-        time_budget_s=time_budget_minutes * 60 if time_budget_minutes else None,
-        seed=seed,
-        threads=threads,
-        select_on=select_on or ("clip_pearson" if teacher else "roc_auc"),
-        schedule=schedule,
-        initialise_from=str(initialise_from) if initialise_from else None,
-        max_validation_windows=max_validation_windows,
-        precision=precision,
-        keep_epochs=keep_epochs,
-        listwise_weight=listwise_weight,
-        listwise_temperature=listwise_temperature,
-    )
-    checkpoint = train(config, train_set, validation_set, tags, out, info, resume)
+    options = _architecture_options(architecture_options, architecture)
+    with _usage_errors():
+        config = TrainConfig(
+            architecture=architecture,
+            architecture_options=options,
+            batch_size=batch_size,
+            learning_rate=learning_rate,
+            steps_per_epoch=steps_per_epoch,
+            max_epochs=max_epochs,
+            patience=patience,
+            time_budget_s=time_budget_minutes * 60 if time_budget_minutes else None,
+            seed=seed,
+            threads=threads,
+            select_on=select_on or ("clip_pearson" if teacher else "roc_auc"),
+            schedule=schedule,
+            initialise_from=str(initialise_from) if initialise_from else None,
+            max_validation_windows=max_validation_windows,
+            precision=precision,
+            keep_epochs=keep_epochs,
+            listwise_weight=listwise_weight,
+            listwise_temperature=listwise_temperature,
+        )
+        train_set, validation_set, tags, info = _split_windows(
+            labels,
+            audio_root,
+            architecture,
+            teacher,
+            repository,
+            cache,
+            teacher_hop_seconds,
+            top_tags,
+            validation_fraction,
+            seed,
+        )
+        typer.echo(json.dumps(info["split"]))
+        info["hardware"] = _hardware(threads)
+        if initialise_from is not None:
+            info["initialised_from"] = _provenance(initialise_from, tags)
+        checkpoint = train(config, train_set, validation_set, tags, out, info, resume)
     typer.echo(f"best checkpoint: {checkpoint}")
 
 
 @app.command("evaluate")
 def evaluate_command(
-    checkpoint: Path = typer.Option(..., help="best.pt of a training run"),
+    checkpoint: Path = CHECKPOINT,
     labels: Path = LABELS,
     audio_root: Path | None = AUDIO_ROOT,
     teacher: str | None = TEACHER,
@@ -271,20 +336,27 @@ def evaluate_command(
 
     torch.set_num_threads(threads)
     module, saved = load_checkpoint(checkpoint)
-    train_set, validation_set, tags, _ = _split_windows(
-        labels,
-        audio_root,
-        saved["architecture"],
-        teacher,
-        repository,
-        cache,
-        teacher_hop_seconds,
-        top_tags,
-        0.0 if all_windows else validation_fraction,
-        seed,
-    )
+    with _usage_errors():
+        train_set, validation_set, tags, _ = _split_windows(
+            labels,
+            audio_root,
+            saved["architecture"],
+            teacher,
+            repository,
+            cache,
+            teacher_hop_seconds,
+            top_tags,
+            0.0 if all_windows else validation_fraction,
+            seed,
+        )
     if tags != saved["tags"]:
-        raise typer.BadParameter("the labels' tags differ from the checkpoint's")
+        distilled_from = saved["info"].get("teacher", {}).get("name")
+        hint = (
+            f" (distilled from {distilled_from}: give --teacher {distilled_from})"
+            if distilled_from and distilled_from != teacher
+            else ""
+        )
+        raise typer.BadParameter(f"the labels' tags differ from the checkpoint's{hint}")
     windows = train_set if all_windows else validation_set
     _report(module, windows, patch_spec(saved["architecture"]).samples)
 
@@ -338,18 +410,19 @@ def average_command(
 
     torch.set_num_threads(threads)
     architecture = torch.load(checkpoints[0], weights_only=False)["architecture"]
-    train_set, validation_set, _, _ = _split_windows(
-        labels,
-        audio_root,
-        architecture,
-        teacher,
-        repository,
-        cache,
-        teacher_hop_seconds,
-        top_tags,
-        validation_fraction,
-        seed,
-    )
+    with _usage_errors():
+        train_set, validation_set, _, _ = _split_windows(
+            labels,
+            audio_root,
+            architecture,
+            teacher,
+            repository,
+            cache,
+            teacher_hop_seconds,
+            top_tags,
+            validation_fraction,
+            seed,
+        )
     samples = patch_spec(architecture).samples
     rng = random.Random(seed)
     calibration = [
@@ -367,7 +440,7 @@ def average_command(
 
 @app.command("export")
 def export_command(
-    checkpoint: Path = typer.Option(..., help="best.pt of a training run"),
+    checkpoint: Path = CHECKPOINT,
     name: str = typer.Option(..., help="model name in the repository"),
     root: Path = typer.Option(
         Path("taggram/models/trained"), help="repository folder to write into"

@@ -73,12 +73,18 @@ def checkpoint_metadata(
     info = checkpoint["info"]
     embeddings = _embedding_specs(module, patch.samples)
     teacher = info.get("teacher", {}).get("name")
-    learnt_from = f"distilled from {teacher}" if teacher else "trained on labelled audio"
+    # a small dataset would read "0.0 h"
+    hours = info["hours"]
+    amount = f"{hours:.1f} h" if hours >= 0.1 else f"{hours * 60:.1f} min"
+    learnt_from = (
+        f", distilled from {teacher} on {amount} of audio"
+        if teacher
+        else f" on {amount} of labelled audio"
+    )
     return ModelMetadata(
         name=name,
         version=version,
-        description=f"{architecture} tagger trained by taggram, {learnt_from} on "
-        f"{info['hours']:.1f} h of audio ({info['labels']})",
+        description=f"{architecture} tagger trained by taggram{learnt_from} ({info['labels']})",
         architecture=architecture,
         kind="waveform" if waveform else "spectrogram",
         tags=tags,

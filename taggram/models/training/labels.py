@@ -11,12 +11,14 @@ A ``group`` column keeps related files on one side of the train/validation split
 column (``train`` / ``validation``) fixes the split itself, a ``kind`` column (music, speech,
 effects) lets validation figures be broken down, a ``package`` column is checked against the
 evaluation-only Debian packages; other non-tag columns of the data recipe's manifest
-(``taggram.models.data.prepare``) are ignored.
+(``taggram.models.data.prepare``) are ignored. A UTF-8 byte-order mark (Excel's "CSV UTF-8")
+is skipped.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,13 +58,42 @@ class LabelTable:
         )
 
 
+def _tag_columns(path: Path, rows: list[dict[str, str]], tags: list[str]) -> np.ndarray:
+    """float32 [rows, tags]: the 0/1 (or soft, 0 to 1) values of the tag columns.
+
+    Raises ``ValueError`` naming the first column and row (1 = the first after the header) that
+    holds anything else, such as a column of file information that is not a tag.
+    """
+    targets = np.zeros((len(rows), len(tags)), dtype=np.float32)
+    for r, row in enumerate(rows):
+        for t, tag in enumerate(tags):
+            try:
+                value = float(row[tag])
+            except (TypeError, ValueError):  # not a number, or missing from a short row
+                value = math.nan
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"{path}: row {r + 1}, column {tag!r} holds {row[tag]!r}; without a 'tags' "
+                    f"column every column but {sorted(INFO_COLUMNS & set(row))} is a tag "
+                    "holding 0 or 1"
+                )
+            targets[r, t] = value
+    return targets
+
+
 def read_labels(path: Path) -> LabelTable:
-    """Parse any of the accepted layouts (see module docstring)."""
-    text = path.read_text()
-    delimiter = "\t" if "\t" in text.splitlines()[0] else ","
-    rows = list(csv.DictReader(text.splitlines(), delimiter=delimiter))
+    """Parse any of the accepted layouts (see module docstring).
+
+    Raises ``ValueError`` if the file has no header or no rows, lacks a path column, or a tag
+    column holds anything but numbers from 0 to 1.
+    """
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    if not lines:
+        raise ValueError(f"{path}: empty; a labels CSV starts with a header such as 'path,tags'")
+    delimiter = "\t" if "\t" in lines[0] else ","
+    rows = list(csv.DictReader(lines, delimiter=delimiter))
     if not rows:
-        raise ValueError(f"{path}: no rows")
+        raise ValueError(f"{path}: no rows after the header")
     header = list(rows[0])
     if "package" in header:
         ensure_trainable({row["package"] for row in rows})
@@ -86,7 +117,7 @@ def read_labels(path: Path) -> LabelTable:
             targets[r, [index[t] for t in row_tags]] = 1.0
     else:
         tags = [column for column in header if column not in INFO_COLUMNS]
-        targets = np.array([[float(row[t]) for t in tags] for row in rows], dtype=np.float32)
+        targets = _tag_columns(path, rows, tags)
     held_out = None
     if "split" in header:
         held_out = np.array([row["split"] == "validation" for row in rows])

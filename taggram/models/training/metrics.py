@@ -28,13 +28,20 @@ def binarize(targets: np.ndarray, top_k: int = TOP_K) -> np.ndarray:
     return labels
 
 
+def scored_tags(labels: np.ndarray) -> np.ndarray:
+    """bool [tags]: the tags of 0/1 ``labels`` [windows, tags] with both classes among the
+    windows, those a macro ROC-AUC or PR-AUC can average over.
+    """
+    positives = labels.sum(axis=0)
+    return np.asarray((positives > 0) & (positives < len(labels)))
+
+
 def tagging_metrics(
     targets: np.ndarray, scores: np.ndarray, top_k: int = TOP_K
 ) -> dict[str, float]:
     """Macro ROC-AUC, macro PR-AUC and the number of tags they average over."""
     labels = binarize(targets, top_k)
-    positives = labels.sum(axis=0)
-    scored = (positives > 0) & (positives < len(labels))
+    scored = scored_tags(labels)
     if not scored.any():
         return {"roc_auc": float("nan"), "pr_auc": float("nan"), "tags_scored": 0.0}
     return {

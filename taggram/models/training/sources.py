@@ -20,7 +20,7 @@ from taggram.repository import ModelEntry
 
 def _packages(labels_csv: Path, seconds: list[float]) -> dict[str, dict[str, Any]]:
     """Per-package summary when the CSV is the data recipe's manifest (has a package column)."""
-    with labels_csv.open(newline="") as handle:
+    with labels_csv.open(newline="", encoding="utf-8-sig") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or "package" not in rows[0]:
         return {}
@@ -45,7 +45,17 @@ def load_windows(
     teacher: ModelEntry | None = None,
     teacher_hop: int | None = None,
 ) -> tuple[Windows, list[str], dict[str, Any]]:
-    """Windows over the table's files, their tag names and the data description."""
+    """Windows over the table's files, their tag names and the data description.
+
+    Raises ``FileNotFoundError`` if a listed file is missing, ``ValueError`` if one is not
+    audio libsndfile reads or, when distilling, if no file holds a whole patch.
+    """
+    missing = [path for path in table.paths if not (audio_root / path).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} of the {len(table.paths)} files of {labels_csv.name} are not under "
+            f"{audio_root} (the audio root its paths are relative to), e.g. {missing[0]!r}"
+        )
     files = [random_access(audio_root / path, cache / "audio", sample_rate) for path in table.paths]
     seconds = [frames(path) / sample_rate for path in files]
     info: dict[str, Any] = {
@@ -62,6 +72,11 @@ def load_windows(
     hop = teacher_hop or teacher.metadata.patch.hop_samples
     targets = teacher_targets(teacher, files, hop, cache)
     windows = distilled_windows(targets, files, table.groups, samples)
+    if not len(windows):
+        raise ValueError(
+            f"no file of {labels_csv.name} is as long as the student's patch ({samples} samples "
+            f"at {sample_rate} Hz): distilling gives no window to train on"
+        )
     info["teacher"] = {
         "name": teacher.metadata.name,
         "onnx_sha256": teacher.metadata.onnx_sha256,

@@ -41,7 +41,13 @@ from tqdm import tqdm
 from taggram.models.architectures import build
 from taggram.models.architectures.waveform import SampleCNN
 from taggram.models.training.dataset import Windows, random_batch
-from taggram.models.training.metrics import CLIP_SECONDS, clip_agreement, tagging_metrics
+from taggram.models.training.metrics import (
+    CLIP_SECONDS,
+    binarize,
+    clip_agreement,
+    scored_tags,
+    tagging_metrics,
+)
 from taggram.models.training.patching import patch_spec
 
 CHECKPOINT = "best.pt"
@@ -51,6 +57,9 @@ HISTORY = "history.json"
 EPOCHS = "epochs"
 CALIBRATION_PATCHES = 64  # real patches that give a warm-started model its batch-norm statistics
 PRECISIONS = ("float32", "bfloat16")
+SCHEDULES = ("plateau", "cosine")
+# validation figures that can pick the best epoch (clip_pearson needs a teacher's soft targets)
+SELECTION_FIGURES = ("roc_auc", "clip_pearson")
 COSINE_FLOOR = 0.01  # the cosine schedule ends at this fraction of the initial learning rate
 
 
@@ -81,6 +90,28 @@ class TrainConfig:
     keep_epochs: bool = False  # also save every epoch's weights (epochs/epoch_NNN.pt), for SWA
     listwise_weight: float = 0.0  # weight of the listwise distillation term (0: BCE only)
     listwise_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Refuse settings no run can use, before any data is read or a teacher runs.
+
+        Raises ``ValueError`` naming the setting.
+        """
+        if self.listwise_weight < 0 or self.listwise_temperature <= 0:
+            raise ValueError(
+                "the listwise weight must be >= 0 and its temperature > 0, got "
+                f"{self.listwise_weight} and {self.listwise_temperature}"
+            )
+        for name, value, allowed in (
+            ("precision", self.precision, PRECISIONS),
+            ("schedule", self.schedule, SCHEDULES),
+            ("select_on", self.select_on, SELECTION_FIGURES),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+        if self.schedule == "cosine" and self.time_budget_s is None:
+            raise ValueError("the cosine schedule runs over the time budget: give one")
+        if self.initialise_from and self.architecture != "sample_cnn":
+            raise ValueError(f"a warm start needs a sample_cnn, not {self.architecture!r}")
 
 
 @dataclass(frozen=True)
@@ -220,13 +251,26 @@ def train(
     ``info`` (data, teacher, licences ...) travels in the checkpoint into the exported metadata.
     ``resume``: a ``last.pt`` to continue from (its weights, optimiser, schedule, history, random
     states and elapsed time; the time budget counts the time already spent).
+    Raises ``ValueError`` if either set of windows is empty, the validation windows cannot give
+    the ROC-AUC that picks the best epoch (no tag with both classes), ``resume`` holds another
+    architecture or tag list, or the warm start's model does not fit the module
+    (``warm_start.initialise_from_onnx``).
     """
-    if config.schedule == "cosine" and config.time_budget_s is None:
-        raise ValueError("the cosine schedule runs over the time budget: set time_budget_s")
-    if config.listwise_weight < 0 or config.listwise_temperature <= 0:
-        raise ValueError("listwise_weight must be >= 0 and listwise_temperature > 0")
-    if config.precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+    if not len(train_set) or not len(validation_set):
+        raise ValueError(
+            f"{len(train_set)} training and {len(validation_set)} validation windows; both are "
+            "needed (a validation fraction of 0 holds nothing out, and when distilling a file "
+            f"shorter than the student's patch, {patch_spec(config.architecture).samples} "
+            "samples at 16 kHz, gives no window)"
+        )
+    validation = _validation_subset(validation_set, config.max_validation_windows, config.seed)
+    if config.select_on == "roc_auc" and not scored_tags(binarize(validation.targets)).any():
+        # every epoch's figure would be NaN: none would ever be kept as the best
+        raise ValueError(
+            f"no tag has both positive and negative windows among the {len(validation)} "
+            "validation windows, so ROC-AUC cannot pick an epoch: hold out more files (a "
+            "larger validation fraction) or give the labels a split column"
+        )
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
@@ -239,7 +283,6 @@ def train(
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=0.5, patience=2
     )
-    validation = _validation_subset(validation_set, config.max_validation_windows, config.seed)
     history: list[Epoch] = []
     best, stale, stop_reason, spent = -np.inf, 0, "max_epochs", 0.0
     if resume is not None:

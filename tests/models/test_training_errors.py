@@ -1,0 +1,220 @@
+"""What a user gets wrong when training: each mistake is a one-line usage error (exit status 2)
+naming what to fix, never a traceback, and the cheap ones are caught before any audio is read.
+
+The data is four generated 4 s WAV files (mono, 16 kHz: read as they are, nothing decoded).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from taggram.models.training.cli import app
+from taggram.models.training.dataset import split
+from taggram.models.training.export import export_checkpoint
+from taggram.models.training.labels import read_labels
+from taggram.models.training.patching import WAVEFORM_PATCH
+from taggram.models.training.sources import load_windows
+from taggram.models.training.trainer import TrainConfig, train
+from taggram.repository import load_repository
+
+TINY = {"stem_channels": 4, "channels": [4, 8, 8, 8, 8, 8, 8], "dense_units": 16}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of four WAV files (tones and noise), ``labels.csv`` (path,tags) listing them and
+    ``split.csv``, the same with a split column holding out one file of each tag.
+    """
+    folder = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    time = np.arange(4 * 16000) / 16000  # longer than a sample_cnn patch (3.69 s)
+    lines, split_lines = ["path,tags"], ["path,tags,split"]
+    for index in range(4):
+        if index % 2:
+            audio, tags = 0.3 * rng.standard_normal(len(time)), "noise"
+        else:
+            audio, tags = 0.5 * np.sin(2 * np.pi * 440 * (index + 1) * time), "tone"
+        sf.write(str(folder / f"clip_{index}.wav"), audio.astype(np.float32), 16000)
+        lines.append(f"clip_{index}.wav,{tags}")
+        split_lines.append(f"clip_{index}.wav,{tags},{'validation' if index > 1 else 'train'}")
+    (folder / "labels.csv").write_text("\n".join(lines) + "\n")
+    (folder / "split.csv").write_text("\n".join(split_lines) + "\n")
+    return folder
+
+
+def _train(data: Path, labels: Path, *options: str) -> str:
+    """Run ``taggram train`` on ``labels`` (audio under ``data``); assert it is a usage error
+    (exit status 2, no exception escaping) and return its output.
+    """
+    command = ["train", "--labels", str(labels), "--audio-root", str(data)]
+    command += ["--out", str(data / "run"), "--cache", str(data / "cache")]
+    command += ["--max-epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2"]
+    result = CliRunner().invoke(app, [*command, *options])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    return " ".join(result.output.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("", "empty"),
+        ("path,tags\n", "no rows after the header"),
+        ("file,labels\nclip_0.wav,tone\n", "needs a 'path'"),
+        ("path,tone,mood\nclip_0.wav,1,happy\nclip_1.wav,0,sad\n", "column 'mood' holds 'happy'"),
+        ("path,tone,year\nclip_0.wav,1,1997\nclip_1.wav,0,2001\n", "column 'year' holds '1997'"),
+        ("path,tags\nclip_0.wav,tone\nmissing.wav,noise\n", "'missing.wav'"),
+        ("path,tags\nclip_0.wav,tone\nnot_audio.wav,noise\n", "libsndfile cannot read it"),
+    ],
+)
+def test_a_bad_labels_csv_is_a_usage_error(data: Path, content: str, expected: str) -> None:
+    (data / "not_audio.wav").write_text("this is not audio")
+    labels = data / "bad.csv"
+    labels.write_text(content)
+    assert expected in _train(data, labels)
+
+
+def test_a_labels_csv_saved_by_excel_reads_like_one_without_its_byte_order_mark(
+    data: Path,
+) -> None:
+    plain = data / "labels.csv"
+    excel = data / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbf" + plain.read_text().replace("\n", "\r\n").encode())
+    table, expected = read_labels(excel), read_labels(plain)
+    assert (table.paths, table.tags) == (expected.paths, expected.tags)
+    np.testing.assert_array_equal(table.targets, expected.targets)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--architecture-options", '{"channels": [8,'], "not JSON"),
+        (["--architecture-options", "[8]"], "a JSON object"),
+        (["--architecture-options", '{"chanels": [8]}'], "'chanels'"),
+        (["--architecture-options", '{"aggregate": 9}'], "aggregate must be between 1 and 7"),
+        (["--architecture", "resnet"], "'resnet' is not one of"),
+        (["--teacher", "T", "--listwise-weight", "-1"], "listwise weight must be >= 0"),
+        (["--teacher", "T", "--listwise-weight", "1", "--listwise-temperature", "0"], "> 0"),
+        (["--listwise-weight", "1"], "give --teacher"),
+        (["--select-on", "clip_pearson"], "give --teacher"),
+        (["--select-on", "accuracy"], "select_on must be one of"),
+        (["--precision", "float16"], "precision must be one of"),
+        (["--schedule", "cosine"], "time budget"),
+        (["--batch-size", "0"], "'--batch-size'"),
+        (["--steps-per-epoch", "0"], "'--steps-per-epoch'"),
+        (["--max-epochs", "0"], "'--max-epochs'"),
+        (["--architecture", "vgg", "--initialise-from", "labels.csv"], "needs a sample_cnn"),
+    ],
+)
+def test_a_bad_option_fails_before_the_data_is_read(
+    data: Path, options: list[str], expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(data)
+    assert expected in _train(data, data / "labels.csv", *options)
+    assert not (data / "cache").exists()  # nothing was decoded, no teacher ran
+
+
+def test_a_validation_split_without_both_classes_of_any_tag_is_a_usage_error(data: Path) -> None:
+    """One held-out file (a tenth of four): every tag is all positive or all negative there, so
+    ROC-AUC is undefined for every epoch and no epoch could ever be kept as the best.
+    """
+    assert "ROC-AUC cannot pick an epoch" in _train(data, data / "labels.csv")
+    assert not (data / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def repository(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository holding ``tiny``: a ``TINY`` sample_cnn trained one step on ``data``."""
+    folder = tmp_path_factory.mktemp("repository")
+    labels = data / "split.csv"
+    table = read_labels(labels)
+    windows, tags, info = load_windows(
+        labels, table, data, WAVEFORM_PATCH.samples, 16000, folder / "cache"
+    )
+    train_set, validation_set = split(windows, 0.0, 0, table.held_out)
+    config = TrainConfig(architecture_options=TINY, batch_size=2, steps_per_epoch=1, max_epochs=1)
+    checkpoint = train(config, train_set, validation_set, tags, folder / "run", info)
+    repository = folder / "models"
+    export_checkpoint(checkpoint, "tiny", repository, "0.0.1")
+    return repository
+
+
+def test_the_exported_description_gives_a_small_dataset_in_minutes(repository: Path) -> None:
+    description = load_repository(repository)["tiny"].metadata.description
+    assert (
+        description
+        == "sample_cnn tagger trained by taggram on 0.2 min of labelled audio (split.csv)"
+    )
+
+
+def test_an_unknown_teacher_names_the_repository_s_models(data: Path, repository: Path) -> None:
+    output = _train(data, data / "labels.csv", "--teacher", "NOPE", "--repository", str(repository))
+    assert "no model 'NOPE'" in output and "['tiny']" in output
+
+
+def test_a_warm_start_narrower_than_the_exported_model_is_a_usage_error(
+    data: Path, repository: Path
+) -> None:
+    narrower = json.dumps({**TINY, "stem_channels": 2})
+    onnx_path = repository / "tiny" / "model.onnx"
+    options = ["--initialise-from", str(onnx_path), "--architecture-options", narrower]
+    assert "does not fit" in _train(data, data / "split.csv", *options)
+
+
+def test_a_warm_start_from_a_model_of_other_tags_is_a_usage_error(
+    data: Path, repository: Path
+) -> None:
+    """As many tags as the exported model (so the weights would fit), but not the same ones."""
+    labels = data / "other_tags.csv"
+    labels.write_text((data / "split.csv").read_text().replace("tone", "a").replace("noise", "b"))
+    options = ["--initialise-from", str(repository / "tiny" / "model.onnx")]
+    output = _train(data, labels, *options, "--architecture-options", json.dumps(TINY))
+    assert "the same tags in the same order" in output
+
+
+def test_evaluating_a_distilled_checkpoint_without_its_teacher_says_which(
+    data: Path, repository: Path, tmp_path: Path
+) -> None:
+    # the labels' own tags (ignored when distilling) are not the teacher's
+    labels = data / "distil.csv"
+    labels.write_text((data / "split.csv").read_text().replace("tone", "a").replace("noise", "b"))
+    table = read_labels(labels)
+    teacher = load_repository(repository)["tiny"]
+    windows, tags, info = load_windows(
+        labels, table, data, WAVEFORM_PATCH.samples, 16000, tmp_path / "cache", teacher
+    )
+    train_set, validation_set = split(windows, 0.0, 0, table.held_out)
+    config = TrainConfig(
+        architecture_options=TINY,
+        batch_size=2,
+        steps_per_epoch=1,
+        max_epochs=1,
+        select_on="clip_pearson",
+    )
+    checkpoint = train(config, train_set, validation_set, tags, tmp_path / "run", info)
+    command = ["evaluate", "--checkpoint", str(checkpoint), "--labels", str(labels)]
+    result = CliRunner().invoke(app, [*command, "--cache", str(tmp_path / "cache")])
+    assert result.exit_code == 2, result.output
+    assert "give --teacher tiny" in " ".join(result.output.replace("│", " ").split())
+
+
+def test_distilling_files_shorter_than_the_patch_is_a_usage_error(
+    data: Path, repository: Path, tmp_path: Path
+) -> None:
+    """A 2 s file holds no 3.69 s student patch: no window to train on, said before training."""
+    sf.write(str(tmp_path / "short.wav"), np.zeros(2 * 16000, dtype=np.float32), 16000)
+    labels = tmp_path / "short.csv"
+    labels.write_text("path,tags\nshort.wav,noise\n")
+    options = ["--teacher", "tiny", "--repository", str(repository)]
+    assert "as long as the student's patch" in _train(tmp_path, labels, *options)
+
+
+def test_holding_nothing_out_is_a_usage_error(data: Path) -> None:
+    output = _train(data, data / "labels.csv", "--validation-fraction", "0")
+    assert "4 training and 0 validation windows" in output
