@@ -19,10 +19,12 @@ def plot_history(history_path: Path, out: Path, title: str) -> None:
     epochs = json.loads(history_path.read_text())
     minutes = [e["seconds"] / 60 for e in epochs]
     figure, (losses, scores) = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
-    losses.plot(minutes, [e["train_loss"] for e in epochs], marker=".", label="train BCE")
+    # the training loss includes the listwise term when a run used one (--listwise-weight)
+    train_label = "training loss (BCE + any listwise term)"
+    losses.plot(minutes, [e["train_loss"] for e in epochs], marker=".", label=train_label)
     losses.plot(minutes, [e["validation_loss"] for e in epochs], marker=".", label="validation BCE")
     losses.set_xlabel("training time (min)")
-    losses.set_ylabel("binary cross-entropy")
+    losses.set_ylabel("loss")
     losses.legend()
     scores.plot(minutes, [e["roc_auc"] for e in epochs], marker=".", label="ROC-AUC (macro)")
     scores.plot(minutes, [e["pr_auc"] for e in epochs], marker=".", label="PR-AUC (macro)")
