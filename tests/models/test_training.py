@@ -313,17 +313,25 @@ def test_resume_continues_the_run(trained: tuple[Path, Path, Path], tmp_path: Pa
     )
 
 
-@pytest.mark.parametrize("aggregate", [1, 3])
-def test_warm_start_reproduces_the_exported_model(
-    trained: tuple[Path, Path, Path], tmp_path: Path, aggregate: int
-) -> None:
-    """Batch norms folded by the export are given back: the new module computes the ONNX model."""
+@pytest.fixture
+def exported_tiny(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> tuple[Path, list[str], torch.Tensor]:
+    """(model.onnx, tags, calibration patches [windows, 59049]) of the tiny model, exported."""
     labels, checkpoint, cache = trained
     export_checkpoint(checkpoint, "tiny", tmp_path, "0.0.1")
-    onnx_path = load_repository(tmp_path)["tiny"].onnx_path
     table = read_labels(labels)
     windows, tags, _ = load_windows(labels, table, labels.parent, 59049, 16000, cache)
     calibration = torch.from_numpy(np.stack([windows.patch(w, 59049) for w in range(len(windows))]))
+    return load_repository(tmp_path)["tiny"].onnx_path, tags, calibration
+
+
+@pytest.mark.parametrize("aggregate", [1, 3])
+def test_warm_start_reproduces_the_exported_model(
+    exported_tiny: tuple[Path, list[str], torch.Tensor], aggregate: int
+) -> None:
+    """Batch norms folded by the export are given back: the new module computes the ONNX model."""
+    onnx_path, tags, calibration = exported_tiny
     module = SampleCNN(len(tags), **{**TINY, "aggregate": aggregate})
     initialise_from_onnx(module, onnx_path, calibration)
     assert_onnx_matches_module(
@@ -333,24 +341,22 @@ def test_warm_start_reproduces_the_exported_model(
 
 @pytest.mark.parametrize("aggregate", [1, 3])
 def test_warm_start_widens_the_exported_model(
-    trained: tuple[Path, Path, Path], tmp_path: Path, aggregate: int
+    exported_tiny: tuple[Path, list[str], torch.Tensor],
+    trained: tuple[Path, Path, Path],
+    tmp_path: Path,
+    aggregate: int,
 ) -> None:
     """A wider module (more channels, more dense units) starts computing the exported model
     (whose back-end pools ``aggregate`` levels), and its new channels' weights to the old ones
     get gradients, so training can use them.
     """
-    labels, checkpoint, cache = trained
-    export_checkpoint(checkpoint, "tiny", tmp_path, "0.0.1")
-    onnx_path = load_repository(tmp_path)["tiny"].onnx_path
-    table = read_labels(labels)
-    windows, tags, _ = load_windows(labels, table, labels.parent, 59049, 16000, cache)
-    calibration = torch.from_numpy(np.stack([windows.patch(w, 59049) for w in range(len(windows))]))
+    onnx_path, tags, calibration = exported_tiny
     torch.manual_seed(0)
     if aggregate > 1:  # an exported model whose dense layer reads every pooled level
         narrow = SampleCNN(len(tags), **{**TINY, "aggregate": aggregate})
         initialise_from_onnx(narrow, onnx_path, calibration)
         narrow.dense[0].weight.data += 0.1 * torch.randn_like(narrow.dense[0].weight)
-        saved = torch.load(checkpoint, weights_only=False)
+        saved = torch.load(trained[1], weights_only=False)
         options = {**TINY, "aggregate": aggregate}
         state = {**saved, "state_dict": narrow.state_dict(), "architecture_options": options}
         torch.save(state, tmp_path / "aggregated.pt")
