@@ -124,6 +124,8 @@ def initialise_from_onnx(module: SampleCNN, path: Path, calibration: torch.Tenso
             levels.append(features)
     pooled = torch.cat([p for f in levels for p in (f.mean(dim=2), f.amax(dim=2))], dim=1)
     (dense_weight, dense_bias), (output_weight, output_bias) = layers[-2:]
+    if module.output.weight.shape[0] != output_weight.shape[0]:
+        raise ValueError(f"{path}: {output_weight.shape[0]} tags, the module has another number")
     linear = cast(nn.Linear, module.dense[0])
     norm = cast(nn.BatchNorm1d, module.dense[1])
     units = dense_weight.shape[0]
@@ -141,8 +143,5 @@ def initialise_from_onnx(module: SampleCNN, path: Path, calibration: torch.Tenso
             read += exported
     linear.bias.zero_()
     _unfold(norm, linear(pooled), dense_bias)
-    if module.output.weight.shape[0] != output_weight.shape[0]:
-        raise ValueError(f"{path}: {output_weight.shape[0]} tags, the module has another number")
-    module.output.weight.zero_()
-    module.output.weight[:, :units] = torch.tensor(output_weight)
+    _embed(module.output.weight, output_weight, path)  # new dense units: zero weights to tags
     module.output.bias.copy_(torch.tensor(output_bias))
