@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 import re
 import zipfile
 from pathlib import Path
@@ -35,7 +36,13 @@ from taggram.models.data.prepare import REEL_GAP_SECONDS, package_rows, prepare
 from taggram.models.data.speech import passages
 from taggram.models.training.averaging import average_checkpoints
 from taggram.models.training.cli import app
-from taggram.models.training.dataset import labelled_windows, split
+from taggram.models.training.dataset import (
+    Windows,
+    labelled_windows,
+    random_batch,
+    split,
+    tag_balanced_weights,
+)
 from taggram.models.training.export import export_checkpoint
 from taggram.models.training.labels import read_labels
 from taggram.models.training.metrics import binarize, clip_agreement, tagging_metrics
@@ -227,6 +234,27 @@ def test_labelled_windows_cover_each_file(tmp_path: Path) -> None:
     windows = labelled_windows(table, [tmp_path / "long.wav", tmp_path / "short.wav"], 59049)
     assert windows.starts.tolist() == [0, 59049, 118098, 0]
     assert windows.patch(3, 59049).shape == (59049,)  # zero-padded past the end
+
+
+def test_tag_balanced_sampling_lifts_rare_top_tags(tmp_path: Path) -> None:
+    """Nine windows whose top tag is 0 and one whose top tag is 1: uniform draws give tag 1 a
+    tenth of the batches, square-root weights 1 / (1 + 3) of them, exponent 1 half of them.
+    """
+    path = tmp_path / "a.wav"
+    sf.write(str(path), np.arange(10 * 100, dtype=np.float32) / 1000, 16000, subtype="FLOAT")
+    targets = np.array([[0.9, 0.1]] * 9 + [[0.2, 0.7]], dtype=np.float32)
+    windows = Windows([path], ["g"], np.zeros(10, np.int64), np.arange(10) * 100, targets, jitter=0)
+    rng = random.Random(0)
+    for exponent, share in ((0.0, 0.1), (0.5, 0.25), (1.0, 0.5)):
+        weights = tag_balanced_weights(targets, exponent)
+        np.testing.assert_allclose(weights[[0, 9]], [9.0**-exponent, 1.0])
+        audio, batch_targets = random_batch(windows, 100, 4000, rng, np.cumsum(weights).tolist())
+        rare = batch_targets[:, 1] == np.float32(0.7)
+        assert rare.float().mean().item() == pytest.approx(share, abs=0.03)
+        # each patch is its window's audio: the targets travel with the right window
+        np.testing.assert_array_equal(audio[rare, 0].numpy(), np.float32(0.9))
+    with pytest.raises(ValueError, match="tag balance"):
+        TrainConfig(tag_balance=1.5)
 
 
 def test_metrics_against_soft_targets() -> None:

@@ -102,6 +102,8 @@ def test_a_labels_csv_saved_by_excel_reads_like_one_without_its_byte_order_mark(
         (["--teacher", "T", "--listwise-weight", "-1"], "listwise weight must be >= 0"),
         (["--teacher", "T", "--listwise-weight", "1", "--listwise-temperature", "0"], "> 0"),
         (["--listwise-weight", "1"], "give --teacher"),
+        (["--tag-balance", "0.5"], "give --teacher"),
+        (["--teacher", "T", "--tag-balance", "2"], "'--tag-balance'"),
         (["--select-on", "clip_pearson"], "give --teacher"),
         (["--select-on", "accuracy"], "select_on must be one of"),
         (["--precision", "float16"], "precision must be one of"),

@@ -259,12 +259,21 @@ def train_command(
         0.0, help="with --teacher: weight of the listwise (softmax over tags) distillation term"
     ),
     listwise_temperature: float = typer.Option(1.0, help="temperature of the listwise term"),
+    tag_balance: float = typer.Option(
+        0.0,
+        min=0.0,
+        max=1.0,
+        help="with --teacher: draw windows by their top teacher tag's count ** -this "
+        "(0 uniform, 0.5 square-root, 1 balanced)",
+    ),
 ) -> None:
     """Train an architecture on labelled audio or by distillation; keep the best epoch."""
     import torch
 
     if listwise_weight and not teacher:
         raise typer.BadParameter("the listwise term distils a teacher's ranking: give --teacher")
+    if tag_balance and not teacher:
+        raise typer.BadParameter("the tag balance weighs by a teacher's top tag: give --teacher")
     if select_on == "clip_pearson" and not teacher:
         raise typer.BadParameter("clip_pearson compares with a teacher: give --teacher")
 
@@ -292,6 +301,7 @@ def train_command(
             keep_epochs=keep_epochs,
             listwise_weight=listwise_weight,
             listwise_temperature=listwise_temperature,
+            tag_balance=tag_balance,
         )
         train_set, validation_set, tags, info = _split_windows(
             labels,

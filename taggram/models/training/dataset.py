@@ -8,12 +8,15 @@ Both kinds of supervision become the same thing, a table of windows (file, patch
   it, its target the teacher's probabilities there.
 
 Training draws windows at random and shifts each start by up to ``jitter`` samples; validation
-reads every window unshifted, so its figures are comparable from epoch to epoch.
+reads every window unshifted, so its figures are comparable from epoch to epoch. Draws are uniform,
+or rebalanced by each window's strongest target tag (:func:`tag_balanced_weights`) so that a
+dominant kind of music in the data does not set the student's prior.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,10 +136,36 @@ def split(
     return windows.subset(~in_validation), windows.subset(in_validation)
 
 
+def tag_balanced_weights(targets: np.ndarray, exponent: float) -> np.ndarray:
+    """float64 [windows]: a sampling weight per window, ``n ** -exponent`` where ``n`` is the
+    number of windows sharing its strongest target tag (argmax of ``targets`` [windows, tags]).
+
+    0 draws uniformly, 1 gives every strongest tag the same share of draws (class-balanced
+    sampling), 0.5 is square-root sampling in between (Mahajan et al. 2018, "Exploring the Limits
+    of Weakly Supervised Pretraining"), which lifts rare kinds of audio without repeating a
+    handful of windows over and over.
+    """
+    strongest = targets.argmax(axis=1)
+    counts = np.bincount(strongest, minlength=targets.shape[1]).astype(np.float64)
+    return counts[strongest] ** -exponent
+
+
 def random_batch(
-    windows: Windows, samples: int, batch_size: int, rng: random.Random
+    windows: Windows,
+    samples: int,
+    batch_size: int,
+    rng: random.Random,
+    cumulative_weights: Sequence[float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random training batch: shifted patches and their targets."""
-    chosen = [rng.randrange(len(windows)) for _ in range(batch_size)]
+    """One random training batch: shifted patches and their targets.
+
+    ``cumulative_weights`` (one per window, e.g. the cumulative sum of
+    :func:`tag_balanced_weights`) draws windows in proportion to their weights; without it the
+    draw is uniform.
+    """
+    if cumulative_weights is None:
+        chosen = [rng.randrange(len(windows)) for _ in range(batch_size)]
+    else:
+        chosen = rng.choices(range(len(windows)), cum_weights=cumulative_weights, k=batch_size)
     audio = np.stack([windows.patch(w, samples, rng) for w in chosen])
     return torch.from_numpy(audio), torch.from_numpy(windows.targets[chosen])

@@ -21,6 +21,11 @@ by ``listwise_temperature`` and the term scaled by its square (Hinton et al. 201
 a softmax across tags is ListNet's top-one probability, Cao et al. 2007). BCE fits each tag's
 probability on its own; this term weighs the tags by how high the teacher ranks them, which is
 what a user's top tags depend on.
+
+``tag_balance`` > 0 draws training windows in proportion to ``n ** -tag_balance``, ``n`` being how
+many windows share the window's top teacher tag (:func:`~taggram.models.training.dataset.
+tag_balanced_weights`): the student then sees rarer kinds of music more often than the data holds
+them, instead of learning the data's own prior (a game-music corpus is mostly orchestral).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from tqdm import tqdm
 
 from taggram.models.architectures import build
 from taggram.models.architectures.waveform import SampleCNN
-from taggram.models.training.dataset import Windows, random_batch
+from taggram.models.training.dataset import Windows, random_batch, tag_balanced_weights
 from taggram.models.training.metrics import (
     CLIP_SECONDS,
     binarize,
@@ -90,6 +95,7 @@ class TrainConfig:
     keep_epochs: bool = False  # also save every epoch's weights (epochs/epoch_NNN.pt), for SWA
     listwise_weight: float = 0.0  # weight of the listwise distillation term (0: BCE only)
     listwise_temperature: float = 1.0
+    tag_balance: float = 0.0  # exponent of the tag-balanced sampling (0: uniform draws)
 
     def __post_init__(self) -> None:
         """Refuse settings no run can use, before any data is read or a teacher runs.
@@ -101,6 +107,8 @@ class TrainConfig:
                 "the listwise weight must be >= 0 and its temperature > 0, got "
                 f"{self.listwise_weight} and {self.listwise_temperature}"
             )
+        if not 0 <= self.tag_balance <= 1:
+            raise ValueError(f"the tag balance must be within [0, 1], got {self.tag_balance}")
         for name, value, allowed in (
             ("precision", self.precision, PRECISIONS),
             ("schedule", self.schedule, SCHEDULES),
@@ -298,6 +306,11 @@ def train(
         torch.set_rng_state(state["torch_random_state"])
     elif config.initialise_from:
         _warm_start(module, config, train_set, samples)
+    cumulative_weights = (
+        np.cumsum(tag_balanced_weights(train_set.targets, config.tag_balance)).tolist()
+        if config.tag_balance
+        else None
+    )
     started = time.monotonic() - spent
     for epoch in range(len(history) + 1, config.max_epochs + 1):
         epoch_started = time.monotonic()
@@ -307,7 +320,9 @@ def train(
             if config.schedule == "cosine":
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_learning_rate(config, time.monotonic() - started)
-            audio, targets = random_batch(train_set, samples, config.batch_size, rng)
+            audio, targets = random_batch(
+                train_set, samples, config.batch_size, rng, cumulative_weights
+            )
             loss = training_loss(
                 module,
                 audio,
