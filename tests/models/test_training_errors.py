@@ -104,6 +104,7 @@ def test_a_labels_csv_saved_by_excel_reads_like_one_without_its_byte_order_mark(
         (["--listwise-weight", "1"], "give --teacher"),
         (["--tag-balance", "0.5"], "give --teacher"),
         (["--teacher", "T", "--tag-balance", "2"], "'--tag-balance'"),
+        (["--device", "tpu"], "device must be one of"),
         (["--select-on", "clip_pearson"], "give --teacher"),
         (["--select-on", "accuracy"], "select_on must be one of"),
         (["--precision", "float16"], "precision must be one of"),
@@ -220,3 +221,12 @@ def test_distilling_files_shorter_than_the_patch_is_a_usage_error(
 def test_holding_nothing_out_is_a_usage_error(data: Path) -> None:
     output = _train(data, data / "labels.csv", "--validation-fraction", "0")
     assert "4 training and 0 validation windows" in output
+
+
+def test_training_on_cuda_without_a_gpu_is_a_usage_error(data: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: --device cuda is valid here")
+    assert "sees no CUDA GPU" in _train(data, data / "labels.csv", "--device", "cuda")
+    assert not (data / "cache").exists()

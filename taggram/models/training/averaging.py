@@ -38,7 +38,8 @@ def average_checkpoints(
     if not paths:
         raise ValueError("no checkpoints to average")
     checkpoints = sorted(
-        (torch.load(path, weights_only=False) for path in paths), key=lambda c: c["epoch"]
+        (torch.load(path, map_location="cpu", weights_only=False) for path in paths),
+        key=lambda c: c["epoch"],
     )
     first = checkpoints[0]
     for checkpoint in checkpoints[1:]:

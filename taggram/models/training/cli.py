@@ -135,8 +135,10 @@ def _split_windows(
     return train_set, validation_set, tags, info
 
 
-def _hardware(threads: int) -> dict[str, Any]:
-    """Where training runs: the trainer uses the CPU (torch threads), whatever else is present."""
+def _hardware(threads: int, device: str) -> dict[str, Any]:
+    """Where training runs: ``device`` ("cpu" or "cuda"), the CPU that reads the batches (and
+    trains on "cpu" with ``threads`` torch threads) and the GPU's name on "cuda".
+    """
     import platform
 
     import torch
@@ -150,13 +152,16 @@ def _hardware(threads: int) -> dict[str, Any]:
             if line.startswith("model name")
         ]
         model = names[0] if names else model
-    return {
-        "device": "cpu",
+    hardware = {
+        "device": device,
         "cpu": model,
         "torch_threads": threads,
         "torch": torch.__version__,
         "gpu_present": torch.cuda.is_available(),
     }
+    if device == "cuda":
+        hardware["gpu"] = torch.cuda.get_device_name()
+    return hardware
 
 
 def _provenance(onnx_path: Path, tags: list[str]) -> dict[str, Any]:
@@ -266,6 +271,7 @@ def train_command(
         help="with --teacher: draw windows by their top teacher tag's count ** -this "
         "(0 uniform, 0.5 square-root, 1 balanced)",
     ),
+    device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when torch sees a GPU)"),
 ) -> None:
     """Train an architecture on labelled audio or by distillation; keep the best epoch."""
     import torch
@@ -280,6 +286,8 @@ def train_command(
     from taggram.models.training.trainer import TrainConfig, train
 
     torch.set_num_threads(threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     options = _architecture_options(architecture_options, architecture)
     with _usage_errors():
         config = TrainConfig(
@@ -302,6 +310,7 @@ def train_command(
             listwise_weight=listwise_weight,
             listwise_temperature=listwise_temperature,
             tag_balance=tag_balance,
+            device=device,
         )
         train_set, validation_set, tags, info = _split_windows(
             labels,
@@ -316,7 +325,7 @@ def train_command(
             seed,
         )
         typer.echo(json.dumps(info["split"]))
-        info["hardware"] = _hardware(threads)
+        info["hardware"] = _hardware(threads, device)
         if initialise_from is not None:
             info["initialised_from"] = _provenance(initialise_from, tags)
         checkpoint = train(config, train_set, validation_set, tags, out, info, resume)
@@ -419,7 +428,9 @@ def average_command(
     from taggram.models.training.patching import patch_spec
 
     torch.set_num_threads(threads)
-    architecture = torch.load(checkpoints[0], weights_only=False)["architecture"]
+    architecture = torch.load(checkpoints[0], map_location="cpu", weights_only=False)[
+        "architecture"
+    ]
     with _usage_errors():
         train_set, validation_set, _, _ = _split_windows(
             labels,

@@ -145,7 +145,7 @@ def export_checkpoint(
     metadata = checkpoint_metadata(checkpoint, module, name, version)
     folder = export_to_repository(module, metadata, root)
     if last is not None:
-        resumable = torch.load(last, weights_only=False)
+        resumable = torch.load(last, map_location="cpu", weights_only=False)
         resumable["shipped_state_dict"] = checkpoint["state_dict"]
         resumable["shipped_epoch"] = checkpoint["epoch"]
         torch.save(resumable, folder / RESUMABLE)

@@ -9,6 +9,11 @@ without progress (``plateau``) or follows a cosine from its start to 1/100 of it
 budget (``cosine``), which suits a run whose length is fixed by the clock. ``last.pt`` holds
 everything needed to resume (weights, optimiser, schedule, history, random states, time spent).
 
+``device="cuda"`` trains on the GPU (batches are still read on the CPU; checkpoints hold CPU
+tensors, so every run resumes, averages and exports on any machine). Resuming is exact on the CPU;
+on a GPU, cuDNN's kernels and the GPU's own random generator (dropout) make it close, not
+bit-identical.
+
 ``precision="bfloat16"`` runs each training step's forward pass under ``torch.autocast``
 (convolutions and matrix products in bfloat16, weights, optimiser state, loss and validation in
 float32: mixed precision, Micikevicius et al. 2018, with bfloat16 needing no loss scaling). On a
@@ -62,6 +67,7 @@ HISTORY = "history.json"
 EPOCHS = "epochs"
 CALIBRATION_PATCHES = 64  # real patches that give a warm-started model its batch-norm statistics
 PRECISIONS = ("float32", "bfloat16")
+DEVICES = ("cpu", "cuda")
 SCHEDULES = ("plateau", "cosine")
 # validation figures that can pick the best epoch (clip_pearson needs a teacher's soft targets)
 SELECTION_FIGURES = ("roc_auc", "clip_pearson")
@@ -96,6 +102,7 @@ class TrainConfig:
     listwise_weight: float = 0.0  # weight of the listwise distillation term (0: BCE only)
     listwise_temperature: float = 1.0
     tag_balance: float = 0.0  # exponent of the tag-balanced sampling (0: uniform draws)
+    device: str = "cpu"  # or "cuda"
 
     def __post_init__(self) -> None:
         """Refuse settings no run can use, before any data is read or a teacher runs.
@@ -106,6 +113,13 @@ class TrainConfig:
             raise ValueError(
                 "the listwise weight must be >= 0 and its temperature > 0, got "
                 f"{self.listwise_weight} and {self.listwise_temperature}"
+            )
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device 'cuda': torch {torch.__version__} sees no CUDA GPU (a CPU build of "
+                "torch, or no GPU on this machine)"
             )
         if not 0 <= self.tag_balance <= 1:
             raise ValueError(f"the tag balance must be within [0, 1], got {self.tag_balance}")
@@ -143,14 +157,15 @@ class Epoch:
 
 
 def predict(module: nn.Module, windows: Windows, samples: int, batch_size: int) -> np.ndarray:
-    """Sigmoid outputs for every window, unshifted, in eval mode."""
+    """Sigmoid outputs for every window, unshifted, in eval mode, on the module's device."""
     module.eval()
+    device = next(module.parameters()).device
     scores = []
     with torch.no_grad():
         for first in range(0, len(windows), batch_size):
             chosen = range(first, min(first + batch_size, len(windows)))
             audio = torch.from_numpy(np.stack([windows.patch(w, samples) for w in chosen]))
-            scores.append(torch.sigmoid(module(audio)["logits"]).numpy())
+            scores.append(torch.sigmoid(module(audio.to(device))["logits"]).cpu().numpy())
     return np.concatenate(scores)
 
 
@@ -181,9 +196,12 @@ def training_loss(
     """Mean BCE of ``module``'s logits on ``audio`` [batch, samples] (float32, 16 kHz) against
     ``targets`` [batch, tags] (probabilities in [0, 1]), plus ``listwise_weight`` times the
     listwise distillation term (module docstring); the forward pass in ``precision``
-    (``PRECISIONS``), the loss itself always in float32.
+    (``PRECISIONS``) on the device ``audio`` is on, the loss itself always in float32.
     """
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+    autocast = torch.autocast(
+        audio.device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16"
+    )
+    with autocast:
         logits = module(audio)["logits"]
     logits = logits.float()
     loss = nn.functional.binary_cross_entropy_with_logits(logits, targets)
@@ -225,6 +243,19 @@ def _validation_subset(windows: Windows, limit: int, seed: int) -> Windows:
             break
         keep |= clips == clip
     return windows.subset(keep)
+
+
+def _on_cpu(state: Any) -> Any:
+    """``state`` (a state dict, nested dicts and lists of tensors) with every tensor on the CPU,
+    so that a checkpoint written on a GPU loads anywhere.
+    """
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: _on_cpu(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_on_cpu(value) for value in state]
+    return state
 
 
 def cosine_learning_rate(config: TrainConfig, elapsed: float) -> float:
@@ -285,6 +316,15 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = patch_spec(config.architecture).samples
     module = build(config.architecture, len(tags), **config.architecture_options)
+    state = None if resume is None else torch.load(resume, map_location="cpu", weights_only=False)
+    if state is not None:
+        if state["architecture"] != config.architecture or state["tags"] != tags:
+            raise ValueError(f"{resume} is a checkpoint of another architecture or tag list")
+        module.load_state_dict(state["state_dict"])
+    elif config.initialise_from:
+        _warm_start(module, config, train_set, samples)
+    # the optimiser is made on the device, so a resumed Adam state is cast there
+    module.to(config.device)
     optimizer = torch.optim.Adam(
         module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -293,19 +333,13 @@ def train(
     )
     history: list[Epoch] = []
     best, stale, stop_reason, spent = -np.inf, 0, "max_epochs", 0.0
-    if resume is not None:
-        state = torch.load(resume, weights_only=False)
-        if state["architecture"] != config.architecture or state["tags"] != tags:
-            raise ValueError(f"{resume} is a checkpoint of another architecture or tag list")
-        module.load_state_dict(state["state_dict"])
+    if state is not None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         history = [Epoch(**e) for e in state["history"]]
         best, stale, spent = state["best"], state["stale"], state["seconds"]
         rng.setstate(state["random_state"])
         torch.set_rng_state(state["torch_random_state"])
-    elif config.initialise_from:
-        _warm_start(module, config, train_set, samples)
     cumulative_weights = (
         np.cumsum(tag_balanced_weights(train_set.targets, config.tag_balance)).tolist()
         if config.tag_balance
@@ -325,8 +359,8 @@ def train(
             )
             loss = training_loss(
                 module,
-                audio,
-                targets,
+                audio.to(config.device, non_blocking=True),
+                targets.to(config.device, non_blocking=True),
                 config.precision,
                 config.listwise_weight,
                 config.listwise_temperature,
@@ -356,7 +390,7 @@ def train(
             "architecture": config.architecture,
             "architecture_options": config.architecture_options,
             "tags": tags,
-            "state_dict": module.state_dict(),
+            "state_dict": _on_cpu(module.state_dict()),
             "epoch": epoch,
             "metrics": metrics,
             "config": asdict(config),
@@ -369,7 +403,7 @@ def train(
             stale += 1
         last = {
             **checkpoint,
-            "optimizer": optimizer.state_dict(),
+            "optimizer": _on_cpu(optimizer.state_dict()),
             "scheduler": scheduler.state_dict(),
             "history": [asdict(e) for e in history],
             "best": best,
@@ -390,7 +424,7 @@ def train(
         if config.time_budget_s is not None and elapsed + last_epoch > config.time_budget_s:
             stop_reason = "time budget"
             break
-    final = torch.load(out_dir / CHECKPOINT, weights_only=False)
+    final = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=False)
     final["run"] = {
         "epochs_run": len(history),
         "steps_run": history[-1].steps if history else 0,
@@ -403,7 +437,7 @@ def train(
 
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The module of a checkpoint (eval mode) and the checkpoint dict."""
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     module = build(
         checkpoint["architecture"], len(checkpoint["tags"]), **checkpoint["architecture_options"]
     )
