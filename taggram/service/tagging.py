@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -220,6 +221,9 @@ class Tagger:
         # Serialises folder rescans with this replica's own additions and deletions, so a scan
         # that started before a creation's write cannot drop the model it just registered.
         self._registry = asyncio.Lock()
+        # Set by stop(): the loading thread, which cancelling start() cannot interrupt, stops
+        # after the session it is creating instead of loading and warming every other model.
+        self._stopping = threading.Event()
 
     def _select(self, entries: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
         wanted = self.settings.models or list(entries)
@@ -263,6 +267,8 @@ class Tagger:
         providers = choose_providers(self.settings.providers)
         sessions = []
         for entry in self.entries.values():
+            if self._stopping.is_set():
+                break
             session = ModelSession(
                 entry,
                 providers,
@@ -317,7 +323,9 @@ class Tagger:
                 log.exception("rescanning %s failed", self.settings.custom_models)
 
     async def stop(self) -> None:
-        """Stop polling custom models and the batchers; queued work is refused."""
+        """Stop loading models, polling custom models and the batchers; queued work is
+        refused."""
+        self._stopping.set()
         if self._poller is not None:
             self._poller.cancel()
             with suppress(asyncio.CancelledError):

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from taggram.repository import RepositoryError
+from taggram.repository import COMPLETE_MARKER, RepositoryError, write_model
 from taggram.service.errors import InvalidOptionsError, ModelNotFoundError
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger, TagOptions, TagResult
+from tests.service.conftest import _tiny_onnx, tiny_metadata
 
 
 def _settings(repository: Path) -> Settings:
@@ -65,3 +68,44 @@ def test_bad_requests_fail_before_any_work(tiny_repository: Path) -> None:
 def test_missing_default_model_fails_at_start(tiny_repository: Path) -> None:
     with pytest.raises(RepositoryError, match="MTT_musicnn"):
         Tagger(Settings(model_repository=tiny_repository))
+
+
+def test_stopping_while_models_load_leaves_the_rest_unloaded(tmp_path: Path) -> None:
+    """Stopping during start-up (a shutdown signal, a port already in use) stops the loading
+    thread after the model it is warming: cancelling ``start`` cannot interrupt a thread, which
+    would otherwise load and warm every other model before the process can exit.
+    """
+    names = [f"tiny_{index}" for index in range(4)]
+    for name in names:
+        write_model(tmp_path, tiny_metadata(name), _tiny_onnx())
+    (tmp_path / COMPLETE_MARKER).touch()
+    warmed: list[str] = []
+
+    async def run() -> None:
+        tagger = Tagger(Settings(model_repository=tmp_path, default_model=names[0]))
+        loop = asyncio.get_running_loop()
+        starting = asyncio.create_task(tagger.start())
+
+        class StopAtFirstWarmUp(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                warmed.append(record.getMessage())
+                if len(warmed) == 1:  # in the loading thread: stop as the server would
+                    loop.call_soon_threadsafe(starting.cancel)
+                    asyncio.run_coroutine_threadsafe(tagger.stop(), loop).result(timeout=30)
+
+        handler = StopAtFirstWarmUp(logging.INFO)
+        session_log = logging.getLogger("taggram.service.inference.session")
+        session_log.addHandler(handler)
+        level = session_log.level
+        session_log.setLevel(logging.INFO)
+        try:
+            with suppress(asyncio.CancelledError):
+                await starting
+            # the loading thread finishes on its own; wait for it before counting
+            await loop.shutdown_default_executor()
+        finally:
+            session_log.removeHandler(handler)
+            session_log.setLevel(level)
+
+    asyncio.run(run())
+    assert len(warmed) == 1, warmed
