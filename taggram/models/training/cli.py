@@ -283,8 +283,10 @@ def train_command(
     if select_on == "clip_pearson" and not teacher:
         raise typer.BadParameter("clip_pearson compares with a teacher: give --teacher")
 
-    from taggram.models.training.trainer import TrainConfig, train
+    from taggram.models.training.trainer import DEVICES, TrainConfig, train
 
+    if device not in ("auto", *DEVICES):
+        raise typer.BadParameter(f"--device must be cpu, cuda or auto, got {device!r}")
     torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -298,7 +300,7 @@ def train_command(
             steps_per_epoch=steps_per_epoch,
             max_epochs=max_epochs,
             patience=patience,
-            time_budget_s=time_budget_minutes * 60 if time_budget_minutes else None,
+            time_budget_s=None if time_budget_minutes is None else time_budget_minutes * 60,
             seed=seed,
             threads=threads,
             select_on=select_on or ("clip_pearson" if teacher else "roc_auc"),

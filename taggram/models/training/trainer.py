@@ -109,10 +109,23 @@ class TrainConfig:
 
         Raises ``ValueError`` naming the setting.
         """
-        if self.listwise_weight < 0 or self.listwise_temperature <= 0:
+        # isfinite also refuses NaN, which passes a plain "< 0" test and makes every loss NaN
+        if not (math.isfinite(self.listwise_weight) and self.listwise_weight >= 0) or not (
+            math.isfinite(self.listwise_temperature) and self.listwise_temperature > 0
+        ):
             raise ValueError(
-                "the listwise weight must be >= 0 and its temperature > 0, got "
-                f"{self.listwise_weight} and {self.listwise_temperature}"
+                "the listwise weight must be a finite number >= 0 and its temperature a finite "
+                f"number > 0, got {self.listwise_weight} and {self.listwise_temperature}"
+            )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(
+                f"the learning rate must be a finite number > 0, got {self.learning_rate}"
+            )
+        if self.time_budget_s is not None and not (
+            math.isfinite(self.time_budget_s) and self.time_budget_s > 0
+        ):
+            raise ValueError(
+                f"the time budget must be a finite time > 0, got {self.time_budget_s} s"
             )
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
