@@ -121,6 +121,8 @@ def test_a_labels_csv_saved_by_excel_reads_like_one_without_its_byte_order_mark(
         (["--precision", "float16"], "precision must be one of"),
         (["--schedule", "cosine"], "time budget"),
         (["--batch-size", "0"], "'--batch-size'"),
+        # one patch failed in the first step, after the data was read, in torch's words
+        (["--batch-size", "1"], "'--batch-size'"),
         (["--steps-per-epoch", "0"], "'--steps-per-epoch'"),
         (["--max-epochs", "0"], "'--max-epochs'"),
         (["--architecture", "vgg", "--initialise-from", "labels.csv"], "needs a sample_cnn"),
@@ -132,6 +134,12 @@ def test_a_bad_option_fails_before_the_data_is_read(
     monkeypatch.chdir(data)
     assert expected in _train(data, data / "labels.csv", *options)
     assert not (data / "cache").exists()  # nothing was decoded, no teacher ran
+
+
+def test_a_config_of_one_patch_per_batch_says_why_it_is_refused() -> None:
+    """What the CLI's ``min=2`` cannot say: a batch norm in training needs two patches."""
+    with pytest.raises(ValueError, match=r"at least 2 patches \(batch norm"):
+        TrainConfig(batch_size=1)
 
 
 def test_a_validation_split_without_both_classes_of_any_tag_is_a_usage_error(data: Path) -> None:

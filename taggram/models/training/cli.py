@@ -230,7 +230,9 @@ def train_command(
     teacher_hop_seconds: float | None = TEACHER_HOP,
     top_tags: int | None = TOP_TAGS,
     validation_fraction: float = VALIDATION,
-    batch_size: int = typer.Option(16, min=1),
+    batch_size: int = typer.Option(
+        16, min=2, help="patches per step (batch norm needs at least 2)"
+    ),
     learning_rate: float = typer.Option(1e-3),
     steps_per_epoch: int = typer.Option(150, min=1),
     max_epochs: int = typer.Option(200, min=1),

@@ -117,6 +117,11 @@ class TrainConfig:
                 "the listwise weight must be a finite number >= 0 and its temperature a finite "
                 f"number > 0, got {self.listwise_weight} and {self.listwise_temperature}"
             )
+        if self.batch_size < 2:
+            raise ValueError(
+                f"a batch needs at least 2 patches (batch norm normalises over the batch in "
+                f"training), got {self.batch_size}"
+            )
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(
                 f"the learning rate must be a finite number > 0, got {self.learning_rate}"
