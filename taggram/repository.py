@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -152,15 +153,32 @@ class RepositoryError(RuntimeError):
     """The repository is missing, incomplete or inconsistent (raised at start-up only)."""
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (anywhere in its dicts and lists) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
 def write_model(root: Path, metadata: ModelMetadata, onnx_bytes: bytes) -> Path:
-    """Write one model (ONNX + metadata) into the repository; used by ``models/`` exporters."""
+    """Write one model (ONNX + metadata) into the repository; used by ``models/`` exporters.
+
+    An undefined figure (a ROC-AUC over a validation split with one class, NaN) is written as
+    ``null``: Python would write ``NaN``, which is not JSON and which strict readers
+    (JavaScript's ``JSON.parse``, Go, Rust's serde) refuse.
+    """
     folder = root / metadata.name
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path = folder / ONNX_FILE
     onnx_path.write_bytes(onnx_bytes)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     final = metadata.model_copy(update={"onnx_sha256": digest, "onnx_bytes": len(onnx_bytes)})
-    text = json.dumps(final.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+    content = _finite(final.model_dump(mode="json"))
+    text = json.dumps(content, indent=2, sort_keys=False, allow_nan=False) + "\n"
     (folder / METADATA_FILE).write_text(text)
     return folder
 

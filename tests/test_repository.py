@@ -10,8 +10,10 @@ import pytest
 from taggram.repository import (
     SCHEMA_VERSION,
     ModelMetadata,
+    ModelQuality,
     RepositoryError,
     load_repository,
+    write_model,
 )
 from tests.support.paths import ROOT
 
@@ -43,3 +45,31 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     root = _copy_trained(tmp_path, {"schema_version": SCHEMA_VERSION + 1})
     with pytest.raises(RepositoryError, match="schema_version"):
         load_repository(root)
+
+
+def test_an_undefined_figure_is_written_as_null_not_nan(tmp_path: Path) -> None:
+    """A distilled run whose validation split holds one class has NaN ROC-AUC (its epochs are
+    picked on clip Pearson); ``json.dumps`` wrote ``NaN``, which is not JSON."""
+    source = TRAINED / "MTT_sample_cnn"
+    metadata = ModelMetadata.model_validate(json.loads((source / "metadata.json").read_text()))
+    nan, inf = float("nan"), float("inf")
+    undefined = metadata.model_copy(
+        update={
+            "quality": ModelQuality(roc_auc=nan, pr_auc=nan, source="own validation split"),
+            "training": {"validation": {"roc_auc": nan, "clip_pearson": 0.7}, "loss": [inf]},
+        }
+    )
+    folder = write_model(tmp_path, undefined, (source / "model.onnx").read_bytes())
+
+    def strict(constant: str) -> None:
+        raise ValueError(f"{constant} is not JSON")
+
+    raw = json.loads((folder / "metadata.json").read_text(), parse_constant=strict)
+    assert raw["quality"]["roc_auc"] is None and raw["quality"]["pr_auc"] is None
+    assert raw["training"] == {
+        "validation": {"roc_auc": None, "clip_pearson": 0.7},
+        "loss": [None],
+    }
+    assert load_repository(tmp_path)["MTT_sample_cnn"].metadata.quality == ModelQuality(
+        source="own validation split"
+    )
