@@ -15,13 +15,15 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from taggram.models.training.cli import app
-from taggram.models.training.dataset import split
+from taggram.models.training.dataset import distilled_windows, shortest_distilled_file, split
 from taggram.models.training.export import export_checkpoint
 from taggram.models.training.labels import read_labels
-from taggram.models.training.patching import WAVEFORM_PATCH
+from taggram.models.training.patching import WAVEFORM_PATCH, patch_spec
 from taggram.models.training.sources import load_windows
+from taggram.models.training.teacher import TeacherTargets
 from taggram.models.training.trainer import TrainConfig, train
 from taggram.repository import load_repository
+from taggram.service.audio.patching import plan_patches
 
 TINY = {"stem_channels": 4, "channels": [4, 8, 8, 8, 8, 8, 8], "dense_units": 16}
 
@@ -234,7 +236,34 @@ def test_distilling_files_shorter_than_the_patch_is_a_usage_error(
     labels = tmp_path / "short.csv"
     labels.write_text("path,tags\nshort.wav,noise\n")
     options = ["--teacher", "tiny", "--repository", str(repository)]
-    assert "as long as the student's patch" in _train(tmp_path, labels, *options)
+    assert "a file needs 3.69 s at least" in _train(tmp_path, labels, *options)
+
+
+def test_the_shortest_file_that_distils_is_the_one_the_error_names(tmp_path: Path) -> None:
+    """A sample_cnn taught by a musicnn (the shipped recipe) at the teacher's own hop: a student
+    patch centred on the first teacher window starts before the file, on the end-aligned last one
+    runs past its end, so a 5 s file gives no window although the patch is 3.69 s; the error
+    said "no file is as long as the student's patch".
+    """
+    teacher, student = patch_spec("musicnn"), patch_spec("sample_cnn")
+    hop = teacher.hop_samples
+    shortest = shortest_distilled_file(teacher.span_samples, hop, student.samples)
+    assert shortest / 16000 == pytest.approx(6.33, abs=0.005)
+    files, plans = [], []
+    for length in (5 * 16000, shortest - 1, shortest):
+        files.append(tmp_path / f"{length}.wav")
+        sf.write(str(files[-1]), np.zeros(length, np.float32), 16000)
+        plans.append(plan_patches(length, teacher, hop, max_patches=100).starts)
+    targets = TeacherTargets(
+        teacher="musicnn",
+        tags=["a"],
+        window=teacher.span_samples,
+        file_index=np.repeat(np.arange(3), [len(starts) for starts in plans]),
+        starts=np.concatenate(plans).astype(np.int64),
+        probabilities=np.full((sum(map(len, plans)), 1), 0.5, np.float32),
+    )
+    windows = distilled_windows(targets, files, ["g0", "g1", "g2"], student.samples)
+    assert windows.file_index.tolist() == [2]  # the shortest file's one window, nothing shorter
 
 
 def test_holding_nothing_out_is_a_usage_error(data: Path) -> None:
