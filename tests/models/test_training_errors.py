@@ -138,6 +138,30 @@ def test_a_bad_option_fails_before_the_data_is_read(
     assert not (data / "cache").exists()  # nothing was decoded, no teacher ran
 
 
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        # update_bn resets the batch norms' statistics: no batch left them at 0 and 1, a model
+        # averaged without a word that agreed with nothing
+        ("average", ["--calibration-batches", "0"]),
+        ("average", ["--batch-size", "1"]),  # torch's "Expected more than 1 value per channel"
+        ("average", ["--batch-size", "0"]),  # a traceback: "need at least one array to stack"
+        ("average", ["--threads", "0"]),
+        ("evaluate", ["--threads", "0"]),  # a traceback from torch.set_num_threads
+    ],
+)
+def test_a_bad_option_of_average_or_evaluate_is_a_usage_error(
+    data: Path, command: str, option: list[str]
+) -> None:
+    checkpoint = data / "labels.csv"  # any file: the option is refused before it is read
+    arguments = [command, "--checkpoint", str(checkpoint), "--labels", str(checkpoint)]
+    arguments += ["--out", str(data / "avg.pt")] if command == "average" else []
+    result = CliRunner().invoke(app, [*arguments, "--cache", str(data / "cache"), *option])
+    assert result.exit_code == 2, result.output
+    assert f"'{option[0]}'" in " ".join(result.output.replace("│", " ").split())
+    assert not (data / "cache").exists()
+
+
 def test_a_config_of_one_patch_per_batch_says_why_it_is_refused() -> None:
     """What the CLI's ``min=2`` cannot say: a batch norm in training needs two patches."""
     with pytest.raises(ValueError, match=r"at least 2 patches \(batch norm"):

@@ -349,7 +349,7 @@ def evaluate_command(
     validation_fraction: float = VALIDATION,
     seed: int = SEED,
     all_windows: bool = typer.Option(False, help="score every window, not the validation split"),
-    threads: int = typer.Option(2),
+    threads: int = typer.Option(2, min=1, help="torch CPU threads"),
 ) -> None:
     """Print macro ROC-AUC and PR-AUC of a checkpoint (on the validation split by default)."""
     import torch
@@ -417,10 +417,14 @@ def average_command(
     validation_fraction: float = VALIDATION,
     seed: int = SEED,
     calibration_batches: int = typer.Option(
-        100, help="batches of training patches that give the batch norms their statistics"
+        100,
+        min=1,  # torch's update_bn resets the statistics first: none would leave them at 0 and 1
+        help="batches of training patches that give the batch norms their statistics",
     ),
-    batch_size: int = typer.Option(16),
-    threads: int = typer.Option(2),
+    batch_size: int = typer.Option(
+        16, min=2, help="patches per calibration batch (batch norm needs at least 2)"
+    ),
+    threads: int = typer.Option(2, min=1, help="torch CPU threads"),
 ) -> None:
     """Average the weights of a run's epochs (SWA), print its validation figures, save it."""
     import random
