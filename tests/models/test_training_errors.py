@@ -128,6 +128,15 @@ def test_a_labels_csv_saved_by_excel_reads_like_one_without_its_byte_order_mark(
         (["--steps-per-epoch", "0"], "'--steps-per-epoch'"),
         (["--max-epochs", "0"], "'--max-epochs'"),
         (["--architecture", "vgg", "--initialise-from", "labels.csv"], "needs a sample_cnn"),
+        # 0 was read as the default hop; NaN and -1 failed in the teacher's patch plan
+        (["--teacher", "T", "--teacher-hop-seconds", "0"], "--teacher-hop-seconds must be"),
+        (["--teacher", "T", "--teacher-hop-seconds", "-1"], "a finite number > 0, got -1.0"),
+        (["--teacher", "T", "--teacher-hop-seconds", "nan"], "a finite number > 0, got nan"),
+        # 2 and NaN were "every file falls into one split group: add a 'group' column"
+        (["--validation-fraction", "2"], "--validation-fraction must be within [0, 1), got 2.0"),
+        (["--validation-fraction", "nan"], "--validation-fraction must be within [0, 1)"),
+        (["--validation-fraction", "-1"], "--validation-fraction must be within [0, 1)"),
+        (["--top-tags", "0"], "'--top-tags'"),  # 0 kept every tag
     ],
 )
 def test_a_bad_option_fails_before_the_data_is_read(

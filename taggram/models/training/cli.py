@@ -7,6 +7,7 @@ never loads it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +35,7 @@ TEACHER = typer.Option(None, help="distil from this repository model instead of 
 REPOSITORY = typer.Option(DEFAULT_REPOSITORY, help="model repository holding the teacher")
 CACHE = typer.Option(Path(".cache/training"), help="decoded audio and teacher targets")
 TEACHER_HOP = typer.Option(None, help="seconds between teacher windows (default: its patch hop)")
-TOP_TAGS = typer.Option(None, help="keep the N most frequent tags (e.g. 50 for MTT)")
+TOP_TAGS = typer.Option(None, min=1, help="keep the N most frequent tags (e.g. 50 for MTT)")
 VALIDATION = typer.Option(0.1, help="share of windows held out, whole groups at a time")
 SEED = typer.Option(0, help="seed of the split, sampling and initialisation")
 CHECKPOINT = typer.Option(..., exists=True, dir_okay=False, help="best.pt of a training run")
@@ -92,7 +93,20 @@ def _split_windows(
     validation_fraction: float,
     seed: int,
 ) -> tuple[Any, Any, list[str], dict[str, Any]]:
-    """Read the labels, build the windows (running the teacher if asked) and split them."""
+    """Read the labels, build the windows (running the teacher if asked) and split them.
+
+    Raises ``ValueError`` for a validation fraction outside [0, 1) or a teacher hop that is not
+    a finite number of seconds > 0, before anything is read (a hop under one sample is one).
+    """
+    if not 0 <= validation_fraction < 1:  # NaN fails the comparison too
+        raise ValueError(f"--validation-fraction must be within [0, 1), got {validation_fraction}")
+    # 0 used to mean the default hop, and NaN or a negative hop failed deep in the teacher's plan
+    if teacher_hop_seconds is not None and not (
+        math.isfinite(teacher_hop_seconds) and teacher_hop_seconds > 0
+    ):
+        raise ValueError(
+            f"--teacher-hop-seconds must be a finite number > 0, got {teacher_hop_seconds}"
+        )
     from taggram.models.training.dataset import split
     from taggram.models.training.labels import read_labels
     from taggram.models.training.patching import patch_spec
@@ -107,7 +121,7 @@ def _split_windows(
         raise ValueError(f"no model {teacher!r} in {repository}; it has {sorted(models)}")
     entry = models[teacher] if teacher else None
     rate = entry.metadata.sample_rate if entry else 16000
-    hop = round(teacher_hop_seconds * rate) if teacher_hop_seconds else None
+    hop = None if teacher_hop_seconds is None else max(1, round(teacher_hop_seconds * rate))
     windows, tags, info = load_windows(
         labels,
         table,

@@ -317,8 +317,7 @@ def train(
         raise ValueError(
             f"{len(train_set)} training and {len(validation_set)} validation windows; both are "
             "needed (a validation fraction of 0 holds nothing out, and when distilling a file "
-            f"shorter than the student's patch, {patch_spec(config.architecture).samples} "
-            "samples at 16 kHz, gives no window)"
+            "too short to hold a student patch centred on a teacher window gives no window)"
         )
     validation = _validation_subset(validation_set, config.max_validation_windows, config.seed)
     if config.select_on == "roc_auc" and not scored_tags(binarize(validation.targets)).any():
