@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,6 +150,16 @@ class ModelEntry(BaseModel):
     onnx_path: Path
 
 
+# A model's name is its folder in the repository and a URL segment (/v1/models/{name}, ?model=)
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_model_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is 1 to 64 letters, digits, ``_`` or ``-``."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ValueError(f"model name {name!r} must be 1 to 64 letters, digits, '_' or '-'")
+
+
 class RepositoryError(RuntimeError):
     """The repository is missing, incomplete or inconsistent (raised at start-up only)."""
 
@@ -169,8 +180,10 @@ def write_model(root: Path, metadata: ModelMetadata, onnx_bytes: bytes) -> Path:
 
     An undefined figure (a ROC-AUC over a validation split with one class, NaN) is written as
     ``null``: Python would write ``NaN``, which is not JSON and which strict readers
-    (JavaScript's ``JSON.parse``, Go, Rust's serde) refuse.
+    (JavaScript's ``JSON.parse``, Go, Rust's serde) refuse. Raises ``ValueError`` for a name
+    :func:`check_model_name` refuses, before anything is written.
     """
+    check_model_name(metadata.name)  # "../x" or "a/b" would write outside the repository
     folder = root / metadata.name
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path = folder / ONNX_FILE

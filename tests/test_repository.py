@@ -73,3 +73,15 @@ def test_an_undefined_figure_is_written_as_null_not_nan(tmp_path: Path) -> None:
     assert load_repository(tmp_path)["MTT_sample_cnn"].metadata.quality == ModelQuality(
         source="own validation split"
     )
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", ""])
+def test_a_model_is_written_only_under_a_name_that_is_a_folder_and_url_segment(
+    tmp_path: Path, name: str
+) -> None:
+    source = TRAINED / "MTT_sample_cnn"
+    metadata = ModelMetadata.model_validate(json.loads((source / "metadata.json").read_text()))
+    root = tmp_path / "repository"
+    with pytest.raises(ValueError, match="must be 1 to 64 letters"):
+        write_model(root, metadata.model_copy(update={"name": name}), b"onnx")
+    assert not any(tmp_path.iterdir())

@@ -171,6 +171,21 @@ def test_a_bad_option_of_average_or_evaluate_is_a_usage_error(
     assert not (data / "cache").exists()
 
 
+@pytest.mark.parametrize("name", ["../outside", "a/b", "", "two words", "x" * 65])
+def test_an_export_name_that_is_no_folder_and_url_segment_is_a_usage_error(
+    data: Path, tmp_path: Path, name: str
+) -> None:
+    """``--name ../outside`` wrote beside the repository, ``a/b`` left a folder without a model
+    that stopped the service from starting, ``""`` wrote into the repository's root."""
+    root = tmp_path / "models" / "repository"
+    command = ["export", "--checkpoint", str(data / "labels.csv"), "--name", name]
+    result = CliRunner().invoke(app, [*command, "--root", str(root)])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.replace("│", " ").split())
+    assert "must be 1 to 64 letters, digits, '_' or '-'" in output
+    assert not (tmp_path / "models").exists()
+
+
 def test_a_config_of_one_patch_per_batch_says_why_it_is_refused() -> None:
     """What the CLI's ``min=2`` cannot say: a batch norm in training needs two patches."""
     with pytest.raises(ValueError, match=r"at least 2 patches \(batch norm"):

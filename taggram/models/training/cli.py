@@ -495,8 +495,12 @@ def export_command(
 ) -> None:
     """Export a checkpoint to ONNX + metadata (build-models copies taggram/models/trained/ in)."""
     from taggram.models.training.export import export_checkpoint
+    from taggram.repository import check_model_name
 
-    typer.echo(f"exported {export_checkpoint(checkpoint, name, root, version, last)}")
+    with _usage_errors():
+        check_model_name(name)  # before the export's work: it is a folder and a URL segment
+        folder = export_checkpoint(checkpoint, name, root, version, last)
+    typer.echo(f"exported {folder}")
 
 
 @app.command("plot-training")
