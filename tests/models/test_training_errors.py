@@ -186,6 +186,30 @@ def test_an_export_name_that_is_no_folder_and_url_segment_is_a_usage_error(
     assert not (tmp_path / "models").exists()
 
 
+@pytest.mark.parametrize("command", ["export", "evaluate", "average", "train"])
+def test_a_file_that_is_no_checkpoint_is_a_usage_error(
+    data: Path, command: str, tmp_path: Path
+) -> None:
+    """The labels CSV given as the checkpoint: it was the unpickler's traceback
+    ("unpickling stack underflow") from each command that reads one."""
+    given = str(data / "split.csv")
+    arguments = {
+        "export": ["--checkpoint", given, "--name", "x", "--root", str(tmp_path / "models")],
+        "evaluate": ["--checkpoint", given, "--labels", given],
+        "average": ["--checkpoint", given, "--labels", given, "--out", str(tmp_path / "a.pt")],
+        "train": ["--resume", given, "--labels", given, "--out", str(tmp_path / "run")],
+    }[command]
+    if command != "export":
+        arguments += ["--cache", str(tmp_path / "cache")]
+    if command == "train":
+        arguments += ["--architecture-options", json.dumps(TINY)]
+    result = CliRunner().invoke(app, [command, *arguments])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    output = " ".join(result.output.replace("│", " ").split())
+    assert "split.csv is not a checkpoint of taggram train" in output
+
+
 def test_a_config_of_one_patch_per_batch_says_why_it_is_refused() -> None:
     """What the CLI's ``min=2`` cannot say: a batch norm in training needs two patches."""
     with pytest.raises(ValueError, match=r"at least 2 patches \(batch norm"):

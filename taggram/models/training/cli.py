@@ -372,8 +372,8 @@ def evaluate_command(
     from taggram.models.training.trainer import load_checkpoint
 
     torch.set_num_threads(threads)
-    module, saved = load_checkpoint(checkpoint)
     with _usage_errors():
+        module, saved = load_checkpoint(checkpoint)
         train_set, validation_set, tags, _ = _split_windows(
             labels,
             audio_root,
@@ -448,12 +448,11 @@ def average_command(
     from taggram.models.training.averaging import average_checkpoints
     from taggram.models.training.dataset import random_batch
     from taggram.models.training.patching import patch_spec
+    from taggram.models.training.trainer import read_checkpoint
 
     torch.set_num_threads(threads)
-    architecture = torch.load(checkpoints[0], map_location="cpu", weights_only=False)[
-        "architecture"
-    ]
     with _usage_errors():
+        architecture = read_checkpoint(checkpoints[0])["architecture"]
         train_set, validation_set, _, _ = _split_windows(
             labels,
             audio_root,

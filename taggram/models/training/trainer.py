@@ -333,7 +333,7 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = patch_spec(config.architecture).samples
     module = build(config.architecture, len(tags), **config.architecture_options)
-    state = None if resume is None else torch.load(resume, map_location="cpu", weights_only=False)
+    state = None if resume is None else read_checkpoint(resume)
     if state is not None:
         if state["architecture"] != config.architecture or state["tags"] != tags:
             raise ValueError(f"{resume} is a checkpoint of another architecture or tag list")
@@ -441,7 +441,7 @@ def train(
         if config.time_budget_s is not None and elapsed + last_epoch > config.time_budget_s:
             stop_reason = "time budget"
             break
-    final = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    final = read_checkpoint(out_dir / CHECKPOINT)
     final["run"] = {
         "epochs_run": len(history),
         "steps_run": history[-1].steps if history else 0,
@@ -452,9 +452,26 @@ def train(
     return out_dir / CHECKPOINT
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The dict a training run saved at ``path`` (``best.pt``, ``last.pt``, an epoch's or an
+    average's), its tensors on the CPU.
+
+    Raises ``ValueError`` when ``path`` is not such a checkpoint (another file given by mistake),
+    instead of the unpickler's own error.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a wrong file fails anywhere in unpickling, with any type
+        raise ValueError(f"{path} is not a checkpoint of taggram train ({error})") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a checkpoint of taggram train (no state_dict in it)")
+    return checkpoint
+
+
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The module of a checkpoint (eval mode) and the checkpoint dict."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    """The module of a checkpoint (eval mode) and the checkpoint dict; ``ValueError`` as
+    :func:`read_checkpoint`."""
+    checkpoint = read_checkpoint(path)
     module = build(
         checkpoint["architecture"], len(checkpoint["tags"]), **checkpoint["architecture_options"]
     )
