@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SCHEMA_VERSION = 2  # 2: `metrics` renamed `quality`
 # Older versions this code still reads, upgrading them on load.
@@ -205,12 +205,21 @@ def load_repository(root: Path, *, verify_hashes: bool = True) -> dict[str, Mode
         meta_path, onnx_path = folder / METADATA_FILE, folder / ONNX_FILE
         if not meta_path.is_file() or not onnx_path.is_file():
             raise RepositoryError(f"{folder} lacks {METADATA_FILE} or {ONNX_FILE}")
-        raw = json.loads(meta_path.read_text())
-        if raw.get("schema_version") not in READABLE_VERSIONS:
-            raise RepositoryError(
-                f"{folder}: schema_version {raw.get('schema_version')} unsupported"
+        try:
+            raw = json.loads(meta_path.read_text())
+        except (ValueError, OSError) as error:  # ValueError: not JSON, or not UTF-8
+            raise RepositoryError(f"{meta_path} cannot be read as JSON: {error}") from error
+        if not isinstance(raw, dict) or raw.get("schema_version") not in READABLE_VERSIONS:
+            version = raw.get("schema_version") if isinstance(raw, dict) else None
+            raise RepositoryError(f"{folder}: schema_version {version} unsupported")
+        try:
+            metadata = ModelMetadata.model_validate(raw)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
+                for problem in error.errors(include_url=False)
             )
-        metadata = ModelMetadata.model_validate(raw)
+            raise RepositoryError(f"{meta_path} is not valid model metadata: {problems}") from error
         if verify_hashes and sha256_file(onnx_path) != metadata.onnx_sha256:
             raise RepositoryError(f"{onnx_path}: sha256 differs from {METADATA_FILE}")
         entries[metadata.name] = ModelEntry(metadata=metadata, onnx_path=onnx_path)

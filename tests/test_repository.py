@@ -47,6 +47,30 @@ def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
         load_repository(root)
 
 
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{", "cannot be read as JSON"),
+        (b"\xff\xfe", "cannot be read as JSON"),
+        ("[]", "schema_version None unsupported"),
+        ('{"schema_version": 2, "name": "m"}', "not valid model metadata: .*onnx_sha256"),
+    ],
+)
+def test_unreadable_metadata_is_a_repository_error_naming_the_file(
+    tmp_path: Path, content: str | bytes, expected: str
+) -> None:
+    """It was the JSON decoder's or pydantic's own error, which ``taggram serve`` could not
+    tell from a bug and printed as a traceback."""
+    root = _copy_trained(tmp_path, {})
+    metadata = root / "MTT_sample_cnn" / "metadata.json"
+    if isinstance(content, bytes):
+        metadata.write_bytes(content)
+    else:
+        metadata.write_text(content)
+    with pytest.raises(RepositoryError, match=expected):
+        load_repository(root)
+
+
 def test_an_undefined_figure_is_written_as_null_not_nan(tmp_path: Path) -> None:
     """A distilled run whose validation split holds one class has NaN ROC-AUC (its epochs are
     picked on clip Pearson); ``json.dumps`` wrote ``NaN``, which is not JSON."""
