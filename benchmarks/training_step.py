@@ -27,7 +27,7 @@ import typer
 from benchmarks import ROOT
 from taggram.models.architectures import build
 from taggram.models.training.patching import patch_spec
-from taggram.models.training.trainer import training_loss
+from taggram.models.training.trainer import DEVICES, training_loss
 
 METADATA = ROOT / "taggram" / "models" / "trained" / "MTT_sample_cnn" / "metadata.json"
 
@@ -59,7 +59,9 @@ def step_seconds(device: str, precision: str, batch: int, steps: int) -> float:
 
 @app.command()
 def main(
-    batch: list[int] = typer.Option([16], help="batch sizes to time"),
+    batch: list[int] = typer.Option(
+        [16], min=2, help="batch sizes to time (batch norm needs at least 2)"
+    ),
     steps: int = typer.Option(10, min=1, help="timed steps per setting"),
     threads: int = typer.Option(2, min=1, help="torch CPU threads"),
     device: list[str] = typer.Option(
@@ -69,6 +71,9 @@ def main(
     """Print ms per step and patches per second per device, precision and batch size."""
     torch.set_num_threads(threads)
     devices = device or ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for where in devices:
+        if where not in DEVICES:
+            raise typer.BadParameter(f"--device must be cpu or cuda, got {where!r}")
     names = {"cpu": f"{platform.processor() or platform.machine()}, {threads} threads"}
     if "cuda" in devices:
         if not torch.cuda.is_available():

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SCHEMA_VERSION = 2  # 2: `metrics` renamed `quality`
 # Older versions this code still reads, upgrading them on load.
@@ -148,19 +150,48 @@ class ModelEntry(BaseModel):
     onnx_path: Path
 
 
+# A model's name is its folder in the repository and a URL segment (/v1/models/{name}, ?model=)
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_model_name(name: str) -> None:
+    """Raise ``ValueError`` unless ``name`` is 1 to 64 letters, digits, ``_`` or ``-``."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ValueError(f"model name {name!r} must be 1 to 64 letters, digits, '_' or '-'")
+
+
 class RepositoryError(RuntimeError):
     """The repository is missing, incomplete or inconsistent (raised at start-up only)."""
 
 
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (anywhere in its dicts and lists) as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
 def write_model(root: Path, metadata: ModelMetadata, onnx_bytes: bytes) -> Path:
-    """Write one model (ONNX + metadata) into the repository; used by ``models/`` exporters."""
+    """Write one model (ONNX + metadata) into the repository; used by ``models/`` exporters.
+
+    An undefined figure (a ROC-AUC over a validation split with one class, NaN) is written as
+    ``null``: Python would write ``NaN``, which is not JSON and which strict readers
+    (JavaScript's ``JSON.parse``, Go, Rust's serde) refuse. Raises ``ValueError`` for a name
+    :func:`check_model_name` refuses, before anything is written.
+    """
+    check_model_name(metadata.name)  # "../x" or "a/b" would write outside the repository
     folder = root / metadata.name
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path = folder / ONNX_FILE
     onnx_path.write_bytes(onnx_bytes)
     digest = hashlib.sha256(onnx_bytes).hexdigest()
     final = metadata.model_copy(update={"onnx_sha256": digest, "onnx_bytes": len(onnx_bytes)})
-    text = json.dumps(final.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+    content = _finite(final.model_dump(mode="json"))
+    text = json.dumps(content, indent=2, sort_keys=False, allow_nan=False) + "\n"
     (folder / METADATA_FILE).write_text(text)
     return folder
 
@@ -174,12 +205,21 @@ def load_repository(root: Path, *, verify_hashes: bool = True) -> dict[str, Mode
         meta_path, onnx_path = folder / METADATA_FILE, folder / ONNX_FILE
         if not meta_path.is_file() or not onnx_path.is_file():
             raise RepositoryError(f"{folder} lacks {METADATA_FILE} or {ONNX_FILE}")
-        raw = json.loads(meta_path.read_text())
-        if raw.get("schema_version") not in READABLE_VERSIONS:
-            raise RepositoryError(
-                f"{folder}: schema_version {raw.get('schema_version')} unsupported"
+        try:
+            raw = json.loads(meta_path.read_text())
+        except (ValueError, OSError) as error:  # ValueError: not JSON, or not UTF-8
+            raise RepositoryError(f"{meta_path} cannot be read as JSON: {error}") from error
+        if not isinstance(raw, dict) or raw.get("schema_version") not in READABLE_VERSIONS:
+            version = raw.get("schema_version") if isinstance(raw, dict) else None
+            raise RepositoryError(f"{folder}: schema_version {version} unsupported")
+        try:
+            metadata = ModelMetadata.model_validate(raw)
+        except ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(map(str, problem['loc']))}: {problem['msg']}"
+                for problem in error.errors(include_url=False)
             )
-        metadata = ModelMetadata.model_validate(raw)
+            raise RepositoryError(f"{meta_path} is not valid model metadata: {problems}") from error
         if verify_hashes and sha256_file(onnx_path) != metadata.onnx_sha256:
             raise RepositoryError(f"{onnx_path}: sha256 differs from {METADATA_FILE}")
         entries[metadata.name] = ModelEntry(metadata=metadata, onnx_path=onnx_path)

@@ -161,7 +161,8 @@ def _table(outcome: Outcome, top_k: int) -> str:
     assert body is not None
     audio, model = body["audio"], body["model"]
     lines = [
-        f"{outcome.path}  ({audio['duration_seconds']:.1f} s, {body['patches']} patches, "
+        f"{outcome.path}  ({audio['duration_seconds']:.1f} s, {body['patches']} "
+        f"{'patch' if body['patches'] == 1 else 'patches'}, "
         f"{model['name']} {model['version']})"
     ]
     # The decoder's warnings (a truncated file, skipped packets) under the heading.

@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
+from taggram.repository import RepositoryError
 from taggram.service.settings import Settings
 
 app = typer.Typer()
@@ -78,7 +79,13 @@ def server_module(name: str) -> ModuleType:
 
 def serve(**options: Any) -> None:
     """Start the tagging service (HTTP API on uvicorn)."""
-    server_module("taggram.service.server").serve(settings_from_options(options))
+    settings = settings_from_options(options)
+    server = server_module("taggram.service.server")
+    try:
+        server.serve(settings)
+    except RepositoryError as error:  # no repository, or not the models asked for: a usage error
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
 
 
 serve.__signature__ = inspect.Signature(_setting_options())  # type: ignore[attr-defined]

@@ -21,6 +21,7 @@ from taggram.service.api import create_app
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.logs import configure_logging
 from taggram.service.settings import Settings
+from taggram.service.tagging import Tagger
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,18 @@ class DrainingServer(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
-    """Serve until SIGTERM (drained, exit 0) or SIGINT."""
+    """Serve until SIGTERM (drained, exit 0) or SIGINT.
+
+    Raises:
+        RepositoryError: the model repository is missing or inconsistent, or lacks a model the
+            settings name; raised before the port opens, so that the command can say it in one
+            line instead of uvicorn logging a failed start-up's traceback.
+    """
     configure_logging(settings.log_level, settings.log_format)
     lifecycle = Lifecycle()
+    tagger = Tagger(settings)
     config = uvicorn.Config(
-        create_app(settings, lifecycle),
+        create_app(settings, lifecycle, tagger),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -115,6 +115,29 @@ def test_bad_options_are_described_alike_in_the_query_and_the_form(
     assert form.json()["detail"] == query.json()["detail"].replace("query.", "form.")
 
 
+@pytest.mark.parametrize("path", ["/v1/tag", "/v1/tag/batch"])
+def test_audio_sent_as_a_text_field_is_refused_saying_to_send_a_file(
+    client: httpx.Client, path: str
+) -> None:
+    """``curl -F file=<song.wav`` (``<`` for ``@``) sends the bytes as a text field. It was
+    "no file field named 'file'" on /v1/tag, while a batch dropped it without a word and tagged
+    the other files; past 1 MiB it was Starlette's bare "Part exceeded maximum size".
+    """
+    good = _wav(np.zeros((16000, 1)), 16000)
+    field = "file" if path == "/v1/tag" else "files"
+    files = [] if path == "/v1/tag" else [(field, ("a.wav", good))]
+    # a part without a filename is a text field
+    small = client.post(path, files=[*files, (field, (None, good))])
+    _assert_error(small, 400, "empty_body")
+    assert small.json()["detail"] == (
+        f"the multipart field {field!r} is text, not a file; send the audio as a file part "
+        "(curl -F file=@song.mp3)"
+    )
+    large = client.post(path, files=[*files, (field, (None, b"x" * (1 << 21)))])
+    _assert_error(large, 400, "malformed_request")
+    assert "a text field; send the audio as a file part" in large.json()["detail"]
+
+
 def test_the_hop_range_is_the_chosen_models_in_the_schema_and_the_refusals(
     client: httpx.Client,
 ) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 from typer.testing import CliRunner
 
 from taggram.cli import app
@@ -73,6 +74,17 @@ def test_url_prints_a_table_of_the_top_tags(server: Server, clips: tuple[Path, P
         expected = tag_file(client, path, model="MSD_vgg", top_k=4).json()["tags"]
     assert [line.split()[0] for line in lines[1:5]] == [item["tag"].split()[0] for item in expected]
     assert f"{expected[0]['probability']:.3f}" in lines[1]
+
+
+def test_the_heading_counts_one_patch_in_the_singular(
+    server: Server, music_wav: Path, tmp_path: Path
+) -> None:
+    data, rate = sf.read(music_wav, dtype="float32")
+    clip = tmp_path / "two_seconds.wav"
+    sf.write(clip, data[: 2 * rate], rate)  # shorter than a patch: padded into one
+    result = run(clip, "--url", server.url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"{clip}  (2.0 s, 1 patch, MTT_musicnn 1.0.0)"
 
 
 def test_taggram_url_environment_variable_selects_the_service(

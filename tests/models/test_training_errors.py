@@ -15,13 +15,15 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from taggram.models.training.cli import app
-from taggram.models.training.dataset import split
+from taggram.models.training.dataset import distilled_windows, shortest_distilled_file, split
 from taggram.models.training.export import export_checkpoint
 from taggram.models.training.labels import read_labels
-from taggram.models.training.patching import WAVEFORM_PATCH
+from taggram.models.training.patching import WAVEFORM_PATCH, patch_spec
 from taggram.models.training.sources import load_windows
+from taggram.models.training.teacher import TeacherTargets
 from taggram.models.training.trainer import TrainConfig, train
 from taggram.repository import load_repository
+from taggram.service.audio.patching import plan_patches
 
 TINY = {"stem_channels": 4, "channels": [4, 8, 8, 8, 8, 8, 8], "dense_units": 16}
 
@@ -99,20 +101,42 @@ def test_a_labels_csv_saved_by_excel_reads_like_one_without_its_byte_order_mark(
         (["--architecture-options", '{"chanels": [8]}'], "'chanels'"),
         (["--architecture-options", '{"aggregate": 9}'], "aggregate must be between 1 and 7"),
         (["--architecture", "resnet"], "'resnet' is not one of"),
-        (["--teacher", "T", "--listwise-weight", "-1"], "listwise weight must be >= 0"),
+        (
+            ["--teacher", "T", "--listwise-weight", "-1"],
+            "listwise weight must be a finite number >= 0",
+        ),
         (["--teacher", "T", "--listwise-weight", "1", "--listwise-temperature", "0"], "> 0"),
+        # NaN passes a "< 0" test: it trained a whole epoch on NaN losses, then crashed in BCE
+        (["--teacher", "T", "--listwise-weight", "nan"], "listwise weight must be a finite"),
+        (["--teacher", "T", "--listwise-weight", "1", "--listwise-temperature", "inf"], "finite"),
+        (["--learning-rate", "nan"], "learning rate must be a finite number > 0, got nan"),
+        (["--learning-rate", "-0.1"], "learning rate must be a finite number > 0"),
+        # 0 minutes was read as "no budget" and trained without a limit
+        (["--time-budget-minutes", "0"], "time budget must be a finite time > 0, got 0.0 s"),
+        (["--time-budget-minutes", "nan"], "time budget must be a finite"),
         (["--listwise-weight", "1"], "give --teacher"),
         (["--tag-balance", "0.5"], "give --teacher"),
         (["--teacher", "T", "--tag-balance", "2"], "'--tag-balance'"),
-        (["--device", "tpu"], "device must be one of"),
+        (["--device", "tpu"], "--device must be cpu, cuda or auto, got 'tpu'"),
         (["--select-on", "clip_pearson"], "give --teacher"),
         (["--select-on", "accuracy"], "select_on must be one of"),
         (["--precision", "float16"], "precision must be one of"),
         (["--schedule", "cosine"], "time budget"),
         (["--batch-size", "0"], "'--batch-size'"),
+        # one patch failed in the first step, after the data was read, in torch's words
+        (["--batch-size", "1"], "'--batch-size'"),
         (["--steps-per-epoch", "0"], "'--steps-per-epoch'"),
         (["--max-epochs", "0"], "'--max-epochs'"),
         (["--architecture", "vgg", "--initialise-from", "labels.csv"], "needs a sample_cnn"),
+        # 0 was read as the default hop; NaN and -1 failed in the teacher's patch plan
+        (["--teacher", "T", "--teacher-hop-seconds", "0"], "--teacher-hop-seconds must be"),
+        (["--teacher", "T", "--teacher-hop-seconds", "-1"], "a finite number > 0, got -1.0"),
+        (["--teacher", "T", "--teacher-hop-seconds", "nan"], "a finite number > 0, got nan"),
+        # 2 and NaN were "every file falls into one split group: add a 'group' column"
+        (["--validation-fraction", "2"], "--validation-fraction must be within [0, 1), got 2.0"),
+        (["--validation-fraction", "nan"], "--validation-fraction must be within [0, 1)"),
+        (["--validation-fraction", "-1"], "--validation-fraction must be within [0, 1)"),
+        (["--top-tags", "0"], "'--top-tags'"),  # 0 kept every tag
     ],
 )
 def test_a_bad_option_fails_before_the_data_is_read(
@@ -121,6 +145,75 @@ def test_a_bad_option_fails_before_the_data_is_read(
     monkeypatch.chdir(data)
     assert expected in _train(data, data / "labels.csv", *options)
     assert not (data / "cache").exists()  # nothing was decoded, no teacher ran
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        # update_bn resets the batch norms' statistics: no batch left them at 0 and 1, a model
+        # averaged without a word that agreed with nothing
+        ("average", ["--calibration-batches", "0"]),
+        ("average", ["--batch-size", "1"]),  # torch's "Expected more than 1 value per channel"
+        ("average", ["--batch-size", "0"]),  # a traceback: "need at least one array to stack"
+        ("average", ["--threads", "0"]),
+        ("evaluate", ["--threads", "0"]),  # a traceback from torch.set_num_threads
+    ],
+)
+def test_a_bad_option_of_average_or_evaluate_is_a_usage_error(
+    data: Path, command: str, option: list[str]
+) -> None:
+    checkpoint = data / "labels.csv"  # any file: the option is refused before it is read
+    arguments = [command, "--checkpoint", str(checkpoint), "--labels", str(checkpoint)]
+    arguments += ["--out", str(data / "avg.pt")] if command == "average" else []
+    result = CliRunner().invoke(app, [*arguments, "--cache", str(data / "cache"), *option])
+    assert result.exit_code == 2, result.output
+    assert f"'{option[0]}'" in " ".join(result.output.replace("│", " ").split())
+    assert not (data / "cache").exists()
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "", "two words", "x" * 65])
+def test_an_export_name_that_is_no_folder_and_url_segment_is_a_usage_error(
+    data: Path, tmp_path: Path, name: str
+) -> None:
+    """``--name ../outside`` wrote beside the repository, ``a/b`` left a folder without a model
+    that stopped the service from starting, ``""`` wrote into the repository's root."""
+    root = tmp_path / "models" / "repository"
+    command = ["export", "--checkpoint", str(data / "labels.csv"), "--name", name]
+    result = CliRunner().invoke(app, [*command, "--root", str(root)])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.replace("│", " ").split())
+    assert "must be 1 to 64 letters, digits, '_' or '-'" in output
+    assert not (tmp_path / "models").exists()
+
+
+@pytest.mark.parametrize("command", ["export", "evaluate", "average", "train"])
+def test_a_file_that_is_no_checkpoint_is_a_usage_error(
+    data: Path, command: str, tmp_path: Path
+) -> None:
+    """The labels CSV given as the checkpoint: it was the unpickler's traceback
+    ("unpickling stack underflow") from each command that reads one."""
+    given = str(data / "split.csv")
+    arguments = {
+        "export": ["--checkpoint", given, "--name", "x", "--root", str(tmp_path / "models")],
+        "evaluate": ["--checkpoint", given, "--labels", given],
+        "average": ["--checkpoint", given, "--labels", given, "--out", str(tmp_path / "a.pt")],
+        "train": ["--resume", given, "--labels", given, "--out", str(tmp_path / "run")],
+    }[command]
+    if command != "export":
+        arguments += ["--cache", str(tmp_path / "cache")]
+    if command == "train":
+        arguments += ["--architecture-options", json.dumps(TINY)]
+    result = CliRunner().invoke(app, [command, *arguments])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    output = " ".join(result.output.replace("│", " ").split())
+    assert "split.csv is not a checkpoint of taggram train" in output
+
+
+def test_a_config_of_one_patch_per_batch_says_why_it_is_refused() -> None:
+    """What the CLI's ``min=2`` cannot say: a batch norm in training needs two patches."""
+    with pytest.raises(ValueError, match=r"at least 2 patches \(batch norm"):
+        TrainConfig(batch_size=1)
 
 
 def test_a_validation_split_without_both_classes_of_any_tag_is_a_usage_error(data: Path) -> None:
@@ -215,7 +308,34 @@ def test_distilling_files_shorter_than_the_patch_is_a_usage_error(
     labels = tmp_path / "short.csv"
     labels.write_text("path,tags\nshort.wav,noise\n")
     options = ["--teacher", "tiny", "--repository", str(repository)]
-    assert "as long as the student's patch" in _train(tmp_path, labels, *options)
+    assert "a file needs 3.69 s at least" in _train(tmp_path, labels, *options)
+
+
+def test_the_shortest_file_that_distils_is_the_one_the_error_names(tmp_path: Path) -> None:
+    """A sample_cnn taught by a musicnn (the shipped recipe) at the teacher's own hop: a student
+    patch centred on the first teacher window starts before the file, on the end-aligned last one
+    runs past its end, so a 5 s file gives no window although the patch is 3.69 s; the error
+    said "no file is as long as the student's patch".
+    """
+    teacher, student = patch_spec("musicnn"), patch_spec("sample_cnn")
+    hop = teacher.hop_samples
+    shortest = shortest_distilled_file(teacher.span_samples, hop, student.samples)
+    assert shortest / 16000 == pytest.approx(6.33, abs=0.005)
+    files, plans = [], []
+    for length in (5 * 16000, shortest - 1, shortest):
+        files.append(tmp_path / f"{length}.wav")
+        sf.write(str(files[-1]), np.zeros(length, np.float32), 16000)
+        plans.append(plan_patches(length, teacher, hop, max_patches=100).starts)
+    targets = TeacherTargets(
+        teacher="musicnn",
+        tags=["a"],
+        window=teacher.span_samples,
+        file_index=np.repeat(np.arange(3), [len(starts) for starts in plans]),
+        starts=np.concatenate(plans).astype(np.int64),
+        probabilities=np.full((sum(map(len, plans)), 1), 0.5, np.float32),
+    )
+    windows = distilled_windows(targets, files, ["g0", "g1", "g2"], student.samples)
+    assert windows.file_index.tolist() == [2]  # the shortest file's one window, nothing shorter
 
 
 def test_holding_nothing_out_is_a_usage_error(data: Path) -> None:

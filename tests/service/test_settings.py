@@ -105,3 +105,24 @@ def test_an_explicit_default_model_that_is_not_loaded_refuses_to_start(
         "loaded, MTT_vgg_int8 (TAGGRAM_MODELS): add it to them, or leave default_model unset "
         "to use 'MTT_vgg_int8'"
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            ["--model-repository", "{missing}"],
+            "model repository {missing} does not exist; run `taggram build-models`",
+        ),
+        (["--model-repository", "{tiny}", "--models", "NOPE"], "models ['NOPE'] are not in {tiny}"),
+    ],
+)
+def test_a_missing_repository_or_model_refuses_to_start_in_one_line(
+    options: list[str], expected: str, tiny_repository: Path, tmp_path: Path
+) -> None:
+    """Checked before the port opens: uvicorn used to log the failed start-up's traceback."""
+    paths = {"missing": tmp_path / "missing", "tiny": tiny_repository}
+    arguments = [option.format(**paths) for option in options]
+    result = CliRunner().invoke(app, [*arguments, "--port", "1", "--no-warmup"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {expected.format(**paths)}"]

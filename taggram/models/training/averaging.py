@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from taggram.models.architectures import build
+from taggram.models.training.trainer import read_checkpoint
 
 # checkpoint entries that only make sense for one epoch's run state
 _RUN_STATE = ("optimizer", "scheduler", "random_state", "torch_random_state", "stale", "best")
@@ -38,7 +39,7 @@ def average_checkpoints(
     if not paths:
         raise ValueError("no checkpoints to average")
     checkpoints = sorted(
-        (torch.load(path, map_location="cpu", weights_only=False) for path in paths),
+        (read_checkpoint(path) for path in paths),
         key=lambda c: c["epoch"],
     )
     first = checkpoints[0]

@@ -7,6 +7,7 @@ never loads it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,7 +35,7 @@ TEACHER = typer.Option(None, help="distil from this repository model instead of 
 REPOSITORY = typer.Option(DEFAULT_REPOSITORY, help="model repository holding the teacher")
 CACHE = typer.Option(Path(".cache/training"), help="decoded audio and teacher targets")
 TEACHER_HOP = typer.Option(None, help="seconds between teacher windows (default: its patch hop)")
-TOP_TAGS = typer.Option(None, help="keep the N most frequent tags (e.g. 50 for MTT)")
+TOP_TAGS = typer.Option(None, min=1, help="keep the N most frequent tags (e.g. 50 for MTT)")
 VALIDATION = typer.Option(0.1, help="share of windows held out, whole groups at a time")
 SEED = typer.Option(0, help="seed of the split, sampling and initialisation")
 CHECKPOINT = typer.Option(..., exists=True, dir_okay=False, help="best.pt of a training run")
@@ -92,7 +93,20 @@ def _split_windows(
     validation_fraction: float,
     seed: int,
 ) -> tuple[Any, Any, list[str], dict[str, Any]]:
-    """Read the labels, build the windows (running the teacher if asked) and split them."""
+    """Read the labels, build the windows (running the teacher if asked) and split them.
+
+    Raises ``ValueError`` for a validation fraction outside [0, 1) or a teacher hop that is not
+    a finite number of seconds > 0, before anything is read (a hop under one sample is one).
+    """
+    if not 0 <= validation_fraction < 1:  # NaN fails the comparison too
+        raise ValueError(f"--validation-fraction must be within [0, 1), got {validation_fraction}")
+    # 0 used to mean the default hop, and NaN or a negative hop failed deep in the teacher's plan
+    if teacher_hop_seconds is not None and not (
+        math.isfinite(teacher_hop_seconds) and teacher_hop_seconds > 0
+    ):
+        raise ValueError(
+            f"--teacher-hop-seconds must be a finite number > 0, got {teacher_hop_seconds}"
+        )
     from taggram.models.training.dataset import split
     from taggram.models.training.labels import read_labels
     from taggram.models.training.patching import patch_spec
@@ -107,7 +121,7 @@ def _split_windows(
         raise ValueError(f"no model {teacher!r} in {repository}; it has {sorted(models)}")
     entry = models[teacher] if teacher else None
     rate = entry.metadata.sample_rate if entry else 16000
-    hop = round(teacher_hop_seconds * rate) if teacher_hop_seconds else None
+    hop = None if teacher_hop_seconds is None else max(1, round(teacher_hop_seconds * rate))
     windows, tags, info = load_windows(
         labels,
         table,
@@ -230,7 +244,9 @@ def train_command(
     teacher_hop_seconds: float | None = TEACHER_HOP,
     top_tags: int | None = TOP_TAGS,
     validation_fraction: float = VALIDATION,
-    batch_size: int = typer.Option(16, min=1),
+    batch_size: int = typer.Option(
+        16, min=2, help="patches per step (batch norm needs at least 2)"
+    ),
     learning_rate: float = typer.Option(1e-3),
     steps_per_epoch: int = typer.Option(150, min=1),
     max_epochs: int = typer.Option(200, min=1),
@@ -283,8 +299,10 @@ def train_command(
     if select_on == "clip_pearson" and not teacher:
         raise typer.BadParameter("clip_pearson compares with a teacher: give --teacher")
 
-    from taggram.models.training.trainer import TrainConfig, train
+    from taggram.models.training.trainer import DEVICES, TrainConfig, train
 
+    if device not in ("auto", *DEVICES):
+        raise typer.BadParameter(f"--device must be cpu, cuda or auto, got {device!r}")
     torch.set_num_threads(threads)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -298,7 +316,7 @@ def train_command(
             steps_per_epoch=steps_per_epoch,
             max_epochs=max_epochs,
             patience=patience,
-            time_budget_s=time_budget_minutes * 60 if time_budget_minutes else None,
+            time_budget_s=None if time_budget_minutes is None else time_budget_minutes * 60,
             seed=seed,
             threads=threads,
             select_on=select_on or ("clip_pearson" if teacher else "roc_auc"),
@@ -345,7 +363,7 @@ def evaluate_command(
     validation_fraction: float = VALIDATION,
     seed: int = SEED,
     all_windows: bool = typer.Option(False, help="score every window, not the validation split"),
-    threads: int = typer.Option(2),
+    threads: int = typer.Option(2, min=1, help="torch CPU threads"),
 ) -> None:
     """Print macro ROC-AUC and PR-AUC of a checkpoint (on the validation split by default)."""
     import torch
@@ -354,8 +372,8 @@ def evaluate_command(
     from taggram.models.training.trainer import load_checkpoint
 
     torch.set_num_threads(threads)
-    module, saved = load_checkpoint(checkpoint)
     with _usage_errors():
+        module, saved = load_checkpoint(checkpoint)
         train_set, validation_set, tags, _ = _split_windows(
             labels,
             audio_root,
@@ -413,10 +431,14 @@ def average_command(
     validation_fraction: float = VALIDATION,
     seed: int = SEED,
     calibration_batches: int = typer.Option(
-        100, help="batches of training patches that give the batch norms their statistics"
+        100,
+        min=1,  # torch's update_bn resets the statistics first: none would leave them at 0 and 1
+        help="batches of training patches that give the batch norms their statistics",
     ),
-    batch_size: int = typer.Option(16),
-    threads: int = typer.Option(2),
+    batch_size: int = typer.Option(
+        16, min=2, help="patches per calibration batch (batch norm needs at least 2)"
+    ),
+    threads: int = typer.Option(2, min=1, help="torch CPU threads"),
 ) -> None:
     """Average the weights of a run's epochs (SWA), print its validation figures, save it."""
     import random
@@ -426,12 +448,11 @@ def average_command(
     from taggram.models.training.averaging import average_checkpoints
     from taggram.models.training.dataset import random_batch
     from taggram.models.training.patching import patch_spec
+    from taggram.models.training.trainer import read_checkpoint
 
     torch.set_num_threads(threads)
-    architecture = torch.load(checkpoints[0], map_location="cpu", weights_only=False)[
-        "architecture"
-    ]
     with _usage_errors():
+        architecture = read_checkpoint(checkpoints[0])["architecture"]
         train_set, validation_set, _, _ = _split_windows(
             labels,
             audio_root,
@@ -473,8 +494,12 @@ def export_command(
 ) -> None:
     """Export a checkpoint to ONNX + metadata (build-models copies taggram/models/trained/ in)."""
     from taggram.models.training.export import export_checkpoint
+    from taggram.repository import check_model_name
 
-    typer.echo(f"exported {export_checkpoint(checkpoint, name, root, version, last)}")
+    with _usage_errors():
+        check_model_name(name)  # before the export's work: it is a folder and a URL segment
+        folder = export_checkpoint(checkpoint, name, root, version, last)
+    typer.echo(f"exported {folder}")
 
 
 @app.command("plot-training")

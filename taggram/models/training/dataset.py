@@ -85,6 +85,21 @@ def labelled_windows(table: LabelTable, files: list[Path], samples: int) -> Wind
     )
 
 
+def shortest_distilled_file(window: int, hop: int, samples: int) -> int:
+    """Samples a file needs to give :func:`distilled_windows` one window: a student patch of
+    ``samples`` centred on one of the teacher's windows of ``window`` samples, laid every ``hop``
+    from the file's start, must fit inside it.
+
+    A student patch longer than the teacher's window, centred on the first one, would start
+    before the file, so the first window that fits is a later one (the teacher's end-aligned last
+    window never fits either: its centred patch runs past the end). With ``MTT_musicnn`` teaching
+    a ``sample_cnn`` at the default hop that is 101,333 samples (6.33 s), not the patch's 3.69 s.
+    """
+    offset = window // 2 - samples // 2  # a student patch's start from its teacher window's
+    first = -(max(0, -offset) // -hop)  # the first window whose patch starts inside the file
+    return first * hop + offset + samples
+
+
 def distilled_windows(
     teacher: TeacherTargets, files: list[Path], groups: list[str], samples: int
 ) -> Windows:

@@ -17,7 +17,7 @@ from taggram.models.build import EMBEDDINGS
 from taggram.models.export import export_to_repository
 from taggram.models.training.metrics import TOP_K
 from taggram.models.training.patching import WAVEFORM_ARCHITECTURES, patch_spec
-from taggram.models.training.trainer import load_checkpoint
+from taggram.models.training.trainer import load_checkpoint, read_checkpoint
 from taggram.repository import ModelMetadata, ModelQuality, TensorSpec
 
 WAVEFORM_DSP: dict[str, object] = {
@@ -145,7 +145,7 @@ def export_checkpoint(
     metadata = checkpoint_metadata(checkpoint, module, name, version)
     folder = export_to_repository(module, metadata, root)
     if last is not None:
-        resumable = torch.load(last, map_location="cpu", weights_only=False)
+        resumable = read_checkpoint(last)
         resumable["shipped_state_dict"] = checkpoint["state_dict"]
         resumable["shipped_epoch"] = checkpoint["epoch"]
         torch.save(resumable, folder / RESUMABLE)

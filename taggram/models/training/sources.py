@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from taggram.models.training.audio import frames, random_access
-from taggram.models.training.dataset import Windows, distilled_windows, labelled_windows
+from taggram.models.training.dataset import (
+    Windows,
+    distilled_windows,
+    labelled_windows,
+    shortest_distilled_file,
+)
 from taggram.models.training.labels import LabelTable
 from taggram.models.training.teacher import teacher_targets
 from taggram.repository import ModelEntry
@@ -73,9 +78,12 @@ def load_windows(
     targets = teacher_targets(teacher, files, hop, cache)
     windows = distilled_windows(targets, files, table.groups, samples)
     if not len(windows):
+        shortest = shortest_distilled_file(targets.window, hop, samples)
         raise ValueError(
-            f"no file of {labels_csv.name} is as long as the student's patch ({samples} samples "
-            f"at {sample_rate} Hz): distilling gives no window to train on"
+            f"no file of {labels_csv.name} holds a student patch ({samples} samples) centred on "
+            f"one of the teacher's windows ({targets.window} samples every {hop}): distilling "
+            f"gives no window to train on; a file needs {shortest / sample_rate:.2f} s at least "
+            "(a smaller --teacher-hop-seconds lowers it)"
         )
     info["teacher"] = {
         "name": teacher.metadata.name,

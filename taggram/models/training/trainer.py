@@ -109,10 +109,28 @@ class TrainConfig:
 
         Raises ``ValueError`` naming the setting.
         """
-        if self.listwise_weight < 0 or self.listwise_temperature <= 0:
+        # isfinite also refuses NaN, which passes a plain "< 0" test and makes every loss NaN
+        if not (math.isfinite(self.listwise_weight) and self.listwise_weight >= 0) or not (
+            math.isfinite(self.listwise_temperature) and self.listwise_temperature > 0
+        ):
             raise ValueError(
-                "the listwise weight must be >= 0 and its temperature > 0, got "
-                f"{self.listwise_weight} and {self.listwise_temperature}"
+                "the listwise weight must be a finite number >= 0 and its temperature a finite "
+                f"number > 0, got {self.listwise_weight} and {self.listwise_temperature}"
+            )
+        if self.batch_size < 2:
+            raise ValueError(
+                f"a batch needs at least 2 patches (batch norm normalises over the batch in "
+                f"training), got {self.batch_size}"
+            )
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(
+                f"the learning rate must be a finite number > 0, got {self.learning_rate}"
+            )
+        if self.time_budget_s is not None and not (
+            math.isfinite(self.time_budget_s) and self.time_budget_s > 0
+        ):
+            raise ValueError(
+                f"the time budget must be a finite time > 0, got {self.time_budget_s} s"
             )
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
@@ -299,8 +317,7 @@ def train(
         raise ValueError(
             f"{len(train_set)} training and {len(validation_set)} validation windows; both are "
             "needed (a validation fraction of 0 holds nothing out, and when distilling a file "
-            f"shorter than the student's patch, {patch_spec(config.architecture).samples} "
-            "samples at 16 kHz, gives no window)"
+            "too short to hold a student patch centred on a teacher window gives no window)"
         )
     validation = _validation_subset(validation_set, config.max_validation_windows, config.seed)
     if config.select_on == "roc_auc" and not scored_tags(binarize(validation.targets)).any():
@@ -316,7 +333,7 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = patch_spec(config.architecture).samples
     module = build(config.architecture, len(tags), **config.architecture_options)
-    state = None if resume is None else torch.load(resume, map_location="cpu", weights_only=False)
+    state = None if resume is None else read_checkpoint(resume)
     if state is not None:
         if state["architecture"] != config.architecture or state["tags"] != tags:
             raise ValueError(f"{resume} is a checkpoint of another architecture or tag list")
@@ -424,7 +441,7 @@ def train(
         if config.time_budget_s is not None and elapsed + last_epoch > config.time_budget_s:
             stop_reason = "time budget"
             break
-    final = torch.load(out_dir / CHECKPOINT, map_location="cpu", weights_only=False)
+    final = read_checkpoint(out_dir / CHECKPOINT)
     final["run"] = {
         "epochs_run": len(history),
         "steps_run": history[-1].steps if history else 0,
@@ -435,9 +452,26 @@ def train(
     return out_dir / CHECKPOINT
 
 
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The dict a training run saved at ``path`` (``best.pt``, ``last.pt``, an epoch's or an
+    average's), its tensors on the CPU.
+
+    Raises ``ValueError`` when ``path`` is not such a checkpoint (another file given by mistake),
+    instead of the unpickler's own error.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a wrong file fails anywhere in unpickling, with any type
+        raise ValueError(f"{path} is not a checkpoint of taggram train ({error})") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a checkpoint of taggram train (no state_dict in it)")
+    return checkpoint
+
+
 def load_checkpoint(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    """The module of a checkpoint (eval mode) and the checkpoint dict."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    """The module of a checkpoint (eval mode) and the checkpoint dict; ``ValueError`` as
+    :func:`read_checkpoint`."""
+    checkpoint = read_checkpoint(path)
     module = build(
         checkpoint["architecture"], len(checkpoint["tags"]), **checkpoint["architecture_options"]
     )

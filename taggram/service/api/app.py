@@ -39,19 +39,21 @@ async def _load(tagger: Tagger, state: Lifecycle) -> None:
     log.info("ready: models %s, default %s", sorted(tagger.models), tagger.settings.default_model)
 
 
-def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAPI:
-    """Build the ASGI app. Its lifespan checks the repository (a broken one fails start-up),
-    then loads and warms the models in the background: ``/healthz`` answers at once and
-    ``/readyz`` turns 200 when every model is warm. Malformed API keys raise :class:`ValueError`
-    here, before the server starts."""
+def create_app(
+    settings: Settings, lifecycle: Lifecycle | None = None, tagger: Tagger | None = None
+) -> FastAPI:
+    """Build the ASGI app. Its lifespan checks the repository (a broken one fails start-up)
+    unless ``tagger`` was made from it already, then loads and warms the models in the
+    background: ``/healthz`` answers at once and ``/readyz`` turns 200 when every model is warm.
+    Malformed API keys raise :class:`ValueError` here, before the server starts."""
     state = lifecycle or Lifecycle()
     keys = KeyRing.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tagger = Tagger(settings)
-        app.state.tagger = tagger
-        loading = asyncio.create_task(_load(tagger, state))
+        served = tagger or Tagger(settings)
+        app.state.tagger = served
+        loading = asyncio.create_task(_load(served, state))
         try:
             yield
         finally:
@@ -59,7 +61,7 @@ def create_app(settings: Settings, lifecycle: Lifecycle | None = None) -> FastAP
             loading.cancel()
             with suppress(asyncio.CancelledError):
                 await loading
-            await tagger.stop()
+            await served.stop()
 
     app = FastAPI(
         title="taggram",

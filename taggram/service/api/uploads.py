@@ -33,6 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from taggram.service.errors import (
     ClientDisconnectedError,
+    EmptyAudioError,
     InvalidOptionsError,
     PayloadTooLargeError,
     RequestTimeoutError,
@@ -146,6 +147,9 @@ async def read_raw(request: Request, budget: InputBudget) -> UploadFile:
     return spool
 
 
+_AS_A_FILE = "send the audio as a file part (curl -F file=@song.mp3)"
+
+
 async def read_form(
     request: Request, budget: InputBudget, max_files: int, max_fields: int
 ) -> FormData:
@@ -159,7 +163,26 @@ async def read_form(
     try:
         return await parser.parse()
     except MultiPartException as error:
-        raise HTTPException(status_code=400, detail=error.message) from error
+        detail = error.message
+        if detail.startswith("Part exceeded maximum size"):  # Starlette bounds text fields only
+            detail += f" (a text field; {_AS_A_FILE})"
+        raise HTTPException(status_code=400, detail=detail) from error
+
+
+def file_uploads(form: FormData, field: str) -> list[UploadFile]:
+    """The file parts named ``field``, in order.
+
+    Raises:
+        EmptyAudioError: there is none, or one is a text field (``curl -F file=<song.mp3``, a
+            form without ``enctype="multipart/form-data"``'s file input), whose bytes would
+            otherwise be dropped without a word.
+    """
+    items = form.getlist(field)
+    if any(not isinstance(item, UploadFile) for item in items):
+        raise EmptyAudioError(f"the multipart field {field!r} is text, not a file; {_AS_A_FILE}")
+    if not items:
+        raise EmptyAudioError(f"the multipart upload has no file field named {field!r}")
+    return cast(list[UploadFile], items)
 
 
 def reject_repeated(values: QueryParams | FormData, where: str, skip: str = "") -> None:

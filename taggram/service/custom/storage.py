@@ -18,7 +18,6 @@ import errno
 import json
 import logging
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from taggram.repository import check_model_name
 from taggram.service.errors import (
     InvalidExamplesError,
     ModelExistsError,
@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 RECORD_FILE = "record.json"
 PARAMETERS_FILE = "parameters.npz"
 RECORD_VERSION = 2  # 2: members (ensembles); a version 1 record is one pair, still read
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class EstimateRecord(BaseModel):
@@ -116,10 +115,10 @@ class CustomRecord(BaseModel):
 
 def check_name(name: str) -> None:
     """Names are path components and URL segments: letters, digits, ``_`` and ``-`` only."""
-    if not NAME_PATTERN.fullmatch(name):
-        raise InvalidExamplesError(
-            f"model name {name!r} must be 1 to 64 letters, digits, '_' or '-'"
-        )
+    try:
+        check_model_name(name)
+    except ValueError as error:
+        raise InvalidExamplesError(str(error)) from error
 
 
 def write(folder: Path, record: CustomRecord, arrays: dict[str, np.ndarray]) -> Path:

@@ -23,13 +23,14 @@ from taggram.service.api.openapi import problems
 from taggram.service.api.schemas import BatchResponse, FileError, FileOutcome, tag_response
 from taggram.service.api.uploads import (
     InputBudget,
+    file_uploads,
     multipart_request_body,
     options_from_form,
     read_form,
     reject_repeated,
     require_multipart,
 )
-from taggram.service.errors import EmptyAudioError, TaggramError
+from taggram.service.errors import TaggramError
 from taggram.service.tagging import Tagger, TagOptions
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,7 @@ _REQUEST_BODY = multipart_request_body(FIELD, many=True)
 
 def _uploads(form: FormData, options: TagOptions) -> tuple[list[UploadFile], TagOptions]:
     """The uploads of field ``files``, and the options (from the query and the form fields)."""
-    uploads = [item for item in form.getlist(FIELD) if isinstance(item, UploadFile)]
-    if not uploads:
-        raise EmptyAudioError(f"the multipart request has no file fields named {FIELD!r}")
-    return uploads, options_from_form(form, FIELD, options)
+    return file_uploads(form, FIELD), options_from_form(form, FIELD, options)
 
 
 async def _tag_one(

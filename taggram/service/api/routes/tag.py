@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from starlette.datastructures import UploadFile
 
 from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import TaggerDep
@@ -17,6 +16,7 @@ from taggram.service.api.schemas import MultiTagResponse, TagResponse, tag_respo
 from taggram.service.api.uploads import (
     InputBudget,
     check_content_length,
+    file_uploads,
     media_type,
     multipart_request_body,
     options_from_form,
@@ -25,7 +25,7 @@ from taggram.service.api.uploads import (
     reject_repeated,
 )
 from taggram.service.audio.decode import AudioSource
-from taggram.service.errors import EmptyAudioError, UnsupportedMediaTypeError
+from taggram.service.errors import UnsupportedMediaTypeError
 from taggram.service.settings import Settings
 from taggram.service.tagging import TagOptions
 
@@ -54,9 +54,7 @@ async def _read_audio(
     if given == "multipart/form-data":
         form = await read_form(request, budget, 1, len(TagOptions.model_fields) + 1)
         try:
-            upload = form.get("file")
-            if not isinstance(upload, UploadFile):
-                raise EmptyAudioError("the multipart upload has no file field named 'file'")
+            (upload,) = file_uploads(form, "file")  # read_form allows one file part
             yield upload.file, options_from_form(form, "file", options)
         finally:
             await form.close()
