@@ -9,7 +9,10 @@ Run from the repository root (``taggram build-models`` first; the student may al
 Both models tag every recording exactly as the service does (its decoder, patch plan, sessions
 and coverage-weighted clip average), then the clip-level tag vectors are compared: how many of
 the teacher's top-5 tags the student also ranks in its top 5, and the Pearson correlation of the
-two vectors. onnxruntime's CPU time per patch (batch 1 and 16, the service's session options) is
+two vectors. Each summary row gives the mean top-5 overlap (of 5) with its standard error; when the
+clips' manifest has a ``track`` column (``taggram validation-clips --every-segment``), a "per track"
+row averages each track's segments first, so every track weighs the same whatever its length.
+onnxruntime's CPU time per patch (batch 1 and 16, the service's session options) is
 measured for both on the same machine in the same run. Prints Markdown for docs/models.md.
 """
 
@@ -41,6 +44,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 class Agreement:
     clip: str
     kind: str
+    track: str  # the source file the clip was cut from ("" when the manifest does not say)
     top5_overlap: float
     pearson: float
     teacher_top: list[str]
@@ -75,6 +79,7 @@ def compare(student: ModelSession, teacher: ModelSession, audio: Path) -> list[A
             Agreement(
                 clip=clip["file"],
                 kind=clip["kind"],
+                track=clip.get("track", ""),
                 top5_overlap=len(set(s_top) & set(t_top)) / TOP,
                 pearson=float(np.corrcoef(s, t)[0, 1]),
                 teacher_top=t_top,
@@ -82,6 +87,33 @@ def compare(student: ModelSession, teacher: ModelSession, audio: Path) -> list[A
             )
         )
     return rows
+
+
+def summary(label: str, rows: list[Agreement]) -> str:
+    """A Markdown row: clips, mean top-5 overlap (of 5) ± its standard error, mean Pearson r."""
+    overlaps = TOP * np.array([r.top5_overlap for r in rows])
+    error = overlaps.std(ddof=1) / np.sqrt(len(rows)) if len(rows) > 1 else float("nan")
+    pearson = np.mean([r.pearson for r in rows])
+    return f"| {label} | {len(rows)} | {overlaps.mean():.2f} ± {error:.2f} | {pearson:.3f} |"
+
+
+def per_track(rows: list[Agreement]) -> list[Agreement]:
+    """One row per track: the mean overlap and Pearson r of its clips."""
+    tracks: dict[str, list[Agreement]] = {}
+    for row in rows:
+        tracks.setdefault(row.track, []).append(row)
+    return [
+        Agreement(
+            clip=track,
+            kind=clips[0].kind,
+            track=track,
+            top5_overlap=float(np.mean([c.top5_overlap for c in clips])),
+            pearson=float(np.mean([c.pearson for c in clips])),
+            teacher_top=[],
+            student_top=[],
+        )
+        for track, clips in tracks.items()
+    ]
 
 
 def ms_per_patch(session: ModelSession, batch: int) -> tuple[float, float]:
@@ -125,7 +157,7 @@ def main(
             f"{', '.join(row.teacher_top)} | {', '.join(row.student_top)} |"
         )
     typer.echo("")
-    typer.echo("| recordings | n | mean top-5 overlap | mean Pearson r |")
+    typer.echo("| recordings | n | mean top-5 overlap (of 5) ± SE | mean Pearson r |")
     typer.echo("|---|---|---|---|")
     for label, subset in (
         ("all", rows),
@@ -133,9 +165,9 @@ def main(
         ("sound/speech", [r for r in rows if r.kind != "music"]),
     ):
         if subset:
-            overlap = np.mean([r.top5_overlap for r in subset])
-            pearson = np.mean([r.pearson for r in subset])
-            typer.echo(f"| {label} | {len(subset)} | {overlap:.2f} | {pearson:.3f} |")
+            typer.echo(summary(label, subset))
+        if subset and all(r.track for r in subset):
+            typer.echo(summary(f"{label}, per track", per_track(subset)))
     typer.echo("")
     typer.echo(f"CPU: {platform.processor() or platform.machine()}, {threads} onnxruntime threads")
     typer.echo("| model | patch (s) | ms/patch batch 1 (median / best) | batch 16 | ms per s |")

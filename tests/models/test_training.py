@@ -621,6 +621,27 @@ def test_validation_clips_come_from_the_validation_split(tmp_path: Path) -> None
         ("tuxpaint-stamps-default", "speech", "20.0", "0.0"),
     ]
     assert sf.info(str(tmp_path / "clips" / rows[0]["file"])).duration == 30.0
+    # every whole segment: the 50 s track gives one (0-30 s), a 70 s one would give two; the
+    # 20 s reel, shorter than a segment, still gives one clip; each names its track
+    (tmp_path / "manifest.csv").write_text(
+        (tmp_path / "manifest.csv").read_text().replace("c.wav,supertux-data", "c.wav,x")
+        + "d.wav,naev-data,1,m/d.ogg,CC-BY-3.0,70,g,music,validation\n"
+    )
+    audio = np.arange(70 * 16000, dtype=np.float32) / 1e7
+    sf.write(str(tmp_path / "d.wav"), audio, 16000, subtype="FLOAT")
+    segments = write_validation_clips(
+        tmp_path / "manifest.csv", tmp_path / "all", every_segment=True
+    )
+    with segments.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["track"], r["start_s"], r["duration_s"]) for r in rows] == [
+        ("0", "0.0", "30.0"),
+        ("1", "0.0", "20.0"),
+        ("2", "0.0", "30.0"),
+        ("2", "30.0", "30.0"),
+    ]
+    second, _ = sf.read(str(tmp_path / "all" / rows[3]["file"]), dtype="float32")
+    assert second[0] == np.float32(30 * 16000 / 1e7)  # cut where it says
 
 
 def test_speech_passages_cover_the_text() -> None:

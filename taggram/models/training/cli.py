@@ -224,11 +224,14 @@ def prepare_data(
 def validation_clips(
     manifest: Path = typer.Option(Path("data/manifest.csv"), help="the data recipe's manifest"),
     out: Path = typer.Option(Path("data/validation_clips"), help="folder for clips + manifest"),
+    every_segment: bool = typer.Option(
+        False, help="every whole 30 s segment of each file, not only its middle one"
+    ),
 ) -> None:
     """Write 30 s excerpts of the validation packages (for benchmarks.student_vs_teacher)."""
-    from taggram.models.data.clips import write_validation_clips
+    from taggram.models.data.clips import CLIP_SECONDS, write_validation_clips
 
-    typer.echo(f"clips: {write_validation_clips(manifest, out)}")
+    typer.echo(f"clips: {write_validation_clips(manifest, out, CLIP_SECONDS, every_segment)}")
 
 
 @app.command("train")
