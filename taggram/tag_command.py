@@ -42,6 +42,17 @@ class Outcome:
     message: str | None = None
 
 
+def _is_service_url(url: str) -> bool:
+    """Whether ``url`` is an absolute http(s) URL with a host (a service's base URL)."""
+    import httpx
+
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return False
+    return parsed.scheme in ("http", "https") and bool(parsed.host)
+
+
 def _tag_remote(
     url: str, paths: list[Path], options: dict[str, Any], key: str | None
 ) -> Iterator[Outcome]:
@@ -242,6 +253,11 @@ def tag(
     if url is not None and local:
         raise typer.BadParameter("give --url or --local, not both")
     target = url or (None if local else os.environ.get("TAGGRAM_URL") or None)
+    if target is not None and not _is_service_url(target):
+        # otherwise every file fails on its own with httpx's words, and the exit status is 1
+        raise typer.BadParameter(
+            f"{target!r} is not a service URL: give http://host:port or https://host"
+        )
     if plot is not None:
         try:
             require_matplotlib()  # fail before tagging, not after

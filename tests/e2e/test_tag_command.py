@@ -133,6 +133,13 @@ def test_unreachable_service_fails_clearly(clips: tuple[Path, Path]) -> None:
     assert "ConnectionFailedError" in result.stderr
 
 
+@pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://host", "http://"])
+def test_a_url_that_names_no_service_is_a_usage_error(clips: tuple[Path, Path], url: str) -> None:
+    result = run(clips[1], "--url", url)
+    assert result.exit_code == 2
+    assert "is not a service URL" in result.output
+
+
 def test_unknown_model_is_a_usage_error(clips: tuple[Path, Path], repository: Path) -> None:
     result = run(clips[1], "--local", "--repository", repository, "-m", "nope")
     assert result.exit_code == 2
