@@ -20,6 +20,7 @@ import json
 import platform
 import statistics
 import time
+from typing import Any
 
 import torch
 import typer
@@ -34,9 +35,11 @@ METADATA = ROOT / "taggram" / "models" / "trained" / "MTT_sample_cnn" / "metadat
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def step_seconds(device: str, precision: str, batch: int, steps: int) -> float:
-    """Median wall time (s) of ``steps`` training steps after 3 warm-up steps."""
-    metadata = json.loads(METADATA.read_text())
+def step_seconds(
+    metadata: dict[str, Any], device: str, precision: str, batch: int, steps: int
+) -> float:
+    """Median wall time (s) of ``steps`` training steps after 3 warm-up steps of the model that
+    ``metadata`` (a trained model's metadata.json) describes."""
     options = metadata["training"]["config"]["architecture_options"]
     module = build("sample_cnn", len(metadata["tags"]), **options).to(device).train()
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
@@ -80,12 +83,13 @@ def main(
             raise typer.BadParameter(f"torch {torch.__version__} sees no CUDA GPU")
         names["cuda"] = torch.cuda.get_device_name()
     print(f"torch {torch.__version__}; " + "; ".join(f"{d}: {n}" for d, n in names.items()))
+    metadata = json.loads(METADATA.read_text())
     print("\n| device | precision | batch | ms per step | patches per s |")
     print("|---|---|---|---|---|")
     for where in devices:
         for precision in ("float32", "bfloat16"):
             for size in batch:
-                seconds = step_seconds(where, precision, size, steps)
+                seconds = step_seconds(metadata, where, precision, size, steps)
                 print(
                     f"| {where} | {precision} | {size} | {1000 * seconds:.1f} | "
                     f"{size / seconds:.0f} |",

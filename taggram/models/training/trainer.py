@@ -30,7 +30,7 @@ what a user's top tags depend on.
 ``tag_balance`` > 0 draws training windows in proportion to ``n ** -tag_balance``, ``n`` being how
 many windows share the window's top teacher tag (:func:`~taggram.models.training.dataset.
 tag_balanced_weights`): the student then sees rarer kinds of music more often than the data holds
-them, instead of learning the data's own prior (a game-music corpus is mostly orchestral).
+them, instead of learning the data's own prior.
 """
 
 from __future__ import annotations
