@@ -38,6 +38,7 @@ from taggram.models.training.averaging import average_checkpoints
 from taggram.models.training.cli import app
 from taggram.models.training.dataset import (
     Windows,
+    draw_windows,
     labelled_windows,
     random_batch,
     split,
@@ -46,6 +47,7 @@ from taggram.models.training.dataset import (
 from taggram.models.training.export import export_checkpoint
 from taggram.models.training.labels import read_labels
 from taggram.models.training.metrics import binarize, clip_agreement, tagging_metrics
+from taggram.models.training.mixing import OnlineTeacher, mixed_batch
 from taggram.models.training.patching import WAVEFORM_PATCH
 from taggram.models.training.sources import load_windows
 from taggram.models.training.trainer import (
@@ -162,6 +164,51 @@ def test_distillation_windows_come_from_the_teacher(
     )
     np.testing.assert_array_equal(again.targets, windows.targets)
     assert {path: path.stat().st_mtime_ns for path in cache.rglob("*.npz")} == cached
+
+
+def test_mixed_patches_are_labelled_by_the_teacher_online(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """The online teacher reads a student patch where the cached targets put its window, so on
+    unmixed audio it gives the cached targets; a mix is two shifted training patches weighed by
+    lam and 1 - lam, labelled by the teacher on the mix itself; a run with mixes trains."""
+    labels, checkpoint, cache = trained
+    export_checkpoint(checkpoint, "teacher", tmp_path, "0.0.1")
+    teacher = load_repository(tmp_path)["teacher"]
+    samples = WAVEFORM_PATCH.samples
+    windows, tags, info = load_windows(
+        labels, read_labels(labels), labels.parent, samples, 16000, cache, teacher, 16000
+    )
+    online = OnlineTeacher(teacher, samples, threads=1)
+    unmixed = np.stack([windows.patch(w, samples) for w in range(4)])
+    np.testing.assert_allclose(online.label(unmixed), windows.targets[:4], atol=1e-6)
+
+    mixes, targets = mixed_batch(windows, samples, 6, random.Random(3), online)
+    np.testing.assert_allclose(targets.numpy(), online.label(mixes.numpy()), atol=1e-6)
+    replay = random.Random(3)
+    chosen = draw_windows(windows, 12, replay)
+    patches = np.stack([windows.patch(w, samples, replay) for w in chosen])
+    lam = np.array([replay.random() for _ in range(6)], dtype=np.float32)[:, None]
+    np.testing.assert_allclose(mixes.numpy(), lam * patches[:6] + (1 - lam) * patches[6:])
+    assert len(set(chosen)) > 2 and lam.min() > 0 and lam.max() < 1
+
+    train_set, validation_set = split(windows, 0.25, seed=0)
+    config = TrainConfig(
+        architecture_options=TINY,
+        batch_size=4,
+        steps_per_epoch=3,
+        max_epochs=1,
+        select_on="clip_pearson",
+        mix_fraction=0.5,
+    )
+    with pytest.raises(ValueError, match="labelled by the teacher online"):
+        train(config, train_set, validation_set, tags, tmp_path / "none", info)
+    train(config, train_set, validation_set, tags, tmp_path / "run", info, teacher=teacher)
+    assert np.isfinite(json.loads((tmp_path / "run" / HISTORY).read_text())[0]["train_loss"])
+    with pytest.raises(ValueError, match="cannot label mixed patches"):
+        OnlineTeacher(teacher, samples - 1, threads=1)
+    with pytest.raises(ValueError, match=r"within \[0, 1\)"):
+        TrainConfig(mix_fraction=1.0)
 
 
 @pytest.mark.parametrize(

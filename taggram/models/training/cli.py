@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from taggram.repository import DEFAULT_REPOSITORY, RepositoryError
+from taggram.repository import DEFAULT_REPOSITORY, RepositoryError, load_repository
 
 app = typer.Typer()
 
@@ -111,7 +111,6 @@ def _split_windows(
     from taggram.models.training.labels import read_labels
     from taggram.models.training.patching import patch_spec
     from taggram.models.training.sources import load_windows
-    from taggram.repository import load_repository
 
     table = read_labels(labels)
     if top_tags:
@@ -291,6 +290,11 @@ def train_command(
         "(0 uniform, 0.5 square-root, 1 balanced)",
     ),
     device: str = typer.Option("auto", help="cpu, cuda, or auto (cuda when torch sees a GPU)"),
+    mix_fraction: float = typer.Option(
+        0.0,
+        help="with --teacher: share of each batch made of two patches mixed, labelled by the "
+        "teacher on the mix at training time",
+    ),
 ) -> None:
     """Train an architecture on labelled audio or by distillation; keep the best epoch."""
     import torch
@@ -299,6 +303,8 @@ def train_command(
         raise typer.BadParameter("the listwise term distils a teacher's ranking: give --teacher")
     if tag_balance and not teacher:
         raise typer.BadParameter("the tag balance weighs by a teacher's top tag: give --teacher")
+    if mix_fraction and not teacher:
+        raise typer.BadParameter("mixed patches are labelled by a teacher: give --teacher")
     if select_on == "clip_pearson" and not teacher:
         raise typer.BadParameter("clip_pearson compares with a teacher: give --teacher")
 
@@ -332,6 +338,7 @@ def train_command(
             listwise_temperature=listwise_temperature,
             tag_balance=tag_balance,
             device=device,
+            mix_fraction=mix_fraction,
         )
         train_set, validation_set, tags, info = _split_windows(
             labels,
@@ -349,7 +356,9 @@ def train_command(
         info["hardware"] = _hardware(threads, device)
         if initialise_from is not None:
             info["initialised_from"] = _provenance(initialise_from, tags)
-        checkpoint = train(config, train_set, validation_set, tags, out, info, resume)
+        # the repository holds the teacher: _split_windows checked that it is there
+        entry = load_repository(repository)[teacher] if teacher and mix_fraction else None
+        checkpoint = train(config, train_set, validation_set, tags, out, info, resume, entry)
     typer.echo(f"best checkpoint: {checkpoint}")
 
 

@@ -165,6 +165,19 @@ def tag_balanced_weights(targets: np.ndarray, exponent: float) -> np.ndarray:
     return counts[strongest] ** -exponent
 
 
+def draw_windows(
+    windows: Windows,
+    count: int,
+    rng: random.Random,
+    cumulative_weights: Sequence[float] | None = None,
+) -> list[int]:
+    """``count`` window indices drawn with replacement: uniformly, or in proportion to the weights
+    whose cumulative sum is ``cumulative_weights`` (one per window)."""
+    if cumulative_weights is None:
+        return [rng.randrange(len(windows)) for _ in range(count)]
+    return rng.choices(range(len(windows)), cum_weights=cumulative_weights, k=count)
+
+
 def random_batch(
     windows: Windows,
     samples: int,
@@ -178,9 +191,6 @@ def random_batch(
     :func:`tag_balanced_weights`) draws windows in proportion to their weights; without it the
     draw is uniform.
     """
-    if cumulative_weights is None:
-        chosen = [rng.randrange(len(windows)) for _ in range(batch_size)]
-    else:
-        chosen = rng.choices(range(len(windows)), cum_weights=cumulative_weights, k=batch_size)
+    chosen = draw_windows(windows, batch_size, rng, cumulative_weights)
     audio = np.stack([windows.patch(w, samples, rng) for w in chosen])
     return torch.from_numpy(audio), torch.from_numpy(windows.targets[chosen])

@@ -31,6 +31,9 @@ what a user's top tags depend on.
 many windows share the window's top teacher tag (:func:`~taggram.models.training.dataset.
 tag_balanced_weights`): the student then sees rarer kinds of music more often than the data holds
 them, instead of learning the data's own prior.
+
+``mix_fraction`` > 0 replaces that share of each batch by mixes of two training patches labelled
+by the teacher on the mixed audio at training time (:mod:`~taggram.models.training.mixing`).
 """
 
 from __future__ import annotations
@@ -58,7 +61,9 @@ from taggram.models.training.metrics import (
     scored_tags,
     tagging_metrics,
 )
+from taggram.models.training.mixing import OnlineTeacher, mixed_batch
 from taggram.models.training.patching import patch_spec
+from taggram.repository import ModelEntry
 
 CHECKPOINT = "best.pt"
 LAST = "last.pt"
@@ -103,6 +108,7 @@ class TrainConfig:
     listwise_temperature: float = 1.0
     tag_balance: float = 0.0  # exponent of the tag-balanced sampling (0: uniform draws)
     device: str = "cpu"  # or "cuda"
+    mix_fraction: float = 0.0  # share of each batch mixed and labelled by the teacher online
 
     def __post_init__(self) -> None:
         """Refuse settings no run can use, before any data is read or a teacher runs.
@@ -141,6 +147,11 @@ class TrainConfig:
             )
         if not 0 <= self.tag_balance <= 1:
             raise ValueError(f"the tag balance must be within [0, 1], got {self.tag_balance}")
+        if not 0 <= self.mix_fraction < 1:
+            raise ValueError(
+                "the mixed share of a batch must be within [0, 1) (a batch keeps one real patch "
+                f"at least), got {self.mix_fraction}"
+            )
         for name, value, allowed in (
             ("precision", self.precision, PRECISIONS),
             ("schedule", self.schedule, SCHEDULES),
@@ -302,16 +313,19 @@ def train(
     out_dir: Path,
     info: dict[str, Any],
     resume: Path | None = None,
+    teacher: ModelEntry | None = None,
 ) -> Path:
     """Train, keep the best epoch's weights in ``out_dir/best.pt``; return that path.
 
     ``info`` (data, teacher, licences ...) travels in the checkpoint into the exported metadata.
     ``resume``: a ``last.pt`` to continue from (its weights, optimiser, schedule, history, random
-    states and elapsed time; the time budget counts the time already spent).
+    states and elapsed time; the time budget counts the time already spent). ``teacher`` labels
+    the mixed patches of ``config.mix_fraction``.
     Raises ``ValueError`` if either set of windows is empty, the validation windows cannot give
     the ROC-AUC that picks the best epoch (no tag with both classes), ``resume`` holds another
-    architecture or tag list, or the warm start's model does not fit the module
-    (``warm_start.initialise_from_onnx``).
+    architecture or tag list, the warm start's model does not fit the module
+    (``warm_start.initialise_from_onnx``), or mixing has no teacher (or one whose input is
+    longer than the student's patch).
     """
     if not len(train_set) or not len(validation_set):
         raise ValueError(
@@ -327,11 +341,15 @@ def train(
             "validation windows, so ROC-AUC cannot pick an epoch: hold out more files (a "
             "larger validation fraction) or give the labels a split column"
         )
+    mixed = round(config.batch_size * config.mix_fraction)
+    if mixed and teacher is None:
+        raise ValueError("mixed patches are labelled by the teacher online: give the teacher")
     torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = patch_spec(config.architecture).samples
+    online_teacher = OnlineTeacher(teacher, samples, config.threads) if teacher and mixed else None
     module = build(config.architecture, len(tags), **config.architecture_options)
     state = None if resume is None else read_checkpoint(resume)
     if state is not None:
@@ -372,8 +390,13 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = cosine_learning_rate(config, time.monotonic() - started)
             audio, targets = random_batch(
-                train_set, samples, config.batch_size, rng, cumulative_weights
+                train_set, samples, config.batch_size - mixed, rng, cumulative_weights
             )
+            if online_teacher is not None:
+                mixes, mix_targets = mixed_batch(
+                    train_set, samples, mixed, rng, online_teacher, cumulative_weights
+                )
+                audio, targets = torch.cat((audio, mixes)), torch.cat((targets, mix_targets))
             loss = training_loss(
                 module,
                 audio.to(config.device, non_blocking=True),
