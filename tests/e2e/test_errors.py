@@ -214,6 +214,32 @@ def test_float_audio_far_outside_the_unit_range_is_refused_not_scored_null(
     assert all(isinstance(item["probability"], float) for item in hot.json()["tags"])
 
 
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [(20, 0x1234), (34, 0)],  # the fmt chunk's format tag; its bits per sample
+    ids=["unknown-format-tag", "zero-bits-per-sample"],
+)
+def test_a_wav_in_a_codec_ffmpeg_does_not_know_is_undecodable(
+    client: httpx.Client, offset: int, value: int
+) -> None:
+    """FFmpeg opens such a WAV with a stream but no codec context: a 422 naming it, never the
+    500 an AttributeError on that missing context once gave (alone and inside a batch)."""
+    tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)[:, None]
+    good = _wav(0.5 * tone, 16000)
+    bad = bytearray(good)
+    bad[offset : offset + 2] = value.to_bytes(2, "little")
+    refused = _raw(client, bytes(bad), "audio/wav")
+    _assert_error(refused, 422, "undecodable_audio")
+    assert "codec FFmpeg does not know" in refused.json()["detail"]
+    batch = client.post(
+        "/v1/tag/batch", files=[("files", ("bad.wav", bytes(bad))), ("files", ("ok.wav", good))]
+    )
+    assert batch.status_code == 200, batch.text
+    first, second = batch.json()["results"]
+    assert (first["error"]["code"], first["error"]["status"]) == ("undecodable_audio", 422)
+    assert second["result"]["audio"]["duration_seconds"] == pytest.approx(1.0)
+
+
 def test_upload_over_the_byte_limit_is_refused(client: httpx.Client, server: Server) -> None:
     limit = 32 * 1024 * 1024  # SERVER_ENV's TAGGRAM_MAX_UPLOAD_BYTES
 
