@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 
 from taggram.repository import RepositoryError
-from taggram.service.settings import Settings
+from taggram.service.settings import Settings, SettingsError
 
 app = typer.Typer()
 
@@ -83,7 +83,8 @@ def serve(**options: Any) -> None:
     server = server_module("taggram.service.server")
     try:
         server.serve(settings)
-    except RepositoryError as error:  # no repository, or not the models asked for: a usage error
+    # No repository, not the models asked for, a bad API key or provider: a usage error.
+    except (RepositoryError, SettingsError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
 

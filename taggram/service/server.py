@@ -62,6 +62,8 @@ def serve(settings: Settings) -> None:
         RepositoryError: the model repository is missing or inconsistent, or lacks a model the
             settings name; raised before the port opens, so that the command can say it in one
             line instead of uvicorn logging a failed start-up's traceback.
+        SettingsError: a malformed API key, an unreadable keys file or a provider that is not
+            installed; raised before the port opens too.
     """
     configure_logging(settings.log_level, settings.log_format)
     lifecycle = Lifecycle()

@@ -24,6 +24,12 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+class SettingsError(ValueError):
+    """A setting that passes its field's checks but that the service cannot start with: a
+    malformed API key, an unreadable keys file, an ONNX Runtime provider that is not installed.
+    Raised before the port opens, so that ``taggram serve`` says it in one line (exit 2)."""
+
+
 class Settings(BaseSettings):
     """Every knob of the service; each field is the env var ``TAGGRAM_<FIELD NAME>``."""
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
+from taggram.service.api.auth import key_id
 from taggram.service.cli import app, settings_from_options
 from taggram.service.settings import Settings
 from tests.support.paths import ROOT
@@ -126,3 +128,44 @@ def test_a_missing_repository_or_model_refuses_to_start_in_one_line(
     result = CliRunner().invoke(app, [*arguments, "--port", "1", "--no-warmup"])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines() == [f"error: {expected.format(**paths)}"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--api-keys", "short-key"], "API key {short} is shorter than 16 characters"),
+        (
+            ["--api-keys", "a-long-enough-key-0123:owner"],
+            "API key {long}: unknown scope 'owner'; use ('tag', 'admin')",
+        ),
+        (
+            ["--api-keys-file", "{missing}"],
+            "cannot read TAGGRAM_API_KEYS_FILE {missing}: [Errno 2] No such file or directory: "
+            "'{missing}'",
+        ),
+        (
+            ["--providers", "NoSuchExecutionProvider"],
+            "providers ['NoSuchExecutionProvider'] are not installed (TAGGRAM_PROVIDERS); "
+            "available: {available}",
+        ),
+    ],
+    ids=["short-key", "unknown-scope", "unreadable-keys-file", "provider-not-installed"],
+)
+def test_a_bad_api_key_or_provider_refuses_to_start_in_one_line(
+    options: list[str], expected: str, tiny_repository: Path, tmp_path: Path
+) -> None:
+    """Checked before the port opens: a bad key or keys file was a 30-line traceback (exit 1),
+    and a provider that is not installed failed the lifespan after the port had opened."""
+    values = {
+        "missing": tmp_path / "missing",
+        "short": key_id("short-key"),
+        "long": key_id("a-long-enough-key-0123"),
+        "available": ort.get_available_providers(),
+    }
+    arguments = [option.format(**values) for option in options]
+    result = CliRunner().invoke(
+        app,
+        [*arguments, "--model-repository", str(tiny_repository), "--models", "tiny", "--port", "1"],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {expected.format(**values)}"]
