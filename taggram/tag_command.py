@@ -119,6 +119,7 @@ def _tag_local(
 ) -> None:
     from taggram.repository import RepositoryError
     from taggram.service.cli import server_module
+    from taggram.service.settings import SettingsError
 
     # The light client install has no server stack: say which extra to install, or use --url.
     server_module("taggram.service.api.schemas")
@@ -128,6 +129,8 @@ def _tag_local(
         asyncio.run(_tag_local_all(repository, paths, options, report))
     except RepositoryError as error:
         raise typer.BadParameter(str(error), param_hint="--model / --repository") from error
+    except SettingsError as error:  # TAGGRAM_PROVIDERS naming one that is not installed
+        raise typer.BadParameter(str(error)) from error
 
 
 @dataclass

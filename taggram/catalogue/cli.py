@@ -17,7 +17,7 @@ from taggram.catalogue.writers import Format, infer_format, read_records, write_
 from taggram.client import RetryPolicy
 from taggram.repository import DEFAULT_REPOSITORY, RepositoryError
 from taggram.service.cli import server_module
-from taggram.service.settings import in_process_settings
+from taggram.service.settings import SettingsError, in_process_settings
 
 app = typer.Typer()
 
@@ -107,9 +107,9 @@ def catalogue(
         settings = in_process_settings(repository, model)
         try:
             in_process = local_backend.LocalBackend(settings, options, retry)
-        except RepositoryError as error:
-            # A usage error like a bad manifest (exit 2, one line): a missing repository or an
-            # unknown --model is the same on every restart of the pod.
+        except (RepositoryError, SettingsError) as error:
+            # A usage error like a bad manifest (exit 2, one line): a missing repository, an
+            # unknown --model or a provider not installed is the same on every restart of the pod.
             typer.echo(f"taggram catalogue: {error}", err=True)
             raise typer.Exit(2) from error
         problem = options_problem(options, settings.default_model, in_process.embedding_outputs())

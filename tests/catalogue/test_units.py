@@ -121,6 +121,15 @@ def test_local_without_a_model_repository_is_a_usage_error(tmp_path: Path) -> No
     assert stderr.count("\n") == 1 and "does not exist" in stderr and "Traceback" not in stderr
 
 
+def test_local_with_a_provider_that_is_not_installed_is_a_usage_error(
+    tmp_path: Path, repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAGGRAM_PROVIDERS", "NoSuchExecutionProvider")
+    code, stderr = _local_run(tmp_path, "--repository", str(repository))
+    assert code == 2
+    assert stderr.count("\n") == 1 and "are not installed (TAGGRAM_PROVIDERS)" in stderr
+
+
 def test_local_with_an_unknown_model_is_a_usage_error(tmp_path: Path, repository: Path) -> None:
     code, stderr = _local_run(tmp_path, "--repository", str(repository), "--model", "no_such")
     assert code == 2

@@ -146,6 +146,17 @@ def test_unknown_model_is_a_usage_error(clips: tuple[Path, Path], repository: Pa
     assert "nope" in result.output
 
 
+def test_a_provider_that_is_not_installed_is_a_usage_error(
+    clips: tuple[Path, Path], repository: Path
+) -> None:
+    """One line and exit 2 before any file is read, not ONNX Runtime's traceback."""
+    env = {"TAGGRAM_PROVIDERS": "NoSuchExecutionProvider"}
+    result = run(clips[1], "--local", "--repository", repository, env=env)
+    assert result.exit_code == 2, result.output
+    assert "providers ['NoSuchExecutionProvider'] are not installed" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
 def test_url_and_local_together_are_refused(clips: tuple[Path, Path]) -> None:
     result = run(clips[1], "--local", "--url", "http://127.0.0.1:1")
     assert result.exit_code == 2

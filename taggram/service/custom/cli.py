@@ -158,13 +158,17 @@ def create(
     _require_files(manifest, rows)
     fields = {"features": features, "classifier": classifier, "description": description}
     if local:
+        from taggram.repository import RepositoryError
         from taggram.service.errors import TaggramError
+        from taggram.service.settings import SettingsError
 
         try:
             record = asyncio.run(_create_local(name, rows, fields))
         except TaggramError as error:
             typer.echo(f"{error.code}: {error.message}", err=True)
             raise typer.Exit(1) from error
+        except (RepositoryError, SettingsError) as error:  # no models to embed with: usage
+            raise typer.BadParameter(str(error), param_hint="--local") from error
     else:
         data: dict[str, Any] = {"name": name, "labels": [label for _, label in rows]}
         data.update({key: value for key, value in fields.items() if value})

@@ -60,6 +60,29 @@ def test_a_service_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path: 
         assert not isinstance(result.exception, httpx.HTTPError)
 
 
+@pytest.mark.parametrize("setting", ["MODEL_REPOSITORY", "PROVIDERS"])
+def test_local_create_without_usable_models_is_a_usage_error(
+    setting: str, tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing repository (run outside the clone) or a provider that is not installed: one
+    line and exit 2, not a RepositoryError or ONNX Runtime traceback."""
+    values = {"MODEL_REPOSITORY": str(tmp_path / "absent"), "PROVIDERS": "NoSuchProvider"}
+    monkeypatch.setenv("TAGGRAM_MODEL_REPOSITORY", str(tiny_repository))
+    monkeypatch.setenv("TAGGRAM_DEFAULT_MODEL", "tiny")
+    monkeypatch.setenv("TAGGRAM_CUSTOM_MODELS", str(tmp_path / "custom"))
+    monkeypatch.setenv(f"TAGGRAM_{setting}", values[setting])
+    (tmp_path / "a.wav").write_bytes(wav(0.1, 0))
+    manifest = tmp_path / "examples.csv"
+    manifest.write_text("path,label\na.wav,a\n")
+    made = CliRunner().invoke(
+        app, ["models", "create", "m", str(manifest), "--local"], env={"COLUMNS": "300"}
+    )
+    assert made.exit_code == 2, made.output
+    assert isinstance(made.exception, SystemExit)
+    expected = "does not exist" if setting == "MODEL_REPOSITORY" else "are not installed"
+    assert expected in made.output
+
+
 def test_local_create_list_delete(
     tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
