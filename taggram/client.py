@@ -16,6 +16,7 @@ fault; :class:`AuthenticationFailedError` for a missing, unknown or too weak API
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -67,12 +68,25 @@ class ConnectionFailedError(TaggramClientError):
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to keep trying: ``attempts`` tries in all, the wait doubling from ``backoff``
-    seconds up to ``max_delay`` (with jitter so many clients do not retry in lockstep)."""
+    seconds up to ``max_delay`` (with jitter so many clients do not retry in lockstep).
+
+    Raises:
+        ValueError: ``attempts`` below 1, or ``backoff`` or ``max_delay`` not a finite number of
+            seconds >= 0 (a NaN or negative wait would fail in ``sleep`` at the first retry).
+    """
 
     attempts: int = 8
     backoff: float = 0.5
     max_delay: float = 30.0
     statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        for name in ("backoff", "max_delay"):
+            seconds = getattr(self, name)
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds}")
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds to wait after failed try number ``attempt`` (0-based)."""

@@ -93,6 +93,10 @@ def catalogue(
     if local == (url is not None):
         raise typer.BadParameter("give exactly one of --url and --local")
     try:
+        retry = RetryPolicy(attempts=retries, max_delay=max_retry_delay)
+    except ValueError as error:  # a NaN or negative delay would fail at the first retry
+        raise typer.BadParameter(str(error), param_hint="'--max-retry-delay'") from error
+    try:
         found = load_source(source, encoding)
     except SourceError as error:
         # A usage error (exit 2, one line): retrying the pod cannot fix a bad manifest.
@@ -100,7 +104,6 @@ def catalogue(
         raise typer.Exit(2) from error
     tracks = select(found.tracks, _shard(shard))
     options = JobOptions(model=model, top_k=top_k, embeddings=embeddings)
-    retry = RetryPolicy(attempts=retries, max_delay=max_retry_delay)
     backend: Backend
     if local:
         local_backend = server_module("taggram.catalogue.local")

@@ -261,6 +261,25 @@ def test_retry_policy_honours_retry_after_and_backs_off() -> None:
     assert policy.next_wait(0, httpx.Response(200, request=request)) is None
 
 
+@pytest.mark.parametrize("delay", ["nan", "-1", "inf"])
+def test_a_retry_delay_that_is_no_finite_wait_is_a_usage_error(tmp_path: Path, delay: str) -> None:
+    """A NaN or negative --max-retry-delay failed in ``time.sleep`` at the first retry (an
+    unreachable service), with a traceback; refused before the source is read."""
+    with pytest.raises(ValueError, match="max_delay must be a finite number of seconds >= 0"):
+        RetryPolicy(max_delay=float(delay))
+    result = CliRunner().invoke(
+        app,
+        [
+            *("catalogue", str(tmp_path / "absent"), "--output", str(tmp_path / "out.jsonl")),
+            *("--url", "http://127.0.0.1:1", "--max-retry-delay", delay),
+        ],
+        env={"COLUMNS": "300"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--max-retry-delay'" in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_the_summary_gives_each_failure_its_own_reason_when_a_code_has_several() -> None:
     summary = Summary(total=4)
     reasons = {
