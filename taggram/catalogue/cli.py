@@ -13,7 +13,14 @@ from taggram.catalogue.remote import RemoteBackend, served_options_problem
 from taggram.catalogue.runner import Backend, JobOptions, options_problem, run
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import DEFAULT_ENCODING, SourceError, load_source
-from taggram.catalogue.writers import Format, infer_format, read_records, write_records
+from taggram.catalogue.writers import (
+    Format,
+    OutputError,
+    infer_format,
+    journal_path,
+    read_records,
+    write_records,
+)
 from taggram.client import RetryPolicy
 from taggram.repository import DEFAULT_REPOSITORY, RepositoryError
 from taggram.service.cli import server_module
@@ -126,18 +133,24 @@ def catalogue(
         typer.echo(f"taggram catalogue: {problem}", err=True)
         raise typer.Exit(2)
     fmt = output_format or infer_format(output)
-    summary = asyncio.run(
-        run(
-            tracks,
-            backend,
-            output,
-            fmt,
-            concurrency=concurrency,
-            retry_failed=retry_failed,
-            limit=limit,
-            progress=progress,
+    try:
+        summary = asyncio.run(
+            run(
+                tracks,
+                backend,
+                output,
+                fmt,
+                concurrency=concurrency,
+                retry_failed=retry_failed,
+                limit=limit,
+                progress=progress,
+            )
         )
-    )
+    except OutputError as error:
+        # Read before any track is sent (to resume): --output names some other file, a usage
+        # error that a restarted pod would meet again.
+        typer.echo(f"taggram catalogue: --output {error}", err=True)
+        raise typer.Exit(2) from error
     summary.not_audio = found.not_audio
     typer.echo(summary.report(), err=True)
     # A transient failure (service unreachable) exits non-zero, so a Kubernetes Job retries the
@@ -155,7 +168,17 @@ def merge(
     ] = None,
 ) -> None:
     """Merge catalogue outputs (e.g. one per shard) into one, one record per id."""
-    merged = best_records(record for path in inputs for record in read_records(path))
+    # Read as empty, they would merge into an output short of their tracks. (A Parquet part of a
+    # killed run may be only its journal.)
+    missing = [str(path) for path in inputs if not (path.exists() or journal_path(path).exists())]
+    if missing:
+        typer.echo(f"taggram merge: no such file: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    try:
+        merged = best_records(record for path in inputs for record in read_records(path))
+    except OutputError as error:
+        typer.echo(f"taggram merge: {error}", err=True)
+        raise typer.Exit(2) from error
     write_records(output, merged.values(), output_format or infer_format(output))
     failed = sum(1 for record in merged.values() if record.status != "ok")
     typer.echo(f"merged {len(inputs)} files: {len(merged)} tracks, {failed} failed", err=True)

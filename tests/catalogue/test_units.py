@@ -280,6 +280,63 @@ def test_a_retry_delay_that_is_no_finite_wait_is_a_usage_error(tmp_path: Path, d
     assert not (tmp_path / "out.jsonl").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("tracks.csv", "id,path\na,a.wav\n", "in csv: row 2: no 'error_code' column"),
+        ("notes.jsonl", "hello\n", "in jsonl: line 1: Invalid JSON"),
+        ("out.parquet", "not parquet", "in parquet: "),
+    ],
+)
+def test_an_output_that_is_no_catalogue_output_is_a_usage_error(
+    tmp_path: Path, name: str, content: str, problem: str
+) -> None:
+    """The manifest given as --output by mistake, or any other file, was a KeyError or pydantic
+    traceback when read to resume (after --local had loaded its models); now one line and exit
+    2 before any track is sent, and the file is left as it was."""
+    _touch(tmp_path / "music", "a.wav")
+    output = tmp_path / name
+    output.write_text(content)
+    result = CliRunner().invoke(
+        app,
+        [
+            *("catalogue", str(tmp_path / "music"), "--output", str(output)),
+            *("--url", "http://127.0.0.1:1", "--retries", "1"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        f"taggram catalogue: --output {output} is not a catalogue output {problem}"
+    )
+    assert output.read_text() == content
+
+
+def test_merge_refuses_a_missing_input_or_one_that_is_no_output(tmp_path: Path) -> None:
+    """A missing input merged as if empty (exit 0, its tracks silently lost); a manifest given
+    as an input was a KeyError traceback."""
+    good = tmp_path / "shard0.jsonl"
+    writers.write_records(good, [_ok("a", 0.9)], Format.jsonl)
+    manifest = tmp_path / "tracks.csv"
+    manifest.write_text("id,path\na,a.wav\n")
+    merged = tmp_path / "merged.jsonl"
+    runner = CliRunner()
+    missing = runner.invoke(
+        app, ["merge", str(good), str(tmp_path / "absent.jsonl"), "--output", str(merged)]
+    )
+    assert missing.exit_code == 2, missing.output
+    assert missing.stderr == f"taggram merge: no such file: {tmp_path / 'absent.jsonl'}\n"
+    wrong = runner.invoke(app, ["merge", str(good), str(manifest), "--output", str(merged)])
+    assert wrong.exit_code == 2, wrong.output
+    assert wrong.stderr == (
+        f"taggram merge: {manifest} is not a catalogue output in csv: row 2: no 'error_code' "
+        "column\n"
+    )
+    assert not merged.exists()
+    assert runner.invoke(app, ["merge", str(good), "--output", str(merged)]).exit_code == 0
+    assert [record.id for record in read_records(merged)] == ["a"]
+
+
 def test_the_summary_gives_each_failure_its_own_reason_when_a_code_has_several() -> None:
     summary = Summary(total=4)
     reasons = {
