@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from taggram.plot import PlotUnavailableError, plot_taggram, require_matplotlib
+from taggram.plot import PlotUnavailableError, plot_taggram, require_format
 from taggram.repository import DEFAULT_REPOSITORY
 
 app = typer.Typer()
@@ -163,7 +163,7 @@ class Report:
             title = f"{outcome.path.name} · {body['model']['name']}"
             try:
                 plot_taggram(outcome.body, picture, rows=self.plot_tags or None, title=title)
-            except (OSError, ValueError) as error:  # a folder that is missing, an odd suffix
+            except (OSError, ValueError) as error:  # a folder that is missing
                 self.failed += 1
                 typer.echo(f"{outcome.path}: could not write {picture}: {error}", err=True)
                 return
@@ -263,8 +263,8 @@ def tag(
         )
     if plot is not None:
         try:
-            require_matplotlib()  # fail before tagging, not after
-        except PlotUnavailableError as error:
+            require_format(plot)  # fail before tagging, not after each file
+        except (PlotUnavailableError, ValueError) as error:
             typer.echo(f"error: --plot: {error}", err=True)
             raise typer.Exit(2) from error
     # Every tag comes back (the list is cut to --top-k here), so a plot can rank all of them.

@@ -233,6 +233,21 @@ def test_plot_into_a_missing_folder_is_reported(
     assert result.stdout.startswith(str(clips[1]))  # the tags are still printed
 
 
+def test_plot_to_a_format_matplotlib_does_not_write_is_refused_before_tagging(
+    server: Server, clips: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Each file used to be tagged and then fail alone at matplotlib's savefig (exit 1): a
+    usage error, one line and exit 2, before any file is sent."""
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    picture = tmp_path / "taggram.xyz"
+    result = run(*clips, "--url", server.url, "--plot", picture)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: --plot: {picture}: 'xyz' is no picture format")
+    assert ".png" in result.stderr and result.stderr.count("\n") == 1
+    assert not picture.exists()
+
+
 def test_plot_without_matplotlib_says_how_to_install_it(
     clips: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
