@@ -261,6 +261,11 @@ def tag(
         raise typer.BadParameter(
             f"{target!r} is not a service URL: give http://host:port or https://host"
         )
+    if model is not None and "," in model:  # /v1/tag then answers a list of results
+        raise typer.BadParameter(
+            f"{model!r}: tag with one model at a time; run taggram tag once per model",
+            param_hint="'--model'",
+        )
     if plot is not None:
         try:
             require_format(plot)  # fail before tagging, not after each file

@@ -10,7 +10,13 @@ import typer
 
 from taggram.catalogue.records import best_records
 from taggram.catalogue.remote import RemoteBackend, served_options_problem
-from taggram.catalogue.runner import Backend, JobOptions, options_problem, run
+from taggram.catalogue.runner import (
+    Backend,
+    JobOptions,
+    model_name_problem,
+    options_problem,
+    run,
+)
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import DEFAULT_ENCODING, SourceError, load_source
 from taggram.catalogue.writers import (
@@ -99,6 +105,10 @@ def catalogue(
     """Tag every track of SOURCE into OUTPUT, resuming where a previous run stopped."""
     if local == (url is not None):
         raise typer.BadParameter("give exactly one of --url and --local")
+    problem = model_name_problem(model)
+    if problem is not None:  # before the source is read or the models load
+        typer.echo(f"taggram catalogue: {problem}", err=True)
+        raise typer.Exit(2)
     try:
         retry = RetryPolicy(attempts=retries, max_delay=max_retry_delay)
     except ValueError as error:  # a NaN or negative delay would fail at the first retry

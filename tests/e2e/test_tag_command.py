@@ -146,6 +146,19 @@ def test_unknown_model_is_a_usage_error(clips: tuple[Path, Path], repository: Pa
     assert "nope" in result.output
 
 
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_several_models_are_a_usage_error(
+    mode: str, server: Server, clips: tuple[Path, Path], repository: Path
+) -> None:
+    """``/v1/tag`` answers ``model=A,B`` with a list of results: through the service each file
+    ended in a KeyError traceback, in-process ``'A,B'`` was named as one missing model."""
+    target = ["--url", server.url] if mode == "url" else ["--local", "--repository", repository]
+    result = run(clips[1], *target, "--model", "MTT_musicnn,MSD_musicnn", env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "tag with one model at a time" in result.output
+    assert result.stdout.count(str(clips[1])) == 0
+
+
 def test_a_provider_that_is_not_installed_is_a_usage_error(
     clips: tuple[Path, Path], repository: Path
 ) -> None:
