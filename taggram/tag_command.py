@@ -22,7 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from taggram.plot import PlotUnavailableError, plot_taggram, require_format
-from taggram.repository import DEFAULT_REPOSITORY
+from taggram.repository import DEFAULT_REPOSITORY, load_repository
 
 app = typer.Typer()
 
@@ -40,6 +40,21 @@ class Outcome:
     body: dict[str, Any] | None = None
     code: str | None = None
     message: str | None = None
+
+
+def _model_problem(model: str, tags: dict[str, list[str]]) -> str | None:
+    """Why ``model`` has no tags to list, among the served models' ``tags``, or ``None``: it is
+    not served, or it is a feature extractor (``mfcc``, ``random_*``: embeddings only, for
+    custom taggers), which would print every file's heading over an empty table."""
+    if model not in tags:
+        return f"no model named {model!r}; served: {', '.join(sorted(tags))}"
+    if not tags[model]:
+        taggers = sorted(name for name, names in tags.items() if names)
+        return (
+            f"{model} has no tags: it is a feature extractor for custom taggers (embeddings "
+            f"only); tag with one of {', '.join(taggers)}"
+        )
+    return None
 
 
 def _is_service_url(url: str) -> bool:
@@ -71,6 +86,15 @@ def _tag_remote(
     http = httpx.Client(base_url=url, timeout=DEFAULT_TIMEOUT, headers=headers)
     # A person waits at the terminal: give up on an unreachable service within seconds.
     with TaggramClient(url, http=http, retry=RetryPolicy(attempts=4, max_delay=5.0)) as client:
+        try:
+            listing = client.models()
+        except TaggramClientError:
+            listing = None  # unreachable, or a key refused: each file reports it
+        if listing is not None:
+            served = {item["name"]: list(item["tags"]) for item in listing["models"]}
+            problem = _model_problem(options["model"] or listing["default_model"], served)
+            if problem is not None:  # every file would fail alike, or print no tags
+                raise typer.BadParameter(problem, param_hint="'--model'")
         for path in paths:
             try:
                 yield Outcome(path, body=client.tag(path, **options))
@@ -94,6 +118,11 @@ async def _tag_local_all(
     tag_options = TagOptions(**options)
 
     slots = asyncio.Semaphore(LOCAL_CONCURRENCY)
+    entries = load_repository(repository)  # a missing one: RepositoryError, said by the caller
+    served = {name: list(entry.metadata.tags) for name, entry in entries.items()}
+    problem = _model_problem(settings.default_model, served)
+    if problem is not None:
+        raise typer.BadParameter(problem, param_hint="'--model'")
     async with Tagger(settings) as tagger:
 
         async def one(path: Path) -> Outcome:
