@@ -13,6 +13,7 @@ from taggram.catalogue.remote import RemoteBackend, served_options_problem
 from taggram.catalogue.runner import (
     Backend,
     JobOptions,
+    counted,
     model_name_problem,
     options_problem,
     run,
@@ -191,4 +192,5 @@ def merge(
         raise typer.Exit(2) from error
     write_records(output, merged.values(), output_format or infer_format(output))
     failed = sum(1 for record in merged.values() if record.status != "ok")
-    typer.echo(f"merged {len(inputs)} files: {len(merged)} tracks, {failed} failed", err=True)
+    files, tracks = counted(len(inputs), "file"), counted(len(merged), "track")
+    typer.echo(f"merged {files}: {tracks}, {failed} failed", err=True)

@@ -92,6 +92,11 @@ class Backend(Protocol):
     ) -> None: ...
 
 
+def counted(number: int, noun: str) -> str:
+    """``1 track``, ``2 tracks``: a count with its noun in the singular or the plural."""
+    return f"{number} {noun if number == 1 else noun + 's'}"
+
+
 @dataclass
 class Summary:
     """What a run did; ``failures`` keeps every failed record for the report."""
@@ -122,13 +127,14 @@ class Summary:
         rate = self.done / self.elapsed if self.elapsed else 0.0
         realtime = self.audio_seconds / self.elapsed if self.elapsed else 0.0
         lines = [
-            f"catalogue: {self.total} tracks; done {self.done}, failed {len(self.failures)}, "
-            f"skipped {self.skipped} (already in the output)",
+            f"catalogue: {counted(self.total, 'track')}; done {self.done}, "
+            f"failed {len(self.failures)}, skipped {self.skipped} (already in the output)",
             f"  {self.elapsed:.1f} s, {rate:.2f} files/s, {self.audio_seconds / 3600:.2f} "
             f"audio-hours ({realtime:.1f} audio-hours per hour)",
         ]
         if self.not_audio:
-            lines.append(f"  not audio: {len(self.not_audio)} files skipped (by extension)")
+            skipped = counted(len(self.not_audio), "file")
+            lines.append(f"  not audio: {skipped} skipped (by extension)")
             lines += _first(self.not_audio, examples)
         by_code: dict[str, list[Record]] = defaultdict(list)
         for record in self.failures:

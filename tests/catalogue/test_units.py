@@ -337,6 +337,18 @@ def test_merge_refuses_a_missing_input_or_one_that_is_no_output(tmp_path: Path) 
     assert [record.id for record in read_records(merged)] == ["a"]
 
 
+def test_the_summary_counts_one_track_and_one_file_in_the_singular(tmp_path: Path) -> None:
+    """It said "catalogue: 1 tracks", "not audio: 1 files skipped" and "merged 1 files"."""
+    summary = Summary(total=1, not_audio=["notes.txt"])
+    lines = summary.report().splitlines()
+    assert lines[0] == "catalogue: 1 track; done 0, failed 0, skipped 0 (already in the output)"
+    assert lines[2] == "  not audio: 1 file skipped (by extension)"
+    part = tmp_path / "part.jsonl"
+    writers.write_records(part, [_ok("a", 0.9)], Format.jsonl)
+    merged = CliRunner().invoke(app, ["merge", str(part), "--output", str(tmp_path / "m.jsonl")])
+    assert merged.stderr == "merged 1 file: 1 track, 0 failed\n"
+
+
 def test_the_summary_gives_each_failure_its_own_reason_when_a_code_has_several() -> None:
     summary = Summary(total=4)
     reasons = {
