@@ -16,8 +16,11 @@ fault; :class:`AuthenticationFailedError` for a missing, unknown or too weak API
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
+import os
 import random
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -165,11 +168,29 @@ def _query(options: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def read_audio_file(path: Path) -> bytes:
+    """The bytes of the file at ``path``, to upload.
+
+    A regular file, or a pipe (``taggram tag <(curl ...)``, ``/dev/stdin``), is read whole. A
+    device is refused: ``/dev/zero`` or ``/dev/urandom`` never ends, and reading one filled all
+    of memory before the service's byte limit could answer (a terminal as ``/dev/stdin`` waits
+    for typing).
+
+    Raises:
+        OSError: ``path`` cannot be read, or is a device (``EINVAL``).
+    """
+    with path.open("rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            raise OSError(errno.EINVAL, "a device, not an audio file", str(path))
+        return handle.read()
+
+
 def _audio_file(audio: Audio, filename: str | None) -> tuple[str, bytes]:
     if isinstance(audio, bytes):
         return filename or "audio", audio
     path = Path(audio)
-    return filename or path.name, path.read_bytes()
+    return filename or path.name, read_audio_file(path)
 
 
 def _batch_files(items: Sequence[BatchItem]) -> list[tuple[str, tuple[str, bytes]]]:

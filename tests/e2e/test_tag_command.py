@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -188,6 +191,33 @@ def test_a_provider_that_is_not_installed_is_a_usage_error(
     assert result.exit_code == 2, result.output
     assert "providers ['NoSuchExecutionProvider'] are not installed" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
+def test_a_device_is_refused_not_read_into_memory(server: Server, clips: tuple[Path, Path]) -> None:
+    """``taggram tag /dev/zero --url ...`` read the endless device into memory until the
+    kernel killed the process (22 GB on a 24 GB machine); now that file is reported and the
+    others tagged. Run under a 2 GiB address-space limit, so that a regression fails here
+    with a MemoryError instead of exhausting the machine."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    command = [sys.executable, "-m", "taggram", "tag", "/dev/zero", str(clips[1])]
+    finished = subprocess.run(
+        [*command, "--url", server.url, "-k", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_memory,
+        env={**os.environ, "TAGGRAM_URL": ""},
+    )
+    assert finished.returncode == 1, finished.stderr
+    assert (
+        finished.stderr
+        == "/dev/zero: OSError: [Errno 22] a device, not an audio file: '/dev/zero'\n"
+    )
+    assert finished.stdout.startswith(f"{clips[1]}  (")
 
 
 def test_url_and_local_together_are_refused(clips: tuple[Path, Path]) -> None:
