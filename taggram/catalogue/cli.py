@@ -125,8 +125,8 @@ def catalogue(
     backend: Backend
     if local:
         local_backend = server_module("taggram.catalogue.local")
-        settings = in_process_settings(repository, model)
         try:
+            settings = in_process_settings(repository, model)
             in_process = local_backend.LocalBackend(settings, options, retry)
         except (RepositoryError, SettingsError) as error:
             # A usage error like a bad manifest (exit 2, one line): a missing repository, an

@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
+from taggram.cli import app as taggram_app
 from taggram.service.api.auth import key_id
 from taggram.service.cli import app, settings_from_options
 from taggram.service.settings import Settings
@@ -169,3 +170,34 @@ def test_a_bad_api_key_or_provider_refuses_to_start_in_one_line(
     )
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines() == [f"error: {expected.format(**values)}"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tag", "{audio}", "--local"],
+        ["catalogue", "{folder}", "--local", "--output", "{folder}/out.jsonl"],
+        ["models", "create", "m", "{folder}/examples.csv", "--local"],
+        ["models", "list", "--local"],
+        ["models", "delete", "m", "--local"],
+    ],
+    ids=["tag", "catalogue", "models-create", "models-list", "models-delete"],
+)
+def test_a_bad_environment_variable_is_a_usage_error_in_process(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-process commands read the TAGGRAM_* variables as serve does: a bad value was
+    pydantic's report in a traceback (exit 1); now one line naming the variable, exit 2."""
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    (tmp_path / "examples.csv").write_text("path,label\na.wav,x\na.wav,y\n")
+    monkeypatch.setenv("TAGGRAM_MAX_BATCH_SIZE", "abc")
+    monkeypatch.setenv("TAGGRAM_URL", "")
+    arguments = [part.format(audio=audio, folder=tmp_path) for part in command]
+    result = CliRunner().invoke(taggram_app, arguments, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert (
+        "TAGGRAM_MAX_BATCH_SIZE: Input should be a valid integer, unable to parse string as an "
+        "integer" in result.output
+    )
