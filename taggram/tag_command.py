@@ -100,7 +100,9 @@ def _tag_remote(
                 yield Outcome(path, body=client.tag(path, **options))
             except APIError as error:
                 yield Outcome(path, code=error.code, message=error.message)
-            except (TaggramClientError, OSError) as error:
+            except OSError as error:  # the code in-process tagging gives (--json reads alike)
+                yield Outcome(path, code="unreadable", message=str(error))
+            except TaggramClientError as error:
                 yield Outcome(path, code=type(error).__name__, message=str(error))
 
 

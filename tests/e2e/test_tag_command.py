@@ -112,20 +112,24 @@ def test_local_wins_over_the_environment_variable(
     assert json_lines(result.stdout)[0]["request_id"] == "local"
 
 
+@pytest.mark.parametrize("mode", ["local", "url"])
 def test_bad_files_are_reported_and_the_others_tagged(
-    clips: tuple[Path, Path], repository: Path, tmp_path: Path
+    mode: str, server: Server, clips: tuple[Path, Path], repository: Path, tmp_path: Path
 ) -> None:
+    """Both ways give the same codes: through the service a missing file or a folder was coded
+    ``FileNotFoundError`` / ``IsADirectoryError``, in-process ``unreadable``."""
     text = tmp_path / "notes.txt"
     text.write_text("not audio\n" * 50)
     missing = tmp_path / "missing.wav"
     good = clips[1]
-    result = run(text, good, missing, "--local", "--repository", repository, "--json")
+    target = ["--url", server.url] if mode == "url" else ["--local", "--repository", repository]
+    result = run(text, good, missing, tmp_path, *target, "--json")
     assert result.exit_code == 1
     lines = json_lines(result.stdout)
-    assert [line["file"] for line in lines] == [str(text), str(good), str(missing)]
+    assert [line["file"] for line in lines] == [str(text), str(good), str(missing), str(tmp_path)]
     assert lines[0]["error"]["code"] == "unsupported_format"
     assert lines[1]["tags"]
-    assert lines[2]["error"]["code"] == "unreadable"
+    assert lines[2]["error"]["code"] == lines[3]["error"]["code"] == "unreadable"
     assert f"{text}: unsupported_format" in result.stderr
 
 
@@ -215,7 +219,7 @@ def test_a_device_is_refused_not_read_into_memory(server: Server, clips: tuple[P
     assert finished.returncode == 1, finished.stderr
     assert (
         finished.stderr
-        == "/dev/zero: OSError: [Errno 22] a device, not an audio file: '/dev/zero'\n"
+        == "/dev/zero: unreadable: [Errno 22] a device, not an audio file: '/dev/zero'\n"
     )
     assert finished.stdout.startswith(f"{clips[1]}  (")
 
