@@ -154,6 +154,21 @@ def _checked(outcome: httpx.Response | httpx.TransportError) -> Any:
     raise kind(outcome.status_code, code, message, body, request_id)
 
 
+def service_url_problem(url: str) -> str | None:
+    """Why ``url`` is no service's base URL (an absolute http(s) URL with a host), or ``None``.
+
+    The commands refuse such a ``--url`` (``127.0.0.1:8000``, ``ftp://host``) as a usage error:
+    every request would fail alike with httpx's words, after its retries.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is not None and parsed.scheme in ("http", "https") and parsed.host:
+        return None
+    return f"{url!r} is not a service URL: give http://host:port or https://host"
+
+
 def auth_headers(api_key: str | None) -> dict[str, str]:
     """The ``Authorization: Bearer`` header that sends ``api_key`` (none without a key)."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
+from taggram.client import service_url_problem
 from taggram.plot import PlotUnavailableError, plot_taggram, require_format
 from taggram.repository import DEFAULT_REPOSITORY, load_repository
 
@@ -55,17 +56,6 @@ def _model_problem(model: str, tags: dict[str, list[str]]) -> str | None:
             f"only); tag with one of {', '.join(taggers)}"
         )
     return None
-
-
-def _is_service_url(url: str) -> bool:
-    """Whether ``url`` is an absolute http(s) URL with a host (a service's base URL)."""
-    import httpx
-
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return False
-    return parsed.scheme in ("http", "https") and bool(parsed.host)
 
 
 def _tag_remote(
@@ -287,11 +277,10 @@ def tag(
     if url is not None and local:
         raise typer.BadParameter("give --url or --local, not both")
     target = url or (None if local else os.environ.get("TAGGRAM_URL") or None)
-    if target is not None and not _is_service_url(target):
+    problem = service_url_problem(target) if target is not None else None
+    if problem is not None:
         # otherwise every file fails on its own with httpx's words, and the exit status is 1
-        raise typer.BadParameter(
-            f"{target!r} is not a service URL: give http://host:port or https://host"
-        )
+        raise typer.BadParameter(problem)
     if model is not None and "," in model:  # /v1/tag then answers a list of results
         raise typer.BadParameter(
             f"{model!r}: tag with one model at a time; run taggram tag once per model",

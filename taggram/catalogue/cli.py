@@ -28,7 +28,7 @@ from taggram.catalogue.writers import (
     read_records,
     write_records,
 )
-from taggram.client import RetryPolicy
+from taggram.client import RetryPolicy, service_url_problem
 from taggram.repository import DEFAULT_REPOSITORY, RepositoryError
 from taggram.service.cli import server_module
 from taggram.service.settings import SettingsError, in_process_settings
@@ -106,6 +106,10 @@ def catalogue(
     """Tag every track of SOURCE into OUTPUT, resuming where a previous run stopped."""
     if local == (url is not None):
         raise typer.BadParameter("give exactly one of --url and --local")
+    if url is not None and (problem := service_url_problem(url)) is not None:
+        # otherwise every track is retried and recorded unreachable, exit 1: a pod restarted
+        # forever on a typo
+        raise typer.BadParameter(problem, param_hint="'--url'")
     problem = model_name_problem(model)
     if problem is not None:  # before the source is read or the models load
         typer.echo(f"taggram catalogue: {problem}", err=True)

@@ -261,6 +261,22 @@ def test_retry_policy_honours_retry_after_and_backs_off() -> None:
     assert policy.next_wait(0, httpx.Response(200, request=request)) is None
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://host", "http://"])
+def test_a_url_that_names_no_service_is_a_usage_error(tmp_path: Path, url: str) -> None:
+    """Every track was retried and recorded unreachable (exit 1: a Job's pod restarted for
+    ever on a typo); now refused before the source is read, as taggram tag refuses it."""
+    _touch(tmp_path / "music", "a.wav")
+    output = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["catalogue", str(tmp_path / "music"), "--output", str(output), "--url", url],
+        env={"COLUMNS": "300"},
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{url!r} is not a service URL: give http://host:port or https://host" in result.output
+    assert not output.exists()
+
+
 @pytest.mark.parametrize("delay", ["nan", "-1", "inf"])
 def test_a_retry_delay_that_is_no_finite_wait_is_a_usage_error(tmp_path: Path, delay: str) -> None:
     """A NaN or negative --max-retry-delay failed in ``time.sleep`` at the first retry (an

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import httpx
 import typer
 
+from taggram.client import service_url_problem
+
 if TYPE_CHECKING:
     from taggram.service.settings import Settings
 
@@ -105,6 +107,8 @@ def _fail(response: httpx.Response) -> None:
 def _need_target(url: str | None, local: bool) -> None:
     if bool(url) == local:
         raise typer.BadParameter("give exactly one of --url (or TAGGRAM_URL) and --local")
+    if url and (problem := service_url_problem(url)) is not None:
+        raise typer.BadParameter(problem, param_hint="'--url'")
 
 
 def _summary(record: dict[str, Any]) -> str:

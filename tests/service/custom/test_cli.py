@@ -44,6 +44,20 @@ def test_a_manifest_naming_absent_files_is_a_usage_error(tmp_path: Path) -> None
     assert "gone.wav" in made.output and "x.wav" not in made.output  # the panel wraps lines
 
 
+@pytest.mark.parametrize("command", [["list"], ["delete", "m"], ["create", "m", "{manifest}"]])
+def test_a_url_that_names_no_service_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    """'127.0.0.1:8000' (no scheme) was httpx's 'missing an http:// or https:// protocol' after
+    the manifest was read, exit 1; now a usage error, as taggram tag refuses it."""
+    manifest = tmp_path / "examples.csv"
+    manifest.write_text("path,label\n")
+    arguments = [part.format(manifest=manifest) for part in command]
+    result = CliRunner().invoke(
+        app, ["models", *arguments, "--url", "127.0.0.1:8000"], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 2, result.output
+    assert "'127.0.0.1:8000' is not a service URL" in result.output
+
+
 def test_a_service_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nothing listens on once it is closed
         probe.bind(("127.0.0.1", 0))
