@@ -150,9 +150,20 @@ def test_shards_cover_every_track_exactly_once_and_stably() -> None:
     assert old_ids <= {t.id for t in select(grown, Shard(1, 3))}
 
 
-@pytest.mark.parametrize("text", ["3/3", "-1/2", "1", "a/b", "1/0"])
-def test_bad_shard_specs_are_refused(text: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("3/3", r"shard index must be in \[0, 3\), got 3"),
+        ("-1/2", r"shard index must be in \[0, 2\), got -1"),
+        ("1", "shard must look like i/N"),
+        ("a/b", "shard must look like i/N"),
+        ("1/0", "shard count N of i/N must be at least 1, got '1/0'"),
+        ("0/0", "shard count N of i/N must be at least 1"),  # was "must be in [0, 0)"
+        ("1/-2", "shard count N of i/N must be at least 1"),  # was "must be in [0, -2)"
+    ],
+)
+def test_bad_shard_specs_are_refused(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
         Shard.parse(text)
 
 
