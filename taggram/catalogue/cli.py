@@ -182,7 +182,7 @@ def merge(
         typer.Option("--format", help="jsonl, csv or parquet (default: from the extension)"),
     ] = None,
 ) -> None:
-    """Merge catalogue outputs (e.g. one per shard) into one, one record per id."""
+    """Merge catalogue outputs (one per shard, say) into one, one record per id."""
     # Read as empty, they would merge into an output short of their tracks. (A Parquet part of a
     # killed run may be only its journal.)
     missing = [str(path) for path in inputs if not (path.exists() or journal_path(path).exists())]

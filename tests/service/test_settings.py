@@ -55,6 +55,23 @@ def test_every_setting_is_a_serve_option() -> None:
         assert f"--{name.replace('_', '-')}" in result.output
 
 
+def test_help_and_usage_errors_read_in_an_80_column_terminal() -> None:
+    """rich's panels cut names short at 80 columns ("TAGGRAM_MODEL_REPOS…") and boxed a usage
+    error over several lines; click's plain help wraps at words, its error is one line."""
+    runner = CliRunner()
+    shown = runner.invoke(taggram_app, ["serve", "--help"], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    words = set(shown.output.split())
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in words, name
+        assert f"TAGGRAM_{name.upper()})" in words, name
+    refused = runner.invoke(taggram_app, ["tag", "a.wav", "--top-k", "0"], env={"COLUMNS": "80"})
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--top-k' / '-k': Input should be greater than or equal to 1"
+    )
+
+
 def test_readme_documents_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     for name in Settings.model_fields:

@@ -25,7 +25,9 @@ from taggram.client import service_url_problem
 if TYPE_CHECKING:
     from taggram.service.settings import Settings
 
-app = typer.Typer(help="Custom taggers: create from labelled examples, list, delete.")
+app = typer.Typer(
+    help="Custom taggers: create from labelled examples, list, delete.", rich_markup_mode=None
+)
 
 UrlOption = Annotated[
     str | None, typer.Option(envvar="TAGGRAM_URL", help="service URL (or use --local)")
