@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import onnxruntime as ort
@@ -181,12 +182,16 @@ def test_a_bad_api_key_or_provider_refuses_to_start_in_one_line(
         "available": ort.get_available_providers(),
     }
     arguments = [option.format(**values) for option in options]
+    handlers = list(logging.getLogger().handlers)
     result = CliRunner().invoke(
         app,
         [*arguments, "--model-repository", str(tiny_repository), "--models", "tiny", "--port", "1"],
     )
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines() == [f"error: {expected.format(**values)}"]
+    # Logging is left as it was: a root handler on the runner's stream, closed once the command
+    # returned, made every later test that logs print '--- Logging error ---' into its stderr.
+    assert logging.getLogger().handlers == handlers
 
 
 @pytest.mark.parametrize(
