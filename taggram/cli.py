@@ -18,10 +18,14 @@ from taggram.service.cli import app as service_app
 from taggram.service.custom.cli import app as custom_app
 from taggram.tag_command import app as tag_app
 
+# Plain (click) help and errors, not rich's panels: in an 80-column terminal the panels cut the
+# option and variable names short ("--max-request-patch…", "TAGGRAM_MODEL_REPOS…") and wrapped a
+# usage error over several boxed lines; click's wraps text at words and says an error in one line.
 app = typer.Typer(
     help="taggram: music and audio tagging service.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 for sub in (service_app, tag_app, models_app, training_app, catalogue_app):
     app.registered_commands.extend(sub.registered_commands)

@@ -16,7 +16,11 @@ fault; :class:`AuthenticationFailedError` for a missing, unknown or too weak API
 from __future__ import annotations
 
 import asyncio
+import errno
+import math
+import os
 import random
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,12 +71,25 @@ class ConnectionFailedError(TaggramClientError):
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to keep trying: ``attempts`` tries in all, the wait doubling from ``backoff``
-    seconds up to ``max_delay`` (with jitter so many clients do not retry in lockstep)."""
+    seconds up to ``max_delay`` (with jitter so many clients do not retry in lockstep).
+
+    Raises:
+        ValueError: ``attempts`` below 1, or ``backoff`` or ``max_delay`` not a finite number of
+            seconds >= 0 (a NaN or negative wait would fail in ``sleep`` at the first retry).
+    """
 
     attempts: int = 8
     backoff: float = 0.5
     max_delay: float = 30.0
     statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError(f"attempts must be at least 1, got {self.attempts}")
+        for name in ("backoff", "max_delay"):
+            seconds = getattr(self, name)
+            if not (math.isfinite(seconds) and seconds >= 0):
+                raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds}")
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds to wait after failed try number ``attempt`` (0-based)."""
@@ -137,6 +154,21 @@ def _checked(outcome: httpx.Response | httpx.TransportError) -> Any:
     raise kind(outcome.status_code, code, message, body, request_id)
 
 
+def service_url_problem(url: str) -> str | None:
+    """Why ``url`` is no service's base URL (an absolute http(s) URL with a host), or ``None``.
+
+    The commands refuse such a ``--url`` (``127.0.0.1:8000``, ``ftp://host``) as a usage error:
+    every request would fail alike with httpx's words, after its retries.
+    """
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        parsed = None
+    if parsed is not None and parsed.scheme in ("http", "https") and parsed.host:
+        return None
+    return f"{url!r} is not a service URL: give http://host:port or https://host"
+
+
 def auth_headers(api_key: str | None) -> dict[str, str]:
     """The ``Authorization: Bearer`` header that sends ``api_key`` (none without a key)."""
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -151,11 +183,29 @@ def _query(options: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def read_audio_file(path: Path) -> bytes:
+    """The bytes of the file at ``path``, to upload.
+
+    A regular file, or a pipe (``taggram tag <(curl ...)``, ``/dev/stdin``), is read whole. A
+    device is refused: ``/dev/zero`` or ``/dev/urandom`` never ends, and reading one filled all
+    of memory before the service's byte limit could answer (a terminal as ``/dev/stdin`` waits
+    for typing).
+
+    Raises:
+        OSError: ``path`` cannot be read, or is a device (``EINVAL``).
+    """
+    with path.open("rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            raise OSError(errno.EINVAL, "a device, not an audio file", str(path))
+        return handle.read()
+
+
 def _audio_file(audio: Audio, filename: str | None) -> tuple[str, bytes]:
     if isinstance(audio, bytes):
         return filename or "audio", audio
     path = Path(audio)
-    return filename or path.name, path.read_bytes()
+    return filename or path.name, read_audio_file(path)
 
 
 def _batch_files(items: Sequence[BatchItem]) -> list[tuple[str, tuple[str, bytes]]]:

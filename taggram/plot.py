@@ -29,6 +29,26 @@ def require_matplotlib() -> None:
         ) from error
 
 
+def require_format(path: Path) -> None:
+    """Check that matplotlib writes pictures in the format ``path``'s suffix names (no suffix:
+    matplotlib's default, PNG).
+
+    Raises:
+        PlotUnavailableError: matplotlib is not installed.
+        ValueError: the suffix names no format matplotlib writes (the message lists them).
+    """
+    require_matplotlib()
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    suffix = path.suffix.lower().removeprefix(".")
+    if suffix and suffix not in supported:
+        raise ValueError(
+            f"{path}: {suffix!r} is no picture format matplotlib writes; end the name with one of "
+            f"{', '.join('.' + name for name in sorted(supported))}"
+        )
+
+
 def column_edges(starts: np.ndarray, ends: np.ndarray, duration: float) -> np.ndarray:
     """Time edges (seconds, ``[n_patches + 1]``) of each patch's column in the picture.
 

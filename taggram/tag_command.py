@@ -21,8 +21,9 @@ from typing import Annotated, Any
 
 import typer
 
-from taggram.plot import PlotUnavailableError, plot_taggram, require_matplotlib
-from taggram.repository import DEFAULT_REPOSITORY
+from taggram.client import service_url_problem
+from taggram.plot import PlotUnavailableError, plot_taggram, require_format
+from taggram.repository import DEFAULT_REPOSITORY, load_repository
 
 app = typer.Typer()
 
@@ -42,15 +43,19 @@ class Outcome:
     message: str | None = None
 
 
-def _is_service_url(url: str) -> bool:
-    """Whether ``url`` is an absolute http(s) URL with a host (a service's base URL)."""
-    import httpx
-
-    try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
-        return False
-    return parsed.scheme in ("http", "https") and bool(parsed.host)
+def _model_problem(model: str, tags: dict[str, list[str]]) -> str | None:
+    """Why ``model`` has no tags to list, among the served models' ``tags``, or ``None``: it is
+    not served, or it is a feature extractor (``mfcc``, ``random_*``: embeddings only, for
+    custom taggers), which would print every file's heading over an empty table."""
+    if model not in tags:
+        return f"no model named {model!r}; served: {', '.join(sorted(tags))}"
+    if not tags[model]:
+        taggers = sorted(name for name, names in tags.items() if names)
+        return (
+            f"{model} has no tags: it is a feature extractor for custom taggers (embeddings "
+            f"only); tag with one of {', '.join(taggers)}"
+        )
+    return None
 
 
 def _tag_remote(
@@ -71,12 +76,23 @@ def _tag_remote(
     http = httpx.Client(base_url=url, timeout=DEFAULT_TIMEOUT, headers=headers)
     # A person waits at the terminal: give up on an unreachable service within seconds.
     with TaggramClient(url, http=http, retry=RetryPolicy(attempts=4, max_delay=5.0)) as client:
+        try:
+            listing = client.models()
+        except TaggramClientError:
+            listing = None  # unreachable, or a key refused: each file reports it
+        if listing is not None:
+            served = {item["name"]: list(item["tags"]) for item in listing["models"]}
+            problem = _model_problem(options["model"] or listing["default_model"], served)
+            if problem is not None:  # every file would fail alike, or print no tags
+                raise typer.BadParameter(problem, param_hint="'--model'")
         for path in paths:
             try:
                 yield Outcome(path, body=client.tag(path, **options))
             except APIError as error:
                 yield Outcome(path, code=error.code, message=error.message)
-            except (TaggramClientError, OSError) as error:
+            except OSError as error:  # the code in-process tagging gives (--json reads alike)
+                yield Outcome(path, code="unreadable", message=str(error))
+            except TaggramClientError as error:
                 yield Outcome(path, code=type(error).__name__, message=str(error))
 
 
@@ -94,6 +110,11 @@ async def _tag_local_all(
     tag_options = TagOptions(**options)
 
     slots = asyncio.Semaphore(LOCAL_CONCURRENCY)
+    entries = load_repository(repository)  # a missing one: RepositoryError, said by the caller
+    served = {name: list(entry.metadata.tags) for name, entry in entries.items()}
+    problem = _model_problem(settings.default_model, served)
+    if problem is not None:
+        raise typer.BadParameter(problem, param_hint="'--model'")
     async with Tagger(settings) as tagger:
 
         async def one(path: Path) -> Outcome:
@@ -119,6 +140,7 @@ def _tag_local(
 ) -> None:
     from taggram.repository import RepositoryError
     from taggram.service.cli import server_module
+    from taggram.service.settings import SettingsError
 
     # The light client install has no server stack: say which extra to install, or use --url.
     server_module("taggram.service.api.schemas")
@@ -128,6 +150,8 @@ def _tag_local(
         asyncio.run(_tag_local_all(repository, paths, options, report))
     except RepositoryError as error:
         raise typer.BadParameter(str(error), param_hint="--model / --repository") from error
+    except SettingsError as error:  # TAGGRAM_PROVIDERS naming one that is not installed
+        raise typer.BadParameter(str(error)) from error
 
 
 @dataclass
@@ -160,7 +184,7 @@ class Report:
             title = f"{outcome.path.name} · {body['model']['name']}"
             try:
                 plot_taggram(outcome.body, picture, rows=self.plot_tags or None, title=title)
-            except (OSError, ValueError) as error:  # a folder that is missing, an odd suffix
+            except (OSError, ValueError) as error:  # a folder that is missing
                 self.failed += 1
                 typer.echo(f"{outcome.path}: could not write {picture}: {error}", err=True)
                 return
@@ -253,15 +277,19 @@ def tag(
     if url is not None and local:
         raise typer.BadParameter("give --url or --local, not both")
     target = url or (None if local else os.environ.get("TAGGRAM_URL") or None)
-    if target is not None and not _is_service_url(target):
+    problem = service_url_problem(target) if target is not None else None
+    if problem is not None:
         # otherwise every file fails on its own with httpx's words, and the exit status is 1
+        raise typer.BadParameter(problem)
+    if model is not None and "," in model:  # /v1/tag then answers a list of results
         raise typer.BadParameter(
-            f"{target!r} is not a service URL: give http://host:port or https://host"
+            f"{model!r}: tag with one model at a time; run taggram tag once per model",
+            param_hint="'--model'",
         )
     if plot is not None:
         try:
-            require_matplotlib()  # fail before tagging, not after
-        except PlotUnavailableError as error:
+            require_format(plot)  # fail before tagging, not after each file
+        except (PlotUnavailableError, ValueError) as error:
             typer.echo(f"error: --plot: {error}", err=True)
             raise typer.Exit(2) from error
     # Every tag comes back (the list is cut to --top-k here), so a plot can rank all of them.

@@ -10,14 +10,28 @@ import typer
 
 from taggram.catalogue.records import best_records
 from taggram.catalogue.remote import RemoteBackend, served_options_problem
-from taggram.catalogue.runner import Backend, JobOptions, options_problem, run
+from taggram.catalogue.runner import (
+    Backend,
+    JobOptions,
+    counted,
+    model_name_problem,
+    options_problem,
+    run,
+)
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import DEFAULT_ENCODING, SourceError, load_source
-from taggram.catalogue.writers import Format, infer_format, read_records, write_records
-from taggram.client import RetryPolicy
+from taggram.catalogue.writers import (
+    Format,
+    OutputError,
+    infer_format,
+    journal_path,
+    read_records,
+    write_records,
+)
+from taggram.client import RetryPolicy, service_url_problem
 from taggram.repository import DEFAULT_REPOSITORY, RepositoryError
 from taggram.service.cli import server_module
-from taggram.service.settings import in_process_settings
+from taggram.service.settings import SettingsError, in_process_settings
 
 app = typer.Typer()
 
@@ -92,6 +106,18 @@ def catalogue(
     """Tag every track of SOURCE into OUTPUT, resuming where a previous run stopped."""
     if local == (url is not None):
         raise typer.BadParameter("give exactly one of --url and --local")
+    if url is not None and (problem := service_url_problem(url)) is not None:
+        # otherwise every track is retried and recorded unreachable, exit 1: a pod restarted
+        # forever on a typo
+        raise typer.BadParameter(problem, param_hint="'--url'")
+    problem = model_name_problem(model)
+    if problem is not None:  # before the source is read or the models load
+        typer.echo(f"taggram catalogue: {problem}", err=True)
+        raise typer.Exit(2)
+    try:
+        retry = RetryPolicy(attempts=retries, max_delay=max_retry_delay)
+    except ValueError as error:  # a NaN or negative delay would fail at the first retry
+        raise typer.BadParameter(str(error), param_hint="'--max-retry-delay'") from error
     try:
         found = load_source(source, encoding)
     except SourceError as error:
@@ -100,16 +126,15 @@ def catalogue(
         raise typer.Exit(2) from error
     tracks = select(found.tracks, _shard(shard))
     options = JobOptions(model=model, top_k=top_k, embeddings=embeddings)
-    retry = RetryPolicy(attempts=retries, max_delay=max_retry_delay)
     backend: Backend
     if local:
         local_backend = server_module("taggram.catalogue.local")
-        settings = in_process_settings(repository, model)
         try:
+            settings = in_process_settings(repository, model)
             in_process = local_backend.LocalBackend(settings, options, retry)
-        except RepositoryError as error:
-            # A usage error like a bad manifest (exit 2, one line): a missing repository or an
-            # unknown --model is the same on every restart of the pod.
+        except (RepositoryError, SettingsError) as error:
+            # A usage error like a bad manifest (exit 2, one line): a missing repository, an
+            # unknown --model or a provider not installed is the same on every restart of the pod.
             typer.echo(f"taggram catalogue: {error}", err=True)
             raise typer.Exit(2) from error
         problem = options_problem(options, settings.default_model, in_process.embedding_outputs())
@@ -123,18 +148,24 @@ def catalogue(
         typer.echo(f"taggram catalogue: {problem}", err=True)
         raise typer.Exit(2)
     fmt = output_format or infer_format(output)
-    summary = asyncio.run(
-        run(
-            tracks,
-            backend,
-            output,
-            fmt,
-            concurrency=concurrency,
-            retry_failed=retry_failed,
-            limit=limit,
-            progress=progress,
+    try:
+        summary = asyncio.run(
+            run(
+                tracks,
+                backend,
+                output,
+                fmt,
+                concurrency=concurrency,
+                retry_failed=retry_failed,
+                limit=limit,
+                progress=progress,
+            )
         )
-    )
+    except OutputError as error:
+        # Read before any track is sent (to resume): --output names some other file, a usage
+        # error that a restarted pod would meet again.
+        typer.echo(f"taggram catalogue: --output {error}", err=True)
+        raise typer.Exit(2) from error
     summary.not_audio = found.not_audio
     typer.echo(summary.report(), err=True)
     # A transient failure (service unreachable) exits non-zero, so a Kubernetes Job retries the
@@ -151,8 +182,19 @@ def merge(
         typer.Option("--format", help="jsonl, csv or parquet (default: from the extension)"),
     ] = None,
 ) -> None:
-    """Merge catalogue outputs (e.g. one per shard) into one, one record per id."""
-    merged = best_records(record for path in inputs for record in read_records(path))
+    """Merge catalogue outputs (one per shard, say) into one, one record per id."""
+    # Read as empty, they would merge into an output short of their tracks. (A Parquet part of a
+    # killed run may be only its journal.)
+    missing = [str(path) for path in inputs if not (path.exists() or journal_path(path).exists())]
+    if missing:
+        typer.echo(f"taggram merge: no such file: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    try:
+        merged = best_records(record for path in inputs for record in read_records(path))
+    except OutputError as error:
+        typer.echo(f"taggram merge: {error}", err=True)
+        raise typer.Exit(2) from error
     write_records(output, merged.values(), output_format or infer_format(output))
     failed = sum(1 for record in merged.values() if record.status != "ok")
-    typer.echo(f"merged {len(inputs)} files: {len(merged)} tracks, {failed} failed", err=True)
+    files, tracks = counted(len(inputs), "file"), counted(len(merged), "track")
+    typer.echo(f"merged {files}: {tracks}, {failed} failed", err=True)

@@ -22,6 +22,7 @@ from taggram.client import (
     ServiceError,
     TaggramClient,
     TaggramClientError,
+    read_audio_file,
 )
 
 
@@ -46,7 +47,7 @@ class RemoteBackend:
         error records (retryable when another run may succeed).
         """
         try:
-            data = await asyncio.to_thread(track.path.read_bytes)
+            data = await asyncio.to_thread(read_audio_file, track.path)
         except OSError as error:
             return records.unreadable(track, error)
         try:

@@ -36,6 +36,23 @@ class JobOptions:
     embeddings: str | None = None
 
 
+def model_name_problem(model: str | None) -> str | None:
+    """What makes ``--model`` unusable whatever the service serves, in one sentence, or
+    ``None``: an empty name (``A,,B``), or several models (``/v1/tag`` then answers a list of
+    results, one per model, which no record holds)."""
+    if model is None:
+        return None
+    names = [part.strip() for part in model.split(",")]
+    if not all(names):
+        return f"--model {model!r} names an empty model"
+    if len(names) > 1:
+        return (
+            f"--model {model!r}: a record holds one model's tags; run the catalogue once per "
+            f"model, each into its own --output"
+        )
+    return None
+
+
 def options_problem(
     options: JobOptions, default_model: str, embedding_outputs: dict[str, list[str]]
 ) -> str | None:
@@ -45,22 +62,21 @@ def options_problem(
     /v1/models``, or the local repository); ``default_model`` is used when ``options.model`` is
     unset. Checked before anything is sent: otherwise every track would fail alike.
     """
-    names = [part.strip() for part in (options.model or default_model).split(",")]
-    if not all(names):
-        return f"--model {options.model!r} names an empty model"
-    unknown = [name for name in names if name not in embedding_outputs]
-    if unknown:
+    problem = model_name_problem(options.model)
+    if problem is not None:
+        return problem
+    name = (options.model or default_model).strip()
+    if name not in embedding_outputs:
         return (
-            f"--model {options.model!r}: no model named {', '.join(map(repr, unknown))}; "
+            f"--model {options.model!r}: no model named {name!r}; "
             f"served: {', '.join(sorted(embedding_outputs))}"
         )
-    for name in names:
-        layers = embedding_outputs[name]
-        if options.embeddings is not None and options.embeddings not in layers:
-            return (
-                f"--embeddings {options.embeddings!r}: {name} has no such layer; its layers: "
-                f"{', '.join(layers) or 'none'}"
-            )
+    layers = embedding_outputs[name]
+    if options.embeddings is not None and options.embeddings not in layers:
+        return (
+            f"--embeddings {options.embeddings!r}: {name} has no such layer; its layers: "
+            f"{', '.join(layers) or 'none'}"
+        )
     return None
 
 
@@ -74,6 +90,11 @@ class Backend(Protocol):
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
+
+
+def counted(number: int, noun: str) -> str:
+    """``1 track``, ``2 tracks``: a count with its noun in the singular or the plural."""
+    return f"{number} {noun if number == 1 else noun + 's'}"
 
 
 @dataclass
@@ -106,13 +127,14 @@ class Summary:
         rate = self.done / self.elapsed if self.elapsed else 0.0
         realtime = self.audio_seconds / self.elapsed if self.elapsed else 0.0
         lines = [
-            f"catalogue: {self.total} tracks; done {self.done}, failed {len(self.failures)}, "
-            f"skipped {self.skipped} (already in the output)",
+            f"catalogue: {counted(self.total, 'track')}; done {self.done}, "
+            f"failed {len(self.failures)}, skipped {self.skipped} (already in the output)",
             f"  {self.elapsed:.1f} s, {rate:.2f} files/s, {self.audio_seconds / 3600:.2f} "
             f"audio-hours ({realtime:.1f} audio-hours per hour)",
         ]
         if self.not_audio:
-            lines.append(f"  not audio: {len(self.not_audio)} files skipped (by extension)")
+            skipped = counted(len(self.not_audio), "file")
+            lines.append(f"  not audio: {skipped} skipped (by extension)")
             lines += _first(self.not_audio, examples)
         by_code: dict[str, list[Record]] = defaultdict(list)
         for record in self.failures:

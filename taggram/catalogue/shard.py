@@ -29,6 +29,8 @@ class Shard:
             shard = cls(int(index_text), int(count_text))
         except ValueError as exc:
             raise ValueError(f"shard must look like i/N, got {text!r}") from exc
+        if shard.count < 1:  # "in [0, 0)" said nothing a person could act on
+            raise ValueError(f"shard count N of i/N must be at least 1, got {text!r}")
         if not 0 <= shard.index < shard.count:
             raise ValueError(f"shard index must be in [0, {shard.count}), got {shard.index}")
         return shard

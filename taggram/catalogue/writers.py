@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TextIO
 
+from pydantic import ValidationError
+
 from taggram.catalogue.records import ErrorInfo, Record, TopTag, best_records
 
 
@@ -168,13 +170,43 @@ def open_appender(path: Path, fmt: Format) -> Appender:
 def _read_jsonl(path: Path) -> list[Record]:
     lines = path.read_text(encoding="utf-8").split("\n")
     # The last element is "" for a complete file, or a line a killed run left unfinished.
-    return [Record.model_validate_json(line) for line in lines[:-1] if line.strip()]
+    records = []
+    for number, line in enumerate(lines[:-1], 1):
+        if line.strip():
+            try:
+                records.append(Record.model_validate_json(line))
+            except ValidationError as error:
+                raise OutputError(f"line {number}: {_reason(error)}") from error
+    return records
 
 
 def _read_csv(path: Path) -> list[Record]:
     text = path.read_text(encoding="utf-8")
     complete = text[: text.rfind("\n") + 1]
-    return [_from_csv_row(row) for row in csv.DictReader(io.StringIO(complete))]
+    records = []
+    for number, row in enumerate(csv.DictReader(io.StringIO(complete)), 2):  # after the header
+        try:
+            records.append(_from_csv_row(row))
+        except (ValueError, KeyError, TypeError) as error:
+            raise OutputError(f"row {number}: {_reason(error)}") from error
+    return records
+
+
+class OutputError(ValueError):
+    """A file read as a catalogue output (the output a run resumes, an input of ``taggram
+    merge``) that is not one in its format: another file given by mistake, or a damaged one."""
+
+
+def _reason(error: Exception) -> str:
+    """What is wrong, in one line: a record's first bad field, a missing CSV column, or the
+    reader's own first line."""
+    if isinstance(error, ValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    if isinstance(error, KeyError):
+        return f"no {error.args[0]!r} column"
+    return str(error).strip().split("\n")[0]
 
 
 def _pyarrow() -> Any:
@@ -229,16 +261,31 @@ def _read_parquet(path: Path) -> list[Record]:
     ]
 
 
+def _read(path: Path, fmt: Format) -> list[Record]:
+    reader = {Format.jsonl: _read_jsonl, Format.csv: _read_csv, Format.parquet: _read_parquet}
+    try:
+        return reader[fmt](path)
+    except (OSError, ValueError, KeyError, TypeError) as error:  # OutputError among them
+        raise OutputError(
+            f"{path} is not a catalogue output in {fmt.value}: {_reason(error)}"
+        ) from error
+
+
 def read_records(path: Path, fmt: Format | None = None) -> list[Record]:
     """Every record of an output file in write order (duplicates included); [] when absent.
-    A Parquet output's journal, if a run left one, is read after the Parquet file."""
+    A Parquet output's journal, if a run left one, is read after the Parquet file.
+
+    Raises:
+        OutputError: ``path`` (or the journal) exists but is not a catalogue output in ``fmt``
+            (a manifest or some other file given by mistake, a damaged output), naming the
+            line or row and the first thing wrong.
+    """
     fmt = fmt or infer_format(path)
     records: list[Record] = []
-    if path.is_file():
-        reader = {Format.jsonl: _read_jsonl, Format.csv: _read_csv, Format.parquet: _read_parquet}
-        records = reader[fmt](path)
+    if path.exists():
+        records = _read(path, fmt)
     if fmt is Format.parquet and journal_path(path).is_file():
-        records += _read_jsonl(journal_path(path))
+        records += _read(journal_path(path), Format.jsonl)
     return records
 
 

@@ -18,7 +18,7 @@ import typer
 from pydantic import ValidationError
 
 from taggram.repository import RepositoryError
-from taggram.service.settings import Settings
+from taggram.service.settings import Settings, SettingsError, problems
 
 app = typer.Typer()
 
@@ -54,10 +54,8 @@ def settings_from_options(options: dict[str, Any]) -> Settings:
     try:
         return Settings(**{name: value for name, value in options.items() if value is not None})
     except ValidationError as error:
-        for problem in error.errors():
-            cause = problem.get("ctx", {}).get("error")  # a validator's own words
-            where = "".join(f"{part}: " for part in problem["loc"])
-            typer.echo(f"error: {where}{cause or problem['msg']}", err=True)
+        for line in problems(error):
+            typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from error
 
 
@@ -83,7 +81,8 @@ def serve(**options: Any) -> None:
     server = server_module("taggram.service.server")
     try:
         server.serve(settings)
-    except RepositoryError as error:  # no repository, or not the models asked for: a usage error
+    # No repository, not the models asked for, a bad API key or provider: a usage error.
+    except (RepositoryError, SettingsError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
 

@@ -62,12 +62,17 @@ def serve(settings: Settings) -> None:
         RepositoryError: the model repository is missing or inconsistent, or lacks a model the
             settings name; raised before the port opens, so that the command can say it in one
             line instead of uvicorn logging a failed start-up's traceback.
+        SettingsError: a malformed API key, an unreadable keys file or a provider that is not
+            installed; raised before the port opens too.
     """
-    configure_logging(settings.log_level, settings.log_format)
     lifecycle = Lifecycle()
     tagger = Tagger(settings)
+    app = create_app(settings, lifecycle, tagger)
+    # Only once the settings are known to start: a refused start leaves logging as it was (the
+    # command says why in one line), not a root handler on the stream stderr was at that time.
+    configure_logging(settings.log_level, settings.log_format)
     config = uvicorn.Config(
-        create_app(settings, lifecycle, tagger),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

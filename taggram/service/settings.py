@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from taggram.repository import DEFAULT_REPOSITORY
@@ -22,6 +22,12 @@ LogFormat = Literal["text", "json"]
 def available_cores() -> int:
     """CPU cores this process may run on (respects container CPU sets / affinity)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class SettingsError(ValueError):
+    """A setting that passes its field's checks but that the service cannot start with: a
+    malformed API key, an unreadable keys file, an ONNX Runtime provider that is not installed.
+    Raised before the port opens, so that ``taggram serve`` says it in one line (exit 2)."""
 
 
 class Settings(BaseSettings):
@@ -233,12 +239,39 @@ class Settings(BaseSettings):
         return value
 
 
+def problems(error: ValidationError, *, variables: bool = False) -> list[str]:
+    """One line per invalid setting: ``field: what is wrong`` (``TAGGRAM_FIELD: ...`` with
+    ``variables``), in a validator's own words where it gave them; a check of several settings
+    together is its words alone."""
+    lines = []
+    for problem in error.errors():
+        cause = problem.get("ctx", {}).get("error")  # a validator's own words
+        names = [f"TAGGRAM_{part}".upper() if variables else str(part) for part in problem["loc"]]
+        lines.append("".join(f"{name}: " for name in names) + str(cause or problem["msg"]))
+    return lines
+
+
+def environment_settings(**values: Any) -> Settings:
+    """Settings from the ``TAGGRAM_*`` environment, ``values`` overriding it (the in-process
+    commands: ``taggram tag``, ``catalogue --local``, ``models ... --local``).
+
+    Raises:
+        SettingsError: a variable's value is invalid (``TAGGRAM_MAX_BATCH_SIZE=abc``), its
+            problems in one line; it was pydantic's multi-line report in a traceback.
+    """
+    try:
+        return Settings(**values)
+    except ValidationError as error:
+        raise SettingsError("; ".join(problems(error, variables=True))) from error
+
+
 def in_process_settings(repository: Path, model: str | None, *, warmup: bool = True) -> Settings:
     """Settings for tagging in-process (``taggram tag``, ``catalogue --local``): ``TAGGRAM_*``
     variables apply, only the model the run uses is loaded, and the queue budget and deadline are
     lifted, since they protect a server's other clients and in-process every file is the run's
-    own (the queue's patch bound still holds memory)."""
-    base = Settings(model_repository=repository)
+    own (the queue's patch bound still holds memory). Raises :class:`SettingsError` as
+    :func:`environment_settings`."""
+    base = environment_settings(model_repository=repository)
     name = model or base.default_model
     return base.model_copy(
         update={

@@ -211,6 +211,9 @@ class Tagger:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.entries = self._select(load_repository(settings.model_repository))
+        # Chosen here, not when the sessions load: a provider that is not installed is refused
+        # before the server opens its port.
+        self.providers = choose_providers(settings.providers)
         self._batchers: dict[str, Batcher] = {}
         self._limits = DecodeLimits(
             settings.max_upload_bytes, settings.max_duration_seconds, settings.max_sample_rate
@@ -264,14 +267,13 @@ class Tagger:
 
     def _load_sessions(self) -> list[tuple[ModelSession, float]]:
         """Each model's session and its measured seconds per patch (a default without warm-up)."""
-        providers = choose_providers(self.settings.providers)
         sessions = []
         for entry in self.entries.values():
             if self._stopping.is_set():
                 break
             session = ModelSession(
                 entry,
-                providers,
+                self.providers,
                 self.settings.threads_per_batch,
                 self.settings.inter_op_threads,
                 io_binding=self.settings.io_binding,

@@ -121,6 +121,15 @@ def test_local_without_a_model_repository_is_a_usage_error(tmp_path: Path) -> No
     assert stderr.count("\n") == 1 and "does not exist" in stderr and "Traceback" not in stderr
 
 
+def test_local_with_a_provider_that_is_not_installed_is_a_usage_error(
+    tmp_path: Path, repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TAGGRAM_PROVIDERS", "NoSuchExecutionProvider")
+    code, stderr = _local_run(tmp_path, "--repository", str(repository))
+    assert code == 2
+    assert stderr.count("\n") == 1 and "are not installed (TAGGRAM_PROVIDERS)" in stderr
+
+
 def test_local_with_an_unknown_model_is_a_usage_error(tmp_path: Path, repository: Path) -> None:
     code, stderr = _local_run(tmp_path, "--repository", str(repository), "--model", "no_such")
     assert code == 2
@@ -141,9 +150,20 @@ def test_shards_cover_every_track_exactly_once_and_stably() -> None:
     assert old_ids <= {t.id for t in select(grown, Shard(1, 3))}
 
 
-@pytest.mark.parametrize("text", ["3/3", "-1/2", "1", "a/b", "1/0"])
-def test_bad_shard_specs_are_refused(text: str) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("3/3", r"shard index must be in \[0, 3\), got 3"),
+        ("-1/2", r"shard index must be in \[0, 2\), got -1"),
+        ("1", "shard must look like i/N"),
+        ("a/b", "shard must look like i/N"),
+        ("1/0", "shard count N of i/N must be at least 1, got '1/0'"),
+        ("0/0", "shard count N of i/N must be at least 1"),  # was "must be in [0, 0)"
+        ("1/-2", "shard count N of i/N must be at least 1"),  # was "must be in [0, -2)"
+    ],
+)
+def test_bad_shard_specs_are_refused(text: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
         Shard.parse(text)
 
 
@@ -250,6 +270,110 @@ def test_retry_policy_honours_retry_after_and_backs_off() -> None:
     assert all(w is not None and 0.5 * 2**n <= w <= 2**n for n, w in enumerate(waits))
     assert policy.next_wait(0, httpx.Response(422, request=request)) is None
     assert policy.next_wait(0, httpx.Response(200, request=request)) is None
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://host", "http://"])
+def test_a_url_that_names_no_service_is_a_usage_error(tmp_path: Path, url: str) -> None:
+    """Every track was retried and recorded unreachable (exit 1: a Job's pod restarted for
+    ever on a typo); now refused before the source is read, as taggram tag refuses it."""
+    _touch(tmp_path / "music", "a.wav")
+    output = tmp_path / "out.jsonl"
+    result = CliRunner().invoke(
+        app,
+        ["catalogue", str(tmp_path / "music"), "--output", str(output), "--url", url],
+        env={"COLUMNS": "300"},
+    )
+    assert result.exit_code == 2, result.output
+    assert f"{url!r} is not a service URL: give http://host:port or https://host" in result.output
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("delay", ["nan", "-1", "inf"])
+def test_a_retry_delay_that_is_no_finite_wait_is_a_usage_error(tmp_path: Path, delay: str) -> None:
+    """A NaN or negative --max-retry-delay failed in ``time.sleep`` at the first retry (an
+    unreachable service), with a traceback; refused before the source is read."""
+    with pytest.raises(ValueError, match="max_delay must be a finite number of seconds >= 0"):
+        RetryPolicy(max_delay=float(delay))
+    result = CliRunner().invoke(
+        app,
+        [
+            *("catalogue", str(tmp_path / "absent"), "--output", str(tmp_path / "out.jsonl")),
+            *("--url", "http://127.0.0.1:1", "--max-retry-delay", delay),
+        ],
+        env={"COLUMNS": "300"},
+    )
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--max-retry-delay'" in result.output
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "problem"),
+    [
+        ("tracks.csv", "id,path\na,a.wav\n", "in csv: row 2: no 'error_code' column"),
+        ("notes.jsonl", "hello\n", "in jsonl: line 1: Invalid JSON"),
+        ("out.parquet", "not parquet", "in parquet: "),
+    ],
+)
+def test_an_output_that_is_no_catalogue_output_is_a_usage_error(
+    tmp_path: Path, name: str, content: str, problem: str
+) -> None:
+    """The manifest given as --output by mistake, or any other file, was a KeyError or pydantic
+    traceback when read to resume (after --local had loaded its models); now one line and exit
+    2 before any track is sent, and the file is left as it was."""
+    _touch(tmp_path / "music", "a.wav")
+    output = tmp_path / name
+    output.write_text(content)
+    result = CliRunner().invoke(
+        app,
+        [
+            *("catalogue", str(tmp_path / "music"), "--output", str(output)),
+            *("--url", "http://127.0.0.1:1", "--retries", "1"),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith(
+        f"taggram catalogue: --output {output} is not a catalogue output {problem}"
+    )
+    assert output.read_text() == content
+
+
+def test_merge_refuses_a_missing_input_or_one_that_is_no_output(tmp_path: Path) -> None:
+    """A missing input merged as if empty (exit 0, its tracks silently lost); a manifest given
+    as an input was a KeyError traceback."""
+    good = tmp_path / "shard0.jsonl"
+    writers.write_records(good, [_ok("a", 0.9)], Format.jsonl)
+    manifest = tmp_path / "tracks.csv"
+    manifest.write_text("id,path\na,a.wav\n")
+    merged = tmp_path / "merged.jsonl"
+    runner = CliRunner()
+    missing = runner.invoke(
+        app, ["merge", str(good), str(tmp_path / "absent.jsonl"), "--output", str(merged)]
+    )
+    assert missing.exit_code == 2, missing.output
+    assert missing.stderr == f"taggram merge: no such file: {tmp_path / 'absent.jsonl'}\n"
+    wrong = runner.invoke(app, ["merge", str(good), str(manifest), "--output", str(merged)])
+    assert wrong.exit_code == 2, wrong.output
+    assert wrong.stderr == (
+        f"taggram merge: {manifest} is not a catalogue output in csv: row 2: no 'error_code' "
+        "column\n"
+    )
+    assert not merged.exists()
+    assert runner.invoke(app, ["merge", str(good), "--output", str(merged)]).exit_code == 0
+    assert [record.id for record in read_records(merged)] == ["a"]
+
+
+def test_the_summary_counts_one_track_and_one_file_in_the_singular(tmp_path: Path) -> None:
+    """It said "catalogue: 1 tracks", "not audio: 1 files skipped" and "merged 1 files"."""
+    summary = Summary(total=1, not_audio=["notes.txt"])
+    lines = summary.report().splitlines()
+    assert lines[0] == "catalogue: 1 track; done 0, failed 0, skipped 0 (already in the output)"
+    assert lines[2] == "  not audio: 1 file skipped (by extension)"
+    part = tmp_path / "part.jsonl"
+    writers.write_records(part, [_ok("a", 0.9)], Format.jsonl)
+    merged = CliRunner().invoke(app, ["merge", str(part), "--output", str(tmp_path / "m.jsonl")])
+    assert merged.stderr == "merged 1 file: 1 track, 0 failed\n"
 
 
 def test_the_summary_gives_each_failure_its_own_reason_when_a_code_has_several() -> None:

@@ -34,7 +34,7 @@ def _run(short_wav: Path, tmp_path: Path, *args: str) -> tuple[int, str, Path]:
     ("options", "named"),
     [
         (["--model", "nope"], "no model named 'nope'"),
-        (["--model", "MTT_musicnn,nope"], "no model named 'nope'"),
+        (["--model", "MTT_musicnn,MSD_musicnn"], "a record holds one model's tags"),
         (["--embeddings", "nope"], "--embeddings 'nope': MTT_musicnn has no such layer"),
         (["--model", "MTT_vgg", "--embeddings", "penultimate"], "MTT_vgg has no such layer"),
     ],
@@ -56,6 +56,26 @@ def test_remote_options_the_service_has_are_run(
     )
     assert code == 0, stderr
     assert '"status":"ok"' in output.read_text()
+
+
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_several_models_are_a_usage_error(
+    mode: str, server: Server, short_wav: Path, tmp_path: Path
+) -> None:
+    """``/v1/tag`` answers ``model=A,B`` with a list of results: the remote run recorded a few
+    tracks and then died on a KeyError traceback, the local one named ``'A,B'`` as one model
+    missing from the repository."""
+    target = ["--url", server.url] if mode == "url" else ["--local"]
+    repository = ["--repository", str(require_repository())]
+    code, stderr, output = _run(
+        short_wav, tmp_path, *target, *repository, "--model", "MTT_musicnn,MSD_musicnn"
+    )
+    assert code == 2, stderr
+    assert stderr == (
+        "taggram catalogue: --model 'MTT_musicnn,MSD_musicnn': a record holds one model's tags; "
+        "run the catalogue once per model, each into its own --output\n"
+    )
+    assert not output.exists()
 
 
 def test_local_embedding_layer_the_model_lacks_is_a_usage_error(

@@ -214,6 +214,58 @@ def test_float_audio_far_outside_the_unit_range_is_refused_not_scored_null(
     assert all(isinstance(item["probability"], float) for item in hot.json()["tags"])
 
 
+@pytest.mark.parametrize(
+    ("offset", "value"),
+    [(20, 0x1234), (34, 0)],  # the fmt chunk's format tag; its bits per sample
+    ids=["unknown-format-tag", "zero-bits-per-sample"],
+)
+def test_a_wav_in_a_codec_ffmpeg_does_not_know_is_undecodable(
+    client: httpx.Client, offset: int, value: int
+) -> None:
+    """FFmpeg opens such a WAV with a stream but no codec context: a 422 naming it, never the
+    500 an AttributeError on that missing context once gave (alone and inside a batch)."""
+    tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)[:, None]
+    good = _wav(0.5 * tone, 16000)
+    bad = bytearray(good)
+    bad[offset : offset + 2] = value.to_bytes(2, "little")
+    refused = _raw(client, bytes(bad), "audio/wav")
+    _assert_error(refused, 422, "undecodable_audio")
+    assert "codec FFmpeg does not know" in refused.json()["detail"]
+    batch = client.post(
+        "/v1/tag/batch", files=[("files", ("bad.wav", bytes(bad))), ("files", ("ok.wav", good))]
+    )
+    assert batch.status_code == 200, batch.text
+    first, second = batch.json()["results"]
+    assert (first["error"]["code"], first["error"]["status"]) == ("undecodable_audio", 422)
+    assert second["result"]["audio"]["duration_seconds"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("path", "field"), [("/v1/tag/batch", "files"), ("/v1/tag", "file")])
+def test_a_multipart_body_cut_short_is_refused_not_tagged_in_part(
+    client: httpx.Client, path: str, field: str
+) -> None:
+    """A body that ends before its closing boundary (a client or proxy that stopped mid-upload)
+    parsed as the parts complete before the cut: a batch of two files answered 200 with one
+    result, the other dropped without a word, and /v1/tag said it had no 'file' field."""
+    tone = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)[:, None]
+    wav = _wav(0.5 * tone, 16000)
+
+    def part(name: str) -> bytes:
+        disposition = f'Content-Disposition: form-data; name="{field}"; filename="{name}"'
+        return f"--B\r\n{disposition}\r\n\r\n".encode() + wav + b"\r\n"
+
+    whole = part("a.wav") + (part("b.wav") if field == "files" else b"") + b"--B--\r\n"
+    headers = {"Content-Type": "multipart/form-data; boundary=B"}
+    for cut in (len(whole) - 30, len(whole) - 9, len(whole) - 4):  # in a part, before "--"
+        response = client.post(path, content=whole[:cut], headers=headers)
+        _assert_error(response, 400, "malformed_request")
+        assert "ends before its closing boundary" in response.json()["detail"]
+    answered = client.post(path, content=whole, headers=headers)
+    assert answered.status_code == 200, answered.text
+    if field == "files":
+        assert [item["filename"] for item in answered.json()["results"]] == ["a.wav", "b.wav"]
+
+
 def test_upload_over_the_byte_limit_is_refused(client: httpx.Client, server: Server) -> None:
     limit = 32 * 1024 * 1024  # SERVER_ENV's TAGGRAM_MAX_UPLOAD_BYTES
 

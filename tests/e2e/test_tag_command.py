@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -109,20 +112,24 @@ def test_local_wins_over_the_environment_variable(
     assert json_lines(result.stdout)[0]["request_id"] == "local"
 
 
+@pytest.mark.parametrize("mode", ["local", "url"])
 def test_bad_files_are_reported_and_the_others_tagged(
-    clips: tuple[Path, Path], repository: Path, tmp_path: Path
+    mode: str, server: Server, clips: tuple[Path, Path], repository: Path, tmp_path: Path
 ) -> None:
+    """Both ways give the same codes: through the service a missing file or a folder was coded
+    ``FileNotFoundError`` / ``IsADirectoryError``, in-process ``unreadable``."""
     text = tmp_path / "notes.txt"
     text.write_text("not audio\n" * 50)
     missing = tmp_path / "missing.wav"
     good = clips[1]
-    result = run(text, good, missing, "--local", "--repository", repository, "--json")
+    target = ["--url", server.url] if mode == "url" else ["--local", "--repository", repository]
+    result = run(text, good, missing, tmp_path, *target, "--json")
     assert result.exit_code == 1
     lines = json_lines(result.stdout)
-    assert [line["file"] for line in lines] == [str(text), str(good), str(missing)]
+    assert [line["file"] for line in lines] == [str(text), str(good), str(missing), str(tmp_path)]
     assert lines[0]["error"]["code"] == "unsupported_format"
     assert lines[1]["tags"]
-    assert lines[2]["error"]["code"] == "unreadable"
+    assert lines[2]["error"]["code"] == lines[3]["error"]["code"] == "unreadable"
     assert f"{text}: unsupported_format" in result.stderr
 
 
@@ -144,6 +151,77 @@ def test_unknown_model_is_a_usage_error(clips: tuple[Path, Path], repository: Pa
     result = run(clips[1], "--local", "--repository", repository, "-m", "nope")
     assert result.exit_code == 2
     assert "nope" in result.output
+
+
+@pytest.mark.parametrize("mode", ["local", "url"])
+@pytest.mark.parametrize(
+    ("model", "problem"),
+    [
+        ("mfcc", "mfcc has no tags: it is a feature extractor for custom taggers"),
+        ("nope", "no model named 'nope'; served: MSD_musicnn"),
+    ],
+)
+def test_a_model_without_tags_or_not_served_is_a_usage_error(
+    mode: str, model: str, problem: str, server: Server, clips: tuple[Path, Path], repository: Path
+) -> None:
+    """A feature extractor printed each file's heading over an empty table (exit 0); an unknown
+    model through the service uploaded every file to have each refused alone (exit 1)."""
+    target = ["--url", server.url] if mode == "url" else ["--local", "--repository", repository]
+    result = run(*clips, *target, "--model", model, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert problem in result.output
+    assert "patches" not in result.stdout
+
+
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_several_models_are_a_usage_error(
+    mode: str, server: Server, clips: tuple[Path, Path], repository: Path
+) -> None:
+    """``/v1/tag`` answers ``model=A,B`` with a list of results: through the service each file
+    ended in a KeyError traceback, in-process ``'A,B'`` was named as one missing model."""
+    target = ["--url", server.url] if mode == "url" else ["--local", "--repository", repository]
+    result = run(clips[1], *target, "--model", "MTT_musicnn,MSD_musicnn", env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert "tag with one model at a time" in result.output
+    assert result.stdout.count(str(clips[1])) == 0
+
+
+def test_a_provider_that_is_not_installed_is_a_usage_error(
+    clips: tuple[Path, Path], repository: Path
+) -> None:
+    """One line and exit 2 before any file is read, not ONNX Runtime's traceback."""
+    env = {"TAGGRAM_PROVIDERS": "NoSuchExecutionProvider"}
+    result = run(clips[1], "--local", "--repository", repository, env=env)
+    assert result.exit_code == 2, result.output
+    assert "providers ['NoSuchExecutionProvider'] are not installed" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
+def test_a_device_is_refused_not_read_into_memory(server: Server, clips: tuple[Path, Path]) -> None:
+    """``taggram tag /dev/zero --url ...`` read the endless device into memory until the
+    kernel killed the process (22 GB on a 24 GB machine); now that file is reported and the
+    others tagged. Run under a 2 GiB address-space limit, so that a regression fails here
+    with a MemoryError instead of exhausting the machine."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    command = [sys.executable, "-m", "taggram", "tag", "/dev/zero", str(clips[1])]
+    finished = subprocess.run(
+        [*command, "--url", server.url, "-k", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_memory,
+        env={**os.environ, "TAGGRAM_URL": ""},
+    )
+    assert finished.returncode == 1, finished.stderr
+    assert (
+        finished.stderr
+        == "/dev/zero: unreadable: [Errno 22] a device, not an audio file: '/dev/zero'\n"
+    )
+    assert finished.stdout.startswith(f"{clips[1]}  (")
 
 
 def test_url_and_local_together_are_refused(clips: tuple[Path, Path]) -> None:
@@ -220,6 +298,21 @@ def test_plot_into_a_missing_folder_is_reported(
     assert result.exit_code == 1
     assert f"could not write {picture}" in result.stderr
     assert result.stdout.startswith(str(clips[1]))  # the tags are still printed
+
+
+def test_plot_to_a_format_matplotlib_does_not_write_is_refused_before_tagging(
+    server: Server, clips: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """Each file used to be tagged and then fail alone at matplotlib's savefig (exit 1): a
+    usage error, one line and exit 2, before any file is sent."""
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    picture = tmp_path / "taggram.xyz"
+    result = run(*clips, "--url", server.url, "--plot", picture)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: --plot: {picture}: 'xyz' is no picture format")
+    assert ".png" in result.stderr and result.stderr.count("\n") == 1
+    assert not picture.exists()
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.e2e.conftest import SecuredServer, long_track, tag_file
 from tests.support.browser import ConsoleLog, launched_chromium
@@ -369,6 +370,26 @@ def test_docs_load_swagger_ui_from_the_service_alone(
     assert any(url.endswith("/swagger-ui-bundle.js") for url in fetched), fetched
     assert all(url.startswith(f"{proxy}/taggram/") for url in fetched), fetched
     assert console.unexpected() == []
+
+
+def test_the_summary_says_the_rate_and_a_single_patch_as_a_person_would(
+    server: Server, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """One second of 44.1 kHz audio is one patch: the summary said "44.10 kHz" and "1 patches"
+    (the command line's heading says "1 patch" since 0.1)."""
+    short = tmp_path / "one-second.wav"
+    tone = np.sin(2 * np.pi * 440 * np.arange(44100) / 44100).astype(np.float32)
+    sf.write(short, 0.3 * tone, 44100)
+    open_page(page, f"{server.url}/")
+    upload(page, short)
+    summary = page.inner_text("[data-testid=summary]")
+    assert " · 44.1 kHz mono · WAV · 1 patch · " in summary, summary
+    if has_shared():  # 8-bit, 22.05 kHz stereo
+        page.set_input_files("[data-testid=file-input]", str(SHARED_AUDIO / "clip_07.wav"))
+        other = page.locator("[data-testid=summary]", has_text="clip_07.wav")
+        other.wait_for(timeout=TIMEOUT_MS)
+        assert " · 22.05 kHz stereo · WAV · 11 patches · " in other.inner_text()
+    assert console.errors == []
 
 
 def test_too_long_audio_shows_the_limit(

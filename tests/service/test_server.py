@@ -50,6 +50,10 @@ def test_head_is_answered_wherever_get_is(tiny_repository: Path, tmp_path: Path)
             assert head.headers["Content-Type"] == got.headers["Content-Type"]
         refused = httpx.head(f"{server.url}/v1/tag")  # POST only
         assert (refused.status_code, refused.headers["Allow"]) == (405, "POST")
+        # A 405's Allow lists HEAD beside GET, since it is answered (RFC 9110, section 10.2.1).
+        put = httpx.put(f"{server.url}/v1/models/tiny")
+        assert (put.status_code, put.headers["Allow"]) == (405, "DELETE, GET, HEAD")
+        assert httpx.post(f"{server.url}/healthz").headers["Allow"] == "GET, HEAD"
 
 
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:

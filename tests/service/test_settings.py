@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
+from taggram.cli import app as taggram_app
+from taggram.service.api.auth import key_id
 from taggram.service.cli import app, settings_from_options
 from taggram.service.settings import Settings
 from tests.support.paths import ROOT
@@ -50,6 +54,23 @@ def test_every_setting_is_a_serve_option() -> None:
     assert result.exit_code == 0, result.output
     for name in Settings.model_fields:
         assert f"--{name.replace('_', '-')}" in result.output
+
+
+def test_help_and_usage_errors_read_in_an_80_column_terminal() -> None:
+    """rich's panels cut names short at 80 columns ("TAGGRAM_MODEL_REPOS…") and boxed a usage
+    error over several lines; click's plain help wraps at words, its error is one line."""
+    runner = CliRunner()
+    shown = runner.invoke(taggram_app, ["serve", "--help"], env={"COLUMNS": "80"})
+    assert shown.exit_code == 0, shown.output
+    words = set(shown.output.split())
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in words, name
+        assert f"TAGGRAM_{name.upper()})" in words, name
+    refused = runner.invoke(taggram_app, ["tag", "a.wav", "--top-k", "0"], env={"COLUMNS": "80"})
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines()[-1] == (
+        "Error: Invalid value for '--top-k' / '-k': Input should be greater than or equal to 1"
+    )
 
 
 def test_readme_documents_every_setting() -> None:
@@ -126,3 +147,79 @@ def test_a_missing_repository_or_model_refuses_to_start_in_one_line(
     result = CliRunner().invoke(app, [*arguments, "--port", "1", "--no-warmup"])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines() == [f"error: {expected.format(**paths)}"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (["--api-keys", "short-key"], "API key {short} is shorter than 16 characters"),
+        (
+            ["--api-keys", "a-long-enough-key-0123:owner"],
+            "API key {long}: unknown scope 'owner'; use ('tag', 'admin')",
+        ),
+        (
+            ["--api-keys-file", "{missing}"],
+            "cannot read TAGGRAM_API_KEYS_FILE {missing}: [Errno 2] No such file or directory: "
+            "'{missing}'",
+        ),
+        (
+            ["--providers", "NoSuchExecutionProvider"],
+            "providers ['NoSuchExecutionProvider'] are not installed (TAGGRAM_PROVIDERS); "
+            "available: {available}",
+        ),
+    ],
+    ids=["short-key", "unknown-scope", "unreadable-keys-file", "provider-not-installed"],
+)
+def test_a_bad_api_key_or_provider_refuses_to_start_in_one_line(
+    options: list[str], expected: str, tiny_repository: Path, tmp_path: Path
+) -> None:
+    """Checked before the port opens: a bad key or keys file was a 30-line traceback (exit 1),
+    and a provider that is not installed failed the lifespan after the port had opened."""
+    values = {
+        "missing": tmp_path / "missing",
+        "short": key_id("short-key"),
+        "long": key_id("a-long-enough-key-0123"),
+        "available": ort.get_available_providers(),
+    }
+    arguments = [option.format(**values) for option in options]
+    handlers = list(logging.getLogger().handlers)
+    result = CliRunner().invoke(
+        app,
+        [*arguments, "--model-repository", str(tiny_repository), "--models", "tiny", "--port", "1"],
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [f"error: {expected.format(**values)}"]
+    # Logging is left as it was: a root handler on the runner's stream, closed once the command
+    # returned, made every later test that logs print '--- Logging error ---' into its stderr.
+    assert logging.getLogger().handlers == handlers
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tag", "{audio}", "--local"],
+        ["catalogue", "{folder}", "--local", "--output", "{folder}/out.jsonl"],
+        ["models", "create", "m", "{folder}/examples.csv", "--local"],
+        ["models", "list", "--local"],
+        ["models", "delete", "m", "--local"],
+    ],
+    ids=["tag", "catalogue", "models-create", "models-list", "models-delete"],
+)
+def test_a_bad_environment_variable_is_a_usage_error_in_process(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-process commands read the TAGGRAM_* variables as serve does: a bad value was
+    pydantic's report in a traceback (exit 1); now one line naming the variable, exit 2."""
+    audio = tmp_path / "a.wav"
+    audio.write_bytes(b"RIFF")
+    (tmp_path / "examples.csv").write_text("path,label\na.wav,x\na.wav,y\n")
+    monkeypatch.setenv("TAGGRAM_MAX_BATCH_SIZE", "abc")
+    monkeypatch.setenv("TAGGRAM_URL", "")
+    arguments = [part.format(audio=audio, folder=tmp_path) for part in command]
+    result = CliRunner().invoke(taggram_app, arguments, env={"COLUMNS": "300"})
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert (
+        "TAGGRAM_MAX_BATCH_SIZE: Input should be a valid integer, unable to parse string as an "
+        "integer" in result.output
+    )

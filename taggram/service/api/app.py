@@ -45,7 +45,8 @@ def create_app(
     """Build the ASGI app. Its lifespan checks the repository (a broken one fails start-up)
     unless ``tagger`` was made from it already, then loads and warms the models in the
     background: ``/healthz`` answers at once and ``/readyz`` turns 200 when every model is warm.
-    Malformed API keys raise :class:`ValueError` here, before the server starts."""
+    Malformed API keys raise :class:`~taggram.service.settings.SettingsError` here, before the
+    server starts."""
     state = lifecycle or Lifecycle()
     keys = KeyRing.from_settings(settings)
 

@@ -27,7 +27,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 
 from taggram.service import metrics
 from taggram.service.errors import AuthenticationError, PermissionDeniedError
-from taggram.service.settings import Settings
+from taggram.service.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +68,14 @@ class ApiKey:
 
     @classmethod
     def parse(cls, entry: str) -> ApiKey:
-        """``key`` or ``key:scope``; raises :class:`ValueError` naming only the key's id."""
+        """``key`` or ``key:scope``; raises :class:`SettingsError` naming only the key's id."""
         secret, colon, scope = entry.strip().rpartition(":")
         if not colon:
             secret, scope = entry.strip(), "tag"
         if scope not in SCOPES:
-            raise ValueError(f"API key {key_id(secret)}: unknown scope {scope!r}; use {SCOPES}")
+            raise SettingsError(f"API key {key_id(secret)}: unknown scope {scope!r}; use {SCOPES}")
         if len(secret) < MIN_KEY_LENGTH:
-            raise ValueError(
+            raise SettingsError(
                 f"API key {key_id(secret)} is shorter than {MIN_KEY_LENGTH} characters"
             )
         return cls(id=key_id(secret), scope=scope, digest=_digest(secret))
@@ -94,7 +94,8 @@ class KeyRing:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
-        """Parse ``api_keys`` and ``api_keys_file``; raises :class:`ValueError` when malformed."""
+        """Parse ``api_keys`` and ``api_keys_file``; raises :class:`SettingsError` when a key is
+        malformed or the file cannot be read."""
         entries = [secret.get_secret_value() for secret in settings.api_keys]
         if settings.api_keys_file is not None:
             entries += _file_entries(settings.api_keys_file)
@@ -114,7 +115,7 @@ def _file_entries(path: Path) -> list[str]:
     try:
         text = path.read_text()
     except OSError as error:
-        raise ValueError(f"cannot read TAGGRAM_API_KEYS_FILE {path}: {error}") from error
+        raise SettingsError(f"cannot read TAGGRAM_API_KEYS_FILE {path}: {error}") from error
     entries = []
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()

@@ -235,7 +235,8 @@ async def _validation_error(request: Request, error: Exception) -> ProblemRespon
 
 def _allowed_methods(request: Request) -> str:
     """Every method some route of this path answers (Starlette's 405 names only the first
-    matching route's, and ``/v1/models/{name}`` has a GET route and a DELETE route)."""
+    matching route's, and ``/v1/models/{name}`` has a GET route and a DELETE route), ``HEAD``
+    among them wherever ``GET`` is (``HeadMiddleware`` answers it)."""
     methods: set[str] = set()
     pending = list(request.app.router.routes)
     while pending:
@@ -248,6 +249,8 @@ def _allowed_methods(request: Request) -> str:
             match, _ = route.matches(request.scope)
             if match != Match.NONE:
                 methods |= route.methods
+    if "GET" in methods:
+        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 

@@ -229,17 +229,23 @@ def _trusted_frames(stream: av.AudioStream, container: Container, size: int) -> 
 
 
 def _audio_stream(media: av.container.InputContainer, container: Container) -> av.AudioStream:
-    """The stream to decode: FFmpeg's best audio stream, checked for a sample rate and a channel
-    count it can decode and downmix.
+    """The stream to decode: FFmpeg's best audio stream, checked for a codec, a sample rate and
+    a channel count it can decode and downmix.
 
-    FFmpeg passes over an audio stream without a sample rate or a channel count, the count a
-    header declares being dropped when it is 0 or above 512 (``FF_SANE_NB_CHANNELS``); its
-    resampler handles at most ``MAX_CHANNELS`` (``SWR_CH_MAX``). Raises
-    :class:`UndecodableAudioError` naming what is wrong.
+    A stream whose codec FFmpeg does not know (a WAV format tag of no codec, or PCM of 0 bits per
+    sample) has no codec context at all. FFmpeg passes over an audio stream without a sample
+    rate or a channel count, the count a header declares being dropped when it is 0 or above 512
+    (``FF_SANE_NB_CHANNELS``); its resampler handles at most ``MAX_CHANNELS`` (``SWR_CH_MAX``).
+    Raises :class:`UndecodableAudioError` naming what is wrong.
     """
     best = media.streams.best("audio")
     stream = best if isinstance(best, av.AudioStream) else media.streams.audio[0]
     context = stream.codec_context
+    if context is None:
+        raise UndecodableAudioError(
+            f"the {container.name} audio stream is in a codec FFmpeg does not know, so nothing "
+            f"decodes (a format tag of no codec, or a sample size of 0 bits)"
+        )
     if not context.sample_rate:
         raise UndecodableAudioError(f"the {container.name} audio stream has no sample rate")
     if best is None:

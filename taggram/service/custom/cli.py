@@ -15,12 +15,19 @@ import asyncio
 import csv
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
 
-app = typer.Typer(help="Custom taggers: create from labelled examples, list, delete.")
+from taggram.client import service_url_problem
+
+if TYPE_CHECKING:
+    from taggram.service.settings import Settings
+
+app = typer.Typer(
+    help="Custom taggers: create from labelled examples, list, delete.", rich_markup_mode=None
+)
 
 UrlOption = Annotated[
     str | None, typer.Option(envvar="TAGGRAM_URL", help="service URL (or use --local)")
@@ -102,6 +109,8 @@ def _fail(response: httpx.Response) -> None:
 def _need_target(url: str | None, local: bool) -> None:
     if bool(url) == local:
         raise typer.BadParameter("give exactly one of --url (or TAGGRAM_URL) and --local")
+    if url and (problem := service_url_problem(url)) is not None:
+        raise typer.BadParameter(problem, param_hint="'--url'")
 
 
 def _summary(record: dict[str, Any]) -> str:
@@ -117,11 +126,21 @@ def _summary(record: dict[str, Any]) -> str:
     )
 
 
+def _local_settings() -> Settings:
+    """The ``TAGGRAM_*`` settings for ``--local``; a variable with a bad value is a usage error
+    (exit 2, one line), not pydantic's traceback."""
+    from taggram.service.settings import SettingsError, environment_settings
+
+    try:
+        return environment_settings()
+    except SettingsError as error:
+        raise typer.BadParameter(str(error), param_hint="--local") from error
+
+
 async def _create_local(
-    name: str, rows: list[tuple[Path, str]], fields: dict[str, str | None]
+    settings: Settings, name: str, rows: list[tuple[Path, str]], fields: dict[str, str | None]
 ) -> dict[str, Any]:
     from taggram.service.custom.creation import CreateRequest, Example
-    from taggram.service.settings import Settings
     from taggram.service.tagging import Tagger
 
     examples = [Example(path.name, path.read_bytes(), label) for path, label in rows]
@@ -132,7 +151,7 @@ async def _create_local(
         classifier=fields["classifier"],
         description=fields["description"] or "",
     )
-    async with Tagger(Settings()) as tagger:
+    async with Tagger(settings) as tagger:
         record = await tagger.create_custom(request)
     return record.model_dump(mode="json")
 
@@ -158,13 +177,17 @@ def create(
     _require_files(manifest, rows)
     fields = {"features": features, "classifier": classifier, "description": description}
     if local:
+        from taggram.repository import RepositoryError
         from taggram.service.errors import TaggramError
+        from taggram.service.settings import SettingsError
 
         try:
-            record = asyncio.run(_create_local(name, rows, fields))
+            record = asyncio.run(_create_local(_local_settings(), name, rows, fields))
         except TaggramError as error:
             typer.echo(f"{error.code}: {error.message}", err=True)
             raise typer.Exit(1) from error
+        except (RepositoryError, SettingsError) as error:  # no models to embed with: usage
+            raise typer.BadParameter(str(error), param_hint="--local") from error
     else:
         data: dict[str, Any] = {"name": name, "labels": [label for _, label in rows]}
         data.update({key: value for key, value in fields.items() if value})
@@ -185,9 +208,8 @@ def list_models(
     _need_target(url, local)
     if local:
         from taggram.service.custom import storage
-        from taggram.service.settings import Settings
 
-        folder = Settings().custom_models
+        folder = _local_settings().custom_models
         records = [
             storage.read(path)[0].model_dump(mode="json") for path in storage.scan(folder).values()
         ]
@@ -215,10 +237,9 @@ def delete(
     if local:
         from taggram.service.custom import storage
         from taggram.service.errors import TaggramError
-        from taggram.service.settings import Settings
 
         try:
-            storage.remove(Settings().custom_models, name)
+            storage.remove(_local_settings().custom_models, name)
         except TaggramError as error:
             typer.echo(f"{error.code}: {error.message}", err=True)
             raise typer.Exit(1) from error

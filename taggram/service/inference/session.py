@@ -17,6 +17,7 @@ import numpy as np
 import onnxruntime as ort
 
 from taggram.repository import ModelEntry, ModelMetadata
+from taggram.service.settings import SettingsError
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,18 @@ _MALLOC_TRIM = _find_malloc_trim()
 
 
 def choose_providers(requested: list[str]) -> list[str]:
-    """The requested providers (must be installed), or CUDA-then-CPU among those installed."""
+    """The requested providers, or CUDA-then-CPU among those installed.
+
+    Raises:
+        SettingsError: a requested provider is not installed.
+    """
     available = ort.get_available_providers()
     if requested:
         missing = [name for name in requested if name not in available]
         if missing:
-            raise ValueError(f"providers {missing} are not installed; available: {available}")
+            raise SettingsError(
+                f"providers {missing} are not installed (TAGGRAM_PROVIDERS); available: {available}"
+            )
         return requested
     return [name for name in _PREFERRED if name in available]
 

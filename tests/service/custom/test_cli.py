@@ -44,6 +44,20 @@ def test_a_manifest_naming_absent_files_is_a_usage_error(tmp_path: Path) -> None
     assert "gone.wav" in made.output and "x.wav" not in made.output  # the panel wraps lines
 
 
+@pytest.mark.parametrize("command", [["list"], ["delete", "m"], ["create", "m", "{manifest}"]])
+def test_a_url_that_names_no_service_is_a_usage_error(tmp_path: Path, command: list[str]) -> None:
+    """'127.0.0.1:8000' (no scheme) was httpx's 'missing an http:// or https:// protocol' after
+    the manifest was read, exit 1; now a usage error, as taggram tag refuses it."""
+    manifest = tmp_path / "examples.csv"
+    manifest.write_text("path,label\n")
+    arguments = [part.format(manifest=manifest) for part in command]
+    result = CliRunner().invoke(
+        app, ["models", *arguments, "--url", "127.0.0.1:8000"], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 2, result.output
+    assert "'127.0.0.1:8000' is not a service URL" in result.output
+
+
 def test_a_service_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     with socket.socket() as probe:  # a port nothing listens on once it is closed
         probe.bind(("127.0.0.1", 0))
@@ -58,6 +72,29 @@ def test_a_service_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path: 
         assert result.exit_code == 1, result.output
         assert f"cannot reach the service at {url}/v1/models" in result.output
         assert not isinstance(result.exception, httpx.HTTPError)
+
+
+@pytest.mark.parametrize("setting", ["MODEL_REPOSITORY", "PROVIDERS"])
+def test_local_create_without_usable_models_is_a_usage_error(
+    setting: str, tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A missing repository (run outside the clone) or a provider that is not installed: one
+    line and exit 2, not a RepositoryError or ONNX Runtime traceback."""
+    values = {"MODEL_REPOSITORY": str(tmp_path / "absent"), "PROVIDERS": "NoSuchProvider"}
+    monkeypatch.setenv("TAGGRAM_MODEL_REPOSITORY", str(tiny_repository))
+    monkeypatch.setenv("TAGGRAM_DEFAULT_MODEL", "tiny")
+    monkeypatch.setenv("TAGGRAM_CUSTOM_MODELS", str(tmp_path / "custom"))
+    monkeypatch.setenv(f"TAGGRAM_{setting}", values[setting])
+    (tmp_path / "a.wav").write_bytes(wav(0.1, 0))
+    manifest = tmp_path / "examples.csv"
+    manifest.write_text("path,label\na.wav,a\n")
+    made = CliRunner().invoke(
+        app, ["models", "create", "m", str(manifest), "--local"], env={"COLUMNS": "300"}
+    )
+    assert made.exit_code == 2, made.output
+    assert isinstance(made.exception, SystemExit)
+    expected = "does not exist" if setting == "MODEL_REPOSITORY" else "are not installed"
+    assert expected in made.output
 
 
 def test_local_create_list_delete(

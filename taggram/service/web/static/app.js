@@ -222,9 +222,10 @@ function showSummary(file, body) {
   const channels = { 1: "mono", 2: "stereo" }[audio.channels] || `${audio.channels} channels`;
   const facts = [
     `${formatSeconds(audio.duration_seconds, true)}`,
-    audio.sample_rate ? `${(audio.sample_rate / 1000).toFixed(audio.sample_rate % 1000 ? 2 : 0)} kHz ${channels}` : "",
+    // 44.1, 22.05, 11.025, 8 kHz: as many decimals as the rate needs (toFixed(2) said 44.10).
+    audio.sample_rate ? `${+(audio.sample_rate / 1000).toFixed(3)} kHz ${channels}` : "",
     audio.format ? audio.format.split("/")[0] : "",
-    `${body.patches} patches`,
+    `${body.patches} ${body.patches === 1 ? "patch" : "patches"}`,
     `${model.name} ${model.version || ""} (${model.provider || "?"})`,
     body.timings ? `${Math.round(body.timings.total_ms)} ms` : "",
   ].filter(Boolean);
