@@ -471,7 +471,8 @@ class Tagger:
     def check(self, options: TagOptions) -> list[_Target]:
         """The models ``options`` name, once the options are known to suit each of them;
         raises :class:`ModelNotFoundError` or :class:`InvalidOptionsError` (an embedding a
-        model lacks, a hop out of range, a repeated name) before anything is decoded."""
+        model lacks, a feature extractor asked for no embedding, a hop out of range, a repeated
+        name) before anything is decoded."""
         targets = self._targets(options.model)
         for target in targets:
             embeddings = target.metadata.embedding_outputs
@@ -481,6 +482,12 @@ class Tagger:
                 )
                 raise InvalidOptionsError(
                     f"{target.metadata.name} has no embedding {options.embeddings!r}; {choices}"
+                )
+            if target.metadata.probabilities_output is None and options.embeddings is None:
+                # a feature extractor answers embeddings only: without one the result is empty
+                raise InvalidOptionsError(
+                    f"{target.metadata.name} is a feature extractor: it gives no tags, only "
+                    f"embeddings; ask for one with embeddings= (one of {embeddings})"
                 )
             for base in target.bases:
                 hop_samples(base.patch, base.sample_rate, options.hop, base.name)

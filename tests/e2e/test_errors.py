@@ -62,6 +62,8 @@ def test_each_bad_request_names_its_problem(client: httpx.Client) -> None:
         (_raw(client, good, "audio/wav", threshold=2), 422, "invalid_options"),
         (_raw(client, good, "audio/wav", taggram="maybe"), 422, "invalid_options"),
         (_raw(client, good, "audio/wav", embeddings="no_layer"), 422, "invalid_options"),
+        # a feature extractor has no tags: without an embedding its answer was an empty 200
+        (_raw(client, good, "audio/wav", model="mfcc"), 422, "invalid_options"),
         (_raw(client, good, "audio/wav", hop=10), 422, "invalid_options"),
         # Non-finite numbers are options out of range, not server errors.
         (_raw(client, good, "audio/wav", hop="inf"), 422, "invalid_options"),
@@ -200,7 +202,8 @@ def test_float_audio_far_outside_the_unit_range_is_refused_not_scored_null(
         refused = _raw(client, loud, "audio/wav", model="MTT_musicnn")
         _assert_error(refused, 422, "invalid_audio")
         assert f"peak at {peak:.3g}" in refused.json()["detail"], refused.text
-        _assert_error(_raw(client, loud, "audio/wav", model="mfcc"), 422, "invalid_audio")
+        features = _raw(client, loud, "audio/wav", model="mfcc", embeddings="statistics")
+        _assert_error(features, 422, "invalid_audio")
         batch = client.post(
             "/v1/tag/batch",
             files=[("files", ("ok.wav", _wav(tone, 16000))), ("files", ("loud.wav", loud))],
