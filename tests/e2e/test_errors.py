@@ -140,6 +140,20 @@ def test_audio_sent_as_a_text_field_is_refused_saying_to_send_a_file(
     assert "a text field; send the audio as a file part" in large.json()["detail"]
 
 
+def test_an_option_sent_as_a_file_part_is_refused_saying_options_are_text(
+    client: httpx.Client,
+) -> None:
+    """``curl -F file=@a.wav -F top_k=@k.txt`` makes the option a second file part: it was
+    Starlette's bare "Too many files. Maximum number of files is 1."."""
+    good = _wav(np.zeros((16000, 1)), 16000)
+    response = client.post("/v1/tag", files=[("file", ("a.wav", good)), ("top_k", ("k.txt", b"5"))])
+    _assert_error(response, 400, "malformed_request")
+    assert response.json()["detail"] == (
+        "Too many files. Maximum number of files is 1. "
+        "(options are text fields, curl -F top_k=5, never file parts)"
+    )
+
+
 def test_the_hop_range_is_the_chosen_models_in_the_schema_and_the_refusals(
     client: httpx.Client,
 ) -> None:

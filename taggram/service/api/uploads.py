@@ -172,7 +172,8 @@ async def read_form(
     """Parse a multipart body under ``budget``; the caller closes the returned form.
 
     A malformed body (or too many files or fields, or one that ends before its closing
-    boundary) is a 400, as Starlette's own parser answers.
+    boundary) is a 400, as Starlette's own parser answers, with a hint where its words give none
+    (a text field over its size limit, a file part more than the route takes).
     """
     parser = _ClosedMultiPartParser(
         request.headers, body_chunks(request, budget), max_files=max_files, max_fields=max_fields
@@ -183,6 +184,8 @@ async def read_form(
         detail = error.message
         if detail.startswith("Part exceeded maximum size"):  # Starlette bounds text fields only
             detail += f" (a text field; {_AS_A_FILE})"
+        elif detail.startswith("Too many files"):  # often an option sent as a file part
+            detail += " (options are text fields, curl -F top_k=5, never file parts)"
         raise HTTPException(status_code=400, detail=detail) from error
     if not parser.closed:
         await form.close()
