@@ -86,7 +86,7 @@ def catalogue(
         bool, typer.Option(help="also re-try tracks that failed for a permanent reason")
     ] = False,
     retries: Annotated[
-        int, typer.Option(min=1, help="tries per request on 429/503/connection errors")
+        int, typer.Option(min=1, help="tries per request on 429/502/503/504 and connection errors")
     ] = 8,
     max_retry_delay: Annotated[
         float, typer.Option(help="longest wait between two tries, seconds")

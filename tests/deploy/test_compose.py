@@ -95,6 +95,10 @@ def test_gpu_override_reserves_an_nvidia_device() -> None:
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
     assert service["build"]["target"] == "runtime-gpu"
     assert "CUDAExecutionProvider" in service["environment"]["TAGGRAM_PROVIDERS"]
+    # The GPU batch has its own setting; TAGGRAM_MAX_BATCH_SIZE would only enlarge the batches
+    # of a model that fell back to the CPU.
+    assert int(service["environment"]["TAGGRAM_GPU_MAX_BATCH_SIZE"]) >= 64
+    assert "TAGGRAM_MAX_BATCH_SIZE" not in service["environment"]
 
 
 def test_stop_grace_outlasts_the_drain_grace() -> None:

@@ -286,6 +286,10 @@ def test_gpu_overlay_asks_for_a_gpu_and_cpu_does_not() -> None:
     assert pod["nodeSelector"]
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     assert _settings(gpu)["TAGGRAM_PROVIDERS"].startswith("CUDAExecutionProvider")
+    # A model on CUDA batches by TAGGRAM_GPU_MAX_BATCH_SIZE; TAGGRAM_MAX_BATCH_SIZE only sizes
+    # the batches of a model that fell back to the CPU, which must stay CPU-sized.
+    assert int(_settings(gpu)["TAGGRAM_GPU_MAX_BATCH_SIZE"]) >= 64
+    assert _settings(gpu)["TAGGRAM_MAX_BATCH_SIZE"] == _settings(cpu)["TAGGRAM_MAX_BATCH_SIZE"]
     assert "nvidia.com/gpu" not in str(one(cpu, "Deployment"))
     images = {name: _container(overlay(name))["image"] for name in OVERLAYS}
     assert images["gpu"].endswith(":gpu") and images["cpu"].endswith(":cpu")
