@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from taggram.models.training.dataset import Windows, draw_windows
+from taggram.models.training.dataset import Windows, random_batch
 from taggram.repository import ModelEntry
 from taggram.service.inference.session import ModelSession
 
@@ -60,11 +60,10 @@ def mixed_batch(
     """``count`` mixes of two randomly drawn (and shifted) training patches, [count, samples]
     float32, and the teacher's probabilities on each mix, [count, tags] float32.
 
-    Windows are drawn as :func:`~taggram.models.training.dataset.random_batch` draws them
-    (uniformly or by ``cumulative_weights``); each mix's weight is uniform in [0, 1].
+    The two patches are a :func:`~taggram.models.training.dataset.random_batch` of ``2 * count``
+    (drawn uniformly or by ``cumulative_weights``); each mix's weight is uniform in [0, 1].
     """
-    chosen = draw_windows(windows, 2 * count, rng, cumulative_weights)
-    audio = np.stack([windows.patch(w, samples, rng) for w in chosen])
-    weights = np.array([rng.random() for _ in range(count)], dtype=np.float32)[:, None]
+    audio, _ = random_batch(windows, samples, 2 * count, rng, cumulative_weights)
+    weights = torch.tensor([rng.random() for _ in range(count)], dtype=torch.float32)[:, None]
     mixes = weights * audio[:count] + (1 - weights) * audio[count:]
-    return torch.from_numpy(mixes), torch.from_numpy(teacher.label(mixes))
+    return mixes, torch.from_numpy(teacher.label(mixes.numpy()))
