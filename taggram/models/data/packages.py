@@ -68,6 +68,9 @@ class Selection:
     matches (None: none). ``clips``: short files whose path matches (None: none), too short to be
     a training window on their own (speech samples, sound effects), concatenated per folder into
     reels of about a minute; ``clips_kind`` names what they are (``speech`` or ``effects``).
+    ``modules``: tracker modules (.mod, .xm, .it, .s3m) whose path matches (None: none), rendered
+    once through by libopenmpt (see ``prepare.render_module``) and kept, as music, when at least
+    ``prepare.MIN_SECONDS`` long.
     ``archive``: path inside the package of a zip holding the audio (None: none); its members
     matching ``music`` or ``clips`` are extracted next to it, into a folder named like it without
     its suffix, and the patterns are matched against paths under the package as usual.
@@ -77,6 +80,7 @@ class Selection:
     clips: re.Pattern[str] | None = None
     clips_kind: str = "effects"
     reels_across_folders: bool = False  # one run of reels over the package, not one per folder
+    modules: re.Pattern[str] | None = None
     archive: str | None = None
 
 
@@ -147,7 +151,7 @@ TRAINING_PACKAGES: dict[str, Selection] = {
     "caveexpress-data": MUSIC,
     "funnyboat": Selection(music=re.compile(r"funnyboat/data/.*\.ogg$")),
     "freeciv-data": MUSIC,
-    "solarwolf": MUSIC,
+    "solarwolf": Selection(modules=MUSIC_PATH),
     # Kenta Cho's shooters: short electronic tracks
     "noiz2sa-data": Selection(music=re.compile(r"sounds/.*\.ogg$")),
     "parsec47-data": Selection(music=re.compile(r"sounds/.*\.ogg$")),
@@ -170,6 +174,24 @@ TRAINING_PACKAGES: dict[str, Selection] = {
     "bzflag-data": Selection(music=None, clips=re.compile(r"games/bzflag/.*\.wav$")),
     "heroes-sound-effects": Selection(music=None, clips=re.compile(r"heroes/sfx/")),
     "endless-sky-data": Selection(music=None, clips=re.compile(r"endless-sky/sounds/")),
+    # Tracker modules (issue 16, after version 2.2.0): chiptune, techno and synth music from the
+    # Amiga and DOS tradition, the electronic sounds the rest of the recipe has least of.
+    "biniax2-data": Selection(modules=MUSIC_PATH),
+    "bomberclone-data": Selection(modules=MUSIC_PATH),
+    "circuslinux-data": Selection(modules=MUSIC_PATH),
+    "fb-music-high": Selection(modules=re.compile(r"frozen-bubble/snd/")),
+    "freedroid-data": Selection(modules=re.compile(r"freedroid/sound/")),
+    "gl-117-data": Selection(modules=MUSIC_PATH),
+    "heroes-sound-tracks": Selection(modules=re.compile(r"heroes/mod/")),
+    "ironseed-data": Selection(modules=re.compile(r"ironseed/sound/")),
+    "madbomber-data": Selection(modules=MUSIC_PATH),
+    "monsterz-data": Selection(modules=MUSIC_PATH),
+    "njam-data": Selection(modules=re.compile(r"njam/data/")),
+    "pekka-kana-2-data": Selection(modules=MUSIC_PATH),
+    "pingus-data": Selection(modules=MUSIC_PATH),
+    "rafkill-data": Selection(modules=re.compile(r"rafkill/(music|data)/")),
+    "ri-li-data": Selection(modules=re.compile(r"Ri-li/Sounds/")),
+    "tecnoballz-data": Selection(modules=MUSIC_PATH),
 }
 
 # Whole packages held out for validation (never trained on): model selection reads only these.

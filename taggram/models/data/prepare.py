@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,8 +33,12 @@ from taggram.models.data.packages import (
 )
 
 SAMPLE_RATE = 16000
-# Containers libsndfile decodes; tracker modules (.xm, .mod, .it) and MIDI are left out.
+# Containers libsndfile decodes; MIDI is left out.
 AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3"})
+# Tracker modules, rendered by FFmpeg's libopenmpt demuxer (a Selection's ``modules``).
+MODULE_SUFFIXES = frozenset({".mod", ".xm", ".it", ".s3m"})
+# libopenmpt's own output rate; soxr then resamples to SAMPLE_RATE as for decoded files.
+MODULE_RENDER_RATE = 48000
 # Shorter files are jingles and sound effects even under a "music" folder.
 MIN_SECONDS = 30.0
 # Reels of short clips: about a minute each, clips separated by a quarter second of silence.
@@ -90,6 +95,43 @@ def read_mono(source: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if rate != sample_rate:
         mono = soxr.resample(mono, rate, sample_rate, quality="HQ")
     return np.asarray(mono, dtype=np.float32)
+
+
+def render_module(source: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Render a tracker module (.mod, .xm, .it, .s3m) once through, without repeats: float32
+    [samples] of mono audio at ``sample_rate`` Hz.
+
+    The ``ffmpeg`` command's libopenmpt demuxer renders stereo at 48 kHz (libopenmpt's defaults:
+    its interpolation, stereo separation and one pass through the song); the channels are then
+    averaged and resampled with soxr HQ like a decoded file. Raises ``RuntimeError`` when
+    ``ffmpeg`` is not installed (Debian's is built with libopenmpt) or cannot render the file.
+    """
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise RuntimeError(
+            "rendering tracker modules needs the ffmpeg command: apt-get install ffmpeg"
+        )
+    command = [ffmpeg, "-nostdin", "-v", "error", "-f", "libopenmpt", "-i", str(source)]
+    command += ["-ac", "2", "-ar", str(MODULE_RENDER_RATE), "-f", "f32le", "-"]
+    result = subprocess.run(command, capture_output=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"ffmpeg could not render {source}: {result.stderr.decode(errors='replace').strip()}"
+        )
+    stereo = np.frombuffer(result.stdout, dtype=np.float32).reshape(-1, 2)
+    mono = soxr.resample(stereo.mean(axis=1), MODULE_RENDER_RATE, sample_rate, quality="HQ")
+    return np.asarray(mono, dtype=np.float32)
+
+
+def module_files(root: Path, pattern: re.Pattern[str]) -> list[Path]:
+    """Tracker modules under ``root`` whose path (relative to ``root``) matches ``pattern``."""
+    return [
+        path
+        for path in sorted(root.rglob("*"))
+        if path.suffix.lower() in MODULE_SUFFIXES
+        and path.is_file()
+        and pattern.search(str(path.relative_to(root)))
+    ]
 
 
 def write_wav(audio: np.ndarray, target: Path, sample_rate: int = SAMPLE_RATE) -> None:
@@ -169,6 +211,16 @@ def package_rows(
             if not target.is_file():
                 decode_to_wav(source, target)
             music.add(source)
+            rows.append(row(target, str(relative), relative.parent, "music"))
+    if selection.modules is not None:
+        for source in module_files(package.root, selection.modules):
+            relative = source.relative_to(package.root)
+            target = data_dir / "audio" / package.name / relative.with_suffix(".wav")
+            if not target.is_file():
+                rendered = render_module(source)
+                if len(rendered) < MIN_SECONDS * SAMPLE_RATE:
+                    continue  # a jingle; rendering it again on a rerun takes a moment
+                write_wav(rendered, target)
             rows.append(row(target, str(relative), relative.parent, "music"))
     if selection.clips is not None:
         by_folder: dict[Path, list[tuple[Path, float]]] = {}
