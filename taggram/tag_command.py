@@ -101,6 +101,7 @@ async def _tag_local_all(
 ) -> None:
     # The server stack (ONNX Runtime, decoders) is needed only here, not for --url.
     from taggram.service.api.schemas import TagResponse
+    from taggram.service.custom.registry import stored_records
     from taggram.service.errors import TaggramError
     from taggram.service.settings import in_process_settings
     from taggram.service.tagging import Tagger, TagOptions
@@ -112,7 +113,10 @@ async def _tag_local_all(
     slots = asyncio.Semaphore(LOCAL_CONCURRENCY)
     entries = load_repository(repository)  # a missing one: RepositoryError, said by the caller
     served = {name: list(entry.metadata.tags) for name, entry in entries.items()}
-    problem = _model_problem(settings.default_model, served)
+    # and the custom taggers of the folder (``taggram models create --local``), with their classes
+    custom = stored_records(settings.custom_models)
+    served |= {name: record.classes for name, record in custom.items() if name not in served}
+    problem = _model_problem(options.get("model") or settings.default_model, served)
     if problem is not None:
         raise typer.BadParameter(problem, param_hint="'--model'")
     async with Tagger(settings) as tagger:

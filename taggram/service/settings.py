@@ -269,14 +269,22 @@ def in_process_settings(repository: Path, model: str | None, *, warmup: bool = T
     """Settings for tagging in-process (``taggram tag``, ``catalogue --local``): ``TAGGRAM_*``
     variables apply, only the model the run uses is loaded, and the queue budget and deadline are
     lifted, since they protect a server's other clients and in-process every file is the run's
-    own (the queue's patch bound still holds memory). Raises :class:`SettingsError` as
-    :func:`environment_settings`."""
+    own (the queue's patch bound still holds memory). A ``model`` that the repository lacks but
+    the custom-models folder holds (``taggram models create --local``) loads the networks its
+    members read, the first as the default model: the caller tags with ``model`` by name.
+    Raises :class:`SettingsError` as :func:`environment_settings`."""
     base = environment_settings(model_repository=repository)
-    name = model or base.default_model
+    models = [model or base.default_model]
+    if model is not None and not (repository / model).is_dir():
+        from taggram.service.custom.registry import record_networks, stored_records
+
+        record = stored_records(base.custom_models).get(model)
+        if record is not None:
+            models = record_networks(record)
     return base.model_copy(
         update={
-            "models": [name],
-            "default_model": name,
+            "models": models,
+            "default_model": models[0],
             "warmup": warmup and base.warmup,
             "queue_budget_seconds": 86_400.0,
             "queue_deadline_seconds": 86_400.0,
