@@ -186,8 +186,9 @@ async def read_form(
 
     A malformed body (or too many files or fields, or one that ends before its closing
     boundary) is a 400, as Starlette's own parser answers, with a hint where its words give none
-    (a text field over its size limit; a file part past ``max_files``: ``too_many_files`` when
-    it is a ``file_field`` part, else an option sent as a file).
+    (a text field over its size limit: audio sent as text when it is ``file_field``; a file part
+    past ``max_files``: ``too_many_files`` when it is a ``file_field`` part, else an option sent
+    as a file).
     """
     parser = _ClosedMultiPartParser(
         request.headers, body_chunks(request, budget), max_files=max_files, max_fields=max_fields
@@ -196,8 +197,10 @@ async def read_form(
         form = await parser.parse()
     except MultiPartException as error:
         detail = error.message
-        if detail.startswith("Part exceeded maximum size"):  # Starlette bounds text fields only
-            detail += f" (a text field; {_AS_A_FILE})"
+        if detail.startswith("Part exceeded maximum size") and parser.part == file_field:
+            detail += f" (a text field; {_AS_A_FILE})"  # Starlette bounds text fields only
+        elif detail.startswith("Part exceeded maximum size"):  # a 3 MB description
+            detail += f" (the text field {parser.part!r} is longer than that)"
         elif detail.startswith("Too many files") and parser.part == file_field:
             detail += f" ({too_many_files})"
         elif detail.startswith("Too many files"):  # curl -F top_k=@k.txt
