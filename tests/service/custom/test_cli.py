@@ -35,6 +35,21 @@ def test_manifests_in_csv_and_jsonl(tmp_path: Path) -> None:
             read_manifest(tmp_path / bad)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Excel's "CSV UTF-8" (and some editors' UTF-8) start with a byte-order mark: it was "not a
+    manifest with path and label (KeyError('path'))", and JSONDecodeError for JSONL."""
+    if suffix == ".csv":
+        text = "path,label\nBjörk – Jóga.wav,voix\n"
+    else:
+        text = json.dumps({"path": "Björk – Jóga.wav", "label": "voix"}, ensure_ascii=False)
+    manifest = tmp_path / f"a{suffix}"
+    manifest.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_manifest(manifest) == [(tmp_path / "Björk – Jóga.wav", "voix")]
+
+
 def test_a_manifest_naming_absent_files_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "x.wav").write_bytes(wav(0.0, 0))
     manifest = tmp_path / "a.csv"
