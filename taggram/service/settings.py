@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -230,6 +231,27 @@ class Settings(BaseSettings):
         if value and not value.startswith("/"):
             raise ValueError(f"root_path must start with '/', got {value!r}")
         return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """Each ``*`` or ``scheme://host[:port]``, as a browser's ``Origin`` header spells it
+        (lower case, no path), since an origin is matched exactly: a trailing ``/`` (a URL copied
+        from the address bar) or capitals are dropped, a path or a missing scheme refused. Either
+        way the browser's requests were refused without a word."""
+        origins = []
+        for origin in value:
+            if origin == "*":
+                origins.append(origin)
+                continue
+            parts = urlsplit(origin.rstrip("/"))
+            if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port] (no path), "
+                    "e.g. https://app.example.com, or * for any"
+                )
+            origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return origins
 
     @field_validator("models", "providers", "api_keys", "cors_origins", mode="before")
     @classmethod
