@@ -209,6 +209,8 @@ def _audio_file(audio: Audio, filename: str | None) -> tuple[str, bytes]:
 
 
 def _batch_files(items: Sequence[BatchItem]) -> list[tuple[str, tuple[str, bytes]]]:
+    if not items:  # httpx would send no multipart body at all: a 415 naming no Content-Type
+        raise ValueError("tag_batch needs at least one file")
     files = []
     for item in items:
         name, data = item if isinstance(item, tuple) else _audio_file(item, None)
@@ -262,7 +264,12 @@ class TaggramClient:
         )
 
     def tag_batch(self, items: Sequence[BatchItem], **options: Any) -> list[dict[str, Any]]:
-        """Several files in one request: one ``{filename, result | error}`` per file, in order."""
+        """Several files in one request: one ``{filename, result | error}`` per file, in order.
+
+        Raises:
+            ValueError: ``items`` is empty (nothing is sent).
+            RequestRejectedError, ServiceError, ConnectionFailedError: as :meth:`tag`.
+        """
         body = self._request(
             "POST", "/v1/tag/batch", files=_batch_files(items), params=_query(options)
         )
@@ -340,7 +347,8 @@ class AsyncTaggramClient:
         )
 
     async def tag_batch(self, items: Sequence[BatchItem], **options: Any) -> list[dict[str, Any]]:
-        """Tag several files in one ``/v1/tag/batch`` request; a result or error per file."""
+        """Tag several files in one ``/v1/tag/batch`` request; a result or error per file.
+        Raises ``ValueError`` for no ``items`` (nothing is sent), else as :meth:`tag`."""
         files = await asyncio.to_thread(_batch_files, items)
         body = await self._request("POST", "/v1/tag/batch", files=files, params=_query(options))
         return list(body["results"])

@@ -67,6 +67,7 @@ def _tag_remote(
     from taggram.client import (
         DEFAULT_TIMEOUT,
         APIError,
+        ConnectionFailedError,
         RetryPolicy,
         TaggramClient,
         TaggramClientError,
@@ -78,8 +79,14 @@ def _tag_remote(
     with TaggramClient(url, http=http, retry=RetryPolicy(attempts=4, max_delay=5.0)) as client:
         try:
             listing = client.models()
+        except ConnectionFailedError as error:
+            # Unreachable through every retry: each file would wait as long again to fail alike
+            # (500 files, 25 minutes). Each is reported now, as it would have been.
+            for path in paths:
+                yield Outcome(path, code=type(error).__name__, message=str(error))
+            return
         except TaggramClientError:
-            listing = None  # unreachable, or a key refused: each file reports it
+            listing = None  # a key refused: each file reports it
         if listing is not None:
             served = {item["name"]: list(item["tags"]) for item in listing["models"]}
             problem = _model_problem(options["model"] or listing["default_model"], served)
@@ -101,6 +108,7 @@ async def _tag_local_all(
 ) -> None:
     # The server stack (ONNX Runtime, decoders) is needed only here, not for --url.
     from taggram.service.api.schemas import TagResponse
+    from taggram.service.custom.registry import stored_records
     from taggram.service.errors import TaggramError
     from taggram.service.settings import in_process_settings
     from taggram.service.tagging import Tagger, TagOptions
@@ -112,7 +120,10 @@ async def _tag_local_all(
     slots = asyncio.Semaphore(LOCAL_CONCURRENCY)
     entries = load_repository(repository)  # a missing one: RepositoryError, said by the caller
     served = {name: list(entry.metadata.tags) for name, entry in entries.items()}
-    problem = _model_problem(settings.default_model, served)
+    # and the custom taggers of the folder (``taggram models create --local``), with their classes
+    custom = stored_records(settings.custom_models)
+    served |= {name: record.classes for name, record in custom.items() if name not in served}
+    problem = _model_problem(options.get("model") or settings.default_model, served)
     if problem is not None:
         raise typer.BadParameter(problem, param_hint="'--model'")
     async with Tagger(settings) as tagger:

@@ -6,12 +6,14 @@ are fixed, to cover both formats and the status classes without starting a serve
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
 from taggram.client import (
+    AsyncTaggramClient,
     AuthenticationFailedError,
     RequestRejectedError,
     RetryPolicy,
@@ -77,3 +79,25 @@ def test_statuses_choose_the_error_class() -> None:
     ):
         client.models()
     assert error.value.code == "internal_error"
+
+
+def test_a_batch_of_no_files_is_refused_before_anything_is_sent() -> None:
+    """It sent a request without a body, answered 415 "Content-Type '' is not accepted"."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"nothing should be sent: {request.url}")
+
+    transport = httpx.MockTransport(answer)
+    with (
+        TaggramClient("http://service", http=httpx.Client(transport=transport)) as client,
+        pytest.raises(ValueError, match="at least one file"),
+    ):
+        client.tag_batch([])
+
+    async def batch_of_none() -> None:
+        http = httpx.AsyncClient(transport=transport)
+        async with AsyncTaggramClient("http://service", http=http) as client:
+            await client.tag_batch([])
+
+    with pytest.raises(ValueError, match="at least one file"):
+        asyncio.run(batch_of_none())

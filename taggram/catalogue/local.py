@@ -19,6 +19,7 @@ from taggram.catalogue.records import Record
 from taggram.catalogue.runner import JobOptions
 from taggram.catalogue.sources import Track
 from taggram.client import RetryPolicy
+from taggram.service.custom.registry import stored_records
 from taggram.service.errors import TaggramError
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger, TagOptions, TagResult
@@ -40,8 +41,11 @@ class LocalBackend:
         self.tag_options = TagOptions(model=options.model, embeddings=options.embeddings)
 
     def embedding_outputs(self) -> dict[str, list[str]]:
-        """Each loaded model's embedding layers, by model name."""
-        return {name: list(meta.embedding_outputs) for name, meta in self.tagger.models.items()}
+        """Each loaded model's embedding layers, by model name, and none for each custom tagger
+        of the folder (``taggram models create --local``: tags only)."""
+        layers = {name: list(meta.embedding_outputs) for name, meta in self.tagger.models.items()}
+        custom = stored_records(self.tagger.settings.custom_models)
+        return layers | {name: [] for name in custom if name not in layers}
 
     async def _tag(self, path: Path) -> TagResult:
         """Retry what the pipeline calls ``retryable`` (a full queue), as the HTTP client retries

@@ -16,6 +16,7 @@ from taggram.catalogue.runner import JobOptions, options_problem
 from taggram.catalogue.sources import Track
 from taggram.client import (
     AsyncTaggramClient,
+    AuthenticationFailedError,
     ConnectionFailedError,
     RequestRejectedError,
     RetryPolicy,
@@ -80,10 +81,14 @@ def served_options_problem(
 ) -> str | None:
     """What makes ``options`` impossible for the models the service at ``url`` serves (its
     ``GET /v1/models``), or ``None``: also ``None`` when the list cannot be had (unreachable,
-    refused), which the run then records per track as it always did."""
+    failing), which the run then records per track as it always did. A key missing, unknown or
+    without the ``tag`` scope is a problem: it would fail every track alike, each settled as a
+    permanent failure that a rerun with the right key skips."""
     with TaggramClient(url, retry=retry, api_key=api_key) as client:
         try:
             listing = client.models()
+        except AuthenticationFailedError as error:
+            return f"--api-key (TAGGRAM_API_KEY): the service refused it: {error}"
         except TaggramClientError:
             return None
     models = listing["models"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -231,6 +232,27 @@ class Settings(BaseSettings):
             raise ValueError(f"root_path must start with '/', got {value!r}")
         return value
 
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        """Each ``*`` or ``scheme://host[:port]``, as a browser's ``Origin`` header spells it
+        (lower case, no path), since an origin is matched exactly: a trailing ``/`` (a URL copied
+        from the address bar) or capitals are dropped, a path or a missing scheme refused. Either
+        way the browser's requests were refused without a word."""
+        origins = []
+        for origin in value:
+            if origin == "*":
+                origins.append(origin)
+                continue
+            parts = urlsplit(origin.rstrip("/"))
+            if not parts.scheme or not parts.netloc or parts.path or parts.query or parts.fragment:
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port] (no path), "
+                    "e.g. https://app.example.com, or * for any"
+                )
+            origins.append(f"{parts.scheme}://{parts.netloc}".lower())
+        return origins
+
     @field_validator("models", "providers", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
@@ -269,14 +291,22 @@ def in_process_settings(repository: Path, model: str | None, *, warmup: bool = T
     """Settings for tagging in-process (``taggram tag``, ``catalogue --local``): ``TAGGRAM_*``
     variables apply, only the model the run uses is loaded, and the queue budget and deadline are
     lifted, since they protect a server's other clients and in-process every file is the run's
-    own (the queue's patch bound still holds memory). Raises :class:`SettingsError` as
-    :func:`environment_settings`."""
+    own (the queue's patch bound still holds memory). A ``model`` that the repository lacks but
+    the custom-models folder holds (``taggram models create --local``) loads the networks its
+    members read, the first as the default model: the caller tags with ``model`` by name.
+    Raises :class:`SettingsError` as :func:`environment_settings`."""
     base = environment_settings(model_repository=repository)
-    name = model or base.default_model
+    models = [model or base.default_model]
+    if model is not None and not (repository / model).is_dir():
+        from taggram.service.custom.registry import record_networks, stored_records
+
+        record = stored_records(base.custom_models).get(model)
+        if record is not None:
+            models = record_networks(record)
     return base.model_copy(
         update={
-            "models": [name],
-            "default_model": name,
+            "models": models,
+            "default_model": models[0],
             "warmup": warmup and base.warmup,
             "queue_budget_seconds": 86_400.0,
             "queue_deadline_seconds": 86_400.0,

@@ -269,6 +269,12 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
             "example 12 ('loud.wav')",
         ),
         (client.post("/v1/models", data=over, files=over_files), 413, "too_many_examples", ""),
+        (  # past Starlette's 1 MiB per text field: it said to send the audio as a file part
+            client.post("/v1/models", data={**data, "description": "x" * (1 << 21)}, files=files),
+            400,
+            "malformed_request",
+            "(the text field 'description' is longer than that)",
+        ),
         (create(client, "fresh", features="MTT_vgg.pool5"), 422, "invalid_options", "pool5"),
         (create(client, "fresh", classifier="forest"), 422, "invalid_options", "forest"),
         (

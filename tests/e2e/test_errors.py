@@ -140,18 +140,32 @@ def test_audio_sent_as_a_text_field_is_refused_saying_to_send_a_file(
     assert "a text field; send the audio as a file part" in large.json()["detail"]
 
 
-def test_an_option_sent_as_a_file_part_is_refused_saying_options_are_text(
-    client: httpx.Client,
+@pytest.mark.parametrize(
+    ("path", "parts", "hint"),
+    [
+        # curl -F file=@a.wav -F top_k=@k.txt: the option became a second file part
+        ("/v1/tag", [("top_k", 1)], "('top_k' is a file part: options are text fields"),
+        # curl -F file=@a.wav -F file=@b.wav: two files to the one-file route
+        ("/v1/tag", [("file", 1)], "(one file per request; POST /v1/tag/batch takes several"),
+        # a batch over TAGGRAM_MAX_BATCH_FILES (32)
+        ("/v1/tag/batch", [("files", 32)], "(TAGGRAM_MAX_BATCH_FILES: split the files among"),
+    ],
+)
+def test_a_file_part_too_many_is_refused_saying_which_and_why(
+    client: httpx.Client, path: str, parts: list[tuple[str, int]], hint: str
 ) -> None:
-    """``curl -F file=@a.wav -F top_k=@k.txt`` makes the option a second file part: it was
-    Starlette's bare "Too many files. Maximum number of files is 1."."""
+    """Starlette's bare "Too many files. Maximum number of files is N." got one hint for every
+    case, that options are text fields: wrong for two `file` parts or a batch over its limit."""
     good = _wav(np.zeros((16000, 1)), 16000)
-    response = client.post("/v1/tag", files=[("file", ("a.wav", good)), ("top_k", ("k.txt", b"5"))])
+    first = "file" if path == "/v1/tag" else "files"
+    files = [(first, ("a.wav", good))]
+    files += [(name, ("b.wav", good)) for name, count in parts for _ in range(count)]
+    response = client.post(path, files=files)
     _assert_error(response, 400, "malformed_request")
-    assert response.json()["detail"] == (
-        "Too many files. Maximum number of files is 1. "
-        "(options are text fields, curl -F top_k=5, never file parts)"
-    )
+    detail = response.json()["detail"]
+    assert detail.startswith("Too many files. Maximum number of files is ")
+    assert hint in detail
+    assert ("options are text fields" in detail) == (parts[0][0] == "top_k")
 
 
 def test_the_hop_range_is_the_chosen_models_in_the_schema_and_the_refusals(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +140,42 @@ def test_unreachable_service_fails_clearly(clips: tuple[Path, Path]) -> None:
     result = run(clips[1], "--url", url)
     assert result.exit_code == 1
     assert "ConnectionFailedError" in result.stderr
+
+
+def test_an_unreachable_service_is_tried_once_not_once_per_file(
+    clips: tuple[Path, Path],
+) -> None:
+    """A service that hangs up on every connection: the model listing's tries, then every file
+    reported at once. Each file was tried as long again (about 3 s each: 25 minutes for 500)."""
+    accepted = 0
+    stop = threading.Event()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        listener.settimeout(0.1)
+
+        def hang_up() -> None:
+            nonlocal accepted
+            while not stop.is_set():
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                accepted += 1
+                connection.close()
+
+        thread = threading.Thread(target=hang_up)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            result = run(*clips, clips[1], "--url", url, "--json")
+        finally:
+            stop.set()
+            thread.join()
+    assert result.exit_code == 1
+    codes = [line["error"]["code"] for line in json_lines(result.stdout)]
+    assert codes == ["ConnectionFailedError"] * 3
+    assert 1 <= accepted <= 4  # the listing's tries (RetryPolicy(attempts=4)), none per file
 
 
 @pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://host", "http://"])

@@ -86,6 +86,35 @@ def test_root_path_is_normalised(given: str, kept: str) -> None:
     assert Settings(root_path=given).root_path == kept
 
 
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("*", ["*"]),
+        ("https://app.example/", ["https://app.example"]),
+        (
+            "HTTPS://App.Example:8443, http://localhost:3000/",
+            ["https://app.example:8443", "http://localhost:3000"],
+        ),
+    ],
+)
+def test_cors_origins_are_kept_as_browsers_send_them(given: str, kept: list[str]) -> None:
+    assert Settings(cors_origins=given).cors_origins == kept
+
+
+@pytest.mark.parametrize("origin", ["app.example", "https://app.example/ui", "null", "https://"])
+def test_a_cors_origin_that_no_browser_sends_refuses_to_start(
+    origin: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """It started, and matched no browser's Origin. (A missing repository: nothing serves.)"""
+    monkeypatch.setenv("TAGGRAM_CORS_ORIGINS", origin)
+    result = CliRunner().invoke(app, ["--model-repository", str(tmp_path / "none"), "--port", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        f"error: cors_origins: {origin!r} is not an origin: give scheme://host[:port] (no path), "
+        "e.g. https://app.example.com, or * for any"
+    ]
+
+
 def test_root_path_must_be_absolute() -> None:
     with pytest.raises(ValueError, match="root_path"):
         Settings(root_path="taggram")

@@ -159,6 +159,14 @@ class _ClosedMultiPartParser(MultiPartParser):
     """
 
     closed = False
+    part = ""  # the field name of the latest part, the one a limit refuses
+
+    def on_headers_finished(self) -> None:
+        """A part's headers were read: note its field name, even when it passes a limit."""
+        try:
+            super().on_headers_finished()
+        finally:
+            self.part = self._current_part.field_name
 
     def on_end(self) -> None:
         """The closing boundary was read."""
@@ -167,13 +175,20 @@ class _ClosedMultiPartParser(MultiPartParser):
 
 
 async def read_form(
-    request: Request, budget: InputBudget, max_files: int, max_fields: int
+    request: Request,
+    budget: InputBudget,
+    file_field: str,
+    max_files: int,
+    max_fields: int,
+    too_many_files: str,
 ) -> FormData:
     """Parse a multipart body under ``budget``; the caller closes the returned form.
 
     A malformed body (or too many files or fields, or one that ends before its closing
     boundary) is a 400, as Starlette's own parser answers, with a hint where its words give none
-    (a text field over its size limit, a file part more than the route takes).
+    (a text field over its size limit: audio sent as text when it is ``file_field``; a file part
+    past ``max_files``: ``too_many_files`` when it is a ``file_field`` part, else an option sent
+    as a file).
     """
     parser = _ClosedMultiPartParser(
         request.headers, body_chunks(request, budget), max_files=max_files, max_fields=max_fields
@@ -182,10 +197,17 @@ async def read_form(
         form = await parser.parse()
     except MultiPartException as error:
         detail = error.message
-        if detail.startswith("Part exceeded maximum size"):  # Starlette bounds text fields only
-            detail += f" (a text field; {_AS_A_FILE})"
-        elif detail.startswith("Too many files"):  # often an option sent as a file part
-            detail += " (options are text fields, curl -F top_k=5, never file parts)"
+        if detail.startswith("Part exceeded maximum size") and parser.part == file_field:
+            detail += f" (a text field; {_AS_A_FILE})"  # Starlette bounds text fields only
+        elif detail.startswith("Part exceeded maximum size"):  # a 3 MB description
+            detail += f" (the text field {parser.part!r} is longer than that)"
+        elif detail.startswith("Too many files") and parser.part == file_field:
+            detail += f" ({too_many_files})"
+        elif detail.startswith("Too many files"):  # curl -F top_k=@k.txt
+            detail += (
+                f" ({parser.part!r} is a file part: options are text fields, curl -F top_k=5, "
+                "never file parts)"
+            )
         raise HTTPException(status_code=400, detail=detail) from error
     if not parser.closed:
         await form.close()

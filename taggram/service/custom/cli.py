@@ -43,6 +43,9 @@ KeyOption = Annotated[
     ),
 ]
 TIMEOUT = httpx.Timeout(600.0, connect=10.0)  # creation embeds every example
+# UTF-8 whatever the locale, a leading byte-order mark dropped: Excel's "CSV UTF-8" starts with
+# one, which made the first column '\ufeffpath' (as the catalogue's manifests read it).
+MANIFEST_ENCODING = "utf-8-sig"
 
 
 def read_manifest(path: Path) -> list[tuple[Path, str]]:
@@ -50,14 +53,15 @@ def read_manifest(path: Path) -> list[tuple[Path, str]]:
     rows: list[tuple[str, Any]] = []
     try:
         if path.suffix.lower() in (".jsonl", ".ndjson"):
-            for number, line in enumerate(path.read_text().splitlines(), 1):
+            lines = path.read_text(encoding=MANIFEST_ENCODING).splitlines()
+            for number, line in enumerate(lines, 1):
                 if line.strip():
                     item = json.loads(line)
                     if not isinstance(item, dict):
                         raise ValueError(f"line {number} is not an object")
                     rows.append((str(item["path"]), item["label"]))
         else:
-            with path.open(newline="") as handle:
+            with path.open(newline="", encoding=MANIFEST_ENCODING) as handle:
                 rows = [(row["path"], row["label"]) for row in csv.DictReader(handle)]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise typer.BadParameter(

@@ -90,6 +90,23 @@ def members(record: CustomRecord) -> list[Candidate]:
     return [Candidate(record.features, record.classifier)]
 
 
+def record_networks(record: CustomRecord) -> list[str]:
+    """The served networks ``record``'s members read, each once, the first member's first."""
+    return networks(candidate.feature for candidate in members(record))
+
+
+def stored_records(folder: Path) -> dict[str, CustomRecord]:
+    """The records of the models ``folder`` holds now, by name, without their arrays (blocking
+    file reads). An unreadable record is left out: the serving scan logs it when it loads."""
+    found = {}
+    for name, path in storage.scan(folder).items():
+        try:
+            found[name] = storage.read_record(path)
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+            continue
+    return found
+
+
 def build(record: CustomRecord, arrays: dict[str, np.ndarray], base: ModelMetadata) -> CustomModel:
     """A :class:`CustomModel` from its stored record and arrays, described against ``base``."""
     if not record.members:  # version 1: one head's arrays, without the member prefix
@@ -147,8 +164,7 @@ class CustomModels:
                 continue
             try:
                 record, arrays = storage.read(path)
-                needed = networks(c.feature for c in members(record))
-                missing = [name for name in needed if name not in bases]
+                missing = [name for name in record_networks(record) if name not in bases]
                 if missing:
                     raise ValueError(f"its base models {missing} are not loaded here")
                 current[name] = build(record, arrays, bases[record.base])

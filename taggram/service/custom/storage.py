@@ -186,9 +186,14 @@ def scan(folder: Path) -> dict[str, Path]:
     }
 
 
+def read_record(path: Path) -> CustomRecord:
+    """A model folder's record, without its arrays."""
+    return CustomRecord.model_validate_json((path / RECORD_FILE).read_text())
+
+
 def read(path: Path) -> tuple[CustomRecord, dict[str, np.ndarray]]:
     """A model folder's record and arrays (``allow_pickle=False``)."""
-    record = CustomRecord.model_validate_json((path / RECORD_FILE).read_text())
+    record = read_record(path)
     with np.load(path / PARAMETERS_FILE, allow_pickle=False) as archive:
         arrays = {key: archive[key] for key in archive.files}
     return record, arrays

@@ -35,6 +35,21 @@ def test_manifests_in_csv_and_jsonl(tmp_path: Path) -> None:
             read_manifest(tmp_path / bad)
 
 
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(
+    tmp_path: Path, suffix: str
+) -> None:
+    """Excel's "CSV UTF-8" (and some editors' UTF-8) start with a byte-order mark: it was "not a
+    manifest with path and label (KeyError('path'))", and JSONDecodeError for JSONL."""
+    if suffix == ".csv":
+        text = "path,label\nBjörk – Jóga.wav,voix\n"
+    else:
+        text = json.dumps({"path": "Björk – Jóga.wav", "label": "voix"}, ensure_ascii=False)
+    manifest = tmp_path / f"a{suffix}"
+    manifest.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert read_manifest(manifest) == [(tmp_path / "Björk – Jóga.wav", "voix")]
+
+
 def test_a_manifest_naming_absent_files_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "x.wav").write_bytes(wav(0.0, 0))
     manifest = tmp_path / "a.csv"
@@ -130,3 +145,53 @@ def test_local_create_list_delete(
     assert "levels" not in runner.invoke(app, ["models", "list", "--local"]).output
     gone = runner.invoke(app, ["models", "delete", "levels", "--local"])
     assert gone.exit_code == 1 and "model_not_found" in gone.output
+
+
+def test_a_model_created_locally_tags_in_process(
+    tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`taggram tag --model` and `taggram catalogue --local --model` with a custom tagger of
+    the folder, as `models create --local` leaves it: both refused it ("no model named",
+    "models ['levels'] are not in ...") since they loaded only repository models."""
+    for name, value in {
+        "MODEL_REPOSITORY": str(tiny_repository),
+        "CUSTOM_MODELS": str(tmp_path / "custom"),
+        "DEFAULT_MODEL": "tiny",
+        "WARMUP": "false",
+        "URL": "",
+    }.items():
+        monkeypatch.setenv(f"TAGGRAM_{name}", value)
+    lines = ["path,label"]
+    for label, level in LEVELS.items():
+        for i in range(3):
+            (tmp_path / f"{label}{i}.wav").write_bytes(wav(level, i))
+            lines.append(f"{label}{i}.wav,{label}")
+    (tmp_path / "examples.csv").write_text("\n".join(lines) + "\n")
+    songs = tmp_path / "songs"
+    songs.mkdir()
+    for label, level in LEVELS.items():
+        (songs / f"{label}.wav").write_bytes(wav(level, 99, seconds=7))
+    runner = CliRunner()
+    made = runner.invoke(
+        app, ["models", "create", "levels", str(tmp_path / "examples.csv"), "--local"]
+    )
+    assert made.exit_code == 0, made.output
+
+    tagged = runner.invoke(app, ["tag", str(songs / "high.wav"), "--model", "levels", "--json"])
+    assert tagged.exit_code == 0, tagged.output
+    body = json.loads(tagged.stdout)
+    assert body["model"]["name"] == "levels"
+    assert body["tags"][0]["tag"] == "high"
+    assert {item["tag"] for item in body["tags"]} == set(LEVELS)
+    unknown = runner.invoke(app, ["tag", str(songs / "high.wav"), "--model", "nope"])
+    assert unknown.exit_code == 2 and "levels" in unknown.output  # listed as served
+
+    output = tmp_path / "tags.jsonl"
+    args = ["catalogue", str(songs), "--local", "--model", "levels", "--output", str(output)]
+    catalogued = runner.invoke(app, args)
+    assert catalogued.exit_code == 0, catalogued.output
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert {(r["id"], r["status"], r["model"]) for r in records} == {
+        (f"{label}.wav", "ok", "levels") for label in LEVELS
+    }
+    assert all(r["top_tags"][0]["tag"] == r["id"].removesuffix(".wav") for r in records)

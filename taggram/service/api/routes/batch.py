@@ -90,7 +90,10 @@ async def tag_batch(
     # (checked when it is decoded). More than max_batch_files files is refused by the parser
     # itself (400, "Too many files").
     budget = InputBudget.of(settings, settings.max_batch_bytes)
-    form = await read_form(request, budget, settings.max_batch_files, len(TagOptions.model_fields))
+    most = settings.max_batch_files
+    options_count = len(TagOptions.model_fields)
+    split = "TAGGRAM_MAX_BATCH_FILES: split the files among several requests"
+    form = await read_form(request, budget, FIELD, most, options_count, split)
     try:
         uploads, options = _uploads(form, options)
         tagger.check(options)  # an unknown model or bad options fail the request, not each file

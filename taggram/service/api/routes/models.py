@@ -123,9 +123,10 @@ async def _read_form(request: Request, max_examples: int, max_fields: int) -> Fo
     budget = InputBudget.of(settings, settings.max_batch_bytes)
     check_content_length(request.headers, budget.max_bytes)
     try:
-        return await read_form(request, budget, max_examples, max_fields)
+        limit = "TAGGRAM_MAX_CUSTOM_EXAMPLES"
+        return await read_form(request, budget, "files", max_examples, max_fields, limit)
     except HTTPException as error:
-        if "files" in str(error.detail).lower():
+        if str(error.detail).startswith("Too many files"):
             raise TooManyExamplesError(
                 f"more examples than the limit of {max_examples} per request"
             ) from error

@@ -52,7 +52,9 @@ async def _read_audio(
     check_content_length(request.headers, budget.max_bytes)
     given = media_type(request.headers)
     if given == "multipart/form-data":
-        form = await read_form(request, budget, 1, len(TagOptions.model_fields) + 1)
+        fields = len(TagOptions.model_fields) + 1
+        several = "one file per request; POST /v1/tag/batch takes several as 'files' fields"
+        form = await read_form(request, budget, "file", 1, fields, several)
         try:
             (upload,) = file_uploads(form, "file")  # read_form allows one file part
             yield upload.file, options_from_form(form, "file", options)
