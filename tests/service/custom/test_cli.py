@@ -112,14 +112,17 @@ def test_local_create_without_usable_models_is_a_usage_error(
     assert expected in made.output
 
 
-def test_local_create_list_delete(
+def _local_examples(
     tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> Path:
+    """In-process settings on the tiny repository (no service URL), and a manifest of three
+    examples per loudness level under ``tmp_path``: the manifest's path."""
     for name, value in {
         "MODEL_REPOSITORY": str(tiny_repository),
         "CUSTOM_MODELS": str(tmp_path / "custom"),
         "DEFAULT_MODEL": "tiny",
         "WARMUP": "false",
+        "URL": "",
     }.items():
         monkeypatch.setenv(f"TAGGRAM_{name}", value)
     lines = ["path,label"]
@@ -129,6 +132,13 @@ def test_local_create_list_delete(
             lines.append(f"{label}{i}.wav,{label}")
     manifest = tmp_path / "examples.csv"
     manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def test_local_create_list_delete(
+    tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = _local_examples(tiny_repository, tmp_path, monkeypatch)
     runner = CliRunner()
 
     made = runner.invoke(app, ["models", "create", "levels", str(manifest), "--local"])
@@ -153,20 +163,7 @@ def test_a_model_created_locally_tags_in_process(
     """`taggram tag --model` and `taggram catalogue --local --model` with a custom tagger of
     the folder, as `models create --local` leaves it: both refused it ("no model named",
     "models ['levels'] are not in ...") since they loaded only repository models."""
-    for name, value in {
-        "MODEL_REPOSITORY": str(tiny_repository),
-        "CUSTOM_MODELS": str(tmp_path / "custom"),
-        "DEFAULT_MODEL": "tiny",
-        "WARMUP": "false",
-        "URL": "",
-    }.items():
-        monkeypatch.setenv(f"TAGGRAM_{name}", value)
-    lines = ["path,label"]
-    for label, level in LEVELS.items():
-        for i in range(3):
-            (tmp_path / f"{label}{i}.wav").write_bytes(wav(level, i))
-            lines.append(f"{label}{i}.wav,{label}")
-    (tmp_path / "examples.csv").write_text("\n".join(lines) + "\n")
+    _local_examples(tiny_repository, tmp_path, monkeypatch)
     songs = tmp_path / "songs"
     songs.mkdir()
     for label, level in LEVELS.items():
