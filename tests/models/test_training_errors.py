@@ -25,6 +25,12 @@ from taggram.models.training.trainer import TrainConfig, train
 from taggram.repository import load_repository
 from taggram.service.audio.patching import plan_patches
 
+
+def _flat(output: str) -> str:
+    """A usage error's text without the box rich draws around it."""
+    return " ".join(output.replace("│", " ").split())
+
+
 TINY = {"stem_channels": 4, "channels": [4, 8, 8, 8, 8, 8, 8], "dense_units": 16}
 
 
@@ -60,7 +66,7 @@ def _train(data: Path, labels: Path, *options: str) -> str:
     result = CliRunner().invoke(app, [*command, *options])
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)
-    return " ".join(result.output.replace("│", " ").split())
+    return _flat(result.output)
 
 
 @pytest.mark.parametrize(
@@ -170,7 +176,7 @@ def test_a_bad_option_of_average_or_evaluate_is_a_usage_error(
     arguments += ["--out", str(data / "avg.pt")] if command == "average" else []
     result = CliRunner().invoke(app, [*arguments, "--cache", str(data / "cache"), *option])
     assert result.exit_code == 2, result.output
-    assert f"'{option[0]}'" in " ".join(result.output.replace("│", " ").split())
+    assert f"'{option[0]}'" in _flat(result.output)
     assert not (data / "cache").exists()
 
 
@@ -184,7 +190,7 @@ def test_an_export_name_that_is_no_folder_and_url_segment_is_a_usage_error(
     command = ["export", "--checkpoint", str(data / "labels.csv"), "--name", name]
     result = CliRunner().invoke(app, [*command, "--root", str(root)])
     assert result.exit_code == 2, result.output
-    output = " ".join(result.output.replace("│", " ").split())
+    output = _flat(result.output)
     assert "must be 1 to 64 letters, digits, '_' or '-'" in output
     assert not (tmp_path / "models").exists()
 
@@ -209,7 +215,7 @@ def test_a_file_that_is_no_checkpoint_is_a_usage_error(
     result = CliRunner().invoke(app, [command, *arguments])
     assert result.exit_code == 2, result.output
     assert isinstance(result.exception, SystemExit)
-    output = " ".join(result.output.replace("│", " ").split())
+    output = _flat(result.output)
     assert "split.csv is not a checkpoint of taggram train" in output
 
 
@@ -300,7 +306,7 @@ def test_evaluating_a_distilled_checkpoint_without_its_teacher_says_which(
     command = ["evaluate", "--checkpoint", str(checkpoint), "--labels", str(labels)]
     result = CliRunner().invoke(app, [*command, "--cache", str(tmp_path / "cache")])
     assert result.exit_code == 2, result.output
-    assert "give --teacher tiny" in " ".join(result.output.replace("│", " ").split())
+    assert "give --teacher tiny" in _flat(result.output)
 
 
 def test_distilling_files_shorter_than_the_patch_is_a_usage_error(
@@ -353,3 +359,23 @@ def test_training_on_cuda_without_a_gpu_is_a_usage_error(data: Path) -> None:
         pytest.skip("this machine has a CUDA GPU: --device cuda is valid here")
     assert "sees no CUDA GPU" in _train(data, data / "labels.csv", "--device", "cuda")
     assert not (data / "cache").exists()
+
+
+def test_prepare_data_without_ffmpeg_stops_before_any_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ffmpeg, `prepare-data` is one line (exit 2) before apt-get runs; it was a
+    traceback at the first package with tracker modules, after downloading those before it."""
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither ffmpeg nor apt-get
+    result = CliRunner().invoke(app, ["prepare-data", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2 and not isinstance(result.exception, ValueError), result.output
+    assert "needs the ffmpeg command: apt-get install ffmpeg" in _flat(result.output)
+    assert not (tmp_path / "data").exists()
+
+
+def test_validation_clips_of_a_missing_manifest_is_a_usage_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["validation-clips", "--manifest", str(tmp_path / "none.csv"), "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "none.csv" in _flat(result.output)

@@ -39,6 +39,9 @@ AUDIO_SUFFIXES = frozenset({".ogg", ".oga", ".opus", ".flac", ".wav", ".mp3"})
 MODULE_SUFFIXES = frozenset({".mod", ".xm", ".it", ".s3m"})
 # libopenmpt's own output rate; soxr then resamples to SAMPLE_RATE as for decoded files.
 MODULE_RENDER_RATE = 48000
+# A rendered module quieter than this (RMS, -60 dBFS) is silence, not music: a song whose two
+# channels are exact inverses (pingus' rough_journey.it) cancels when averaged to mono.
+SILENCE_RMS = 1e-3
 # Shorter files are jingles and sound effects even under a "music" folder.
 MIN_SECONDS = 30.0
 # Reels of short clips: about a minute each, clips separated by a quarter second of silence.
@@ -97,27 +100,32 @@ def read_mono(source: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return np.asarray(mono, dtype=np.float32)
 
 
+def ffmpeg_command() -> str:
+    """The ``ffmpeg`` command's path. Raises ``FileNotFoundError`` (naming the fix) without it."""
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise FileNotFoundError(
+            "rendering tracker modules needs the ffmpeg command: apt-get install ffmpeg"
+        )
+    return ffmpeg
+
+
 def render_module(source: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Render a tracker module (.mod, .xm, .it, .s3m) once through, without repeats: float32
     [samples] of mono audio at ``sample_rate`` Hz.
 
     The ``ffmpeg`` command's libopenmpt demuxer renders stereo at 48 kHz (libopenmpt's defaults:
     its interpolation, stereo separation and one pass through the song); the channels are then
-    averaged and resampled with soxr HQ like a decoded file. Raises ``RuntimeError`` when
-    ``ffmpeg`` is not installed (Debian's is built with libopenmpt) or cannot render the file.
+    averaged and resampled with soxr HQ like a decoded file. Raises ``FileNotFoundError`` when
+    ``ffmpeg`` is not installed (Debian's is built with libopenmpt) and ``ValueError`` when it
+    cannot render the file.
     """
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg is None:
-        raise RuntimeError(
-            "rendering tracker modules needs the ffmpeg command: apt-get install ffmpeg"
-        )
-    command = [ffmpeg, "-nostdin", "-v", "error", "-f", "libopenmpt", "-i", str(source)]
+    command = [ffmpeg_command(), "-nostdin", "-v", "error", "-f", "libopenmpt", "-i", str(source)]
     command += ["-ac", "2", "-ar", str(MODULE_RENDER_RATE), "-f", "f32le", "-"]
     result = subprocess.run(command, capture_output=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(
-            f"ffmpeg could not render {source}: {result.stderr.decode(errors='replace').strip()}"
-        )
+        reason = " ".join(result.stderr.decode(errors="replace").split())
+        raise ValueError(f"ffmpeg could not render {source}: {reason}")
     stereo = np.frombuffer(result.stdout, dtype=np.float32).reshape(-1, 2)
     mono = soxr.resample(stereo.mean(axis=1), MODULE_RENDER_RATE, sample_rate, quality="HQ")
     return np.asarray(mono, dtype=np.float32)
@@ -218,8 +226,9 @@ def package_rows(
             target = data_dir / "audio" / package.name / relative.with_suffix(".wav")
             if not target.is_file():
                 rendered = render_module(source)
-                if len(rendered) < MIN_SECONDS * SAMPLE_RATE:
-                    continue  # a jingle; rendering it again on a rerun takes a moment
+                too_short = len(rendered) < MIN_SECONDS * SAMPLE_RATE  # a jingle
+                if too_short or np.sqrt(np.mean(rendered**2)) < SILENCE_RMS:
+                    continue  # rendering it again on a rerun takes a moment
                 write_wav(rendered, target)
             rows.append(row(target, str(relative), relative.parent, "music"))
     if selection.clips is not None:
@@ -251,6 +260,8 @@ def prepare(
     packages = TRAINING_PACKAGES if packages is None else packages
     validation = VALIDATION_PACKAGES if validation is None else validation
     ensure_trainable([*packages, *validation])
+    if any(s.modules is not None for s in (*packages.values(), *validation.values())):
+        ffmpeg_command()  # before any download, not at the first package with modules
     rows: list[ManifestRow] = []
     chosen = [(name, s, "train") for name, s in packages.items()]
     chosen += [(name, s, "validation") for name, s in validation.items()]

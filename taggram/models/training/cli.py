@@ -213,10 +213,15 @@ def _provenance(onnx_path: Path, tags: list[str]) -> dict[str, Any]:
 def prepare_data(
     data_dir: Path = typer.Option(Path("data"), help="where packages, audio and manifest go"),
 ) -> None:
-    """Download the Debian music packages, decode their music to 16 kHz mono, write a manifest."""
+    """Download the Debian music packages, decode their music to 16 kHz mono, write a manifest.
+
+    Needs apt-get and dpkg-deb (Debian), and the ffmpeg command (built with libopenmpt, as
+    Debian's is) to render tracker modules.
+    """
     from taggram.models.data.prepare import prepare
 
-    typer.echo(f"manifest: {prepare(data_dir)}")
+    with _usage_errors():
+        typer.echo(f"manifest: {prepare(data_dir)}")
 
 
 @app.command("validation-clips")
@@ -230,7 +235,9 @@ def validation_clips(
     """Write 30 s excerpts of the validation packages (for benchmarks.student_vs_teacher)."""
     from taggram.models.data.clips import CLIP_SECONDS, write_validation_clips
 
-    typer.echo(f"clips: {write_validation_clips(manifest, out, CLIP_SECONDS, every_segment)}")
+    with _usage_errors():
+        clips = write_validation_clips(manifest, out, CLIP_SECONDS, every_segment)
+    typer.echo(f"clips: {clips}")
 
 
 @app.command("train")

@@ -112,9 +112,7 @@ def test_local_create_without_usable_models_is_a_usage_error(
     assert expected in made.output
 
 
-def _local_examples(
-    tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Path:
+def _local_examples(tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """In-process settings on the tiny repository (no service URL), and a manifest of three
     examples per loudness level under ``tmp_path``: the manifest's path."""
     for name, value in {
