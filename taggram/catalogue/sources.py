@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taggram.filenames import printable
 from taggram.formats import AUDIO_EXTENSIONS
 
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl", ".ndjson"})
@@ -66,10 +67,14 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def scan_folder(root: Path) -> Source:
-    """Audio files under ``root`` (by extension, case-insensitive) sorted by id, and the rest."""
+    """Audio files under ``root`` (by extension, case-insensitive) sorted by id, and the rest.
+
+    A file name that is not UTF-8 gets an id with ``\\xNN`` escapes (:func:`printable`), one
+    every output format can hold.
+    """
     tracks, not_audio = [], []
     for path in _walk(root):
-        track_id = path.relative_to(root).as_posix()
+        track_id = printable(path.relative_to(root).as_posix())
         if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
             tracks.append(Track(id=track_id, path=path))
         else:
