@@ -70,12 +70,13 @@ def scan_folder(root: Path) -> Source:
     """Audio files under ``root`` (by extension, case-insensitive) sorted by id, and the rest.
 
     A file name that is not UTF-8 gets an id with ``\\xNN`` escapes (:func:`printable`), one
-    every output format can hold.
+    every output format can hold. A link to nothing named like audio is a track, which then fails
+    as unreadable: a missing file of the catalogue is a problem to report, not a file to skip.
     """
     tracks, not_audio = [], []
     for path in _walk(root):
         track_id = printable(path.relative_to(root).as_posix())
-        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
+        if path.suffix.lower() in AUDIO_EXTENSIONS and (path.is_file() or not path.exists()):
             tracks.append(Track(id=track_id, path=path))
         else:
             not_audio.append(track_id)

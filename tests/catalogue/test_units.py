@@ -54,6 +54,17 @@ def test_symlinked_folders_are_followed_once_and_loops_are_safe(tmp_path: Path) 
     assert [t.id for t in tracks] == ["albums/again/01.m4a", "albums/again/02.m4a", "single.mp3"]
 
 
+def test_a_link_to_a_missing_file_is_a_track_not_skipped_as_not_audio(tmp_path: Path) -> None:
+    """A dangling ``song.mp3`` link (the file moved, a mount not there) was listed as skipped
+    'not audio (by extension)'; it is a track, which the run records as unreadable."""
+    _touch(tmp_path, "a.wav")
+    (tmp_path / "gone.mp3").symlink_to(tmp_path / "moved" / "gone.mp3")
+    (tmp_path / "folder.mp3").mkdir()  # a folder named like audio is no track
+    source = load_source(tmp_path)
+    assert [t.id for t in source.tracks] == ["a.wav", "gone.mp3"]
+    assert source.not_audio == []
+
+
 def test_manifests_resolve_paths_beside_themselves(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("id,path,extra\nt1,audio/one.wav,x\nt2,/abs/two.mp3,y\n")
     rows = [{"id": "t1", "path": "audio/one.wav"}, {"id": "t2", "path": "/abs/two.mp3"}]
