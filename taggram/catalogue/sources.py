@@ -107,7 +107,8 @@ def _jsonl_rows(path: Path, lines: Iterable[str]) -> Iterator[dict[str, str]]:
             raise SourceError(f"{path}:{number}: not JSON ({exc.msg})") from exc
         if not isinstance(row, dict):
             raise SourceError(f"{path}:{number}: expected an object with id and path")
-        yield {key: str(value) for key, value in row.items()}
+        # null is no value (a missing id or path), not the text "None"
+        yield {key: str(value) for key, value in row.items() if value is not None}
 
 
 def _manifest_rows(path: Path, encoding: str) -> list[dict[str, str]]:

@@ -99,18 +99,21 @@ def test_excel_manifest_of_the_shared_bugs_reads_like_plain_utf8() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "problem"),
+    ("name", "text", "problem"),
     [
-        ("id,path\nt1,a.wav\nt1,b.wav\n", "more than once"),
-        ("id,path\nt1,\n", "lacks"),
-        ("name,file\nt1,a.wav\n", "must name the columns id and path"),
-        ("id,path\nt1,a\0.wav\n", "NUL byte"),
+        ("m.csv", "id,path\nt1,a.wav\nt1,b.wav\n", "more than once"),
+        ("m.csv", "id,path\nt1,\n", "lacks"),
+        ("m.csv", "name,file\nt1,a.wav\n", "must name the columns id and path"),
+        ("m.csv", "id,path\nt1,a\0.wav\n", "NUL byte"),
+        # JSON null is no value: it was read as the text "None", a file of that name
+        ("m.jsonl", '{"id": "t1", "path": null}\n', "lacks"),
+        ("m.jsonl", '{"id": null, "path": "a.wav"}\n', "lacks"),
     ],
 )
-def test_bad_manifests_are_refused(tmp_path: Path, text: str, problem: str) -> None:
-    (tmp_path / "m.csv").write_text(text)
+def test_bad_manifests_are_refused(tmp_path: Path, name: str, text: str, problem: str) -> None:
+    (tmp_path / name).write_text(text)
     with pytest.raises(SourceError, match=problem):
-        load_source(tmp_path / "m.csv")
+        load_source(tmp_path / name)
 
 
 def _local_run(tmp_path: Path, *args: str) -> tuple[int, str]:
