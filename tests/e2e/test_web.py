@@ -406,3 +406,38 @@ def test_too_long_audio_shows_the_limit(
     assert "audio_too_long" in error.inner_text()
     assert "60" in error.inner_text()  # the limit, as the API states it
     assert console.unexpected(f"{FAILED_REQUEST} 413") == []
+
+
+def test_on_a_phone_the_taggram_is_drawn_at_its_shown_width_and_clicks_hit_their_cell(
+    server: Server, song: Path, browser: Browser, console: ConsoleLog
+) -> None:
+    """At 360 px (a common phone) the heat-map was drawn 320 px wide and shown 298 px wide: the
+    browser squeezed it, while clicks, the tooltip, the cursor and the row outline are placed in
+    drawing pixels, so each landed up to 22 px off the cell shown (a click on the last cell
+    played the one before)."""
+    expected = api_answer(server, song)
+    context = browser.new_context(viewport={"width": 360, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = console.watch(context.new_page())
+        open_page(page, f"{server.url}/")
+        upload(page, song)
+        canvas = page.locator("[data-testid=taggram]")
+        box = canvas.bounding_box()
+        assert box is not None
+        drawn = page.evaluate("document.querySelector('[data-testid=taggram]').width")
+        # Click the last cell where the screen shows it: the drawing scaled to the box.
+        centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+        shown = box["width"] / drawn
+        canvas.click(position={"x": centres["x"][-1] * shown, "y": centres["y"][0] * shown})
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=player]').currentTime > 0"
+        )
+        played = page.evaluate("document.querySelector('[data-testid=player]').currentTime")
+        page.evaluate("document.querySelector('[data-testid=player]').pause()")
+        patch = expected["taggram"]["patches"][-1]
+        assert patch["start_seconds"] <= played <= patch["end_seconds"]
+        assert abs(drawn / page.evaluate("devicePixelRatio") - box["width"]) <= 1
+    finally:
+        context.close()
+    assert console.unexpected() == []

@@ -321,7 +321,10 @@ function drawTaggram(body, tags) {
 
   ctx.font = font;
   const labelWidth = Math.ceil(Math.max(40, ...tags.map((t) => ctx.measureText(t.tag).width)));
-  const width = Math.max(320, ui.wrap.clientWidth);
+  // Exactly the width it is shown at: a wider drawing (a 320 px floor did that on 360 px phones)
+  // is scaled down by the browser, and clicks, the tooltip, the cursor and the row outline,
+  // placed in drawing pixels, then miss the cells they point at.
+  const width = ui.wrap.clientWidth;
   const rowHeight = tags.length <= 12 ? 30 : tags.length <= 25 ? 20 : 15;
   const margin = { left: labelWidth + 14, right: 78, top: 6, bottom: 38 };
   const plot = {
