@@ -283,6 +283,29 @@ def test_overloaded_service_says_when_to_retry(
     assert console.unexpected(f"{FAILED_REQUEST} 429") == []
 
 
+def test_choosing_the_same_file_again_after_a_429_tags_it(
+    server: Server, music_mp3: Path, page: Page, console: ConsoleLog
+) -> None:
+    """Told "Try again in 2 s", a person opens the file chooser again and picks the same file:
+    the browser fires no change for the file the input already held, so nothing was sent and
+    the error stayed."""
+    body = {"error": {"code": "overloaded", "message": "the MTT_musicnn queue is full"}}
+    open_page(page, f"{server.url}/")
+    page.route(
+        TAG_REQUEST,
+        lambda route: route.fulfill(status=429, headers={"Retry-After": "2"}, json=body),
+    )
+    page.set_input_files("[data-testid=file-input]", str(music_mp3))
+    page.locator("[data-testid=error]").wait_for(state="visible", timeout=TIMEOUT_MS)
+    page.unroute(TAG_REQUEST)  # the queue has room again
+    with page.expect_file_chooser() as chooser:
+        page.click("[data-testid=drop-zone]")
+    chooser.value.set_files(str(music_mp3))
+    page.wait_for_selector("[data-testid=taggram][data-rows]", timeout=TIMEOUT_MS)
+    assert not page.locator("[data-testid=error]").is_visible()
+    assert console.unexpected(f"{FAILED_REQUEST} 429") == []
+
+
 def test_api_key_is_sent_and_kept_for_the_session_only(
     server: Server, song: Path, browser: Browser, page: Page, console: ConsoleLog
 ) -> None:

@@ -492,7 +492,13 @@ function chooseFile(file) {
   tagFile(file);
 }
 
-ui.file.addEventListener("change", () => chooseFile(ui.file.files[0]));
+ui.file.addEventListener("change", () => {
+  const file = ui.file.files[0];
+  // Emptied, so that choosing the same file again (after a 429 or a fix on the server) is a
+  // change: the browser fires none for the file the input already holds.
+  ui.file.value = "";
+  chooseFile(file);
+});
 ui.drop.addEventListener("dragover", (event) => {
   event.preventDefault();
   ui.drop.classList.add("dragging");
