@@ -71,6 +71,17 @@ def page(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
         context.close()
 
 
+@pytest.fixture
+def phone(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
+    """The page in a 360 px wide window, a common phone's."""
+    context = browser.new_context(viewport={"width": 360, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield console.watch(context.new_page())
+    finally:
+        context.close()
+
+
 def screenshot_path(tmp_path: Path, name: str) -> Path:
     folder = Path(os.environ.get("TAGGRAM_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -432,35 +443,47 @@ def test_too_long_audio_shows_the_limit(
 
 
 def test_on_a_phone_the_taggram_is_drawn_at_its_shown_width_and_clicks_hit_their_cell(
-    server: Server, song: Path, browser: Browser, console: ConsoleLog
+    server: Server, song: Path, phone: Page, console: ConsoleLog
 ) -> None:
     """At 360 px (a common phone) the heat-map was drawn 320 px wide and shown 298 px wide: the
     browser squeezed it, while clicks, the tooltip, the cursor and the row outline are placed in
     drawing pixels, so each landed up to 22 px off the cell shown (a click on the last cell
     played the one before)."""
     expected = api_answer(server, song)
-    context = browser.new_context(viewport={"width": 360, "height": 800})
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        page = console.watch(context.new_page())
-        open_page(page, f"{server.url}/")
-        upload(page, song)
-        canvas = page.locator("[data-testid=taggram]")
-        box = canvas.bounding_box()
-        assert box is not None
-        drawn = page.evaluate("document.querySelector('[data-testid=taggram]').width")
-        # Click the last cell where the screen shows it: the drawing scaled to the box.
-        centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
-        shown = box["width"] / drawn
-        canvas.click(position={"x": centres["x"][-1] * shown, "y": centres["y"][0] * shown})
-        page.wait_for_function(
-            "() => document.querySelector('[data-testid=player]').currentTime > 0"
-        )
-        played = page.evaluate("document.querySelector('[data-testid=player]').currentTime")
-        page.evaluate("document.querySelector('[data-testid=player]').pause()")
-        patch = expected["taggram"]["patches"][-1]
-        assert patch["start_seconds"] <= played <= patch["end_seconds"]
-        assert abs(drawn / page.evaluate("devicePixelRatio") - box["width"]) <= 1
-    finally:
-        context.close()
+    open_page(phone, f"{server.url}/")
+    upload(phone, song)
+    canvas = phone.locator("[data-testid=taggram]")
+    box = canvas.bounding_box()
+    assert box is not None
+    drawn = phone.evaluate("document.querySelector('[data-testid=taggram]').width")
+    # Click the last cell where the screen shows it: the drawing scaled to the box.
+    centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+    shown = box["width"] / drawn
+    canvas.click(position={"x": centres["x"][-1] * shown, "y": centres["y"][0] * shown})
+    phone.wait_for_function("() => document.querySelector('[data-testid=player]').currentTime > 0")
+    played = phone.evaluate("document.querySelector('[data-testid=player]').currentTime")
+    phone.evaluate("document.querySelector('[data-testid=player]').pause()")
+    patch = expected["taggram"]["patches"][-1]
+    assert patch["start_seconds"] <= played <= patch["end_seconds"]
+    assert abs(drawn / phone.evaluate("devicePixelRatio") - box["width"]) <= 1
+    assert console.unexpected() == []
+
+
+def test_on_a_phone_the_tooltip_of_the_last_cell_stays_on_the_page(
+    server: Server, song: Path, phone: Page, console: ConsoleLog
+) -> None:
+    """The tooltip always opened right of the pointer: at the last cells of a phone's heat-map
+    it ran past the screen's edge, cut off, and made the page 450 px wide (a sideways scroll)."""
+    open_page(phone, f"{server.url}/")
+    upload(phone, song)
+    canvas = phone.locator("[data-testid=taggram]")
+    centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+    scale = phone.evaluate("devicePixelRatio")
+    canvas.hover(position={"x": centres["x"][-1] / scale, "y": centres["y"][0] / scale})
+    tooltip = phone.locator("#tooltip")
+    tooltip.wait_for(state="visible")
+    box = tooltip.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 360
+    assert phone.evaluate("document.documentElement.scrollWidth") == 360
     assert console.unexpected() == []

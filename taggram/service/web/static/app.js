@@ -475,6 +475,10 @@ function hover(event) {
   ui.tooltip.style.left = `${cell.x}px`;
   ui.tooltip.style.top = `${cell.y}px`;
   ui.tooltip.hidden = false;
+  // Right of the pointer, or left of it where it would run past the heat-map: past the page's
+  // edge it was cut off and widened the page (a sideways scroll on a phone).
+  const past = cell.x + 12 + ui.tooltip.offsetWidth > ui.wrap.clientWidth;
+  ui.tooltip.classList.toggle("left", past);
 }
 
 function seek(event) {
