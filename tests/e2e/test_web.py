@@ -222,6 +222,20 @@ def test_choosing_another_model_retags_the_file(
     assert console.unexpected() == []
 
 
+def test_a_truncated_recording_shows_the_decoders_warning(
+    server: Server, music_wav: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """A WAV cut at 11 s of its declared 30 s is tagged on what decodes, with a warning in the
+    response; the page showed an 11 s taggram and never said the file was cut short."""
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(music_wav.read_bytes()[:2_000_000])
+    (warning,) = api_answer(server, cut)["warnings"]
+    open_page(page, f"{server.url}/")
+    upload(page, cut)
+    assert f"warning: {warning}" in page.inner_text("[data-testid=summary]")
+    assert console.unexpected() == []
+
+
 def test_a_file_that_is_not_audio_shows_the_api_error(
     server: Server, page: Page, console: ConsoleLog, tmp_path: Path
 ) -> None:

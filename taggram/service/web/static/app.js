@@ -232,7 +232,15 @@ function showSummary(file, body) {
   const name = document.createElement("span");
   name.className = "file";
   name.textContent = file.name;
-  ui.summary.replaceChildren(name, document.createTextNode(facts.join(" · ")));
+  // What went wrong while decoding although the audio was tagged (a truncated file): without
+  // it a 30 s recording cut at 11 s shows an 11 s taggram as if that were all of it.
+  const warnings = (Array.isArray(body.warnings) ? body.warnings : []).map((text) => {
+    const line = document.createElement("span");
+    line.className = "warning";
+    line.textContent = `warning: ${text}`;
+    return line;
+  });
+  ui.summary.replaceChildren(name, document.createTextNode(facts.join(" · ")), ...warnings);
 }
 
 // The tags to show, best clip score first: (name, clip probability, taggram column index).
