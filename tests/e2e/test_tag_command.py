@@ -304,6 +304,22 @@ def test_plot_writes_the_taggram_picture(
     assert (tmp_path / "one.svg").read_text().lstrip().startswith("<?xml")
 
 
+def test_plot_of_a_file_name_that_is_not_utf8(
+    clips: tuple[Path, Path], repository: Path, tmp_path: Path
+) -> None:
+    """A Latin-1 file name (lone surrogates) crashed the table on a strict UTF-8 stdout (a
+    UnicodeEncodeError under en_US.UTF-8, as in CliRunner) and matplotlib drawing the title (a
+    TypeError); both have the byte escaped, and the picture is written."""
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.wav")
+    latin1.write_bytes(clips[1].read_bytes())
+    picture = tmp_path / "taggram.svg"
+    result = run(latin1, "--local", "--repository", repository, "--plot", picture)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{tmp_path}/caf\\xe9.wav  (")
+    assert "caf\\xe9.wav" in picture.read_text()
+
+
 @pytest.mark.parametrize("mode", ["local", "url"])
 def test_the_table_shows_the_decoders_warnings(
     mode: str, server: Server, music_wav: Path, repository: Path, tmp_path: Path
