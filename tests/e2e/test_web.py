@@ -440,6 +440,18 @@ def test_the_summary_says_the_rate_and_a_single_patch_as_a_person_would(
     assert console.errors == []
 
 
+def test_the_summary_gives_a_sound_under_a_second_its_length(
+    server: Server, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """A 40 ms click (a sound effect of a catalogue) was summarised as "0.0 s"."""
+    click = tmp_path / "click.wav"
+    sf.write(click, np.hanning(640).astype(np.float32), 16000)
+    open_page(page, f"{server.url}/")
+    upload(page, click)
+    assert page.inner_text("[data-testid=summary]").startswith("click.wav\n0.04 s · ")
+    assert console.errors == []
+
+
 def test_too_long_audio_shows_the_limit(
     prefixed_server: Server, music_wav: Path, page: Page, console: ConsoleLog, tmp_path: Path
 ) -> None:

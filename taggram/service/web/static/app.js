@@ -304,6 +304,8 @@ function niceStep(span, pixels, minGap) {
 function formatSeconds(seconds, long = false) {
   if (!Number.isFinite(seconds)) return "";
   if (seconds < 60 && !long) return `${+seconds.toFixed(1)}`;
+  // Under a second in milliseconds' precision: a 40 ms sound effect read "0.0 s".
+  if (seconds < 1) return `${+seconds.toFixed(3)} s`;
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
   const m = Math.floor(seconds / 60);
   const s = Math.round(seconds - m * 60);
