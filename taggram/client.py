@@ -30,6 +30,8 @@ from typing import Any, Self
 
 import httpx
 
+from taggram.filenames import printable
+
 Audio = str | Path | bytes
 # One item of a batch: a path, or (filename, bytes) for audio already in memory.
 BatchItem = str | Path | tuple[str, bytes]
@@ -205,7 +207,7 @@ def _audio_file(audio: Audio, filename: str | None) -> tuple[str, bytes]:
     if isinstance(audio, bytes):
         return filename or "audio", audio
     path = Path(audio)
-    return filename or path.name, read_audio_file(path)
+    return filename or printable(path.name), read_audio_file(path)
 
 
 def _batch_files(items: Sequence[BatchItem]) -> list[tuple[str, tuple[str, bytes]]]:

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import typer
 
 from taggram.client import service_url_problem
+from taggram.filenames import printable
 from taggram.plot import PlotUnavailableError, plot_taggram, require_format
 from taggram.repository import DEFAULT_REPOSITORY, load_repository
 
@@ -186,13 +187,14 @@ class Report:
             return
         body = {**outcome.body, "tags": outcome.body["tags"][: self.top_k]}
         if self.json_output:
-            typer.echo(json.dumps({"file": str(outcome.path), **body}))
+            typer.echo(json.dumps({"file": printable(str(outcome.path)), **body}))
         else:
             typer.echo(("\n" if self.printed else "") + _table(outcome, self.top_k))
         self.printed += 1
         picture = self.pictures.get(outcome.path)
         if picture is not None:
-            title = f"{outcome.path.name} · {body['model']['name']}"
+            # matplotlib cannot draw a name that is not UTF-8 (lone surrogates) either
+            title = f"{printable(outcome.path.name)} · {body['model']['name']}"
             try:
                 plot_taggram(outcome.body, picture, rows=self.plot_tags or None, title=title)
             except (OSError, ValueError) as error:  # a folder that is missing
@@ -206,8 +208,9 @@ def _table(outcome: Outcome, top_k: int) -> str:
     body = outcome.body
     assert body is not None
     audio, model = body["audio"], body["model"]
+    # A name that is not UTF-8 escaped: a strict UTF-8 stdout (en_US.UTF-8) cannot write it.
     lines = [
-        f"{outcome.path}  ({audio['duration_seconds']:.1f} s, {body['patches']} "
+        f"{printable(str(outcome.path))}  ({audio['duration_seconds']:.1f} s, {body['patches']} "
         f"{'patch' if body['patches'] == 1 else 'patches'}, "
         f"{model['name']} {model['version']})"
     ]

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from taggram.catalogue.sources import Track
+from taggram.filenames import printable
 
 
 class TopTag(BaseModel):
@@ -79,7 +80,7 @@ def success(
     layer, values = embedding if embedding is not None else (None, None)
     return Record(
         id=track.id,
-        path=str(track.path),
+        path=printable(str(track.path)),
         status="ok",
         model=model,
         version=version,
@@ -94,11 +95,12 @@ def success(
 
 def failure(track: Track, code: str, message: str, *, retryable: bool) -> Record:
     """The record of a track that failed, for both backends; the message is folded onto one line
-    so every format keeps it readable. ``retryable``: a later run should try it again."""
-    message = " ".join(message.split())
+    so every format keeps it readable (a path in it that is not UTF-8 escaped, as the record's
+    own). ``retryable``: a later run should try it again."""
+    message = printable(" ".join(message.split()))
     return Record(
         id=track.id,
-        path=str(track.path),
+        path=printable(str(track.path)),
         status="error",
         error=ErrorInfo(code=code, message=message, retryable=retryable),
     )

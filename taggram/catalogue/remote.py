@@ -25,6 +25,7 @@ from taggram.client import (
     TaggramClientError,
     read_audio_file,
 )
+from taggram.filenames import printable
 
 
 class RemoteBackend:
@@ -54,7 +55,7 @@ class RemoteBackend:
         try:
             body = await self.client.tag(
                 data,
-                filename=track.path.name,
+                filename=printable(track.path.name),
                 model=self.options.model,
                 embeddings=self.options.embeddings,
             )

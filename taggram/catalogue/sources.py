@@ -20,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from taggram.filenames import printable
 from taggram.formats import AUDIO_EXTENSIONS
 
 MANIFEST_EXTENSIONS = frozenset({".csv", ".jsonl", ".ndjson"})
@@ -66,11 +67,16 @@ def _walk(root: Path) -> Iterator[Path]:
 
 
 def scan_folder(root: Path) -> Source:
-    """Audio files under ``root`` (by extension, case-insensitive) sorted by id, and the rest."""
+    """Audio files under ``root`` (by extension, case-insensitive) sorted by id, and the rest.
+
+    A file name that is not UTF-8 gets an id with ``\\xNN`` escapes (:func:`printable`), one
+    every output format can hold. A link to nothing named like audio is a track, which then fails
+    as unreadable: a missing file of the catalogue is a problem to report, not a file to skip.
+    """
     tracks, not_audio = [], []
     for path in _walk(root):
-        track_id = path.relative_to(root).as_posix()
-        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
+        track_id = printable(path.relative_to(root).as_posix())
+        if path.suffix.lower() in AUDIO_EXTENSIONS and (path.is_file() or not path.exists()):
             tracks.append(Track(id=track_id, path=path))
         else:
             not_audio.append(track_id)
@@ -101,7 +107,8 @@ def _jsonl_rows(path: Path, lines: Iterable[str]) -> Iterator[dict[str, str]]:
             raise SourceError(f"{path}:{number}: not JSON ({exc.msg})") from exc
         if not isinstance(row, dict):
             raise SourceError(f"{path}:{number}: expected an object with id and path")
-        yield {key: str(value) for key, value in row.items()}
+        # null is no value (a missing id or path), not the text "None"
+        yield {key: str(value) for key, value in row.items() if value is not None}
 
 
 def _manifest_rows(path: Path, encoding: str) -> list[dict[str, str]]:

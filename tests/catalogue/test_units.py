@@ -54,6 +54,17 @@ def test_symlinked_folders_are_followed_once_and_loops_are_safe(tmp_path: Path) 
     assert [t.id for t in tracks] == ["albums/again/01.m4a", "albums/again/02.m4a", "single.mp3"]
 
 
+def test_a_link_to_a_missing_file_is_a_track_not_skipped_as_not_audio(tmp_path: Path) -> None:
+    """A dangling ``song.mp3`` link (the file moved, a mount not there) was listed as skipped
+    'not audio (by extension)'; it is a track, which the run records as unreadable."""
+    _touch(tmp_path, "a.wav")
+    (tmp_path / "gone.mp3").symlink_to(tmp_path / "moved" / "gone.mp3")
+    (tmp_path / "folder.mp3").mkdir()  # a folder named like audio is no track
+    source = load_source(tmp_path)
+    assert [t.id for t in source.tracks] == ["a.wav", "gone.mp3"]
+    assert source.not_audio == []
+
+
 def test_manifests_resolve_paths_beside_themselves(tmp_path: Path) -> None:
     (tmp_path / "m.csv").write_text("id,path,extra\nt1,audio/one.wav,x\nt2,/abs/two.mp3,y\n")
     rows = [{"id": "t1", "path": "audio/one.wav"}, {"id": "t2", "path": "/abs/two.mp3"}]
@@ -88,18 +99,21 @@ def test_excel_manifest_of_the_shared_bugs_reads_like_plain_utf8() -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "problem"),
+    ("name", "text", "problem"),
     [
-        ("id,path\nt1,a.wav\nt1,b.wav\n", "more than once"),
-        ("id,path\nt1,\n", "lacks"),
-        ("name,file\nt1,a.wav\n", "must name the columns id and path"),
-        ("id,path\nt1,a\0.wav\n", "NUL byte"),
+        ("m.csv", "id,path\nt1,a.wav\nt1,b.wav\n", "more than once"),
+        ("m.csv", "id,path\nt1,\n", "lacks"),
+        ("m.csv", "name,file\nt1,a.wav\n", "must name the columns id and path"),
+        ("m.csv", "id,path\nt1,a\0.wav\n", "NUL byte"),
+        # JSON null is no value: it was read as the text "None", a file of that name
+        ("m.jsonl", '{"id": "t1", "path": null}\n', "lacks"),
+        ("m.jsonl", '{"id": null, "path": "a.wav"}\n', "lacks"),
     ],
 )
-def test_bad_manifests_are_refused(tmp_path: Path, text: str, problem: str) -> None:
-    (tmp_path / "m.csv").write_text(text)
+def test_bad_manifests_are_refused(tmp_path: Path, name: str, text: str, problem: str) -> None:
+    (tmp_path / name).write_text(text)
     with pytest.raises(SourceError, match=problem):
-        load_source(tmp_path / "m.csv")
+        load_source(tmp_path / name)
 
 
 def _local_run(tmp_path: Path, *args: str) -> tuple[int, str]:

@@ -8,6 +8,7 @@ says bad options do, not record every track as a permanent failure and exit 0.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,26 @@ def test_records_carry_the_decoders_warnings(
         "cut.wav": ["the file is truncated: its header declares 30.00 s, 11.34 s decoded"],
         "whole.wav": [],
     }
+
+
+@pytest.mark.parametrize(
+    ("mode", "suffix"), [("local", ".csv"), ("url", ".jsonl"), ("url", ".parquet")]
+)
+def test_a_file_name_that_is_not_utf8_is_tagged_under_an_escaped_id(
+    mode: str, suffix: str, server: Server, short_wav: Path, tmp_path: Path
+) -> None:
+    """A Latin-1 file name (byte 0xe9 on a UTF-8 file system) stopped the run with a traceback:
+    httpx could not encode it for the upload, the writers could not write its id."""
+    music = tmp_path / "music"
+    music.mkdir()
+    (music / os.fsdecode(b"caf\xe9.wav")).write_bytes(short_wav.read_bytes())
+    output = tmp_path / f"out{suffix}"
+    where = ["--local", "--repository", str(require_repository())]
+    args = where if mode == "local" else ["--url", server.url]
+    result = CliRunner().invoke(
+        app, ["catalogue", str(music), "--output", str(output), *args], env={"TAGGRAM_URL": ""}
+    )
+    assert result.exit_code == 0, result.output
+    (record,) = read_records(output)
+    assert (record.id, record.status) == ("caf\\xe9.wav", "ok")
+    assert record.path.endswith("caf\\xe9.wav")

@@ -262,6 +262,19 @@ def test_a_device_is_refused_not_read_into_memory(server: Server, clips: tuple[P
     assert finished.stdout.startswith(f"{clips[1]}  (")
 
 
+def test_a_file_name_that_is_not_utf8_is_uploaded(
+    server: Server, clips: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A Latin-1 file name (byte 0xe9 on a UTF-8 file system) crashed ``taggram tag --url``
+    with a UnicodeEncodeError traceback: httpx cannot put the name in the multipart header."""
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.wav")
+    latin1.write_bytes(clips[1].read_bytes())
+    result = run(latin1, "--url", server.url, "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = json_lines(result.stdout)
+    assert line["tags"][0]["tag"] == api_tags(server, clips[1])[0]["tag"]
+
+
 def test_url_and_local_together_are_refused(clips: tuple[Path, Path]) -> None:
     result = run(clips[1], "--local", "--url", "http://127.0.0.1:1")
     assert result.exit_code == 2
@@ -289,6 +302,22 @@ def test_plot_writes_the_taggram_picture(
     one = run(paths[0], *where, "--plot", tmp_path / "one.svg")
     assert one.exit_code == 0, one.output
     assert (tmp_path / "one.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_plot_of_a_file_name_that_is_not_utf8(
+    clips: tuple[Path, Path], repository: Path, tmp_path: Path
+) -> None:
+    """A Latin-1 file name (lone surrogates) crashed the table on a strict UTF-8 stdout (a
+    UnicodeEncodeError under en_US.UTF-8, as in CliRunner) and matplotlib drawing the title (a
+    TypeError); both have the byte escaped, and the picture is written."""
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    latin1 = tmp_path / os.fsdecode(b"caf\xe9.wav")
+    latin1.write_bytes(clips[1].read_bytes())
+    picture = tmp_path / "taggram.svg"
+    result = run(latin1, "--local", "--repository", repository, "--plot", picture)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{tmp_path}/caf\\xe9.wav  (")
+    assert "caf\\xe9.wav" in picture.read_text()
 
 
 @pytest.mark.parametrize("mode", ["local", "url"])

@@ -71,6 +71,17 @@ def page(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
         context.close()
 
 
+@pytest.fixture
+def phone(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
+    """The page in a 360 px wide window, a common phone's."""
+    context = browser.new_context(viewport={"width": 360, "height": 800})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield console.watch(context.new_page())
+    finally:
+        context.close()
+
+
 def screenshot_path(tmp_path: Path, name: str) -> Path:
     folder = Path(os.environ.get("TAGGRAM_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -211,6 +222,20 @@ def test_choosing_another_model_retags_the_file(
     assert console.unexpected() == []
 
 
+def test_a_truncated_recording_shows_the_decoders_warning(
+    server: Server, music_wav: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """A WAV cut at 11 s of its declared 30 s is tagged on what decodes, with a warning in the
+    response; the page showed an 11 s taggram and never said the file was cut short."""
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(music_wav.read_bytes()[:2_000_000])
+    (warning,) = api_answer(server, cut)["warnings"]
+    open_page(page, f"{server.url}/")
+    upload(page, cut)
+    assert f"warning: {warning}" in page.inner_text("[data-testid=summary]")
+    assert console.unexpected() == []
+
+
 def test_a_file_that_is_not_audio_shows_the_api_error(
     server: Server, page: Page, console: ConsoleLog, tmp_path: Path
 ) -> None:
@@ -280,6 +305,29 @@ def test_overloaded_service_says_when_to_retry(
     error.wait_for(state="visible", timeout=TIMEOUT_MS)
     assert "the MTT_musicnn queue is full" in error.inner_text()
     assert "Try again in 2 s" in error.inner_text()
+    assert console.unexpected(f"{FAILED_REQUEST} 429") == []
+
+
+def test_choosing_the_same_file_again_after_a_429_tags_it(
+    server: Server, music_mp3: Path, page: Page, console: ConsoleLog
+) -> None:
+    """Told "Try again in 2 s", a person opens the file chooser again and picks the same file:
+    the browser fires no change for the file the input already held, so nothing was sent and
+    the error stayed."""
+    body = {"error": {"code": "overloaded", "message": "the MTT_musicnn queue is full"}}
+    open_page(page, f"{server.url}/")
+    page.route(
+        TAG_REQUEST,
+        lambda route: route.fulfill(status=429, headers={"Retry-After": "2"}, json=body),
+    )
+    page.set_input_files("[data-testid=file-input]", str(music_mp3))
+    page.locator("[data-testid=error]").wait_for(state="visible", timeout=TIMEOUT_MS)
+    page.unroute(TAG_REQUEST)  # the queue has room again
+    with page.expect_file_chooser() as chooser:
+        page.click("[data-testid=drop-zone]")
+    chooser.value.set_files(str(music_mp3))
+    page.wait_for_selector("[data-testid=taggram][data-rows]", timeout=TIMEOUT_MS)
+    assert not page.locator("[data-testid=error]").is_visible()
     assert console.unexpected(f"{FAILED_REQUEST} 429") == []
 
 
@@ -392,6 +440,18 @@ def test_the_summary_says_the_rate_and_a_single_patch_as_a_person_would(
     assert console.errors == []
 
 
+def test_the_summary_gives_a_sound_under_a_second_its_length(
+    server: Server, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """A 40 ms click (a sound effect of a catalogue) was summarised as "0.0 s"."""
+    click = tmp_path / "click.wav"
+    sf.write(click, np.hanning(640).astype(np.float32), 16000)
+    open_page(page, f"{server.url}/")
+    upload(page, click)
+    assert page.inner_text("[data-testid=summary]").startswith("click.wav\n0.04 s · ")
+    assert console.errors == []
+
+
 def test_too_long_audio_shows_the_limit(
     prefixed_server: Server, music_wav: Path, page: Page, console: ConsoleLog, tmp_path: Path
 ) -> None:
@@ -406,3 +466,50 @@ def test_too_long_audio_shows_the_limit(
     assert "audio_too_long" in error.inner_text()
     assert "60" in error.inner_text()  # the limit, as the API states it
     assert console.unexpected(f"{FAILED_REQUEST} 413") == []
+
+
+def test_on_a_phone_the_taggram_is_drawn_at_its_shown_width_and_clicks_hit_their_cell(
+    server: Server, song: Path, phone: Page, console: ConsoleLog
+) -> None:
+    """At 360 px (a common phone) the heat-map was drawn 320 px wide and shown 298 px wide: the
+    browser squeezed it, while clicks, the tooltip, the cursor and the row outline are placed in
+    drawing pixels, so each landed up to 22 px off the cell shown (a click on the last cell
+    played the one before)."""
+    expected = api_answer(server, song)
+    open_page(phone, f"{server.url}/")
+    upload(phone, song)
+    canvas = phone.locator("[data-testid=taggram]")
+    box = canvas.bounding_box()
+    assert box is not None
+    drawn = phone.evaluate("document.querySelector('[data-testid=taggram]').width")
+    # Click the last cell where the screen shows it: the drawing scaled to the box.
+    centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+    shown = box["width"] / drawn
+    canvas.click(position={"x": centres["x"][-1] * shown, "y": centres["y"][0] * shown})
+    phone.wait_for_function("() => document.querySelector('[data-testid=player]').currentTime > 0")
+    played = phone.evaluate("document.querySelector('[data-testid=player]').currentTime")
+    phone.evaluate("document.querySelector('[data-testid=player]').pause()")
+    patch = expected["taggram"]["patches"][-1]
+    assert patch["start_seconds"] <= played <= patch["end_seconds"]
+    assert abs(drawn / phone.evaluate("devicePixelRatio") - box["width"]) <= 1
+    assert console.unexpected() == []
+
+
+def test_on_a_phone_the_tooltip_of_the_last_cell_stays_on_the_page(
+    server: Server, song: Path, phone: Page, console: ConsoleLog
+) -> None:
+    """The tooltip always opened right of the pointer: at the last cells of a phone's heat-map
+    it ran past the screen's edge, cut off, and made the page 450 px wide (a sideways scroll)."""
+    open_page(phone, f"{server.url}/")
+    upload(phone, song)
+    canvas = phone.locator("[data-testid=taggram]")
+    centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+    scale = phone.evaluate("devicePixelRatio")
+    canvas.hover(position={"x": centres["x"][-1] / scale, "y": centres["y"][0] / scale})
+    tooltip = phone.locator("#tooltip")
+    tooltip.wait_for(state="visible")
+    box = tooltip.bounding_box()
+    assert box is not None
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 360
+    assert phone.evaluate("document.documentElement.scrollWidth") == 360
+    assert console.unexpected() == []

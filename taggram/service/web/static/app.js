@@ -232,7 +232,15 @@ function showSummary(file, body) {
   const name = document.createElement("span");
   name.className = "file";
   name.textContent = file.name;
-  ui.summary.replaceChildren(name, document.createTextNode(facts.join(" · ")));
+  // What went wrong while decoding although the audio was tagged (a truncated file): without
+  // it a 30 s recording cut at 11 s shows an 11 s taggram as if that were all of it.
+  const warnings = (Array.isArray(body.warnings) ? body.warnings : []).map((text) => {
+    const line = document.createElement("span");
+    line.className = "warning";
+    line.textContent = `warning: ${text}`;
+    return line;
+  });
+  ui.summary.replaceChildren(name, document.createTextNode(facts.join(" · ")), ...warnings);
 }
 
 // The tags to show, best clip score first: (name, clip probability, taggram column index).
@@ -296,6 +304,8 @@ function niceStep(span, pixels, minGap) {
 function formatSeconds(seconds, long = false) {
   if (!Number.isFinite(seconds)) return "";
   if (seconds < 60 && !long) return `${+seconds.toFixed(1)}`;
+  // Under a second in milliseconds' precision: a 40 ms sound effect read "0.0 s".
+  if (seconds < 1) return `${+seconds.toFixed(3)} s`;
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
   const m = Math.floor(seconds / 60);
   const s = Math.round(seconds - m * 60);
@@ -321,7 +331,10 @@ function drawTaggram(body, tags) {
 
   ctx.font = font;
   const labelWidth = Math.ceil(Math.max(40, ...tags.map((t) => ctx.measureText(t.tag).width)));
-  const width = Math.max(320, ui.wrap.clientWidth);
+  // Exactly the width it is shown at: a wider drawing (a 320 px floor did that on 360 px phones)
+  // is scaled down by the browser, and clicks, the tooltip, the cursor and the row outline,
+  // placed in drawing pixels, then miss the cells they point at.
+  const width = ui.wrap.clientWidth;
   const rowHeight = tags.length <= 12 ? 30 : tags.length <= 25 ? 20 : 15;
   const margin = { left: labelWidth + 14, right: 78, top: 6, bottom: 38 };
   const plot = {
@@ -472,6 +485,10 @@ function hover(event) {
   ui.tooltip.style.left = `${cell.x}px`;
   ui.tooltip.style.top = `${cell.y}px`;
   ui.tooltip.hidden = false;
+  // Right of the pointer, or left of it where it would run past the heat-map: past the page's
+  // edge it was cut off and widened the page (a sideways scroll on a phone).
+  const past = cell.x + 12 + ui.tooltip.offsetWidth > ui.wrap.clientWidth;
+  ui.tooltip.classList.toggle("left", past);
 }
 
 function seek(event) {
@@ -489,7 +506,13 @@ function chooseFile(file) {
   tagFile(file);
 }
 
-ui.file.addEventListener("change", () => chooseFile(ui.file.files[0]));
+ui.file.addEventListener("change", () => {
+  const file = ui.file.files[0];
+  // Emptied, so that choosing the same file again (after a 429 or a fix on the server) is a
+  // change: the browser fires none for the file the input already holds.
+  ui.file.value = "";
+  chooseFile(file);
+});
 ui.drop.addEventListener("dragover", (event) => {
   event.preventDefault();
   ui.drop.classList.add("dragging");
