@@ -27,7 +27,7 @@ from tests.support.proxy import prefix_proxy
 from tests.support.server import Server, running_server
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser, Locator, Page
 
 TIMEOUT_MS = 120_000  # tagging on a busy 2-core CI machine
 NOT_AUDIO = b"this is a text file, not audio\n" * 40
@@ -289,20 +289,27 @@ def test_error_bodies_of_either_format_are_shown(
     assert console.unexpected(f"{FAILED_REQUEST} 413") == []
 
 
-def test_overloaded_service_says_when_to_retry(
-    server: Server, music_mp3: Path, page: Page, console: ConsoleLog
-) -> None:
-    """A 429 (the queue is full) shows the API's message and its Retry-After; a real overload is
-    not reproducible on demand, so the browser answers for the service here."""
+def _overloaded(server: Server, audio: Path, page: Page) -> Locator:
+    """Open the page, have the browser answer every tag request with a 429 (the queue is full,
+    Retry-After 2 s) and choose ``audio``: the shown error."""
     body = {"error": {"code": "overloaded", "message": "the MTT_musicnn queue is full"}}
     open_page(page, f"{server.url}/")
     page.route(
         TAG_REQUEST,
         lambda route: route.fulfill(status=429, headers={"Retry-After": "2"}, json=body),
     )
-    page.set_input_files("[data-testid=file-input]", str(music_mp3))
+    page.set_input_files("[data-testid=file-input]", str(audio))
     error = page.locator("[data-testid=error]")
     error.wait_for(state="visible", timeout=TIMEOUT_MS)
+    return error
+
+
+def test_overloaded_service_says_when_to_retry(
+    server: Server, music_mp3: Path, page: Page, console: ConsoleLog
+) -> None:
+    """A 429 (the queue is full) shows the API's message and its Retry-After; a real overload is
+    not reproducible on demand, so the browser answers for the service here."""
+    error = _overloaded(server, music_mp3, page)
     assert "the MTT_musicnn queue is full" in error.inner_text()
     assert "Try again in 2 s" in error.inner_text()
     assert console.unexpected(f"{FAILED_REQUEST} 429") == []
@@ -314,14 +321,7 @@ def test_choosing_the_same_file_again_after_a_429_tags_it(
     """Told "Try again in 2 s", a person opens the file chooser again and picks the same file:
     the browser fires no change for the file the input already held, so nothing was sent and
     the error stayed."""
-    body = {"error": {"code": "overloaded", "message": "the MTT_musicnn queue is full"}}
-    open_page(page, f"{server.url}/")
-    page.route(
-        TAG_REQUEST,
-        lambda route: route.fulfill(status=429, headers={"Retry-After": "2"}, json=body),
-    )
-    page.set_input_files("[data-testid=file-input]", str(music_mp3))
-    page.locator("[data-testid=error]").wait_for(state="visible", timeout=TIMEOUT_MS)
+    _overloaded(server, music_mp3, page)
     page.unroute(TAG_REQUEST)  # the queue has room again
     with page.expect_file_chooser() as chooser:
         page.click("[data-testid=drop-zone]")
