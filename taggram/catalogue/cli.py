@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -34,6 +36,20 @@ from taggram.service.cli import server_module
 from taggram.service.settings import SettingsError, in_process_settings
 
 app = typer.Typer()
+
+Result = TypeVar("Result")
+
+
+async def _cancelled_by_sigterm(job: Coroutine[Any, Any, Result]) -> Result:
+    """Await ``job``; SIGTERM (a Kubernetes Job's pod deleted or evicted) cancels it, as
+    ``asyncio.run`` does on Ctrl-C, so writers close and ``asyncio.CancelledError`` comes out."""
+    task = asyncio.ensure_future(job)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _shard(text: str | None) -> Shard | None:
@@ -150,15 +166,17 @@ def catalogue(
     fmt = output_format or infer_format(output)
     try:
         summary = asyncio.run(
-            run(
-                tracks,
-                backend,
-                output,
-                fmt,
-                concurrency=concurrency,
-                retry_failed=retry_failed,
-                limit=limit,
-                progress=progress,
+            _cancelled_by_sigterm(
+                run(
+                    tracks,
+                    backend,
+                    output,
+                    fmt,
+                    concurrency=concurrency,
+                    retry_failed=retry_failed,
+                    limit=limit,
+                    progress=progress,
+                )
             )
         )
     except OutputError as error:
@@ -166,6 +184,15 @@ def catalogue(
         # error that a restarted pod would meet again.
         typer.echo(f"taggram catalogue: --output {error}", err=True)
         raise typer.Exit(2) from error
+    except (KeyboardInterrupt, asyncio.CancelledError) as stop:
+        # asyncio.run turns Ctrl-C into KeyboardInterrupt; SIGTERM cancelled the run.
+        stopped_by = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
+        typer.echo(
+            f"taggram catalogue: interrupted ({stopped_by.name}); the records written to {output}"
+            " are kept: run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(128 + stopped_by) from None  # the shell's status for the signal
     summary.not_audio = found.not_audio
     typer.echo(summary.report(), err=True)
     # A transient failure (service unreachable) exits non-zero, so a Kubernetes Job retries the

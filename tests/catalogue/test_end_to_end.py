@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -269,3 +270,30 @@ def test_async_client_matches_the_sync_client(scenario: Scenario, catalogue: Cat
     assert len(single["tags"]) == 3
     assert [t["tag"] for t in single["tags"]] == [t["tag"] for t in batch[0]["result"]["tags"]]
     assert models["models"]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_interrupted_run_says_so_keeps_its_records_and_resumes(
+    scenario: Scenario, catalogue: Catalogue, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """Ctrl-C, or SIGTERM as Kubernetes sends a Job's pod, ends a run with one line saying what
+    to do and the shell's status for the signal; both used to end it without a word."""
+    output = tmp_path / "results.jsonl"
+    first = _start(catalogue.root, output, scenario.server.url, tmp_path / "first.log")
+    try:
+        _wait_for_lines(output, 5, first)
+        first.send_signal(stop)
+        assert first.wait(timeout=60) == 128 + stop
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    log = (tmp_path / "first.log").read_text()
+    assert f"interrupted ({stop.name})" in log and "run the same command again to resume" in log
+    assert "Traceback" not in log, log
+    kept = len(read_records(output))
+    assert 0 < kept < len(catalogue.good) + len(catalogue.bad)
+    resumed = _start(catalogue.root, output, scenario.server.url, tmp_path / "resumed.log")
+    assert resumed.wait(timeout=240) == 0
+    assert {record.id for record in read_records(output)} == set(scenario.records)
+    assert f"skipped {kept}" in (tmp_path / "resumed.log").read_text()
