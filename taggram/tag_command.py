@@ -295,6 +295,13 @@ def tag(
     if problem is not None:
         # otherwise every file fails on its own with httpx's words, and the exit status is 1
         raise typer.BadParameter(problem)
+    folders = [str(path) for path in files if path.is_dir()]
+    if folders:  # "Is a directory" for each would not say what to run instead
+        raise typer.BadParameter(
+            f"{', '.join(folders)}: a folder; tag every audio file under it with"
+            f" taggram catalogue {folders[0]} --output results.jsonl",
+            param_hint="'FILE'",
+        )
     if model is not None and "," in model:  # /v1/tag then answers a list of results
         raise typer.BadParameter(
             f"{model!r}: tag with one model at a time; run taggram tag once per model",

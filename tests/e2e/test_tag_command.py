@@ -185,6 +185,16 @@ def test_a_url_that_names_no_service_is_a_usage_error(clips: tuple[Path, Path], 
     assert "is not a service URL" in result.output
 
 
+def test_a_folder_is_a_usage_error_pointing_to_the_catalogue(
+    clips: tuple[Path, Path], repository: Path
+) -> None:
+    """`taggram tag music/` said "Is a directory" for the folder, not what tags a folder."""
+    result = run(clips[1], clips[1].parent, "--local", "--repository", repository)
+    assert result.exit_code == 2
+    flat = " ".join(result.output.replace("│", " ").split())
+    assert "a folder; tag every audio file under it with taggram catalogue" in flat
+
+
 def test_unknown_model_is_a_usage_error(clips: tuple[Path, Path], repository: Path) -> None:
     result = run(clips[1], "--local", "--repository", repository, "-m", "nope")
     assert result.exit_code == 2
