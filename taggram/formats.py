@@ -65,6 +65,9 @@ _NOT_AUDIO = (
     (b"<", "markup (HTML or XML)"),
     (b"{", "JSON"),
 )
+# Tracker modules (.xm, .it, .s3m, .mod: notes and samples that a player renders, as games ship
+# music): (offset, signature). The libopenmpt build of the ffmpeg command renders them.
+_TRACKER_MODULES = ((0, b"Extended Module: "), (0, b"IMPM"), (44, b"SCRM"), (1080, b"M.K."))
 
 
 def supported() -> str:
@@ -141,6 +144,11 @@ def sniff(head: bytes) -> Container | None:
 
 def describe_unknown(head: bytes) -> str:
     """What a body that is no accepted container looks like, for the 415 message."""
+    if any(head[offset : offset + len(magic)] == magic for offset, magic in _TRACKER_MODULES):
+        return (
+            "a tracker module (notes and samples, not audio): render it first,"
+            " e.g. ffmpeg -i song.xm song.flac"
+        )
     stripped = head.lstrip()
     for magic, what in _NOT_AUDIO:
         if stripped.startswith(magic):

@@ -72,6 +72,8 @@ def test_every_container_is_reachable_by_its_demuxers_and_extensions() -> None:
         (b"  <html><body>", "markup"),
         (b"id,path\nsong,a.mp3\n", "text"),
         (b"\x01\x02\x03\xff", "unrecognised data starting 01 02 03 ff"),
+        (b"Extended Module: title", "a tracker module"),
+        (b"IMPMsong", "a tracker module"),
     ],
 )
 def test_refusals_say_what_was_sent(head: bytes, said: str) -> None:

@@ -233,6 +233,10 @@ def test_not_audio_answers_415_listing_the_supported_containers(
     # The file name and Content-Type are no help to a body that is not audio.
     response = client.post("/v1/tag", files={"file": ("song.m4a", b"\x89PNG\r\n\x1a\n" * 50)})
     assert response.status_code == 415, response.text
+    # A game's tracker module is notes and samples: the 415 says so and how to render it.
+    response = client.post("/v1/tag", files={"file": ("song.mod", audio.protracker_module(5))})
+    assert response.status_code == 415, response.text
+    assert "a tracker module" in response.json()["error"]["message"]
     # An allowed container with no audio in it is a 422.
     video = clip_wav.with_name("video.mp4")
     audio.ffmpeg(

@@ -12,7 +12,6 @@ import json
 import random
 import re
 import shutil
-import struct
 import zipfile
 from pathlib import Path
 
@@ -64,6 +63,7 @@ from taggram.models.training.trainer import (
 )
 from taggram.models.training.warm_start import initialise_from_onnx
 from taggram.repository import load_repository
+from tests.support.audio import protracker_module
 from tests.support.onnx_parity import assert_onnx_matches_module
 
 TINY = {"stem_channels": 4, "channels": [4, 8, 8, 8, 8, 8, 8], "dense_units": 16}
@@ -623,28 +623,14 @@ def test_short_clips_become_reels_and_music_stays_whole(tmp_path: Path) -> None:
     assert package_rows(package, selection, tmp_path, "CC0-1.0", "train") == rows  # idempotent
 
 
-def _protracker_module(orders: int, note: bool = True) -> bytes:
-    """A 4-channel ProTracker module: one looped square-wave sample held from the first row of
-    pattern 0 (silence without ``note``), played ``orders`` times (64 rows at speed 6 and
-    125 BPM: 7.68 s each)."""
-    sample = b"square".ljust(22, b"\0") + struct.pack(">HBBHH", 32, 0, 64, 0, 32)
-    empty = b"\0" * 22 + struct.pack(">HBBHH", 0, 0, 0, 0, 1)
-    pattern = bytearray(64 * 4 * 4)
-    if note:
-        pattern[0:4] = bytes([428 >> 8, 428 & 0xFF, 0x10, 0])  # sample 1 at period 428 (C-2)
-    wave = np.where(np.arange(64) < 32, 100, -100).astype(np.int8).tobytes()
-    order_table = bytes([orders, 127]) + bytes(128)
-    return b"test".ljust(20, b"\0") + sample + empty * 30 + order_table + b"M.K." + pattern + wave
-
-
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="rendering modules needs ffmpeg")
 def test_tracker_modules_are_rendered_and_jingles_left_out(tmp_path: Path) -> None:
     """Modules under the package's `modules` pattern are rendered by libopenmpt, once through."""
     root = tmp_path / "package"
     (root / "music").mkdir(parents=True)
-    (root / "music/song.mod").write_bytes(_protracker_module(5))  # 38.4 s
-    (root / "music/jingle.mod").write_bytes(_protracker_module(1))  # 7.7 s: not music
-    (root / "music/silent.mod").write_bytes(_protracker_module(5, note=False))  # not music
+    (root / "music/song.mod").write_bytes(protracker_module(5))  # 38.4 s
+    (root / "music/jingle.mod").write_bytes(protracker_module(1))  # 7.7 s: not music
+    (root / "music/silent.mod").write_bytes(protracker_module(5, note=False))  # not music
     package = Package(name="game-data", version="1.0", root=root)
     assert package_rows(package, Selection(), tmp_path, "GPL-2", "train") == []  # not asked for
     selection = Selection(modules=re.compile(r"music/"))

@@ -11,6 +11,7 @@ recordings of ``../shared/audio`` (the ``music_wav`` fixture).
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -245,3 +246,17 @@ def without_end_of_stream(ogg: bytes) -> bytes:
     page[22:26] = b"\x00\x00\x00\x00"
     page[22:26] = _ogg_crc(bytes(page)).to_bytes(4, "little")
     return ogg[:last] + bytes(page)
+
+
+def protracker_module(orders: int, note: bool = True) -> bytes:
+    """A 4-channel ProTracker module: one looped square-wave sample held from the first row of
+    pattern 0 (silence without ``note``), played ``orders`` times (64 rows at speed 6 and
+    125 BPM: 7.68 s each)."""
+    sample = b"square".ljust(22, b"\0") + struct.pack(">HBBHH", 32, 0, 64, 0, 32)
+    empty = b"\0" * 22 + struct.pack(">HBBHH", 0, 0, 0, 0, 1)
+    pattern = bytearray(64 * 4 * 4)
+    if note:
+        pattern[0:4] = bytes([428 >> 8, 428 & 0xFF, 0x10, 0])  # sample 1 at period 428 (C-2)
+    wave = np.where(np.arange(64) < 32, 100, -100).astype(np.int8).tobytes()
+    order_table = bytes([orders, 127]) + bytes(128)
+    return b"test".ljust(20, b"\0") + sample + empty * 30 + order_table + b"M.K." + pattern + wave
