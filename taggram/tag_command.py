@@ -44,6 +44,13 @@ class Outcome:
     message: str | None = None
 
 
+def _folder(path: Path) -> Outcome:
+    """A folder among FILES (``taggram tag music/*`` with a subfolder): reported like an
+    unreadable file, saying what tags a folder; "Is a directory" did not."""
+    hint = f"taggram catalogue {path} --output results.jsonl"
+    return Outcome(path, code="unreadable", message=f"a folder: tag the audio under it with {hint}")
+
+
 def _model_problem(model: str, tags: dict[str, list[str]]) -> str | None:
     """Why ``model`` has no tags to list, among the served models' ``tags``, or ``None``: it is
     not served, or it is a feature extractor (``mfcc``, ``random_*``: embeddings only, for
@@ -94,6 +101,9 @@ def _tag_remote(
             if problem is not None:  # every file would fail alike, or print no tags
                 raise typer.BadParameter(problem, param_hint="'--model'")
         for path in paths:
+            if path.is_dir():
+                yield _folder(path)
+                continue
             try:
                 yield Outcome(path, body=client.tag(path, **options))
             except APIError as error:
@@ -130,6 +140,8 @@ async def _tag_local_all(
     async with Tagger(settings) as tagger:
 
         async def one(path: Path) -> Outcome:
+            if path.is_dir():
+                return _folder(path)
             try:
                 async with slots:
                     result = await tagger.tag(path, tag_options)
@@ -295,13 +307,6 @@ def tag(
     if problem is not None:
         # otherwise every file fails on its own with httpx's words, and the exit status is 1
         raise typer.BadParameter(problem)
-    folders = [str(path) for path in files if path.is_dir()]
-    if folders:  # "Is a directory" for each would not say what to run instead
-        raise typer.BadParameter(
-            f"{', '.join(folders)}: a folder; tag every audio file under it with"
-            f" taggram catalogue {folders[0]} --output results.jsonl",
-            param_hint="'FILE'",
-        )
     if model is not None and "," in model:  # /v1/tag then answers a list of results
         raise typer.BadParameter(
             f"{model!r}: tag with one model at a time; run taggram tag once per model",
