@@ -116,3 +116,14 @@ MEMORY_RELEASES = Counter(
     "times an idle model gave its inference memory back (TAGGRAM_RELEASE_MEMORY_WHEN_IDLE)",
     ["model"],
 )
+
+
+def forget_model(name: str) -> None:
+    """Drop the per-request series of a model no longer served (a deleted custom model).
+
+    Custom models come and go under names clients choose, so without this, creating and
+    deleting models would grow the exposition by a histogram per name for the process's life.
+    The batcher's series are labelled by base model, which never goes away. No error when the
+    model has no series."""
+    QUEUE_WAIT.remove(name)
+    AUDIO_SECONDS.remove(name)

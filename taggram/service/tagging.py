@@ -314,7 +314,10 @@ class Tagger:
         """Sync the custom models with their folder (models other replicas created or deleted)."""
         bases = {name: entry.metadata for name, entry in self.entries.items()}
         async with self._registry:
-            self.custom.models = await asyncio.to_thread(self.custom.scan, bases)
+            current = await asyncio.to_thread(self.custom.scan, bases)
+            for gone in self.custom.models.keys() - current.keys():
+                metrics.forget_model(gone)
+            self.custom.models = current
 
     async def _poll(self) -> None:
         while True:
@@ -637,3 +640,4 @@ class Tagger:
                 await asyncio.to_thread(storage.remove, self.settings.custom_models, name)
             finally:
                 self.custom.discard(name)
+                metrics.forget_model(name)

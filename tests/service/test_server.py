@@ -54,6 +54,11 @@ def test_head_is_answered_wherever_get_is(tiny_repository: Path, tmp_path: Path)
         put = httpx.put(f"{server.url}/v1/models/tiny")
         assert (put.status_code, put.headers["Allow"]) == (405, "DELETE, GET, HEAD")
         assert httpx.post(f"{server.url}/healthz").headers["Allow"] == "GET, HEAD"
+        # Counted under their route, like the GET: a HEAD health check is no unmatched path.
+        metrics = httpx.get(f"{server.url}/metrics").text
+        head_healthz = 'taggram_requests_total{method="HEAD",route="/healthz",status="200"} 1.0'
+        assert head_healthz in metrics
+        assert 'method="HEAD",route="unmatched"' not in metrics
 
 
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:

@@ -29,4 +29,11 @@ class HeadMiddleware:
                 message = {"type": "http.response.body", "body": b""}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, headers_only)
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self.app(as_get, receive, headers_only)
+        finally:
+            # The router records the matched route in the scope it is given; the request
+            # metrics, outside this middleware, read it from theirs to label the route.
+            if "route" in as_get:
+                scope["route"] = as_get["route"]

@@ -12,6 +12,7 @@ from typing import TypeVar
 import numpy as np
 import pytest
 import soundfile as sf
+from prometheus_client import REGISTRY
 
 from taggram.service.custom.creation import CreateRequest, Example
 from taggram.service.errors import (
@@ -93,6 +94,8 @@ def test_create_tag_follow_restart_delete(tiny_repository: Path, tmp_path: Path)
             result = await tagger.tag(wav(level, 99, seconds=7), TagOptions(model="levels"))
             assert result.tags[0][0] == label
             assert sum(p for _, p in result.tags) == pytest.approx(1, abs=1e-5)
+        served = {"model": "levels"}
+        assert REGISTRY.get_sample_value("taggram_queue_wait_seconds_count", served)
 
         options = TagOptions(model="levels,tiny", taggram=True)
         both = await tagger.tag_many(wav(0.4, 5, seconds=7), options)
@@ -113,8 +116,14 @@ def test_create_tag_follow_restart_delete(tiny_repository: Path, tmp_path: Path)
             copy = await replica.tag(wav(-0.4, 7), TagOptions(model="levels"))
             assert copy.tags[0][0] == "low"
             await tagger.delete_custom("levels")
+            assert REGISTRY.get_sample_value("taggram_queue_wait_seconds_count", served) is None
+            await replica.tag(wav(-0.4, 7), TagOptions(model="levels"))  # until it rescans
+            assert REGISTRY.get_sample_value("taggram_queue_wait_seconds_count", served) == 1
             await replica.refresh_custom()
             assert "levels" not in replica.models
+        # Its per-request series go with it: names come and go, the exposition must not grow.
+        assert REGISTRY.get_sample_value("taggram_queue_wait_seconds_count", served) is None
+        assert REGISTRY.get_sample_value("taggram_audio_seconds_total", served) is None
 
     run(config, scenario)
 
