@@ -52,6 +52,23 @@ def test_keys_come_from_the_environment_and_a_file(
         KeyRing.from_settings(missing)
 
 
+def test_a_keys_file_without_keys_warns_that_authentication_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A Secret left holding only comments turned authentication off without a word."""
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# fill in: key[:scope], one a line\n\n")
+    monkeypatch.delenv("TAGGRAM_API_KEYS", raising=False)
+    with caplog.at_level("WARNING", logger="taggram.service.api.auth"):
+        assert not KeyRing.from_settings(Settings(api_keys_file=keys_file)).enabled
+    assert f"TAGGRAM_API_KEYS_FILE {keys_file} holds no keys: authentication is off" in caplog.text
+    caplog.clear()
+    keys_file.write_text(f"{ADMIN}:admin\n")
+    with caplog.at_level("WARNING", logger="taggram.service.api.auth"):
+        assert KeyRing.from_settings(Settings(api_keys_file=keys_file)).enabled
+    assert caplog.text == ""
+
+
 def test_lookup_finds_exactly_the_key() -> None:
     ring = KeyRing([ApiKey.parse(TAG), ApiKey.parse(f"{ADMIN}:admin")])
     found = ring.find(ADMIN)

@@ -99,7 +99,15 @@ class KeyRing:
         entries = [secret.get_secret_value() for secret in settings.api_keys]
         if settings.api_keys_file is not None:
             entries += _file_entries(settings.api_keys_file)
-        return cls(ApiKey.parse(entry) for entry in entries if entry.strip())
+        ring = cls(ApiKey.parse(entry) for entry in entries if entry.strip())
+        if settings.api_keys_file is not None and not ring.enabled:
+            # Not an error (an empty Secret is how a deployment runs without keys), but a
+            # Secret left unfilled by mistake should not open the service without a word.
+            log.warning(
+                "TAGGRAM_API_KEYS_FILE %s holds no keys: authentication is off, every route open",
+                settings.api_keys_file,
+            )
+        return ring
 
     def find(self, presented: str) -> ApiKey | None:
         """The key equal to ``presented``, comparing digests in constant time against all."""
