@@ -45,11 +45,21 @@ class Scenario:
     server: Server  # the second server, still running for the other tests
 
 
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C's default action, which Python turns into
+    KeyboardInterrupt. A shell's background job (CI started with ``&``) ignores SIGINT, and an
+    ignored signal stays ignored across exec."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(source: Path, output: Path, url: str, log: Path) -> subprocess.Popen[bytes]:
     command = [sys.executable, "-m", "taggram", "catalogue", str(source), "--output", str(output)]
     with log.open("wb") as handle:
         return subprocess.Popen(
-            [*command, "--url", url, *RETRY], stdout=handle, stderr=subprocess.STDOUT
+            [*command, "--url", url, *RETRY],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_default_sigint,
         )
 
 
