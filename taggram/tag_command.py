@@ -307,6 +307,7 @@ def tag(
     if problem is not None:
         # otherwise every file fails on its own with httpx's words, and the exit status is 1
         raise typer.BadParameter(problem)
+    model = model.strip() if model is not None else None  # as the service and catalogue read it
     if model is not None and "," in model:  # /v1/tag then answers a list of results
         raise typer.BadParameter(
             f"{model!r}: tag with one model at a time; run taggram tag once per model",

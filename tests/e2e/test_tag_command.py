@@ -226,6 +226,18 @@ def test_several_models_are_a_usage_error(
     assert result.stdout.count(str(clips[1])) == 0
 
 
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_a_model_name_with_spaces_around_it_is_read_as_the_service_reads_it(
+    mode: str, server: Server, clips: tuple[Path, Path], repository: Path
+) -> None:
+    """`--model " MSD_musicnn"` (pasted) was "no model named ' MSD_musicnn'" here, while the
+    service and `taggram catalogue` strip the spaces."""
+    target = ["--url", server.url] if mode == "url" else ["--local", "--repository", repository]
+    result = run(clips[1], *target, "--model", " MSD_musicnn ", "--json")
+    assert result.exit_code == 0, result.output
+    assert json_lines(result.stdout)[0]["model"]["name"] == "MSD_musicnn"
+
+
 def test_a_provider_that_is_not_installed_is_a_usage_error(
     clips: tuple[Path, Path], repository: Path
 ) -> None:
