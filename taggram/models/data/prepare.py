@@ -75,15 +75,22 @@ def _duration(path: Path) -> float:
         return 0.0
 
 
+def matching_files(root: Path, suffixes: frozenset[str], pattern: re.Pattern[str]) -> list[Path]:
+    """Files under ``root``, sorted, with one of ``suffixes`` (any case) and a path relative to
+    ``root`` that matches ``pattern``."""
+    return [
+        path
+        for path in sorted(root.rglob("*"))
+        if path.suffix.lower() in suffixes
+        and path.is_file()
+        and pattern.search(str(path.relative_to(root)))
+    ]
+
+
 def audio_files(root: Path, pattern: re.Pattern[str]) -> list[tuple[Path, float]]:
     """(path, seconds) of the readable audio files under ``root`` whose path matches ``pattern``."""
-    found = []
-    for path in sorted(root.rglob("*")):
-        if not (path.suffix.lower() in AUDIO_SUFFIXES and path.is_file()):
-            continue
-        if pattern.search(str(path.relative_to(root))) and (seconds := _duration(path)) > 0:
-            found.append((path, seconds))
-    return found
+    found = [(path, _duration(path)) for path in matching_files(root, AUDIO_SUFFIXES, pattern)]
+    return [(path, seconds) for path, seconds in found if seconds > 0]
 
 
 def music_files(root: Path, pattern: re.Pattern[str]) -> list[Path]:
@@ -131,17 +138,6 @@ def render_module(source: Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     return np.asarray(mono, dtype=np.float32)
 
 
-def module_files(root: Path, pattern: re.Pattern[str]) -> list[Path]:
-    """Tracker modules under ``root`` whose path (relative to ``root``) matches ``pattern``."""
-    return [
-        path
-        for path in sorted(root.rglob("*"))
-        if path.suffix.lower() in MODULE_SUFFIXES
-        and path.is_file()
-        and pattern.search(str(path.relative_to(root)))
-    ]
-
-
 def write_wav(audio: np.ndarray, target: Path, sample_rate: int = SAMPLE_RATE) -> None:
     """Write float32 mono audio as a float WAV atomically (never a partial file under its name)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -153,6 +149,22 @@ def write_wav(audio: np.ndarray, target: Path, sample_rate: int = SAMPLE_RATE) -
 def decode_to_wav(source: Path, target: Path, sample_rate: int = SAMPLE_RATE) -> None:
     """Decode, average the channels, resample with soxr (HQ) and write a float32 WAV atomically."""
     write_wav(read_mono(source, sample_rate), target, sample_rate)
+
+
+def music_to_wav(source: Path, target: Path) -> bool:
+    """Decode (or, a tracker module, render) ``source`` to a float WAV at ``target``; whether it
+    was written. A module's render is known only once made: one shorter than ``MIN_SECONDS``
+    (a jingle) or quieter than ``SILENCE_RMS`` is not music and is not written (rendering it
+    again on a rerun takes a moment)."""
+    if source.suffix.lower() not in MODULE_SUFFIXES:
+        decode_to_wav(source, target)
+        return True
+    rendered = render_module(source)
+    too_short = len(rendered) < MIN_SECONDS * SAMPLE_RATE
+    if too_short or np.sqrt(np.mean(rendered**2)) < SILENCE_RMS:
+        return False
+    write_wav(rendered, target)
+    return True
 
 
 def plan_reels(clips: list[tuple[Path, float]]) -> list[list[Path]]:
@@ -211,25 +223,15 @@ def package_rows(
             split=split,
         )
 
-    music: set[Path] = set()
+    music: list[Path] = []
     if selection.music is not None:
-        for source in music_files(package.root, selection.music):
-            relative = source.relative_to(package.root)
-            target = data_dir / "audio" / package.name / relative.with_suffix(".wav")
-            if not target.is_file():
-                decode_to_wav(source, target)
-            music.add(source)
-            rows.append(row(target, str(relative), relative.parent, "music"))
+        music += music_files(package.root, selection.music)
     if selection.modules is not None:
-        for source in module_files(package.root, selection.modules):
-            relative = source.relative_to(package.root)
-            target = data_dir / "audio" / package.name / relative.with_suffix(".wav")
-            if not target.is_file():
-                rendered = render_module(source)
-                too_short = len(rendered) < MIN_SECONDS * SAMPLE_RATE  # a jingle
-                if too_short or np.sqrt(np.mean(rendered**2)) < SILENCE_RMS:
-                    continue  # rendering it again on a rerun takes a moment
-                write_wav(rendered, target)
+        music += matching_files(package.root, MODULE_SUFFIXES, selection.modules)
+    for source in music:
+        relative = source.relative_to(package.root)
+        target = data_dir / "audio" / package.name / relative.with_suffix(".wav")
+        if target.is_file() or music_to_wav(source, target):
             rows.append(row(target, str(relative), relative.parent, "music"))
     if selection.clips is not None:
         by_folder: dict[Path, list[tuple[Path, float]]] = {}
