@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 import prometheus_client
+from prometheus_client.metrics import MetricWrapperBase
 
-import taggram.service.metrics  # noqa: F401  (registers the collectors documented in docs/deploy.md)
+from taggram.service import metrics  # registers the collectors documented in docs/deploy.md
 from tests.deploy.tools import exported_series_names, find_tool, run_tool
 from tests.support.paths import ROOT
 
@@ -36,3 +37,18 @@ def test_docs_describe_exactly_the_exported_metrics() -> None:
     assert not unknown, f"documented but not exported: {unknown}"
     undocumented = {n for n in exported if not documented & {n, f"{n}_total"}}
     assert not undocumented, f"exported but not in docs/deploy.md: {undocumented}"
+
+
+def test_docs_give_each_metric_its_type_and_labels() -> None:
+    """docs/deploy.md's metric table gives every taggram metric its real type and label names."""
+    table = (ROOT / "docs" / "deploy.md").read_text().split("## Metrics", 1)[1]
+    rows = re.findall(r"^\| `(taggram_\w+)` \| (\w+) \|([\w, ]*)\|", table, flags=re.MULTILINE)
+    documented = {name: (kind, labels.replace(" ", "")) for name, kind, labels in rows}
+    # prometheus_client keeps a collector's label names only in this attribute, and a labelled
+    # metric never observed has no sample in the exposition to read them from.
+    collectors = [c for c in vars(metrics).values() if isinstance(c, MetricWrapperBase)]
+    exported = {
+        c._name + ("_total" if c._type == "counter" else ""): (c._type, ",".join(c._labelnames))
+        for c in collectors
+    }
+    assert documented == exported

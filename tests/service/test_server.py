@@ -61,6 +61,40 @@ def test_head_is_answered_wherever_get_is(tiny_repository: Path, tmp_path: Path)
         assert 'method="HEAD",route="unmatched"' not in metrics
 
 
+def test_every_answer_is_counted_under_its_route(tiny_repository: Path, tmp_path: Path) -> None:
+    """The OpenAPI document, the files under /web and CORS preflights (answered before routing)
+    are counted under their route, as docs/deploy.md's metric table says: only a path no route
+    takes is "unmatched"."""
+    origin = "https://app.example"
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_CORS_ORIGINS": origin}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        for path in ("/openapi.json", "/web/swagger-ui/swagger-ui.css", "/web/nothing.js"):
+            httpx.get(server.url + path)
+        httpx.head(f"{server.url}/openapi.json")
+        httpx.get(f"{server.url}/nothing")
+        for asking in (origin, "https://elsewhere.example"):
+            preflight = httpx.options(
+                f"{server.url}/v1/models/tiny",
+                headers={"Origin": asking, "Access-Control-Request-Method": "DELETE"},
+            )
+        metrics = httpx.get(f"{server.url}/metrics").text
+    expected = [
+        'method="GET",route="/openapi.json",status="200"} 1.0',
+        'method="HEAD",route="/openapi.json",status="200"} 1.0',
+        'method="GET",route="/web/{path}",status="200"} 1.0',
+        'method="GET",route="/web/{path}",status="404"} 1.0',
+        'method="GET",route="unmatched",status="404"} 1.0',
+        'method="OPTIONS",route="/v1/models/{name}",status="200"} 1.0',
+        'method="OPTIONS",route="/v1/models/{name}",status="400"} 1.0',
+    ]
+    for series in expected:
+        assert f"taggram_requests_total{{{series}" in metrics, series
+    assert 'taggram_request_duration_seconds_count{route="/openapi.json"} 2.0' in metrics
+    # Logged and answered with its request id, like any request.
+    assert preflight.status_code == 400  # the origin is not allowed
+    assert "X-Request-ID" in preflight.headers
+
+
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:
     env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECONDS": "0.5"}
     with running_server(tiny_repository, tmp_path, env=env) as server:
