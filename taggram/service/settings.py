@@ -50,11 +50,11 @@ class Settings(BaseSettings):
     )
     default_model: str = Field(
         "MTT_musicnn",
-        description="model used when a request names none; unset, the first of `models` when "
+        description="model used when a request names none; unset, the first of --models when "
         "they leave MTT_musicnn out",
     )
     max_batch_size: int = Field(
-        8, ge=1, description="most patches per inference batch (on a CPU; see gpu_max_batch_size)"
+        8, ge=1, description="most patches per inference batch (on a CPU; see --gpu-max-batch-size)"
     )
     max_queue_delay_ms: float = Field(
         5.0, ge=0, le=60_000, description="longest wait for more patches before a partial batch"
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     max_request_patches: int = Field(
         1024,
         ge=1,
-        description="most patches one request (one file) may cut, capped at max_queue_patches; "
+        description="most patches one request (one file) may cut, capped at --max-queue-patches; "
         "more is refused with 422",
     )
     queue_budget_seconds: float = Field(
@@ -133,7 +133,7 @@ class Settings(BaseSettings):
         64,
         ge=1,
         description="most patches per inference batch for a model on a GPU (CUDA) provider, "
-        "instead of max_batch_size",
+        "instead of --max-batch-size",
     )
     io_binding: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -197,7 +197,7 @@ class Settings(BaseSettings):
         1 << 20,
         ge=1,
         description="most tensor elements of a JSON /v2 inference request (binary tensors "
-        "are bounded by max_upload_bytes)",
+        "are bounded by --max-upload-bytes)",
     )
 
     @property

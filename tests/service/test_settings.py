@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import onnxruntime as ort
 import pytest
+from pydantic_core import PydanticUndefined
 from typer.testing import CliRunner
 
 from taggram.cli import app as taggram_app
@@ -14,6 +16,8 @@ from taggram.service.api.auth import key_id
 from taggram.service.cli import app, settings_from_options
 from taggram.service.settings import Settings
 from tests.support.paths import ROOT
+
+README = (ROOT / "README.md").read_text()
 
 
 def test_defaults_serve_the_musicnn_default_model() -> None:
@@ -54,6 +58,22 @@ def test_every_setting_is_a_serve_option() -> None:
     assert result.exit_code == 0, result.output
     for name in Settings.model_fields:
         assert f"--{name.replace('_', '-')}" in result.output
+
+
+def test_serve_help_gives_each_default_as_the_readme_does() -> None:
+    """An operator reads the defaults in ``taggram serve --help``: the README table's values."""
+    result = CliRunner().invoke(taggram_app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    rows = re.findall(r"^\| `TAGGRAM_(\w+)` \| `[^`]*` \| `([^`]*)`", README, flags=re.M)
+    documented = {name.lower(): default for name, default in rows}
+    assert "max_batch_size" in documented
+    for name, field in Settings.model_fields.items():
+        env = f"env TAGGRAM_{name.upper()})"
+        if field.default in (None, "", PydanticUndefined):  # unset, or computed at start-up
+            assert f"({env}" in shown, name
+        else:
+            assert f"(default {documented[name]}; {env}" in shown, name
 
 
 def test_help_and_usage_errors_read_in_an_80_column_terminal() -> None:
