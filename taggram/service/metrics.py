@@ -40,6 +40,10 @@ REQUEST_DURATION = Histogram(
     buckets=_LATENCY_BUCKETS,
 )
 REQUESTS_IN_FLIGHT = Gauge("taggram_requests_in_flight", "HTTP requests being handled")
+BODY_IN_FLIGHT_BYTES = Gauge(
+    "taggram_body_in_flight_bytes",
+    "request body bytes received and held (spooled) by the requests in flight",
+)
 DECODE_DURATION = Histogram(
     "taggram_decode_duration_seconds",
     "decoding, downmixing and resampling one upload",

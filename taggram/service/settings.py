@@ -93,6 +93,13 @@ class Settings(BaseSettings):
     max_batch_bytes: int = Field(
         512 * 1024 * 1024, ge=1, description="largest accepted /v1/tag/batch request body"
     )
+    max_body_bytes_in_flight: int = Field(
+        2 * 1024 * 1024 * 1024,
+        ge=1,
+        description="most request-body bytes held at once by all requests together (spooled to "
+        "the temporary folder past 1 MiB each); a body that would pass it gets 429 overloaded. "
+        "At least --max-upload-bytes and --max-batch-bytes",
+    )
     read_timeout_seconds: float = Field(
         30.0,
         gt=0,
@@ -221,6 +228,19 @@ class Settings(BaseSettings):
             )
         # Frozen once validated: this is the one place the value is chosen.
         object.__setattr__(self, "default_model", self.models[0])
+        return self
+
+    @model_validator(mode="after")
+    def _largest_body_fits_in_flight(self) -> Self:
+        """One body at its limit must fit the budget of all bodies, or it is refused forever."""
+        largest = max(self.max_upload_bytes, self.max_batch_bytes)
+        if self.max_body_bytes_in_flight < largest:
+            raise ValueError(
+                f"max_body_bytes_in_flight {self.max_body_bytes_in_flight} "
+                "(TAGGRAM_MAX_BODY_BYTES_IN_FLIGHT) is below the largest body a route accepts, "
+                f"{largest} (TAGGRAM_MAX_UPLOAD_BYTES, TAGGRAM_MAX_BATCH_BYTES): raise it, or "
+                "lower those"
+            )
         return self
 
     @field_validator("root_path")

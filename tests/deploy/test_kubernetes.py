@@ -18,6 +18,7 @@ import yaml
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
 import taggram.service.metrics  # noqa: F401  (registers the collectors whose names are checked)
+from taggram.service.settings import Settings
 from tests.deploy import dockerfile
 from tests.deploy.tools import (
     LONGEST_REQUEST_SECONDS,
@@ -249,6 +250,22 @@ def test_pod_is_locked_down(name: str) -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/tmp"]], "uploads spool to /tmp on a read-only root"
     assert container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_bodies_in_flight_fit_the_tmp_volume(name: str) -> None:
+    """Uploads spool to /tmp until their request ends, and an emptyDir past its sizeLimit gets
+    the pod evicted with every request in it: the service must refuse (429) before that."""
+    objects = overlay(name)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in _container(objects)["volumeMounts"]}
+    size = volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"]
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)", size).groups()  # type: ignore[union-attr]
+    tmp_bytes = int(number) << {"Ki": 10, "Mi": 20, "Gi": 30}[unit]
+    env = _settings(objects)
+    settings = Settings(**{k.removeprefix("TAGGRAM_").lower(): v for k, v in env.items()})
+    assert settings.max_body_bytes_in_flight <= tmp_bytes
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:

@@ -76,6 +76,14 @@ def test_serve_help_gives_each_default_as_the_readme_does() -> None:
             assert f"(default {documented[name]}; {env}" in shown, name
 
 
+def test_the_bodies_in_flight_must_hold_the_largest_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A budget below one body at its limit would refuse that body forever: refused at start."""
+    monkeypatch.setenv("TAGGRAM_MAX_BODY_BYTES_IN_FLIGHT", str(256 * 1024 * 1024))
+    with pytest.raises(ValueError, match="TAGGRAM_MAX_BATCH_BYTES"):
+        Settings()  # the batch limit's default is 512 MiB
+    assert Settings(max_batch_bytes=128 * 1024 * 1024).max_body_bytes_in_flight == 256 << 20
+
+
 def test_help_and_usage_errors_read_in_an_80_column_terminal() -> None:
     """rich's panels cut names short at 80 columns ("TAGGRAM_MODEL_REPOS…") and boxed a usage
     error over several lines; click's plain help wraps at words, its error is one line."""

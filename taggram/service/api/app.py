@@ -14,6 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
 from taggram.service.api.auth import API_KEY_HEADER, KeyRing
+from taggram.service.api.body_budget import BodyBudgetMiddleware
 from taggram.service.api.content_encoding import ContentDecodingMiddleware
 from taggram.service.api.errors import install_error_handlers
 from taggram.service.api.head import HeadMiddleware
@@ -83,6 +84,9 @@ def create_app(
         app.include_router(router)
     install_web(app)
     app.add_middleware(HeadMiddleware)
+    # Inside the request metrics and the decoding of compressed bodies: its refusals are
+    # counted, and it counts the decoded bytes that the uploads' spools hold.
+    app.add_middleware(BodyBudgetMiddleware, max_bytes=settings.max_body_bytes_in_flight)
     if settings.cors_origins:
         # Outside the routes, so preflight requests are answered before authentication, and
         # inside the request metrics, which count the preflights too.
