@@ -224,13 +224,21 @@ def test_probes_follow_the_service_endpoints(name: str) -> None:
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_termination_grace_covers_the_drain(name: str) -> None:
-    """preStop sleep (LB propagation) + drain grace (still accepting) + a long request must fit."""
+    """preStop sleep (LB propagation) + drain grace (still accepting) + a request accepted at
+    its end must fit: the server waits for that request's body, which may take the whole body
+    timeout (a slow client), before its work (the longest request)."""
     objects = overlay(name)
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     command = _container(objects)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
-    drain = float(_settings(objects)["TAGGRAM_DRAIN_GRACE_SECONDS"])
-    budget = float(command[1]) + drain + LONGEST_REQUEST_SECONDS
+    env = _settings(objects)
+    settings = Settings(**{k.removeprefix("TAGGRAM_").lower(): v for k, v in env.items()})
+    budget = (
+        float(command[1])
+        + settings.drain_grace_seconds
+        + settings.body_timeout_seconds
+        + LONGEST_REQUEST_SECONDS
+    )
     assert pod["terminationGracePeriodSeconds"] >= budget
 
 

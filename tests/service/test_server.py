@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,7 @@ from taggram.repository import COMPLETE_MARKER, write_model
 from taggram.service.api import create_app
 from taggram.service.settings import Settings
 from tests.service.conftest import tiny_metadata
+from tests.support.audio import tone, write_wav
 from tests.support.server import free_port, running_server
 
 
@@ -100,6 +103,28 @@ def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:
     with running_server(tiny_repository, tmp_path, env=env) as server:
         server.process.send_signal(signal.SIGTERM)
         assert httpx.get(f"{server.url}/readyz").json() == {"status": "draining"}
+        assert server.process.wait(timeout=60) == 0, server.log()
+
+
+def test_a_body_still_arriving_when_the_grace_ends_is_answered(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """After the drain grace the server waits for a request whose upload is still coming in
+    (a slow client): the shutdown budgets of k8s/ and docker-compose.yml count its body
+    timeout for that reason."""
+    song = write_wav(tmp_path / "song.wav", tone(16000, 2.0), 16000).read_bytes()
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECONDS": "0.5"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            head = b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+            sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(song) + song[:1000])
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(2.0)  # four times the grace
+            assert server.process.poll() is None, server.log()
+            sock.sendall(song[1000:])
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
         assert server.process.wait(timeout=60) == 0, server.log()
 
 
