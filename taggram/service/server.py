@@ -81,6 +81,8 @@ def serve(settings: Settings) -> None:
         # The proxy strips the prefix; uvicorn puts it back in the ASGI scope's root_path, which
         # Starlette's router removes again and the page and /docs use to build their links.
         root_path=settings.root_path,
+        # Behind an ingress the peer is the proxy; its X-Forwarded-For names the client.
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     DrainingServer(config, lifecycle, settings.drain_grace_seconds).run()
     if lifecycle.failed:

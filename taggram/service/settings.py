@@ -168,6 +168,13 @@ class Settings(BaseSettings):
         description="path prefix the service is reached under behind a proxy that strips it "
         "(e.g. /taggram): the web page, /docs and the OpenAPI schema use it in their links",
     )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        min_length=1,
+        description="comma-separated addresses or networks (10.0.0.0/8) of the proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed, so that the access log names the "
+        "real client; * for any (only where nothing else reaches the port)",
+    )
     custom_models: Path = Field(
         Path("custom_models"),
         description="writable folder of the custom models created through POST /v1/models "

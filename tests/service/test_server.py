@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from taggram.repository import COMPLETE_MARKER, write_model
 from taggram.service.api import create_app
@@ -96,6 +97,21 @@ def test_every_answer_is_counted_under_its_route(tiny_repository: Path, tmp_path
     # Logged and answered with its request id, like any request.
     assert preflight.status_code == 400  # the origin is not allowed
     assert "X-Request-ID" in preflight.headers
+
+
+@pytest.mark.parametrize(
+    ("proxies", "logged"), [("127.0.0.0/8", "203.0.113.7"), ("192.0.2.1", "127.0.0.1")]
+)
+def test_the_access_log_names_the_client_behind_a_trusted_proxy(
+    tiny_repository: Path, tmp_path: Path, proxies: str, logged: str
+) -> None:
+    """Behind a load balancer the peer is the proxy: its X-Forwarded-For is believed only from
+    the addresses TAGGRAM_FORWARDED_ALLOW_IPS lists."""
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_FORWARDED_ALLOW_IPS": proxies}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        httpx.get(f"{server.url}/v1/models", headers={"X-Forwarded-For": "203.0.113.7"})
+        (line,) = [line for line in server.log().splitlines() if "GET /v1/models " in line]
+    assert f" {logged}:" in line, line
 
 
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:
