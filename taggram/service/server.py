@@ -83,6 +83,7 @@ def serve(settings: Settings) -> None:
         root_path=settings.root_path,
         # Behind an ingress the peer is the proxy; its X-Forwarded-For names the client.
         forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     DrainingServer(config, lifecycle, settings.drain_grace_seconds).run()
     if lifecycle.failed:

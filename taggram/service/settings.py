@@ -168,6 +168,14 @@ class Settings(BaseSettings):
         description="path prefix the service is reached under behind a proxy that strips it "
         "(e.g. /taggram): the web page, /docs and the OpenAPI schema use it in their links",
     )
+    keep_alive_seconds: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="how long an idle keep-alive connection stays open; behind a load balancer "
+        "longer than its idle timeout (ingress-nginx, AWS ALB: 60 s), or it may send a request on "
+        "a connection the service is closing and answer 502",
+    )
     forwarded_allow_ips: str = Field(
         "127.0.0.1,::1",
         min_length=1,

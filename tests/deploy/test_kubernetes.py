@@ -276,6 +276,19 @@ def test_bodies_in_flight_fit_the_tmp_volume(name: str) -> None:
     assert settings.max_body_bytes_in_flight <= tmp_bytes
 
 
+# The idle timeout of ingress-nginx's upstream connections (upstream-keepalive-timeout) and of
+# an AWS ALB: the service must keep idle connections open longer, or the balancer may reuse one
+# that the service is closing and answer 502.
+BALANCER_IDLE_SECONDS = 60
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_keep_alive_outlasts_the_load_balancer(name: str) -> None:
+    env = _settings(overlay(name))
+    settings = Settings(**{k.removeprefix("TAGGRAM_").lower(): v for k, v in env.items()})
+    assert settings.keep_alive_seconds > BALANCER_IDLE_SECONDS
+
+
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 

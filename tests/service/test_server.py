@@ -114,6 +114,25 @@ def test_the_access_log_names_the_client_behind_a_trusted_proxy(
     assert f" {logged}:" in line, line
 
 
+def test_an_idle_keep_alive_connection_is_closed_after_the_setting(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """A load balancer reusing its connections needs the service to keep them longer than it
+    does: TAGGRAM_KEEP_ALIVE_SECONDS reaches uvicorn (its own default is 5 s)."""
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_KEEP_ALIVE_SECONDS": "1"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            started = time.monotonic()
+            sock.settimeout(4.0)  # uvicorn's own 5 s would time out here
+            answer = b""
+            while chunk := sock.recv(65536):  # the answer, then the server's close
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert time.monotonic() - started < 3.0
+
+
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:
     env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECONDS": "0.5"}
     with running_server(tiny_repository, tmp_path, env=env) as server:
