@@ -8,7 +8,13 @@ import prometheus_client
 from prometheus_client.metrics import MetricWrapperBase
 
 from taggram.service import metrics  # registers the collectors documented in docs/deploy.md
-from tests.deploy.tools import exported_series_names, find_tool, run_tool
+from taggram.service.settings import Settings
+from tests.deploy.tools import (
+    LONGEST_REQUEST_SECONDS,
+    exported_series_names,
+    find_tool,
+    run_tool,
+)
 from tests.support.paths import ROOT
 
 PROMTOOL_PACKAGE = "Debian's prometheus package (.ci/run installs it)"
@@ -52,3 +58,29 @@ def test_docs_give_each_metric_its_type_and_labels() -> None:
         for c in collectors
     }
     assert documented == exported
+
+
+def test_request_latency_buckets_reach_the_slowest_request() -> None:
+    """A request may take the body timeout to arrive, then its work: the request and refusal
+    histograms must have finite buckets up to there, or quantiles stop at the last one."""
+    slowest = Settings().body_timeout_seconds + LONGEST_REQUEST_SECONDS
+    for histogram, label in (
+        (metrics.REQUEST_DURATION, "route"),
+        (metrics.REFUSED_DURATION, "status"),
+    ):
+        child = histogram.labels(**{label: "slowest-request-test"})
+        child.observe(slowest)
+        try:
+            exposition = prometheus_client.generate_latest().decode()
+        finally:
+            histogram.remove("slowest-request-test")
+        finite = [
+            float(sample.labels["le"])
+            for family in prometheus_client.parser.text_string_to_metric_families(exposition)
+            for sample in family.samples
+            if sample.name.endswith("_bucket")
+            and sample.labels.get(label) == "slowest-request-test"
+            and sample.labels["le"] != "+Inf"
+            and sample.value == 1
+        ]
+        assert finite, f"{histogram.describe()[0].name}: {slowest} s falls only in +Inf"
