@@ -6,7 +6,9 @@ the README's "Settings" table lists them all.
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -306,6 +308,24 @@ def problems(error: ValidationError, *, variables: bool = False) -> list[str]:
         names = [f"TAGGRAM_{part}".upper() if variables else str(part) for part in problem["loc"]]
         lines.append("".join(f"{name}: " for name in names) + str(cause or problem["msg"]))
     return lines
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """``TAGGRAM_*`` variables of ``environ`` that are no setting but nearly spell one, each with
+    that setting's variable (``TAGGRAM_MAX_UPLOAD_BYTE``: ``TAGGRAM_MAX_UPLOAD_BYTES``).
+
+    Unknown variables are ignored (the client's ``TAGGRAM_URL`` may share the environment), so
+    a typo in a ConfigMap silently left the default in force, and the client's
+    ``TAGGRAM_API_KEY`` set on a server left authentication off."""
+    settings = [f"TAGGRAM_{name.upper()}" for name in Settings.model_fields]
+    found = {}
+    for name in environ:
+        upper = name.upper()
+        if upper.startswith("TAGGRAM_") and upper not in settings:
+            close = difflib.get_close_matches(upper, settings, n=1, cutoff=0.85)
+            if close:
+                found[name] = close[0]
+    return found
 
 
 def environment_settings(**values: Any) -> Settings:

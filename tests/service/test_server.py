@@ -133,6 +133,14 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_setting(
         assert time.monotonic() - started < 3.0
 
 
+def test_a_misspelt_setting_is_warned_about_at_start(tiny_repository: Path, tmp_path: Path) -> None:
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECOND": "30"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        log = server.log()
+    expected = "TAGGRAM_DRAIN_GRACE_SECOND is not a setting and is ignored: did you mean "
+    assert expected + "TAGGRAM_DRAIN_GRACE_SECONDS?" in log, log
+
+
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:
     env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECONDS": "0.5"}
     with running_server(tiny_repository, tmp_path, env=env) as server:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from taggram.cli import app as taggram_app
 from taggram.service.api.auth import key_id
 from taggram.service.cli import app, settings_from_options
-from taggram.service.settings import Settings
+from taggram.service.settings import Settings, misspelt_variables
 from tests.support.paths import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -82,6 +82,21 @@ def test_the_bodies_in_flight_must_hold_the_largest_body(monkeypatch: pytest.Mon
     with pytest.raises(ValueError, match="TAGGRAM_MAX_BATCH_BYTES"):
         Settings()  # the batch limit's default is 512 MiB
     assert Settings(max_batch_bytes=128 * 1024 * 1024).max_body_bytes_in_flight == 256 << 20
+
+
+def test_a_near_miss_of_a_setting_is_named_with_the_setting_it_misses() -> None:
+    environ = {
+        "TAGGRAM_MAX_UPLOAD_BYTE": "1",  # a typo: the default stays in force
+        "TAGGRAM_API_KEY": "k" * 32,  # the client's variable on a server: no authentication
+        "TAGGRAM_MAX_UPLOAD_BYTES": "1",  # a setting
+        "TAGGRAM_URL": "http://x",  # the client's, nothing like a setting
+        "TAGGRAM_SHARED": "/data",
+        "PATH": "/bin",
+    }
+    assert misspelt_variables(environ) == {
+        "TAGGRAM_MAX_UPLOAD_BYTE": "TAGGRAM_MAX_UPLOAD_BYTES",
+        "TAGGRAM_API_KEY": "TAGGRAM_API_KEYS",
+    }
 
 
 def test_help_and_usage_errors_read_in_an_80_column_terminal() -> None:
