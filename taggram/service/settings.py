@@ -7,6 +7,7 @@ the README's "Settings" table lists them all.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,9 +23,33 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["text", "json"]
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (respects container CPU sets / affinity)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def available_cores(cgroup: Path = CGROUP) -> int:
+    """CPU cores this process may use: its CPU set (affinity), capped by a container's CPU limit
+    rounded up (the CFS quota of ``cgroup``: a Kubernetes ``limits.cpu``, ``docker --cpus``),
+    which the CPU set alone does not show: a 2-CPU pod on a 64-core node sees 64 cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = cpu_limit(cgroup)
+    return max(1, min(cores or 1, math.ceil(limit) if limit else cores or 1))
+
+
+def cpu_limit(cgroup: Path = CGROUP) -> float | None:
+    """The CPU limit in cores (``1.5``) from cgroup v2's ``cpu.max`` or v1's
+    ``cpu/cpu.cfs_quota_us`` and ``cpu.cfs_period_us`` under ``cgroup``; ``None`` without one
+    (no quota, or files that are missing or unreadable)."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()
+        return int(quota) / int(period) if quota != "max" else None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 class SettingsError(ValueError):
@@ -134,8 +159,8 @@ class Settings(BaseSettings):
     intra_op_threads: int | None = Field(
         None,
         ge=1,
-        description="ONNX Runtime threads per batch (empty: the cores divided among the "
-        "inference workers, at least 1)",
+        description="ONNX Runtime threads per batch (empty: the usable cores, the CPU set capped "
+        "by the container's CPU limit, divided among the inference workers, at least 1)",
     )
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads")
     gpu_max_batch_size: int = Field(

@@ -184,7 +184,7 @@ def test_settings_are_service_settings(name: str) -> None:
     ports = {p["name"]: p["containerPort"] for p in _container(overlay(name))["ports"]}
     assert int(settings["TAGGRAM_PORT"]) == ports["http"]
     assert settings["TAGGRAM_HOST"] == "0.0.0.0"
-    # Containers see the node's cores, not their CPU limit: threads must be set explicitly.
+    # Threads are set explicitly, whatever the node and the CPU limit the service would read.
     assert int(settings["TAGGRAM_INTRA_OP_THREADS"]) >= 1
 
 

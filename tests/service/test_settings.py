@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 
@@ -14,7 +15,12 @@ from typer.testing import CliRunner
 from taggram.cli import app as taggram_app
 from taggram.service.api.auth import key_id
 from taggram.service.cli import app, settings_from_options
-from taggram.service.settings import Settings, misspelt_variables
+from taggram.service.settings import (
+    Settings,
+    available_cores,
+    cpu_limit,
+    misspelt_variables,
+)
 from tests.support.paths import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -97,6 +103,33 @@ def test_a_near_miss_of_a_setting_is_named_with_the_setting_it_misses() -> None:
         "TAGGRAM_MAX_UPLOAD_BYTE": "TAGGRAM_MAX_UPLOAD_BYTES",
         "TAGGRAM_API_KEY": "TAGGRAM_API_KEYS",
     }
+
+
+@pytest.mark.parametrize(
+    ("files", "limit"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, limits.cpu: 1500m
+        ({"cpu.max": "max 100000\n"}, None),  # v2 without a limit
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # outside a cgroup that says
+    ],
+)
+def test_the_cpu_limit_is_read_from_the_cgroup(
+    tmp_path: Path, files: dict[str, str], limit: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_limit(tmp_path) == limit
+    unlimited = available_cores(tmp_path / "none")
+    expected = min(unlimited, math.ceil(limit)) if limit else unlimited
+    assert available_cores(tmp_path) == expected
+
+
+def test_a_fraction_of_a_core_is_still_one_core(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("10000 100000\n")
+    assert available_cores(tmp_path) == 1
 
 
 def test_help_and_usage_errors_read_in_an_80_column_terminal() -> None:
