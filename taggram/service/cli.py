@@ -16,6 +16,7 @@ from typing import Any
 
 import typer
 from pydantic import ValidationError
+from pydantic_core import PydanticUndefined
 
 from taggram.repository import RepositoryError
 from taggram.service.settings import Settings, SettingsError, problems
@@ -30,10 +31,24 @@ def _cli_type(annotation: Any) -> type:
     return str
 
 
+def _shown_default(default: Any) -> str:
+    """A setting's default as its environment variable would spell it (``true``, ``5``), or
+    ``""`` for none (no default, an empty one, or one computed at start-up)."""
+    if default in (None, "", PydanticUndefined):
+        return ""
+    if isinstance(default, bool):
+        return str(default).lower()
+    return f"{default:g}" if isinstance(default, float) else str(default)
+
+
 def _setting_options() -> list[inspect.Parameter]:
     parameters = []
     for name, field in Settings.model_fields.items():
-        option = typer.Option(None, help=f"{field.description} (env TAGGRAM_{name.upper()})")
+        # The options' own default is None (unset: the environment decides), so click cannot
+        # show the setting's default; the help says it, as the README's settings table does.
+        default = _shown_default(field.default)
+        shown = f"default {default}; " if default else ""
+        option = typer.Option(None, help=f"{field.description} ({shown}env TAGGRAM_{name.upper()})")
         parameters.append(
             inspect.Parameter(
                 name,

@@ -11,6 +11,7 @@ models fails, the server shuts down and the process exits 1.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from types import FrameType
@@ -20,7 +21,7 @@ import uvicorn
 from taggram.service.api import create_app
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.logs import configure_logging
-from taggram.service.settings import Settings
+from taggram.service.settings import Settings, misspelt_variables
 from taggram.service.tagging import Tagger
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ def serve(settings: Settings) -> None:
     # Only once the settings are known to start: a refused start leaves logging as it was (the
     # command says why in one line), not a root handler on the stream stderr was at that time.
     configure_logging(settings.log_level, settings.log_format)
+    for given, meant in misspelt_variables(os.environ).items():
+        log.warning("%s is not a setting and is ignored: did you mean %s?", given, meant)
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -81,6 +84,9 @@ def serve(settings: Settings) -> None:
         # The proxy strips the prefix; uvicorn puts it back in the ASGI scope's root_path, which
         # Starlette's router removes again and the page and /docs use to build their links.
         root_path=settings.root_path,
+        # Behind an ingress the peer is the proxy; its X-Forwarded-For names the client.
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_keep_alive=settings.keep_alive_seconds,
     )
     DrainingServer(config, lifecycle, settings.drain_grace_seconds).run()
     if lifecycle.failed:

@@ -6,7 +6,10 @@ the README's "Settings" table lists them all.
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -20,9 +23,33 @@ LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["text", "json"]
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (respects container CPU sets / affinity)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def available_cores(cgroup: Path = CGROUP) -> int:
+    """CPU cores this process may use: its CPU set (affinity), capped by a container's CPU limit
+    rounded up (the CFS quota of ``cgroup``: a Kubernetes ``limits.cpu``, ``docker --cpus``),
+    which the CPU set alone does not show: a 2-CPU pod on a 64-core node sees 64 cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = cpu_limit(cgroup)
+    return max(1, min(cores or 1, math.ceil(limit) if limit else cores or 1))
+
+
+def cpu_limit(cgroup: Path = CGROUP) -> float | None:
+    """The CPU limit in cores (``1.5``) from cgroup v2's ``cpu.max`` or v1's
+    ``cpu/cpu.cfs_quota_us`` and ``cpu.cfs_period_us`` under ``cgroup``; ``None`` without one
+    (no quota, or files that are missing or unreadable)."""
+    try:
+        quota, period = (cgroup / "cpu.max").read_text().split()
+        return int(quota) / int(period) if quota != "max" else None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota_us = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
 
 
 class SettingsError(ValueError):
@@ -50,11 +77,11 @@ class Settings(BaseSettings):
     )
     default_model: str = Field(
         "MTT_musicnn",
-        description="model used when a request names none; unset, the first of `models` when "
+        description="model used when a request names none; unset, the first of --models when "
         "they leave MTT_musicnn out",
     )
     max_batch_size: int = Field(
-        8, ge=1, description="most patches per inference batch (on a CPU; see gpu_max_batch_size)"
+        8, ge=1, description="most patches per inference batch (on a CPU; see --gpu-max-batch-size)"
     )
     max_queue_delay_ms: float = Field(
         5.0, ge=0, le=60_000, description="longest wait for more patches before a partial batch"
@@ -65,7 +92,7 @@ class Settings(BaseSettings):
     max_request_patches: int = Field(
         1024,
         ge=1,
-        description="most patches one request (one file) may cut, capped at max_queue_patches; "
+        description="most patches one request (one file) may cut, capped at --max-queue-patches; "
         "more is refused with 422",
     )
     queue_budget_seconds: float = Field(
@@ -92,6 +119,13 @@ class Settings(BaseSettings):
     )
     max_batch_bytes: int = Field(
         512 * 1024 * 1024, ge=1, description="largest accepted /v1/tag/batch request body"
+    )
+    max_body_bytes_in_flight: int = Field(
+        2 * 1024 * 1024 * 1024,
+        ge=1,
+        description="most request-body bytes held at once by all requests together (spooled to "
+        "the temporary folder past 1 MiB each); a body that would pass it gets 429 overloaded. "
+        "At least --max-upload-bytes and --max-batch-bytes",
     )
     read_timeout_seconds: float = Field(
         30.0,
@@ -125,15 +159,15 @@ class Settings(BaseSettings):
     intra_op_threads: int | None = Field(
         None,
         ge=1,
-        description="ONNX Runtime threads per batch (empty: the cores divided among the "
-        "inference workers, at least 1)",
+        description="ONNX Runtime threads per batch (empty: the usable cores, the CPU set capped "
+        "by the container's CPU limit, divided among the inference workers, at least 1)",
     )
     inter_op_threads: int = Field(1, ge=1, description="ONNX Runtime inter-op threads")
     gpu_max_batch_size: int = Field(
         64,
         ge=1,
         description="most patches per inference batch for a model on a GPU (CUDA) provider, "
-        "instead of max_batch_size",
+        "instead of --max-batch-size",
     )
     io_binding: Literal["auto", "on", "off"] = Field(
         "auto",
@@ -160,6 +194,21 @@ class Settings(BaseSettings):
         "",
         description="path prefix the service is reached under behind a proxy that strips it "
         "(e.g. /taggram): the web page, /docs and the OpenAPI schema use it in their links",
+    )
+    keep_alive_seconds: int = Field(
+        5,
+        ge=1,
+        le=3600,
+        description="how long an idle keep-alive connection stays open; behind a load balancer "
+        "longer than its idle timeout (ingress-nginx, AWS ALB: 60 s), or it may send a request on "
+        "a connection the service is closing and answer 502",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1,::1",
+        min_length=1,
+        description="comma-separated addresses or networks (10.0.0.0/8) of the proxies whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed, so that the access log names the "
+        "real client; * for any (only where nothing else reaches the port)",
     )
     custom_models: Path = Field(
         Path("custom_models"),
@@ -197,7 +246,7 @@ class Settings(BaseSettings):
         1 << 20,
         ge=1,
         description="most tensor elements of a JSON /v2 inference request (binary tensors "
-        "are bounded by max_upload_bytes)",
+        "are bounded by --max-upload-bytes)",
     )
 
     @property
@@ -221,6 +270,19 @@ class Settings(BaseSettings):
             )
         # Frozen once validated: this is the one place the value is chosen.
         object.__setattr__(self, "default_model", self.models[0])
+        return self
+
+    @model_validator(mode="after")
+    def _largest_body_fits_in_flight(self) -> Self:
+        """One body at its limit must fit the budget of all bodies, or it is refused forever."""
+        largest = max(self.max_upload_bytes, self.max_batch_bytes)
+        if self.max_body_bytes_in_flight < largest:
+            raise ValueError(
+                f"max_body_bytes_in_flight {self.max_body_bytes_in_flight} "
+                "(TAGGRAM_MAX_BODY_BYTES_IN_FLIGHT) is below the largest body a route accepts, "
+                f"{largest} (TAGGRAM_MAX_UPLOAD_BYTES, TAGGRAM_MAX_BATCH_BYTES): raise it, or "
+                "lower those"
+            )
         return self
 
     @field_validator("root_path")
@@ -271,6 +333,24 @@ def problems(error: ValidationError, *, variables: bool = False) -> list[str]:
         names = [f"TAGGRAM_{part}".upper() if variables else str(part) for part in problem["loc"]]
         lines.append("".join(f"{name}: " for name in names) + str(cause or problem["msg"]))
     return lines
+
+
+def misspelt_variables(environ: Mapping[str, str]) -> dict[str, str]:
+    """``TAGGRAM_*`` variables of ``environ`` that are no setting but nearly spell one, each with
+    that setting's variable (``TAGGRAM_MAX_UPLOAD_BYTE``: ``TAGGRAM_MAX_UPLOAD_BYTES``).
+
+    Unknown variables are ignored (the client's ``TAGGRAM_URL`` may share the environment), so
+    a typo in a ConfigMap silently left the default in force, and the client's
+    ``TAGGRAM_API_KEY`` set on a server left authentication off."""
+    settings = [f"TAGGRAM_{name.upper()}" for name in Settings.model_fields]
+    found = {}
+    for name in environ:
+        upper = name.upper()
+        if upper.startswith("TAGGRAM_") and upper not in settings:
+            close = difflib.get_close_matches(upper, settings, n=1, cutoff=0.85)
+            if close:
+                found[name] = close[0]
+    return found
 
 
 def environment_settings(**values: Any) -> Settings:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
+from taggram.service.settings import Settings
 from tests.deploy import dockerfile
 from tests.deploy.tools import LONGEST_REQUEST_SECONDS, SETTINGS_ENV, run_tool
 from tests.support.paths import ROOT
@@ -102,10 +103,18 @@ def test_gpu_override_reserves_an_nvidia_device() -> None:
 
 
 def test_stop_grace_outlasts_the_drain_grace() -> None:
+    """The drain grace + a request accepted at its end: its body (up to the body timeout: the
+    server waits for a slow client's upload) and its work (the longest request)."""
     service = _compose()["services"]["taggram"]
-    grace = float(service["environment"]["TAGGRAM_DRAIN_GRACE_SECONDS"])
+    env = service["environment"]
+    timings = ("drain_grace_seconds", "body_timeout_seconds")
+    settings = Settings(
+        **{n: env[f"TAGGRAM_{n.upper()}"] for n in timings if f"TAGGRAM_{n.upper()}" in env}
+    )
     stop_grace = float(str(service["stop_grace_period"]).removesuffix("s"))
-    assert stop_grace >= grace + LONGEST_REQUEST_SECONDS
+    assert stop_grace >= (
+        settings.drain_grace_seconds + settings.body_timeout_seconds + LONGEST_REQUEST_SECONDS
+    )
 
 
 def test_every_compose_setting_is_a_service_setting() -> None:

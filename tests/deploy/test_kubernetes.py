@@ -18,6 +18,7 @@ import yaml
 from cloudcoil.models.prometheus_operator import v1 as prometheus_operator
 
 import taggram.service.metrics  # noqa: F401  (registers the collectors whose names are checked)
+from taggram.service.settings import Settings
 from tests.deploy import dockerfile
 from tests.deploy.tools import (
     LONGEST_REQUEST_SECONDS,
@@ -183,7 +184,7 @@ def test_settings_are_service_settings(name: str) -> None:
     ports = {p["name"]: p["containerPort"] for p in _container(overlay(name))["ports"]}
     assert int(settings["TAGGRAM_PORT"]) == ports["http"]
     assert settings["TAGGRAM_HOST"] == "0.0.0.0"
-    # Containers see the node's cores, not their CPU limit: threads must be set explicitly.
+    # Threads are set explicitly, whatever the node and the CPU limit the service would read.
     assert int(settings["TAGGRAM_INTRA_OP_THREADS"]) >= 1
 
 
@@ -223,13 +224,21 @@ def test_probes_follow_the_service_endpoints(name: str) -> None:
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_termination_grace_covers_the_drain(name: str) -> None:
-    """preStop sleep (LB propagation) + drain grace (still accepting) + a long request must fit."""
+    """preStop sleep (LB propagation) + drain grace (still accepting) + a request accepted at
+    its end must fit: the server waits for that request's body, which may take the whole body
+    timeout (a slow client), before its work (the longest request)."""
     objects = overlay(name)
     pod = one(objects, "Deployment")["spec"]["template"]["spec"]
     command = _container(objects)["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
-    drain = float(_settings(objects)["TAGGRAM_DRAIN_GRACE_SECONDS"])
-    budget = float(command[1]) + drain + LONGEST_REQUEST_SECONDS
+    env = _settings(objects)
+    settings = Settings(**{k.removeprefix("TAGGRAM_").lower(): v for k, v in env.items()})
+    budget = (
+        float(command[1])
+        + settings.drain_grace_seconds
+        + settings.body_timeout_seconds
+        + LONGEST_REQUEST_SECONDS
+    )
     assert pod["terminationGracePeriodSeconds"] >= budget
 
 
@@ -249,6 +258,35 @@ def test_pod_is_locked_down(name: str) -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     assert "emptyDir" in volumes[mounts["/tmp"]], "uploads spool to /tmp on a read-only root"
     assert container["resources"]["limits"]["memory"]
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_bodies_in_flight_fit_the_tmp_volume(name: str) -> None:
+    """Uploads spool to /tmp until their request ends, and an emptyDir past its sizeLimit gets
+    the pod evicted with every request in it: the service must refuse (429) before that."""
+    objects = overlay(name)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in _container(objects)["volumeMounts"]}
+    size = volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"]
+    number, unit = re.fullmatch(r"(\d+)(Ki|Mi|Gi)", size).groups()  # type: ignore[union-attr]
+    tmp_bytes = int(number) << {"Ki": 10, "Mi": 20, "Gi": 30}[unit]
+    env = _settings(objects)
+    settings = Settings(**{k.removeprefix("TAGGRAM_").lower(): v for k, v in env.items()})
+    assert settings.max_body_bytes_in_flight <= tmp_bytes
+
+
+# The idle timeout of ingress-nginx's upstream connections (upstream-keepalive-timeout) and of
+# an AWS ALB: the service must keep idle connections open longer, or the balancer may reuse one
+# that the service is closing and answer 502.
+BALANCER_IDLE_SECONDS = 60
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_keep_alive_outlasts_the_load_balancer(name: str) -> None:
+    env = _settings(overlay(name))
+    settings = Settings(**{k.removeprefix("TAGGRAM_").lower(): v for k, v in env.items()})
+    assert settings.keep_alive_seconds > BALANCER_IDLE_SECONDS
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:

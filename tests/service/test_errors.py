@@ -57,7 +57,7 @@ def test_only_load_timeouts_and_not_ready_are_retryable() -> None:
 def _app() -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, routes=app.routes)
 
     @app.get("/raise/{name}")
     async def raise_named(name: str) -> None:

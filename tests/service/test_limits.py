@@ -313,3 +313,48 @@ def test_no_option_value_gives_a_5xx(
             item["error"] is None or item["error"]["status"] < 500
             for item in response.json()["results"]
         )
+
+
+def test_bodies_in_flight_share_one_budget(tiny_repository: Path, tmp_path: Path) -> None:
+    """Uploads held at once are bounded all together (the /tmp they spool to), not only one by
+    one: a body that would pass TAGGRAM_MAX_BODY_BYTES_IN_FLIGHT is refused with a retryable
+    429 from its Content-Length, before it is read, and the bytes come back as requests end."""
+    song = wav(30.0)  # 960 kB
+    env = {
+        **ENV,
+        "TAGGRAM_READ_TIMEOUT_SECONDS": "60",
+        "TAGGRAM_BODY_TIMEOUT_SECONDS": "120",
+        "TAGGRAM_MAX_BATCH_BYTES": str(LIMIT),
+        "TAGGRAM_MAX_BODY_BYTES_IN_FLIGHT": str(LIMIT * 3 // 2),
+    }
+    headers = {"Content-Type": "audio/wav"}
+    with running_server(tiny_repository, tmp_path, env=env) as started:
+        with _connect(started) as slow:
+            slow.sendall(
+                b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(song), song[:700_000])
+            )
+            deadline = time.monotonic() + 30
+            while _gauge(started, "taggram_body_in_flight_bytes") < 700_000:
+                assert time.monotonic() < deadline, "the slow body never arrived"
+                time.sleep(0.1)
+            refused = httpx.post(f"{started.url}/v1/tag", content=song, headers=headers)
+            assert (refused.status_code, refused.json()["code"]) == (429, "overloaded")
+            assert refused.headers["Retry-After"] == "2"
+            assert "TAGGRAM_MAX_BODY_BYTES_IN_FLIGHT" in refused.json()["detail"]
+            small = httpx.post(f"{started.url}/v1/tag", content=wav(1.0), headers=headers)
+            assert small.status_code == 200, small.text  # what fits is served meanwhile
+        deadline = time.monotonic() + 30
+        while _gauge(started, "taggram_body_in_flight_bytes") > 0:  # the slow client hung up
+            assert time.monotonic() < deadline, "the hung-up body was never given back"
+            time.sleep(0.1)
+        again = httpx.post(f"{started.url}/v1/tag", content=song, headers=headers, timeout=60)
+        assert again.status_code == 200, again.text
+
+
+def _gauge(server: Server, name: str) -> float:
+    """The value of an unlabelled metric on ``/metrics``."""
+    text = httpx.get(f"{server.url}/metrics").text
+    found = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, flags=re.MULTILINE)
+    assert found, name
+    return float(found.group(1))

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from taggram.repository import COMPLETE_MARKER, write_model
 from taggram.service.api import create_app
 from taggram.service.settings import Settings
 from tests.service.conftest import tiny_metadata
+from tests.support.audio import tone, write_wav
 from tests.support.server import free_port, running_server
 
 
@@ -61,11 +65,109 @@ def test_head_is_answered_wherever_get_is(tiny_repository: Path, tmp_path: Path)
         assert 'method="HEAD",route="unmatched"' not in metrics
 
 
+def test_every_answer_is_counted_under_its_route(tiny_repository: Path, tmp_path: Path) -> None:
+    """The OpenAPI document, the files under /web and CORS preflights (answered before routing)
+    are counted under their route, as docs/deploy.md's metric table says: only a path no route
+    takes is "unmatched"."""
+    origin = "https://app.example"
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_CORS_ORIGINS": origin}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        for path in ("/openapi.json", "/web/swagger-ui/swagger-ui.css", "/web/nothing.js"):
+            httpx.get(server.url + path)
+        httpx.head(f"{server.url}/openapi.json")
+        httpx.get(f"{server.url}/nothing")
+        for asking in (origin, "https://elsewhere.example"):
+            preflight = httpx.options(
+                f"{server.url}/v1/models/tiny",
+                headers={"Origin": asking, "Access-Control-Request-Method": "DELETE"},
+            )
+        metrics = httpx.get(f"{server.url}/metrics").text
+    expected = [
+        'method="GET",route="/openapi.json",status="200"} 1.0',
+        'method="HEAD",route="/openapi.json",status="200"} 1.0',
+        'method="GET",route="/web/{path}",status="200"} 1.0',
+        'method="GET",route="/web/{path}",status="404"} 1.0',
+        'method="GET",route="unmatched",status="404"} 1.0',
+        'method="OPTIONS",route="/v1/models/{name}",status="200"} 1.0',
+        'method="OPTIONS",route="/v1/models/{name}",status="400"} 1.0',
+    ]
+    for series in expected:
+        assert f"taggram_requests_total{{{series}" in metrics, series
+    assert 'taggram_request_duration_seconds_count{route="/openapi.json"} 2.0' in metrics
+    # Logged and answered with its request id, like any request.
+    assert preflight.status_code == 400  # the origin is not allowed
+    assert "X-Request-ID" in preflight.headers
+
+
+@pytest.mark.parametrize(
+    ("proxies", "logged"), [("127.0.0.0/8", "203.0.113.7"), ("192.0.2.1", "127.0.0.1")]
+)
+def test_the_access_log_names_the_client_behind_a_trusted_proxy(
+    tiny_repository: Path, tmp_path: Path, proxies: str, logged: str
+) -> None:
+    """Behind a load balancer the peer is the proxy: its X-Forwarded-For is believed only from
+    the addresses TAGGRAM_FORWARDED_ALLOW_IPS lists."""
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_FORWARDED_ALLOW_IPS": proxies}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        httpx.get(f"{server.url}/v1/models", headers={"X-Forwarded-For": "203.0.113.7"})
+        (line,) = [line for line in server.log().splitlines() if "GET /v1/models " in line]
+    assert f" {logged}:" in line, line
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_the_setting(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """A load balancer reusing its connections needs the service to keep them longer than it
+    does: TAGGRAM_KEEP_ALIVE_SECONDS reaches uvicorn (its own default is 5 s)."""
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_KEEP_ALIVE_SECONDS": "1"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            started = time.monotonic()
+            sock.settimeout(4.0)  # uvicorn's own 5 s would time out here
+            answer = b""
+            while chunk := sock.recv(65536):  # the answer, then the server's close
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert time.monotonic() - started < 3.0
+
+
+def test_a_misspelt_setting_is_warned_about_at_start(tiny_repository: Path, tmp_path: Path) -> None:
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECOND": "30"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        log = server.log()
+    expected = "TAGGRAM_DRAIN_GRACE_SECOND is not a setting and is ignored: did you mean "
+    assert expected + "TAGGRAM_DRAIN_GRACE_SECONDS?" in log, log
+
+
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:
     env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECONDS": "0.5"}
     with running_server(tiny_repository, tmp_path, env=env) as server:
         server.process.send_signal(signal.SIGTERM)
         assert httpx.get(f"{server.url}/readyz").json() == {"status": "draining"}
+        assert server.process.wait(timeout=60) == 0, server.log()
+
+
+def test_a_body_still_arriving_when_the_grace_ends_is_answered(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """After the drain grace the server waits for a request whose upload is still coming in
+    (a slow client): the shutdown budgets of k8s/ and docker-compose.yml count its body
+    timeout for that reason."""
+    song = write_wav(tmp_path / "song.wav", tone(16000, 2.0), 16000).read_bytes()
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECONDS": "0.5"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            head = b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+            sock.sendall(head + b"Content-Length: %d\r\n\r\n" % len(song) + song[:1000])
+            server.process.send_signal(signal.SIGTERM)
+            time.sleep(2.0)  # four times the grace
+            assert server.process.poll() is None, server.log()
+            sock.sendall(song[1000:])
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
         assert server.process.wait(timeout=60) == 0, server.log()
 
 

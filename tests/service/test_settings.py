@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import logging
+import math
+import re
 from pathlib import Path
 
 import onnxruntime as ort
 import pytest
+from pydantic_core import PydanticUndefined
 from typer.testing import CliRunner
 
 from taggram.cli import app as taggram_app
 from taggram.service.api.auth import key_id
 from taggram.service.cli import app, settings_from_options
-from taggram.service.settings import Settings
+from taggram.service.settings import (
+    Settings,
+    available_cores,
+    cpu_limit,
+    misspelt_variables,
+)
 from tests.support.paths import ROOT
+
+README = (ROOT / "README.md").read_text()
 
 
 def test_defaults_serve_the_musicnn_default_model() -> None:
@@ -54,6 +64,72 @@ def test_every_setting_is_a_serve_option() -> None:
     assert result.exit_code == 0, result.output
     for name in Settings.model_fields:
         assert f"--{name.replace('_', '-')}" in result.output
+
+
+def test_serve_help_gives_each_default_as_the_readme_does() -> None:
+    """An operator reads the defaults in ``taggram serve --help``: the README table's values."""
+    result = CliRunner().invoke(taggram_app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    shown = " ".join(result.output.split())
+    rows = re.findall(r"^\| `TAGGRAM_(\w+)` \| `[^`]*` \| `([^`]*)`", README, flags=re.M)
+    documented = {name.lower(): default for name, default in rows}
+    assert "max_batch_size" in documented
+    for name, field in Settings.model_fields.items():
+        env = f"env TAGGRAM_{name.upper()})"
+        if field.default in (None, "", PydanticUndefined):  # unset, or computed at start-up
+            assert f"({env}" in shown, name
+        else:
+            assert f"(default {documented[name]}; {env}" in shown, name
+
+
+def test_the_bodies_in_flight_must_hold_the_largest_body(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A budget below one body at its limit would refuse that body forever: refused at start."""
+    monkeypatch.setenv("TAGGRAM_MAX_BODY_BYTES_IN_FLIGHT", str(256 * 1024 * 1024))
+    with pytest.raises(ValueError, match="TAGGRAM_MAX_BATCH_BYTES"):
+        Settings()  # the batch limit's default is 512 MiB
+    assert Settings(max_batch_bytes=128 * 1024 * 1024).max_body_bytes_in_flight == 256 << 20
+
+
+def test_a_near_miss_of_a_setting_is_named_with_the_setting_it_misses() -> None:
+    environ = {
+        "TAGGRAM_MAX_UPLOAD_BYTE": "1",  # a typo: the default stays in force
+        "TAGGRAM_API_KEY": "k" * 32,  # the client's variable on a server: no authentication
+        "TAGGRAM_MAX_UPLOAD_BYTES": "1",  # a setting
+        "TAGGRAM_URL": "http://x",  # the client's, nothing like a setting
+        "TAGGRAM_SHARED": "/data",
+        "PATH": "/bin",
+    }
+    assert misspelt_variables(environ) == {
+        "TAGGRAM_MAX_UPLOAD_BYTE": "TAGGRAM_MAX_UPLOAD_BYTES",
+        "TAGGRAM_API_KEY": "TAGGRAM_API_KEYS",
+    }
+
+
+@pytest.mark.parametrize(
+    ("files", "limit"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1.5),  # cgroup v2, limits.cpu: 1500m
+        ({"cpu.max": "max 100000\n"}, None),  # v2 without a limit
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),  # v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),  # outside a cgroup that says
+    ],
+)
+def test_the_cpu_limit_is_read_from_the_cgroup(
+    tmp_path: Path, files: dict[str, str], limit: float | None
+) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert cpu_limit(tmp_path) == limit
+    unlimited = available_cores(tmp_path / "none")
+    expected = min(unlimited, math.ceil(limit)) if limit else unlimited
+    assert available_cores(tmp_path) == expected
+
+
+def test_a_fraction_of_a_core_is_still_one_core(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("10000 100000\n")
+    assert available_cores(tmp_path) == 1
 
 
 def test_help_and_usage_errors_read_in_an_80_column_terminal() -> None:

@@ -11,14 +11,16 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Mount, Route
 
 from taggram.service.api.auth import API_KEY_HEADER, KeyRing
+from taggram.service.api.body_budget import BodyBudgetMiddleware
 from taggram.service.api.content_encoding import ContentDecodingMiddleware
 from taggram.service.api.errors import install_error_handlers
 from taggram.service.api.head import HeadMiddleware
 from taggram.service.api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
 from taggram.service.api.openapi import build_openapi
-from taggram.service.api.routes import batch, health, models, tag, v2
+from taggram.service.api.routes import batch, health, models, tag, v2, web
 from taggram.service.api.routes.web import install_web
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.settings import Settings
@@ -77,13 +79,17 @@ def create_app(
     app.state.lifecycle = state
     app.state.keys = keys
     install_error_handlers(app)
+    routers = (tag.router, batch.router, models.router, v2.router, health.router, web.router)
+    for router in routers:
+        app.include_router(router)
+    install_web(app)
     app.add_middleware(HeadMiddleware)
-    app.add_middleware(RequestContextMiddleware)
-    # The largest body any route reads; each route's own limit then counts decoded bytes.
-    inflated = settings.max_upload_bytes * settings.max_batch_files
-    app.add_middleware(ContentDecodingMiddleware, max_bytes=inflated)
+    # Inside the request metrics and the decoding of compressed bodies: its refusals are
+    # counted, and it counts the decoded bytes that the uploads' spools hold.
+    app.add_middleware(BodyBudgetMiddleware, max_bytes=settings.max_body_bytes_in_flight)
     if settings.cors_origins:
-        # Outermost, so preflight requests are answered before authentication.
+        # Outside the routes, so preflight requests are answered before authentication, and
+        # inside the request metrics, which count the preflights too.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
@@ -104,9 +110,13 @@ def create_app(
                 v2.HEADER_LENGTH,
             ],
         )
-    for router in (tag.router, batch.router, models.router, v2.router, health.router):
-        app.include_router(router)
-    install_web(app)
+    # FastAPI lists an included router as one opaque route: its routes are listed one by one.
+    own = [route for route in app.router.routes if isinstance(route, Route | Mount)]
+    routes = [*own, *(route for router in routers for route in router.routes)]
+    app.add_middleware(RequestContextMiddleware, routes=routes)
+    # The largest body any route reads; each route's own limit then counts decoded bytes.
+    inflated = settings.max_upload_bytes * settings.max_batch_files
+    app.add_middleware(ContentDecodingMiddleware, max_bytes=inflated)
 
     def openapi() -> dict[str, Any]:
         """Built once the models are known (their embedding names and patch lengths); whatever

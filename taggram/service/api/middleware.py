@@ -14,8 +14,10 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Sequence
 
 from starlette.datastructures import MutableHeaders
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taggram.service import metrics
@@ -30,15 +32,43 @@ _REFUSALS = frozenset({408, 413, 429})
 # Unread body bytes worth receiving and discarding to keep the connection (and the answer) safe.
 DRAIN_LIMIT_BYTES = 8 * 1024 * 1024
 _ALWAYS_CLOSE = frozenset({408, 413})
+UNMATCHED = "unmatched"
+
+
+def route_label(route: BaseRoute | None, scope: Scope, routes: Sequence[BaseRoute]) -> str:
+    """The path template (``/v1/models/{name}``, ``/web/{path}``) of the request's ``route``, or
+    ``"unmatched"``: the label that keeps the metrics' route cardinality bounded.
+
+    ``route`` is what the router recorded in ``scope["route"]``; FastAPI records only its own
+    routes. Without one (``/openapi.json``, the static files mounted under ``/web``, a CORS
+    preflight answered before routing, a ``HEAD`` served as ``GET`` on a copy of the scope) the
+    request's ``scope``, as it was before routing rewrote it, is matched against ``routes`` as
+    the router would: a path match under another method still names its route.
+    """
+    if route is None:
+        partial = None
+        for candidate in routes:
+            match, _ = candidate.matches(scope)
+            if match is Match.FULL:
+                route = candidate
+                break
+            if match is Match.PARTIAL and partial is None:
+                partial = candidate
+        else:
+            route = partial
+    return str(getattr(route, "path_format", UNMATCHED))
 
 
 class RequestContextMiddleware:
     """Gives each request its id (``X-Request-ID``, the caller's when harmless), tags its log
-    lines with it, and counts and times it in the metrics by route and status.
+    lines with it, and counts and times it in the metrics by route (see :func:`route_label`:
+    ``routes`` are every route of the app, those of included routers listed one by one), method
+    and status.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
         self.app = app
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -51,6 +81,8 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         state[STARTED_STATE] = time.monotonic()
         token = REQUEST_ID.set(request_id)
+        # The router rewrites the scope in place (a mount's root_path): the request as it came.
+        arrived = dict(scope)
         status = 500
         started = time.perf_counter()
         body_bytes = 0
@@ -89,8 +121,7 @@ class RequestContextMiddleware:
         finally:
             metrics.REQUESTS_IN_FLIGHT.dec()
             elapsed = time.perf_counter() - started
-            route = scope.get("route")
-            label = getattr(route, "path", "unmatched")
+            label = route_label(scope.get("route"), arrived, self.routes)
             metrics.REQUESTS.labels(route=label, method=scope["method"], status=str(status)).inc()
             metrics.REQUEST_DURATION.labels(route=label).observe(elapsed)
             if status in _REFUSALS:

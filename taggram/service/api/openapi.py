@@ -38,7 +38,8 @@ _DESCRIPTIONS = {
     "(`unsupported_media_type`, `unsupported_format`, `unsupported_content_encoding`)",
     422: "Invalid options, undecodable or invalid audio, too many patches (`invalid_options`, "
     "`undecodable_audio`, `invalid_audio`, `too_many_patches`)",
-    429: "The model's queue is full (`overloaded`); retry after `Retry-After` seconds",
+    429: "The model's queue is full, or the replica is receiving too many uploads "
+    "(`overloaded`); retry after `Retry-After` seconds",
     500: "A server fault (`inference_failed`, `internal_error`)",
     503: "Models are loading or the service is draining (`not_ready`)",
 }

@@ -61,6 +61,5 @@ async def docs(request: Request) -> HTMLResponse:
 
 
 def install_web(app: FastAPI) -> None:
-    """Serve the page at ``/`` and its assets under ``/web``."""
-    app.include_router(router)
+    """Serve the page's assets under ``/web`` (the page itself and ``/docs`` are ``router``'s)."""
     app.mount(ASSETS_PATH, StaticFiles(packages=[(web.PACKAGE, web.STATIC)]), name="web")
