@@ -191,3 +191,38 @@ def test_json_tensors_and_bodies_are_capped(secured_server: SecuredServer) -> No
     padding = b" " * (33 * (1 << 20))
     flooded = httpx.post(url, content=b'{"inputs": []}' + padding, headers=headers, timeout=60)
     assert (flooded.status_code, flooded.json()["code"]) == (413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    ("outputs", "parameters", "refusal"),
+    [
+        ([{"name": "probabilities", "parameters": {"binary_data": "false"}}], None, "binary_data"),
+        ([{"name": "probabilities", "parameters": {"binary_data": 1}}], None, "binary_data"),
+        (None, {"binary_data_output": "false"}, "binary_data_output"),
+        ([{"name": "probabilities"}, {"name": "probabilities"}], None, "more than once"),
+    ],
+    ids=["string-flag", "number-flag", "string-default-flag", "output-twice"],
+)
+def test_output_requests_are_read_strictly(
+    secured_server: SecuredServer,
+    outputs: list[dict[str, object]] | None,
+    parameters: dict[str, object] | None,
+    refusal: str,
+) -> None:
+    """``binary_data`` flags are JSON booleans (a string ``"false"`` was read as true and the
+    client got binary it did not ask for) and an output is asked for once, as Triton has it."""
+    request: dict[str, object] = {
+        "inputs": [{"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
+                    "data": [0.0] * 48128}]}  # fmt: skip
+    if outputs is not None:
+        request["outputs"] = outputs
+    if parameters is not None:
+        request["parameters"] = parameters
+    answer = httpx.post(
+        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
+        json=request,
+        headers={"X-API-Key": secured_server.tag_key},
+        timeout=60,
+    )
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert refusal in answer.json()["error"]

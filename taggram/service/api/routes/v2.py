@@ -321,18 +321,30 @@ def _input(
     return values.reshape(tensor.shape[0], samples)
 
 
+def _flag(parameters: Parameters | None, key: str, default: bool) -> bool:
+    """A boolean request parameter; a string such as ``"false"`` is refused, not read as true."""
+    value = (parameters or {}).get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidTensorError(f"parameter {key!r} must be true or false, got {value!r}")
+    return value
+
+
 def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[tuple[str, bool]]:
     """(output name, as binary) for each requested output, all by default."""
-    default_binary = bool((request.parameters or {}).get("binary_data_output", False))
+    default_binary = _flag(request.parameters, "binary_data_output", False)
     names = [spec.name for spec in meta.outputs]
     if request.outputs is None:
         return [(name, default_binary) for name in names]
-    unknown = [out.name for out in request.outputs if out.name not in names]
+    asked = [out.name for out in request.outputs]
+    unknown = [name for name in asked if name not in names]
     if unknown:
         raise InvalidTensorError(f"{meta.name} has no outputs {unknown}; it has {names}")
+    # Triton refuses an output asked for twice; answering it twice would fill the response twice.
+    repeated = sorted({name for name in asked if asked.count(name) > 1})
+    if repeated:
+        raise InvalidTensorError(f"outputs {repeated} are asked for more than once")
     return [
-        (out.name, bool((out.parameters or {}).get("binary_data", default_binary)))
-        for out in request.outputs
+        (out.name, _flag(out.parameters, "binary_data", default_binary)) for out in request.outputs
     ]
 
 
