@@ -313,6 +313,20 @@ def test_truncated_wav_is_tagged_up_to_the_cut_with_a_warning() -> None:
     assert decode(data, 16000, LIMITS).info.warnings == ()
 
 
+@pytest.mark.parametrize("container", ["W64", "CAF"])
+def test_truncated_wave64_and_caf_are_tagged_up_to_the_cut_with_a_warning(container: str) -> None:
+    """Like WAV, FFmpeg sizes a PCM Wave64 or CAF by the data it finds: the header's own count
+    (the data chunk's size, CAF's frame count) tells the cut, as docs/audio.md promises."""
+    data = _encode(audio.tone(44100, 30.0), 44100, container, "PCM_16")
+    decoded = decode(data[:2_000_000], 16000, LIMITS)
+    assert abs(decoded.info.duration_seconds - 11.3) < 0.1
+    assert decoded.info.warnings == (
+        f"the file is truncated: its header declares 30.00 s, "
+        f"{decoded.info.duration_seconds:.2f} s decoded",
+    )
+    assert decode(data, 16000, LIMITS).info.warnings == ()
+
+
 def test_wav_holding_more_than_its_header_declares_is_tagged_as_declared_with_a_warning() -> None:
     data = _encode(audio.tone(16000, 10.0, 1), 16000, "WAV", "PCM_16")
     one_second = _declaring_data_bytes(data, 32000)
