@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from taggram.client import TaggramClient
 from tests.e2e.conftest import (
     DECODED_FORMATS,
     FORMATS,
@@ -137,6 +138,18 @@ def _histogram(server: Server, name: str) -> dict[float, float]:
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
     return buckets
+
+
+def test_the_client_sends_a_list_of_models_as_one_comma_separated_option(
+    server: Server, music_wav: Path
+) -> None:
+    """``model=["A", "B"]`` in Python asks for both models (it was sent as "['A', 'B']")."""
+    models = ["MTT_musicnn", "MTT_vgg"]
+    with TaggramClient(server.url) as client:
+        answer = client.tag(music_wav, model=models, top_k=1)
+        [batched] = client.tag_batch([music_wav], model=tuple(models), top_k=1)
+    for body in (answer, batched["result"]):
+        assert [result["model"]["name"] for result in body["results"]] == models
 
 
 def test_concurrent_requests_match_sequential_and_share_batches(
