@@ -226,3 +226,21 @@ def test_output_requests_are_read_strictly(
     )
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
     assert refusal in answer.json()["error"]
+
+
+def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(
+    secured_server: SecuredServer,
+) -> None:
+    """1e39 is a finite JSON number but no FP32: a 400 saying so, and no RuntimeWarning line in
+    the server's output (numpy warned on stderr when the cast overflowed)."""
+    request = {"inputs": [{"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
+                           "data": [1e39] * 48128}]}  # fmt: skip
+    answer = httpx.post(
+        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
+        json=request,
+        headers={"X-API-Key": secured_server.tag_key},
+        timeout=60,
+    )
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert "beyond FP32's range" in answer.json()["error"]
+    assert "RuntimeWarning" not in secured_server.server.log()

@@ -445,6 +445,16 @@ def test_limits_and_bad_input() -> None:
         decode(_encode(np.zeros((0, 1), np.float32), 16000, "WAV", "PCM_16"), 16000, LIMITS)
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_infinities_of_both_signs_are_refused_without_a_numpy_warning() -> None:
+    """+inf and -inf together sum to NaN, which numpy reports as a RuntimeWarning on stderr (a
+    stray line in the service's JSON log): the finiteness check keeps quiet and refuses."""
+    broken = audio.tone(16000, 1.0, 1).astype(np.float64)
+    broken[100], broken[200] = np.inf, -np.inf
+    with pytest.raises(InvalidAudioError, match="NaN or infinite"):
+        decode(_encode(broken, 16000, "WAV", "DOUBLE"), 16000, LIMITS)
+
+
 def test_reads_open_files() -> None:
     data = _encode(audio.tone(22050, 1.0, 1), 22050, "FLAC", "PCM_16")
     with io.BytesIO(data) as handle:

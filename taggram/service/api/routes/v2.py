@@ -315,9 +315,14 @@ def _input(
             raise InvalidTensorError(
                 f"input data must be {count} numbers (shape {tensor.shape}), row-major"
             )
-        values = parsed.astype(np.float32).ravel()
+        # JSON numbers beyond FP32's range become infinities (refused just below) without
+        # numpy's "overflow" warning, a stray line on stderr outside the service's log format.
+        with np.errstate(over="ignore"):
+            values = parsed.astype(np.float32).ravel()
     if not np.isfinite(values).all():
-        raise InvalidTensorError("input data holds NaN or infinite values")
+        raise InvalidTensorError(
+            "input data holds NaN or infinite values, or numbers beyond FP32's range (3.4e38)"
+        )
     return values.reshape(tensor.shape[0], samples)
 
 
