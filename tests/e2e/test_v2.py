@@ -244,3 +244,22 @@ def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
     assert "beyond FP32's range" in answer.json()["error"]
     assert "RuntimeWarning" not in secured_server.server.log()
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"-1", b"x", b"999999"], ids=["superscript-two",
+                                    "negative", "word", "past-the-body"])  # fmt: skip
+def test_a_bad_inference_header_length_is_a_400(
+    secured_server: SecuredServer, length: bytes
+) -> None:
+    """Inference-Header-Content-Length is a byte count within the body; "²" (a digit to
+    str.isdigit, not to int) was a 500."""
+    answer = httpx.post(
+        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
+        content=b'{"inputs": []}',
+        headers={
+            b"X-API-Key": secured_server.tag_key.encode(),
+            b"Inference-Header-Content-Length": length,
+        },
+    )
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert "Inference-Header-Content-Length" in answer.json()["error"]

@@ -248,7 +248,9 @@ def _split(body: bytes, header_length: str | None, json_limit: int) -> tuple[byt
     if header_length is None:
         json_part, binary = body, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        # ASCII digits only: str.isdigit() also takes "²", which int() then refuses (a 500).
+        count = header_length.isascii() and header_length.isdigit()
+        if not count or int(header_length) > len(body):
             raise InvalidTensorError(
                 f"{HEADER_LENGTH} must be a byte count within the body of {len(body)} bytes"
             )
