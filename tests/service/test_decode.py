@@ -327,6 +327,19 @@ def test_truncated_wave64_and_caf_are_tagged_up_to_the_cut_with_a_warning(contai
     assert decode(data, 16000, LIMITS).info.warnings == ()
 
 
+def test_a_wave64_chunk_of_another_guid_before_the_data_is_passed_over() -> None:
+    """Wave64 writers put chunks of their own GUIDs (``levl``, ``list``) before the data: the
+    header's length is still read past them, so the cut is still told."""
+    data = _encode(audio.tone(44100, 30.0), 44100, "W64", "PCM_16")
+    at = data.index(b"data\xf3\xac\xd3\x11")
+    foreign = bytes(16) + (24 + 16).to_bytes(8, "little") + bytes(16)  # GUID, size, body
+    decoded = decode((data[:at] + foreign + data[at:])[:2_000_000], 16000, LIMITS)
+    assert decoded.info.warnings == (
+        f"the file is truncated: its header declares 30.00 s, "
+        f"{decoded.info.duration_seconds:.2f} s decoded",
+    )
+
+
 def test_wav_holding_more_than_its_header_declares_is_tagged_as_declared_with_a_warning() -> None:
     data = _encode(audio.tone(16000, 10.0, 1), 16000, "WAV", "PCM_16")
     one_second = _declaring_data_bytes(data, 32000)

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 
 # A data size FFmpeg and libsndfile read as "unknown, to the end of the file" (streamed WAVs).
 _UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
-# Wave64's GUIDs: its chunk ids are the RIFF ids followed by these 12 bytes (``riff`` its own).
+# Wave64's GUIDs: ``fmt ``, ``data`` (and ``wave``) are the RIFF ids followed by these 12 bytes;
+# others (``riff``, ``list``, ``levl``) have their own, and are passed over by their size.
 _W64_SUFFIX = bytes.fromhex("f3acd3118cd100c04f8edb8a")
 _W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
 _W64_CHUNK_HEADER = 24
+# A Wave64 data size written to a pipe, where the real one could not be filled in (FFmpeg).
+_W64_UNKNOWN_SIZE = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -64,20 +67,20 @@ def data_chunk(head: bytes) -> DataChunk | None:
 
 def wave64_data_chunk(head: bytes) -> DataChunk | None:
     """The ``data`` chunk of the Wave64 file whose start is ``head``, or ``None``: not Wave64, or
-    no ``fmt `` before ``data`` within ``head``. ``size`` is the samples' bytes (the chunk's own
-    size less its header)."""
+    no ``fmt `` before ``data`` within ``head``, or a size declared unknown (``INT64_MAX`` and
+    above). ``size`` is the samples' bytes (the chunk's own size less its header)."""
     if head[:16] != _W64_RIFF or head[24:40] != b"wave" + _W64_SUFFIX:
         return None
     offset, block_align = 40, 0
     while offset + _W64_CHUNK_HEADER <= len(head):
         guid, size = head[offset : offset + 16], struct.unpack_from("<Q", head, offset + 16)[0]
         body = offset + _W64_CHUNK_HEADER
-        if size < _W64_CHUNK_HEADER or guid[4:] != _W64_SUFFIX:
+        if size < _W64_CHUNK_HEADER:
             return None
-        if guid[:4] == b"fmt " and body + 14 <= len(head):
+        if guid == b"fmt " + _W64_SUFFIX and body + 14 <= len(head):
             block_align = struct.unpack_from("<H", head, body + 12)[0]
-        elif guid[:4] == b"data":
-            if not block_align:
+        elif guid == b"data" + _W64_SUFFIX:
+            if not block_align or size >= _W64_UNKNOWN_SIZE:
                 return None
             return DataChunk(offset=body, size=size - _W64_CHUNK_HEADER, block_align=block_align)
         offset += (size + 7) // 8 * 8
