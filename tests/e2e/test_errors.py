@@ -133,7 +133,7 @@ def test_audio_sent_as_a_text_field_is_refused_saying_to_send_a_file(
     _assert_error(small, 400, "empty_body")
     assert small.json()["detail"] == (
         f"the multipart field {field!r} is text, not a file; send the audio as a file part "
-        "(curl -F file=@song.mp3)"
+        f"(curl -F {field}=@song.mp3)"  # a batch's field is files: file= was the wrong hint
     )
     large = client.post(path, files=[*files, (field, (None, b"x" * (1 << 21)))])
     _assert_error(large, 400, "malformed_request")

@@ -147,7 +147,9 @@ async def read_raw(request: Request, budget: InputBudget) -> UploadFile:
     return spool
 
 
-_AS_A_FILE = "send the audio as a file part (curl -F file=@song.mp3)"
+def _as_a_file(field: str) -> str:
+    """The hint for audio sent as a text field, in the route's own field (``files`` in a batch)."""
+    return f"send the audio as a file part (curl -F {field}=@song.mp3)"
 
 
 class _ClosedMultiPartParser(MultiPartParser):
@@ -198,7 +200,7 @@ async def read_form(
     except MultiPartException as error:
         detail = error.message
         if detail.startswith("Part exceeded maximum size") and parser.part == file_field:
-            detail += f" (a text field; {_AS_A_FILE})"  # Starlette bounds text fields only
+            detail += f" (a text field; {_as_a_file(file_field)})"  # Starlette bounds text only
         elif detail.startswith("Part exceeded maximum size"):  # a 3 MB description
             detail += f" (the text field {parser.part!r} is longer than that)"
         elif detail.startswith("Too many files") and parser.part == file_field:
@@ -229,7 +231,9 @@ def file_uploads(form: FormData, field: str) -> list[UploadFile]:
     """
     items = form.getlist(field)
     if any(not isinstance(item, UploadFile) for item in items):
-        raise EmptyAudioError(f"the multipart field {field!r} is text, not a file; {_AS_A_FILE}")
+        raise EmptyAudioError(
+            f"the multipart field {field!r} is text, not a file; {_as_a_file(field)}"
+        )
     if not items:
         raise EmptyAudioError(f"the multipart upload has no file field named {field!r}")
     return cast(list[UploadFile], items)
