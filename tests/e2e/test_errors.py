@@ -168,6 +168,23 @@ def test_a_file_part_too_many_is_refused_saying_which_and_why(
     assert ("options are text fields" in detail) == (parts[0][0] == "top_k")
 
 
+@pytest.mark.parametrize("name", ["file", "top_k"])
+def test_a_batch_file_part_under_another_name_is_refused_saying_where_files_go(
+    client: httpx.Client, name: str
+) -> None:
+    """A batch given a ``file`` part (the one-file route's name) or an option as a file part
+    answered pydantic's "form.file: Extra inputs are not permitted"."""
+    good = _wav(np.zeros((16000, 1)), 16000)
+    response = client.post(
+        "/v1/tag/batch", files=[("files", ("a.wav", good)), (name, ("b.wav", good))]
+    )
+    _assert_error(response, 422, "invalid_options")
+    assert response.json()["detail"] == (
+        f"file parts [{name!r}] are not read: the audio goes in 'files' fields, and options are "
+        "text fields (curl -F top_k=5)"
+    )
+
+
 def test_the_hop_range_is_the_chosen_models_in_the_schema_and_the_refusals(
     client: httpx.Client,
 ) -> None:

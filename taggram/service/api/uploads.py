@@ -270,6 +270,12 @@ def options_from_form(form: FormData, file_field: str, options: TagOptions) -> T
     fields = {key: value for key, value in form.items() if key != file_field}
     if not fields:
         return options
+    stray = sorted(key for key, value in fields.items() if isinstance(value, UploadFile))
+    if stray:  # a batch sent `file` parts, or an option sent as a file (curl -F top_k=@k.txt)
+        raise InvalidOptionsError(
+            f"file parts {stray} are not read: the audio goes in {file_field!r} fields, and "
+            "options are text fields (curl -F top_k=5)"
+        )
     try:
         from_form = TagOptions.model_validate(fields)
     except ValidationError as error:
