@@ -468,6 +468,23 @@ def test_infinities_of_both_signs_are_refused_without_a_numpy_warning() -> None:
         decode(_encode(broken, 16000, "WAV", "DOUBLE"), 16000, LIMITS)
 
 
+def test_a_chained_ogg_is_decoded_whole_or_says_where_its_parameters_change() -> None:
+    """Ogg files joined (``cat``, a radio capture) are one chained stream: decoded whole when
+    the parts agree; where the next part changes channels or rate FFmpeg stops, and the warning
+    says so rather than FFmpeg's "Not yet implemented in FFmpeg, patches welcome"."""
+    first = _encode(audio.tone(44100, 4.0, 2), 44100, "OGG", "VORBIS")
+    same = decode(first + _encode(audio.tone(44100, 6.0, 2), 44100, "OGG", "VORBIS"), 16000, LIMITS)
+    assert abs(same.duration_seconds - 10.0) < DURATION_TOLERANCE and same.info.warnings == ()
+    mono = _encode(audio.tone(22050, 6.0, 1), 22050, "OGG", "VORBIS")
+    changed = decode(first + mono, 16000, LIMITS)
+    assert abs(changed.duration_seconds - 4.0) < DURATION_TOLERANCE
+    assert changed.info.warnings == (
+        "decoding stopped at 4.00 s: the chained Ogg stream's next part (joined files, a radio "
+        "capture) changes the channel count or sample rate, which FFmpeg cannot follow; the "
+        "parts before it were tagged",
+    )
+
+
 def test_reads_open_files() -> None:
     data = _encode(audio.tone(22050, 1.0, 1), 22050, "FLAC", "PCM_16")
     with io.BytesIO(data) as handle:

@@ -184,6 +184,19 @@ def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
+def _stop_reason(media: av.container.InputContainer, error: Exception) -> str:
+    """Why demuxing stopped mid-stream, for the warning. FFmpeg's Ogg demuxer refuses a chained
+    stream's next part whose channel count or sample rate differs ("Channel change is not
+    supported") with only "Not yet implemented in FFmpeg, patches welcome": say what it means."""
+    if media.format.name == "ogg" and isinstance(error, av.error.PatchWelcomeError):
+        return (
+            "the chained Ogg stream's next part (joined files, a radio capture) changes the "
+            "channel count or sample rate, which FFmpeg cannot follow; the parts before it "
+            "were tagged"
+        )
+    return _reason(error)
+
+
 def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, Container]:
     """Open ``handle`` with FFmpeg as the container its bytes show; refuse what is not allowed."""
     known = sniff(head)
@@ -311,7 +324,7 @@ def _frames(
         except StopIteration:
             break
         except _STREAM_ERRORS as error:
-            progress.stopped = _reason(error)
+            progress.stopped = _stop_reason(media, error)
             break
         try:
             frames = packet.decode()
