@@ -152,6 +152,18 @@ def test_the_client_sends_a_list_of_models_as_one_comma_separated_option(
         assert [result["model"]["name"] for result in body["results"]] == models
 
 
+def test_a_batch_gives_back_file_names_as_the_client_had_them(
+    server: Server, music_wav: Path
+) -> None:
+    """Clients escape '"', CR and LF in a multipart file name (%22, %0D, %0A, as browsers, curl
+    and httpx do): ``12" single.wav`` came back as ``12%22 single.wav``."""
+    names = ['Blue Monday (12" Version).wav', "two\nlines.wav", "100% Björk – Jóga.wav"]
+    audio = music_wav.read_bytes()
+    with TaggramClient(server.url) as client:
+        results = client.tag_batch([(name, audio) for name in names], top_k=1)
+    assert [result["filename"] for result in results] == names
+
+
 def test_concurrent_requests_match_sequential_and_share_batches(
     server: Server, music_wav: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:

@@ -17,6 +17,7 @@ of it is read when that already says it is too large.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator
@@ -219,6 +220,19 @@ async def read_form(
             "so its last part is incomplete or missing",
         )
     return form
+
+
+# The only escapes of a file name in WHATWG's multipart/form-data encoding, which browsers, curl
+# and httpx follow: '"' as %22, CR as %0D, LF as %0A. A % is not escaped, so a name that holds
+# "%22" itself reads back with '"': the encoding's own ambiguity, as for any server.
+_NAME_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n"}
+_NAME_ESCAPE = re.compile("|".join(_NAME_ESCAPES))
+
+
+def upload_name(upload: UploadFile) -> str:
+    """The upload's file name as the client's file had it (``12" single.mp3`` arrives as
+    ``12%22 single.mp3``), or ``""`` when the part gave none."""
+    return _NAME_ESCAPE.sub(lambda found: _NAME_ESCAPES[found.group(0)], upload.filename or "")
 
 
 def file_uploads(form: FormData, field: str) -> list[UploadFile]:
