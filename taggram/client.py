@@ -177,12 +177,18 @@ def auth_headers(api_key: str | None) -> dict[str, str]:
 
 
 def _query(options: dict[str, Any]) -> dict[str, str]:
-    """Tag options as query parameters (what ``/v1/tag`` and ``/v1/tag/batch`` read)."""
-    return {
-        key: (str(value).lower() if isinstance(value, bool) else str(value))
-        for key, value in options.items()
-        if value is not None
-    }
+    """Tag options as query parameters (what ``/v1/tag`` and ``/v1/tag/batch`` read): booleans
+    as ``true``/``false``, a list or tuple (several models) comma-separated."""
+    return {key: _query_value(value) for key, value in options.items() if value is not None}
+
+
+def _query_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple):
+        # str() of a list would send "['A', 'B']", which the service reads as model "['A'".
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def read_audio_file(path: Path) -> bytes:

@@ -64,6 +64,12 @@ _NOT_AUDIO = (
     (b"MThd", "a MIDI file (notes, not audio)"),
     (b"<", "markup (HTML or XML)"),
     (b"{", "JSON"),
+    # A multipart body sent as raw audio (its Content-Type overridden with audio/*, say).
+    (
+        b"--",
+        "a multipart/form-data body (send it with Content-Type: multipart/form-data; "
+        "boundary=..., as clients set it themselves)",
+    ),
 )
 # Tracker modules (.xm, .it, .s3m, .mod: notes and samples that a player renders, as games ship
 # music): (offset, signature). The libopenmpt build of the ffmpeg command renders them.

@@ -74,6 +74,7 @@ def test_every_container_is_reachable_by_its_demuxers_and_extensions() -> None:
         (b"\x01\x02\x03\xff", "unrecognised data starting 01 02 03 ff"),
         (b"Extended Module: title", "a tracker module"),
         (b"IMPMsong", "a tracker module"),
+        (b'--XyZ\r\nContent-Disposition: form-data; name="file"', "a multipart/form-data body"),
     ],
 )
 def test_refusals_say_what_was_sent(head: bytes, said: str) -> None:

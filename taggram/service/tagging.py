@@ -59,6 +59,7 @@ from taggram.service.errors import (
     InvalidAudioError,
     InvalidOptionsError,
     InvalidTensorError,
+    ModelExistsError,
     ModelNotFoundError,
     ModelReadOnlyError,
     NotReadyError,
@@ -210,7 +211,11 @@ class Tagger:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.entries = self._select(load_repository(settings.model_repository))
+        repository = load_repository(settings.model_repository)
+        # Every repository name, loaded here or not: another replica (or a restart with other
+        # TAGGRAM_MODELS) may load it, so no custom model may take it.
+        self.repository_names = frozenset(repository)
+        self.entries = self._select(repository)
         # Chosen here, not when the sessions load: a provider that is not installed is refused
         # before the server opens its port.
         self.providers = choose_providers(settings.providers)
@@ -611,6 +616,10 @@ class Tagger:
         ``InvalidOptionsError`` (unknown features or classifier), and any decoding error of an
         example, its message naming the file."""
         await self.refresh_custom()  # another replica may have taken the name meanwhile
+        if request.name in self.repository_names:
+            raise ModelExistsError(
+                f"a model named {request.name!r} already exists in the model repository"
+            )
         plan = creation.plan(request, self.settings, self.models, len(self.custom))
         bases = {name: entry.metadata for name, entry in self.entries.items()}
 

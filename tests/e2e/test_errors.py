@@ -133,7 +133,7 @@ def test_audio_sent_as_a_text_field_is_refused_saying_to_send_a_file(
     _assert_error(small, 400, "empty_body")
     assert small.json()["detail"] == (
         f"the multipart field {field!r} is text, not a file; send the audio as a file part "
-        "(curl -F file=@song.mp3)"
+        f"(curl -F {field}=@song.mp3)"  # a batch's field is files: file= was the wrong hint
     )
     large = client.post(path, files=[*files, (field, (None, b"x" * (1 << 21)))])
     _assert_error(large, 400, "malformed_request")
@@ -168,6 +168,23 @@ def test_a_file_part_too_many_is_refused_saying_which_and_why(
     assert ("options are text fields" in detail) == (parts[0][0] == "top_k")
 
 
+@pytest.mark.parametrize("name", ["file", "top_k"])
+def test_a_batch_file_part_under_another_name_is_refused_saying_where_files_go(
+    client: httpx.Client, name: str
+) -> None:
+    """A batch given a ``file`` part (the one-file route's name) or an option as a file part
+    answered pydantic's "form.file: Extra inputs are not permitted"."""
+    good = _wav(np.zeros((16000, 1)), 16000)
+    response = client.post(
+        "/v1/tag/batch", files=[("files", ("a.wav", good)), (name, ("b.wav", good))]
+    )
+    _assert_error(response, 422, "invalid_options")
+    assert response.json()["detail"] == (
+        f"file parts [{name!r}] are not read: the audio goes in 'files' fields, and options are "
+        "text fields (curl -F top_k=5)"
+    )
+
+
 def test_the_hop_range_is_the_chosen_models_in_the_schema_and_the_refusals(
     client: httpx.Client,
 ) -> None:
@@ -178,13 +195,18 @@ def test_the_hop_range_is_the_chosen_models_in_the_schema_and_the_refusals(
     assert "3.69056 s: MTT_sample_cnn" in hop["description"]
     good = _wav(np.zeros((16000, 1)), 16000)
     assert _raw(client, good, "audio/wav", model="MTT_sample_cnn", hop=3.5).status_code == 200
-    for model, value in (("MTT_musicnn", 3.5), ("MTT_musicnn", 1e9), ("MTT_sample_cnn", 1e9)):
+    refusals = {
+        ("MTT_musicnn", 3.5): ("2.992", "3.5"),
+        ("MTT_musicnn", 1e9): ("2.992", "1000000000"),
+        ("MTT_musicnn", 2.9920001): ("2.992", "2.9920001"),  # not "got 2.992", the bound itself
+        ("MTT_sample_cnn", 1e9): ("3.6905625", "1000000000"),
+    }
+    for (model, value), (span, got) in refusals.items():
         refused = _raw(client, good, "audio/wav", model=model, hop=value)
         _assert_error(refused, 422, "invalid_options")
-        span = 59049 / 16000 if model == "MTT_sample_cnn" else 2.992
         assert refused.json()["detail"] == (
-            f"hop must be between 6.25e-05 and {span:g} seconds (one sample to one patch of "
-            f"{model}), got {value:g}"
+            f"hop must be between 6.25e-05 and {span} seconds (one sample to one patch of "
+            f"{model}), got {got}"
         )
 
 

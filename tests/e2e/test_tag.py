@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from taggram.client import TaggramClient
 from tests.e2e.conftest import (
     DECODED_FORMATS,
     FORMATS,
@@ -137,6 +138,30 @@ def _histogram(server: Server, name: str) -> dict[float, float]:
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
     return buckets
+
+
+def test_the_client_sends_a_list_of_models_as_one_comma_separated_option(
+    server: Server, music_wav: Path
+) -> None:
+    """``model=["A", "B"]`` in Python asks for both models (it was sent as "['A', 'B']")."""
+    models = ["MTT_musicnn", "MTT_vgg"]
+    with TaggramClient(server.url) as client:
+        answer = client.tag(music_wav, model=models, top_k=1)
+        [batched] = client.tag_batch([music_wav], model=tuple(models), top_k=1)
+    for body in (answer, batched["result"]):
+        assert [result["model"]["name"] for result in body["results"]] == models
+
+
+def test_a_batch_gives_back_file_names_as_the_client_had_them(
+    server: Server, music_wav: Path
+) -> None:
+    """Clients escape '"', CR and LF in a multipart file name (%22, %0D, %0A, as browsers, curl
+    and httpx do): ``12" single.wav`` came back as ``12%22 single.wav``."""
+    names = ['Blue Monday (12" Version).wav', "two\nlines.wav", "100% Björk – Jóga.wav"]
+    audio = music_wav.read_bytes()
+    with TaggramClient(server.url) as client:
+        results = client.tag_batch([(name, audio) for name in names], top_k=1)
+    assert [result["filename"] for result in results] == names
 
 
 def test_concurrent_requests_match_sequential_and_share_batches(

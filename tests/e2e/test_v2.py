@@ -191,3 +191,75 @@ def test_json_tensors_and_bodies_are_capped(secured_server: SecuredServer) -> No
     padding = b" " * (33 * (1 << 20))
     flooded = httpx.post(url, content=b'{"inputs": []}' + padding, headers=headers, timeout=60)
     assert (flooded.status_code, flooded.json()["code"]) == (413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    ("outputs", "parameters", "refusal"),
+    [
+        ([{"name": "probabilities", "parameters": {"binary_data": "false"}}], None, "binary_data"),
+        ([{"name": "probabilities", "parameters": {"binary_data": 1}}], None, "binary_data"),
+        (None, {"binary_data_output": "false"}, "binary_data_output"),
+        ([{"name": "probabilities"}, {"name": "probabilities"}], None, "more than once"),
+    ],
+    ids=["string-flag", "number-flag", "string-default-flag", "output-twice"],
+)
+def test_output_requests_are_read_strictly(
+    secured_server: SecuredServer,
+    outputs: list[dict[str, object]] | None,
+    parameters: dict[str, object] | None,
+    refusal: str,
+) -> None:
+    """``binary_data`` flags are JSON booleans (a string ``"false"`` was read as true and the
+    client got binary it did not ask for) and an output is asked for once, as Triton has it."""
+    request: dict[str, object] = {
+        "inputs": [{"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
+                    "data": [0.0] * 48128}]}  # fmt: skip
+    if outputs is not None:
+        request["outputs"] = outputs
+    if parameters is not None:
+        request["parameters"] = parameters
+    answer = httpx.post(
+        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
+        json=request,
+        headers={"X-API-Key": secured_server.tag_key},
+        timeout=60,
+    )
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert refusal in answer.json()["error"]
+
+
+def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(
+    secured_server: SecuredServer,
+) -> None:
+    """1e39 is a finite JSON number but no FP32: a 400 saying so, and no RuntimeWarning line in
+    the server's output (numpy warned on stderr when the cast overflowed)."""
+    request = {"inputs": [{"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
+                           "data": [1e39] * 48128}]}  # fmt: skip
+    answer = httpx.post(
+        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
+        json=request,
+        headers={"X-API-Key": secured_server.tag_key},
+        timeout=60,
+    )
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert "beyond FP32's range" in answer.json()["error"]
+    assert "RuntimeWarning" not in secured_server.server.log()
+
+
+@pytest.mark.parametrize("length", [b"\xb2", b"-1", b"x", b"999999"], ids=["superscript-two",
+                                    "negative", "word", "past-the-body"])  # fmt: skip
+def test_a_bad_inference_header_length_is_a_400(
+    secured_server: SecuredServer, length: bytes
+) -> None:
+    """Inference-Header-Content-Length is a byte count within the body; "²" (a digit to
+    str.isdigit, not to int) was a 500."""
+    answer = httpx.post(
+        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
+        content=b'{"inputs": []}',
+        headers={
+            b"X-API-Key": secured_server.tag_key.encode(),
+            b"Inference-Header-Content-Length": length,
+        },
+    )
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert "Inference-Header-Content-Length" in answer.json()["error"]

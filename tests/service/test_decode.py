@@ -313,6 +313,33 @@ def test_truncated_wav_is_tagged_up_to_the_cut_with_a_warning() -> None:
     assert decode(data, 16000, LIMITS).info.warnings == ()
 
 
+@pytest.mark.parametrize("container", ["W64", "CAF"])
+def test_truncated_wave64_and_caf_are_tagged_up_to_the_cut_with_a_warning(container: str) -> None:
+    """Like WAV, FFmpeg sizes a PCM Wave64 or CAF by the data it finds: the header's own count
+    (the data chunk's size, CAF's frame count) tells the cut, as docs/audio.md promises."""
+    data = _encode(audio.tone(44100, 30.0), 44100, container, "PCM_16")
+    decoded = decode(data[:2_000_000], 16000, LIMITS)
+    assert abs(decoded.info.duration_seconds - 11.3) < 0.1
+    assert decoded.info.warnings == (
+        f"the file is truncated: its header declares 30.00 s, "
+        f"{decoded.info.duration_seconds:.2f} s decoded",
+    )
+    assert decode(data, 16000, LIMITS).info.warnings == ()
+
+
+def test_a_wave64_chunk_of_another_guid_before_the_data_is_passed_over() -> None:
+    """Wave64 writers put chunks of their own GUIDs (``levl``, ``list``) before the data: the
+    header's length is still read past them, so the cut is still told."""
+    data = _encode(audio.tone(44100, 30.0), 44100, "W64", "PCM_16")
+    at = data.index(b"data\xf3\xac\xd3\x11")
+    foreign = bytes(16) + (24 + 16).to_bytes(8, "little") + bytes(16)  # GUID, size, body
+    decoded = decode((data[:at] + foreign + data[at:])[:2_000_000], 16000, LIMITS)
+    assert decoded.info.warnings == (
+        f"the file is truncated: its header declares 30.00 s, "
+        f"{decoded.info.duration_seconds:.2f} s decoded",
+    )
+
+
 def test_wav_holding_more_than_its_header_declares_is_tagged_as_declared_with_a_warning() -> None:
     data = _encode(audio.tone(16000, 10.0, 1), 16000, "WAV", "PCM_16")
     one_second = _declaring_data_bytes(data, 32000)
@@ -429,6 +456,33 @@ def test_limits_and_bad_input() -> None:
         decode(_encode(broken, 16000, "WAV", "FLOAT"), 16000, LIMITS)
     with pytest.raises(InvalidAudioError, match="no samples"):
         decode(_encode(np.zeros((0, 1), np.float32), 16000, "WAV", "PCM_16"), 16000, LIMITS)
+
+
+@pytest.mark.filterwarnings("error::RuntimeWarning")
+def test_infinities_of_both_signs_are_refused_without_a_numpy_warning() -> None:
+    """+inf and -inf together sum to NaN, which numpy reports as a RuntimeWarning on stderr (a
+    stray line in the service's JSON log): the finiteness check keeps quiet and refuses."""
+    broken = audio.tone(16000, 1.0, 1).astype(np.float64)
+    broken[100], broken[200] = np.inf, -np.inf
+    with pytest.raises(InvalidAudioError, match="NaN or infinite"):
+        decode(_encode(broken, 16000, "WAV", "DOUBLE"), 16000, LIMITS)
+
+
+def test_a_chained_ogg_is_decoded_whole_or_says_where_its_parameters_change() -> None:
+    """Ogg files joined (``cat``, a radio capture) are one chained stream: decoded whole when
+    the parts agree; where the next part changes channels or rate FFmpeg stops, and the warning
+    says so rather than FFmpeg's "Not yet implemented in FFmpeg, patches welcome"."""
+    first = _encode(audio.tone(44100, 4.0, 2), 44100, "OGG", "VORBIS")
+    same = decode(first + _encode(audio.tone(44100, 6.0, 2), 44100, "OGG", "VORBIS"), 16000, LIMITS)
+    assert abs(same.duration_seconds - 10.0) < DURATION_TOLERANCE and same.info.warnings == ()
+    mono = _encode(audio.tone(22050, 6.0, 1), 22050, "OGG", "VORBIS")
+    changed = decode(first + mono, 16000, LIMITS)
+    assert abs(changed.duration_seconds - 4.0) < DURATION_TOLERANCE
+    assert changed.info.warnings == (
+        "decoding stopped at 4.00 s: the chained Ogg stream's next part (joined files, a radio "
+        "capture) changes the channel count or sample rate, which FFmpeg cannot follow; the "
+        "parts before it were tagged",
+    )
 
 
 def test_reads_open_files() -> None:

@@ -240,6 +240,20 @@ def test_log_lines_are_json_and_carry_the_request_id(server: Server) -> None:
     assert all(set(r) >= {"time", "level", "logger", "request_id", "message"} for r in records)
 
 
+def test_a_request_id_that_is_not_utf8_is_replaced_not_a_500(server: Server) -> None:
+    """Header values are bytes (Latin-1 to ASGI): a caller's X-Request-ID of b"\xe9\xe9" was
+    decoded as UTF-8 and failed the request with a 500. Like any unsafe id, a fresh one is
+    used."""
+    response = httpx.post(
+        f"{server.url}/v1/tag",
+        content=wav(1),
+        headers={b"Content-Type": b"audio/wav", b"X-Request-ID": b"\xe9\xe9"},
+    )
+    assert response.status_code == 200, response.text
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["X-Request-ID"])
+    assert response.json()["request_id"] == response.headers["X-Request-ID"]
+
+
 def test_infinite_hop_is_a_422(server: Server) -> None:
     for value in ("inf", "-inf", "nan", "1e400"):
         response = httpx.post(

@@ -75,7 +75,8 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        incoming = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode()
+        # Latin-1, as ASGI header bytes are: a caller's non-UTF-8 id failed here with a 500.
+        incoming = headers.get(REQUEST_ID_HEADER.lower().encode(), b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id

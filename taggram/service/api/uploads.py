@@ -17,6 +17,7 @@ of it is read when that already says it is too large.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator
@@ -147,7 +148,9 @@ async def read_raw(request: Request, budget: InputBudget) -> UploadFile:
     return spool
 
 
-_AS_A_FILE = "send the audio as a file part (curl -F file=@song.mp3)"
+def _as_a_file(field: str) -> str:
+    """The hint for audio sent as a text field, in the route's own field (``files`` in a batch)."""
+    return f"send the audio as a file part (curl -F {field}=@song.mp3)"
 
 
 class _ClosedMultiPartParser(MultiPartParser):
@@ -198,7 +201,7 @@ async def read_form(
     except MultiPartException as error:
         detail = error.message
         if detail.startswith("Part exceeded maximum size") and parser.part == file_field:
-            detail += f" (a text field; {_AS_A_FILE})"  # Starlette bounds text fields only
+            detail += f" (a text field; {_as_a_file(file_field)})"  # Starlette bounds text only
         elif detail.startswith("Part exceeded maximum size"):  # a 3 MB description
             detail += f" (the text field {parser.part!r} is longer than that)"
         elif detail.startswith("Too many files") and parser.part == file_field:
@@ -219,6 +222,19 @@ async def read_form(
     return form
 
 
+# The only escapes of a file name in WHATWG's multipart/form-data encoding, which browsers, curl
+# and httpx follow: '"' as %22, CR as %0D, LF as %0A. A % is not escaped, so a name that holds
+# "%22" itself reads back with '"': the encoding's own ambiguity, as for any server.
+_NAME_ESCAPES = {"%22": '"', "%0D": "\r", "%0A": "\n"}
+_NAME_ESCAPE = re.compile("|".join(_NAME_ESCAPES))
+
+
+def upload_name(upload: UploadFile) -> str:
+    """The upload's file name as the client's file had it (``12" single.mp3`` arrives as
+    ``12%22 single.mp3``), or ``""`` when the part gave none."""
+    return _NAME_ESCAPE.sub(lambda found: _NAME_ESCAPES[found.group(0)], upload.filename or "")
+
+
 def file_uploads(form: FormData, field: str) -> list[UploadFile]:
     """The file parts named ``field``, in order.
 
@@ -229,7 +245,9 @@ def file_uploads(form: FormData, field: str) -> list[UploadFile]:
     """
     items = form.getlist(field)
     if any(not isinstance(item, UploadFile) for item in items):
-        raise EmptyAudioError(f"the multipart field {field!r} is text, not a file; {_AS_A_FILE}")
+        raise EmptyAudioError(
+            f"the multipart field {field!r} is text, not a file; {_as_a_file(field)}"
+        )
     if not items:
         raise EmptyAudioError(f"the multipart upload has no file field named {field!r}")
     return cast(list[UploadFile], items)
@@ -266,6 +284,12 @@ def options_from_form(form: FormData, file_field: str, options: TagOptions) -> T
     fields = {key: value for key, value in form.items() if key != file_field}
     if not fields:
         return options
+    stray = sorted(key for key, value in fields.items() if isinstance(value, UploadFile))
+    if stray:  # a batch sent `file` parts, or an option sent as a file (curl -F top_k=@k.txt)
+        raise InvalidOptionsError(
+            f"file parts {stray} are not read: the audio goes in {file_field!r} fields, and "
+            "options are text fields (curl -F top_k=5)"
+        )
     try:
         from_form = TagOptions.model_validate(fields)
     except ValidationError as error:

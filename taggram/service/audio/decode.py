@@ -184,6 +184,19 @@ def _reason(error: Exception) -> str:
     return getattr(error, "strerror", None) or str(error)
 
 
+def _stop_reason(media: av.container.InputContainer, error: Exception) -> str:
+    """Why demuxing stopped mid-stream, for the warning. FFmpeg's Ogg demuxer refuses a chained
+    stream's next part whose channel count or sample rate differs ("Channel change is not
+    supported") with only "Not yet implemented in FFmpeg, patches welcome": say what it means."""
+    if media.format.name == "ogg" and isinstance(error, av.error.PatchWelcomeError):
+        return (
+            "the chained Ogg stream's next part (joined files, a radio capture) changes the "
+            "channel count or sample rate, which FFmpeg cannot follow; the parts before it "
+            "were tagged"
+        )
+    return _reason(error)
+
+
 def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, Container]:
     """Open ``handle`` with FFmpeg as the container its bytes show; refuse what is not allowed."""
     known = sniff(head)
@@ -261,7 +274,20 @@ def _audio_stream(media: av.container.InputContainer, container: Container) -> a
     return stream
 
 
-def _declared_seconds(stream: av.AudioStream) -> float | None:
+def _pcm_data_chunk(container: Container, codec: str, head: bytes) -> wav.DataChunk | None:
+    """A PCM WAV's or Wave64's data chunk as its header declares it. FFmpeg sizes those streams
+    by the data it finds, so a cut file would look whole: the header's own count tells."""
+    if not codec.startswith("pcm_"):
+        return None
+    if container.name == "WAV":
+        return wav.data_chunk(head)
+    return wav.wave64_data_chunk(head) if container.name == "Wave64" else None
+
+
+def _declared_seconds(stream: av.AudioStream, container: Container) -> float | None:
+    # FFmpeg's duration of a PCM CAF is the data it finds; the header's frame count is `frames`.
+    if container.name == "CAF" and stream.frames:
+        return stream.frames / stream.codec_context.sample_rate
     if stream.duration is None or stream.time_base is None:
         return None
     return float(stream.duration * stream.time_base)
@@ -298,7 +324,7 @@ def _frames(
         except StopIteration:
             break
         except _STREAM_ERRORS as error:
-            progress.stopped = _reason(error)
+            progress.stopped = _stop_reason(media, error)
             break
         try:
             frames = packet.decode()
@@ -344,7 +370,11 @@ def _downmix(samples: np.ndarray) -> np.ndarray:
 
 
 def _check_finite(mono: np.ndarray) -> None:
-    if not math.isfinite(float(np.sum(mono, dtype=np.float64))):
+    # The sum is the cheap test: NaN or an infinity anywhere leaves it non-finite (+inf and -inf
+    # give NaN, which numpy would report on stderr as an "invalid value" warning).
+    with np.errstate(invalid="ignore"):
+        total = float(np.sum(mono, dtype=np.float64))
+    if not math.isfinite(total):
         raise InvalidAudioError("the audio contains NaN or infinite samples")
 
 
@@ -484,6 +514,9 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         blocks = _frames(media, stream, rate, progress)
         _stream_into(output, blocks, max_frames, limits.max_duration_seconds, progress)
         codec = context.codec.name.removesuffix("float")
+        chunk = _pcm_data_chunk(container, codec, head)
+        # Read while the container is open: the stream's fields live in FFmpeg's structures.
+        declared = chunk.frames() / rate if chunk else _declared_seconds(stream, container)
     if progress.frames == 0:
         if progress.stopped is not None or progress.skipped_packets:
             reason = progress.stopped or "every packet was damaged"
@@ -492,11 +525,8 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
             )
         raise InvalidAudioError("the audio contains no samples")
     tail = container.name == "Ogg" and _ogg_unterminated(handle, size)
-    # FFmpeg sizes a WAV stream by the data it finds: the header's own count is read here.
-    chunk = wav.data_chunk(head) if container.name == "WAV" and codec.startswith("pcm_") else None
-    declared = chunk.frames() / rate if chunk else _declared_seconds(stream)
     warnings = _warnings(progress, declared if _exact_length(container, head) else None, rate, tail)
-    unread = chunk and _unread_wav_data(handle, size, chunk, rate)
+    unread = chunk and container.name == "WAV" and _unread_wav_data(handle, size, chunk, rate)
     info = AudioInfo(
         sample_rate=rate,
         channels=channels,

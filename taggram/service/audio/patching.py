@@ -50,8 +50,9 @@ def hop_samples(
     shortest, longest = 1 / sample_rate, spec.span_samples / sample_rate
     if not shortest <= hop_seconds <= longest:
         raise InvalidOptionsError(
-            f"hop must be between {shortest:g} and {longest:g} seconds (one sample to one patch "
-            f"of {model}), got {hop_seconds:g}"
+            # Ten digits: with :g's six, 2.9920001 was "got 2.992", the bound itself.
+            f"hop must be between {shortest:.10g} and {longest:.10g} seconds (one sample to one "
+            f"patch of {model}), got {hop_seconds:.10g}"
         )
     return max(1, min(spec.span_samples, round(hop_seconds * sample_rate)))
 

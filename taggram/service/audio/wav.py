@@ -1,4 +1,4 @@
-"""What a RIFF/WAVE header declares about its samples, read from the bytes.
+"""What a RIFF/WAVE (or Sony Wave64) header declares about its samples, read from the bytes.
 
 FFmpeg gives a WAV stream the length of the data it finds, not the one the header declares, so a
 WAV cut short (a failed upload, a full disk) decodes as if whole; and a data chunk declaring less
@@ -6,7 +6,8 @@ than the file holds is read, by FFmpeg and libsndfile alike, only as far as it d
 declared length is needed to tell the user either way (``docs/audio.md``, "Length"). Reference:
 Microsoft's RIFF/WAVE layout (``RIFF`` size ``WAVE``, then chunks of a 4-byte id, a little-endian
 32-bit size and the body, padded to even length; ``fmt `` carries ``nBlockAlign`` at byte 12 of its
-body).
+body). Wave64 is the same with 16-byte GUIDs for ids and 64-bit sizes that count the chunk's
+24-byte header, chunks padded to 8 bytes (FFmpeg's ``libavformat/w64.c``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from dataclasses import dataclass
 
 # A data size FFmpeg and libsndfile read as "unknown, to the end of the file" (streamed WAVs).
 _UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
+# Wave64's GUIDs: ``fmt ``, ``data`` (and ``wave``) are the RIFF ids followed by these 12 bytes;
+# others (``riff``, ``list``, ``levl``) have their own, and are passed over by their size.
+_W64_SUFFIX = bytes.fromhex("f3acd3118cd100c04f8edb8a")
+_W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
+_W64_CHUNK_HEADER = 24
+# A Wave64 data size written to a pipe, where the real one could not be filled in (FFmpeg).
+_W64_UNKNOWN_SIZE = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,28 @@ def data_chunk(head: bytes) -> DataChunk | None:
                 return None
             return DataChunk(offset=body, size=size, block_align=block_align)
         offset = body + size + (size & 1)
+    return None
+
+
+def wave64_data_chunk(head: bytes) -> DataChunk | None:
+    """The ``data`` chunk of the Wave64 file whose start is ``head``, or ``None``: not Wave64, or
+    no ``fmt `` before ``data`` within ``head``, or a size declared unknown (``INT64_MAX`` and
+    above). ``size`` is the samples' bytes (the chunk's own size less its header)."""
+    if head[:16] != _W64_RIFF or head[24:40] != b"wave" + _W64_SUFFIX:
+        return None
+    offset, block_align = 40, 0
+    while offset + _W64_CHUNK_HEADER <= len(head):
+        guid, size = head[offset : offset + 16], struct.unpack_from("<Q", head, offset + 16)[0]
+        body = offset + _W64_CHUNK_HEADER
+        if size < _W64_CHUNK_HEADER:
+            return None
+        if guid == b"fmt " + _W64_SUFFIX and body + 14 <= len(head):
+            block_align = struct.unpack_from("<H", head, body + 12)[0]
+        elif guid == b"data" + _W64_SUFFIX:
+            if not block_align or size >= _W64_UNKNOWN_SIZE:
+                return None
+            return DataChunk(offset=body, size=size - _W64_CHUNK_HEADER, block_align=block_align)
+        offset += (size + 7) // 8 * 8
     return None
 
 

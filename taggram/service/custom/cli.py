@@ -49,7 +49,8 @@ MANIFEST_ENCODING = "utf-8-sig"
 
 
 def read_manifest(path: Path) -> list[tuple[Path, str]]:
-    """``(audio path, label)`` rows of a CSV or JSONL manifest; raises ``typer.BadParameter``."""
+    """``(audio path, label)`` rows of a CSV or JSONL manifest; raises ``typer.BadParameter``
+    (not a manifest, no rows, or a row without a label)."""
     rows: list[tuple[str, Any]] = []
     try:
         if path.suffix.lower() in (".jsonl", ".ndjson"):
@@ -59,16 +60,26 @@ def read_manifest(path: Path) -> list[tuple[Path, str]]:
                     item = json.loads(line)
                     if not isinstance(item, dict):
                         raise ValueError(f"line {number} is not an object")
-                    rows.append((str(item["path"]), item["label"]))
+                    rows.append((str(item["path"]), item.get("label")))
         else:
             with path.open(newline="", encoding=MANIFEST_ENCODING) as handle:
-                rows = [(row["path"], row["label"]) for row in csv.DictReader(handle)]
+                reader = csv.DictReader(handle)
+                columns = [name.strip() for name in reader.fieldnames or []]
+                if "path" not in columns or "label" not in columns:
+                    raise ValueError(f"the header must name path and label, found {columns}")
+                reader.fieldnames = columns
+                rows = [(row["path"], row["label"]) for row in reader]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise typer.BadParameter(
             f"{path}: not a manifest with path and label ({error!r})"
         ) from error
     if not rows:
         raise typer.BadParameter(f"{path} lists no examples")
+    for number, (file, label) in enumerate(rows, 1):
+        # A CSV row without its label field gives None, a JSONL one null: str() made them a
+        # class named "None" that the model then learned.
+        if label is None or not str(label).strip() or label == []:
+            raise typer.BadParameter(f"{path}: example {number} ({file}) has no label")
     folder = path.parent
     return [
         (folder / file, "|".join(label) if isinstance(label, list) else str(label))

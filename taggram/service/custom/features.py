@@ -60,6 +60,15 @@ def available(models: dict[str, ModelMetadata]) -> list[str]:
     ]
 
 
+def _left_out(item: str, models: dict[str, ModelMetadata]) -> str:
+    """Why a loaded model's features are not offered (see :func:`available`), or nothing."""
+    name = item if item in models else split(item)[0]
+    original = quantised_from(models[name]) if name in models else None
+    if original is None or original not in models:
+        return ""
+    return f" ({name} is a quantised copy of {original}: ask for {original}'s, the same features)"
+
+
 def _items(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
@@ -93,7 +102,8 @@ def parse_features(
         matches = [item] if item in every else [f for f in every if split(f)[0] == item]
         if not matches:
             raise InvalidOptionsError(
-                f"unknown features {item!r}; choose among {every} (or a model name, or auto)"
+                f"unknown features {item!r}{_left_out(item, models)}; choose among {every} (or a "
+                "model name, or auto)"
             )
         chosen += [m for m in matches if m not in chosen]
     return chosen

@@ -163,6 +163,8 @@ class CustomModels:
                 current[name] = known
                 continue
             try:
+                if name in bases:  # made where that repository model was not loaded
+                    raise ValueError(f"the model repository's {name} is served under that name")
                 record, arrays = storage.read(path)
                 missing = [name for name in record_networks(record) if name not in bases]
                 if missing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
@@ -48,6 +49,32 @@ def test_a_manifest_saved_with_a_byte_order_mark_reads_as_without(
     manifest = tmp_path / f"a{suffix}"
     manifest.write_bytes(b"\xef\xbb\xbf" + text.encode())
     assert read_manifest(manifest) == [(tmp_path / "Björk – Jóga.wav", "voix")]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "said"),
+    [
+        ("short.csv", "path,label\nx.wav,low\ny.wav\n", "example 2 (y.wav) has no label"),
+        ("blank.csv", "path,label\nx.wav,low\ny.wav, \n", "example 2 (y.wav) has no label"),
+        ("null.jsonl", '{"path": "y.wav", "label": null}\n', "example 1 (y.wav) has no label"),
+        ("none.jsonl", '{"path": "y.wav"}\n', "example 1 (y.wav) has no label"),
+        ("list.jsonl", '{"path": "y.wav", "label": []}\n', "example 1 (y.wav) has no label"),
+        ("semicolons.csv", "path;label\nx.wav;low\n", "must name path and label"),
+    ],
+)
+def test_a_manifest_row_without_a_label_is_a_usage_error(
+    tmp_path: Path, name: str, text: str, said: str
+) -> None:
+    """A CSV row missing its label field (or a JSONL label null) made a class named "None"."""
+    (tmp_path / name).write_text(text)
+    with pytest.raises(typer.BadParameter, match=re.escape(said)):
+        read_manifest(tmp_path / name)
+
+
+def test_manifest_columns_may_have_spaces_around_them(tmp_path: Path) -> None:
+    """As the catalogue's manifests read them: "path, label" (a space after the comma)."""
+    (tmp_path / "a.csv").write_text("path, label\nx.wav,low\n")
+    assert read_manifest(tmp_path / "a.csv") == [(tmp_path / "x.wav", "low")]
 
 
 def test_a_manifest_naming_absent_files_is_a_usage_error(tmp_path: Path) -> None:

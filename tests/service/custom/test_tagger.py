@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -14,6 +15,7 @@ import pytest
 import soundfile as sf
 from prometheus_client import REGISTRY
 
+from taggram.repository import COMPLETE_MARKER, write_model
 from taggram.service.custom.creation import CreateRequest, Example
 from taggram.service.errors import (
     AudioTooLongError,
@@ -30,6 +32,7 @@ from taggram.service.errors import (
 )
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger, TagOptions
+from tests.service.conftest import _tiny_onnx, tiny_metadata
 
 T = TypeVar("T")
 RATE = 16000
@@ -142,6 +145,40 @@ def test_models_survive_a_restart(tiny_repository: Path, tmp_path: Path) -> None
     assert restarted.kind == "custom"
     assert restarted.training["id"] == identifier
     assert restarted.training["classifier"] == "logistic"
+
+
+@pytest.fixture
+def two_model_repository(tmp_path: Path) -> Path:
+    """A repository of ``tiny`` and ``other`` (the same network under two names)."""
+    root = tmp_path / "repository"
+    for name in ("tiny", "other"):
+        write_model(root, tiny_metadata(name), _tiny_onnx())
+    (root / COMPLETE_MARKER).touch()
+    return root
+
+
+def test_a_repository_name_is_never_a_custom_models(
+    two_model_repository: Path, tmp_path: Path
+) -> None:
+    """A replica serving only ``tiny`` created a custom ``other``: a replica (or a restart)
+    loading the repository's ``other`` then listed the custom one and tagged with the
+    repository's, and could not delete it (409 read-only). The name is refused, and such a
+    folder (from before) is passed over where the repository model of that name is served."""
+    folder = tmp_path / "custom"
+    only_tiny = settings(two_model_repository, folder, models=["tiny"])
+
+    async def create(tagger: Tagger) -> None:
+        with pytest.raises(ModelExistsError, match="in the model repository"):
+            await tagger.create_custom(CreateRequest(name="other", examples=examples(2)))
+        await tagger.create_custom(CreateRequest(name="made", examples=examples(2)))
+
+    run(only_tiny, create)
+    # What an older version let through: a custom model folder named like the repository's.
+    record = json.loads((folder / "made" / "record.json").read_text())
+    (folder / "made" / "record.json").write_text(json.dumps({**record, "name": "other"}))
+    (folder / "made").rename(folder / "other")
+    served = run(settings(two_model_repository, folder), lambda t: asyncio.sleep(0, t.models))
+    assert served["other"].kind == "waveform"  # the repository's, listed and tagged alike
 
 
 def test_multi_label_examples_make_a_multi_label_model(

@@ -29,6 +29,7 @@ from taggram.service.api.uploads import (
     read_form,
     reject_repeated,
     require_multipart,
+    upload_name,
 )
 from taggram.service.errors import TaggramError
 from taggram.service.tagging import Tagger, TagOptions
@@ -54,7 +55,7 @@ async def _tag_one(
     request_id: str,
     slots: asyncio.Semaphore,
 ) -> FileOutcome:
-    filename = upload.filename or ""
+    filename = upload_name(upload)
     async with slots:
         try:
             results = await tagger.tag_many(upload.file, options)

@@ -24,6 +24,7 @@ from taggram.service.api.uploads import (
     check_content_length,
     read_form,
     require_multipart,
+    upload_name,
 )
 from taggram.service.custom.creation import LABEL_SEPARATOR, CreateRequest, Example
 from taggram.service.custom.storage import CustomRecord
@@ -162,7 +163,9 @@ def _creation(form: FormData) -> CreateRequest:
         )
     classes = [str(item).strip() for item in form.getlist("classes") if str(item).strip()]
     examples = [
-        Example(filename=upload.filename or f"file {i + 1}", source=upload.file, label=str(label))
+        Example(
+            filename=upload_name(upload) or f"file {i + 1}", source=upload.file, label=str(label)
+        )
         for i, (upload, label) in enumerate(zip(uploads, labels, strict=True))
         if isinstance(upload, UploadFile)
     ]

@@ -248,7 +248,9 @@ def _split(body: bytes, header_length: str | None, json_limit: int) -> tuple[byt
     if header_length is None:
         json_part, binary = body, b""
     else:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        # ASCII digits only: str.isdigit() also takes "²", which int() then refuses (a 500).
+        count = header_length.isascii() and header_length.isdigit()
+        if not count or int(header_length) > len(body):
             raise InvalidTensorError(
                 f"{HEADER_LENGTH} must be a byte count within the body of {len(body)} bytes"
             )
@@ -315,24 +317,41 @@ def _input(
             raise InvalidTensorError(
                 f"input data must be {count} numbers (shape {tensor.shape}), row-major"
             )
-        values = parsed.astype(np.float32).ravel()
+        # JSON numbers beyond FP32's range become infinities (refused just below) without
+        # numpy's "overflow" warning, a stray line on stderr outside the service's log format.
+        with np.errstate(over="ignore"):
+            values = parsed.astype(np.float32).ravel()
     if not np.isfinite(values).all():
-        raise InvalidTensorError("input data holds NaN or infinite values")
+        raise InvalidTensorError(
+            "input data holds NaN or infinite values, or numbers beyond FP32's range (3.4e38)"
+        )
     return values.reshape(tensor.shape[0], samples)
+
+
+def _flag(parameters: Parameters | None, key: str, default: bool) -> bool:
+    """A boolean request parameter; a string such as ``"false"`` is refused, not read as true."""
+    value = (parameters or {}).get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidTensorError(f"parameter {key!r} must be true or false, got {value!r}")
+    return value
 
 
 def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[tuple[str, bool]]:
     """(output name, as binary) for each requested output, all by default."""
-    default_binary = bool((request.parameters or {}).get("binary_data_output", False))
+    default_binary = _flag(request.parameters, "binary_data_output", False)
     names = [spec.name for spec in meta.outputs]
     if request.outputs is None:
         return [(name, default_binary) for name in names]
-    unknown = [out.name for out in request.outputs if out.name not in names]
+    asked = [out.name for out in request.outputs]
+    unknown = [name for name in asked if name not in names]
     if unknown:
         raise InvalidTensorError(f"{meta.name} has no outputs {unknown}; it has {names}")
+    # Triton refuses an output asked for twice; answering it twice would fill the response twice.
+    repeated = sorted({name for name in asked if asked.count(name) > 1})
+    if repeated:
+        raise InvalidTensorError(f"outputs {repeated} are asked for more than once")
     return [
-        (out.name, bool((out.parameters or {}).get("binary_data", default_binary)))
-        for out in request.outputs
+        (out.name, _flag(out.parameters, "binary_data", default_binary)) for out in request.outputs
     ]
 
 
