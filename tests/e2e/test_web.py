@@ -513,3 +513,74 @@ def test_on_a_phone_the_tooltip_of_the_last_cell_stays_on_the_page(
     assert box["x"] >= 0 and box["x"] + box["width"] <= 360
     assert phone.evaluate("document.documentElement.scrollWidth") == 360
     assert console.unexpected() == []
+
+
+def test_the_heat_map_is_operable_by_keyboard(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """Tab reaches the heat-map; the arrow keys move an outlined cell whose tag, probability and
+    time a screen reader is told; Enter and Space play from it. The canvas took no focus and no
+    key: only a mouse could explore the taggram or play from a patch."""
+    expected = api_answer(server, song)
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    canvas = page.locator("[data-testid=taggram]")
+    row_tags = json.loads(canvas.get_attribute("data-row-tags") or "[]")
+    heat_map = page.get_by_role("application", name=re.compile(r"^Taggram of 10 tags over 11 "))
+    assert heat_map.count() == 1
+    hint = heat_map.get_attribute("aria-describedby")
+    assert hint and "arrow keys" in page.inner_text(f"#{hint}")
+    page.focus("[data-testid=rows-select]")
+    for _ in range(20):  # past the player's controls
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.testid") == "taggram":
+            break
+    assert page.evaluate("document.activeElement.dataset.testid") == "taggram"
+
+    index = expected["taggram"]["tags"].index
+    patches = expected["taggram"]["patches"]
+    readout, mark = page.locator("[data-testid=cell-readout]"), page.locator("#cell-mark")
+    assert readout.get_attribute("aria-live") == "polite"
+
+    def said(row: int, column: int) -> str:
+        patch = patches[column]
+        value = patch["values"][index(row_tags[row])]
+        start, end = patch["start_seconds"], patch["end_seconds"]
+        return f"{row_tags[row]}, {value:.3f}, {start:.1f} to {end:.1f} seconds"
+
+    assert mark.is_visible() and readout.inner_text() == said(0, 0)
+    for key in ["ArrowUp", "ArrowLeft"] + ["ArrowRight"] * 5 + ["ArrowDown"]:
+        page.keyboard.press(key)
+    assert readout.inner_text() == said(1, 5)  # moved, and never past the first row or column
+    centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+    scale = page.evaluate("devicePixelRatio")
+    box, outline = canvas.bounding_box(), mark.bounding_box()
+    assert box is not None and outline is not None
+    x, y = box["x"] + centres["x"][5] / scale, box["y"] + centres["y"][1] / scale
+    assert outline["x"] < x < outline["x"] + outline["width"]
+    assert outline["y"] < y < outline["y"] + outline["height"]
+    assert page.locator("#tooltip").inner_text().startswith(f"{row_tags[1]}: ")
+    page.keyboard.press("End")
+    assert readout.inner_text() == said(1, len(patches) - 1)
+    page.keyboard.press("Home")
+    assert readout.inner_text() == said(1, 0)
+
+    scrolled = page.evaluate("scrollY")
+    for key, column in (("Enter", 5), ("Space", 6)):
+        page.keyboard.press("Home")
+        for _ in range(column):
+            page.keyboard.press("ArrowRight")
+        page.evaluate("document.querySelector('[data-testid=player]').currentTime = 0")
+        page.keyboard.press(key)
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=player]').currentTime > 0"
+        )
+        played = page.evaluate("document.querySelector('[data-testid=player]').currentTime")
+        page.evaluate("document.querySelector('[data-testid=player]').pause()")
+        patch = patches[column]
+        assert patch["start_seconds"] - 0.5 <= played <= patch["end_seconds"], (key, played)
+    assert page.evaluate("scrollY") == scrolled  # Space played, it did not scroll the page
+    assert page.locator("[data-testid=cursor]").is_visible()
+    page.keyboard.press("Shift+Tab")  # leaving hides the outline and the tooltip
+    assert mark.is_hidden() and page.locator("#tooltip").is_hidden()
+    assert console.unexpected() == []

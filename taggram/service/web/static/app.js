@@ -18,7 +18,7 @@ const ui = {
   error: $("error"), status: $("status"), statusText: $("status-text"),
   result: $("result"), empty: $("empty"), summary: $("summary"), player: $("player"),
   canvas: $("taggram"), wrap: $("canvas-wrap"), cursor: $("cursor"), tooltip: $("tooltip"),
-  rowMark: $("row-mark"),
+  rowMark: $("row-mark"), cellMark: $("cell-mark"), cellReadout: $("cell-readout"),
   topTags: $("top-tags"),
 };
 
@@ -29,6 +29,7 @@ const state = {
   audioUrl: null, // its object URL, played by <audio>
   body: null, // the last successful v1/tag response
   layout: null, // geometry of the drawn heat-map (CSS pixels)
+  cell: { row: 0, column: 0 }, // the heat-map's keyboard-focused cell
   inFlight: null, // AbortController of the running request
 };
 
@@ -261,6 +262,7 @@ function render() {
   renderTopTags(tags);
   drawTaggram(body, tags);
   moveCursor();
+  if (!ui.cellMark.hidden) focusCell(state.cell.row, state.cell.column); // placed anew
 }
 
 function renderTopTags(tags) {
@@ -472,31 +474,82 @@ function markRow(row) {
   ui.rowMark.style.height = `${rowHeight + 4}px`;
 }
 
+// A cell's tag, probability and patch: (tag, "0.412", start s, end s).
+function cellFacts(row, column) {
+  const { tags, values } = state.layout;
+  const patch = state.body.taggram.patches[column];
+  return [tags[row].tag, values[row][column].toFixed(3), patch.start_seconds.toFixed(1), patch.end_seconds.toFixed(1)];
+}
+
+function showTooltip(row, column, x, y) {
+  const [tag, probability, start, end] = cellFacts(row, column);
+  ui.tooltip.textContent = `${tag}: ${probability} · ${start}–${end} s`;
+  ui.tooltip.style.left = `${x}px`;
+  ui.tooltip.style.top = `${y}px`;
+  ui.tooltip.hidden = false;
+  // Right of the point, or left of it where it would run past the heat-map: past the page's
+  // edge it was cut off and widened the page (a sideways scroll on a phone).
+  const past = x + 12 + ui.tooltip.offsetWidth > ui.wrap.clientWidth;
+  ui.tooltip.classList.toggle("left", past);
+}
+
 function hover(event) {
   const cell = cellAt(event);
   markRow(cell ? cell.row : -1);
-  if (!cell) {
-    ui.tooltip.hidden = true;
-    return;
-  }
-  const { tags, values } = state.layout;
-  const patch = state.body.taggram.patches[cell.column];
-  ui.tooltip.textContent = `${tags[cell.row].tag}: ${values[cell.row][cell.column].toFixed(3)} · ${patch.start_seconds.toFixed(1)}–${patch.end_seconds.toFixed(1)} s`;
-  ui.tooltip.style.left = `${cell.x}px`;
-  ui.tooltip.style.top = `${cell.y}px`;
-  ui.tooltip.hidden = false;
-  // Right of the pointer, or left of it where it would run past the heat-map: past the page's
-  // edge it was cut off and widened the page (a sideways scroll on a phone).
-  const past = cell.x + 12 + ui.tooltip.offsetWidth > ui.wrap.clientWidth;
-  ui.tooltip.classList.toggle("left", past);
+  if (cell) showTooltip(cell.row, cell.column, cell.x, cell.y);
+  else ui.tooltip.hidden = true;
+}
+
+function playFrom(seconds) {
+  if (!state.audioUrl) return;
+  ui.player.currentTime = seconds;
+  moveCursor();
+  ui.player.play().catch(() => {}); // autoplay policies may refuse; the cursor still moved
 }
 
 function seek(event) {
   const cell = cellAt(event);
-  if (!cell || !state.audioUrl) return;
-  ui.player.currentTime = cell.seconds;
-  moveCursor();
-  ui.player.play().catch(() => {}); // autoplay policies may refuse; the cursor still moved
+  if (!cell) return;
+  state.cell = { row: cell.row, column: cell.column }; // the arrow keys go on from here
+  playFrom(cell.seconds);
+}
+
+// ---------------------------------------------------------------- keyboard
+
+// The heat-map is one focusable element: the arrow keys (Home, End: first and last patch) move
+// an outlined cell with its tooltip, Enter or Space plays from its start, and a live region
+// reads its tag, probability and time to screen readers, which cannot see the canvas.
+const MOVES = {
+  ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1],
+  Home: [0, -Infinity], End: [0, Infinity],
+};
+
+function focusCell(row, column) {
+  const layout = state.layout;
+  if (!layout) return;
+  const clamp = (value, count) => Math.max(0, Math.min(count - 1, value));
+  const r = clamp(row, layout.tags.length);
+  const c = clamp(column, layout.edges.length - 1);
+  state.cell = { row: r, column: c };
+  const { plot, rowHeight, edges, xOf } = layout;
+  const [x0, x1] = [xOf(edges[c]), xOf(edges[c + 1])];
+  const y0 = plot.y + r * rowHeight;
+  Object.assign(ui.cellMark.style, {
+    left: `${x0}px`, top: `${y0}px`, width: `${x1 - x0}px`, height: `${rowHeight}px`,
+  });
+  ui.cellMark.hidden = false;
+  showTooltip(r, c, (x0 + x1) / 2, y0 + rowHeight / 2);
+  const [tag, probability, start, end] = cellFacts(r, c);
+  ui.cellReadout.textContent = `${tag}, ${probability}, ${start} to ${end} seconds`;
+}
+
+function onKey(event) {
+  const play = event.key === "Enter" || event.key === " ";
+  const move = MOVES[event.key] || (play && [0, 0]);
+  if (!move || !state.layout || event.altKey || event.ctrlKey || event.metaKey) return;
+  event.preventDefault(); // the arrows and Space would scroll the page
+  focusCell(state.cell.row + move[0], state.cell.column + move[1]); // clamped to this taggram
+  if (play) playFrom(state.layout.edges[state.cell.column]);
 }
 
 // ---------------------------------------------------------------- wiring
@@ -552,6 +605,15 @@ ui.canvas.addEventListener("mouseleave", () => {
   markRow(-1);
 });
 ui.canvas.addEventListener("click", seek);
+ui.canvas.addEventListener("keydown", onKey);
+// Outlined when reached by Tab, not when clicked (the click plays; the pointer is the mark).
+ui.canvas.addEventListener("focus", () => {
+  if (ui.canvas.matches(":focus-visible")) focusCell(state.cell.row, state.cell.column);
+});
+ui.canvas.addEventListener("blur", () => {
+  ui.cellMark.hidden = true;
+  ui.tooltip.hidden = true;
+});
 
 let resizeFrame = 0;
 new ResizeObserver(() => {
