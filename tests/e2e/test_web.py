@@ -364,9 +364,12 @@ def test_a_service_asking_for_a_key_opens_the_key_field(
     error = page.locator("[data-testid=error]")
     error.wait_for(state="visible", timeout=TIMEOUT_MS)
     assert "API key is required" in error.inner_text()
-    assert page.locator("[data-testid=api-key]").is_visible()  # the key field is open
-    page.fill("[data-testid=api-key]", secured_server.tag_key)
-    page.press("[data-testid=api-key]", "Enter")
+    # The key field is open, and named: a screen reader called it by its placeholder, "only if
+    # the service asks for one".
+    field = page.get_by_role("textbox", name="API key", exact=True)
+    assert field.is_visible()
+    field.fill(secured_server.tag_key)
+    field.press("Enter")
     page.wait_for_selector("[data-testid=model-select]:enabled", timeout=TIMEOUT_MS)
     assert error.is_hidden()
     assert console.unexpected(f"{FAILED_REQUEST} 401") == []
