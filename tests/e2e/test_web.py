@@ -104,6 +104,18 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(*ranks)[0, 1])
 
 
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two CSS ``rgb(r, g, b)`` colours (1 to 21)."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(part) / 255 for part in re.findall(r"\d+", colour)[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
 def api_answer(server: Server, path: Path, **params: Any) -> dict[str, Any]:
     with httpx.Client(base_url=server.url, timeout=300) as client:
         response = tag_file(client, path, taggram="true", **params)
@@ -586,4 +598,29 @@ def test_the_heat_map_is_operable_by_keyboard(
     assert page.locator("[data-testid=cursor]").is_visible()
     page.keyboard.press("Shift+Tab")  # leaving hides the outline and the tooltip
     assert mark.is_hidden() and page.locator("#tooltip").is_hidden()
+    assert console.unexpected() == []
+
+
+def test_focus_rings_and_field_borders_stand_out_from_the_page(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """WCAG 1.4.11 asks 3:1 of what shows a control and its focus: the focus ring was a light
+    teal on white (1.67:1) and the fields' borders a pale grey (1.25:1)."""
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    style = "(element, name) => getComputedStyle(element)[name]"
+    white = "rgb(255, 255, 255)"
+    page.focus("[data-testid=file-input]")
+    drop = page.locator("[data-testid=drop-zone]")
+    assert contrast(drop.evaluate(style, "outlineColor"), white) >= 3
+    page.focus("[data-testid=rows-select]")
+    page.keyboard.press("Tab")  # into the player's controls, then on to the heat-map
+    while page.evaluate("document.activeElement.dataset.testid") != "taggram":
+        page.keyboard.press("Tab")
+    canvas = page.locator("[data-testid=taggram]")
+    assert canvas.evaluate(style, "outlineStyle") == "solid"
+    assert contrast(canvas.evaluate(style, "outlineColor"), white) >= 3
+    for field in ("model-select", "rows-select", "api-key"):
+        border = page.locator(f"[data-testid={field}]").evaluate(style, "borderTopColor")
+        assert contrast(border, white) >= 3, field
     assert console.unexpected() == []
