@@ -624,3 +624,32 @@ def test_focus_rings_and_field_borders_stand_out_from_the_page(
         border = page.locator(f"[data-testid={field}]").evaluate(style, "borderTopColor")
         assert contrast(border, white) >= 3, field
     assert console.unexpected() == []
+
+
+def test_in_forced_colours_the_marks_over_the_heat_map_keep_theirs(
+    server: Server, song: Path, browser: Browser, console: ConsoleLog
+) -> None:
+    """A high-contrast theme (forced colours) recolours the page but not the canvas: the cursor
+    turned white (lost on yellow cells), the row and cell outlines black (lost on purple ones)
+    and the clip probability bars went blank."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, forced_colors="active")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = console.watch(context.new_page())
+    try:
+        open_page(page, f"{server.url}/")
+        upload(page, song)
+        page.evaluate("document.querySelector('[data-testid=player]').currentTime = 12")
+        page.locator("[data-testid=cursor]").wait_for()
+        page.hover("[data-testid=top-tags] li >> nth=2")
+        page.focus("[data-testid=taggram]")
+        page.keyboard.press("ArrowRight")
+        style = "(element, name) => getComputedStyle(element)[name]"
+        red, green = "rgb(255, 77, 79)", "rgb(53, 183, 121)"
+        assert page.locator("#cursor").evaluate(style, "backgroundColor") == red
+        assert page.locator("#row-mark").evaluate(style, "borderTopColor") == red
+        assert "rgb(29, 31, 43)" in page.locator("#cell-mark").evaluate(style, "boxShadow")
+        fill = page.locator("[data-testid=top-tags] .bar span").first
+        assert fill.evaluate(style, "backgroundColor") == green
+    finally:
+        context.close()
+    assert console.unexpected() == []
