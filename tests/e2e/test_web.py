@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import numpy as np
@@ -652,4 +652,28 @@ def test_in_forced_colours_the_marks_over_the_heat_map_keep_theirs(
         assert fill.evaluate(style, "backgroundColor") == green
     finally:
         context.close()
+    assert console.unexpected() == []
+
+
+@pytest.mark.parametrize(("motion", "spinning"), [("reduce", False), ("no-preference", True)])
+def test_asked_for_less_motion_the_spinner_stands_still(
+    server: Server,
+    browser: Browser,
+    console: ConsoleLog,
+    motion: Literal["reduce", "no-preference"],
+    spinning: bool,
+) -> None:
+    """The spinner turned forever while tagging, whatever the system's "reduce motion"."""
+    context = browser.new_context(reduced_motion=motion)
+    page = console.watch(context.new_page())
+    try:
+        open_page(page, f"{server.url}/")
+        # Computed although hidden: the spinner is shown only while a file is tagged.
+        turn = page.locator(".spinner").evaluate("e => getComputedStyle(e).animationName")
+        fade = page.locator("[data-testid=drop-zone]").evaluate(
+            "e => getComputedStyle(e).transitionDuration"
+        )
+    finally:
+        context.close()
+    assert (turn == "spin", fade != "0s") == (spinning, spinning)
     assert console.unexpected() == []
