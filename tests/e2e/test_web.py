@@ -677,3 +677,20 @@ def test_asked_for_less_motion_the_spinner_stands_still(
         context.close()
     assert (turn == "spin", fade != "0s") == (spinning, spinning)
     assert console.unexpected() == []
+
+
+def test_the_page_has_headings_to_find_its_parts_by(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """Screen reader users jump between headings: the page had one, "Top tags" (level 2), and
+    neither a level-1 heading naming it nor one for the heat-map."""
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    headings = page.locator("h1, h2, h3, h4, h5, h6, [role=heading]")
+    found = [
+        (tag, " ".join(text.split()))
+        for tag, text in headings.evaluate_all("hs => hs.map(h => [h.tagName, h.innerText])")
+    ]
+    assert found == [("H1", "taggram"), ("H2", "Taggram"), ("H2", "Top tags clip probability")]
+    assert page.get_by_role("heading", name="Taggram", exact=True, level=2).is_visible()
+    assert console.unexpected() == []
