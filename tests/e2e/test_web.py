@@ -694,3 +694,18 @@ def test_the_page_has_headings_to_find_its_parts_by(
     assert found == [("H1", "taggram"), ("H2", "Taggram"), ("H2", "Top tags clip probability")]
     assert page.get_by_role("heading", name="Taggram", exact=True, level=2).is_visible()
     assert console.unexpected() == []
+
+
+def test_on_a_phone_the_heat_maps_hint_runs_under_its_title(
+    server: Server, song: Path, phone: Page, console: ConsoleLog
+) -> None:
+    """The hint (how to play from a cell) sat beside "Taggram" in a column a third of the
+    screen wide, five lines of two or three words."""
+    open_page(phone, f"{server.url}/")
+    upload(phone, song)
+    title = phone.get_by_role("heading", name="Taggram", exact=True).bounding_box()
+    hint = phone.locator("#taggram-hint").bounding_box()
+    assert title is not None and hint is not None
+    assert hint["y"] >= title["y"] + title["height"] - 2  # under the title, not beside it
+    assert abs(hint["x"] - title["x"]) <= 1
+    assert console.unexpected() == []
