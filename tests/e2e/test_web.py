@@ -709,3 +709,32 @@ def test_on_a_phone_the_heat_maps_hint_runs_under_its_title(
     assert hint["y"] >= title["y"] + title["height"] - 2  # under the title, not beside it
     assert abs(hint["x"] - title["x"]) <= 1
     assert console.unexpected() == []
+
+
+def test_the_key_panel_closes_on_escape_and_when_the_focus_leaves_it(
+    secured_server: SecuredServer, page: Page, console: ConsoleLog
+) -> None:
+    """The open key panel lies over the model picker: Tab from the key field went on to the
+    file and model fields with the panel still covering the model's, and Escape did nothing.
+    Entering the key closed the panel with the focus in it, which fell back to the page's top."""
+    page.goto(f"{secured_server.url}/")
+    panel = page.locator("[data-testid=api-key-panel]")
+    field = page.get_by_role("textbox", name="API key", exact=True)
+    page.locator("[data-testid=error]").wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert field.is_visible() and field.evaluate("field => field === document.activeElement")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.testid") == "file-input"
+    assert not panel.evaluate("panel => panel.open")
+    page.keyboard.press("Shift+Tab")  # back on the panel's summary: Enter opens it
+    page.keyboard.press("Enter")
+    field.focus()
+    page.keyboard.press("Escape")
+    assert not panel.evaluate("panel => panel.open")
+    focused = "document.activeElement.tagName"
+    assert page.evaluate(focused) == "SUMMARY"
+    page.keyboard.press("Enter")
+    field.fill(secured_server.tag_key)
+    field.press("Enter")
+    page.wait_for_selector("[data-testid=model-select]:enabled", timeout=TIMEOUT_MS)
+    assert not panel.evaluate("panel => panel.open") and page.evaluate(focused) == "SUMMARY"
+    assert console.unexpected(f"{FAILED_REQUEST} 401") == []

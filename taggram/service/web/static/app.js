@@ -583,11 +583,27 @@ ui.model.addEventListener("change", () => {
 });
 ui.rows.addEventListener("change", render);
 
+// The key panel floats over the model picker: like a menu it closes on Escape and when the focus
+// leaves it, which otherwise went on to fields the open panel covered.
+function closeKeyPanel() {
+  const inside = ui.keyPanel.contains(document.activeElement);
+  ui.keyPanel.open = false;
+  if (inside) ui.keyPanel.querySelector("summary").focus(); // not lost to the page's top
+}
+
 ui.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  ui.keyPanel.open = false; // reopened if the service still refuses the key
+  closeKeyPanel(); // reopened if the service still refuses the key
   ui.apiKey.dispatchEvent(new Event("change"));
+});
+ui.keyPanel.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || !ui.keyPanel.open) return;
+  event.preventDefault();
+  closeKeyPanel();
+});
+ui.keyPanel.addEventListener("focusout", (event) => {
+  if (!ui.keyPanel.contains(event.relatedTarget)) ui.keyPanel.open = false;
 });
 ui.apiKey.addEventListener("change", () => {
   const key = ui.apiKey.value.trim();
