@@ -554,7 +554,7 @@ def test_the_heat_map_is_operable_by_keyboard(
 
     index = expected["taggram"]["tags"].index
     patches = expected["taggram"]["patches"]
-    readout, mark = page.locator("[data-testid=cell-readout]"), page.locator("#cell-mark")
+    readout, mark = page.locator("[data-testid=announcer]"), page.locator("#cell-mark")
     assert readout.get_attribute("aria-live") == "polite"
 
     def said(row: int, column: int) -> str:
@@ -738,3 +738,28 @@ def test_the_key_panel_closes_on_escape_and_when_the_focus_leaves_it(
     page.wait_for_selector("[data-testid=model-select]:enabled", timeout=TIMEOUT_MS)
     assert not panel.evaluate("panel => panel.open") and page.evaluate(focused) == "SUMMARY"
     assert console.unexpected(f"{FAILED_REQUEST} 401") == []
+
+
+def test_a_screen_reader_is_told_when_the_file_is_tagged(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """The status line ("Tagging …") was the page's only live region, appearing with its text
+    and hidden when done: a screen reader was told neither that tagging began (often) nor that
+    it had ended, nor what came out."""
+    expected = api_answer(server, song)
+    open_page(page, f"{server.url}/")
+    announcer = page.locator("[data-testid=announcer]")
+    assert announcer.get_attribute("aria-live") == "polite"
+    assert announcer.evaluate("e => !e.closest('[hidden]')")  # there before anything is said
+    announcer.evaluate(
+        "e => { window.heard = []; new MutationObserver(() => window.heard.push(e.textContent))"
+        ".observe(e, { childList: true, characterData: true, subtree: true }); }"
+    )
+    upload(page, song)
+    top = ", ".join(item["tag"] for item in expected["tags"][:3])
+    done = f"{song.name} tagged with MTT_musicnn; strongest tags: {top}"
+    page.wait_for_function(
+        "text => document.querySelector('#announcer').textContent === text", arg=done
+    )
+    assert page.evaluate("window.heard")[0] == f"Tagging {song.name} with MTT_musicnn…"
+    assert console.unexpected() == []

@@ -15,10 +15,10 @@ const ui = {
   apiKey: $("api-key"), keyPanel: $("key-panel"),
   drop: $("drop"), file: $("file"), dropHint: $("drop-hint"),
   model: $("model"), rows: $("rows"), modelInfo: $("model-info"),
-  error: $("error"), status: $("status"), statusText: $("status-text"),
+  error: $("error"), status: $("status"), statusText: $("status-text"), announcer: $("announcer"),
   result: $("result"), empty: $("empty"), summary: $("summary"), player: $("player"),
   canvas: $("taggram"), wrap: $("canvas-wrap"), cursor: $("cursor"), tooltip: $("tooltip"),
-  rowMark: $("row-mark"), cellMark: $("cell-mark"), cellReadout: $("cell-readout"),
+  rowMark: $("row-mark"), cellMark: $("cell-mark"),
   topTags: $("top-tags"),
 };
 
@@ -114,6 +114,12 @@ function clearError() {
 function setStatus(text) {
   ui.status.hidden = !text;
   ui.statusText.textContent = text || "";
+  if (text) announce(text);
+}
+
+// Tell screen readers (politely: after what they are reading). Errors need not: role=alert.
+function announce(text) {
+  ui.announcer.textContent = text;
 }
 
 // ---------------------------------------------------------------- models
@@ -186,6 +192,8 @@ async function tagFile(file) {
     });
     if (!body.taggram) throw new ApiError("The response has no taggram.");
     showResult(file, body);
+    const strongest = body.tags.slice(0, 3).map((item) => item.tag).join(", ");
+    announce(`${file.name} tagged with ${body.model?.name || model}; strongest tags: ${strongest}`);
   } catch (error) {
     if (error.name === "AbortError") return;
     // The previous result would pass for this file's: show only the error.
@@ -517,8 +525,8 @@ function seek(event) {
 // ---------------------------------------------------------------- keyboard
 
 // The heat-map is one focusable element: the arrow keys (Home, End: first and last patch) move
-// an outlined cell with its tooltip, Enter or Space plays from its start, and a live region
-// reads its tag, probability and time to screen readers, which cannot see the canvas.
+// an outlined cell with its tooltip, Enter or Space plays from its start, and screen readers,
+// which cannot see the canvas, are told its tag, probability and time.
 const MOVES = {
   ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1],
   Home: [0, -Infinity], End: [0, Infinity],
@@ -540,7 +548,7 @@ function focusCell(row, column) {
   ui.cellMark.hidden = false;
   showTooltip(r, c, (x0 + x1) / 2, y0 + rowHeight / 2);
   const [tag, probability, start, end] = cellFacts(r, c);
-  ui.cellReadout.textContent = `${tag}, ${probability}, ${start} to ${end} seconds`;
+  announce(`${tag}, ${probability}, ${start} to ${end} seconds`);
 }
 
 function onKey(event) {
