@@ -763,3 +763,44 @@ def test_a_screen_reader_is_told_when_the_file_is_tagged(
     )
     assert page.evaluate("window.heard")[0] == f"Tagging {song.name} with MTT_musicnn…"
     assert console.unexpected() == []
+
+
+# The brightest pixel of the tag names' column, drawn left of the first cell, as [r, g, b].
+READ_LABEL_INK = """canvas => {
+  const { x, y } = JSON.parse(canvas.dataset.cellCentres);
+  const left = Math.floor(x[0] - (x[1] - x[0]) / 2) - 2;
+  const half = Math.floor((y[1] - y[0]) / 2);
+  const pixels = canvas.getContext("2d").getImageData(0, y[0] - half, left, 2 * half).data;
+  let best = [0, 0, 0];
+  for (let i = 0; i < pixels.length; i += 4) {
+    const rgb = [pixels[i], pixels[i + 1], pixels[i + 2]];
+    if (pixels[i + 3] > 200 && Math.min(...rgb) > Math.min(...best)) best = rgb;
+  }
+  return best;
+}"""
+
+
+def test_a_system_in_dark_mode_gets_a_dark_page_with_readable_text(
+    server: Server, song: Path, browser: Browser, console: ConsoleLog
+) -> None:
+    """The page was white whatever the system's dark mode, a glare at night beside every other
+    dark window; in dark mode its text, the heat-map's tag names included, must still read."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = console.watch(context.new_page())
+    try:
+        open_page(page, f"{server.url}/")
+        upload(page, song)
+        style = "(element, name) => getComputedStyle(element)[name]"
+        background = page.locator("body").evaluate(style, "backgroundColor")
+        card = page.locator(".heatmap").evaluate(style, "backgroundColor")
+        ink = page.locator("body").evaluate(style, "color")
+        muted = page.locator("#model-info").evaluate(style, "color")
+        labels = page.locator("[data-testid=taggram]").evaluate(READ_LABEL_INK)
+    finally:
+        context.close()
+    black = "rgb(0, 0, 0)"
+    assert contrast(background, black) < 1.5 and contrast(card, black) < 1.5  # dark
+    assert contrast(ink, card) >= 4.5 and contrast(muted, card) >= 4.5
+    assert contrast(f"rgb({labels[0]}, {labels[1]}, {labels[2]})", card) >= 4.5
+    assert console.unexpected() == []

@@ -362,6 +362,9 @@ function drawTaggram(body, tags) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, width, height);
   ctx.font = font;
+  // The page's colours (style.css: light or dark, as the system asks).
+  const css = getComputedStyle(document.documentElement);
+  const colour = (name) => css.getPropertyValue(name).trim();
 
   const values = tags.map(({ column }) => patches.map((p) => p.values[column]));
   const vmax = Math.max(1e-6, ...values.flat());
@@ -379,7 +382,7 @@ function drawTaggram(body, tags) {
   });
 
   // Tag names, right-aligned against the plot.
-  ctx.fillStyle = "#1d1f2b";
+  ctx.fillStyle = colour("--ink");
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
   tags.forEach(({ tag }, r) => {
@@ -388,8 +391,8 @@ function drawTaggram(body, tags) {
 
   // Time axis in seconds (m:ss past a minute).
   const axisY = plot.y + plot.h;
-  ctx.strokeStyle = "#98a2b3";
-  ctx.fillStyle = "#475467";
+  ctx.strokeStyle = colour("--axis-line");
+  ctx.fillStyle = colour("--axis-ink");
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
   const step = niceStep(duration, plot.w, 56);
@@ -401,7 +404,7 @@ function drawTaggram(body, tags) {
     ctx.stroke();
     ctx.fillText(formatSeconds(t), x, axisY + 7);
   }
-  ctx.fillStyle = "#667085";
+  ctx.fillStyle = colour("--muted");
   ctx.fillText(duration >= 60 ? "time (m:s)" : "time (s)", plot.x + plot.w / 2, axisY + 22);
 
   // Colour legend: a vertical bar with its scale.
@@ -410,7 +413,7 @@ function drawTaggram(body, tags) {
   VIRIDIS.forEach((_, i) => gradient.addColorStop(i / (VIRIDIS.length - 1), viridis(i / (VIRIDIS.length - 1))));
   ctx.fillStyle = gradient;
   ctx.fillRect(legend.x, legend.y, legend.w, legend.h);
-  ctx.fillStyle = "#475467";
+  ctx.fillStyle = colour("--axis-ink");
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
   const ticks = legend.h >= 120 ? [0, 0.25, 0.5, 0.75, 1] : [0, 0.5, 1];
@@ -590,6 +593,8 @@ ui.model.addEventListener("change", () => {
   if (state.chosen) tagFile(state.chosen);
 });
 ui.rows.addEventListener("change", render);
+// The canvas is drawn in the page's colours: again when the system turns dark or light.
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", render);
 
 // The key panel floats over the model picker: like a menu it closes on Escape and when the focus
 // leaves it, which otherwise went on to fields the open panel covered.
