@@ -804,3 +804,31 @@ def test_a_system_in_dark_mode_gets_a_dark_page_with_readable_text(
     assert contrast(ink, card) >= 4.5 and contrast(muted, card) >= 4.5
     assert contrast(f"rgb({labels[0]}, {labels[1]}, {labels[2]})", card) >= 4.5
     assert console.unexpected() == []
+
+
+def test_a_recording_the_browser_cannot_play_is_drawn_and_says_so(
+    server: Server, song: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """The service decodes AU (and AIFF, WMA…), which Chromium does not play: the taggram came
+    with a greyed player reading 0:00, and a click on a cell moved the cursor but played
+    nothing, without a word why."""
+    audio, rate = sf.read(song, frames=10 * 22050)
+    recording = tmp_path / "clip.au"
+    sf.write(recording, audio, rate, format="AU")
+    open_page(page, f"{server.url}/")
+    upload(page, recording)
+    note = page.locator("[data-testid=player-note]")
+    note.wait_for(timeout=TIMEOUT_MS)  # once the browser has tried to load it
+    assert note.inner_text() == (
+        "This browser cannot play clip.au: the taggram is shown without sound."
+    )
+    assert page.locator("[data-testid=player]").is_hidden()
+    canvas = page.locator("[data-testid=taggram]")
+    centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+    scale = page.evaluate("devicePixelRatio")
+    canvas.click(position={"x": centres["x"][2] / scale, "y": centres["y"][0] / scale})
+    assert page.locator("[data-testid=cursor]").is_hidden()  # no promise of playback
+    page.set_input_files("[data-testid=file-input]", str(song))  # one it plays: the player is back
+    page.locator("[data-testid=summary]", has_text=song.name).wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("[data-testid=player]").is_visible() and note.is_hidden()
+    assert console.unexpected() == []

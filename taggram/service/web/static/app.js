@@ -17,6 +17,7 @@ const ui = {
   model: $("model"), rows: $("rows"), modelInfo: $("model-info"),
   error: $("error"), status: $("status"), statusText: $("status-text"), announcer: $("announcer"),
   result: $("result"), empty: $("empty"), summary: $("summary"), player: $("player"),
+  playerNote: $("player-note"),
   canvas: $("taggram"), wrap: $("canvas-wrap"), cursor: $("cursor"), tooltip: $("tooltip"),
   rowMark: $("row-mark"), cellMark: $("cell-mark"),
   topTags: $("top-tags"),
@@ -216,6 +217,8 @@ function showResult(file, body) {
     if (state.audioUrl) URL.revokeObjectURL(state.audioUrl);
     state.audioUrl = URL.createObjectURL(file);
     ui.player.src = state.audioUrl;
+    ui.player.hidden = false;
+    ui.playerNote.hidden = true;
     state.file = file;
   }
   state.body = body;
@@ -512,7 +515,7 @@ function hover(event) {
 }
 
 function playFrom(seconds) {
-  if (!state.audioUrl) return;
+  if (!state.audioUrl || ui.player.error) return; // nothing to play: no cursor either
   ui.player.currentTime = seconds;
   moveCursor();
   ui.player.play().catch(() => {}); // autoplay policies may refuse; the cursor still moved
@@ -625,6 +628,14 @@ ui.apiKey.addEventListener("change", () => {
   loadModels();
 });
 
+// The service decodes more formats than a browser plays (AIFF, AU, WMA…): say so, where a greyed
+// player reading 0:00 and clicks that moved the cursor but played nothing left a person guessing.
+ui.player.addEventListener("error", () => {
+  if (!state.file) return;
+  ui.playerNote.textContent = `This browser cannot play ${state.file.name}: the taggram is shown without sound.`;
+  ui.playerNote.hidden = false;
+  ui.player.hidden = true;
+});
 ui.player.addEventListener("play", () => requestAnimationFrame(followPlayback));
 ui.player.addEventListener("seeked", moveCursor);
 ui.player.addEventListener("timeupdate", moveCursor);
