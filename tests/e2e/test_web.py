@@ -832,3 +832,17 @@ def test_a_recording_the_browser_cannot_play_is_drawn_and_says_so(
     page.locator("[data-testid=summary]", has_text=song.name).wait_for(timeout=TIMEOUT_MS)
     assert page.locator("[data-testid=player]").is_visible() and note.is_hidden()
     assert console.unexpected() == []
+
+
+def test_a_recording_of_just_under_two_minutes_is_not_one_minute_sixty(
+    server: Server, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """119.6 s was summarised as "1:60": the minutes were cut before the seconds were rounded."""
+    recording = tmp_path / "almost-two-minutes.wav"
+    rate = 8000
+    tone = np.sin(2 * np.pi * 440 * np.arange(int(119.6 * rate)) / rate).astype(np.float32)
+    sf.write(recording, 0.3 * tone, rate, subtype="PCM_16")
+    open_page(page, f"{server.url}/")
+    upload(page, recording)
+    assert page.inner_text("[data-testid=summary]").startswith(f"{recording.name}\n2:00 · ")
+    assert console.unexpected() == []

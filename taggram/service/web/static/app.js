@@ -320,9 +320,13 @@ function formatSeconds(seconds, long = false) {
   // Under a second in milliseconds' precision: a 40 ms sound effect read "0.0 s".
   if (seconds < 1) return `${+seconds.toFixed(3)} s`;
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const m = Math.floor(seconds / 60);
-  const s = Math.round(seconds - m * 60);
-  return `${m}:${String(s).padStart(2, "0")}`;
+  return clock(seconds);
+}
+
+// m:ss, rounded to the second as a whole: rounding the seconds alone made 119.6 s "1:60".
+function clock(seconds) {
+  const total = Math.round(seconds);
+  return `${Math.floor(total / 60)}:${String(total % 60).padStart(2, "0")}`;
 }
 
 // Column boundaries in seconds: each patch owns the time nearer its centre than its neighbours',
