@@ -846,3 +846,31 @@ def test_a_recording_of_just_under_two_minutes_is_not_one_minute_sixty(
     upload(page, recording)
     assert page.inner_text("[data-testid=summary]").startswith(f"{recording.name}\n2:00 · ")
     assert console.unexpected() == []
+
+
+def test_in_a_long_recording_a_cell_gives_its_time_as_the_axis_does(
+    server: Server, music_wav: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """Past a minute the axis reads m:ss, but a cell's tooltip and what a screen reader was told
+    gave plain seconds: "765.1–768.1 s" beside an axis ending at 12:00."""
+    recording = long_track(music_wav, tmp_path, 90)
+    expected = api_answer(server, recording)
+    open_page(page, f"{server.url}/")
+    upload(page, recording)
+    row_tags = json.loads(page.get_attribute("[data-testid=taggram]", "data-row-tags") or "[]")
+    page.focus("[data-testid=taggram]")
+    page.keyboard.press("End")
+    patch = expected["taggram"]["patches"][-1]
+    value = patch["values"][expected["taggram"]["tags"].index(row_tags[0])]
+
+    def clock(seconds: float) -> str:
+        minutes, rest = divmod(int(seconds + 0.5), 60)  # rounded half up, as Math.round
+        return f"{minutes}:{rest:02d}"
+
+    start, end = clock(patch["start_seconds"]), clock(patch["end_seconds"])
+    assert page.inner_text("#tooltip") == f"{row_tags[0]}: {value:.3f} · {start}–{end}"
+    assert (
+        page.inner_text("[data-testid=announcer]")
+        == f"{row_tags[0]}, {value:.3f}, {start} to {end}"
+    )
+    assert console.unexpected() == []

@@ -492,16 +492,21 @@ function markRow(row) {
   ui.rowMark.style.height = `${rowHeight + 4}px`;
 }
 
-// A cell's tag, probability and patch: (tag, "0.412", start s, end s).
+// A cell's tag, probability and patch times as the axis writes them: in seconds ("3.0", "6.0",
+// inSeconds), or m:ss in a recording of a minute or more ("12:45", "12:48"; "765.1" was
+// hard to find on an axis reading 12:00).
 function cellFacts(row, column) {
-  const { tags, values } = state.layout;
+  const { tags, values, duration } = state.layout;
   const patch = state.body.taggram.patches[column];
-  return [tags[row].tag, values[row][column].toFixed(3), patch.start_seconds.toFixed(1), patch.end_seconds.toFixed(1)];
+  const inSeconds = duration < 60;
+  const time = (seconds) => (inSeconds ? seconds.toFixed(1) : clock(seconds));
+  const probability = values[row][column].toFixed(3);
+  return [tags[row].tag, probability, time(patch.start_seconds), time(patch.end_seconds), inSeconds];
 }
 
 function showTooltip(row, column, x, y) {
-  const [tag, probability, start, end] = cellFacts(row, column);
-  ui.tooltip.textContent = `${tag}: ${probability} · ${start}–${end} s`;
+  const [tag, probability, start, end, inSeconds] = cellFacts(row, column);
+  ui.tooltip.textContent = `${tag}: ${probability} · ${start}–${end}${inSeconds ? " s" : ""}`;
   ui.tooltip.style.left = `${x}px`;
   ui.tooltip.style.top = `${y}px`;
   ui.tooltip.hidden = false;
@@ -557,8 +562,8 @@ function focusCell(row, column) {
   });
   ui.cellMark.hidden = false;
   showTooltip(r, c, (x0 + x1) / 2, y0 + rowHeight / 2);
-  const [tag, probability, start, end] = cellFacts(r, c);
-  announce(`${tag}, ${probability}, ${start} to ${end} seconds`);
+  const [tag, probability, start, end, inSeconds] = cellFacts(r, c);
+  announce(`${tag}, ${probability}, ${start} to ${end}${inSeconds ? " seconds" : ""}`);
 }
 
 function onKey(event) {
