@@ -627,8 +627,11 @@ ui.keyPanel.addEventListener("keydown", (event) => {
   event.preventDefault();
   closeKeyPanel();
 });
+// Only for a focus gone to another part of the page: not for one gone to another window (to copy
+// the key from), nor in Safari for a click on the summary, which takes no focus there.
 ui.keyPanel.addEventListener("focusout", (event) => {
-  if (!ui.keyPanel.contains(event.relatedTarget)) ui.keyPanel.open = false;
+  const to = event.relatedTarget;
+  if (to && !ui.keyPanel.contains(to)) ui.keyPanel.open = false;
 });
 ui.apiKey.addEventListener("change", () => {
   const key = ui.apiKey.value.trim();
