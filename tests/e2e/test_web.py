@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 import numpy as np
@@ -102,6 +102,18 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's rank correlation of two flat arrays."""
     ranks = [np.argsort(np.argsort(values, kind="stable")).astype(float) for values in (a, b)]
     return float(np.corrcoef(*ranks)[0, 1])
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG contrast ratio of two CSS ``rgb(r, g, b)`` colours (1 to 21)."""
+
+    def luminance(colour: str) -> float:
+        channels = [int(part) / 255 for part in re.findall(r"\d+", colour)[:3]]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    light, dark = sorted((luminance(first), luminance(second)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
 
 
 def api_answer(server: Server, path: Path, **params: Any) -> dict[str, Any]:
@@ -364,9 +376,12 @@ def test_a_service_asking_for_a_key_opens_the_key_field(
     error = page.locator("[data-testid=error]")
     error.wait_for(state="visible", timeout=TIMEOUT_MS)
     assert "API key is required" in error.inner_text()
-    assert page.locator("[data-testid=api-key]").is_visible()  # the key field is open
-    page.fill("[data-testid=api-key]", secured_server.tag_key)
-    page.press("[data-testid=api-key]", "Enter")
+    # The key field is open, and named: a screen reader called it by its placeholder, "only if
+    # the service asks for one".
+    field = page.get_by_role("textbox", name="API key", exact=True)
+    assert field.is_visible()
+    field.fill(secured_server.tag_key)
+    field.press("Enter")
     page.wait_for_selector("[data-testid=model-select]:enabled", timeout=TIMEOUT_MS)
     assert error.is_hidden()
     assert console.unexpected(f"{FAILED_REQUEST} 401") == []
@@ -512,4 +527,354 @@ def test_on_a_phone_the_tooltip_of_the_last_cell_stays_on_the_page(
     assert box is not None
     assert box["x"] >= 0 and box["x"] + box["width"] <= 360
     assert phone.evaluate("document.documentElement.scrollWidth") == 360
+    assert console.unexpected() == []
+
+
+def test_the_heat_map_is_operable_by_keyboard(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """Tab reaches the heat-map; the arrow keys move an outlined cell whose tag, probability and
+    time a screen reader is told; Enter and Space play from it. The canvas took no focus and no
+    key: only a mouse could explore the taggram or play from a patch."""
+    expected = api_answer(server, song)
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    canvas = page.locator("[data-testid=taggram]")
+    row_tags = json.loads(canvas.get_attribute("data-row-tags") or "[]")
+    heat_map = page.get_by_role("application", name=re.compile(r"^Taggram of 10 tags over 11 "))
+    assert heat_map.count() == 1
+    hint = heat_map.get_attribute("aria-describedby")
+    assert hint and "arrow keys" in page.inner_text(f"#{hint}")
+    page.focus("[data-testid=rows-select]")
+    for _ in range(20):  # past the player's controls
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.testid") == "taggram":
+            break
+    assert page.evaluate("document.activeElement.dataset.testid") == "taggram"
+
+    index = expected["taggram"]["tags"].index
+    patches = expected["taggram"]["patches"]
+    readout, mark = page.locator("[data-testid=announcer]"), page.locator("#cell-mark")
+    assert readout.get_attribute("aria-live") == "polite"
+
+    def said(row: int, column: int) -> str:
+        patch = patches[column]
+        value = patch["values"][index(row_tags[row])]
+        start, end = patch["start_seconds"], patch["end_seconds"]
+        return f"{row_tags[row]}, {value:.3f}, {start:.1f} to {end:.1f} seconds"
+
+    assert mark.is_visible() and readout.inner_text() == said(0, 0)
+    for key in ["ArrowUp", "ArrowLeft"] + ["ArrowRight"] * 5 + ["ArrowDown"]:
+        page.keyboard.press(key)
+    assert readout.inner_text() == said(1, 5)  # moved, and never past the first row or column
+    centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+    scale = page.evaluate("devicePixelRatio")
+    box, outline = canvas.bounding_box(), mark.bounding_box()
+    assert box is not None and outline is not None
+    x, y = box["x"] + centres["x"][5] / scale, box["y"] + centres["y"][1] / scale
+    assert outline["x"] < x < outline["x"] + outline["width"]
+    assert outline["y"] < y < outline["y"] + outline["height"]
+    assert page.locator("#tooltip").inner_text().startswith(f"{row_tags[1]}: ")
+    page.keyboard.press("End")
+    assert readout.inner_text() == said(1, len(patches) - 1)
+    page.keyboard.press("Home")
+    assert readout.inner_text() == said(1, 0)
+
+    scrolled = page.evaluate("scrollY")
+    for key, column in (("Enter", 5), ("Space", 6)):
+        page.keyboard.press("Home")
+        for _ in range(column):
+            page.keyboard.press("ArrowRight")
+        page.evaluate("document.querySelector('[data-testid=player]').currentTime = 0")
+        page.keyboard.press(key)
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=player]').currentTime > 0"
+        )
+        played = page.evaluate("document.querySelector('[data-testid=player]').currentTime")
+        page.evaluate("document.querySelector('[data-testid=player]').pause()")
+        patch = patches[column]
+        assert patch["start_seconds"] - 0.5 <= played <= patch["end_seconds"], (key, played)
+    assert page.evaluate("scrollY") == scrolled  # Space played, it did not scroll the page
+    assert page.locator("[data-testid=cursor]").is_visible()
+    page.keyboard.press("Shift+Tab")  # leaving hides the outline and the tooltip
+    assert mark.is_hidden() and page.locator("#tooltip").is_hidden()
+    assert console.unexpected() == []
+
+
+def test_focus_rings_and_field_borders_stand_out_from_the_page(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """WCAG 1.4.11 asks 3:1 of what shows a control and its focus: the focus ring was a light
+    teal on white (1.67:1) and the fields' borders a pale grey (1.25:1)."""
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    style = "(element, name) => getComputedStyle(element)[name]"
+    white = "rgb(255, 255, 255)"
+    page.focus("[data-testid=file-input]")
+    drop = page.locator("[data-testid=drop-zone]")
+    assert contrast(drop.evaluate(style, "outlineColor"), white) >= 3
+    page.focus("[data-testid=rows-select]")
+    page.keyboard.press("Tab")  # into the player's controls, then on to the heat-map
+    while page.evaluate("document.activeElement.dataset.testid") != "taggram":
+        page.keyboard.press("Tab")
+    canvas = page.locator("[data-testid=taggram]")
+    assert canvas.evaluate(style, "outlineStyle") == "solid"
+    assert contrast(canvas.evaluate(style, "outlineColor"), white) >= 3
+    for field in ("model-select", "rows-select", "api-key"):
+        border = page.locator(f"[data-testid={field}]").evaluate(style, "borderTopColor")
+        assert contrast(border, white) >= 3, field
+    assert console.unexpected() == []
+
+
+def test_in_forced_colours_the_marks_over_the_heat_map_keep_theirs(
+    server: Server, song: Path, browser: Browser, console: ConsoleLog
+) -> None:
+    """A high-contrast theme (forced colours) recolours the page but not the canvas: the cursor
+    turned white (lost on yellow cells), the row and cell outlines black (lost on purple ones)
+    and the clip probability bars went blank."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, forced_colors="active")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = console.watch(context.new_page())
+    try:
+        open_page(page, f"{server.url}/")
+        upload(page, song)
+        page.evaluate("document.querySelector('[data-testid=player]').currentTime = 12")
+        page.locator("[data-testid=cursor]").wait_for()
+        page.hover("[data-testid=top-tags] li >> nth=2")
+        page.focus("[data-testid=taggram]")
+        page.keyboard.press("ArrowRight")
+        style = "(element, name) => getComputedStyle(element)[name]"
+        red, green = "rgb(255, 77, 79)", "rgb(53, 183, 121)"
+        assert page.locator("#cursor").evaluate(style, "backgroundColor") == red
+        assert page.locator("#row-mark").evaluate(style, "borderTopColor") == red
+        assert "rgb(29, 31, 43)" in page.locator("#cell-mark").evaluate(style, "boxShadow")
+        fill = page.locator("[data-testid=top-tags] .bar span").first
+        assert fill.evaluate(style, "backgroundColor") == green
+    finally:
+        context.close()
+    assert console.unexpected() == []
+
+
+@pytest.mark.parametrize(("motion", "spinning"), [("reduce", False), ("no-preference", True)])
+def test_asked_for_less_motion_the_spinner_stands_still(
+    server: Server,
+    browser: Browser,
+    console: ConsoleLog,
+    motion: Literal["reduce", "no-preference"],
+    spinning: bool,
+) -> None:
+    """The spinner turned forever while tagging, whatever the system's "reduce motion"."""
+    context = browser.new_context(reduced_motion=motion)
+    page = console.watch(context.new_page())
+    try:
+        open_page(page, f"{server.url}/")
+        # Computed although hidden: the spinner is shown only while a file is tagged.
+        turn = page.locator(".spinner").evaluate("e => getComputedStyle(e).animationName")
+        fade = page.locator("[data-testid=drop-zone]").evaluate(
+            "e => getComputedStyle(e).transitionDuration"
+        )
+    finally:
+        context.close()
+    assert (turn == "spin", fade != "0s") == (spinning, spinning)
+    assert console.unexpected() == []
+
+
+def test_the_page_has_headings_to_find_its_parts_by(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """Screen reader users jump between headings: the page had one, "Top tags" (level 2), and
+    neither a level-1 heading naming it nor one for the heat-map."""
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    headings = page.locator("h1, h2, h3, h4, h5, h6, [role=heading]")
+    found = [
+        (tag, " ".join(text.split()))
+        for tag, text in headings.evaluate_all("hs => hs.map(h => [h.tagName, h.innerText])")
+    ]
+    assert found == [("H1", "taggram"), ("H2", "Taggram"), ("H2", "Top tags clip probability")]
+    assert page.get_by_role("heading", name="Taggram", exact=True, level=2).is_visible()
+    assert console.unexpected() == []
+
+
+def test_on_a_phone_the_heat_maps_hint_runs_under_its_title(
+    server: Server, song: Path, phone: Page, console: ConsoleLog
+) -> None:
+    """The hint (how to play from a cell) sat beside "Taggram" in a column a third of the
+    screen wide, five lines of two or three words."""
+    open_page(phone, f"{server.url}/")
+    upload(phone, song)
+    title = phone.get_by_role("heading", name="Taggram", exact=True).bounding_box()
+    hint = phone.locator("#taggram-hint").bounding_box()
+    assert title is not None and hint is not None
+    assert hint["y"] >= title["y"] + title["height"] - 2  # under the title, not beside it
+    assert abs(hint["x"] - title["x"]) <= 1
+    assert console.unexpected() == []
+
+
+def test_the_key_panel_closes_on_escape_and_when_the_focus_leaves_it(
+    secured_server: SecuredServer, page: Page, console: ConsoleLog
+) -> None:
+    """The open key panel lies over the model picker: Tab from the key field went on to the
+    file and model fields with the panel still covering the model's, and Escape did nothing.
+    Entering the key closed the panel with the focus in it, which fell back to the page's top."""
+    page.goto(f"{secured_server.url}/")
+    panel = page.locator("[data-testid=api-key-panel]")
+    field = page.get_by_role("textbox", name="API key", exact=True)
+    page.locator("[data-testid=error]").wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert field.is_visible() and field.evaluate("field => field === document.activeElement")
+    # The focus gone nowhere on the page (to another window, to copy the key from): still open.
+    field.evaluate("field => field.blur()")
+    assert panel.evaluate("panel => panel.open")
+    field.focus()
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.dataset.testid") == "file-input"
+    assert not panel.evaluate("panel => panel.open")
+    page.keyboard.press("Shift+Tab")  # back on the panel's summary: Enter opens it
+    page.keyboard.press("Enter")
+    field.focus()
+    page.keyboard.press("Escape")
+    assert not panel.evaluate("panel => panel.open")
+    focused = "document.activeElement.tagName"
+    assert page.evaluate(focused) == "SUMMARY"
+    page.keyboard.press("Enter")
+    field.fill(secured_server.tag_key)
+    field.press("Enter")
+    page.wait_for_selector("[data-testid=model-select]:enabled", timeout=TIMEOUT_MS)
+    assert not panel.evaluate("panel => panel.open") and page.evaluate(focused) == "SUMMARY"
+    assert console.unexpected(f"{FAILED_REQUEST} 401") == []
+
+
+def test_a_screen_reader_is_told_when_the_file_is_tagged(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """The status line ("Tagging …") was the page's only live region, appearing with its text
+    and hidden when done: a screen reader was told neither that tagging began (often) nor that
+    it had ended, nor what came out."""
+    expected = api_answer(server, song)
+    open_page(page, f"{server.url}/")
+    announcer = page.locator("[data-testid=announcer]")
+    assert announcer.get_attribute("aria-live") == "polite"
+    assert announcer.evaluate("e => !e.closest('[hidden]')")  # there before anything is said
+    announcer.evaluate(
+        "e => { window.heard = []; new MutationObserver(() => window.heard.push(e.textContent))"
+        ".observe(e, { childList: true, characterData: true, subtree: true }); }"
+    )
+    upload(page, song)
+    top = ", ".join(item["tag"] for item in expected["tags"][:3])
+    done = f"{song.name} tagged with MTT_musicnn; strongest tags: {top}"
+    page.wait_for_function(
+        "text => document.querySelector('#announcer').textContent === text", arg=done
+    )
+    assert page.evaluate("window.heard")[0] == f"Tagging {song.name} with MTT_musicnn…"
+    assert console.unexpected() == []
+
+
+# The brightest pixel of the tag names' column, drawn left of the first cell, as [r, g, b].
+READ_LABEL_INK = """canvas => {
+  const { x, y } = JSON.parse(canvas.dataset.cellCentres);
+  const left = Math.floor(x[0] - (x[1] - x[0]) / 2) - 2;
+  const half = Math.floor((y[1] - y[0]) / 2);
+  const pixels = canvas.getContext("2d").getImageData(0, y[0] - half, left, 2 * half).data;
+  let best = [0, 0, 0];
+  for (let i = 0; i < pixels.length; i += 4) {
+    const rgb = [pixels[i], pixels[i + 1], pixels[i + 2]];
+    if (pixels[i + 3] > 200 && Math.min(...rgb) > Math.min(...best)) best = rgb;
+  }
+  return best;
+}"""
+
+
+def test_a_system_in_dark_mode_gets_a_dark_page_with_readable_text(
+    server: Server, song: Path, browser: Browser, console: ConsoleLog
+) -> None:
+    """The page was white whatever the system's dark mode, a glare at night beside every other
+    dark window; in dark mode its text, the heat-map's tag names included, must still read."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
+    context.set_default_timeout(TIMEOUT_MS)
+    page = console.watch(context.new_page())
+    try:
+        open_page(page, f"{server.url}/")
+        upload(page, song)
+        style = "(element, name) => getComputedStyle(element)[name]"
+        background = page.locator("body").evaluate(style, "backgroundColor")
+        card = page.locator(".heatmap").evaluate(style, "backgroundColor")
+        ink = page.locator("body").evaluate(style, "color")
+        muted = page.locator("#model-info").evaluate(style, "color")
+        labels = page.locator("[data-testid=taggram]").evaluate(READ_LABEL_INK)
+    finally:
+        context.close()
+    black = "rgb(0, 0, 0)"
+    assert contrast(background, black) < 1.5 and contrast(card, black) < 1.5  # dark
+    assert contrast(ink, card) >= 4.5 and contrast(muted, card) >= 4.5
+    assert contrast(f"rgb({labels[0]}, {labels[1]}, {labels[2]})", card) >= 4.5
+    assert console.unexpected() == []
+
+
+def test_a_recording_the_browser_cannot_play_is_drawn_and_says_so(
+    server: Server, song: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """The service decodes AU (and AIFF, WMA…), which Chromium does not play: the taggram came
+    with a greyed player reading 0:00, and a click on a cell moved the cursor but played
+    nothing, without a word why."""
+    audio, rate = sf.read(song, frames=10 * 22050)
+    recording = tmp_path / "clip.au"
+    sf.write(recording, audio, rate, format="AU")
+    open_page(page, f"{server.url}/")
+    upload(page, recording)
+    note = page.locator("[data-testid=player-note]")
+    note.wait_for(timeout=TIMEOUT_MS)  # once the browser has tried to load it
+    assert note.inner_text() == (
+        "This browser cannot play clip.au: the taggram is shown without sound."
+    )
+    assert page.locator("[data-testid=player]").is_hidden()
+    canvas = page.locator("[data-testid=taggram]")
+    centres = json.loads(canvas.get_attribute("data-cell-centres") or "{}")
+    scale = page.evaluate("devicePixelRatio")
+    canvas.click(position={"x": centres["x"][2] / scale, "y": centres["y"][0] / scale})
+    assert page.locator("[data-testid=cursor]").is_hidden()  # no promise of playback
+    page.set_input_files("[data-testid=file-input]", str(song))  # one it plays: the player is back
+    page.locator("[data-testid=summary]", has_text=song.name).wait_for(timeout=TIMEOUT_MS)
+    assert page.locator("[data-testid=player]").is_visible() and note.is_hidden()
+    assert console.unexpected() == []
+
+
+def test_a_recording_of_just_under_two_minutes_is_not_one_minute_sixty(
+    server: Server, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """119.6 s was summarised as "1:60": the minutes were cut before the seconds were rounded."""
+    recording = tmp_path / "almost-two-minutes.wav"
+    rate = 8000
+    tone = np.sin(2 * np.pi * 440 * np.arange(int(119.6 * rate)) / rate).astype(np.float32)
+    sf.write(recording, 0.3 * tone, rate, subtype="PCM_16")
+    open_page(page, f"{server.url}/")
+    upload(page, recording)
+    assert page.inner_text("[data-testid=summary]").startswith(f"{recording.name}\n2:00 · ")
+    assert console.unexpected() == []
+
+
+def test_in_a_long_recording_a_cell_gives_its_time_as_the_axis_does(
+    server: Server, music_wav: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """Past a minute the axis reads m:ss, but a cell's tooltip and what a screen reader was told
+    gave plain seconds: "765.1–768.1 s" beside an axis ending at 12:00."""
+    recording = long_track(music_wav, tmp_path, 90)
+    expected = api_answer(server, recording)
+    open_page(page, f"{server.url}/")
+    upload(page, recording)
+    row_tags = json.loads(page.get_attribute("[data-testid=taggram]", "data-row-tags") or "[]")
+    page.focus("[data-testid=taggram]")
+    page.keyboard.press("End")
+    patch = expected["taggram"]["patches"][-1]
+    value = patch["values"][expected["taggram"]["tags"].index(row_tags[0])]
+
+    def clock(seconds: float) -> str:
+        minutes, rest = divmod(int(seconds + 0.5), 60)  # rounded half up, as Math.round
+        return f"{minutes}:{rest:02d}"
+
+    start, end = clock(patch["start_seconds"]), clock(patch["end_seconds"])
+    assert page.inner_text("#tooltip") == f"{row_tags[0]}: {value:.3f} · {start}–{end}"
+    assert (
+        page.inner_text("[data-testid=announcer]")
+        == f"{row_tags[0]}, {value:.3f}, {start} to {end}"
+    )
     assert console.unexpected() == []

@@ -15,10 +15,11 @@ const ui = {
   apiKey: $("api-key"), keyPanel: $("key-panel"),
   drop: $("drop"), file: $("file"), dropHint: $("drop-hint"),
   model: $("model"), rows: $("rows"), modelInfo: $("model-info"),
-  error: $("error"), status: $("status"), statusText: $("status-text"),
+  error: $("error"), status: $("status"), statusText: $("status-text"), announcer: $("announcer"),
   result: $("result"), empty: $("empty"), summary: $("summary"), player: $("player"),
+  playerNote: $("player-note"),
   canvas: $("taggram"), wrap: $("canvas-wrap"), cursor: $("cursor"), tooltip: $("tooltip"),
-  rowMark: $("row-mark"),
+  rowMark: $("row-mark"), cellMark: $("cell-mark"),
   topTags: $("top-tags"),
 };
 
@@ -29,6 +30,7 @@ const state = {
   audioUrl: null, // its object URL, played by <audio>
   body: null, // the last successful v1/tag response
   layout: null, // geometry of the drawn heat-map (CSS pixels)
+  cell: { row: 0, column: 0 }, // the heat-map's keyboard-focused cell
   inFlight: null, // AbortController of the running request
 };
 
@@ -113,6 +115,12 @@ function clearError() {
 function setStatus(text) {
   ui.status.hidden = !text;
   ui.statusText.textContent = text || "";
+  if (text) announce(text);
+}
+
+// Tell screen readers (politely: after what they are reading). Errors need not: role=alert.
+function announce(text) {
+  ui.announcer.textContent = text;
 }
 
 // ---------------------------------------------------------------- models
@@ -185,6 +193,8 @@ async function tagFile(file) {
     });
     if (!body.taggram) throw new ApiError("The response has no taggram.");
     showResult(file, body);
+    const strongest = body.tags.slice(0, 3).map((item) => item.tag).join(", ");
+    announce(`${file.name} tagged with ${body.model?.name || model}; strongest tags: ${strongest}`);
   } catch (error) {
     if (error.name === "AbortError") return;
     // The previous result would pass for this file's: show only the error.
@@ -207,6 +217,8 @@ function showResult(file, body) {
     if (state.audioUrl) URL.revokeObjectURL(state.audioUrl);
     state.audioUrl = URL.createObjectURL(file);
     ui.player.src = state.audioUrl;
+    ui.player.hidden = false;
+    ui.playerNote.hidden = true;
     state.file = file;
   }
   state.body = body;
@@ -261,6 +273,7 @@ function render() {
   renderTopTags(tags);
   drawTaggram(body, tags);
   moveCursor();
+  if (!ui.cellMark.hidden) focusCell(state.cell.row, state.cell.column); // placed anew
 }
 
 function renderTopTags(tags) {
@@ -307,9 +320,13 @@ function formatSeconds(seconds, long = false) {
   // Under a second in milliseconds' precision: a 40 ms sound effect read "0.0 s".
   if (seconds < 1) return `${+seconds.toFixed(3)} s`;
   if (seconds < 60) return `${seconds.toFixed(1)} s`;
-  const m = Math.floor(seconds / 60);
-  const s = Math.round(seconds - m * 60);
-  return `${m}:${String(s).padStart(2, "0")}`;
+  return clock(seconds);
+}
+
+// m:ss, rounded to the second as a whole: rounding the seconds alone made 119.6 s "1:60".
+function clock(seconds) {
+  const total = Math.round(seconds);
+  return `${Math.floor(total / 60)}:${String(total % 60).padStart(2, "0")}`;
 }
 
 // Column boundaries in seconds: each patch owns the time nearer its centre than its neighbours',
@@ -352,6 +369,9 @@ function drawTaggram(body, tags) {
   ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, width, height);
   ctx.font = font;
+  // The page's colours (style.css: light or dark, as the system asks).
+  const css = getComputedStyle(document.documentElement);
+  const colour = (name) => css.getPropertyValue(name).trim();
 
   const values = tags.map(({ column }) => patches.map((p) => p.values[column]));
   const vmax = Math.max(1e-6, ...values.flat());
@@ -369,7 +389,7 @@ function drawTaggram(body, tags) {
   });
 
   // Tag names, right-aligned against the plot.
-  ctx.fillStyle = "#1d1f2b";
+  ctx.fillStyle = colour("--ink");
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
   tags.forEach(({ tag }, r) => {
@@ -378,8 +398,8 @@ function drawTaggram(body, tags) {
 
   // Time axis in seconds (m:ss past a minute).
   const axisY = plot.y + plot.h;
-  ctx.strokeStyle = "#98a2b3";
-  ctx.fillStyle = "#475467";
+  ctx.strokeStyle = colour("--axis-line");
+  ctx.fillStyle = colour("--axis-ink");
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
   const step = niceStep(duration, plot.w, 56);
@@ -391,7 +411,7 @@ function drawTaggram(body, tags) {
     ctx.stroke();
     ctx.fillText(formatSeconds(t), x, axisY + 7);
   }
-  ctx.fillStyle = "#667085";
+  ctx.fillStyle = colour("--muted");
   ctx.fillText(duration >= 60 ? "time (m:s)" : "time (s)", plot.x + plot.w / 2, axisY + 22);
 
   // Colour legend: a vertical bar with its scale.
@@ -400,7 +420,7 @@ function drawTaggram(body, tags) {
   VIRIDIS.forEach((_, i) => gradient.addColorStop(i / (VIRIDIS.length - 1), viridis(i / (VIRIDIS.length - 1))));
   ctx.fillStyle = gradient;
   ctx.fillRect(legend.x, legend.y, legend.w, legend.h);
-  ctx.fillStyle = "#475467";
+  ctx.fillStyle = colour("--axis-ink");
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
   const ticks = legend.h >= 120 ? [0, 0.25, 0.5, 0.75, 1] : [0, 0.5, 1];
@@ -472,31 +492,87 @@ function markRow(row) {
   ui.rowMark.style.height = `${rowHeight + 4}px`;
 }
 
+// A cell's tag, probability and patch times as the axis writes them: in seconds ("3.0", "6.0",
+// inSeconds), or m:ss in a recording of a minute or more ("12:45", "12:48"; "765.1" was
+// hard to find on an axis reading 12:00).
+function cellFacts(row, column) {
+  const { tags, values, duration } = state.layout;
+  const patch = state.body.taggram.patches[column];
+  const inSeconds = duration < 60;
+  const time = (seconds) => (inSeconds ? seconds.toFixed(1) : clock(seconds));
+  const probability = values[row][column].toFixed(3);
+  return [tags[row].tag, probability, time(patch.start_seconds), time(patch.end_seconds), inSeconds];
+}
+
+function showTooltip(row, column, x, y) {
+  const [tag, probability, start, end, inSeconds] = cellFacts(row, column);
+  ui.tooltip.textContent = `${tag}: ${probability} · ${start}–${end}${inSeconds ? " s" : ""}`;
+  ui.tooltip.style.left = `${x}px`;
+  ui.tooltip.style.top = `${y}px`;
+  ui.tooltip.hidden = false;
+  // Right of the point, or left of it where it would run past the heat-map: past the page's
+  // edge it was cut off and widened the page (a sideways scroll on a phone).
+  const past = x + 12 + ui.tooltip.offsetWidth > ui.wrap.clientWidth;
+  ui.tooltip.classList.toggle("left", past);
+}
+
 function hover(event) {
   const cell = cellAt(event);
   markRow(cell ? cell.row : -1);
-  if (!cell) {
-    ui.tooltip.hidden = true;
-    return;
-  }
-  const { tags, values } = state.layout;
-  const patch = state.body.taggram.patches[cell.column];
-  ui.tooltip.textContent = `${tags[cell.row].tag}: ${values[cell.row][cell.column].toFixed(3)} · ${patch.start_seconds.toFixed(1)}–${patch.end_seconds.toFixed(1)} s`;
-  ui.tooltip.style.left = `${cell.x}px`;
-  ui.tooltip.style.top = `${cell.y}px`;
-  ui.tooltip.hidden = false;
-  // Right of the pointer, or left of it where it would run past the heat-map: past the page's
-  // edge it was cut off and widened the page (a sideways scroll on a phone).
-  const past = cell.x + 12 + ui.tooltip.offsetWidth > ui.wrap.clientWidth;
-  ui.tooltip.classList.toggle("left", past);
+  if (cell) showTooltip(cell.row, cell.column, cell.x, cell.y);
+  else ui.tooltip.hidden = true;
+}
+
+function playFrom(seconds) {
+  if (!state.audioUrl || ui.player.error) return; // nothing to play: no cursor either
+  ui.player.currentTime = seconds;
+  moveCursor();
+  ui.player.play().catch(() => {}); // autoplay policies may refuse; the cursor still moved
 }
 
 function seek(event) {
   const cell = cellAt(event);
-  if (!cell || !state.audioUrl) return;
-  ui.player.currentTime = cell.seconds;
-  moveCursor();
-  ui.player.play().catch(() => {}); // autoplay policies may refuse; the cursor still moved
+  if (!cell) return;
+  state.cell = { row: cell.row, column: cell.column }; // the arrow keys go on from here
+  playFrom(cell.seconds);
+}
+
+// ---------------------------------------------------------------- keyboard
+
+// The heat-map is one focusable element: the arrow keys (Home, End: first and last patch) move
+// an outlined cell with its tooltip, Enter or Space plays from its start, and screen readers,
+// which cannot see the canvas, are told its tag, probability and time.
+const MOVES = {
+  ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1],
+  Home: [0, -Infinity], End: [0, Infinity],
+};
+
+function focusCell(row, column) {
+  const layout = state.layout;
+  if (!layout) return;
+  const clamp = (value, count) => Math.max(0, Math.min(count - 1, value));
+  const r = clamp(row, layout.tags.length);
+  const c = clamp(column, layout.edges.length - 1);
+  state.cell = { row: r, column: c };
+  const { plot, rowHeight, edges, xOf } = layout;
+  const [x0, x1] = [xOf(edges[c]), xOf(edges[c + 1])];
+  const y0 = plot.y + r * rowHeight;
+  Object.assign(ui.cellMark.style, {
+    left: `${x0}px`, top: `${y0}px`, width: `${x1 - x0}px`, height: `${rowHeight}px`,
+  });
+  ui.cellMark.hidden = false;
+  showTooltip(r, c, (x0 + x1) / 2, y0 + rowHeight / 2);
+  const [tag, probability, start, end, inSeconds] = cellFacts(r, c);
+  announce(`${tag}, ${probability}, ${start} to ${end}${inSeconds ? " seconds" : ""}`);
+}
+
+function onKey(event) {
+  const play = event.key === "Enter" || event.key === " ";
+  const move = MOVES[event.key] || (play && [0, 0]);
+  if (!move || !state.layout || event.altKey || event.ctrlKey || event.metaKey) return;
+  event.preventDefault(); // the arrows and Space would scroll the page
+  focusCell(state.cell.row + move[0], state.cell.column + move[1]); // clamped to this taggram
+  if (play) playFrom(state.layout.edges[state.cell.column]);
 }
 
 // ---------------------------------------------------------------- wiring
@@ -529,12 +605,33 @@ ui.model.addEventListener("change", () => {
   if (state.chosen) tagFile(state.chosen);
 });
 ui.rows.addEventListener("change", render);
+// The canvas is drawn in the page's colours: again when the system turns dark or light.
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", render);
+
+// The key panel floats over the model picker: like a menu it closes on Escape and when the focus
+// leaves it, which otherwise went on to fields the open panel covered.
+function closeKeyPanel() {
+  const inside = ui.keyPanel.contains(document.activeElement);
+  ui.keyPanel.open = false;
+  if (inside) ui.keyPanel.querySelector("summary").focus(); // not lost to the page's top
+}
 
 ui.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
 $("key-form").addEventListener("submit", (event) => {
   event.preventDefault();
-  ui.keyPanel.open = false; // reopened if the service still refuses the key
+  closeKeyPanel(); // reopened if the service still refuses the key
   ui.apiKey.dispatchEvent(new Event("change"));
+});
+ui.keyPanel.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || !ui.keyPanel.open) return;
+  event.preventDefault();
+  closeKeyPanel();
+});
+// Only for a focus gone to another part of the page: not for one gone to another window (to copy
+// the key from), nor in Safari for a click on the summary, which takes no focus there.
+ui.keyPanel.addEventListener("focusout", (event) => {
+  const to = event.relatedTarget;
+  if (to && !ui.keyPanel.contains(to)) ui.keyPanel.open = false;
 });
 ui.apiKey.addEventListener("change", () => {
   const key = ui.apiKey.value.trim();
@@ -543,6 +640,14 @@ ui.apiKey.addEventListener("change", () => {
   loadModels();
 });
 
+// The service decodes more formats than a browser plays (AIFF, AU, WMA…): say so, where a greyed
+// player reading 0:00 and clicks that moved the cursor but played nothing left a person guessing.
+ui.player.addEventListener("error", () => {
+  if (!state.file) return;
+  ui.playerNote.textContent = `This browser cannot play ${state.file.name}: the taggram is shown without sound.`;
+  ui.playerNote.hidden = false;
+  ui.player.hidden = true;
+});
 ui.player.addEventListener("play", () => requestAnimationFrame(followPlayback));
 ui.player.addEventListener("seeked", moveCursor);
 ui.player.addEventListener("timeupdate", moveCursor);
@@ -552,6 +657,15 @@ ui.canvas.addEventListener("mouseleave", () => {
   markRow(-1);
 });
 ui.canvas.addEventListener("click", seek);
+ui.canvas.addEventListener("keydown", onKey);
+// Outlined when reached by Tab, not when clicked (the click plays; the pointer is the mark).
+ui.canvas.addEventListener("focus", () => {
+  if (ui.canvas.matches(":focus-visible")) focusCell(state.cell.row, state.cell.column);
+});
+ui.canvas.addEventListener("blur", () => {
+  ui.cellMark.hidden = true;
+  ui.tooltip.hidden = true;
+});
 
 let resizeFrame = 0;
 new ResizeObserver(() => {
