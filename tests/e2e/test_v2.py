@@ -193,6 +193,16 @@ def test_json_tensors_and_bodies_are_capped(secured_server: SecuredServer) -> No
     assert (flooded.status_code, flooded.json()["code"]) == (413, "payload_too_large")
 
 
+def _infer_json(secured_server: SecuredServer, request: dict[str, object]) -> httpx.Response:
+    """POST ``request`` as a JSON /v2 inference request to MTT_musicnn with a tagging key."""
+    return httpx.post(
+        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
+        json=request,
+        headers={"X-API-Key": secured_server.tag_key},
+        timeout=60,
+    )
+
+
 @pytest.mark.parametrize(
     ("outputs", "parameters", "refusal"),
     [
@@ -218,12 +228,7 @@ def test_output_requests_are_read_strictly(
         request["outputs"] = outputs
     if parameters is not None:
         request["parameters"] = parameters
-    answer = httpx.post(
-        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
-        json=request,
-        headers={"X-API-Key": secured_server.tag_key},
-        timeout=60,
-    )
+    answer = _infer_json(secured_server, request)
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
     assert refusal in answer.json()["error"]
 
@@ -233,14 +238,9 @@ def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(
 ) -> None:
     """1e39 is a finite JSON number but no FP32: a 400 saying so, and no RuntimeWarning line in
     the server's output (numpy warned on stderr when the cast overflowed)."""
-    request = {"inputs": [{"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
-                           "data": [1e39] * 48128}]}  # fmt: skip
-    answer = httpx.post(
-        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
-        json=request,
-        headers={"X-API-Key": secured_server.tag_key},
-        timeout=60,
-    )
+    tensor = {"name": "waveform", "shape": [1, 48128], "datatype": "FP32", "data": [1e39] * 48128}
+    request: dict[str, object] = {"inputs": [tensor]}
+    answer = _infer_json(secured_server, request)
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
     assert "beyond FP32's range" in answer.json()["error"]
     assert "RuntimeWarning" not in secured_server.server.log()

@@ -12,6 +12,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -61,9 +62,15 @@ def console() -> ConsoleLog:
     return ConsoleLog()
 
 
-@pytest.fixture
-def page(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+DESKTOP = {"width": 1280, "height": 900}
+
+
+@contextmanager
+def browser_page(browser: Browser, console: ConsoleLog, **options: Any) -> Iterator[Page]:
+    """A page in a fresh browser context made with ``options`` (``viewport``, ``color_scheme``,
+    ``forced_colors``, ``reduced_motion`` ...; a desktop window unless given), its console
+    watched; the context is closed on leaving."""
+    context = browser.new_context(**{"viewport": DESKTOP, **options})
     context.set_default_timeout(TIMEOUT_MS)  # every wait may include a tagging on a busy machine
     try:
         yield console.watch(context.new_page())
@@ -72,14 +79,16 @@ def page(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
 
 
 @pytest.fixture
+def page(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
+    with browser_page(browser, console) as opened:
+        yield opened
+
+
+@pytest.fixture
 def phone(browser: Browser, console: ConsoleLog) -> Iterator[Page]:
     """The page in a 360 px wide window, a common phone's."""
-    context = browser.new_context(viewport={"width": 360, "height": 800})
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        yield console.watch(context.new_page())
-    finally:
-        context.close()
+    with browser_page(browser, console, viewport={"width": 360, "height": 800}) as opened:
+        yield opened
 
 
 def screenshot_path(tmp_path: Path, name: str) -> Path:
@@ -632,10 +641,7 @@ def test_in_forced_colours_the_marks_over_the_heat_map_keep_theirs(
     """A high-contrast theme (forced colours) recolours the page but not the canvas: the cursor
     turned white (lost on yellow cells), the row and cell outlines black (lost on purple ones)
     and the clip probability bars went blank."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, forced_colors="active")
-    context.set_default_timeout(TIMEOUT_MS)
-    page = console.watch(context.new_page())
-    try:
+    with browser_page(browser, console, forced_colors="active") as page:
         open_page(page, f"{server.url}/")
         upload(page, song)
         page.evaluate("document.querySelector('[data-testid=player]').currentTime = 12")
@@ -650,8 +656,6 @@ def test_in_forced_colours_the_marks_over_the_heat_map_keep_theirs(
         assert "rgb(29, 31, 43)" in page.locator("#cell-mark").evaluate(style, "boxShadow")
         fill = page.locator("[data-testid=top-tags] .bar span").first
         assert fill.evaluate(style, "backgroundColor") == green
-    finally:
-        context.close()
     assert console.unexpected() == []
 
 
@@ -664,17 +668,13 @@ def test_asked_for_less_motion_the_spinner_stands_still(
     spinning: bool,
 ) -> None:
     """The spinner turned forever while tagging, whatever the system's "reduce motion"."""
-    context = browser.new_context(reduced_motion=motion)
-    page = console.watch(context.new_page())
-    try:
+    with browser_page(browser, console, reduced_motion=motion) as page:
         open_page(page, f"{server.url}/")
         # Computed although hidden: the spinner is shown only while a file is tagged.
         turn = page.locator(".spinner").evaluate("e => getComputedStyle(e).animationName")
         fade = page.locator("[data-testid=drop-zone]").evaluate(
             "e => getComputedStyle(e).transitionDuration"
         )
-    finally:
-        context.close()
     assert (turn == "spin", fade != "0s") == (spinning, spinning)
     assert console.unexpected() == []
 
@@ -789,10 +789,7 @@ def test_a_system_in_dark_mode_gets_a_dark_page_with_readable_text(
 ) -> None:
     """The page was white whatever the system's dark mode, a glare at night beside every other
     dark window; in dark mode its text, the heat-map's tag names included, must still read."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, color_scheme="dark")
-    context.set_default_timeout(TIMEOUT_MS)
-    page = console.watch(context.new_page())
-    try:
+    with browser_page(browser, console, color_scheme="dark") as page:
         open_page(page, f"{server.url}/")
         upload(page, song)
         style = "(element, name) => getComputedStyle(element)[name]"
@@ -801,8 +798,6 @@ def test_a_system_in_dark_mode_gets_a_dark_page_with_readable_text(
         ink = page.locator("body").evaluate(style, "color")
         muted = page.locator("#model-info").evaluate(style, "color")
         labels = page.locator("[data-testid=taggram]").evaluate(READ_LABEL_INK)
-    finally:
-        context.close()
     black = "rgb(0, 0, 0)"
     assert contrast(background, black) < 1.5 and contrast(card, black) < 1.5  # dark
     assert contrast(ink, card) >= 4.5 and contrast(muted, card) >= 4.5
