@@ -4,6 +4,8 @@ import os
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Real recordings beside the project on development and CI machines (absent in a user's clone).
-SHARED_AUDIO = ROOT.parent / "shared" / "audio"
+# Real recordings beside the project on development and CI machines (absent in a user's clone);
+# TAGGRAM_SHARED points elsewhere, as for the tests (a git worktree's parent has no shared/).
+SHARED = Path(os.environ.get("TAGGRAM_SHARED", ROOT.parent / "shared"))
+SHARED_AUDIO = SHARED / "audio"
 MODEL_REPOSITORY = Path(os.environ.get("TAGGRAM_MODEL_REPOSITORY", ROOT / "model_repository"))
