@@ -1,4 +1,7 @@
-"""Scripts that print performance figures for docs/performance.md (run with ``python -m``)."""
+"""Scripts that print performance figures for docs/performance.md (run with ``python -m``; each
+has ``--help``). Two modules are helpers of the others and print nothing on their own:
+``raw_inference`` (the GEMM rate and onnxruntime's bare cost, run by ``http_benchmark``) and
+``serving`` (a served process, its memory and metrics, for ``load``, ``soak`` and ``memory``)."""
 
 import os
 from pathlib import Path
