@@ -34,7 +34,7 @@ import soundfile as sf
 import soxr
 import typer
 
-from benchmarks import SHARED_AUDIO
+from benchmarks import SHARED
 from taggram.service.audio.decode import DecodeLimits, decode
 from taggram.service.errors import TaggramError
 
@@ -189,7 +189,7 @@ def decoders_table(shared: Path, runs: int) -> str:
 
 
 def main(
-    shared: Path = typer.Option(SHARED_AUDIO.parent, help="the shared folder (audio/ and bugs/)"),
+    shared: Path = typer.Option(SHARED, help="the shared folder (audio/ and bugs/)"),
     runs: int = typer.Option(3, min=1, help="runs per file in the decoder table (best kept)"),
     bombs: bool = typer.Option(True, help="measure the bombs (several minutes of CPU)"),
     decoders: bool = typer.Option(True, help="compare the decoders on the shared files"),

@@ -550,7 +550,9 @@ def main(
     concurrency: list[int] = typer.Option([1, 4, 16], help="concurrent clients, per phase"),
     phase_budget: float = typer.Option(60.0, help="seconds after which a phase stops sending"),
     max_batch_size: int | None = typer.Option(None, help="server's max batch (default: its own)"),
-    raw: bool = typer.Option(True, help="measure GEMM rates and raw onnxruntime per model"),
+    raw: bool = typer.Option(
+        True, help="time raw onnxruntime per model (GEMM rates are always measured: the floor)"
+    ),
     raw_batches: list[int] = typer.Option([1, 8, 32], help="batch sizes for raw onnxruntime"),
     threads: int = typer.Option(2, help="onnxruntime intra-op threads for the raw measurement"),
     memory_check: bool = typer.Option(

@@ -134,9 +134,13 @@ def fairness_probe(url: str, model: str, probes: int) -> list[float]:
 @app.command()
 def main(
     url: str | None = typer.Option(None, help="a running service (default: start one)"),
-    repository: Path = MODEL_REPOSITORY,
-    model: str = "MTT_musicnn",
-    concurrency: list[int] = typer.Option([4, 16, 32], "--concurrency", "-c"),
+    repository: Path = typer.Option(
+        MODEL_REPOSITORY, help="model repository of the started service"
+    ),
+    model: str = typer.Option("MTT_musicnn", help="the one model loaded and requested"),
+    concurrency: list[int] = typer.Option(
+        [4, 16, 32], "--concurrency", "-c", help="concurrent clients, one phase each (repeatable)"
+    ),
     phase_seconds: float = typer.Option(40.0, help="how long each phase issues requests"),
     long_seconds: float = typer.Option(300.0, help="audio seconds of each long upload"),
     probes: int = typer.Option(3, min=0, help="fairness probes (0: skip)"),

@@ -80,7 +80,9 @@ def measure(repository: Path, release: bool, track: bytes, repeats: int) -> Figu
 
 @app.command()
 def main(
-    repository: Path = MODEL_REPOSITORY,
+    repository: Path = typer.Option(
+        MODEL_REPOSITORY, help="model repository of the started service"
+    ),
     seconds: float = typer.Option(900.0, help="length of the synthetic track, seconds"),
     repeats: int = typer.Option(2, min=1, help="POSTs of the track per setting"),
 ) -> None:

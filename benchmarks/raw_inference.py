@@ -1,5 +1,7 @@
 """The floor under the service: the machine's float32 GEMM rate and onnxruntime's bare cost.
 
+A helper, not a script: ``python -m benchmarks.http_benchmark`` runs it and prints its tables.
+
 The service can be no faster than onnxruntime on the same patches, and onnxruntime no faster
 than the network's multiply-adds at the machine's matrix-product rate. Measuring both lets
 ``docs/performance.md`` say where the service's time goes: the network, or everything around it.

@@ -224,7 +224,9 @@ async def soak(url: str, pid: int | None, args: dict[str, float], bodies: Bodies
 @app.command()
 def main(
     url: str | None = typer.Option(None, help="a running service (default: start one)"),
-    repository: Path = MODEL_REPOSITORY,
+    repository: Path = typer.Option(
+        MODEL_REPOSITORY, help="model repository of the started service"
+    ),
     minutes: float = typer.Option(30.0, min=0.1, help="how long requests are started"),
     rate: float = typer.Option(2.0, min=0.01, help="requests started per second"),
     max_in_flight: int = typer.Option(32, min=1, help="most requests open at once"),

@@ -45,7 +45,7 @@ from taggram.models.training.dataset import (
     split,
     tag_balanced_weights,
 )
-from taggram.models.training.export import export_checkpoint
+from taggram.models.training.export import checkpoint_metadata, export_checkpoint
 from taggram.models.training.labels import read_labels
 from taggram.models.training.metrics import binarize, clip_agreement, tagging_metrics
 from taggram.models.training.mixing import OnlineTeacher, mixed_batch
@@ -340,7 +340,10 @@ def test_command_line_round_trip(trained: tuple[Path, Path, Path], tmp_path: Pat
         app, [*train_command, "--max-epochs", "2", "--resume", str(run / LAST)]
     )
     assert result.exit_code == 0, result.output
-    assert [e["epoch"] for e in json.loads((run / HISTORY).read_text())] == [1, 2]
+    # strict JSON: labelled 6 s clips have no clip agreement, which is null, not NaN
+    history = json.loads((run / HISTORY).read_text(), parse_constant=_refuse_constant)
+    assert [e["epoch"] for e in history] == [1, 2]
+    assert history[-1]["clip_pearson"] is None and history[-1]["clips"] == 0
     # a mistyped labels path is a usage error naming it, not a traceback
     missing = ["train", "--labels", str(tmp_path / "nope.csv"), "--out", str(run)]
     result = CliRunner().invoke(app, missing)
@@ -352,7 +355,11 @@ def test_command_line_round_trip(trained: tuple[Path, Path, Path], tmp_path: Pat
     export = ["export", "--checkpoint", str(run / "best.pt"), "--name", "cli", "--root", str(root)]
     result = CliRunner().invoke(app, [*export, "--last", str(run / LAST)])
     assert result.exit_code == 0, result.output
-    assert load_repository(root)["cli"].metadata.training["steps_run"] == 4
+    metadata = load_repository(root)["cli"].metadata
+    assert metadata.training["steps_run"] == 4
+    # no group column: each file is a group, drawn at random (no "packages" or "folders")
+    assert metadata.quality is not None
+    assert "random groups held out whole) of the training labels" in metadata.quality.source
     kept = torch.load(root / "cli" / "checkpoint.pt", weights_only=False)
     best = torch.load(run / "best.pt", weights_only=False)
     assert kept["epoch"] == 2 and kept["shipped_epoch"] == best["epoch"]
@@ -360,6 +367,27 @@ def test_command_line_round_trip(trained: tuple[Path, Path, Path], tmp_path: Pat
     result = CliRunner().invoke(app, plot)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "c.png").stat().st_size > 0
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"not JSON: {name}")
+
+
+def test_quality_source_names_packages_only_for_a_package_manifest(
+    trained: tuple[Path, Path, Path],
+) -> None:
+    """A user's CSV with a split column holds out its groups (files here), not "packages"."""
+    _, best, _ = trained
+    checkpoint = torch.load(best, weights_only=False)
+    module, _ = load_checkpoint(best)
+    groups = ["songs/a.wav", "songs/b.wav"]
+    checkpoint["info"]["split"] = {"validation_groups": groups, "by": "the CSV's split column"}
+    source = checkpoint_metadata(checkpoint, module, "m", "1").quality
+    assert source is not None and "2 groups held out by the CSV's split column" in source.source
+    checkpoint["info"]["packages"] = {"naev-data": {}}
+    checkpoint["info"]["split"]["validation_groups"] = ["naev-data/music", "naev-data/sfx"]
+    source = checkpoint_metadata(checkpoint, module, "m", "1").quality
+    assert source is not None and "whole packages held out: naev-data)" in source.source
 
 
 def test_resume_continues_the_run(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:

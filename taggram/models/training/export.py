@@ -49,11 +49,15 @@ def _embedding_specs(module: torch.nn.Module, samples: int) -> list[TensorSpec]:
 
 
 def _validation_source(info: dict[str, Any]) -> str:
-    held_out = "whole folders held out"
-    if info.get("split", {}).get("by") == "the CSV's split column":
-        held_out = "whole packages held out: " + ", ".join(
-            sorted({group.split("/")[0] for group in info["split"]["validation_groups"]})
-        )
+    split = info.get("split", {})
+    groups = split.get("validation_groups", [])
+    held_out = f"{len(groups)} random groups held out whole" if groups else "whole groups held out"
+    if split.get("by") == "the CSV's split column":
+        held_out = f"{len(groups)} groups held out by the CSV's split column"
+        if "packages" in info:  # the recipe's manifest: groups are <package>/<folder>
+            held_out = "whole packages held out: " + ", ".join(
+                sorted({group.split("/")[0] for group in groups})
+            )
     if "teacher" in info:
         return (
             f"own validation split ({held_out}), labels = {info['teacher']['name']}'s "

@@ -12,6 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
+def _figure(epoch: dict[str, float | None], key: str) -> float:
+    """``epoch[key]``, NaN where it is missing or null (a figure that could not be computed)."""
+    value = epoch.get(key)
+    return math.nan if value is None else float(value)
+
+
 def plot_history(history_path: Path, out: Path, title: str) -> None:
     """Plot a run's ``history.json`` (losses and validation ROC-AUC / PR-AUC, plus the clip-level
     agreement with a teacher when distilling, against minutes of training) to the image ``out``.
@@ -26,12 +32,12 @@ def plot_history(history_path: Path, out: Path, title: str) -> None:
     losses.set_xlabel("training time (min)")
     losses.set_ylabel("loss")
     losses.legend()
-    scores.plot(minutes, [e["roc_auc"] for e in epochs], marker=".", label="ROC-AUC (macro)")
-    scores.plot(minutes, [e["pr_auc"] for e in epochs], marker=".", label="PR-AUC (macro)")
-    if any(math.isfinite(e.get("clip_pearson", math.nan)) for e in epochs):  # distillation
-        pearson = [e.get("clip_pearson", math.nan) for e in epochs]
+    for key, label in (("roc_auc", "ROC-AUC (macro)"), ("pr_auc", "PR-AUC (macro)")):
+        scores.plot(minutes, [_figure(e, key) for e in epochs], marker=".", label=label)
+    pearson = [_figure(e, "clip_pearson") for e in epochs]
+    if any(math.isfinite(r) for r in pearson):  # distillation
         scores.plot(minutes, pearson, marker=".", label="clip Pearson r with the teacher")
-        overlap = [e.get("clip_top5", math.nan) / 5 for e in epochs]
+        overlap = [_figure(e, "clip_top5") / 5 for e in epochs]
         scores.plot(minutes, overlap, marker=".", label="clip top-5 overlap / 5")
     scores.set_xlabel("training time (min)")
     scores.set_ylabel("validation")

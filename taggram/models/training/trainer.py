@@ -184,6 +184,16 @@ class Epoch:
     clip_top5: float = float("nan")
     clips: float = 0.0
 
+    def as_json(self) -> dict[str, float | int | None]:
+        """The record for ``history.json`` and the log line: a figure that could not be computed
+        (NaN: the clip agreement of labelled data or of files shorter than a clip) is ``null``,
+        since strict JSON readers (jq, JavaScript, ``json.loads(..., parse_constant=...)``)
+        refuse NaN."""
+        return {
+            key: None if isinstance(value, float) and math.isnan(value) else value
+            for key, value in asdict(self).items()
+        }
+
 
 def predict(module: nn.Module, windows: Windows, samples: int, batch_size: int) -> np.ndarray:
     """Sigmoid outputs for every window, unshifted, in eval mode, on the module's device."""
@@ -421,8 +431,10 @@ def train(
             **metrics,
         )
         history.append(record)
-        print(json.dumps(asdict(record)), flush=True)
-        (out_dir / HISTORY).write_text(json.dumps([asdict(e) for e in history], indent=1))
+        print(json.dumps(record.as_json(), allow_nan=False), flush=True)
+        (out_dir / HISTORY).write_text(
+            json.dumps([e.as_json() for e in history], indent=1, allow_nan=False)
+        )
         figure = float(metrics[config.select_on])
         if config.schedule == "plateau":
             scheduler.step(figure)

@@ -178,10 +178,10 @@ def create(
     url: UrlOption = None,
     local: LocalOption = False,
     features: Annotated[
-        str | None, typer.Option(help="auto, or comma-separated model.output features")
+        str | None, typer.Option(help="auto, or comma-separated model.output names or model names")
     ] = None,
     classifier: Annotated[
-        str | None, typer.Option(help="auto, prototypes, logistic, svm or knn")
+        str | None, typer.Option(help="auto, or comma-separated prototypes, logistic, svm, knn")
     ] = None,
     description: Annotated[str | None, typer.Option(help="free text kept with the model")] = None,
     api_key: KeyOption = None,

@@ -49,7 +49,11 @@ class EstimateRecord(BaseModel):
     value: float | None = Field(description="held-out score; null when it cannot be estimated")
     metric: Literal["accuracy", "macro_f1"]
     method: str = Field(description="how it was computed")
-    chance: float = Field(description="the score of always answering the commonest class")
+    chance: float = Field(
+        description="the score of always answering the commonest class (accuracy), or of "
+        "answering every tag for every clip (multi-label macro-F1: the mean of 2p / (1 + p) "
+        "over the tags, p a tag's share of the examples)"
+    )
     folds: int
 
 

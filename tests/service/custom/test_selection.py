@@ -93,3 +93,15 @@ def test_multi_label_is_scored_by_macro_f1() -> None:
     estimate = selection.estimate(features, Y, pool, multi=True)
     assert estimate.metric == "macro_f1"
     assert estimate.value is not None and estimate.value > 0.8
+
+
+def test_chance_is_the_commonest_class_or_every_tag() -> None:
+    """As docs/custom-models.md defines it: the accuracy of always answering the commonest class;
+    for multi-label, the macro-F1 of answering every tag (2p / (1 + p) per tag, p its share)."""
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    assert selection.chance_level(np.eye(3, dtype=bool)[labels], False) == 0.5
+    tags = np.zeros((4, 2), dtype=bool)
+    tags[:, 0] = True  # p = 1: answering it everywhere is perfect (F1 1)
+    tags[0, 1] = True  # p = 1/4: precision 1/4, recall 1, F1 2/5
+    every_tag = selection.score(tags, np.ones((4, 2)), multi_label=True)
+    assert selection.chance_level(tags, True) == every_tag == (1.0 + 0.4) / 2
