@@ -59,7 +59,6 @@ from taggram.service.errors import (
     InvalidAudioError,
     InvalidOptionsError,
     InvalidTensorError,
-    ModelExistsError,
     ModelNotFoundError,
     ModelReadOnlyError,
     NotReadyError,
@@ -616,10 +615,7 @@ class Tagger:
         ``InvalidOptionsError`` (unknown features or classifier), and any decoding error of an
         example, its message naming the file."""
         await self.refresh_custom()  # another replica may have taken the name meanwhile
-        if request.name in self.repository_names:
-            raise ModelExistsError(
-                f"a model named {request.name!r} already exists in the model repository"
-            )
+        storage.check_free(request.name, self.repository_names, " in the model repository")
         plan = creation.plan(request, self.settings, self.models, len(self.custom))
         bases = {name: entry.metadata for name, entry in self.entries.items()}
 
