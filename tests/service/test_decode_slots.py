@@ -155,3 +155,22 @@ def test_a_full_decode_queue_refuses_before_the_body(
         assert busy[0].status_code == 200, busy[0].text
         refused = _metric(server, "taggram_refused_total", model="tiny", stage="before_body")
         assert refused == 1
+
+
+def test_a_v2_tensor_is_read_on_a_decode_slot(one_slot: Server) -> None:
+    """Parsing a JSON tensor (80 ms for 1 Mi values) ran on the event loop, stalling every other
+    request; it takes a decode slot like an upload, and waits for one within the deadline."""
+    busy: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: busy.append(_post(one_slot, flac(900))))
+    first.start()
+    deadline = time.monotonic() + 60
+    while _gauge(one_slot, "taggram_decodes_running") == 0:
+        assert first.is_alive() and time.monotonic() < deadline, busy
+    tensor = {"name": "waveform", "shape": [1, 48128], "datatype": "FP32", "data": [0.0] * 48128}
+    late = httpx.post(f"{one_slot.url}/v2/models/tiny/infer", json={"inputs": [tensor]})
+    first.join(120)
+    assert (late.status_code, late.json()["code"]) == (429, "deadline_exceeded"), late.text
+    assert "decode slots" in late.json()["detail"]
+    assert busy[0].status_code == 200, busy[0].text
+    served = httpx.post(f"{one_slot.url}/v2/models/tiny/infer", json={"inputs": [tensor]})
+    assert served.status_code == 200, served.text
