@@ -392,14 +392,16 @@ class Tagger:
         a one-patch request on ``model`` (each of several comma-separated, a custom model's
         base network) would wait in the batch queue, longer than the queue budget; unknown
         models and loading are left to :meth:`tag`."""
-        names = model_names(model, self.settings.default_model)
-        self.decodes.admit(names[0], "before_body")
-        for name in names:
+        batchers = []
+        for name in model_names(model, self.settings.default_model):
             custom = self.custom.get(name)
-            for base in custom.bases if custom is not None else [name]:
-                batcher = self._batchers.get(base)
-                if batcher is not None:
-                    batcher.admit(1, "before_body")
+            bases = custom.bases if custom is not None else [name]
+            batchers += [self._batchers[base] for base in bases if base in self._batchers]
+        # Labelled by a loaded network: a name from the request would let clients mint series.
+        label = batchers[0].session.name if batchers else self.settings.default_model
+        self.decodes.admit(label, "before_body")
+        for batcher in batchers:
+            batcher.admit(1, "before_body")
 
     def _prepare(
         self,
@@ -501,7 +503,7 @@ class Tagger:
         targets = self.check(options)
         bases = list({base.name: base for t in targets for base in t.bases}.values())
         prepared = await self.decodes.run(
-            targets[0].metadata.name, self._prepare, source, bases, options.hop, self._limits
+            bases[0].name, self._prepare, source, bases, options.hop, self._limits
         )
         decoded_at = time.perf_counter()
         batches = await self._run(prepared)
