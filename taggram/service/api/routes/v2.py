@@ -482,6 +482,7 @@ async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep
     datatype or shape.
     """
     meta = _model(tagger, model_name)
+    tagger.admit(meta.name)  # a busy model refuses before a byte of the body is read, as /v1
     settings = tagger.settings
     body = await read_body(request, InputBudget.of(settings, settings.max_upload_bytes))
     json_limit = settings.max_json_tensor_elements * _JSON_BYTES_PER_ELEMENT + _JSON_OVERHEAD_BYTES
