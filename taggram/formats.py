@@ -3,8 +3,11 @@ catalogue.
 
 The service (``taggram.service.audio``) decodes exactly these containers and refuses anything else
 with 415 ``unsupported_format``; ``taggram catalogue`` scans a folder for exactly their file
-extensions. The table lives at the package root, free of imports, because a catalogue machine that
-talks to a remote service must not load the server stack (``tests/test_layering.py``).
+extensions, so every extension a container's files commonly carry belongs here (``.mov`` and
+``.spx`` were missing: the service decoded them, the catalogue skipped them as not audio). The
+README's format table follows this one (a test compares them). The table lives at the package
+root, free of imports, because a catalogue machine that talks to a remote service must not load
+the server stack (``tests/test_layering.py``).
 
 Detection is by content, never by name: :func:`sniff` recognises each container from its first
 bytes (skipping an ID3v2 tag, which MP3, AAC and FLAC files may carry in front). Streams with no
@@ -34,11 +37,11 @@ CONTAINERS: tuple[Container, ...] = (
     Container("AU", "Sun/NeXT audio: PCM, μ-law", (".au", ".snd"), ("au",)),
     Container("CAF", "Apple Core Audio: PCM, ALAC, AAC", (".caf",), ("caf",)),
     Container("FLAC", "FLAC", (".flac",), ("flac",)),
-    Container("Ogg", "Vorbis, Opus, FLAC", (".ogg", ".oga", ".opus"), ("ogg",)),
+    Container("Ogg", "Vorbis, Opus, FLAC, Speex", (".ogg", ".oga", ".opus", ".spx"), ("ogg",)),
     Container("MP3", "MPEG-1/2 audio layer III (and II)", (".mp3", ".mp2"), ("mp3",)),
     Container(
-        "MP4", "AAC, ALAC (M4A, iTunes/Apple Music, phones, podcasts)",
-        (".m4a", ".m4b", ".mp4", ".3gp"), ("mov,mp4,m4a,3gp,3g2,mj2",),
+        "MP4", "AAC, ALAC (M4A, QuickTime, iTunes/Apple Music, phones, podcasts)",
+        (".m4a", ".m4b", ".mp4", ".mov", ".3gp"), ("mov,mp4,m4a,3gp,3g2,mj2",),
     ),
     Container("AAC", "raw AAC in ADTS frames", (".aac", ".adts"), ("aac",)),
     Container("Matroska", "Opus, Vorbis, AAC, FLAC (WebM, MKA)", (".webm", ".mka", ".mkv"),

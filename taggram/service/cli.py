@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import types
 import typing
 from pathlib import Path
 from types import ModuleType
@@ -25,7 +26,12 @@ app = typer.Typer()
 
 
 def _cli_type(annotation: Any) -> type:
-    """The type click parses: comma-separated strings for lists, str for literals."""
+    """The type click parses: the field's own for ``int``, ``float``, ``bool`` and ``Path``,
+    optional ones included (``int | None``: ``--intra-op-threads <int>``, which was ``<str>``);
+    comma-separated strings for lists, str for literals."""
+    arguments = [part for part in typing.get_args(annotation) if part is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(arguments) == 1:
+        annotation = arguments[0]
     if annotation in (int, float, bool, Path):
         return typing.cast(type, annotation)
     return str

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+# When to retry a request refused while models load or the service drains, seconds: about a
+# model's warm-up; a draining replica's load balancer sends the retry to another replica.
+NOT_READY_RETRY_SECONDS = 5.0
+
 
 class TaggramError(Exception):
     """Base class: ``code`` names the failure; ``retryable`` says a later retry may succeed."""
@@ -156,10 +160,19 @@ class RequestTimeoutError(TaggramError):
 
 
 class NotReadyError(TaggramError):
-    """Models are loading, or the service is shutting down: another replica or a retry helps."""
+    """Models are loading, or the service is shutting down: another replica or a retry helps.
+
+    It says when to retry (``Retry-After``): :data:`NOT_READY_RETRY_SECONDS` unless the raiser
+    knows better; without one, clients fell back to their own backoff, which starts well below
+    a model's loading time and spent their tries before the models were warm."""
 
     code = "not_ready"
     retryable = True
+
+    def __init__(
+        self, message: str, *, retry_after_seconds: float | None = NOT_READY_RETRY_SECONDS
+    ) -> None:
+        super().__init__(message, retry_after_seconds=retry_after_seconds)
 
 
 class InvalidTensorError(TaggramError):

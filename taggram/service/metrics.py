@@ -53,6 +53,13 @@ DECODE_DURATION = Histogram(
     "decoding, downmixing and resampling one upload",
     buckets=_LATENCY_BUCKETS,
 )
+DECODES_RUNNING = Gauge(
+    "taggram_decodes_running", "uploads decoding now, at most TAGGRAM_DECODE_SLOTS"
+)
+DECODES_WAITING = Gauge(
+    "taggram_decodes_waiting",
+    "uploads waiting for one of the TAGGRAM_DECODE_SLOTS to decode in",
+)
 QUEUE_WAIT = Histogram(
     "taggram_queue_wait_seconds",
     "time one request's patches waited in the batch queue (not being inferred)",
@@ -100,7 +107,8 @@ SECONDS_PER_PATCH = Gauge(
 REFUSED = Counter(
     "taggram_refused_total",
     "requests refused for load: code overloaded or deadline_exceeded; stage before_body, "
-    "after_decode or deadline",
+    "before_decode or decode_deadline (waiting for a decode slot), after_decode or deadline "
+    "(the batch queue)",
     ["model", "code", "stage"],
 )
 REFUSED_PATCHES = Counter(

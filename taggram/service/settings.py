@@ -156,6 +156,13 @@ class Settings(BaseSettings):
         description="batches a model infers at once on the CPU, each on its own threads "
         "(default: 2, or 1 on a single core; always 1 on a GPU provider)",
     )
+    decode_slots: int = Field(
+        default_factory=available_cores,
+        ge=1,
+        description="uploads decoded at once, each holding its decoded audio (64 kB per second "
+        "at 16 kHz); more wait for a slot within the queue budget and deadline (default: the "
+        "usable cores, the CPU set capped by the container's CPU limit)",
+    )
     intra_op_threads: int | None = Field(
         None,
         ge=1,

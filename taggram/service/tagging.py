@@ -22,12 +22,11 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import ParamSpec, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -51,6 +50,7 @@ from taggram.service.audio.patching import (
     hop_samples,
     plan_patches,
 )
+from taggram.service.audio.slots import DecodeSlots
 from taggram.service.custom import creation, storage
 from taggram.service.custom.features import split as split_feature
 from taggram.service.custom.registry import CustomModel, CustomModels, build
@@ -59,7 +59,6 @@ from taggram.service.errors import (
     InvalidAudioError,
     InvalidOptionsError,
     InvalidTensorError,
-    ModelExistsError,
     ModelNotFoundError,
     ModelReadOnlyError,
     NotReadyError,
@@ -71,8 +70,6 @@ from taggram.service.settings import Settings
 from taggram.service.timing import StageTimes
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 class TagOptions(BaseModel):
@@ -165,18 +162,6 @@ def rank_tags(
     return ranked[:top_k] if top_k is not None else ranked
 
 
-async def _in_thread(function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-    """``asyncio.to_thread``, except that a cancelled call waits for its thread to finish before
-    it re-raises: the thread reads the request's upload, which the route closes once the call
-    is over (a decode still running would read a closed file)."""
-    work = asyncio.ensure_future(asyncio.to_thread(function, *args, **kwargs))
-    try:
-        return await asyncio.shield(work)
-    except asyncio.CancelledError:
-        await asyncio.wait([work])
-        raise
-
-
 def _not_finite(outputs: dict[str, np.ndarray]) -> list[str]:
     """The names of ``outputs`` holding NaN or infinite values."""
     return [name for name, values in outputs.items() if not np.isfinite(values).all()]
@@ -222,6 +207,11 @@ class Tagger:
         self._batchers: dict[str, Batcher] = {}
         self._limits = DecodeLimits(
             settings.max_upload_bytes, settings.max_duration_seconds, settings.max_sample_rate
+        )
+        self.decodes = DecodeSlots(
+            settings.decode_slots,
+            budget_seconds=settings.queue_budget_seconds,
+            deadline_seconds=settings.queue_deadline_seconds,
         )
         self.custom = CustomModels(settings.custom_models)
         self._poller: asyncio.Task[None] | None = None
@@ -344,6 +334,7 @@ class Tagger:
         batchers, self._batchers = self._batchers, {}
         for batcher in batchers.values():
             await batcher.stop()
+        await asyncio.to_thread(self.decodes.close)
 
     async def __aenter__(self) -> Tagger:
         await self.start()
@@ -397,15 +388,20 @@ class Tagger:
         return min(self.settings.max_request_patches, self.settings.max_queue_patches)
 
     def admit(self, model: str | None) -> None:
-        """Refuse (429) before any body is read when even a one-patch request on ``model`` (each
-        of several comma-separated, a custom model's base network) would wait longer than the
-        queue budget; unknown models and loading are left to :meth:`tag`."""
+        """Refuse (429) before any body is read when its decode would wait for a slot, or even
+        a one-patch request on ``model`` (each of several comma-separated, a custom model's
+        base network) would wait in the batch queue, longer than the queue budget; unknown
+        models and loading are left to :meth:`tag`."""
+        batchers = []
         for name in model_names(model, self.settings.default_model):
             custom = self.custom.get(name)
-            for base in custom.bases if custom is not None else [name]:
-                batcher = self._batchers.get(base)
-                if batcher is not None:
-                    batcher.admit(1, "before_body")
+            bases = custom.bases if custom is not None else [name]
+            batchers += [self._batchers[base] for base in bases if base in self._batchers]
+        # Labelled by a loaded network: a name from the request would let clients mint series.
+        label = batchers[0].session.name if batchers else self.settings.default_model
+        self.decodes.admit(label, "before_body")
+        for batcher in batchers:
+            batcher.admit(1, "before_body")
 
     def _prepare(
         self,
@@ -506,7 +502,9 @@ class Tagger:
         started = time.perf_counter()
         targets = self.check(options)
         bases = list({base.name: base for t in targets for base in t.bases}.values())
-        prepared = await _in_thread(self._prepare, source, bases, options.hop, self._limits)
+        prepared = await self.decodes.run(
+            bases[0].name, self._prepare, source, bases, options.hop, self._limits
+        )
         decoded_at = time.perf_counter()
         batches = await self._run(prepared)
         total = time.perf_counter() - started
@@ -598,7 +596,7 @@ class Tagger:
             self._limits, max_duration_seconds=max_seconds or self._limits.max_duration_seconds
         )
         metas = [self.entries[name].metadata for name in bases]
-        prepared = await _in_thread(self._prepare, source, metas, None, limits)
+        prepared = await self.decodes.run(bases[0], self._prepare, source, metas, None, limits)
         batches = await self._run(prepared)
         return {
             name: {
@@ -616,10 +614,7 @@ class Tagger:
         ``InvalidOptionsError`` (unknown features or classifier), and any decoding error of an
         example, its message naming the file."""
         await self.refresh_custom()  # another replica may have taken the name meanwhile
-        if request.name in self.repository_names:
-            raise ModelExistsError(
-                f"a model named {request.name!r} already exists in the model repository"
-            )
+        storage.check_free(request.name, self.repository_names, " in the model repository")
         plan = creation.plan(request, self.settings, self.models, len(self.custom))
         bases = {name: entry.metadata for name, entry in self.entries.items()}
 

@@ -221,6 +221,9 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     cases = [
         (create(client, "taken"), 409, "model_exists", "taken"),
         (create(client, "MTT_musicnn"), 409, "model_exists", "MTT_musicnn"),
+        # One folder on a case-insensitive volume (Azure Files), one name to a reader.
+        (create(client, "TAKEN"), 409, "model_exists", "'taken' already exists"),
+        (create(client, "mtt_Musicnn"), 409, "model_exists", "'MTT_musicnn' already exists in"),
         (create(client, "bad name!"), 422, "invalid_examples", "letters"),
         (
             client.post("/v1/models", data={**data, "name": ["one", "two"]}, files=files),
@@ -295,7 +298,7 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     for response, status, code, word in cases:
         assert_error(response, status, code, word)
     names = {m["name"] for m in client.get("/v1/models").json()["models"]}
-    assert not {"fresh", "big", "one", "two"} & names
+    assert not {"fresh", "big", "one", "two", "TAKEN", "mtt_Musicnn"} & names
     assert client.delete("/v1/models/taken").status_code == 204
     assert client.get("/readyz").status_code == 200
 

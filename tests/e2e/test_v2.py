@@ -246,6 +246,63 @@ def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(
     assert "RuntimeWarning" not in secured_server.server.log()
 
 
+HALF = [0.0] * (48128 // 2)
+
+
+@pytest.mark.parametrize(
+    ("shape", "data", "parameters", "refusal"),
+    [
+        ([1.0, 48128], [0.0] * 48128, None, "inputs.0.shape.0"),
+        ([True, 48128], [0.0] * 48128, None, "inputs.0.shape.0"),
+        ([1, 48128], [0.0, True, *[0.0] * 48126], None, "value 1 (row-major) is a boolean"),
+        ([1, 48128], [*[0.0] * 48127, None], None, "value 48127 (row-major) is null"),
+        ([1, 48128], ["0.5", *[0.0] * 48127], None, "value 0 (row-major) is a string"),
+        ([1, 48128], [HALF, HALF], None, "1 arrays of 48128 numbers"),  # the count alone fits
+        ([2, 48128], [[0.0] * 48128, 0.0], None, "lengths [48128, not an array]"),
+        ([1, 48128], [[[0.0]] * 48128], None, "value 0 (row-major) is an array"),
+        ([1, 48128], None, {"binary_data_size": True}, "binary_data_size"),
+    ],
+    ids=["float-dimension", "boolean-dimension", "boolean-value", "null-value", "string-value",
+         "nesting-not-the-shape", "ragged", "too-deep", "boolean-size"],
+)  # fmt: skip
+def test_sloppy_json_tensors_are_refused_saying_what_is_wrong(
+    secured_server: SecuredServer,
+    shape: list[object],
+    data: list[object] | None,
+    parameters: dict[str, object] | None,
+    refusal: str,
+) -> None:
+    """Values, dimensions and nesting as Triton and KServe read them: ``true`` among FP32 data
+    was read as 1.0, shape ``[1.0, 48128]`` as ``[1, 48128]``, and data nested other than its
+    shape was taken whenever the count matched."""
+    tensor = {"name": "waveform", "shape": shape, "datatype": "FP32", "data": data}
+    if parameters is not None:
+        tensor["parameters"] = parameters
+        del tensor["data"]
+    answer = _infer_json(secured_server, {"inputs": [tensor]})
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert refusal in answer.json()["error"], answer.json()["error"]
+
+
+def test_json_data_may_be_flat_or_nested_as_its_shape(secured_server: SecuredServer) -> None:
+    rows = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 48128)).astype(np.float32)
+    answers = [
+        _infer_json(
+            secured_server,
+            {
+                "inputs": [
+                    {"name": "waveform", "shape": [2, 48128], "datatype": "FP32", "data": data}
+                ],
+                "outputs": [{"name": "probabilities"}],
+            },
+        )
+        for data in (rows.ravel().tolist(), rows.tolist(), rows.astype(int).tolist())
+    ]
+    assert [answer.status_code for answer in answers] == [200, 200, 200], answers[0].text
+    flat, nested = (answer.json()["outputs"][0]["data"] for answer in answers[:2])
+    assert flat == nested
+
+
 @pytest.mark.parametrize("length", [b"\xb2", b"-1", b"x", b"999999"], ids=["superscript-two",
                                     "negative", "word", "past-the-body"])  # fmt: skip
 def test_a_bad_inference_header_length_is_a_400(

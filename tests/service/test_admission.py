@@ -72,3 +72,33 @@ def test_busy_model_refuses_before_the_body_and_late_work_is_refused(server: Ser
     assert refused == {"before_body": 1, "deadline": 1}
     assert _metric(server, "taggram_refused_patches_total", code="deadline_exceeded") == 11
     assert _metric(server, "taggram_refused_duration_seconds_count", status="429") == 2
+
+
+def test_a_busy_model_refuses_a_v2_request_before_its_body(server: Server) -> None:
+    """/v2 read the whole tensor, then refused it: a busy replica now says so from the headers,
+    as /v1 does, and the client's body is never sent."""
+    queued: list[httpx.Response] = []
+    first = threading.Thread(
+        target=lambda: queued.append(
+            httpx.post(
+                f"{server.url}/v1/tag",
+                content=wav(30),
+                headers={"Content-Type": "audio/wav"},
+                timeout=60,
+            )
+        )
+    )
+    first.start()
+    while _metric(server, "taggram_queue_depth", model="tiny") == 0:
+        assert first.is_alive(), queued
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(
+            b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n"
+        )
+        status, headers, body = _response(sock)
+    first.join(60)
+    assert status == 429, body
+    assert json.loads(body)["code"] == "overloaded"
+    assert int(headers["retry-after"]) >= 1

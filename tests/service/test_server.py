@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from taggram.client import RetryPolicy
 from taggram.repository import COMPLETE_MARKER, write_model
 from taggram.service.api import create_app
 from taggram.service.settings import Settings
@@ -41,6 +42,7 @@ def test_before_models_are_loaded_probes_say_starting(tiny_repository: Path) -> 
     assert healthz.status_code == 200
     assert (readyz.status_code, readyz.json()) == (503, {"status": "starting"})
     assert (tag.status_code, tag.json()["code"]) == (503, "not_ready")
+    assert tag.headers["Retry-After"] == "5"  # a client's backoff would spend its tries sooner
 
 
 def test_head_is_answered_wherever_get_is(tiny_repository: Path, tmp_path: Path) -> None:
@@ -142,10 +144,15 @@ def test_a_misspelt_setting_is_warned_about_at_start(tiny_repository: Path, tmp_
 
 
 def test_sigterm_exits_zero(tiny_repository: Path, tmp_path: Path) -> None:
-    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECONDS": "0.5"}
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECONDS": "2"}
     with running_server(tiny_repository, tmp_path, env=env) as server:
         server.process.send_signal(signal.SIGTERM)
         assert httpx.get(f"{server.url}/readyz").json() == {"status": "draining"}
+        # A 503 not_ready says when to retry, and the client waits that long.
+        ready = httpx.get(f"{server.url}/v2/health/ready")
+        assert (ready.status_code, ready.json()["code"]) == (503, "not_ready")
+        assert ready.headers["Retry-After"] == "5"
+        assert RetryPolicy().next_wait(0, ready) == 5.0
         assert server.process.wait(timeout=60) == 0, server.log()
 
 

@@ -328,3 +328,12 @@ def test_a_bad_environment_variable_is_a_usage_error_in_process(
         "TAGGRAM_MAX_BATCH_SIZE: Input should be a valid integer, unable to parse string as an "
         "integer" in result.output
     )
+
+
+def test_optional_numeric_settings_show_their_type_in_help() -> None:
+    """``--intra-op-threads`` (``int | None``) showed ``<str>``, and took ``abc`` until the
+    settings refused it; an optional setting shows and parses its own type."""
+    result = CliRunner().invoke(taggram_app, ["serve", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "--intra-op-threads <int>" in result.output
+    assert "--api-keys-file <path>" in result.output

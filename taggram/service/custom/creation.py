@@ -42,7 +42,6 @@ from taggram.service.custom.storage import (
 )
 from taggram.service.errors import (
     InvalidExamplesError,
-    ModelExistsError,
     TaggramError,
     TooManyExamplesError,
     TooManyModelsError,
@@ -148,8 +147,7 @@ def plan(
 ) -> Plan:
     """Check a request against the limits and the loaded ``models`` (repository and custom)."""
     storage.check_name(request.name)
-    if request.name in models:
-        raise ModelExistsError(f"a model named {request.name!r} already exists")
+    storage.check_free(request.name, models)
     if custom_count >= settings.max_custom_models:
         raise TooManyModelsError(
             f"the service holds {custom_count} custom models, the limit; delete one first"

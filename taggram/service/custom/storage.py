@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,8 +126,22 @@ def check_name(name: str) -> None:
         raise InvalidExamplesError(str(error)) from error
 
 
+def check_free(name: str, taken: Iterable[str], where: str = "") -> None:
+    """Refuse ``name`` with :class:`ModelExistsError` (409) when one of the ``taken`` names
+    equals it ignoring case: ``MY_SOUNDS`` beside ``my_sounds`` is one folder on a
+    case-insensitive volume (Azure Files, SMB, macOS), where the second write would land in the
+    first model's folder, and two names a person cannot tell apart when reading a list.
+    ``where`` says where the taken names are (`` in the model repository``)."""
+    folded = name.casefold()
+    for existing in taken:
+        if existing.casefold() == folded:
+            same = "" if existing == name else " (names may not differ only in case)"
+            raise ModelExistsError(f"a model named {existing!r} already exists{where}{same}")
+
+
 def write(folder: Path, record: CustomRecord, arrays: dict[str, np.ndarray]) -> Path:
-    """Write a model as ``folder/<name>``; :class:`ModelExistsError` if that name exists."""
+    """Write a model as ``folder/<name>``; :class:`ModelExistsError` if that name exists,
+    ignoring case (:func:`check_free`)."""
     staging = folder / f".tmp-{record.name}-{uuid.uuid4().hex}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -141,6 +156,9 @@ def write(folder: Path, record: CustomRecord, arrays: dict[str, np.ndarray]) -> 
             np.savez(handle, **payload)
         (staging / RECORD_FILE).write_text(record.model_dump_json(indent=2) + "\n")
         final = folder / record.name
+        # Another replica's model, not scanned yet, may differ only in case: on a
+        # case-sensitive volume the rename below would not see it.
+        check_free(record.name, scan(folder))
         try:
             staging.rename(final)  # atomic; refuses an existing non-empty folder
         except OSError as error:

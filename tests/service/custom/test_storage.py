@@ -62,6 +62,15 @@ def test_a_name_is_created_once(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["drums"]
 
 
+def test_a_name_differing_only_in_case_is_taken(tmp_path: Path) -> None:
+    """``DRUMS`` beside ``drums`` is one folder on a case-insensitive volume (Azure Files): the
+    second replica's write, before its scan saw the first, is refused too."""
+    storage.write(tmp_path, record(identifier="first"), {"mean": np.zeros(1)})
+    with pytest.raises(ModelExistsError, match=r"'drums' already exists.*differ only in case"):
+        storage.write(tmp_path, record("DRUMS", "second"), {"mean": np.zeros(1)})
+    assert [p.name for p in tmp_path.iterdir()] == ["drums"]
+
+
 def test_removing_a_missing_model_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError):
         storage.remove(tmp_path, "nothing")
