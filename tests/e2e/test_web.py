@@ -873,3 +873,18 @@ def test_in_a_long_recording_a_cell_gives_its_time_as_the_axis_does(
         == f"{row_tags[0]}, {value:.3f}, {start} to {end}"
     )
     assert console.unexpected() == []
+
+
+def test_the_player_is_named_for_screen_readers(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """The ``<audio>`` element had no accessible name: a screen reader said only "audio" (or
+    nothing) for the player, not what it plays."""
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    # The name in the browser's accessibility tree, which screen readers read.
+    tree = page.context.new_cdp_session(page).send("Accessibility.getFullAXTree")
+    names = {node.get("name", {}).get("value") for node in tree["nodes"]}
+    assert f"Recording: {song.name}" in names
+    assert console.unexpected() == []
+

@@ -217,6 +217,7 @@ function showResult(file, body) {
     if (state.audioUrl) URL.revokeObjectURL(state.audioUrl);
     state.audioUrl = URL.createObjectURL(file);
     ui.player.src = state.audioUrl;
+    ui.player.setAttribute("aria-label", `Recording: ${file.name}`); // not just "audio"
     ui.player.hidden = false;
     ui.playerNote.hidden = true;
     state.file = file;
