@@ -888,3 +888,23 @@ def test_the_player_is_named_for_screen_readers(
     assert f"Recording: {song.name}" in names
     assert console.unexpected() == []
 
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_asked_for_more_contrast_the_page_gives_it(
+    server: Server, browser: Browser, console: ConsoleLog, scheme: Literal["light", "dark"]
+) -> None:
+    """The system's "increase contrast" (``prefers-contrast: more``) changed nothing: grey text
+    at 4.9:1 and card borders at 1.25:1, the same as for everyone."""
+    style = "(element, name) => getComputedStyle(element)[name]"
+    with browser_page(browser, console, contrast="more", color_scheme=scheme) as page:
+        open_page(page, f"{server.url}/")
+        card = page.locator(".picker").evaluate(style, "backgroundColor")
+        muted = page.locator("#model-info").evaluate(style, "color")
+        border = page.locator(".picker").evaluate(style, "borderTopColor")
+        drop = page.locator("[data-testid=drop-zone]").evaluate(style, "borderTopColor")
+        field = page.locator("[data-testid=model-select]").evaluate(style, "borderTopColor")
+    assert contrast(muted, card) >= 7  # WCAG's enhanced contrast (AAA)
+    assert contrast(border, card) >= 3 and contrast(drop, card) >= 3
+    assert contrast(field, card) >= 4.5
+    assert console.unexpected() == []
+
