@@ -908,3 +908,39 @@ def test_asked_for_more_contrast_the_page_gives_it(
     assert contrast(field, card) >= 4.5
     assert console.unexpected() == []
 
+
+# Height in CSS pixels of the ink of the first row's tag name (drawn left of the first cell).
+READ_LABEL_HEIGHT = """canvas => {
+  const { x, y } = JSON.parse(canvas.dataset.cellCentres);
+  const left = Math.floor(x[0] - (x[1] - x[0]) / 2) - 2;
+  const half = Math.floor((y[1] - y[0]) / 2);
+  const pixels = canvas.getContext("2d").getImageData(0, y[0] - half, left, 2 * half).data;
+  const inked = new Set();
+  for (let i = 3; i < pixels.length; i += 4) {
+    if (pixels[i] > 100) inked.add(Math.floor(i / 4 / left)); // an opaque pixel: its row
+  }
+  return inked.size / devicePixelRatio;
+}"""
+
+
+def test_the_heat_maps_labels_follow_the_browsers_font_size(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """The tag names and time axis were drawn at a fixed 12 px and the page's text set in pixels:
+    browser zoom enlarged them, a larger default font size (the browser's setting for people who
+    need bigger text) did nothing."""
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    canvas = page.locator("[data-testid=taggram]")
+    before = canvas.evaluate(READ_LABEL_HEIGHT)
+    size = "getComputedStyle(document.querySelector('[data-testid=summary]')).fontSize"
+    assert page.evaluate(size) == "14px"
+    # The browser's default font size from 16 px to 24 px, after the taggram was drawn.
+    page.context.new_cdp_session(page).send("Page.setFontSizes", {"fontSizes": {"standard": 24}})
+    page.wait_for_function(f"() => {size} === '21px'", timeout=10_000)
+    page.wait_for_function(
+        f"h => ({READ_LABEL_HEIGHT})(document.querySelector('[data-testid=taggram]')) > 1.3 * h",
+        arg=before,
+        timeout=10_000,
+    )
+    assert console.unexpected() == []

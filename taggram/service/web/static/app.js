@@ -340,12 +340,19 @@ function columnEdges(patches, duration) {
   return edges;
 }
 
+// The heat-map's labels in CSS pixels: 0.75 rem (12 px at the default 16), so that they follow a
+// reader's larger default font size as the page's text does (browser zoom scales either way).
+function labelSize() {
+  return 0.75 * parseFloat(getComputedStyle(document.documentElement).fontSize);
+}
+
 function drawTaggram(body, tags) {
   const canvas = ui.canvas;
   const ctx = canvas.getContext("2d");
   const patches = body.taggram.patches;
   const duration = body.audio?.duration_seconds || patches[patches.length - 1].end_seconds;
-  const font = '12px system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif';
+  const em = labelSize(); // the geometry below is in these ems
+  const font = `${em}px system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif`;
 
   ctx.font = font;
   const labelWidth = Math.ceil(Math.max(40, ...tags.map((t) => ctx.measureText(t.tag).width)));
@@ -353,8 +360,8 @@ function drawTaggram(body, tags) {
   // is scaled down by the browser, and clicks, the tooltip, the cursor and the row outline,
   // placed in drawing pixels, then miss the cells they point at.
   const width = ui.wrap.clientWidth;
-  const rowHeight = tags.length <= 12 ? 30 : tags.length <= 25 ? 20 : 15;
-  const margin = { left: labelWidth + 14, right: 78, top: 6, bottom: 38 };
+  const rowHeight = Math.round(em * (tags.length <= 12 ? 2.5 : tags.length <= 25 ? 1.7 : 1.25));
+  const margin = { left: labelWidth + 14, right: 6.5 * em, top: 6, bottom: 3.2 * em };
   const plot = {
     x: margin.left,
     y: margin.top,
@@ -403,20 +410,21 @@ function drawTaggram(body, tags) {
   ctx.fillStyle = colour("--axis-ink");
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
-  const step = niceStep(duration, plot.w, 56);
+  const step = niceStep(duration, plot.w, 4.7 * em);
   for (let t = 0; t <= duration + 1e-9; t += step) {
     const x = Math.round(xOf(t)) + 0.5;
     ctx.beginPath();
     ctx.moveTo(x, axisY);
     ctx.lineTo(x, axisY + 5);
     ctx.stroke();
-    ctx.fillText(formatSeconds(t), x, axisY + 7);
+    ctx.fillText(formatSeconds(t), x, axisY + 0.6 * em);
   }
   ctx.fillStyle = colour("--muted");
-  ctx.fillText(duration >= 60 ? "time (m:s)" : "time (s)", plot.x + plot.w / 2, axisY + 22);
+  const unit = duration >= 60 ? "time (m:s)" : "time (s)";
+  ctx.fillText(unit, plot.x + plot.w / 2, axisY + 1.8 * em);
 
   // Colour legend: a vertical bar with its scale.
-  const legend = { x: plot.x + plot.w + 16, y: plot.y, w: 12, h: Math.max(plot.h, 60) };
+  const legend = { x: plot.x + plot.w + 16, y: plot.y, w: 12, h: Math.max(plot.h, 5 * em) };
   const gradient = ctx.createLinearGradient(0, legend.y + legend.h, 0, legend.y);
   VIRIDIS.forEach((_, i) => gradient.addColorStop(i / (VIRIDIS.length - 1), viridis(i / (VIRIDIS.length - 1))));
   ctx.fillStyle = gradient;
@@ -424,14 +432,14 @@ function drawTaggram(body, tags) {
   ctx.fillStyle = colour("--axis-ink");
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
-  const ticks = legend.h >= 120 ? [0, 0.25, 0.5, 0.75, 1] : [0, 0.5, 1];
+  const ticks = legend.h >= 10 * em ? [0, 0.25, 0.5, 0.75, 1] : [0, 0.5, 1];
   ticks.forEach((f) => {
     const y = legend.y + legend.h * (1 - f);
     ctx.fillRect(legend.x + legend.w, Math.round(y), 3, 1);
-    ctx.fillText((vmax * f).toFixed(2), legend.x + legend.w + 6, Math.min(Math.max(y, legend.y + 6), legend.y + legend.h - 6));
+    ctx.fillText((vmax * f).toFixed(2), legend.x + legend.w + 6, Math.min(Math.max(y, legend.y + em / 2), legend.y + legend.h - em / 2));
   });
 
-  state.layout = { plot, duration, edges, rowHeight, tags, values, xOf, width };
+  state.layout = { plot, duration, edges, rowHeight, tags, values, xOf, width, em };
   // Geometry for tests and tools: one centre per drawn cell, in canvas (device) pixels.
   canvas.dataset.rows = String(tags.length);
   canvas.dataset.columns = String(patches.length);
@@ -668,12 +676,18 @@ ui.canvas.addEventListener("blur", () => {
   ui.tooltip.hidden = true;
 });
 
+// Drawn again when its width changes, or the font size: the summary, its text in rem, then
+// changes size too (nothing tells a page that the browser's font size setting changed).
 let resizeFrame = 0;
-new ResizeObserver(() => {
+const resized = new ResizeObserver(() => {
   cancelAnimationFrame(resizeFrame);
   resizeFrame = requestAnimationFrame(() => {
-    if (state.layout && Math.abs(ui.wrap.clientWidth - state.layout.width) > 1) render();
+    const layout = state.layout;
+    if (!layout) return;
+    if (Math.abs(ui.wrap.clientWidth - layout.width) > 1 || labelSize() !== layout.em) render();
   });
-}).observe(ui.wrap);
+});
+resized.observe(ui.wrap);
+resized.observe(ui.summary);
 
 loadModels();
