@@ -8,6 +8,7 @@ is made), else to the test's temporary folder.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -943,4 +944,46 @@ def test_the_heat_maps_labels_follow_the_browsers_font_size(
         arg=before,
         timeout=10_000,
     )
+    assert console.unexpected() == []
+
+
+# Drops ``names`` (files of the page's base64 ``audio``) and ``text`` on ``selector`` as a person's
+# drag would; returns whether the page took the drop (else the browser acts on it).
+DROP = """async ([selector, names, audio, text]) => {
+  const bytes = Uint8Array.from(atob(audio), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  for (const name of names) data.items.add(new File([bytes], name, { type: "audio/wav" }));
+  if (text) data.setData("text/plain", text);
+  const target = document.querySelector(selector);
+  const over = new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true });
+  target.dispatchEvent(over);
+  const lit = target.closest("[data-testid=drop-zone]")?.classList.contains("dragging") ?? false;
+  const drop = new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true });
+  target.dispatchEvent(drop);
+  return { taken: over.defaultPrevented && drop.defaultPrevented, lit };
+}"""
+
+
+def test_files_dropped_anywhere_are_tagged_one_at_a_time_and_text_is_not_taken(
+    server: Server, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """A file dropped beside the drop zone (on the heat-map of the last one) was opened by the
+    browser in the page's place, the taggram lost; of two files dropped the second was dropped
+    without a word; dragged text lit the drop zone up, and its drop did nothing."""
+    sound = tmp_path / "tone.wav"
+    sf.write(sound, 0.3 * np.sin(np.arange(16000) / 5).astype(np.float32), 16000)
+    audio = base64.b64encode(sound.read_bytes()).decode()
+    open_page(page, f"{server.url}/")
+    drop_zone = "[data-testid=drop-zone]"
+    with page.expect_request(TAG_REQUEST):
+        assert page.evaluate(DROP, [drop_zone, ["a.wav", "b.wav"], audio, ""])["taken"]
+    page.locator("[data-testid=summary]", has_text="a.wav").wait_for()
+    assert page.inner_text("#drop-hint") == "a.wav (the first of 2 files: one at a time)"
+    with page.expect_request(TAG_REQUEST):
+        assert page.evaluate(DROP, ["[data-testid=taggram]", ["c.wav"], audio, ""])["taken"]
+    page.locator("[data-testid=summary]", has_text="c.wav").wait_for()
+    assert page.evaluate(DROP, [drop_zone, [], audio, "some words"]) == {
+        "taken": False,
+        "lit": False,
+    }
     assert console.unexpected() == []

@@ -598,15 +598,27 @@ ui.file.addEventListener("change", () => {
   ui.file.value = "";
   chooseFile(file);
 });
+// Files are taken wherever they are dropped on the page: one dropped beside the drop zone was
+// opened by the browser in the page's place, its taggram lost. Dragged text is not taken (the drop
+// zone lit up for it, and nothing came of the drop), and of several files the first is tagged.
+const carriesFiles = (event) => event.dataTransfer.types.includes("Files");
 ui.drop.addEventListener("dragover", (event) => {
-  event.preventDefault();
-  ui.drop.classList.add("dragging");
+  ui.drop.classList.toggle("dragging", carriesFiles(event));
 });
 ui.drop.addEventListener("dragleave", () => ui.drop.classList.remove("dragging"));
-ui.drop.addEventListener("drop", (event) => {
-  event.preventDefault();
+document.addEventListener("dragover", (event) => {
+  if (carriesFiles(event)) event.preventDefault();
+});
+document.addEventListener("drop", (event) => {
   ui.drop.classList.remove("dragging");
-  chooseFile(event.dataTransfer.files[0]);
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  const files = event.dataTransfer.files;
+  chooseFile(files[0]);
+  if (files.length > 1) {
+    const note = `the first of ${files.length} files: one at a time`;
+    ui.dropHint.textContent = `${files[0].name} (${note})`;
+  }
 });
 
 ui.model.addEventListener("change", () => {
