@@ -29,7 +29,7 @@ from tests.support.proxy import prefix_proxy
 from tests.support.server import Server, running_server
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Locator, Page
+    from playwright.sync_api import Browser, Locator, Page, Route
 
 TIMEOUT_MS = 120_000  # tagging on a busy 2-core CI machine
 NOT_AUDIO = b"this is a text file, not audio\n" * 40
@@ -986,4 +986,28 @@ def test_files_dropped_anywhere_are_tagged_one_at_a_time_and_text_is_not_taken(
         "taken": False,
         "lit": False,
     }
+    assert console.unexpected() == []
+
+
+def test_while_the_next_file_is_tagged_the_last_ones_taggram_is_greyed(
+    server: Server, song: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """Tagging the next file (a slow upload, a long recording) left the last file's taggram at
+    full strength under "Tagging b.wav…", easily taken for b.wav's; after a change of model, for
+    the new model's."""
+    other = tmp_path / "b.wav"
+    sf.write(other, 0.3 * np.sin(np.arange(16000) / 5).astype(np.float32), 16000)
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    result = page.locator("#result")
+    held: list[Route] = []
+    page.route(TAG_REQUEST, lambda route: held.append(route))  # answered below
+    page.set_input_files("[data-testid=file-input]", str(other))
+    page.wait_for_function("() => !document.querySelector('[data-testid=status]').hidden")
+    assert result.get_attribute("aria-busy") == "true"
+    assert float(result.evaluate("e => getComputedStyle(e).opacity")) < 0.6
+    held[0].continue_()
+    page.locator("[data-testid=summary]", has_text="b.wav").wait_for()
+    assert result.get_attribute("aria-busy") is None
+    assert result.evaluate("e => getComputedStyle(e).opacity") == "1"
     assert console.unexpected() == []

@@ -181,6 +181,9 @@ async function tagFile(file) {
   ui.dropHint.textContent = file.name;
   const model = ui.model.value;
   setStatus(`Tagging ${file.name} with ${model}…`);
+  // The last file's taggram stays in view, greyed: at full strength under "Tagging b.mp3…" it was
+  // taken for b.mp3's (or, after a change of model, for the new model's).
+  ui.result.setAttribute("aria-busy", "true");
   const form = new FormData();
   form.append("file", file, file.name);
   const query = new URLSearchParams({ taggram: "true" });
@@ -208,6 +211,7 @@ async function tagFile(file) {
     if (state.inFlight === controller) {
       state.inFlight = null;
       setStatus("");
+      ui.result.removeAttribute("aria-busy");
     }
   }
 }
