@@ -1011,3 +1011,20 @@ def test_while_the_next_file_is_tagged_the_last_ones_taggram_is_greyed(
     assert result.get_attribute("aria-busy") is None
     assert result.evaluate("e => getComputedStyle(e).opacity") == "1"
     assert console.unexpected() == []
+
+
+def test_offline_the_page_says_the_browser_is_offline(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """With the network gone the page said "The service could not be reached. Is it running?",
+    sending people to check a service that was running; back online, the next file is tagged."""
+    open_page(page, f"{server.url}/")
+    page.context.set_offline(True)
+    page.set_input_files("[data-testid=file-input]", str(song))
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible")
+    assert "This browser is offline" in error.inner_text()
+    page.context.set_offline(False)
+    upload(page, song)
+    assert error.is_hidden()
+    assert console.unexpected("net::ERR_INTERNET_DISCONNECTED") == []

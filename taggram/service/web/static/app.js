@@ -82,6 +82,8 @@ async function api(path, options = {}) {
     });
   } catch (error) {
     if (error.name === "AbortError") throw error;
+    // Offline, asking whether the service runs sent people to check a server that was fine.
+    if (!navigator.onLine) throw new ApiError("This browser is offline: connect, then try again.");
     throw new ApiError("The service could not be reached. Is it running?");
   }
   if (!response.ok) throw await apiError(response);
