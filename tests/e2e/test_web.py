@@ -1028,3 +1028,23 @@ def test_offline_the_page_says_the_browser_is_offline(
     upload(page, song)
     assert error.is_hidden()
     assert console.unexpected("net::ERR_INTERNET_DISCONNECTED") == []
+
+
+def test_page_up_and_down_move_ten_patches(
+    server: Server, music_wav: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """Only the arrow keys, Home and End moved the heat-map's cell: the middle of a 15 min
+    recording (301 patches) was 150 presses of an arrow away."""
+    recording = long_track(music_wav, tmp_path, 90)  # 30 patches
+    open_page(page, f"{server.url}/")
+    upload(page, recording)
+    page.focus("[data-testid=taggram]")
+    readout = page.locator("[data-testid=announcer]")
+    page.keyboard.press("Home")
+    page.keyboard.press("PageDown")
+    assert readout.inner_text().endswith(", 0:30 to 0:33")  # the 11th patch, 30 s on
+    for _ in range(3):
+        page.keyboard.press("PageDown")  # stops at the last patch
+    page.keyboard.press("PageUp")
+    assert readout.inner_text().endswith(", 1:00 to 1:03")  # the 20th of 30
+    assert console.unexpected() == []

@@ -554,12 +554,13 @@ function seek(event) {
 
 // ---------------------------------------------------------------- keyboard
 
-// The heat-map is one focusable element: the arrow keys (Home, End: first and last patch) move
-// an outlined cell with its tooltip, Enter or Space plays from its start, and screen readers,
-// which cannot see the canvas, are told its tag, probability and time.
+// The heat-map is one focusable element: the arrow keys (Home, End: first and last patch; Page
+// Up, Page Down: ten patches, else the middle of a 15 min recording was 150 presses away) move an
+// outlined cell with its tooltip, Enter or Space plays from its start, and screen readers, which
+// cannot see the canvas, are told its tag, probability and time.
 const MOVES = {
   ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1],
-  Home: [0, -Infinity], End: [0, Infinity],
+  Home: [0, -Infinity], End: [0, Infinity], PageUp: [0, -10], PageDown: [0, 10],
 };
 
 function focusCell(row, column) {
