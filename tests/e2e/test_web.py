@@ -1048,3 +1048,19 @@ def test_page_up_and_down_move_ten_patches(
     page.keyboard.press("PageUp")
     assert readout.inner_text().endswith(", 1:00 to 1:03")  # the 20th of 30
     assert console.unexpected() == []
+
+
+def test_a_reload_keeps_the_model_picked(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """After a reload the picker was back on the default model, and the next file was tagged
+    with it although another had been picked for this tab."""
+    open_page(page, f"{server.url}/")
+    page.select_option("[data-testid=model-select]", "MSD_musicnn")
+    page.reload()
+    page.wait_for_selector("[data-testid=model-select]:enabled")
+    assert page.input_value("[data-testid=model-select]") == "MSD_musicnn"
+    with page.expect_request(TAG_REQUEST) as tagging:
+        upload(page, song)
+    assert "model=MSD_musicnn" in tagging.value.url
+    assert console.unexpected() == []

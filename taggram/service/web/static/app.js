@@ -3,6 +3,9 @@
 // server sets from its root path, so the page works under a path prefix behind a proxy.
 
 const KEY_STORAGE = "taggram.apiKey";
+// The model picked last, for this tab: a reload went back to the default model, and the next
+// file was tagged with it unnoticed.
+const MODEL_STORAGE = "taggram.model";
 
 // Viridis (matplotlib), sampled at 10 even steps; perceptually uniform and monotonic in lightness.
 const VIRIDIS = [
@@ -144,7 +147,8 @@ async function loadModels() {
         return option;
       }),
     );
-    const wanted = [previous, body.default_model].find((name) => state.models.has(name));
+    const picked = sessionStorage.getItem(MODEL_STORAGE);
+    const wanted = [previous, picked, body.default_model].find((name) => state.models.has(name));
     if (wanted) ui.model.value = wanted;
     ui.model.disabled = state.models.size === 0;
     describeModel();
@@ -629,6 +633,7 @@ document.addEventListener("drop", (event) => {
 });
 
 ui.model.addEventListener("change", () => {
+  sessionStorage.setItem(MODEL_STORAGE, ui.model.value);
   describeModel();
   if (state.chosen) tagFile(state.chosen);
 });
