@@ -1064,3 +1064,31 @@ def test_a_reload_keeps_the_model_picked(
         upload(page, song)
     assert "model=MSD_musicnn" in tagging.value.url
     assert console.unexpected() == []
+
+
+def test_an_earlier_files_late_answer_does_not_replace_the_later_files(
+    server: Server, song: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """Two files chosen in a row: the first one's answer, held back until the second's has been
+    drawn, must not replace it (the request is aborted when the next file is chosen)."""
+    later = tmp_path / "later.wav"
+    sf.write(later, 0.3 * np.sin(np.arange(16000) / 5).astype(np.float32), 16000)
+    open_page(page, f"{server.url}/")
+    held: list[Route] = []
+
+    def hold_the_first(route: Route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # answered below
+
+    page.route(TAG_REQUEST, hold_the_first)
+    page.set_input_files("[data-testid=file-input]", str(song))
+    page.wait_for_function("() => !document.querySelector('[data-testid=status]').hidden")
+    upload(page, later)
+    assert "later.wav" in page.inner_text("[data-testid=summary]")
+    held[0].continue_()
+    page.wait_for_timeout(3000)  # long enough for the first file's tagging to have come back
+    assert "later.wav" in page.inner_text("[data-testid=summary]")
+    assert page.locator("[data-testid=error]").is_hidden()
+    assert console.unexpected() == []
