@@ -1006,6 +1006,8 @@ def test_while_the_next_file_is_tagged_the_last_ones_taggram_is_greyed(
     page.wait_for_function("() => !document.querySelector('[data-testid=status]').hidden")
     assert result.get_attribute("aria-busy") == "true"
     assert float(result.evaluate("e => getComputedStyle(e).opacity")) < 0.6
+    while not held:  # the route's handler runs while Playwright waits
+        page.wait_for_timeout(50)
     held[0].continue_()
     page.locator("[data-testid=summary]", has_text="b.wav").wait_for()
     assert result.get_attribute("aria-busy") is None
@@ -1091,4 +1093,26 @@ def test_an_earlier_files_late_answer_does_not_replace_the_later_files(
     page.wait_for_timeout(3000)  # long enough for the first file's tagging to have come back
     assert "later.wav" in page.inner_text("[data-testid=summary]")
     assert page.locator("[data-testid=error]").is_hidden()
+    assert console.unexpected() == []
+
+
+def test_a_file_chosen_before_the_model_list_came_says_the_default_model(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """On a slow network a file chosen before ``GET v1/models`` answered was "Tagging clip.wav
+    with loading……": the picker's placeholder taken for a model's name."""
+    listing: list[Route] = []
+    tagging: list[Route] = []
+    page.route("**/v1/models", lambda route: listing.append(route))  # a slow network: held
+    page.route(TAG_REQUEST, lambda route: tagging.append(route))
+    page.goto(f"{server.url}/")
+    with page.expect_request(TAG_REQUEST) as sent:
+        page.set_input_files("[data-testid=file-input]", str(song))
+    assert "model=" not in sent.value.url  # the service's default
+    assert page.inner_text("[data-testid=status]") == f"Tagging {song.name} with the default model…"
+    while not tagging:  # the route's handler runs while Playwright waits
+        page.wait_for_timeout(50)
+    tagging[0].continue_()
+    listing[0].continue_()
+    page.locator("[data-testid=summary]", has_text=song.name).wait_for()
     assert console.unexpected() == []

@@ -185,15 +185,17 @@ async function tagFile(file) {
   clearError();
   delete ui.error.dataset.source;
   ui.dropHint.textContent = file.name;
-  const model = ui.model.value;
-  setStatus(`Tagging ${file.name} with ${model}…`);
+  // None yet while the model list loads (a slow network): the service's default, not the
+  // picker's placeholder ("Tagging a.mp3 with loading……").
+  const model = state.models.has(ui.model.value) ? ui.model.value : "";
+  setStatus(`Tagging ${file.name} with ${model || "the default model"}…`);
   // The last file's taggram stays in view, greyed: at full strength under "Tagging b.mp3…" it was
   // taken for b.mp3's (or, after a change of model, for the new model's).
   ui.result.setAttribute("aria-busy", "true");
   const form = new FormData();
   form.append("file", file, file.name);
   const query = new URLSearchParams({ taggram: "true" });
-  if (state.models.has(model)) query.set("model", model);
+  if (model) query.set("model", model);
   try {
     const body = await api(`v1/tag?${query}`, {
       method: "POST",
