@@ -1116,3 +1116,33 @@ def test_a_file_chosen_before_the_model_list_came_says_the_default_model(
     listing[0].continue_()
     page.locator("[data-testid=summary]", has_text=song.name).wait_for()
     assert console.unexpected() == []
+
+
+def test_a_model_gone_after_a_restart_leaves_the_picker(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """The service restarted without a model the page had listed: tagging with it was refused
+    (404 model_not_found) and the picker went on offering it until the page was reloaded. The
+    restarted service's answers are made up in the browser: the real one keeps its models."""
+    models = httpx.get(f"{server.url}/v1/models").json()
+    gone = "MSD_musicnn"
+    remaining = {**models, "models": [m for m in models["models"] if m["name"] != gone]}
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        refused = tag_file(client, song, model=f"{gone}_gone")
+    assert refused.status_code == 404
+    open_page(page, f"{server.url}/")
+    page.select_option("[data-testid=model-select]", gone)
+    page.route("**/v1/models", lambda route: route.fulfill(json=remaining))
+    page.route(
+        re.compile(rf"/v1/tag\?.*model={gone}\b"),
+        lambda route: route.fulfill(status=404, json=refused.json()),
+    )
+    page.set_input_files("[data-testid=file-input]", str(song))
+    page.locator("[data-testid=error]", has_text="model_not_found").wait_for()
+    page.wait_for_function(
+        "gone => ![...document.querySelectorAll('[data-testid=model-select] option')]"
+        ".some((option) => option.value === gone)",
+        arg=gone,
+    )
+    assert page.input_value("[data-testid=model-select]") == models["default_model"]
+    assert console.unexpected(f"{FAILED_REQUEST} 404") == []

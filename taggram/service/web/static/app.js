@@ -215,6 +215,9 @@ async function tagFile(file) {
     state.body = null;
     state.layout = null;
     showError(`Could not tag ${file.name}: `, error);
+    // The service restarted without that model: list the models it has now (the picker offered
+    // the gone one until the page was reloaded).
+    if (error.code === "model_not_found") loadModels();
   } finally {
     if (state.inFlight === controller) {
       state.inFlight = null;
