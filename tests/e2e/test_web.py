@@ -8,6 +8,7 @@ is made), else to the test's temporary folder.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -28,7 +29,7 @@ from tests.support.proxy import prefix_proxy
 from tests.support.server import Server, running_server
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Locator, Page
+    from playwright.sync_api import Browser, Locator, Page, Route
 
 TIMEOUT_MS = 120_000  # tagging on a busy 2-core CI machine
 NOT_AUDIO = b"this is a text file, not audio\n" * 40
@@ -873,3 +874,275 @@ def test_in_a_long_recording_a_cell_gives_its_time_as_the_axis_does(
         == f"{row_tags[0]}, {value:.3f}, {start} to {end}"
     )
     assert console.unexpected() == []
+
+
+def test_the_player_is_named_for_screen_readers(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """The ``<audio>`` element had no accessible name: a screen reader said only "audio" (or
+    nothing) for the player, not what it plays."""
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    # The name in the browser's accessibility tree, which screen readers read.
+    tree = page.context.new_cdp_session(page).send("Accessibility.getFullAXTree")
+    names = {node.get("name", {}).get("value") for node in tree["nodes"]}
+    assert f"Recording: {song.name}" in names
+    assert console.unexpected() == []
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_asked_for_more_contrast_the_page_gives_it(
+    server: Server, browser: Browser, console: ConsoleLog, scheme: Literal["light", "dark"]
+) -> None:
+    """The system's "increase contrast" (``prefers-contrast: more``) changed nothing: grey text
+    at 4.9:1 and card borders at 1.25:1, the same as for everyone."""
+    style = "(element, name) => getComputedStyle(element)[name]"
+    with browser_page(browser, console, contrast="more", color_scheme=scheme) as page:
+        open_page(page, f"{server.url}/")
+        card = page.locator(".picker").evaluate(style, "backgroundColor")
+        muted = page.locator("#model-info").evaluate(style, "color")
+        border = page.locator(".picker").evaluate(style, "borderTopColor")
+        drop = page.locator("[data-testid=drop-zone]").evaluate(style, "borderTopColor")
+        field = page.locator("[data-testid=model-select]").evaluate(style, "borderTopColor")
+    assert contrast(muted, card) >= 7  # WCAG's enhanced contrast (AAA)
+    assert contrast(border, card) >= 3 and contrast(drop, card) >= 3
+    assert contrast(field, card) >= 4.5
+    assert console.unexpected() == []
+
+
+# Height in CSS pixels of the ink of the first row's tag name (drawn left of the first cell).
+READ_LABEL_HEIGHT = """canvas => {
+  const { x, y } = JSON.parse(canvas.dataset.cellCentres);
+  const left = Math.floor(x[0] - (x[1] - x[0]) / 2) - 2;
+  const half = Math.floor((y[1] - y[0]) / 2);
+  const pixels = canvas.getContext("2d").getImageData(0, y[0] - half, left, 2 * half).data;
+  const inked = new Set();
+  for (let i = 3; i < pixels.length; i += 4) {
+    if (pixels[i] > 100) inked.add(Math.floor(i / 4 / left)); // an opaque pixel: its row
+  }
+  return inked.size / devicePixelRatio;
+}"""
+
+
+def test_the_heat_maps_labels_follow_the_browsers_font_size(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """The tag names and time axis were drawn at a fixed 12 px and the page's text set in pixels:
+    browser zoom enlarged them, a larger default font size (the browser's setting for people who
+    need bigger text) did nothing."""
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    canvas = page.locator("[data-testid=taggram]")
+    before = canvas.evaluate(READ_LABEL_HEIGHT)
+    size = "getComputedStyle(document.querySelector('[data-testid=summary]')).fontSize"
+    assert page.evaluate(size) == "14px"
+    # The browser's default font size from 16 px to 24 px, after the taggram was drawn.
+    page.context.new_cdp_session(page).send("Page.setFontSizes", {"fontSizes": {"standard": 24}})
+    page.wait_for_function(f"() => {size} === '21px'", timeout=10_000)
+    page.wait_for_function(
+        f"h => ({READ_LABEL_HEIGHT})(document.querySelector('[data-testid=taggram]')) > 1.3 * h",
+        arg=before,
+        timeout=10_000,
+    )
+    assert console.unexpected() == []
+
+
+# Drops ``names`` (files of the page's base64 ``audio``) and ``text`` on ``selector`` as a person's
+# drag would; returns whether the page took the drop (else the browser acts on it).
+DROP = """async ([selector, names, audio, text]) => {
+  const bytes = Uint8Array.from(atob(audio), (c) => c.charCodeAt(0));
+  const data = new DataTransfer();
+  for (const name of names) data.items.add(new File([bytes], name, { type: "audio/wav" }));
+  if (text) data.setData("text/plain", text);
+  const target = document.querySelector(selector);
+  const over = new DragEvent("dragover", { dataTransfer: data, bubbles: true, cancelable: true });
+  target.dispatchEvent(over);
+  const lit = target.closest("[data-testid=drop-zone]")?.classList.contains("dragging") ?? false;
+  const drop = new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true });
+  target.dispatchEvent(drop);
+  return { taken: over.defaultPrevented && drop.defaultPrevented, lit };
+}"""
+
+
+def test_files_dropped_anywhere_are_tagged_one_at_a_time_and_text_is_not_taken(
+    server: Server, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """A file dropped beside the drop zone (on the heat-map of the last one) was opened by the
+    browser in the page's place, the taggram lost; of two files dropped the second was dropped
+    without a word; dragged text lit the drop zone up, and its drop did nothing."""
+    sound = tmp_path / "tone.wav"
+    sf.write(sound, 0.3 * np.sin(np.arange(16000) / 5).astype(np.float32), 16000)
+    audio = base64.b64encode(sound.read_bytes()).decode()
+    open_page(page, f"{server.url}/")
+    drop_zone = "[data-testid=drop-zone]"
+    with page.expect_request(TAG_REQUEST):
+        assert page.evaluate(DROP, [drop_zone, ["a.wav", "b.wav"], audio, ""])["taken"]
+    page.locator("[data-testid=summary]", has_text="a.wav").wait_for()
+    assert page.inner_text("#drop-hint") == "a.wav (the first of 2 files: one at a time)"
+    with page.expect_request(TAG_REQUEST):
+        assert page.evaluate(DROP, ["[data-testid=taggram]", ["c.wav"], audio, ""])["taken"]
+    page.locator("[data-testid=summary]", has_text="c.wav").wait_for()
+    assert page.evaluate(DROP, [drop_zone, [], audio, "some words"]) == {
+        "taken": False,
+        "lit": False,
+    }
+    assert console.unexpected() == []
+
+
+def test_while_the_next_file_is_tagged_the_last_ones_taggram_is_greyed(
+    server: Server, song: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """Tagging the next file (a slow upload, a long recording) left the last file's taggram at
+    full strength under "Tagging b.wav…", easily taken for b.wav's; after a change of model, for
+    the new model's."""
+    other = tmp_path / "b.wav"
+    sf.write(other, 0.3 * np.sin(np.arange(16000) / 5).astype(np.float32), 16000)
+    open_page(page, f"{server.url}/")
+    upload(page, song)
+    result = page.locator("#result")
+    held: list[Route] = []
+    page.route(TAG_REQUEST, lambda route: held.append(route))  # answered below
+    page.set_input_files("[data-testid=file-input]", str(other))
+    page.wait_for_function("() => !document.querySelector('[data-testid=status]').hidden")
+    assert result.get_attribute("aria-busy") == "true"
+    assert float(result.evaluate("e => getComputedStyle(e).opacity")) < 0.6
+    while not held:  # the route's handler runs while Playwright waits
+        page.wait_for_timeout(50)
+    held[0].continue_()
+    page.locator("[data-testid=summary]", has_text="b.wav").wait_for()
+    assert result.get_attribute("aria-busy") is None
+    assert result.evaluate("e => getComputedStyle(e).opacity") == "1"
+    assert console.unexpected() == []
+
+
+def test_offline_the_page_says_the_browser_is_offline(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """With the network gone the page said "The service could not be reached. Is it running?",
+    sending people to check a service that was running; back online, the next file is tagged."""
+    open_page(page, f"{server.url}/")
+    page.context.set_offline(True)
+    page.set_input_files("[data-testid=file-input]", str(song))
+    error = page.locator("[data-testid=error]")
+    error.wait_for(state="visible")
+    assert "This browser is offline" in error.inner_text()
+    page.context.set_offline(False)
+    upload(page, song)
+    assert error.is_hidden()
+    assert console.unexpected("net::ERR_INTERNET_DISCONNECTED") == []
+
+
+def test_page_up_and_down_move_ten_patches(
+    server: Server, music_wav: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """Only the arrow keys, Home and End moved the heat-map's cell: the middle of a 15 min
+    recording (301 patches) was 150 presses of an arrow away."""
+    recording = long_track(music_wav, tmp_path, 90)  # 30 patches
+    open_page(page, f"{server.url}/")
+    upload(page, recording)
+    page.focus("[data-testid=taggram]")
+    readout = page.locator("[data-testid=announcer]")
+    page.keyboard.press("Home")
+    page.keyboard.press("PageDown")
+    assert readout.inner_text().endswith(", 0:30 to 0:33")  # the 11th patch, 30 s on
+    for _ in range(3):
+        page.keyboard.press("PageDown")  # stops at the last patch
+    page.keyboard.press("PageUp")
+    assert readout.inner_text().endswith(", 1:00 to 1:03")  # the 20th of 30
+    assert console.unexpected() == []
+
+
+def test_a_reload_keeps_the_model_picked(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """After a reload the picker was back on the default model, and the next file was tagged
+    with it although another had been picked for this tab."""
+    open_page(page, f"{server.url}/")
+    page.select_option("[data-testid=model-select]", "MSD_musicnn")
+    page.reload()
+    page.wait_for_selector("[data-testid=model-select]:enabled")
+    assert page.input_value("[data-testid=model-select]") == "MSD_musicnn"
+    with page.expect_request(TAG_REQUEST) as tagging:
+        upload(page, song)
+    assert "model=MSD_musicnn" in tagging.value.url
+    assert console.unexpected() == []
+
+
+def test_an_earlier_files_late_answer_does_not_replace_the_later_files(
+    server: Server, song: Path, page: Page, console: ConsoleLog, tmp_path: Path
+) -> None:
+    """Two files chosen in a row: the first one's answer, held back until the second's has been
+    drawn, must not replace it (the request is aborted when the next file is chosen)."""
+    later = tmp_path / "later.wav"
+    sf.write(later, 0.3 * np.sin(np.arange(16000) / 5).astype(np.float32), 16000)
+    open_page(page, f"{server.url}/")
+    held: list[Route] = []
+
+    def hold_the_first(route: Route) -> None:
+        if held:
+            route.continue_()
+        else:
+            held.append(route)  # answered below
+
+    page.route(TAG_REQUEST, hold_the_first)
+    page.set_input_files("[data-testid=file-input]", str(song))
+    page.wait_for_function("() => !document.querySelector('[data-testid=status]').hidden")
+    upload(page, later)
+    assert "later.wav" in page.inner_text("[data-testid=summary]")
+    held[0].continue_()
+    page.wait_for_timeout(3000)  # long enough for the first file's tagging to have come back
+    assert "later.wav" in page.inner_text("[data-testid=summary]")
+    assert page.locator("[data-testid=error]").is_hidden()
+    assert console.unexpected() == []
+
+
+def test_a_file_chosen_before_the_model_list_came_says_the_default_model(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """On a slow network a file chosen before ``GET v1/models`` answered was "Tagging clip.wav
+    with loading……": the picker's placeholder taken for a model's name."""
+    listing: list[Route] = []
+    tagging: list[Route] = []
+    page.route("**/v1/models", lambda route: listing.append(route))  # a slow network: held
+    page.route(TAG_REQUEST, lambda route: tagging.append(route))
+    page.goto(f"{server.url}/")
+    with page.expect_request(TAG_REQUEST) as sent:
+        page.set_input_files("[data-testid=file-input]", str(song))
+    assert "model=" not in sent.value.url  # the service's default
+    assert page.inner_text("[data-testid=status]") == f"Tagging {song.name} with the default model…"
+    while not tagging:  # the route's handler runs while Playwright waits
+        page.wait_for_timeout(50)
+    tagging[0].continue_()
+    listing[0].continue_()
+    page.locator("[data-testid=summary]", has_text=song.name).wait_for()
+    assert console.unexpected() == []
+
+
+def test_a_model_gone_after_a_restart_leaves_the_picker(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """The service restarted without a model the page had listed: tagging with it was refused
+    (404 model_not_found) and the picker went on offering it until the page was reloaded. The
+    restarted service's answers are made up in the browser: the real one keeps its models."""
+    models = httpx.get(f"{server.url}/v1/models").json()
+    gone = "MSD_musicnn"
+    remaining = {**models, "models": [m for m in models["models"] if m["name"] != gone]}
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        refused = tag_file(client, song, model=f"{gone}_gone")
+    assert refused.status_code == 404
+    open_page(page, f"{server.url}/")
+    page.select_option("[data-testid=model-select]", gone)
+    page.route("**/v1/models", lambda route: route.fulfill(json=remaining))
+    page.route(
+        re.compile(rf"/v1/tag\?.*model={gone}\b"),
+        lambda route: route.fulfill(status=404, json=refused.json()),
+    )
+    page.set_input_files("[data-testid=file-input]", str(song))
+    page.locator("[data-testid=error]", has_text="model_not_found").wait_for()
+    page.wait_for_function(
+        "gone => ![...document.querySelectorAll('[data-testid=model-select] option')]"
+        ".some((option) => option.value === gone)",
+        arg=gone,
+    )
+    assert page.input_value("[data-testid=model-select]") == models["default_model"]
+    assert console.unexpected(f"{FAILED_REQUEST} 404") == []

@@ -3,6 +3,9 @@
 // server sets from its root path, so the page works under a path prefix behind a proxy.
 
 const KEY_STORAGE = "taggram.apiKey";
+// The model picked last, for this tab: a reload went back to the default model, and the next
+// file was tagged with it unnoticed.
+const MODEL_STORAGE = "taggram.model";
 
 // Viridis (matplotlib), sampled at 10 even steps; perceptually uniform and monotonic in lightness.
 const VIRIDIS = [
@@ -82,6 +85,8 @@ async function api(path, options = {}) {
     });
   } catch (error) {
     if (error.name === "AbortError") throw error;
+    // Offline, asking whether the service runs sent people to check a server that was fine.
+    if (!navigator.onLine) throw new ApiError("This browser is offline: connect, then try again.");
     throw new ApiError("The service could not be reached. Is it running?");
   }
   if (!response.ok) throw await apiError(response);
@@ -142,7 +147,8 @@ async function loadModels() {
         return option;
       }),
     );
-    const wanted = [previous, body.default_model].find((name) => state.models.has(name));
+    const picked = sessionStorage.getItem(MODEL_STORAGE);
+    const wanted = [previous, picked, body.default_model].find((name) => state.models.has(name));
     if (wanted) ui.model.value = wanted;
     ui.model.disabled = state.models.size === 0;
     describeModel();
@@ -179,12 +185,17 @@ async function tagFile(file) {
   clearError();
   delete ui.error.dataset.source;
   ui.dropHint.textContent = file.name;
-  const model = ui.model.value;
-  setStatus(`Tagging ${file.name} with ${model}…`);
+  // None yet while the model list loads (a slow network): the service's default, not the
+  // picker's placeholder ("Tagging a.mp3 with loading……").
+  const model = state.models.has(ui.model.value) ? ui.model.value : "";
+  setStatus(`Tagging ${file.name} with ${model || "the default model"}…`);
+  // The last file's taggram stays in view, greyed: at full strength under "Tagging b.mp3…" it was
+  // taken for b.mp3's (or, after a change of model, for the new model's).
+  ui.result.setAttribute("aria-busy", "true");
   const form = new FormData();
   form.append("file", file, file.name);
   const query = new URLSearchParams({ taggram: "true" });
-  if (state.models.has(model)) query.set("model", model);
+  if (model) query.set("model", model);
   try {
     const body = await api(`v1/tag?${query}`, {
       method: "POST",
@@ -204,10 +215,14 @@ async function tagFile(file) {
     state.body = null;
     state.layout = null;
     showError(`Could not tag ${file.name}: `, error);
+    // The service restarted without that model: list the models it has now (the picker offered
+    // the gone one until the page was reloaded).
+    if (error.code === "model_not_found") loadModels();
   } finally {
     if (state.inFlight === controller) {
       state.inFlight = null;
       setStatus("");
+      ui.result.removeAttribute("aria-busy");
     }
   }
 }
@@ -217,6 +232,7 @@ function showResult(file, body) {
     if (state.audioUrl) URL.revokeObjectURL(state.audioUrl);
     state.audioUrl = URL.createObjectURL(file);
     ui.player.src = state.audioUrl;
+    ui.player.setAttribute("aria-label", `Recording: ${file.name}`); // not just "audio"
     ui.player.hidden = false;
     ui.playerNote.hidden = true;
     state.file = file;
@@ -339,12 +355,19 @@ function columnEdges(patches, duration) {
   return edges;
 }
 
+// The heat-map's labels in CSS pixels: 0.75 rem (12 px at the default 16), so that they follow a
+// reader's larger default font size as the page's text does (browser zoom scales either way).
+function labelSize() {
+  return 0.75 * parseFloat(getComputedStyle(document.documentElement).fontSize);
+}
+
 function drawTaggram(body, tags) {
   const canvas = ui.canvas;
   const ctx = canvas.getContext("2d");
   const patches = body.taggram.patches;
   const duration = body.audio?.duration_seconds || patches[patches.length - 1].end_seconds;
-  const font = '12px system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif';
+  const em = labelSize(); // the geometry below is in these ems
+  const font = `${em}px system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif`;
 
   ctx.font = font;
   const labelWidth = Math.ceil(Math.max(40, ...tags.map((t) => ctx.measureText(t.tag).width)));
@@ -352,8 +375,8 @@ function drawTaggram(body, tags) {
   // is scaled down by the browser, and clicks, the tooltip, the cursor and the row outline,
   // placed in drawing pixels, then miss the cells they point at.
   const width = ui.wrap.clientWidth;
-  const rowHeight = tags.length <= 12 ? 30 : tags.length <= 25 ? 20 : 15;
-  const margin = { left: labelWidth + 14, right: 78, top: 6, bottom: 38 };
+  const rowHeight = Math.round(em * (tags.length <= 12 ? 2.5 : tags.length <= 25 ? 1.7 : 1.25));
+  const margin = { left: labelWidth + 14, right: 6.5 * em, top: 6, bottom: 3.2 * em };
   const plot = {
     x: margin.left,
     y: margin.top,
@@ -402,20 +425,21 @@ function drawTaggram(body, tags) {
   ctx.fillStyle = colour("--axis-ink");
   ctx.textAlign = "center";
   ctx.textBaseline = "top";
-  const step = niceStep(duration, plot.w, 56);
+  const step = niceStep(duration, plot.w, 4.7 * em);
   for (let t = 0; t <= duration + 1e-9; t += step) {
     const x = Math.round(xOf(t)) + 0.5;
     ctx.beginPath();
     ctx.moveTo(x, axisY);
     ctx.lineTo(x, axisY + 5);
     ctx.stroke();
-    ctx.fillText(formatSeconds(t), x, axisY + 7);
+    ctx.fillText(formatSeconds(t), x, axisY + 0.6 * em);
   }
   ctx.fillStyle = colour("--muted");
-  ctx.fillText(duration >= 60 ? "time (m:s)" : "time (s)", plot.x + plot.w / 2, axisY + 22);
+  const unit = duration >= 60 ? "time (m:s)" : "time (s)";
+  ctx.fillText(unit, plot.x + plot.w / 2, axisY + 1.8 * em);
 
   // Colour legend: a vertical bar with its scale.
-  const legend = { x: plot.x + plot.w + 16, y: plot.y, w: 12, h: Math.max(plot.h, 60) };
+  const legend = { x: plot.x + plot.w + 16, y: plot.y, w: 12, h: Math.max(plot.h, 5 * em) };
   const gradient = ctx.createLinearGradient(0, legend.y + legend.h, 0, legend.y);
   VIRIDIS.forEach((_, i) => gradient.addColorStop(i / (VIRIDIS.length - 1), viridis(i / (VIRIDIS.length - 1))));
   ctx.fillStyle = gradient;
@@ -423,14 +447,14 @@ function drawTaggram(body, tags) {
   ctx.fillStyle = colour("--axis-ink");
   ctx.textAlign = "left";
   ctx.textBaseline = "middle";
-  const ticks = legend.h >= 120 ? [0, 0.25, 0.5, 0.75, 1] : [0, 0.5, 1];
+  const ticks = legend.h >= 10 * em ? [0, 0.25, 0.5, 0.75, 1] : [0, 0.5, 1];
   ticks.forEach((f) => {
     const y = legend.y + legend.h * (1 - f);
     ctx.fillRect(legend.x + legend.w, Math.round(y), 3, 1);
-    ctx.fillText((vmax * f).toFixed(2), legend.x + legend.w + 6, Math.min(Math.max(y, legend.y + 6), legend.y + legend.h - 6));
+    ctx.fillText((vmax * f).toFixed(2), legend.x + legend.w + 6, Math.min(Math.max(y, legend.y + em / 2), legend.y + legend.h - em / 2));
   });
 
-  state.layout = { plot, duration, edges, rowHeight, tags, values, xOf, width };
+  state.layout = { plot, duration, edges, rowHeight, tags, values, xOf, width, em };
   // Geometry for tests and tools: one centre per drawn cell, in canvas (device) pixels.
   canvas.dataset.rows = String(tags.length);
   canvas.dataset.columns = String(patches.length);
@@ -539,12 +563,13 @@ function seek(event) {
 
 // ---------------------------------------------------------------- keyboard
 
-// The heat-map is one focusable element: the arrow keys (Home, End: first and last patch) move
-// an outlined cell with its tooltip, Enter or Space plays from its start, and screen readers,
-// which cannot see the canvas, are told its tag, probability and time.
+// The heat-map is one focusable element: the arrow keys (Home, End: first and last patch; Page
+// Up, Page Down: ten patches, else the middle of a 15 min recording was 150 presses away) move an
+// outlined cell with its tooltip, Enter or Space plays from its start, and screen readers, which
+// cannot see the canvas, are told its tag, probability and time.
 const MOVES = {
   ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1],
-  Home: [0, -Infinity], End: [0, Infinity],
+  Home: [0, -Infinity], End: [0, Infinity], PageUp: [0, -10], PageDown: [0, 10],
 };
 
 function focusCell(row, column) {
@@ -589,18 +614,31 @@ ui.file.addEventListener("change", () => {
   ui.file.value = "";
   chooseFile(file);
 });
+// Files are taken wherever they are dropped on the page: one dropped beside the drop zone was
+// opened by the browser in the page's place, its taggram lost. Dragged text is not taken (the drop
+// zone lit up for it, and nothing came of the drop), and of several files the first is tagged.
+const carriesFiles = (event) => event.dataTransfer.types.includes("Files");
 ui.drop.addEventListener("dragover", (event) => {
-  event.preventDefault();
-  ui.drop.classList.add("dragging");
+  ui.drop.classList.toggle("dragging", carriesFiles(event));
 });
 ui.drop.addEventListener("dragleave", () => ui.drop.classList.remove("dragging"));
-ui.drop.addEventListener("drop", (event) => {
-  event.preventDefault();
+document.addEventListener("dragover", (event) => {
+  if (carriesFiles(event)) event.preventDefault();
+});
+document.addEventListener("drop", (event) => {
   ui.drop.classList.remove("dragging");
-  chooseFile(event.dataTransfer.files[0]);
+  if (!carriesFiles(event)) return;
+  event.preventDefault();
+  const files = event.dataTransfer.files;
+  chooseFile(files[0]);
+  if (files.length > 1) {
+    const note = `the first of ${files.length} files: one at a time`;
+    ui.dropHint.textContent = `${files[0].name} (${note})`;
+  }
 });
 
 ui.model.addEventListener("change", () => {
+  sessionStorage.setItem(MODEL_STORAGE, ui.model.value);
   describeModel();
   if (state.chosen) tagFile(state.chosen);
 });
@@ -667,12 +705,18 @@ ui.canvas.addEventListener("blur", () => {
   ui.tooltip.hidden = true;
 });
 
+// Drawn again when its width changes, or the font size: the summary, its text in rem, then
+// changes size too (nothing tells a page that the browser's font size setting changed).
 let resizeFrame = 0;
-new ResizeObserver(() => {
+const resized = new ResizeObserver(() => {
   cancelAnimationFrame(resizeFrame);
   resizeFrame = requestAnimationFrame(() => {
-    if (state.layout && Math.abs(ui.wrap.clientWidth - state.layout.width) > 1) render();
+    const layout = state.layout;
+    if (!layout) return;
+    if (Math.abs(ui.wrap.clientWidth - layout.width) > 1 || labelSize() !== layout.em) render();
   });
-}).observe(ui.wrap);
+});
+resized.observe(ui.wrap);
+resized.observe(ui.summary);
 
 loadModels();
