@@ -4,7 +4,6 @@ model is busy, 429 ``deadline_exceeded`` for queued work that waits too long, bo
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service.test_limits import _metric, _response, wav
+from tests.service.test_limits import _metric, head_only, wav
 from tests.support.server import Server, running_server
 
 ENV = {
@@ -33,7 +32,9 @@ def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield started
 
 
-def test_busy_model_refuses_before_the_body_and_late_work_is_refused(server: Server) -> None:
+def _queue_an_upload(server: Server) -> tuple[threading.Thread, list[httpx.Response]]:
+    """Start a 30 s upload in a thread and wait until its patches are queued; the thread appends
+    its answer to the list."""
     queued: list[httpx.Response] = []
     first = threading.Thread(
         target=lambda: queued.append(
@@ -48,14 +49,17 @@ def test_busy_model_refuses_before_the_body_and_late_work_is_refused(server: Ser
     first.start()
     while _metric(server, "taggram_queue_depth", model="tiny") == 0:
         assert first.is_alive(), queued
+    return first, queued
+
+
+def test_busy_model_refuses_before_the_body_and_late_work_is_refused(server: Server) -> None:
+    first, queued = _queue_an_upload(server)
     # Headers only: a body of 10 MB is announced and never sent; the answer must not wait for it.
-    port = int(server.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(
-            b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
-            b"Content-Length: 10000000\r\n\r\n"
-        )
-        status, headers, body = _response(sock)
+    status, headers, body = head_only(
+        server,
+        b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+        b"Content-Length: 10000000\r\n\r\n",
+    )
     assert status == 429, body
     assert json.loads(body)["error"]["code"] == "overloaded"
     assert int(headers["retry-after"]) >= 1
@@ -77,27 +81,12 @@ def test_busy_model_refuses_before_the_body_and_late_work_is_refused(server: Ser
 def test_a_busy_model_refuses_a_v2_request_before_its_body(server: Server) -> None:
     """/v2 read the whole tensor, then refused it: a busy replica now says so from the headers,
     as /v1 does, and the client's body is never sent."""
-    queued: list[httpx.Response] = []
-    first = threading.Thread(
-        target=lambda: queued.append(
-            httpx.post(
-                f"{server.url}/v1/tag",
-                content=wav(30),
-                headers={"Content-Type": "audio/wav"},
-                timeout=60,
-            )
-        )
+    first, _ = _queue_an_upload(server)
+    status, headers, body = head_only(
+        server,
+        b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n",
     )
-    first.start()
-    while _metric(server, "taggram_queue_depth", model="tiny") == 0:
-        assert first.is_alive(), queued
-    port = int(server.url.rsplit(":", 1)[1])
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(
-            b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 10000000\r\n\r\n"
-        )
-        status, headers, body = _response(sock)
     first.join(60)
     assert status == 429, body
     assert json.loads(body)["code"] == "overloaded"

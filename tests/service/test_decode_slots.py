@@ -8,7 +8,6 @@ import asyncio
 import io
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ import soundfile as sf
 from taggram.service.audio.decode import DecodedAudio, DecodeLimits, decode
 from taggram.service.audio.slots import DecodeSlots
 from taggram.service.settings import Settings, available_cores
-from tests.service.test_limits import _metric, _response
+from tests.service.test_limits import _metric, head_only
 from tests.support.server import Server, running_server
 
 LIMITS = DecodeLimits(1 << 30, 900.0, 192_000)
@@ -140,13 +139,11 @@ def test_a_full_decode_queue_refuses_before_the_body(
         deadline = time.monotonic() + 60
         while _gauge(server, "taggram_decodes_running") == 0:
             assert first.is_alive() and time.monotonic() < deadline, busy
-        port = int(server.url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-            sock.sendall(
-                b"POST /v1/tag?model=made_up HTTP/1.1\r\nHost: x\r\nContent-Type: audio/flac\r\n"
-                b"Content-Length: 10000000\r\n\r\n"
-            )
-            status, headers, body = _response(sock)
+        status, headers, body = head_only(
+            server,
+            b"POST /v1/tag?model=made_up HTTP/1.1\r\nHost: x\r\nContent-Type: audio/flac\r\n"
+            b"Content-Length: 10000000\r\n\r\n",
+        )
         first.join(120)
         assert status == 429, body
         assert json.loads(body)["code"] == "overloaded"

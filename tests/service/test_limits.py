@@ -73,6 +73,14 @@ def _connect(server: Server) -> socket.socket:
     return sock
 
 
+def head_only(server: Server, head: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send a request's ``head`` (its announced body never follows) and read the answer:
+    status, lower-cased headers, body."""
+    with _connect(server) as sock:
+        sock.sendall(head)
+        return _response(sock)
+
+
 def _response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     """Read one HTTP response (status, lower-cased headers, body) up to the server's close."""
     data = b""
