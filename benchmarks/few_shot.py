@@ -321,7 +321,7 @@ async def _embed_all(files: list[Path], repository: Path) -> dict[str, np.ndarra
 
         async def one(path: Path) -> dict[str, dict[str, np.ndarray]]:
             async with slots:
-                return await tagger.embed(path.read_bytes(), bases)
+                return (await tagger.embed(path.read_bytes(), bases)).embeddings
 
         rows = await asyncio.gather(*(one(path) for path in files))
         names = available(tagger.models)

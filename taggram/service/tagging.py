@@ -54,7 +54,6 @@ from taggram.service.audio.slots import DecodeSlots
 from taggram.service.custom import creation, storage
 from taggram.service.custom.features import split as split_feature
 from taggram.service.custom.registry import CustomModel, CustomModels, build
-from taggram.service.custom.storage import CustomRecord
 from taggram.service.errors import (
     InvalidAudioError,
     InvalidOptionsError,
@@ -588,26 +587,29 @@ class Tagger:
 
     async def embed(
         self, source: AudioSource, bases: Sequence[str], max_seconds: float | None = None
-    ) -> dict[str, dict[str, np.ndarray]]:
-        """Clip-level embeddings of one file from each of ``bases``: ``{base: {output: [dim]}}``
-        (every embedding output, coverage-weighted over the patches). Used to build custom
-        models; ``max_seconds`` caps the audio's duration (default: the service's limit)."""
+    ) -> creation.Embedded:
+        """Clip-level embeddings of one file from each of ``bases``, ``{base: {output: [dim]}}``
+        (every embedding output, coverage-weighted over the patches), with its decoding
+        warnings. Used to build custom models; ``max_seconds`` caps the audio's duration
+        (default: the service's limit)."""
         limits = replace(
             self._limits, max_duration_seconds=max_seconds or self._limits.max_duration_seconds
         )
         metas = [self.entries[name].metadata for name in bases]
         prepared = await self.decodes.run(bases[0], self._prepare, source, metas, None, limits)
         batches = await self._run(prepared)
-        return {
+        embeddings = {
             name: {
                 output: clip_average(batches[name].outputs[output], prepared[name].plan)
                 for output in self.entries[name].metadata.embedding_outputs
             }
             for name in bases
         }
+        return creation.Embedded(embeddings, tuple(prepared[bases[0]].audio.warnings))
 
-    async def create_custom(self, request: creation.CreateRequest) -> CustomRecord:
-        """Create, store and start serving a custom model (see ``taggram.service.custom``).
+    async def create_custom(self, request: creation.CreateRequest) -> creation.CreatedModel:
+        """Create, store and start serving a custom model (see ``taggram.service.custom``);
+        returns its record with the examples' decoding warnings.
 
         Raises :class:`~taggram.service.errors.ModelExistsError` (the name is taken),
         ``TooManyModelsError``, ``TooManyExamplesError``, ``InvalidExamplesError``,
@@ -618,17 +620,15 @@ class Tagger:
         plan = creation.plan(request, self.settings, self.models, len(self.custom))
         bases = {name: entry.metadata for name, entry in self.entries.items()}
 
-        async def embed(
-            source: AudioSource, names: Sequence[str]
-        ) -> dict[str, dict[str, np.ndarray]]:
+        async def embed(source: AudioSource, names: Sequence[str]) -> creation.Embedded:
             return await self.embed(source, names, self.settings.max_custom_example_seconds)
 
         async with self._creating:
             plan = creation.plan(request, self.settings, self.models, len(self.custom))
-            record, ensemble = await creation.create(plan, embed, bases, self.settings)
+            record, ensemble, warnings = await creation.create(plan, embed, bases, self.settings)
         async with self._registry:
             self.custom.add(build(record, ensemble.arrays(), bases[record.base]))
-        return record
+        return creation.CreatedModel(**record.model_dump(), warnings=warnings)
 
     async def delete_custom(self, name: str) -> None:
         """Delete a custom model from the folder and stop serving it.

@@ -108,6 +108,7 @@ def test_create_tag_list_restart_delete(client: httpx.Client, folder: Path, tmp_
     assert created.status_code == 201, created.text
     assert created.headers["Location"] == "/v1/models/synth"
     body = created.json()
+    assert body["warnings"] == []
     assert body["classes"] == sorted(CLASSES)
     assert body["examples_per_class"] == dict.fromkeys(sorted(CLASSES), 4)
     assert body["classifier"] in ("prototypes", "logistic", "svm", "knn", "ensemble")
@@ -367,12 +368,31 @@ def test_tagging_goes_on_while_a_model_is_created(client: httpx.Client) -> None:
     assert client.delete("/v1/models/busy").status_code == 204
 
 
+def test_an_example_cut_short_is_used_and_its_warning_returned(client: httpx.Client) -> None:
+    """A truncated example trained the model without a word: the creation's answer now says
+    which example decoded short and why, as /v1/tag does; the stored record does not keep it."""
+    data, files = form("cut_example")
+    name, whole = files[0][1]
+    files[0] = ("files", (name, whole[: len(whole) * 6 // 10]))
+    created = client.post("/v1/models", data=data, files=files)
+    assert created.status_code == 201, created.text
+    try:
+        (warning,) = created.json()["warnings"]
+        assert warning.startswith(f"example 1 ({name!r}): the file is truncated"), warning
+        listed = client.get("/v1/models/cut_example").json()
+        assert "warnings" not in listed["training"]
+    finally:
+        assert client.delete("/v1/models/cut_example").status_code == 204
+
+
 def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
     rows = ["path,label"]
     for i in range(3):
         for j, kind in enumerate(CLASSES):
             (tmp_path / f"{kind}{i}.wav").write_bytes(clip(kind, 500 + 10 * i + j))
             rows.append(f"{kind}{i}.wav,{kind}")
+    cut = tmp_path / "tone0.wav"  # an example that stops early: used, with a warning
+    cut.write_bytes(cut.read_bytes()[:30_000])
     manifest = tmp_path / "examples.csv"
     manifest.write_text("\n".join(rows) + "\n")
 
@@ -389,6 +409,7 @@ def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
     made = taggram("create", "from_cli", str(manifest), "--classifier", "knn")
     assert made.returncode == 0, made.stderr
     assert "from_cli: knn on" in made.stdout and "3 classes from 9 examples" in made.stdout
+    assert made.stderr.startswith("warning: example 1 ('tone0.wav'): the file is truncated")
     assert "from_cli" in taggram("list").stdout
     again = taggram("create", "from_cli", str(manifest))
     assert again.returncode == 1 and "409 model_exists" in again.stderr

@@ -212,6 +212,8 @@ def create(
         )
         _fail(response)
         record = response.json()
+    for warning in record.get("warnings", []):  # the examples still used, but not all of them
+        typer.echo(f"warning: {warning}", err=True)
     typer.echo(_summary(record))
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+from pydantic import Field
 from threadpoolctl import threadpool_limits
 
 from taggram.repository import ModelMetadata
@@ -53,8 +54,30 @@ LABEL_SEPARATOR = "|"
 # few enough that a tagging request queued behind them waits about one batch.
 EXAMPLES_IN_FLIGHT = 8
 
-# (example source, base model names) -> {base: {output: clip embedding [dim]}}
-Embed = Callable[[AudioSource, Sequence[str]], Awaitable[dict[str, dict[str, np.ndarray]]]]
+
+@dataclass(frozen=True)
+class Embedded:
+    """One file's clip embeddings, ``{base: {output: float32 [dim]}}``, and what went wrong
+    while decoding it although it decoded (a stream that stops early), as ``/v1/tag`` reports
+    in ``warnings``."""
+
+    embeddings: dict[str, dict[str, np.ndarray]]
+    warnings: tuple[str, ...]
+
+
+# (example source, base model names) -> the example's embeddings and decoding warnings
+Embed = Callable[[AudioSource, Sequence[str]], Awaitable[Embedded]]
+
+
+class CreatedModel(CustomRecord):
+    """The answer to a creation: the stored record and what went wrong while decoding the
+    examples although they decoded (not stored: it concerns this upload, not the model)."""
+
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="decoding problems of examples that were still used, each naming its "
+        "example, e.g. a stream that stops early (empty when all went well)",
+    )
 
 
 @dataclass(frozen=True)
@@ -172,11 +195,12 @@ def plan(
     )
 
 
-async def embed_examples(plan: Plan, embed: Embed) -> dict[str, np.ndarray]:
-    """Every candidate feature of every example: ``{feature: [n_examples, dim]}``."""
+async def embed_examples(plan: Plan, embed: Embed) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Every candidate feature of every example, ``{feature: [n_examples, dim]}``, and the
+    examples' decoding warnings, each naming its example (``example 2 ('a.mp3'): ...``)."""
     slots = asyncio.Semaphore(EXAMPLES_IN_FLIGHT)
 
-    async def one(index: int, example: Example) -> dict[str, dict[str, np.ndarray]]:
+    async def one(index: int, example: Example) -> Embedded:
         async with slots:
             try:
                 return await embed(example.source, plan.bases)
@@ -198,8 +222,13 @@ async def embed_examples(plan: Plan, embed: Embed) -> dict[str, np.ndarray]:
     stacked = {}
     for feature in dict.fromkeys(c.feature for c in plan.candidates):
         network, output = features.split(feature)
-        stacked[feature] = np.stack([row[network][output] for row in rows])
-    return stacked
+        stacked[feature] = np.stack([row.embeddings[network][output] for row in rows])
+    warnings = [
+        f"example {index + 1} ({example.filename!r}): {warning}"
+        for index, (example, row) in enumerate(zip(plan.request.examples, rows, strict=True))
+        for warning in row.warnings
+    ]
+    return stacked, warnings
 
 
 @dataclass(frozen=True)
@@ -273,11 +302,11 @@ def record(
 
 async def create(
     plan_: Plan, embed: Embed, models: dict[str, ModelMetadata], settings: Settings
-) -> tuple[CustomRecord, Ensemble]:
-    """Embed, fit, and write the model; returns its record and fitted members (the caller
-    registers it)."""
+) -> tuple[CustomRecord, Ensemble, list[str]]:
+    """Embed, fit, and write the model; returns its record, its fitted members (the caller
+    registers it) and the examples' decoding warnings (see :func:`embed_examples`)."""
     started = time.perf_counter()
-    embedded = await embed_examples(plan_, embed)
+    embedded, warnings = await embed_examples(plan_, embed)
     embedded_at = time.perf_counter()
     fitted = await asyncio.to_thread(fit, plan_, embedded)
     fitted_at = time.perf_counter()
@@ -290,4 +319,4 @@ async def create(
     result = record(plan_, fitted, base, seconds)
     arrays = fitted.ensemble.arrays()
     await asyncio.to_thread(storage.write, settings.custom_models, result, arrays)
-    return result, fitted.ensemble
+    return result, fitted.ensemble, warnings

@@ -26,8 +26,7 @@ from taggram.service.api.uploads import (
     require_multipart,
     upload_name,
 )
-from taggram.service.custom.creation import LABEL_SEPARATOR, CreateRequest, Example
-from taggram.service.custom.storage import CustomRecord
+from taggram.service.custom.creation import LABEL_SEPARATOR, CreatedModel, CreateRequest, Example
 from taggram.service.errors import InvalidExamplesError, TooManyExamplesError
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_scope("tag"))])
@@ -183,13 +182,13 @@ def _creation(form: FormData) -> CreateRequest:
     "/v1/models",
     operation_id="create_model",
     status_code=201,
-    response_model=CustomRecord,
+    response_model=CreatedModel,
     summary="Create a custom tagger from labelled examples",
     dependencies=_ADMIN,
     responses=problems(400, 408, 409, 413, 415, 422, 429, 500, 503),
     openapi_extra=_CREATE_BODY,
 )
-async def create_model(request: Request, response: Response, tagger: TaggerDep) -> CustomRecord:
+async def create_model(request: Request, response: Response, tagger: TaggerDep) -> CreatedModel:
     """Fit a classifier on embeddings of the examples (features and classifier chosen by
     cross-validation unless given) and serve it as model ``name``."""
     settings = tagger.settings
