@@ -173,6 +173,22 @@ def test_create_tag_list_restart_delete(client: httpx.Client, folder: Path, tmp_
     assert not (folder / "synth").exists()
 
 
+def test_deleting_a_name_that_is_no_model_name_touches_nothing(
+    client: httpx.Client, folder: Path
+) -> None:
+    # The name becomes a path component: ".." was the folder's parent (500, a rename tried),
+    # and a hidden entry is a model another replica is still writing.
+    staging = folder / ".tmp-half-written"
+    staging.mkdir(parents=True)
+    try:
+        for name in ("..", ".", ".tmp-half-written"):
+            response = client.delete(f"/v1/models/{name.replace('.', '%2e')}")
+            assert_error(response, 404, "model_not_found")
+        assert staging.is_dir() and folder.is_dir()
+    finally:
+        staging.rmdir()
+
+
 def test_an_ensemble_over_two_networks_and_a_one_shot_vote(client: httpx.Client) -> None:
     """Members on MFCC statistics and musicnn features run both networks for one model, its
     taggram on the first member's patches; one example per class gets the fixed one-shot vote
