@@ -22,6 +22,7 @@ from taggram.service.api.middleware import REQUEST_ID_HEADER, RequestContextMidd
 from taggram.service.api.openapi import build_openapi
 from taggram.service.api.routes import batch, health, models, tag, v2, web
 from taggram.service.api.routes.web import install_web
+from taggram.service.api.security_headers import SecurityHeadersMiddleware
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger
@@ -117,6 +118,8 @@ def create_app(
     # The largest body any route reads; each route's own limit then counts decoded bytes.
     inflated = settings.max_upload_bytes * settings.max_batch_files
     app.add_middleware(ContentDecodingMiddleware, max_bytes=inflated)
+    # Outermost: every answer gets them, the refusals of the middleware above included.
+    app.add_middleware(SecurityHeadersMiddleware)
 
     def openapi() -> dict[str, Any]:
         """Built once the models are known (their embedding names and patch lengths); whatever
