@@ -165,6 +165,8 @@ def test_create_tag_list_restart_delete(client: httpx.Client, folder: Path, tmp_
         httpx.Client(base_url=restarted.url, timeout=300) as other,
     ):
         assert other.get("/v1/models/synth").json()["training"]["id"] == body["id"]
+        # Open without a key, the OpenAPI document names no client's model.
+        assert "synth" not in other.get("/openapi.json").text
         assert tag(other, probe["noise"], model="synth").json()["tags"] == before
 
     assert client.delete("/v1/models/synth").status_code == 204

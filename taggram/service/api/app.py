@@ -123,14 +123,17 @@ def create_app(
 
     def openapi() -> dict[str, Any]:
         """Built once the models are known (their embedding names and patch lengths); whatever
-        changes the served models must reset ``app.openapi_schema`` to ``None``."""
+        changes the served models must reset ``app.openapi_schema`` to ``None``. From the
+        repository's models only: the document is open without a key, and the custom models'
+        names (a client's own, maybe telling) are for keys to list (``GET /v1/models``); their
+        features and patches are their bases', so the constraints stay the same."""
         if app.openapi_schema is not None:
             return app.openapi_schema
         tagger: Tagger | None = getattr(app.state, "tagger", None)
         document = build_openapi(
             app,
             keys,
-            tagger.models.values() if tagger else [],
+            [entry.metadata for entry in tagger.entries.values()] if tagger else [],
             settings.max_batch_files,
             extra_schemas=[v2.InferenceRequest],
         )
