@@ -243,6 +243,18 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
         (create(client, "TAKEN"), 409, "model_exists", "'taken' already exists"),
         (create(client, "mtt_Musicnn"), 409, "model_exists", "'MTT_musicnn' already exists in"),
         (create(client, "bad name!"), 422, "invalid_examples", "letters"),
+        # A person's words, stored and repeated in every answer: not a megabyte each.
+        (
+            client.post(
+                "/v1/models",
+                data={**data, "labels": ["x" * 101, *data["labels"][1:]]},  # type: ignore[index]
+                files=files,
+            ),
+            422,
+            "invalid_examples",
+            "101 characters, more than the limit of 100",
+        ),
+        (create(client, "wordy", description="y" * 1001), 422, "invalid_examples", "1001"),
         (
             client.post("/v1/models", data={**data, "name": ["one", "two"]}, files=files),
             422,
