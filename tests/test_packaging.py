@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 import zipfile
@@ -42,6 +43,19 @@ def test_wheel_has_the_web_page(wheel: Path) -> None:
     expected = {"index.html", "app.js", "style.css", "swagger-ui-bundle.js", "LICENSE"}
     assert expected <= {Path(name).name for name in committed}
     assert committed <= names
+
+
+def test_vendored_swagger_ui_is_as_published() -> None:
+    """``/docs`` runs the vendored Swagger UI with the page's authority (it sends the API key):
+    each file must be the one in swagger-ui-dist's npm tarball, as ``SHA256SUMS`` records."""
+    folder = ROOT / "taggram" / "service" / "web" / "static" / "swagger-ui"
+    sums = dict(
+        reversed(line.split("  ", 1)) for line in (folder / "SHA256SUMS").read_text().splitlines()
+    )
+    on_disk = {p.name for p in folder.iterdir() if p.is_file()} - {"SHA256SUMS"}
+    assert set(sums) == on_disk
+    for name, digest in sums.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest, name
 
 
 @pytest.mark.slow

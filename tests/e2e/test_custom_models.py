@@ -166,12 +166,30 @@ def test_create_tag_list_restart_delete(client: httpx.Client, folder: Path, tmp_
         httpx.Client(base_url=restarted.url, timeout=300) as other,
     ):
         assert other.get("/v1/models/synth").json()["training"]["id"] == body["id"]
+        # Open without a key, the OpenAPI document names no client's model.
+        assert "synth" not in other.get("/openapi.json").text
         assert tag(other, probe["noise"], model="synth").json()["tags"] == before
 
     assert client.delete("/v1/models/synth").status_code == 204
     assert_error(client.get("/v1/models/synth"), 404, "model_not_found")
     assert_error(tag(client, probe["tone"], model="synth"), 404, "model_not_found")
     assert not (folder / "synth").exists()
+
+
+def test_deleting_a_name_that_is_no_model_name_touches_nothing(
+    client: httpx.Client, folder: Path
+) -> None:
+    # The name becomes a path component: ".." was the folder's parent (500, a rename tried),
+    # and a hidden entry is a model another replica is still writing.
+    staging = folder / ".tmp-half-written"
+    staging.mkdir(parents=True)
+    try:
+        for name in ("..", ".", ".tmp-half-written"):
+            response = client.delete(f"/v1/models/{name.replace('.', '%2e')}")
+            assert_error(response, 404, "model_not_found")
+        assert staging.is_dir() and folder.is_dir()
+    finally:
+        staging.rmdir()
 
 
 def test_an_ensemble_over_two_networks_and_a_one_shot_vote(client: httpx.Client) -> None:
@@ -226,6 +244,18 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
         (create(client, "TAKEN"), 409, "model_exists", "'taken' already exists"),
         (create(client, "mtt_Musicnn"), 409, "model_exists", "'MTT_musicnn' already exists in"),
         (create(client, "bad name!"), 422, "invalid_examples", "letters"),
+        # A person's words, stored and repeated in every answer: not a megabyte each.
+        (
+            client.post(
+                "/v1/models",
+                data={**data, "labels": ["x" * 101, *data["labels"][1:]]},  # type: ignore[index]
+                files=files,
+            ),
+            422,
+            "invalid_examples",
+            "101 characters, more than the limit of 100",
+        ),
+        (create(client, "wordy", description="y" * 1001), 422, "invalid_examples", "1001"),
         (
             client.post("/v1/models", data={**data, "name": ["one", "two"]}, files=files),
             422,

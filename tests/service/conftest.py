@@ -25,7 +25,9 @@ PATCH = PatchSpec(samples=48128, hop_samples=47872, context_samples=256)
 N_TAGS, EMBEDDING = 8, 4
 
 
-def _tiny_onnx() -> bytes:
+def _tiny_onnx(fails_when_loud: bool = False) -> bytes:
+    """The tiny model; ``fails_when_loud``: ONNX Runtime fails on a batch whose peak sample
+    reaches 0.1 (a Gather past its one element), which silence (the warm-up) never does."""
     onnx = pytest.importorskip("onnx")
     helper = onnx.helper
     rng = np.random.default_rng(0)
@@ -36,7 +38,6 @@ def _tiny_onnx() -> bytes:
         helper.make_node("Reshape", ["waveform", "shape"], ["framed"]),
         helper.make_node("ReduceMean", ["framed", "axis"], ["means"], keepdims=0),
         helper.make_node("MatMul", ["means", "weights"], ["logits"]),
-        helper.make_node("Sigmoid", ["logits"], ["probabilities"]),
         helper.make_node("MatMul", ["means", "project"], ["embedding"]),
     ]
     initializers = [
@@ -45,6 +46,21 @@ def _tiny_onnx() -> bytes:
         onnx.numpy_helper.from_array(weights, "weights"),
         onnx.numpy_helper.from_array(project, "project"),
     ]
+    if fails_when_loud:
+        nodes += [
+            helper.make_node("ReduceMax", ["waveform"], ["peak"], keepdims=0),
+            helper.make_node("Mul", ["peak", "ten"], ["tenfold"]),
+            helper.make_node("Cast", ["tenfold"], ["index"], to=onnx.TensorProto.INT64),
+            helper.make_node("Gather", ["one", "index"], ["factor"]),
+            helper.make_node("Mul", ["logits", "factor"], ["scaled"]),
+        ]
+        initializers += [
+            helper.make_tensor("ten", onnx.TensorProto.FLOAT, [], [10.0]),
+            helper.make_tensor("one", onnx.TensorProto.FLOAT, [1], [1.0]),
+        ]
+    # the probabilities come last: the fault's nodes, when there, feed them
+    logits = "scaled" if fails_when_loud else "logits"
+    nodes.append(helper.make_node("Sigmoid", [logits], ["probabilities"]))
     graph = helper.make_graph(
         nodes,
         "tiny",
@@ -96,5 +112,14 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository with one tiny model, ``tiny``."""
     root = tmp_path_factory.mktemp("repository")
     write_model(root, tiny_metadata(), _tiny_onnx())
+    (root / COMPLETE_MARKER).touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def faulty_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with one tiny model, ``tiny``, that fails on loud audio."""
+    root = tmp_path_factory.mktemp("faulty_repository")
+    write_model(root, tiny_metadata(), _tiny_onnx(fails_when_loud=True))
     (root / COMPLETE_MARKER).touch()
     return root

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -489,3 +491,31 @@ def test_reads_open_files() -> None:
     data = _encode(audio.tone(22050, 1.0, 1), 22050, "FLAC", "PCM_16")
     with io.BytesIO(data) as handle:
         assert decode(handle, 16000, LIMITS).info.sample_rate == 22050
+
+
+def test_a_body_naming_another_file_never_opens_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ffconcat list names a file relative to the working directory; FFmpeg's concat demuxer
+    opened it (here a FIFO, whose opening blocks until a writer comes) before the allow-list
+    refused the list. Only the allowed demuxers may be picked now."""
+    fifo = tmp_path / "probe"
+    os.mkfifo(fifo)
+    monkeypatch.chdir(tmp_path)
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            decode(b"ffconcat version 1.0\nfile probe\n", 16000, LIMITS)
+        except BaseException as error:  # kept for the assertion below
+            outcome.append(error)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=10)
+    opened = worker.is_alive()
+    if opened:  # a writer lets the blocked open return, so the thread ends
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join()
+    assert not opened, "FFmpeg opened the file the body named"
+    assert len(outcome) == 1 and isinstance(outcome[0], UnsupportedFormatError)

@@ -22,6 +22,7 @@ from taggram.service.api.middleware import REQUEST_ID_HEADER, RequestContextMidd
 from taggram.service.api.openapi import build_openapi
 from taggram.service.api.routes import batch, health, models, tag, v2, web
 from taggram.service.api.routes.web import install_web
+from taggram.service.api.security_headers import SecurityHeadersMiddleware
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger
@@ -117,17 +118,22 @@ def create_app(
     # The largest body any route reads; each route's own limit then counts decoded bytes.
     inflated = settings.max_upload_bytes * settings.max_batch_files
     app.add_middleware(ContentDecodingMiddleware, max_bytes=inflated)
+    # Outermost: every answer gets them, the refusals of the middleware above included.
+    app.add_middleware(SecurityHeadersMiddleware)
 
     def openapi() -> dict[str, Any]:
         """Built once the models are known (their embedding names and patch lengths); whatever
-        changes the served models must reset ``app.openapi_schema`` to ``None``."""
+        changes the served models must reset ``app.openapi_schema`` to ``None``. From the
+        repository's models only: the document is open without a key, and the custom models'
+        names (a client's own, maybe telling) are for keys to list (``GET /v1/models``); their
+        features and patches are their bases', so the constraints stay the same."""
         if app.openapi_schema is not None:
             return app.openapi_schema
         tagger: Tagger | None = getattr(app.state, "tagger", None)
         document = build_openapi(
             app,
             keys,
-            tagger.models.values() if tagger else [],
+            [entry.metadata for entry in tagger.entries.values()] if tagger else [],
             settings.max_batch_files,
             extra_schemas=[v2.InferenceRequest],
         )

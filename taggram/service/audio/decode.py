@@ -201,7 +201,15 @@ def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, C
     """Open ``handle`` with FFmpeg as the container its bytes show; refuse what is not allowed."""
     known = sniff(head)
     try:
-        media = av.open(handle, mode="r", format=known.demuxers[0] if known else None)
+        media = av.open(
+            handle,
+            mode="r",
+            format=known.demuxers[0] if known else None,
+            # No protocol (a list naming none): the body is the only input. FFmpeg's concat
+            # demuxer opened a file an upload named, relative to the working directory, before
+            # the allow-list below refused it; the probe still names any container it finds.
+            options={"protocol_whitelist": "none"},
+        )
     except _STREAM_ERRORS as error:
         if known is None:
             raise UnsupportedFormatError(

@@ -80,6 +80,12 @@ class CreatedModel(CustomRecord):
     )
 
 
+# A tag and a description are a person's words, stored in the record and repeated in every
+# answer, listing and the page: without a bound, a text field's 1 MiB each (times 50 classes).
+MAX_TAG_CHARS = 100
+MAX_DESCRIPTION_CHARS = 1000
+
+
 @dataclass(frozen=True)
 class Example:
     """One uploaded example: its file name, its audio and its label (tags joined by ``|``)."""
@@ -131,6 +137,17 @@ def _targets(request: CreateRequest, settings: Settings) -> tuple[list[str], np.
         tags.append(parts)
     seen = list(dict.fromkeys(tag for parts in tags for tag in parts))
     classes = request.classes if request.classes else sorted(seen)
+    # Before the checks below, which compare every pair of classes and quote them in the answer.
+    if len(classes) > settings.max_custom_classes:
+        raise InvalidExamplesError(
+            f"{len(classes)} classes, more than the limit of {settings.max_custom_classes}"
+        )
+    for tag in (*seen, *classes):
+        if len(tag) > MAX_TAG_CHARS:
+            raise InvalidExamplesError(
+                f"the tag {tag[:32]!r}... has {len(tag)} characters, more than the limit of "
+                f"{MAX_TAG_CHARS}"
+            )
     repeated = sorted({tag for tag in classes if classes.count(tag) > 1})
     if repeated:
         raise InvalidExamplesError(f"classes {repeated} are declared more than once")
@@ -143,10 +160,6 @@ def _targets(request: CreateRequest, settings: Settings) -> tuple[list[str], np.
     if len(classes) < 2:
         raise InvalidExamplesError(
             f"a tagger needs at least two classes; every example is labelled {classes}"
-        )
-    if len(classes) > settings.max_custom_classes:
-        raise InvalidExamplesError(
-            f"{len(classes)} classes, more than the limit of {settings.max_custom_classes}"
         )
     multi_label = any(len(parts) > 1 for parts in tags)
     column = {tag: i for i, tag in enumerate(classes)}
@@ -182,6 +195,11 @@ def plan(
         )
     if len(request.examples) < 2:
         raise InvalidExamplesError("a tagger needs at least two examples (files)")
+    if len(request.description) > MAX_DESCRIPTION_CHARS:
+        raise InvalidExamplesError(
+            f"the description has {len(request.description)} characters, more than the limit "
+            f"of {MAX_DESCRIPTION_CHARS}"
+        )
     classes, targets, multi_label = _targets(request, settings)
     one_shot = selection.smallest_class(targets) < 2
     chosen = features.parse_features(request.features, models, one_shot)

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from taggram.repository import check_model_name
+from taggram.repository import MODEL_NAME, check_model_name
 from taggram.service.errors import (
     InvalidExamplesError,
     ModelExistsError,
@@ -187,7 +187,11 @@ def _sync(folder: Path) -> None:
 
 
 def remove(folder: Path, name: str) -> None:
-    """Delete model ``name``; :class:`ModelNotFoundError` if it is not there."""
+    """Delete model ``name``; :class:`ModelNotFoundError` if it is not there or ``name`` is no
+    model's name. ``name`` comes from the URL and becomes a path component: ``..`` named the
+    folder's parent (a 500) and ``.tmp-...`` another replica's model being written."""
+    if not MODEL_NAME.fullmatch(name):
+        raise ModelNotFoundError(f"no custom model named {name!r}")
     trash = folder / f".deleted-{name}-{uuid.uuid4().hex}"
     try:
         (folder / name).rename(trash)

@@ -369,8 +369,10 @@ class Batcher:
             raise
         except Exception as error:  # an inference failure fails this batch's requests only
             log.exception("inference failed for a batch of %d on %s", size, self.session.name)
+            # ONNX Runtime's message (node names, its source files) stays in the log above.
+            failed = f"inference failed on {self.session.name}: {type(error).__name__}"
             for part in slices:
-                self._fail(part.job, InferenceFailedError(f"inference failed: {error}"))
+                self._fail(part.job, InferenceFailedError(failed))
             return
         finally:
             self._running -= size

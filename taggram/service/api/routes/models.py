@@ -26,7 +26,14 @@ from taggram.service.api.uploads import (
     require_multipart,
     upload_name,
 )
-from taggram.service.custom.creation import LABEL_SEPARATOR, CreatedModel, CreateRequest, Example
+from taggram.service.custom.creation import (
+    LABEL_SEPARATOR,
+    MAX_DESCRIPTION_CHARS,
+    MAX_TAG_CHARS,
+    CreatedModel,
+    CreateRequest,
+    Example,
+)
 from taggram.service.errors import InvalidExamplesError, TooManyExamplesError
 
 router = APIRouter(tags=["models"], dependencies=[Depends(require_scope("tag"))])
@@ -61,11 +68,12 @@ _CREATE_BODY: dict[str, Any] = {
                             "type": "array",
                             "items": _TEXT,
                             "description": "one per file, same order; several tags separated "
-                            f"by {LABEL_SEPARATOR!r} make a multi-label model",
+                            f"by {LABEL_SEPARATOR!r} make a multi-label model; each tag at most "
+                            f"{MAX_TAG_CHARS} characters",
                         },
                         "classes": {
                             "type": "array",
-                            "items": _TEXT,
+                            "items": {**_TEXT, "maxLength": MAX_TAG_CHARS},
                             "description": "optional: the classes, each needing an example",
                         },
                         "features": {
@@ -80,7 +88,7 @@ _CREATE_BODY: dict[str, Any] = {
                             "description": "auto, prototypes, logistic, svm or knn "
                             "(or several, comma-separated)",
                         },
-                        "description": _TEXT,
+                        "description": {**_TEXT, "maxLength": MAX_DESCRIPTION_CHARS},
                     },
                 }
             }
