@@ -21,10 +21,9 @@ from typing import Protocol, Self
 
 from tqdm import tqdm
 
-from taggram.catalogue import records
 from taggram.catalogue.records import Record
 from taggram.catalogue.sources import Track
-from taggram.catalogue.writers import Appender, Format, finalize, open_appender, read_records
+from taggram.catalogue.writers import Appender, Format, finalize, iter_records, open_appender
 
 
 @dataclass(frozen=True)
@@ -163,14 +162,17 @@ def _first(ids: list[str], examples: int) -> list[str]:
 
 def pending(tracks: list[Track], output: Path, fmt: Format, retry_failed: bool) -> list[Track]:
     """Tracks the output does not settle yet: never tagged, failed for a transient reason, or
-    (with ``retry_failed``) failed for any reason."""
-    previous = records.best_records(read_records(output, fmt))
-    finished = {
-        track_id
-        for track_id, record in previous.items()
-        if record.status == "ok" or (record.settled and not retry_failed)
-    }
-    return [track for track in tracks if track.id not in finished]
+    (with ``retry_failed``) failed for any reason. The output is read one record at a time and
+    only each id's outcome kept (a shard's records, probabilities and embeddings, would not fit
+    a small pod's memory)."""
+    tagged: set[str] = set()
+    settled: dict[str, bool] = {}  # the latest failure of each id: a permanent one?
+    for record in iter_records(output, fmt):
+        if record.status == "ok":
+            tagged.add(record.id)
+        else:
+            settled[record.id] = record.settled and not retry_failed
+    return [t for t in tracks if t.id not in tagged and not settled.get(t.id, False)]
 
 
 async def run(
