@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from taggram.catalogue.records import best_records
-from taggram.catalogue.remote import RemoteBackend, served_options_problem
+from taggram.catalogue.remote import RemoteBackend, check_served_options
 from taggram.catalogue.runner import (
     Backend,
     JobOptions,
@@ -154,10 +155,11 @@ def catalogue(
             typer.echo(f"taggram catalogue: {error}", err=True)
             raise typer.Exit(2) from error
         problem = options_problem(options, settings.default_model, in_process.embedding_outputs())
+        default_model: str | None = settings.default_model
         backend = in_process
     else:
         assert url is not None
-        problem = served_options_problem(url, options, retry, api_key)
+        problem, default_model = check_served_options(url, options, retry, api_key)
         backend = RemoteBackend(url, options, retry, connections=concurrency, api_key=api_key)
     if problem is not None:
         # A model or layer that is not served would fail every track alike: a usage error.
@@ -176,6 +178,8 @@ def catalogue(
                     retry_failed=retry_failed,
                     limit=limit,
                     progress=progress,
+                    # what the output's records must have been made with, to be resumed
+                    options=replace(options, model=model or default_model),
                 )
             )
         )

@@ -90,6 +90,43 @@ def test_local_embedding_layer_the_model_lacks_is_a_usage_error(
     assert not output.exists()
 
 
+@pytest.mark.parametrize(
+    ("mode", "resumed_with", "refused"),
+    [
+        ("url", ["--model", "MTT_vgg"], True),
+        ("local", ["--embeddings", "penultimate"], True),
+        ("url", ["--model", "MTT_musicnn"], False),  # the default, named: the same run
+    ],
+)
+def test_resuming_with_another_model_or_layer_is_a_usage_error(
+    mode: str,
+    resumed_with: list[str],
+    refused: bool,
+    server: Server,
+    short_wav: Path,
+    tmp_path: Path,
+) -> None:
+    """Resume matches records by id only: rerun into the same --output with another model (or
+    with embeddings), every track was skipped, exit 0, and the output still held only the first
+    model's tags, which the user took for the new ones."""
+    target = ["--url", server.url] if mode == "url" else ["--local"]
+    target += ["--repository", str(require_repository())]
+    code, stderr, output = _run(short_wav, tmp_path, *target)
+    assert code == 0, stderr
+    first = output.read_bytes()
+    args = ["catalogue", str(tmp_path / "music"), "--output", str(output), *target, *resumed_with]
+    again = CliRunner().invoke(app, args, env={"TAGGRAM_URL": ""})
+    assert output.read_bytes() == first
+    if not refused:
+        assert again.exit_code == 0, again.stderr
+        return
+    assert again.exit_code == 2, again.stderr
+    assert again.stderr.count("\n") == 1 and "tagged by MTT_musicnn without embeddings" in (
+        again.stderr
+    )
+    assert "its own --output" in again.stderr
+
+
 @pytest.mark.parametrize("mode", ["local", "url"])
 def test_records_carry_the_decoders_warnings(
     mode: str, server: Server, music_wav: Path, short_wav: Path, tmp_path: Path
