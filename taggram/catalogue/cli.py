@@ -197,6 +197,15 @@ def catalogue(
             err=True,
         )
         raise typer.Exit(128 + stopped_by) from None  # the shell's status for the signal
+    except OSError as error:
+        # The output cannot be written (disk or quota full, a read-only or missing volume):
+        # one line, not a traceback; status 1, as a pod restarted once space is freed resumes.
+        typer.echo(
+            f"taggram catalogue: --output {output}: cannot write: {error.strerror or error}; the"
+            " records written before are kept: fix that and run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(1) from error
     summary.not_audio = found.not_audio
     typer.echo(summary.report(), err=True)
     # A transient failure (service unreachable) exits non-zero, so a Kubernetes Job retries the

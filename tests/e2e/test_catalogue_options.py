@@ -9,6 +9,9 @@ says bad options do, not record every track as a permanent failure and exit 0.
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,6 +128,33 @@ def test_resuming_with_another_model_or_layer_is_a_usage_error(
         again.stderr
     )
     assert "its own --output" in again.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_resumes(
+    server: Server, short_wav: Path, tmp_path: Path
+) -> None:
+    """The disk filled mid-run (here a file-size limit: the same failed write): the run died on
+    a Python traceback. It says so in one line, exit 1; with room again it resumes."""
+    music = tmp_path / "music"
+    music.mkdir()
+    for index in range(12):
+        (music / f"{index}.wav").write_bytes(short_wav.read_bytes())
+    output = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "taggram", "catalogue", str(music), "--url", server.url]
+    command += ["--output", str(output), "--no-progress"]
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))  # about two records
+
+    full = subprocess.run(command, capture_output=True, text=True, preexec_fn=small_disk)
+    assert full.returncode == 1, full.stderr
+    assert full.stderr.startswith(f"taggram catalogue: --output {output}: cannot write: File too")
+    assert full.stderr.count("\n") == 1
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert sorted(record.id for record in read_records(output)) == sorted(
+        f"{index}.wav" for index in range(12)
+    )
 
 
 @pytest.mark.parametrize("mode", ["local", "url"])
