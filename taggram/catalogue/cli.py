@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from taggram.catalogue.records import best_records
+from taggram.catalogue.records import Record, best_records
 from taggram.catalogue.remote import RemoteBackend, check_served_options
 from taggram.catalogue.runner import (
     Backend,
@@ -20,6 +20,7 @@ from taggram.catalogue.runner import (
     model_name_problem,
     options_problem,
     run,
+    tagged_with,
 )
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import DEFAULT_ENCODING, SourceError, load_source
@@ -229,11 +230,24 @@ def merge(
     if missing:
         typer.echo(f"taggram merge: no such file: {', '.join(missing)}", err=True)
         raise typer.Exit(2)
+    made_with: dict[tuple[str | None, str | None], str] = {}  # (model, layer): first input
+
+    def checked(path: Path) -> Iterator[Record]:
+        for record in read_records(path):
+            if record.status == "ok":
+                made_with.setdefault((record.model, record.embedding_layer), str(path))
+            yield record
+
     try:
-        merged = best_records(record for path in inputs for record in read_records(path))
+        merged = best_records(record for path in inputs for record in checked(path))
     except OutputError as error:
         typer.echo(f"taggram merge: {error}", err=True)
         raise typer.Exit(2) from error
+    if len(made_with) > 1:
+        # A track in two inputs would keep whichever model's tags came first.
+        kinds = "; ".join(f"{tagged_with(*key)} ({path})" for key, path in made_with.items())
+        typer.echo(f"taggram merge: the inputs mix models or layers: {kinds}", err=True)
+        raise typer.Exit(2)
     write_records(output, merged.values(), output_format or infer_format(output))
     failed = sum(1 for record in merged.values() if record.status != "ok")
     files, tracks = counted(len(inputs), "file"), counted(len(merged), "track")

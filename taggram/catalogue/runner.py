@@ -167,7 +167,7 @@ def _first(ids: list[str], examples: int) -> list[str]:
     return [f"    {track_id}" for track_id in ids[:examples]] + more
 
 
-def _tagged_with(model: str | None, layer: str | None) -> str:
+def tagged_with(model: str | None, layer: str | None) -> str:
     """``MTT_vgg``, ``MTT_musicnn with the penultimate embedding``: what a record was made with."""
     return f"{model}" + (f" with the {layer} embedding" if layer else " without embeddings")
 
@@ -208,8 +208,8 @@ def _check_resumable(output: Path, record: Record, options: JobOptions) -> None:
     ):
         return
     raise OutputError(
-        f"{output} holds tracks tagged by {_tagged_with(record.model, record.embedding_layer)} "
-        f"({record.id}), this run tags with {_tagged_with(model, options.embeddings)}: a resumed "
+        f"{output} holds tracks tagged by {tagged_with(record.model, record.embedding_layer)} "
+        f"({record.id}), this run tags with {tagged_with(model, options.embeddings)}: a resumed "
         "run skips every id already in the output, so give each model and --embeddings layer "
         "its own --output"
     )

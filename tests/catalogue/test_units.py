@@ -438,6 +438,23 @@ def test_merge_refuses_a_missing_input_or_one_that_is_no_output(tmp_path: Path) 
     assert [record.id for record in read_records(merged)] == ["a"]
 
 
+def test_merge_refuses_parts_of_different_models_or_layers(tmp_path: Path) -> None:
+    """Parts of two runs, one per model, merged into one output: a track in both kept whichever
+    model's tags came first, and nothing said the output mixed two models."""
+    first, second = tmp_path / "part-0.jsonl", tmp_path / "part-1.jsonl"
+    writers.write_records(first, [_ok("a", 0.9)], Format.jsonl)
+    other = _ok("a", 0.2).model_copy(update={"model": "MTT_vgg", "embedding_layer": None})
+    writers.write_records(second, [_ok("b", 0.5), other], Format.jsonl)
+    merged = tmp_path / "merged.jsonl"
+    result = CliRunner().invoke(app, ["merge", str(first), str(second), "--output", str(merged)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        "taggram merge: the inputs mix models or layers: m with the pool5 embedding "
+        f"({first}); MTT_vgg without embeddings ({second})\n"
+    )
+    assert not merged.exists()
+
+
 def test_the_summary_counts_one_track_and_one_file_in_the_singular(tmp_path: Path) -> None:
     """It said "catalogue: 1 tracks", "not audio: 1 files skipped" and "merged 1 files"."""
     summary = Summary(total=1, not_audio=["notes.txt"])
