@@ -336,7 +336,11 @@ def test_retry_policy_honours_retry_after_and_backs_off() -> None:
     policy = RetryPolicy(attempts=4, backoff=1.0, max_delay=10.0)
     request = httpx.Request("POST", "http://127.0.0.1/v1/tag")
     busy = httpx.Response(429, headers={"Retry-After": "3"}, request=request)
-    assert policy.next_wait(0, busy) == 3.0
+    # Never sooner than asked, and jittered: tracks refused together do not retry in lockstep.
+    busy_waits = {policy.next_wait(0, busy) for _ in range(20)}
+    assert all(w is not None and 3.0 <= w <= 3.75 for w in busy_waits) and len(busy_waits) > 1
+    slow = httpx.Response(503, headers={"Retry-After": "60"}, request=request)
+    assert policy.next_wait(0, slow) == 10.0  # capped at max_delay
     assert policy.next_wait(3, busy) is None  # out of attempts
     starting = httpx.Response(503, request=request)  # no Retry-After: exponential, jittered
     assert 2.0 <= (policy.next_wait(2, starting) or 0) <= 4.0
