@@ -109,6 +109,7 @@ class Summary:
 
     total: int = 0
     skipped: int = 0
+    left: int = 0  # pending tracks that --limit left for a later run
     done: int = 0
     audio_seconds: float = 0.0
     failures: list[Record] = field(default_factory=list)
@@ -134,7 +135,8 @@ class Summary:
         realtime = self.audio_seconds / self.elapsed if self.elapsed else 0.0
         lines = [
             f"catalogue: {counted(self.total, 'track')}; done {self.done}, "
-            f"failed {len(self.failures)}, skipped {self.skipped} (already in the output)",
+            f"failed {len(self.failures)}, skipped {self.skipped} (already in the output)"
+            + (f", left {self.left} for the next run (--limit)" if self.left else ""),
             f"  {self.elapsed:.1f} s, {rate:.2f} files/s, {self.audio_seconds / 3600:.2f} "
             f"audio-hours ({realtime:.1f} audio-hours per hour)",
         ]
@@ -234,6 +236,7 @@ async def run(
     todo = pending(tracks, output, fmt, retry_failed, options)
     summary = Summary(total=len(tracks), skipped=len(tracks) - len(todo))
     todo = todo[:limit] if limit is not None else todo
+    summary.left = summary.total - summary.skipped - len(todo)
     queue = iter(todo)  # shared by the workers; next() never awaits, so no lock is needed
 
     async def worker(appender: Appender, bar: tqdm[None], started: float) -> None:

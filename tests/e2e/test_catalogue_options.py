@@ -130,6 +130,28 @@ def test_resuming_with_another_model_or_layer_is_a_usage_error(
     assert "its own --output" in again.stderr
 
 
+def test_the_summary_says_what_limit_left_undone(
+    server: Server, short_wav: Path, tmp_path: Path
+) -> None:
+    """With --limit the summary counted done, failed and skipped, and said nothing of the tracks
+    not tried at all: a trial run read as a finished catalogue."""
+    music = tmp_path / "music"
+    music.mkdir()
+    for index in range(3):
+        (music / f"{index}.wav").write_bytes(short_wav.read_bytes())
+    args = ["catalogue", str(music), "--url", server.url, "--output", str(tmp_path / "out.jsonl")]
+    trial = CliRunner().invoke(app, [*args, "--limit", "1"])
+    assert trial.exit_code == 0, trial.stderr
+    assert trial.stderr.startswith(
+        "catalogue: 3 tracks; done 1, failed 0, skipped 0 (already in the output), "
+        "left 2 for the next run (--limit)\n"
+    )
+    rest = CliRunner().invoke(app, args)
+    assert rest.stderr.startswith(
+        "catalogue: 3 tracks; done 2, failed 0, skipped 1 (already in the output)\n"
+    )
+
+
 def test_an_output_that_cannot_be_written_is_one_line_and_resumes(
     server: Server, short_wav: Path, tmp_path: Path
 ) -> None:
