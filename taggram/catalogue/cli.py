@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from taggram.catalogue.records import Record, best_records
+from taggram.catalogue.records import Winners
 from taggram.catalogue.remote import RemoteBackend, check_served_options
 from taggram.catalogue.runner import (
     Backend,
@@ -28,8 +28,8 @@ from taggram.catalogue.writers import (
     Format,
     OutputError,
     infer_format,
+    iter_records,
     journal_path,
-    read_records,
     write_records,
 )
 from taggram.client import RetryPolicy, service_url_problem
@@ -231,15 +231,13 @@ def merge(
         typer.echo(f"taggram merge: no such file: {', '.join(missing)}", err=True)
         raise typer.Exit(2)
     made_with: dict[tuple[str | None, str | None], str] = {}  # (model, layer): first input
-
-    def checked(path: Path) -> Iterator[Record]:
-        for record in read_records(path):
-            if record.status == "ok":
-                made_with.setdefault((record.model, record.embedding_layer), str(path))
-            yield record
-
+    winners = Winners()
     try:
-        merged = best_records(record for path in inputs for record in checked(path))
+        for path in inputs:  # a first pass finds each id's record, holding only ids
+            for record in iter_records(path):
+                winners.add(record)
+                if record.status == "ok":
+                    made_with.setdefault((record.model, record.embedding_layer), str(path))
     except OutputError as error:
         typer.echo(f"taggram merge: {error}", err=True)
         raise typer.Exit(2) from error
@@ -248,7 +246,8 @@ def merge(
         kinds = "; ".join(f"{tagged_with(*key)} ({path})" for key, path in made_with.items())
         typer.echo(f"taggram merge: the inputs mix models or layers: {kinds}", err=True)
         raise typer.Exit(2)
-    write_records(output, merged.values(), output_format or infer_format(output))
-    failed = sum(1 for record in merged.values() if record.status != "ok")
-    files, tracks = counted(len(inputs), "file"), counted(len(merged), "track")
+    records = (record for path in inputs for record in iter_records(path))
+    write_records(output, winners.kept(records), output_format or infer_format(output))
+    failed = len(winners.positions) - len(winners.tagged)
+    files, tracks = counted(len(inputs), "file"), counted(len(winners.positions), "track")
     typer.echo(f"merged {files}: {tracks}, {failed} failed", err=True)

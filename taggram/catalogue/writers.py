@@ -5,7 +5,7 @@ work done before it and the next run resumes from the file. JSONL and CSV are ap
 line cut short by a kill is dropped on resume). Parquet cannot be appended to, so a Parquet run
 appends to a JSONL journal beside the output (``<output>.journal.jsonl``) and writes the Parquet
 file from it when the run ends. The end of every run also compacts the output to one record per id
-(see :func:`taggram.catalogue.records.best_records`).
+(see :class:`taggram.catalogue.records.Winners`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, TextIO
 
 from pydantic import ValidationError
 
-from taggram.catalogue.records import ErrorInfo, Record, TopTag
+from taggram.catalogue.records import ErrorInfo, Record, TopTag, Winners
 
 
 class Format(StrEnum):
@@ -324,21 +324,12 @@ def write_records(path: Path, records: Iterable[Record], fmt: Format) -> None:
 
 
 def finalize(path: Path, fmt: Format) -> None:
-    """End of a run: keep one record per id, the one :func:`~taggram.catalogue.records.best_records`
-    picks, rewriting only when something was superseded, or to turn a Parquet journal into the
-    Parquet file. Two passes over the file (which wins, then copy the winners in file order), so
-    a catalogue's records are never all in memory."""
-    winners: dict[str, int] = {}
-    ok: set[str] = set()
-    count = 0
-    for count, record in enumerate(iter_records(path, fmt), 1):
-        if record.id not in ok:
-            winners[record.id] = count
-            if record.status == "ok":
-                ok.add(record.id)
-    if len(winners) == count and not (fmt is Format.parquet and journal_path(path).is_file()):
-        return
-    keep = set(winners.values())
-    best = (r for n, r in enumerate(iter_records(path, fmt), 1) if n in keep)
-    write_records(path, best, fmt)
-    journal_path(path).unlink(missing_ok=True)
+    """End of a run: keep one record per id (:class:`~taggram.catalogue.records.Winners`),
+    rewriting only when something was superseded, or to turn a Parquet journal into the Parquet
+    file. Two passes over the file, so a catalogue's records are never all in memory."""
+    winners = Winners()
+    for record in iter_records(path, fmt):
+        winners.add(record)
+    if winners.superseded or (fmt is Format.parquet and journal_path(path).is_file()):
+        write_records(path, winners.kept(iter_records(path, fmt)), fmt)
+        journal_path(path).unlink(missing_ok=True)
