@@ -65,6 +65,10 @@ CSV_COLUMNS = (
 )
 
 
+# The columns every CSV output has had (``warnings`` came later).
+_CSV_REQUIRED = tuple(name for name in CSV_COLUMNS if name != "warnings")
+
+
 def _csv_row(record: Record) -> dict[str, Any]:
     """Scalars as they are; lists and mappings as JSON, so a CSV row reads back losslessly."""
     data = record.model_dump(mode="json")
@@ -198,8 +202,13 @@ def _iter_jsonl(path: Path) -> Iterator[Record]:
 
 def _iter_csv(path: Path) -> Iterator[Record]:
     with path.open("rb") as handle:
-        rows = (row.decode("utf-8") for row in _complete_records(handle, Format.csv))
-        for number, row in enumerate(csv.DictReader(rows), 2):  # after the header
+        rows = csv.DictReader(row.decode("utf-8") for row in _complete_records(handle, Format.csv))
+        # Checked before any row: a manifest given as --output whose first row is cut short (an
+        # open quote) would otherwise read as an empty output, be cut and appended to.
+        missing = [name for name in _CSV_REQUIRED if name not in (rows.fieldnames or _CSV_REQUIRED)]
+        if missing:
+            raise OutputError(f"no {missing[0]!r} column")
+        for number, row in enumerate(rows, 2):  # after the header
             try:
                 yield _from_csv_row(row)
             except (ValueError, KeyError, TypeError) as error:

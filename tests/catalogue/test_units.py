@@ -410,7 +410,7 @@ def test_a_retry_delay_that_is_no_finite_wait_is_a_usage_error(tmp_path: Path, d
 @pytest.mark.parametrize(
     ("name", "content", "problem"),
     [
-        ("tracks.csv", "id,path\na,a.wav\n", "in csv: row 2: no 'error_code' column"),
+        ("tracks.csv", "id,path\na,a.wav\n", "in csv: no 'status' column"),
         ("notes.jsonl", "hello\n", "in jsonl: line 1: Invalid JSON"),
         ("out.parquet", "not parquet", "in parquet: "),
     ],
@@ -439,6 +439,18 @@ def test_an_output_that_is_no_catalogue_output_is_a_usage_error(
     assert output.read_text() == content
 
 
+def test_a_manifest_given_as_csv_output_is_refused_even_when_no_row_is_complete(
+    tmp_path: Path,
+) -> None:
+    """Rows are read up to the last complete one (quotes balanced), so a manifest whose first
+    row holds an open quote read as an output with no records, to be cut and appended to."""
+    manifest = tmp_path / "tracks.csv"
+    manifest.write_text('id,path\na,"a.wav\n')
+    with pytest.raises(writers.OutputError, match="no 'status' column"):
+        read_records(manifest)
+    assert manifest.read_text() == 'id,path\na,"a.wav\n'
+
+
 def test_merge_refuses_a_missing_input_or_one_that_is_no_output(tmp_path: Path) -> None:
     """A missing input merged as if empty (exit 0, its tracks silently lost); a manifest given
     as an input was a KeyError traceback."""
@@ -456,8 +468,7 @@ def test_merge_refuses_a_missing_input_or_one_that_is_no_output(tmp_path: Path) 
     wrong = runner.invoke(app, ["merge", str(good), str(manifest), "--output", str(merged)])
     assert wrong.exit_code == 2, wrong.output
     assert wrong.stderr == (
-        f"taggram merge: {manifest} is not a catalogue output in csv: row 2: no 'error_code' "
-        "column\n"
+        f"taggram merge: {manifest} is not a catalogue output in csv: no 'status' column\n"
     )
     assert not merged.exists()
     assert runner.invoke(app, ["merge", str(good), "--output", str(merged)]).exit_code == 0
