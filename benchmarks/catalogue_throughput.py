@@ -2,7 +2,7 @@
 
 Run from the repository root (``make venv`` and ``taggram build-models`` first)::
 
-    .venv/bin/python -m benchmarks.catalogue_throughput              # about 3 minutes on 2 cores
+    .venv/bin/python -m benchmarks.catalogue_throughput              # about 2 minutes on 2 cores
     .venv/bin/python -m benchmarks.catalogue_throughput --repeat 2 --model MTT_vgg
 
 The catalogue is the recordings of ``../shared/audio`` copied ``--repeat`` times (distinct ids, so

@@ -94,12 +94,18 @@ class RetryPolicy:
                 raise ValueError(f"{name} must be a finite number of seconds >= 0, got {seconds}")
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
-        """Seconds to wait after failed try number ``attempt`` (0-based)."""
+        """Seconds to wait after failed try number ``attempt`` (0-based): what ``retry_after``
+        (a ``Retry-After`` header in seconds) asks for plus up to 25 % jitter, else the jittered
+        exponential backoff; at most ``max_delay``."""
         if retry_after is not None:
             try:
-                return min(self.max_delay, max(0.0, float(retry_after)))
+                asked = max(0.0, float(retry_after))
             except ValueError:
                 pass  # an HTTP date: fall back to our own backoff
+            else:
+                # Up to a quarter more than asked, never less: the tracks (and pods) refused
+                # together would otherwise all come back in the same instant, and be refused again.
+                return min(self.max_delay, asked * random.uniform(1.0, 1.25))
         exponential = min(self.max_delay, self.backoff * 2**attempt)
         return exponential * random.uniform(0.5, 1.0)
 

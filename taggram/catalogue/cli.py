@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from taggram.catalogue.records import best_records
-from taggram.catalogue.remote import RemoteBackend, served_options_problem
+from taggram.catalogue.records import Winners
+from taggram.catalogue.remote import RemoteBackend, check_served_options
 from taggram.catalogue.runner import (
     Backend,
     JobOptions,
@@ -19,6 +20,7 @@ from taggram.catalogue.runner import (
     model_name_problem,
     options_problem,
     run,
+    tagged_with,
 )
 from taggram.catalogue.shard import Shard, select
 from taggram.catalogue.sources import DEFAULT_ENCODING, SourceError, load_source
@@ -26,8 +28,8 @@ from taggram.catalogue.writers import (
     Format,
     OutputError,
     infer_format,
+    iter_records,
     journal_path,
-    read_records,
     write_records,
 )
 from taggram.client import RetryPolicy, service_url_problem
@@ -154,10 +156,11 @@ def catalogue(
             typer.echo(f"taggram catalogue: {error}", err=True)
             raise typer.Exit(2) from error
         problem = options_problem(options, settings.default_model, in_process.embedding_outputs())
+        default_model: str | None = settings.default_model
         backend = in_process
     else:
         assert url is not None
-        problem = served_options_problem(url, options, retry, api_key)
+        problem, default_model = check_served_options(url, options, retry, api_key)
         backend = RemoteBackend(url, options, retry, connections=concurrency, api_key=api_key)
     if problem is not None:
         # A model or layer that is not served would fail every track alike: a usage error.
@@ -176,6 +179,8 @@ def catalogue(
                     retry_failed=retry_failed,
                     limit=limit,
                     progress=progress,
+                    # what the output's records must have been made with, to be resumed
+                    options=replace(options, model=model or default_model),
                 )
             )
         )
@@ -193,6 +198,15 @@ def catalogue(
             err=True,
         )
         raise typer.Exit(128 + stopped_by) from None  # the shell's status for the signal
+    except OSError as error:
+        # The output cannot be written (disk or quota full, a read-only or missing volume):
+        # one line, not a traceback; status 1, as a pod restarted once space is freed resumes.
+        typer.echo(
+            f"taggram catalogue: --output {output}: cannot write: {error.strerror or error}; the"
+            " records written before are kept: fix that and run the same command again to resume",
+            err=True,
+        )
+        raise typer.Exit(1) from error
     summary.not_audio = found.not_audio
     typer.echo(summary.report(), err=True)
     # A transient failure (service unreachable) exits non-zero, so a Kubernetes Job retries the
@@ -216,12 +230,24 @@ def merge(
     if missing:
         typer.echo(f"taggram merge: no such file: {', '.join(missing)}", err=True)
         raise typer.Exit(2)
+    made_with: dict[tuple[str | None, str | None], str] = {}  # (model, layer): first input
+    winners = Winners()
     try:
-        merged = best_records(record for path in inputs for record in read_records(path))
+        for path in inputs:  # a first pass finds each id's record, holding only ids
+            for record in iter_records(path):
+                winners.add(record)
+                if record.status == "ok":
+                    made_with.setdefault((record.model, record.embedding_layer), str(path))
     except OutputError as error:
         typer.echo(f"taggram merge: {error}", err=True)
         raise typer.Exit(2) from error
-    write_records(output, merged.values(), output_format or infer_format(output))
-    failed = sum(1 for record in merged.values() if record.status != "ok")
-    files, tracks = counted(len(inputs), "file"), counted(len(merged), "track")
+    if len(made_with) > 1:
+        # A track in two inputs would keep whichever model's tags came first.
+        kinds = "; ".join(f"{tagged_with(*key)} ({path})" for key, path in made_with.items())
+        typer.echo(f"taggram merge: the inputs mix models or layers: {kinds}", err=True)
+        raise typer.Exit(2)
+    records = (record for path in inputs for record in iter_records(path))
+    write_records(output, winners.kept(records), output_format or infer_format(output))
+    failed = len(winners.positions) - len(winners.tagged)
+    files, tracks = counted(len(inputs), "file"), counted(len(winners.positions), "track")
     typer.echo(f"merged {files}: {tracks}, {failed} failed", err=True)

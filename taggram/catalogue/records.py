@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
@@ -111,12 +112,32 @@ def unreadable(track: Track, error: OSError) -> Record:
     return failure(track, "unreadable", str(error), retryable=False)
 
 
-def best_records(records: Iterable[Record]) -> dict[str, Record]:
-    """One record per id, in first-seen order: a success wins over any failure, otherwise the
-    latest failure (a re-try after a transient error supersedes the earlier attempt)."""
-    best: dict[str, Record] = {}
-    for record in records:
-        current = best.get(record.id)
-        if current is None or current.status != "ok":
-            best[record.id] = record
-    return best
+@dataclass
+class Winners:
+    """Which record of a stream of records each id keeps, found in one pass that holds only ids
+    and positions: a success wins over any failure, otherwise the latest failure (a re-try after
+    a transient error supersedes the earlier attempt). :meth:`kept` then picks those records out
+    of a second pass over the same stream, so that a catalogue's records are never all in memory.
+    """
+
+    positions: dict[str, int] = field(default_factory=dict)  # id -> 1-based position kept
+    tagged: set[str] = field(default_factory=set)  # ids with a success
+    count: int = 0  # records seen
+
+    def add(self, record: Record) -> None:
+        """See the next record of the stream."""
+        self.count += 1
+        if record.id not in self.tagged:
+            self.positions[record.id] = self.count
+            if record.status == "ok":
+                self.tagged.add(record.id)
+
+    @property
+    def superseded(self) -> bool:
+        """Whether some id has more than one record."""
+        return self.count > len(self.positions)
+
+    def kept(self, records: Iterable[Record]) -> Iterator[Record]:
+        """The records kept, one per id in stream order, from the same stream seen again."""
+        keep = set(self.positions.values())
+        return (record for position, record in enumerate(records, 1) if position in keep)

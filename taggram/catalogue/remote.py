@@ -77,24 +77,26 @@ class RemoteBackend:
         await self.client.aclose()
 
 
-def served_options_problem(
+def check_served_options(
     url: str, options: JobOptions, retry: RetryPolicy, api_key: str | None = None
-) -> str | None:
+) -> tuple[str | None, str | None]:
     """What makes ``options`` impossible for the models the service at ``url`` serves (its
-    ``GET /v1/models``), or ``None``: also ``None`` when the list cannot be had (unreachable,
-    failing), which the run then records per track as it always did. A key missing, unknown or
-    without the ``tag`` scope is a problem: it would fail every track alike, each settled as a
-    permanent failure that a rerun with the right key skips."""
+    ``GET /v1/models``), or ``None``, and the service's default model (``None`` when unknown).
+    The problem is also ``None`` when the list cannot be had (unreachable, failing), which the
+    run then records per track as it always did. A key missing, unknown or without the ``tag``
+    scope is a problem: it would fail every track alike, each settled as a permanent failure that
+    a rerun with the right key skips."""
     with TaggramClient(url, retry=retry, api_key=api_key) as client:
         try:
             listing = client.models()
         except AuthenticationFailedError as error:
-            return f"--api-key (TAGGRAM_API_KEY): the service refused it: {error}"
+            return f"--api-key (TAGGRAM_API_KEY): the service refused it: {error}", None
         except TaggramClientError:
-            return None
+            return None, None
     models = listing["models"]
     layers = {model["name"]: list(model.get("embedding_outputs", [])) for model in models}
-    return options_problem(options, listing["default_model"], layers)
+    default = listing["default_model"]
+    return options_problem(options, default, layers), default
 
 
 def from_response(track: Track, body: dict[str, Any], top_k: int) -> Record:

@@ -21,10 +21,16 @@ from typing import Protocol, Self
 
 from tqdm import tqdm
 
-from taggram.catalogue import records
 from taggram.catalogue.records import Record
 from taggram.catalogue.sources import Track
-from taggram.catalogue.writers import Appender, Format, finalize, open_appender, read_records
+from taggram.catalogue.writers import (
+    Appender,
+    Format,
+    OutputError,
+    finalize,
+    iter_records,
+    open_appender,
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Summary:
 
     total: int = 0
     skipped: int = 0
+    left: int = 0  # pending tracks that --limit left for a later run
     done: int = 0
     audio_seconds: float = 0.0
     failures: list[Record] = field(default_factory=list)
@@ -128,7 +135,8 @@ class Summary:
         realtime = self.audio_seconds / self.elapsed if self.elapsed else 0.0
         lines = [
             f"catalogue: {counted(self.total, 'track')}; done {self.done}, "
-            f"failed {len(self.failures)}, skipped {self.skipped} (already in the output)",
+            f"failed {len(self.failures)}, skipped {self.skipped} (already in the output)"
+            + (f", left {self.left} for the next run (--limit)" if self.left else ""),
             f"  {self.elapsed:.1f} s, {rate:.2f} files/s, {self.audio_seconds / 3600:.2f} "
             f"audio-hours ({realtime:.1f} audio-hours per hour)",
         ]
@@ -161,16 +169,52 @@ def _first(ids: list[str], examples: int) -> list[str]:
     return [f"    {track_id}" for track_id in ids[:examples]] + more
 
 
-def pending(tracks: list[Track], output: Path, fmt: Format, retry_failed: bool) -> list[Track]:
+def tagged_with(model: str | None, layer: str | None) -> str:
+    """``MTT_vgg``, ``MTT_musicnn with the penultimate embedding``: what a record was made with."""
+    return f"{model}" + (f" with the {layer} embedding" if layer else " without embeddings")
+
+
+def pending(
+    tracks: list[Track],
+    output: Path,
+    fmt: Format,
+    retry_failed: bool,
+    options: JobOptions | None = None,
+) -> list[Track]:
     """Tracks the output does not settle yet: never tagged, failed for a transient reason, or
-    (with ``retry_failed``) failed for any reason."""
-    previous = records.best_records(read_records(output, fmt))
-    finished = {
-        track_id
-        for track_id, record in previous.items()
-        if record.status == "ok" or (record.settled and not retry_failed)
-    }
-    return [track for track in tracks if track.id not in finished]
+    (with ``retry_failed``) failed for any reason. The output is read one record at a time and
+    only each id's outcome kept (a shard's records, probabilities and embeddings, would not fit
+    a small pod's memory).
+
+    Raises:
+        OutputError: ``options`` (its model the one the run will use, ``None`` when unknown)
+            differ from those of a tagged record in the output: resume matches records by id
+            only, so the run would skip those tracks and leave an output of two models.
+    """
+    tagged: set[str] = set()
+    settled: dict[str, bool] = {}  # the latest failure of each id: a permanent one?
+    for record in iter_records(output, fmt):
+        if record.status == "ok":
+            tagged.add(record.id)
+            if options is not None:
+                _check_resumable(output, record, options)
+        else:
+            settled[record.id] = record.settled and not retry_failed
+    return [t for t in tracks if t.id not in tagged and not settled.get(t.id, False)]
+
+
+def _check_resumable(output: Path, record: Record, options: JobOptions) -> None:
+    model = options.model
+    if (model is None or (record.model or "").casefold() == model.casefold()) and (
+        record.embedding_layer == options.embeddings
+    ):
+        return
+    raise OutputError(
+        f"{output} holds tracks tagged by {tagged_with(record.model, record.embedding_layer)} "
+        f"({record.id}), this run tags with {tagged_with(model, options.embeddings)}: a resumed "
+        "run skips every id already in the output, so give each model and --embeddings layer "
+        "its own --output"
+    )
 
 
 async def run(
@@ -183,11 +227,16 @@ async def run(
     retry_failed: bool = False,
     limit: int | None = None,
     progress: bool | None = None,
+    options: JobOptions | None = None,
 ) -> Summary:
-    """Tag what ``output`` lacks, at most ``concurrency`` tracks in flight, then compact it."""
-    todo = pending(tracks, output, fmt, retry_failed)
+    """Tag what ``output`` lacks, at most ``concurrency`` tracks in flight, then compact it.
+    ``options``, when given, must be those the output's tagged records were made with (the
+    model resolved to the default when known); otherwise :class:`OutputError` (see
+    :func:`pending`) before anything is sent."""
+    todo = pending(tracks, output, fmt, retry_failed, options)
     summary = Summary(total=len(tracks), skipped=len(tracks) - len(todo))
     todo = todo[:limit] if limit is not None else todo
+    summary.left = summary.total - summary.skipped - len(todo)
     queue = iter(todo)  # shared by the workers; next() never awaits, so no lock is needed
 
     async def worker(appender: Appender, bar: tqdm[None], started: float) -> None:

@@ -5,24 +5,23 @@ work done before it and the next run resumes from the file. JSONL and CSV are ap
 line cut short by a kill is dropped on resume). Parquet cannot be appended to, so a Parquet run
 appends to a JSONL journal beside the output (``<output>.journal.jsonl``) and writes the Parquet
 file from it when the run ends. The end of every run also compacts the output to one record per id
-(see :func:`taggram.catalogue.records.best_records`).
+(see :class:`taggram.catalogue.records.Winners`).
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
-import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from enum import StrEnum
+from itertools import islice
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from pydantic import ValidationError
 
-from taggram.catalogue.records import ErrorInfo, Record, TopTag, best_records
+from taggram.catalogue.records import ErrorInfo, Record, TopTag, Winners
 
 
 class Format(StrEnum):
@@ -37,6 +36,10 @@ def infer_format(path: Path) -> Format:
     """The format named by the output's extension; JSONL when it names none."""
     suffix = path.suffix.lower().lstrip(".")
     return Format(suffix) if suffix in Format._value2member_map_ else Format.jsonl
+
+
+# Parquet rows read or written at a time: a catalogue's output is never all in memory.
+_PARQUET_ROWS = 256
 
 
 def journal_path(path: Path) -> Path:
@@ -60,6 +63,10 @@ CSV_COLUMNS = (
     "error_message",
     "error_retryable",
 )
+
+
+# The columns every CSV output has had (``warnings`` came later).
+_CSV_REQUIRED = tuple(name for name in CSV_COLUMNS if name != "warnings")
 
 
 def _csv_row(record: Record) -> dict[str, Any]:
@@ -103,16 +110,32 @@ def _from_csv_row(row: dict[str, str]) -> Record:
     )
 
 
-def _drop_partial_line(path: Path) -> None:
-    """Cut a trailing line left unfinished by a killed run, so appends start on a fresh line."""
-    if not path.is_file() or path.stat().st_size == 0:
+def _complete_records(handle: BinaryIO, fmt: Format) -> Iterator[bytes]:
+    """The whole records of a JSONL or CSV output open in binary, each as its bytes (newline
+    included), in file order; a record cut short by a killed run is left out: a last line without
+    its newline, or in CSV a quoted field still open (an id or path with a newline in it, cut
+    after that newline)."""
+    lines: list[bytes] = []
+    quotes = 0
+    for line in handle:
+        if not line.endswith(b"\n"):
+            return
+        lines.append(line)
+        if fmt is Format.csv:  # a newline inside quotes continues the record
+            quotes += line.count(b'"')
+        if quotes % 2 == 0:
+            yield b"".join(lines)
+            lines, quotes = [], 0
+
+
+def _drop_partial_record(path: Path, fmt: Format) -> None:
+    """Cut a trailing record left unfinished by a killed run, so appends start a fresh one."""
+    if not path.is_file():
         return
     with path.open("rb+") as handle:
-        handle.seek(-1, os.SEEK_END)
-        if handle.read(1) == b"\n":
-            return
-        handle.seek(0)
-        handle.truncate(handle.read().rfind(b"\n") + 1)
+        complete = sum(len(record) for record in _complete_records(handle, fmt))
+        if complete < path.stat().st_size:
+            handle.truncate(complete)
 
 
 def _upgrade_csv(path: Path) -> None:
@@ -121,7 +144,7 @@ def _upgrade_csv(path: Path) -> None:
     with path.open(encoding="utf-8", newline="") as handle:
         header = next(csv.reader(handle), [])
     if tuple(header) != CSV_COLUMNS:
-        write_records(path, _read_csv(path), Format.csv)
+        write_records(path, list(_iter_csv(path)), Format.csv)
 
 
 class Appender:
@@ -130,7 +153,7 @@ class Appender:
     def __init__(self, path: Path, fmt: Format) -> None:
         self.fmt = fmt
         path.parent.mkdir(parents=True, exist_ok=True)
-        _drop_partial_line(path)
+        _drop_partial_record(path, fmt)
         fresh = not path.is_file() or path.stat().st_size == 0
         if fmt is Format.csv and not fresh:
             _upgrade_csv(path)
@@ -167,29 +190,29 @@ def open_appender(path: Path, fmt: Format) -> Appender:
     return Appender(path, fmt)
 
 
-def _read_jsonl(path: Path) -> list[Record]:
-    lines = path.read_text(encoding="utf-8").split("\n")
-    # The last element is "" for a complete file, or a line a killed run left unfinished.
-    records = []
-    for number, line in enumerate(lines[:-1], 1):
-        if line.strip():
+def _iter_jsonl(path: Path) -> Iterator[Record]:
+    with path.open("rb") as handle:
+        for number, line in enumerate(_complete_records(handle, Format.jsonl), 1):
+            if line.strip():
+                try:
+                    yield Record.model_validate_json(line)
+                except ValidationError as error:
+                    raise OutputError(f"line {number}: {_reason(error)}") from error
+
+
+def _iter_csv(path: Path) -> Iterator[Record]:
+    with path.open("rb") as handle:
+        rows = csv.DictReader(row.decode("utf-8") for row in _complete_records(handle, Format.csv))
+        # Checked before any row: a manifest given as --output whose first row is cut short (an
+        # open quote) would otherwise read as an empty output, be cut and appended to.
+        missing = [name for name in _CSV_REQUIRED if name not in (rows.fieldnames or _CSV_REQUIRED)]
+        if missing:
+            raise OutputError(f"no {missing[0]!r} column")
+        for number, row in enumerate(rows, 2):  # after the header
             try:
-                records.append(Record.model_validate_json(line))
-            except ValidationError as error:
-                raise OutputError(f"line {number}: {_reason(error)}") from error
-    return records
-
-
-def _read_csv(path: Path) -> list[Record]:
-    text = path.read_text(encoding="utf-8")
-    complete = text[: text.rfind("\n") + 1]
-    records = []
-    for number, row in enumerate(csv.DictReader(io.StringIO(complete)), 2):  # after the header
-        try:
-            records.append(_from_csv_row(row))
-        except (ValueError, KeyError, TypeError) as error:
-            raise OutputError(f"row {number}: {_reason(error)}") from error
-    return records
+                yield _from_csv_row(row)
+            except (ValueError, KeyError, TypeError) as error:
+                raise OutputError(f"row {number}: {_reason(error)}") from error
 
 
 class OutputError(ValueError):
@@ -245,48 +268,50 @@ def _parquet_schema(pa: Any) -> Any:
     )
 
 
-def _read_parquet(path: Path) -> list[Record]:
+def _iter_parquet(path: Path) -> Iterator[Record]:
     _, pq = _pyarrow()
-    rows = pq.read_table(path).to_pylist()
-    return [
-        Record.model_validate(
-            {
-                **row,
-                "probabilities": dict(row["probabilities"] or []),
-                "warnings": row.get("warnings") or [],
-                "top_tags": [TopTag.model_validate(item) for item in row["top_tags"] or []],
-            }
-        )
-        for row in rows
-    ]
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=_PARQUET_ROWS):
+        for row in batch.to_pylist():
+            yield Record.model_validate(
+                {
+                    **row,
+                    "probabilities": dict(row["probabilities"] or []),
+                    "warnings": row.get("warnings") or [],
+                    "top_tags": [TopTag.model_validate(item) for item in row["top_tags"] or []],
+                }
+            )
 
 
-def _read(path: Path, fmt: Format) -> list[Record]:
-    reader = {Format.jsonl: _read_jsonl, Format.csv: _read_csv, Format.parquet: _read_parquet}
+def _iter(path: Path, fmt: Format) -> Iterator[Record]:
+    reader = {Format.jsonl: _iter_jsonl, Format.csv: _iter_csv, Format.parquet: _iter_parquet}
     try:
-        return reader[fmt](path)
+        yield from reader[fmt](path)
     except (OSError, ValueError, KeyError, TypeError) as error:  # OutputError among them
         raise OutputError(
             f"{path} is not a catalogue output in {fmt.value}: {_reason(error)}"
         ) from error
 
 
-def read_records(path: Path, fmt: Format | None = None) -> list[Record]:
-    """Every record of an output file in write order (duplicates included); [] when absent.
-    A Parquet output's journal, if a run left one, is read after the Parquet file.
+def iter_records(path: Path, fmt: Format | None = None) -> Iterator[Record]:
+    """Every record of an output file in write order (duplicates included), one at a time, so
+    that a catalogue's output is never all in memory; none when absent. A Parquet output's
+    journal, if a run left one, is read after the Parquet file.
 
     Raises:
-        OutputError: ``path`` (or the journal) exists but is not a catalogue output in ``fmt``
-            (a manifest or some other file given by mistake, a damaged output), naming the
-            line or row and the first thing wrong.
+        OutputError: while iterating, when ``path`` (or the journal) exists but is not a
+            catalogue output in ``fmt`` (a manifest or some other file given by mistake, a
+            damaged output), naming the line or row and the first thing wrong.
     """
     fmt = fmt or infer_format(path)
-    records: list[Record] = []
     if path.exists():
-        records = _read(path, fmt)
+        yield from _iter(path, fmt)
     if fmt is Format.parquet and journal_path(path).is_file():
-        records += _read(journal_path(path), Format.jsonl)
-    return records
+        yield from _iter(journal_path(path), Format.jsonl)
+
+
+def read_records(path: Path, fmt: Format | None = None) -> list[Record]:
+    """:func:`iter_records` as a list (a merge, a test); raises the same :class:`OutputError`."""
+    return list(iter_records(path, fmt))
 
 
 def write_records(path: Path, records: Iterable[Record], fmt: Format) -> None:
@@ -294,8 +319,11 @@ def write_records(path: Path, records: Iterable[Record], fmt: Format) -> None:
     temporary = path.with_name(path.name + ".tmp")
     if fmt is Format.parquet:
         pa, pq = _pyarrow()
-        rows = [record.model_dump(mode="json") for record in records]
-        pq.write_table(pa.Table.from_pylist(rows, schema=_parquet_schema(pa)), temporary)
+        schema = _parquet_schema(pa)
+        remaining = iter(records)
+        with pq.ParquetWriter(temporary, schema) as writer:
+            while rows := [r.model_dump(mode="json") for r in islice(remaining, _PARQUET_ROWS)]:
+                writer.write_table(pa.Table.from_pylist(rows, schema=schema))
     else:
         temporary.unlink(missing_ok=True)
         with Appender(temporary, fmt) as appender:
@@ -304,12 +332,13 @@ def write_records(path: Path, records: Iterable[Record], fmt: Format) -> None:
     temporary.replace(path)
 
 
-def finalize(path: Path, fmt: Format) -> dict[str, Record]:
-    """End of a run: keep one record per id (rewriting only when something was superseded, or to
-    turn a Parquet journal into the Parquet file) and return those records."""
-    records = read_records(path, fmt)
-    best = best_records(records)
-    if len(best) < len(records) or (fmt is Format.parquet and journal_path(path).is_file()):
-        write_records(path, best.values(), fmt)
+def finalize(path: Path, fmt: Format) -> None:
+    """End of a run: keep one record per id (:class:`~taggram.catalogue.records.Winners`),
+    rewriting only when something was superseded, or to turn a Parquet journal into the Parquet
+    file. Two passes over the file, so a catalogue's records are never all in memory."""
+    winners = Winners()
+    for record in iter_records(path, fmt):
+        winners.add(record)
+    if winners.superseded or (fmt is Format.parquet and journal_path(path).is_file()):
+        write_records(path, winners.kept(iter_records(path, fmt)), fmt)
         journal_path(path).unlink(missing_ok=True)
-    return best

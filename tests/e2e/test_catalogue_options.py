@@ -9,6 +9,9 @@ says bad options do, not record every track as a permanent failure and exit 0.
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,6 +91,92 @@ def test_local_embedding_layer_the_model_lacks_is_a_usage_error(
     assert code == 2, stderr
     assert stderr.count("\n") == 1 and "MTT_vgg has no such layer" in stderr
     assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("mode", "resumed_with", "refused"),
+    [
+        ("url", ["--model", "MTT_vgg"], True),
+        ("local", ["--embeddings", "penultimate"], True),
+        ("url", ["--model", "MTT_musicnn"], False),  # the default, named: the same run
+    ],
+)
+def test_resuming_with_another_model_or_layer_is_a_usage_error(
+    mode: str,
+    resumed_with: list[str],
+    refused: bool,
+    server: Server,
+    short_wav: Path,
+    tmp_path: Path,
+) -> None:
+    """Resume matches records by id only: rerun into the same --output with another model (or
+    with embeddings), every track was skipped, exit 0, and the output still held only the first
+    model's tags, which the user took for the new ones."""
+    target = ["--url", server.url] if mode == "url" else ["--local"]
+    target += ["--repository", str(require_repository())]
+    code, stderr, output = _run(short_wav, tmp_path, *target)
+    assert code == 0, stderr
+    first = output.read_bytes()
+    args = ["catalogue", str(tmp_path / "music"), "--output", str(output), *target, *resumed_with]
+    again = CliRunner().invoke(app, args, env={"TAGGRAM_URL": ""})
+    assert output.read_bytes() == first
+    if not refused:
+        assert again.exit_code == 0, again.stderr
+        return
+    assert again.exit_code == 2, again.stderr
+    assert again.stderr.count("\n") == 1 and "tagged by MTT_musicnn without embeddings" in (
+        again.stderr
+    )
+    assert "its own --output" in again.stderr
+
+
+def test_the_summary_says_what_limit_left_undone(
+    server: Server, short_wav: Path, tmp_path: Path
+) -> None:
+    """With --limit the summary counted done, failed and skipped, and said nothing of the tracks
+    not tried at all: a trial run read as a finished catalogue."""
+    music = tmp_path / "music"
+    music.mkdir()
+    for index in range(3):
+        (music / f"{index}.wav").write_bytes(short_wav.read_bytes())
+    args = ["catalogue", str(music), "--url", server.url, "--output", str(tmp_path / "out.jsonl")]
+    trial = CliRunner().invoke(app, [*args, "--limit", "1"])
+    assert trial.exit_code == 0, trial.stderr
+    assert trial.stderr.startswith(
+        "catalogue: 3 tracks; done 1, failed 0, skipped 0 (already in the output), "
+        "left 2 for the next run (--limit)\n"
+    )
+    rest = CliRunner().invoke(app, args)
+    assert rest.stderr.startswith(
+        "catalogue: 3 tracks; done 2, failed 0, skipped 1 (already in the output)\n"
+    )
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_resumes(
+    server: Server, short_wav: Path, tmp_path: Path
+) -> None:
+    """The disk filled mid-run (here a file-size limit: the same failed write): the run died on
+    a Python traceback. It says so in one line, exit 1; with room again it resumes."""
+    music = tmp_path / "music"
+    music.mkdir()
+    for index in range(12):
+        (music / f"{index}.wav").write_bytes(short_wav.read_bytes())
+    output = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "taggram", "catalogue", str(music), "--url", server.url]
+    command += ["--output", str(output), "--no-progress"]
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8000, 8000))  # about two records
+
+    full = subprocess.run(command, capture_output=True, text=True, preexec_fn=small_disk)
+    assert full.returncode == 1, full.stderr
+    assert full.stderr.startswith(f"taggram catalogue: --output {output}: cannot write: File too")
+    assert full.stderr.count("\n") == 1
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert sorted(record.id for record in read_records(output)) == sorted(
+        f"{index}.wav" for index in range(12)
+    )
 
 
 @pytest.mark.parametrize("mode", ["local", "url"])
