@@ -241,7 +241,9 @@ async def run(
 
     async def worker(appender: Appender, bar: tqdm[None], started: float) -> None:
         for track in queue:
+            began = time.monotonic()
             record = await backend.tag(track)
+            record = record.model_copy(update={"tagging_s": time.monotonic() - began})
             appender.write(record)
             summary.add(record)
             hours_per_second = summary.audio_seconds / 3600 / max(time.monotonic() - started, 1e-9)
