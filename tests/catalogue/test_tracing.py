@@ -77,7 +77,7 @@ def _old_output(output: Path, fmt: Format, track_id: str, model: str) -> None:
 
 
 @pytest.mark.parametrize("fmt", list(Format))
-def test_a_resume_on_an_old_output_upgrades_it(
+def test_a_resume_on_an_old_output_of_another_version_warns_and_upgrades_it(
     catalogue: Catalogue, repository: Path, model: str, tmp_path: Path, fmt: Format
 ) -> None:
     ids = _ids(catalogue, 3)
@@ -92,6 +92,13 @@ def test_a_resume_on_an_old_output_upgrades_it(
     assert result.exit_code == 0, result.output
     found = {record.id: record for record in read_records(output)}
     assert sorted(found) == ids and len(read_records(output)) == len(ids)
+    new_version = found[ids[1]].version
+    assert new_version not in (None, "0.0.1-old")
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert warnings == [
+        f"taggram catalogue: warning: {output} holds 1 record of version 0.0.1-old of {model}; "
+        f"this run's records are version {new_version}: the output will mix versions"
+    ]
     old = found[ids[0]]
     assert (old.version, old.request_id, old.tagging_s) == ("0.0.1-old", None, None)
     assert old.warnings == []
