@@ -56,6 +56,12 @@ class Record(BaseModel):
     embedding_layer: str | None = None
     embedding: list[float] | None = None
     error: ErrorInfo | None = None
+    # To trace a track in the service's logs: the request's id (the response's ``request_id``,
+    # else its ``X-Request-ID``; ``None`` for ``--local``, which sends no request) and the
+    # seconds the run spent on the track, retries included. Both ``None`` in records written
+    # before the fields existed.
+    request_id: str | None = None
+    tagging_s: float | None = None
 
     @property
     def settled(self) -> bool:
@@ -73,10 +79,12 @@ def success(
     top_k: int,
     embedding: tuple[str, list[float]] | None = None,
     warnings: Iterable[str] = (),
+    request_id: str | None = None,
 ) -> Record:
     """The record of a tagged track, for both backends: the top tags are derived here so every
     backend ranks alike. ``probabilities`` maps every tag to its clip probability (0-1);
-    ``embedding`` is the layer name and the clip-mean vector; ``warnings`` the decoder's."""
+    ``embedding`` is the layer name and the clip-mean vector; ``warnings`` the decoder's;
+    ``request_id`` the service's id of the request (``None`` in-process)."""
     ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)[:top_k]
     layer, values = embedding if embedding is not None else (None, None)
     return Record(
@@ -91,19 +99,24 @@ def success(
         probabilities=probabilities,
         embedding_layer=layer,
         embedding=values,
+        request_id=request_id,
     )
 
 
-def failure(track: Track, code: str, message: str, *, retryable: bool) -> Record:
+def failure(
+    track: Track, code: str, message: str, *, retryable: bool, request_id: str | None = None
+) -> Record:
     """The record of a track that failed, for both backends; the message is folded onto one line
     so every format keeps it readable (a path in it that is not UTF-8 escaped, as the record's
-    own). ``retryable``: a later run should try it again."""
+    own). ``retryable``: a later run should try it again; ``request_id``: the id of the request
+    the service refused or failed, when it answered."""
     message = printable(" ".join(message.split()))
     return Record(
         id=track.id,
         path=printable(str(track.path)),
         status="error",
         error=ErrorInfo(code=code, message=message, retryable=retryable),
+        request_id=request_id,
     )
 
 

@@ -63,7 +63,9 @@ class RemoteBackend:
             # Overloaded or unavailable through every retry: worth another run. Anything else
             # (a bad file, or a 500 that the same file would cause again) is settled.
             retryable = error.status in self.client.retry.statuses
-            return records.failure(track, error.code, error.message, retryable=retryable)
+            return records.failure(
+                track, error.code, error.message, retryable=retryable, request_id=error.request_id
+            )
         except ConnectionFailedError as error:
             return records.failure(track, "unreachable", str(error), retryable=True)
         return from_response(track, body, self.options.top_k)
@@ -111,4 +113,5 @@ def from_response(track: Track, body: dict[str, Any], top_k: int) -> Record:
         top_k=top_k,
         embedding=(embedding["layer"], embedding["mean"]) if embedding else None,
         warnings=body.get("warnings", []),
+        request_id=body.get("request_id"),
     )

@@ -12,8 +12,9 @@ file becomes an error record and never stops the run.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -180,11 +181,13 @@ def pending(
     fmt: Format,
     retry_failed: bool,
     options: JobOptions | None = None,
+    versions: Counter[str] | None = None,
 ) -> list[Track]:
     """Tracks the output does not settle yet: never tagged, failed for a transient reason, or
     (with ``retry_failed``) failed for any reason. The output is read one record at a time and
     only each id's outcome kept (a shard's records, probabilities and embeddings, would not fit
-    a small pod's memory).
+    a small pod's memory). ``versions``, when given, is filled with how many tagged records of
+    the output each model version made.
 
     Raises:
         OutputError: ``options`` (its model the one the run will use, ``None`` when unknown)
@@ -196,6 +199,8 @@ def pending(
     for record in iter_records(output, fmt):
         if record.status == "ok":
             tagged.add(record.id)
+            if versions is not None and record.version is not None:
+                versions[record.version] += 1
             if options is not None:
                 _check_resumable(output, record, options)
         else:
@@ -217,6 +222,20 @@ def _check_resumable(output: Path, record: Record, options: JobOptions) -> None:
     )
 
 
+def version_change(output: Path, versions: Counter[str], record: Record) -> str | None:
+    """The warning for a resumed run whose service tags with another model version than records
+    already in ``output`` (``versions``: how many records each version made), or ``None``. Not
+    refused: models are upgraded on purpose, and each record names its own version."""
+    old = {version: count for version, count in versions.items() if version != record.version}
+    if record.status != "ok" or not old:
+        return None
+    held = ", ".join(f"{counted(count, 'record')} of version {v}" for v, count in old.items())
+    return (
+        f"taggram catalogue: warning: {output} holds {held} of {record.model}; this run's "
+        f"records are version {record.version}: the output will mix versions"
+    )
+
+
 async def run(
     tracks: list[Track],
     backend: Backend,
@@ -233,15 +252,23 @@ async def run(
     ``options``, when given, must be those the output's tagged records were made with (the
     model resolved to the default when known); otherwise :class:`OutputError` (see
     :func:`pending`) before anything is sent."""
-    todo = pending(tracks, output, fmt, retry_failed, options)
+    versions: Counter[str] = Counter()
+    todo = pending(tracks, output, fmt, retry_failed, options, versions)
     summary = Summary(total=len(tracks), skipped=len(tracks) - len(todo))
     todo = todo[:limit] if limit is not None else todo
     summary.left = summary.total - summary.skipped - len(todo)
     queue = iter(todo)  # shared by the workers; next() never awaits, so no lock is needed
+    warned = False  # a version change is said once, at the first record that shows it
 
     async def worker(appender: Appender, bar: tqdm[None], started: float) -> None:
+        nonlocal warned
         for track in queue:
+            began = time.monotonic()
             record = await backend.tag(track)
+            record = record.model_copy(update={"tagging_s": time.monotonic() - began})
+            if not warned and (warning := version_change(output, versions, record)) is not None:
+                warned = True
+                tqdm.write(warning, file=sys.stderr)  # above the progress bar, not through it
             appender.write(record)
             summary.add(record)
             hours_per_second = summary.audio_seconds / 3600 / max(time.monotonic() - started, 1e-9)

@@ -62,11 +62,15 @@ CSV_COLUMNS = (
     "error_code",
     "error_message",
     "error_retryable",
+    "request_id",
+    "tagging_s",
 )
 
 
-# The columns every CSV output has had (``warnings`` came later).
-_CSV_REQUIRED = tuple(name for name in CSV_COLUMNS if name != "warnings")
+# The columns every CSV output has had (the others came later).
+_CSV_REQUIRED = tuple(
+    name for name in CSV_COLUMNS if name not in ("warnings", "request_id", "tagging_s")
+)
 
 
 def _csv_row(record: Record) -> dict[str, Any]:
@@ -106,6 +110,9 @@ def _from_csv_row(row: dict[str, str]) -> Record:
             "embedding_layer": row["embedding_layer"] or None,
             "embedding": json.loads(row["embedding"]) if row["embedding"] else None,
             "error": error,
+            # Absent from files written before the columns were added.
+            "request_id": row.get("request_id") or None,
+            "tagging_s": float(row["tagging_s"]) if row.get("tagging_s") else None,
         }
     )
 
@@ -139,7 +146,8 @@ def _drop_partial_record(path: Path, fmt: Format) -> None:
 
 
 def _upgrade_csv(path: Path) -> None:
-    """Rewrite a CSV output whose header predates a column (``warnings``) with today's, its
+    """Rewrite a CSV output whose header predates a column (``warnings``, ``request_id``,
+    ``tagging_s``) with today's, its
     records read back whole, so that the rows a resumed run appends line up with the header."""
     with path.open(encoding="utf-8", newline="") as handle:
         header = next(csv.reader(handle), [])
@@ -264,6 +272,8 @@ def _parquet_schema(pa: Any) -> Any:
                     [("code", pa.string()), ("message", pa.string()), ("retryable", pa.bool_())]
                 ),
             ),
+            ("request_id", pa.string()),
+            ("tagging_s", pa.float64()),
         ]
     )
 
