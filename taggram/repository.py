@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import re
+import shlex
 from pathlib import Path
 from typing import Any, Literal
 
@@ -199,7 +200,12 @@ def write_model(root: Path, metadata: ModelMetadata, onnx_bytes: bytes) -> Path:
 def load_repository(root: Path, *, verify_hashes: bool = True) -> dict[str, ModelEntry]:
     """Read every model folder under ``root``; fail loudly on anything inconsistent."""
     if not root.is_dir():
-        raise RepositoryError(f"model repository {root} does not exist; run `taggram build-models`")
+        # the command names the folder: build-models alone builds ./model_repository, which a
+        # service started with another --model-repository would still not find
+        raise RepositoryError(
+            f"model repository {root} does not exist; "
+            f"run `taggram build-models --repository {shlex.quote(str(root))}`"
+        )
     entries: dict[str, ModelEntry] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         meta_path, onnx_path = folder / METADATA_FILE, folder / ONNX_FILE

@@ -54,14 +54,16 @@ def _folder(path: Path) -> Outcome:
 def _model_problem(model: str, tags: dict[str, list[str]]) -> str | None:
     """Why ``model`` has no tags to list, among the served models' ``tags``, or ``None``: it is
     not served, or it is a feature extractor (``mfcc``, ``random_*``: embeddings only, for
-    custom taggers), which would print every file's heading over an empty table."""
+    custom taggers), which would print every file's heading over an empty table. Either way
+    the message lists the models that can tag, not the feature extractors, which would only
+    be refused next."""
+    taggers = ", ".join(sorted(name for name, names in tags.items() if names))
     if model not in tags:
-        return f"no model named {model!r}; served: {', '.join(sorted(tags))}"
+        return f"no model named {model!r}; tag with one of {taggers}"
     if not tags[model]:
-        taggers = sorted(name for name, names in tags.items() if names)
         return (
             f"{model} has no tags: it is a feature extractor for custom taggers (embeddings "
-            f"only); tag with one of {', '.join(taggers)}"
+            f"only); tag with one of {taggers}"
         )
     return None
 

@@ -106,8 +106,8 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         le=86_400,
-        description="queued patches that wait longer than this for a batch slot are refused "
-        "(429 deadline_exceeded)",
+        description="an upload that waits longer than this for a decode slot, or queued "
+        "patches as long for a batch slot, are refused (429 deadline_exceeded)",
     )
     max_upload_bytes: int = Field(256 * 1024 * 1024, ge=1, description="largest accepted upload")
     max_batch_files: int = Field(32, ge=1, description="most files in one /v1/tag/batch request")

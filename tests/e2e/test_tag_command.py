@@ -198,18 +198,20 @@ def test_unknown_model_is_a_usage_error(clips: tuple[Path, Path], repository: Pa
     ("model", "problem"),
     [
         ("mfcc", "mfcc has no tags: it is a feature extractor for custom taggers"),
-        ("nope", "no model named 'nope'; served: MSD_musicnn"),
+        ("nope", "no model named 'nope'; tag with one of MSD_musicnn"),
     ],
 )
 def test_a_model_without_tags_or_not_served_is_a_usage_error(
     mode: str, model: str, problem: str, server: Server, clips: tuple[Path, Path], repository: Path
 ) -> None:
     """A feature extractor printed each file's heading over an empty table (exit 0); an unknown
-    model through the service uploaded every file to have each refused alone (exit 1)."""
+    model through the service uploaded every file to have each refused alone (exit 1). The
+    models offered are those that tag: an unknown one listed mfcc and random_*, refused next."""
     target = ["--url", server.url] if mode == "url" else ["--local", "--repository", repository]
     result = run(*clips, *target, "--model", model, env={"COLUMNS": "300"})
     assert result.exit_code == 2, result.output
     assert problem in result.output
+    assert "mfcc," not in result.output and "random_vgg" not in result.output
     assert "patches" not in result.stdout
 
 

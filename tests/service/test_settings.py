@@ -238,7 +238,9 @@ def test_an_explicit_default_model_that_is_not_loaded_refuses_to_start(
     [
         (
             ["--model-repository", "{missing}"],
-            "model repository {missing} does not exist; run `taggram build-models`",
+            # the command builds the folder named, not ./model_repository
+            "model repository {missing} does not exist; "
+            "run `taggram build-models --repository {missing}`",
         ),
         (["--model-repository", "{tiny}", "--models", "NOPE"], "models ['NOPE'] are not in {tiny}"),
     ],

@@ -148,9 +148,13 @@ async def read_raw(request: Request, budget: InputBudget) -> UploadFile:
     return spool
 
 
-def _as_a_file(field: str) -> str:
-    """The hint for audio sent as a text field, in the route's own field (``files`` in a batch)."""
-    return f"send the audio as a file part (curl -F {field}=@song.mp3)"
+def _text_not_a_file(field: str) -> EmptyAudioError:
+    """The error for audio sent as a text field (``curl -F file=<song.mp3``), its hint in the
+    route's own field (``files`` in a batch)."""
+    return EmptyAudioError(
+        f"the multipart field {field!r} is text, not a file; "
+        f"send the audio as a file part (curl -F {field}=@song.mp3)"
+    )
 
 
 class _ClosedMultiPartParser(MultiPartParser):
@@ -189,9 +193,13 @@ async def read_form(
 
     A malformed body (or too many files or fields, or one that ends before its closing
     boundary) is a 400, as Starlette's own parser answers, with a hint where its words give none
-    (a text field over its size limit: audio sent as text when it is ``file_field``; a file part
-    past ``max_files``: ``too_many_files`` when it is a ``file_field`` part, else an option sent
-    as a file).
+    (a text field over its size limit; a file part past ``max_files``: ``too_many_files`` when it
+    is a ``file_field`` part, else an option sent as a file).
+
+    Raises:
+        EmptyAudioError: ``file_field`` is a text field past Starlette's size limit (audio sent
+            as text, as :func:`file_uploads` refuses a smaller one).
+        HTTPException: any other malformed body (400).
     """
     parser = _ClosedMultiPartParser(
         request.headers, body_chunks(request, budget), max_files=max_files, max_fields=max_fields
@@ -201,8 +209,10 @@ async def read_form(
     except MultiPartException as error:
         detail = error.message
         if detail.startswith("Part exceeded maximum size") and parser.part == file_field:
-            detail += f" (a text field; {_as_a_file(file_field)})"  # Starlette bounds text only
-        elif detail.startswith("Part exceeded maximum size"):  # a 3 MB description
+            # Starlette bounds text fields only: audio sent as text, the same mistake as a
+            # smaller one that file_uploads() finds, so the same error
+            raise _text_not_a_file(file_field) from error
+        if detail.startswith("Part exceeded maximum size"):  # a 3 MB description
             detail += f" (the text field {parser.part!r} is longer than that)"
         elif detail.startswith("Too many files") and parser.part == file_field:
             detail += f" ({too_many_files})"
@@ -245,9 +255,7 @@ def file_uploads(form: FormData, field: str) -> list[UploadFile]:
     """
     items = form.getlist(field)
     if any(not isinstance(item, UploadFile) for item in items):
-        raise EmptyAudioError(
-            f"the multipart field {field!r} is text, not a file; {_as_a_file(field)}"
-        )
+        raise _text_not_a_file(field)
     if not items:
         raise EmptyAudioError(f"the multipart upload has no file field named {field!r}")
     return cast(list[UploadFile], items)
