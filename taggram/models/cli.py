@@ -29,7 +29,8 @@ def build_models(
         False, "--float16/--no-float16", help="also build the _fp16 variants (GPU repositories)"
     ),
 ) -> None:
-    """Convert the four musicnn taggers to ONNX, copy in committed trained models."""
+    """Convert the four musicnn taggers to ONNX with their int8 copies, copy in the trained
+    models, and write the feature extractors of custom taggers (mfcc, random_*)."""
     from taggram.models.build import build_repository
     from taggram.models.wheel import MusicnnWheel, fetch_wheel, verify_wheel
 
