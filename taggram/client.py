@@ -67,7 +67,10 @@ class ServiceError(APIError):
 
 
 class ConnectionFailedError(TaggramClientError):
-    """The service could not be reached, even after every retry."""
+    """The service could not be reached, even after every retry. Its ``code``, ``unreachable``,
+    is what ``taggram tag`` and the catalogue's records report, beside the service's codes."""
+
+    code = "unreachable"
 
 
 @dataclass(frozen=True)

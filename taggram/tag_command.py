@@ -93,7 +93,7 @@ def _tag_remote(
             # Unreachable through every retry: each file would wait as long again to fail alike
             # (500 files, 25 minutes). Each is reported now, as it would have been.
             for path in paths:
-                yield Outcome(path, code=type(error).__name__, message=str(error))
+                yield Outcome(path, code=error.code, message=str(error))
             return
         except TaggramClientError:
             listing = None  # a key refused: each file reports it
@@ -112,8 +112,8 @@ def _tag_remote(
                 yield Outcome(path, code=error.code, message=error.message)
             except OSError as error:  # the code in-process tagging gives (--json reads alike)
                 yield Outcome(path, code="unreadable", message=str(error))
-            except TaggramClientError as error:
-                yield Outcome(path, code=type(error).__name__, message=str(error))
+            except ConnectionFailedError as error:
+                yield Outcome(path, code=error.code, message=str(error))
 
 
 async def _tag_local_all(

@@ -67,7 +67,7 @@ class RemoteBackend:
                 track, error.code, error.message, retryable=retryable, request_id=error.request_id
             )
         except ConnectionFailedError as error:
-            return records.failure(track, "unreachable", str(error), retryable=True)
+            return records.failure(track, error.code, str(error), retryable=True)
         return from_response(track, body, self.options.top_k)
 
     async def __aenter__(self) -> Self:
