@@ -1118,6 +1118,28 @@ def test_a_file_chosen_before_the_model_list_came_says_the_default_model(
     assert console.unexpected() == []
 
 
+def test_a_file_chosen_before_the_model_list_came_uses_the_model_picked_in_this_tab(
+    server: Server, song: Path, page: Page, console: ConsoleLog
+) -> None:
+    """After a reload on a slow network, a file chosen before the list came went to the
+    service's default, while the picker then showed the model this tab had picked."""
+    open_page(page, f"{server.url}/")
+    page.select_option("[data-testid=model-select]", "MSD_musicnn")
+    listing: list[Route] = []
+    page.route("**/v1/models", lambda route: listing.append(route))  # a slow network: held
+    page.reload()
+    with page.expect_request(TAG_REQUEST) as sent:
+        page.set_input_files("[data-testid=file-input]", str(song))
+    assert "model=MSD_musicnn" in sent.value.url
+    assert page.inner_text("[data-testid=status]") == f"Tagging {song.name} with MSD_musicnn…"
+    while not listing:  # the route's handler runs while Playwright waits
+        page.wait_for_timeout(50)
+    listing[0].continue_()
+    page.locator("[data-testid=summary]", has_text="MSD_musicnn").wait_for()
+    assert page.input_value("[data-testid=model-select]") == "MSD_musicnn"
+    assert console.unexpected() == []
+
+
 def test_a_model_gone_after_a_restart_leaves_the_picker(
     server: Server, song: Path, page: Page, console: ConsoleLog
 ) -> None:

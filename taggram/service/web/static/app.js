@@ -185,9 +185,11 @@ async function tagFile(file) {
   clearError();
   delete ui.error.dataset.source;
   ui.dropHint.textContent = file.name;
-  // None yet while the model list loads (a slow network): the service's default, not the
-  // picker's placeholder ("Tagging a.mp3 with loading……").
-  const model = state.models.has(ui.model.value) ? ui.model.value : "";
+  // While the model list loads (a slow network) the picker holds a placeholder: the model this
+  // tab picked last (the list keeps it too), else the service's default.
+  const model = state.models.has(ui.model.value)
+    ? ui.model.value
+    : sessionStorage.getItem(MODEL_STORAGE) || "";
   setStatus(`Tagging ${file.name} with ${model || "the default model"}…`);
   // The last file's taggram stays in view, greyed: at full strength under "Tagging b.mp3…" it was
   // taken for b.mp3's (or, after a change of model, for the new model's).
