@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -120,9 +121,33 @@ def failure(
     )
 
 
+# Read errors of network and shared storage that pass (a server failing over, an NFS handle gone
+# stale, a lock or link held a moment): a later run should read the file again.
+_TRANSIENT_READ_ERRORS = frozenset(
+    {
+        errno.EIO,
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.EAGAIN,
+        errno.EBUSY,
+        errno.EINTR,
+        errno.ENETDOWN,
+        errno.ENETUNREACH,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ENOLCK,
+    }
+)
+
+
 def unreadable(track: Track, error: OSError) -> Record:
-    """The file could not be read: settled (a later run would read the same nothing)."""
-    return failure(track, "unreadable", str(error), retryable=False)
+    """The file could not be read: settled (missing, a folder, no permission: a later run would
+    read the same nothing), or retryable when the storage failed for a moment (EIO, ESTALE,
+    ETIMEDOUT ... of network storage)."""
+    transient = error.errno in _TRANSIENT_READ_ERRORS
+    return failure(track, "unreadable", str(error), retryable=transient)
 
 
 @dataclass

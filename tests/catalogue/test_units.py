@@ -3,6 +3,7 @@ no model and need no server."""
 
 from __future__ import annotations
 
+import errno
 import json
 import tracemalloc
 from pathlib import Path
@@ -523,3 +524,24 @@ def test_the_summary_gives_each_failure_its_own_reason_when_a_code_has_several()
         "    a.opus",
         "    b.opus",
     ]
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (FileNotFoundError(errno.ENOENT, "No such file or directory"), False),
+        (PermissionError(errno.EACCES, "Permission denied"), False),
+        (IsADirectoryError(errno.EISDIR, "Is a directory"), False),
+        (OSError(errno.EIO, "Input/output error"), True),
+        (OSError(errno.ESTALE, "Stale file handle"), True),
+        (TimeoutError(errno.ETIMEDOUT, "Connection timed out"), True),
+    ],
+)
+def test_a_read_error_of_storage_that_passes_is_retried_by_the_next_run(
+    tmp_path: Path, error: OSError, retryable: bool
+) -> None:
+    """An NFS or SMB share failing over gave EIO or ESTALE, recorded as settled: the next run
+    skipped those tracks unless told --retry-failed. A missing or forbidden file stays settled."""
+    record = records.unreadable(Track("a", tmp_path / "a.flac"), error)
+    assert record.error is not None
+    assert (record.error.code, record.error.retryable) == ("unreadable", retryable)
