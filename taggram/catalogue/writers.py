@@ -147,12 +147,12 @@ def _drop_partial_record(path: Path, fmt: Format) -> None:
 
 def _upgrade_csv(path: Path) -> None:
     """Rewrite a CSV output whose header predates a column (``warnings``, ``request_id``,
-    ``tagging_s``) with today's, its
-    records read back whole, so that the rows a resumed run appends line up with the header."""
+    ``tagging_s``) with today's, its records streamed into the new file (as compaction does), so
+    that the rows a resumed run appends line up with the header."""
     with path.open(encoding="utf-8", newline="") as handle:
         header = next(csv.reader(handle), [])
     if tuple(header) != CSV_COLUMNS:
-        write_records(path, list(_iter_csv(path)), Format.csv)
+        write_records(path, _iter_csv(path), Format.csv)
 
 
 class Appender:
