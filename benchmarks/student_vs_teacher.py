@@ -12,6 +12,9 @@ the teacher's top-5 tags the student also ranks in its top 5, and the Pearson co
 two vectors. Each summary row gives the mean top-5 overlap (of 5) with its standard error; when the
 clips' manifest has a ``track`` column (``taggram validation-clips --every-segment``), a "per track"
 row averages each track's segments first, so every track weighs the same whatever its length.
+For scale, a reference model (``--reference``, by default ``MTT_vgg``, the other published MTT
+tagger) is compared with the teacher the same way: how well a second model trained on the same
+labels agrees with the teacher on the same clips.
 onnxruntime's CPU time per patch (batch 1 and 16, the service's session options) is
 measured for both on the same machine in the same run. Prints Markdown for docs/models.md.
 """
@@ -142,13 +145,20 @@ def main(
     ),
     audio: Path = typer.Option(SHARED_AUDIO, help="folder with manifest.csv and the recordings"),
     threads: int = typer.Option(2, help="onnxruntime intra-op threads"),
+    reference: str = typer.Option(
+        "MTT_vgg", help="another model compared with the teacher, for scale ('' for none)"
+    ),
 ) -> None:
     repositories = [repository, trained]
     sessions = {
         name: ModelSession(_entry(name, repositories), ["CPUExecutionProvider"], threads, 1)
-        for name in (student, teacher)
+        for name in (student, teacher, reference)
+        if name
     }
     rows = compare(sessions[student], sessions[teacher], audio)
+    compared = {student: rows}
+    if reference:
+        compared[reference] = compare(sessions[reference], sessions[teacher], audio)
     typer.echo(f"| clip | kind | top-5 overlap | Pearson r | {teacher} top 5 | {student} top 5 |")
     typer.echo("|---|---|---|---|---|---|")
     for row in rows:
@@ -157,17 +167,20 @@ def main(
             f"{', '.join(row.teacher_top)} | {', '.join(row.student_top)} |"
         )
     typer.echo("")
-    typer.echo("| recordings | n | mean top-5 overlap (of 5) ± SE | mean Pearson r |")
-    typer.echo("|---|---|---|---|")
-    for label, subset in (
-        ("all", rows),
-        ("music", [r for r in rows if r.kind == "music"]),
-        ("sound/speech", [r for r in rows if r.kind != "music"]),
-    ):
-        if subset:
-            typer.echo(summary(label, subset))
-        if subset and all(r.track for r in subset):
-            typer.echo(summary(f"{label}, per track", per_track(subset)))
+    typer.echo(f"Agreement with {teacher}:")
+    typer.echo("")
+    typer.echo("| model | recordings | n | mean top-5 overlap (of 5) ± SE | mean Pearson r |")
+    typer.echo("|---|---|---|---|---|")
+    for name, model_rows in compared.items():
+        for label, subset in (
+            ("all", model_rows),
+            ("music", [r for r in model_rows if r.kind == "music"]),
+            ("sound/speech", [r for r in model_rows if r.kind != "music"]),
+        ):
+            if subset:
+                typer.echo(summary(f"{name} | {label}", subset))
+            if subset and all(r.track for r in subset):
+                typer.echo(summary(f"{name} | {label}, per track", per_track(subset)))
     typer.echo("")
     typer.echo(f"CPU: {platform.processor() or platform.machine()}, {threads} onnxruntime threads")
     typer.echo("| model | patch (s) | ms/patch batch 1 (median / best) | batch 16 | ms per s |")

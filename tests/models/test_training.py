@@ -743,6 +743,27 @@ def test_validation_clips_come_from_the_validation_split(tmp_path: Path) -> None
     assert second[0] == np.float32(30 * 16000 / 1e7)  # cut where it says
 
 
+def test_validation_clips_can_take_files_a_model_never_trained_on(tmp_path: Path) -> None:
+    """``sources`` selects by path in the package, whatever the split (files added later)."""
+    for name in ("a.wav", "b.wav", "c.wav"):
+        sf.write(str(tmp_path / name), np.zeros(40 * 16000, np.float32), 16000)
+    (tmp_path / "manifest.csv").write_text(
+        "path,package,version,source,licence,seconds,group,kind,split\n"
+        "a.wav,naev-data,1,m/a.ogg,CC-BY-3.0,40,g,music,validation\n"
+        "b.wav,pingus-data,1,m/b.IT,GPL-3+,40,g,music,train\n"
+        "c.wav,supertux-data,1,m/c.ogg,GPL-2+,40,g,music,train\n"
+    )
+    clips = write_validation_clips(
+        tmp_path / "manifest.csv", tmp_path / "clips", sources=r"(?i)\.(mod|xm|it|s3m)$"
+    )
+    with clips.open(newline="") as handle:
+        assert [r["source_path_in_package"] for r in csv.DictReader(handle)] == ["m/b.IT"]
+    with pytest.raises(ValueError, match="no rows with source matching"):
+        write_validation_clips(tmp_path / "manifest.csv", tmp_path / "none", sources=r"\.mod$")
+    with pytest.raises(ValueError, match="not a regular expression"):
+        write_validation_clips(tmp_path / "manifest.csv", tmp_path / "bad", sources="(")
+
+
 def test_speech_passages_cover_the_text() -> None:
     text = "\n\n".join(" ".join(["word"] * 60) for _ in range(7))  # 7 paragraphs of 60 words
     found = passages(text, words=150)

@@ -10,11 +10,17 @@ With ``every_segment``, every whole 30 s segment of each file becomes a clip ins
 shorter than that gives one clip), each with its file's number in a ``track`` column: about five
 times the clips of the same files, so a figure averaged per track (over its segments first) has a
 smaller standard error than one excerpt per track gives.
+
+With ``sources``, a regular expression, the files whose path inside their package matches it are
+taken instead, whatever their split: files added to the recipe after a model was trained (version
+2.2.0 never trained on the tracker modules, ``(?i)\\.(mod|xm|it|s3m)$``) are music that model never
+saw either.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import soundfile as sf
@@ -43,18 +49,32 @@ def _starts(frames: int, length: int, every_segment: bool) -> list[int]:
 
 
 def write_validation_clips(
-    manifest: Path, out: Path, seconds: float = CLIP_SECONDS, every_segment: bool = False
+    manifest: Path,
+    out: Path,
+    seconds: float = CLIP_SECONDS,
+    every_segment: bool = False,
+    sources: str | None = None,
 ) -> Path:
     """Excerpts (mono 16 kHz float WAV, at most ``seconds`` long, from each file's middle, or
     every whole segment of that length with ``every_segment``) of the manifest's
-    ``split == validation`` rows into ``out``; returns ``out/manifest.csv``.
+    ``split == validation`` rows (or, with ``sources``, the rows whose ``source`` matches that
+    regular expression, whatever their split) into ``out``; returns ``out/manifest.csv``.
 
-    Raises ``ValueError`` when the manifest has no validation rows.
+    Raises ``ValueError`` when no row is selected or ``sources`` is not a regular expression.
     """
+    try:
+        pattern = re.compile(sources) if sources is not None else None
+    except re.error as error:
+        raise ValueError(f"sources {sources!r} is not a regular expression: {error}") from None
     with manifest.open(newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row.get("split") == "validation"]
+        rows = [
+            row
+            for row in csv.DictReader(handle)
+            if (pattern.search(row["source"]) if pattern else row.get("split") == "validation")
+        ]
     if not rows:
-        raise ValueError(f"{manifest}: no rows with split == validation")
+        wanted = f"source matching {sources!r}" if sources is not None else "split == validation"
+        raise ValueError(f"{manifest}: no rows with {wanted}")
     out.mkdir(parents=True, exist_ok=True)
     written: list[dict[str, object]] = []
     for track, row in enumerate(rows):

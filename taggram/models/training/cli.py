@@ -231,12 +231,18 @@ def validation_clips(
     every_segment: bool = typer.Option(
         False, help="every whole 30 s segment of each file, not only its middle one"
     ),
+    sources: str | None = typer.Option(
+        None,
+        metavar="REGEX",
+        help="instead of the validation packages, the files whose path in their package matches"
+        " (any split), e.g. files a model never trained on because they came later",
+    ),
 ) -> None:
     """Write 30 s excerpts of the validation packages (for benchmarks.student_vs_teacher)."""
     from taggram.models.data.clips import CLIP_SECONDS, write_validation_clips
 
     with _usage_errors():
-        clips = write_validation_clips(manifest, out, CLIP_SECONDS, every_segment)
+        clips = write_validation_clips(manifest, out, CLIP_SECONDS, every_segment, sources)
     typer.echo(f"clips: {clips}")
 
 
