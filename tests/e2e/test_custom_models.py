@@ -415,6 +415,76 @@ def test_an_example_cut_short_is_used_and_its_warning_returned(client: httpx.Cli
         assert client.delete("/v1/models/cut_example").status_code == 204
 
 
+def test_the_same_audio_twice_is_warned_of(client: httpx.Client) -> None:
+    """The same file under two labels (a mix-up), or twice under one (a copy held out against
+    itself), trained a model without a word; a creation from nothing but copies estimated no
+    better than chance, silently too."""
+    data, files = form("twice", per_class=2)
+    labels = list(data["labels"])  # type: ignore[call-overload]
+    files += [files[0], files[1]]  # tone_0 again, as noise; noise_0 again, as noise
+    data["labels"] = [*labels, "noise", "noise"]
+    created = client.post("/v1/models", data=data, files=files)
+    assert created.status_code == 201, created.text
+    try:
+        mixed, copied = created.json()["warnings"]
+        assert mixed.startswith(
+            "examples 1 ('tone_0.wav') and 7 ('tone_0.wav') are the same audio to the tagger "
+            "but labelled 'tone' and 'noise': no model can tell them apart"
+        ), mixed
+        assert copied.startswith(
+            "examples 2 ('noise_0.wav') and 8 ('noise_0.wav') are the same audio to the tagger, "
+            "all labelled 'noise'"
+        ), copied
+    finally:
+        assert client.delete("/v1/models/twice").status_code == 204
+
+    copies = [("files", (f"take_{i}.wav", files[0][1][1])) for i in range(4)]
+    created = client.post(
+        "/v1/models", data={"name": "copies", "labels": list("aabb")}, files=copies
+    )
+    assert created.status_code == 201, created.text
+    try:
+        body = created.json()
+        same, chance = body["warnings"]
+        assert same.startswith(
+            "examples 1 ('take_0.wav'), 2 ('take_1.wav'), 3 ('take_2.wav') and 4 ('take_3.wav') "
+            "are the same audio to the tagger but labelled 'a' and 'b'"
+        ), same
+        estimate = body["estimate"]
+        assert estimate["value"] <= estimate["chance"] == 0.5
+        assert (
+            chance.startswith("the estimate (accuracy 0.") and "not above chance (0.500)" in chance
+        )
+    finally:
+        assert client.delete("/v1/models/copies").status_code == 204
+
+
+def test_labels_are_one_tag_as_they_look_and_case_twins_are_warned_of(
+    client: httpx.Client,
+) -> None:
+    """'café' typed precomposed and with a combining accent made two classes that look the same
+    (in the answer, the listing and every tagging); 'Noise' beside 'noise' made two classes
+    without a word."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    data, files = form("spellings", per_class=2)
+    data["labels"] = [composed, "noise", "clicks", decomposed, "Noise", "clicks"]
+    data["classes"] = [decomposed, "noise", "Noise", "clicks"]
+    created = client.post("/v1/models", data=data, files=files)
+    assert created.status_code == 201, created.text
+    try:
+        body = created.json()
+        assert body["classes"] == [composed, "noise", "Noise", "clicks"]
+        assert body["examples_per_class"][composed] == 2
+        assert body["warnings"] == [
+            "classes ['noise', 'Noise'] differ only in case: they are separate tags, each with "
+            "its own examples; give them one spelling if they are one"
+        ]
+        tags = tag(client, clip("tone", 1000), model="spellings").json()["tags"]
+        assert {t["tag"] for t in tags} == {composed, "noise", "Noise", "clicks"}
+    finally:
+        assert client.delete("/v1/models/spellings").status_code == 204
+
+
 def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
     rows = ["path,label"]
     for i in range(3):

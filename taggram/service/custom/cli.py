@@ -212,7 +212,7 @@ def create(
         )
         _fail(response)
         record = response.json()
-    for warning in record.get("warnings", []):  # the examples still used, but not all of them
+    for warning in record.get("warnings", []):  # decoding problems, likely mistakes
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(_summary(record))
 
