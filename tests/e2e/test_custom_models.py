@@ -485,6 +485,25 @@ def test_labels_are_one_tag_as_they_look_and_case_twins_are_warned_of(
         assert client.delete("/v1/models/spellings").status_code == 204
 
 
+def test_a_name_created_again_within_the_second_is_another_version(client: httpx.Client) -> None:
+    """The version was the creation time to the second: a name deleted and created again within
+    it answered with the old model's version, so a resumed catalogue run could not tell."""
+    versions = []
+    time.sleep(1.02 - time.time() % 1)  # both creations (about 0.2 s each) in one second
+    for labels in (CLASSES, ("a", "b", "c")):
+        data, files = form("again", per_class=2, features="mfcc", classifier="prototypes")
+        data["labels"] = list(labels) * 2
+        created = client.post("/v1/models", data=data, files=files)
+        assert created.status_code == 201, created.text
+        record = created.json()
+        answer = tag(client, clip("tone", 0), model="again").json()
+        assert answer["model"]["version"] == f"{record['created']}-{record['id'][:8]}"
+        assert client.get("/v1/models/again").json()["version"] == answer["model"]["version"]
+        versions.append(answer["model"]["version"])
+        assert client.delete("/v1/models/again").status_code == 204
+    assert versions[0] != versions[1]
+
+
 def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
     rows = ["path,label"]
     for i in range(3):

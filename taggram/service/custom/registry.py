@@ -49,6 +49,14 @@ class CustomModel:
         return self.ensemble.predict_proba(embeddings)
 
 
+def version(record: CustomRecord) -> str:
+    """The version a custom model answers with: its creation time and the start of its id
+    (``2026-12-01T05:43:15Z-c9accebc``). The time alone is to the second, and a name deleted and
+    created again within it gave two different models one version, so that a resumed catalogue
+    run mixing them did not say so."""
+    return f"{record.created}-{record.id[:8]}"
+
+
 def describe(record: CustomRecord, base: ModelMetadata) -> ModelMetadata:
     """The repository-style metadata of a custom model on ``base``."""
     summary = record.model_dump(
@@ -57,7 +65,7 @@ def describe(record: CustomRecord, base: ModelMetadata) -> ModelMetadata:
     architecture = " + ".join(str(member) for member in members(record))
     return ModelMetadata(
         name=record.name,
-        version=record.created,
+        version=version(record),
         description=record.description or f"custom tagger: {architecture}",
         architecture=architecture,
         kind="custom",
