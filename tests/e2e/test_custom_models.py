@@ -377,6 +377,37 @@ def test_replicas_sharing_the_folder_follow_each_other(
         wait_for(other, "shared", present=False)
 
 
+def test_a_replica_without_a_models_bases_says_why_it_does_not_serve_it(
+    client: httpx.Client, folder: Path, tmp_path: Path
+) -> None:
+    """A replica (or restart) loading fewer networks answered 'no model named' for a model of
+    the shared folder that it cannot serve, and then 409 model_exists for the same name."""
+    if "mfcc" not in loaded_models(require_repository()):
+        pytest.skip("the repository has no mfcc feature extractor")
+    created = create(client, "on_mfcc", features="mfcc", classifier="prototypes")
+    assert created.status_code == 201, created.text
+    env = {**_env(folder), "TAGGRAM_MODELS": "MTT_musicnn"}
+    try:
+        with (
+            running_server(require_repository(), tmp_path, env=env) as replica,
+            httpx.Client(base_url=replica.url, timeout=300) as other,
+        ):
+            why = (
+                "the custom model 'on_mfcc' is in the custom-models folder but not served here: "
+                "its base models ['mfcc'] are not loaded here (TAGGRAM_MODELS)"
+            )
+            assert_error(tag(other, clip("tone", 5), model="on_mfcc"), 404, "model_not_found", why)
+            assert_error(other.get("/v1/models/on_mfcc"), 404, "model_not_found", why)
+            assert_error(
+                tag(other, clip("tone", 5), model="nowhere"),
+                404,
+                "model_not_found",
+                "no model named",
+            )
+    finally:
+        assert client.delete("/v1/models/on_mfcc").status_code == 204
+
+
 def test_tagging_goes_on_while_a_model_is_created(client: httpx.Client) -> None:
     outcome: dict[str, httpx.Response] = {}
     data, files = form("busy", per_class=8, seed=5)
