@@ -556,7 +556,10 @@ def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
             timeout=600,
         )
 
-    made = taggram("create", "from_cli", str(manifest), "--classifier", "knn")
+    typo = taggram("create", "from_cli", str(manifest), "--class=tone", "--class=noise")
+    assert typo.returncode == 1 and "labels ['clicks'] are not among the classes" in typo.stderr
+    classes = [f"--class={kind}" for kind in CLASSES]
+    made = taggram("create", "from_cli", str(manifest), "--classifier", "knn", *classes)
     assert made.returncode == 0, made.stderr
     assert "from_cli: knn on" in made.stdout and "3 classes from 9 examples" in made.stdout
     assert made.stderr.startswith("warning: example 1 ('tone0.wav'): the file is truncated")
