@@ -22,6 +22,7 @@ import soundfile as sf
 from benchmarks.custom_creation import example as clip
 from tests.e2e.conftest import SERVER_ENV
 from tests.service.custom.test_tagger import BROKEN_WAV
+from tests.support import audio as test_audio
 from tests.support.paths import ROOT, require_repository
 from tests.support.server import Server, running_server
 
@@ -533,6 +534,22 @@ def test_a_name_created_again_within_the_second_is_another_version(client: httpx
         versions.append(answer["model"]["version"])
         assert client.delete("/v1/models/again").status_code == 204
     assert versions[0] != versions[1]
+
+
+def test_an_aac_example_cut_to_the_limit_is_taken(client: httpx.Client, tmp_path: Path) -> None:
+    """A 30 s AAC clip (`ffmpeg -t 30`, as previews are cut) decodes whole AAC frames, 8 samples
+    past 30 s, and was refused as running past the limit of 30 s; a clip a second too long still
+    is."""
+    source = test_audio.write_wav(tmp_path / "song.wav", test_audio.music(44100, 32.0), 44100)
+    for seconds, status in (("30", 201), ("31", 413)):
+        preview = tmp_path / f"preview_{seconds}.m4a"
+        test_audio.ffmpeg("-i", source, "-t", seconds, "-c:a", "aac", preview)
+        data, files = form(f"preview_{seconds}", per_class=2)
+        files[0] = ("files", (preview.name, preview.read_bytes()))
+        created = client.post("/v1/models", data=data, files=files)
+        assert created.status_code == status, created.text
+    assert_error(created, 413, "audio_too_long", "example 1 ('preview_31.m4a')")
+    assert client.delete("/v1/models/preview_30").status_code == 204
 
 
 def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
