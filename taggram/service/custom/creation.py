@@ -341,7 +341,9 @@ async def create(
     warnings += advice.case_warnings(plan_.classes)
     filenames = [example.filename for example in plan_.request.examples]
     tags = [[plan_.classes[j] for j in np.flatnonzero(row)] for row in plan_.targets]
-    warnings += advice.same_audio_warnings(advice.same_audio(embedded), filenames, tags)
+    # Pairwise over every feature (0.06 s for 200 examples of all twelve features): off the loop.
+    groups = await asyncio.to_thread(advice.same_audio, embedded)
+    warnings += advice.same_audio_warnings(groups, filenames, tags)
     fitted = await asyncio.to_thread(fit, plan_, embedded)
     estimate = fitted.estimate
     warnings += advice.chance_warning(estimate.value, estimate.metric, estimate.chance)
