@@ -486,9 +486,8 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
     ``max_bytes``), :class:`UnsupportedFormatError` (not an accepted container),
     :class:`SampleRateTooHighError`, :class:`AudioTooLongError` (a trustworthy header, or the
     decoded audio, over ``max_duration_seconds`` by more than :data:`FRAMING_GRACE_SECONDS`),
-    :class:`UndecodableAudioError` (an accepted
-    container from which nothing decodes) and :class:`InvalidAudioError` (no samples, or NaN or
-    infinite samples).
+    :class:`UndecodableAudioError` (an accepted container from which nothing decodes) and
+    :class:`InvalidAudioError` (no samples, or NaN or infinite samples).
     """
     handle = _as_file(source)
     size = _byte_size(handle)
