@@ -248,6 +248,11 @@ class Tagger:
             meta = self.entries[name].metadata
             return _Target(metadata=meta, base=meta)
         custom = self.custom.get(name)
+        if custom is None and name in self.custom.unserved:
+            raise ModelNotFoundError(
+                f"the custom model {name!r} is in the custom-models folder but not served here: "
+                f"{self.custom.unserved[name]}"
+            )
         if custom is None:
             raise ModelNotFoundError(f"no model named {name!r}; available: {sorted(self.models)}")
         bases = [self.entries[name].metadata for name in custom.bases if name != custom.base]
@@ -308,10 +313,10 @@ class Tagger:
         """Sync the custom models with their folder (models other replicas created or deleted)."""
         bases = {name: entry.metadata for name, entry in self.entries.items()}
         async with self._registry:
-            current = await asyncio.to_thread(self.custom.scan, bases)
+            current, unserved = await asyncio.to_thread(self.custom.scan, bases)
             for gone in self.custom.models.keys() - current.keys():
                 metrics.forget_model(gone)
-            self.custom.models = current
+            self.custom.models, self.custom.unserved = current, unserved
 
     async def _poll(self) -> None:
         while True:

@@ -22,6 +22,7 @@ import soundfile as sf
 from benchmarks.custom_creation import example as clip
 from tests.e2e.conftest import SERVER_ENV
 from tests.service.custom.test_tagger import BROKEN_WAV
+from tests.support import audio as test_audio
 from tests.support.paths import ROOT, require_repository
 from tests.support.server import Server, running_server
 
@@ -377,6 +378,37 @@ def test_replicas_sharing_the_folder_follow_each_other(
         wait_for(other, "shared", present=False)
 
 
+def test_a_replica_without_a_models_bases_says_why_it_does_not_serve_it(
+    client: httpx.Client, folder: Path, tmp_path: Path
+) -> None:
+    """A replica (or restart) loading fewer networks answered 'no model named' for a model of
+    the shared folder that it cannot serve, and then 409 model_exists for the same name."""
+    if "mfcc" not in loaded_models(require_repository()):
+        pytest.skip("the repository has no mfcc feature extractor")
+    created = create(client, "on_mfcc", features="mfcc", classifier="prototypes")
+    assert created.status_code == 201, created.text
+    env = {**_env(folder), "TAGGRAM_MODELS": "MTT_musicnn"}
+    try:
+        with (
+            running_server(require_repository(), tmp_path, env=env) as replica,
+            httpx.Client(base_url=replica.url, timeout=300) as other,
+        ):
+            why = (
+                "the custom model 'on_mfcc' is in the custom-models folder but not served here: "
+                "its base models ['mfcc'] are not loaded here (TAGGRAM_MODELS)"
+            )
+            assert_error(tag(other, clip("tone", 5), model="on_mfcc"), 404, "model_not_found", why)
+            assert_error(other.get("/v1/models/on_mfcc"), 404, "model_not_found", why)
+            assert_error(
+                tag(other, clip("tone", 5), model="nowhere"),
+                404,
+                "model_not_found",
+                "no model named",
+            )
+    finally:
+        assert client.delete("/v1/models/on_mfcc").status_code == 204
+
+
 def test_tagging_goes_on_while_a_model_is_created(client: httpx.Client) -> None:
     outcome: dict[str, httpx.Response] = {}
     data, files = form("busy", per_class=8, seed=5)
@@ -415,6 +447,111 @@ def test_an_example_cut_short_is_used_and_its_warning_returned(client: httpx.Cli
         assert client.delete("/v1/models/cut_example").status_code == 204
 
 
+def test_the_same_audio_twice_is_warned_of(client: httpx.Client) -> None:
+    """The same file under two labels (a mix-up), or twice under one (a copy held out against
+    itself), trained a model without a word; a creation from nothing but copies estimated no
+    better than chance, silently too."""
+    data, files = form("twice", per_class=2)
+    labels = list(data["labels"])  # type: ignore[call-overload]
+    files += [files[0], files[1]]  # tone_0 again, as noise; noise_0 again, as noise
+    data["labels"] = [*labels, "noise", "noise"]
+    created = client.post("/v1/models", data=data, files=files)
+    assert created.status_code == 201, created.text
+    try:
+        mixed, copied = created.json()["warnings"]
+        assert mixed.startswith(
+            "examples 1 ('tone_0.wav') and 7 ('tone_0.wav') are the same audio to the tagger "
+            "but labelled 'tone' and 'noise': no model can tell them apart"
+        ), mixed
+        assert copied.startswith(
+            "examples 2 ('noise_0.wav') and 8 ('noise_0.wav') are the same audio to the tagger, "
+            "all labelled 'noise'"
+        ), copied
+    finally:
+        assert client.delete("/v1/models/twice").status_code == 204
+
+    copies = [("files", (f"take_{i}.wav", files[0][1][1])) for i in range(4)]
+    created = client.post(
+        "/v1/models", data={"name": "copies", "labels": list("aabb")}, files=copies
+    )
+    assert created.status_code == 201, created.text
+    try:
+        body = created.json()
+        same, chance = body["warnings"]
+        assert same.startswith(
+            "examples 1 ('take_0.wav'), 2 ('take_1.wav'), 3 ('take_2.wav') and 4 ('take_3.wav') "
+            "are the same audio to the tagger but labelled 'a' and 'b'"
+        ), same
+        estimate = body["estimate"]
+        assert estimate["value"] <= estimate["chance"] == 0.5
+        assert (
+            chance.startswith("the estimate (accuracy 0.") and "not above chance (0.500)" in chance
+        )
+    finally:
+        assert client.delete("/v1/models/copies").status_code == 204
+
+
+def test_labels_are_one_tag_as_they_look_and_case_twins_are_warned_of(
+    client: httpx.Client,
+) -> None:
+    """'café' typed precomposed and with a combining accent made two classes that look the same
+    (in the answer, the listing and every tagging); 'Noise' beside 'noise' made two classes
+    without a word."""
+    composed, decomposed = "caf\u00e9", "cafe\u0301"
+    data, files = form("spellings", per_class=2)
+    data["labels"] = [composed, "noise", "clicks", decomposed, "Noise", "clicks"]
+    data["classes"] = [decomposed, "noise", "Noise", "clicks"]
+    created = client.post("/v1/models", data=data, files=files)
+    assert created.status_code == 201, created.text
+    try:
+        body = created.json()
+        assert body["classes"] == [composed, "noise", "Noise", "clicks"]
+        assert body["examples_per_class"][composed] == 2
+        assert body["warnings"] == [
+            "classes ['noise', 'Noise'] differ only in case: they are separate tags, each with "
+            "its own examples; give them one spelling if they are one"
+        ]
+        tags = tag(client, clip("tone", 1000), model="spellings").json()["tags"]
+        assert {t["tag"] for t in tags} == {composed, "noise", "Noise", "clicks"}
+    finally:
+        assert client.delete("/v1/models/spellings").status_code == 204
+
+
+def test_a_name_created_again_within_the_second_is_another_version(client: httpx.Client) -> None:
+    """The version was the creation time to the second: a name deleted and created again within
+    it answered with the old model's version, so a resumed catalogue run could not tell."""
+    versions = []
+    time.sleep(1.02 - time.time() % 1)  # both creations (about 0.2 s each) in one second
+    for labels in (CLASSES, ("a", "b", "c")):
+        data, files = form("again", per_class=2, features="mfcc", classifier="prototypes")
+        data["labels"] = list(labels) * 2
+        created = client.post("/v1/models", data=data, files=files)
+        assert created.status_code == 201, created.text
+        record = created.json()
+        answer = tag(client, clip("tone", 0), model="again").json()
+        assert answer["model"]["version"] == f"{record['created']}-{record['id'][:8]}"
+        assert client.get("/v1/models/again").json()["version"] == answer["model"]["version"]
+        versions.append(answer["model"]["version"])
+        assert client.delete("/v1/models/again").status_code == 204
+    assert versions[0] != versions[1]
+
+
+def test_an_aac_example_cut_to_the_limit_is_taken(client: httpx.Client, tmp_path: Path) -> None:
+    """A 30 s AAC clip (`ffmpeg -t 30`, as previews are cut) decodes whole AAC frames, 8 samples
+    past 30 s, and was refused as running past the limit of 30 s; a clip a second too long still
+    is."""
+    source = test_audio.write_wav(tmp_path / "song.wav", test_audio.music(44100, 32.0), 44100)
+    for seconds, status in (("30", 201), ("31", 413)):
+        preview = tmp_path / f"preview_{seconds}.m4a"
+        test_audio.ffmpeg("-i", source, "-t", seconds, "-c:a", "aac", preview)
+        data, files = form(f"preview_{seconds}", per_class=2)
+        files[0] = ("files", (preview.name, preview.read_bytes()))
+        created = client.post("/v1/models", data=data, files=files)
+        assert created.status_code == status, created.text
+    assert_error(created, 413, "audio_too_long", "example 1 ('preview_31.m4a')")
+    assert client.delete("/v1/models/preview_30").status_code == 204
+
+
 def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
     rows = ["path,label"]
     for i in range(3):
@@ -436,7 +573,10 @@ def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
             timeout=600,
         )
 
-    made = taggram("create", "from_cli", str(manifest), "--classifier", "knn")
+    typo = taggram("create", "from_cli", str(manifest), "--class=tone", "--class=noise")
+    assert typo.returncode == 1 and "labels ['clicks'] are not among the classes" in typo.stderr
+    classes = [f"--class={kind}" for kind in CLASSES]
+    made = taggram("create", "from_cli", str(manifest), "--classifier", "knn", *classes)
     assert made.returncode == 0, made.stderr
     assert "from_cli: knn on" in made.stdout and "3 classes from 9 examples" in made.stdout
     assert made.stderr.startswith("warning: example 1 ('tone0.wav'): the file is truncated")

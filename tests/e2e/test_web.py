@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from benchmarks.custom_creation import example as synthetic_example
 from tests.e2e.conftest import SecuredServer, long_track, tag_file
 from tests.support.browser import ConsoleLog, launched_chromium
 from tests.support.paths import SHARED_AUDIO, has_shared, require_repository
@@ -1168,3 +1169,35 @@ def test_a_model_gone_after_a_restart_leaves_the_picker(
     )
     assert page.input_value("[data-testid=model-select]") == models["default_model"]
     assert console.unexpected(f"{FAILED_REQUEST} 404") == []
+
+
+def test_a_custom_model_made_while_the_page_is_open_is_listed_on_coming_back(
+    server: Server, page: Page, console: ConsoleLog
+) -> None:
+    """The picker listed the models of the page's load only: a tagger created from a terminal
+    (POST v1/models) while the page was open was missing from it until a reload, and a deleted
+    one stayed. The list is fetched again when the window takes the focus or the tab is shown."""
+    open_page(page, f"{server.url}/")
+    option = page.locator("[data-testid=model-select] option[value=made_meanwhile]")
+    assert option.count() == 0
+    kinds = ("tone", "noise") * 2
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        created = client.post(
+            "/v1/models",
+            data={"name": "made_meanwhile", "labels": list(kinds), "features": "mfcc"},
+            files=[
+                ("files", (f"{k}_{i}.wav", synthetic_example(k, i))) for i, k in enumerate(kinds)
+            ],
+        )
+        assert created.status_code == 201, created.text
+        try:
+            page.evaluate("window.dispatchEvent(new Event('focus'))")
+            option.wait_for(state="attached")
+            assert option.inner_text() == "made_meanwhile (custom)"
+            default = httpx.get(f"{server.url}/v1/models").json()["default_model"]
+            assert page.input_value("[data-testid=model-select]") == default  # pick kept
+        finally:
+            assert client.delete("/v1/models/made_meanwhile").status_code == 204
+    page.evaluate("document.dispatchEvent(new Event('visibilitychange'))")
+    option.wait_for(state="detached")
+    assert console.unexpected() == []

@@ -61,6 +61,11 @@ _HEAD_BYTES = 64 * 1024
 _OGG_TAIL_BYTES = 65536 + 27 + 255
 # A header's length disagreeing with what decoded by more than this is reported as a truncation.
 _TRUNCATION_TOLERANCE_SECONDS = 0.1
+# Audio up to this much past the duration limit is accepted: lossy codecs decode whole frames,
+# with encoder delay and padding a container does not always trim, so a clip cut to exactly the
+# limit decodes a little longer (`ffmpeg -t 30` to AAC: 30.0002 s; MP3 without a LAME header at
+# 8 kHz, WMA or AC-3 frames: up to a quarter of a second) and was refused by a hair.
+FRAMING_GRACE_SECONDS = 0.5
 # Containers whose header length is exact (not an estimate), for the truncation warning; an MP3's
 # is exact when its first frame is a Xing/Info/VBRI frame, which counts the stream's frames.
 _EXACT_LENGTH = frozenset({"WAV", "Wave64", "AIFF", "AU", "CAF", "FLAC", "MP4"})
@@ -480,9 +485,9 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
     Raises :class:`EmptyAudioError` (no bytes), :class:`PayloadTooLargeError` (over
     ``max_bytes``), :class:`UnsupportedFormatError` (not an accepted container),
     :class:`SampleRateTooHighError`, :class:`AudioTooLongError` (a trustworthy header, or the
-    decoded audio, over ``max_duration_seconds``), :class:`UndecodableAudioError` (an accepted
-    container from which nothing decodes) and :class:`InvalidAudioError` (no samples, or NaN or
-    infinite samples).
+    decoded audio, over ``max_duration_seconds`` by more than :data:`FRAMING_GRACE_SECONDS`),
+    :class:`UndecodableAudioError` (an accepted container from which nothing decodes) and
+    :class:`InvalidAudioError` (no samples, or NaN or infinite samples).
     """
     handle = _as_file(source)
     size = _byte_size(handle)
@@ -511,12 +516,13 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
                 f"{limits.max_sample_rate} Hz (TAGGRAM_MAX_SAMPLE_RATE)"
             )
         trusted = _trusted_frames(stream, container, size)
-        if trusted is not None and trusted / rate > limits.max_duration_seconds:
+        accepted_seconds = limits.max_duration_seconds + FRAMING_GRACE_SECONDS
+        if trusted is not None and trusted / rate > accepted_seconds:
             raise AudioTooLongError(
                 f"audio declares {trusted / rate:.1f} s, more than the limit of "
                 f"{limits.max_duration_seconds:g} s"
             )
-        max_frames = math.floor(limits.max_duration_seconds * rate)
+        max_frames = math.floor(accepted_seconds * rate)
         output = _Output(rate, target_rate, max_frames)
         progress = _Progress()
         blocks = _frames(media, stream, rate, progress)

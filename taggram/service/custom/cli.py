@@ -153,7 +153,11 @@ def _local_settings() -> Settings:
 
 
 async def _create_local(
-    settings: Settings, name: str, rows: list[tuple[Path, str]], fields: dict[str, str | None]
+    settings: Settings,
+    name: str,
+    rows: list[tuple[Path, str]],
+    fields: dict[str, str | None],
+    classes: list[str],
 ) -> dict[str, Any]:
     from taggram.service.custom.creation import CreateRequest, Example
     from taggram.service.tagging import Tagger
@@ -165,6 +169,7 @@ async def _create_local(
         features=fields["features"],
         classifier=fields["classifier"],
         description=fields["description"] or "",
+        classes=classes or None,
     )
     async with Tagger(settings) as tagger:
         record = await tagger.create_custom(request)
@@ -184,6 +189,14 @@ def create(
         str | None, typer.Option(help="auto, or comma-separated prototypes, logistic, svm, knn")
     ] = None,
     description: Annotated[str | None, typer.Option(help="free text kept with the model")] = None,
+    classes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--class",
+            help="a class you mean, repeated for each (--class tone --class noise): every label "
+            "must be one of them and each needs an example (catches typos)",
+        ),
+    ] = None,
     api_key: KeyOption = None,
 ) -> None:
     """Create custom tagger NAME from the examples listed in MANIFEST."""
@@ -197,7 +210,9 @@ def create(
         from taggram.service.settings import SettingsError
 
         try:
-            record = asyncio.run(_create_local(_local_settings(), name, rows, fields))
+            record = asyncio.run(
+                _create_local(_local_settings(), name, rows, fields, classes or [])
+            )
         except TaggramError as error:
             typer.echo(f"{error.code}: {error.message}", err=True)
             raise typer.Exit(1) from error
@@ -206,13 +221,15 @@ def create(
     else:
         data: dict[str, Any] = {"name": name, "labels": [label for _, label in rows]}
         data.update({key: value for key, value in fields.items() if value})
+        if classes:
+            data["classes"] = classes
         files = [("files", (path.name, path.read_bytes())) for path, _ in rows]
         response = _send(
             "POST", f"{url}/v1/models", data=data, files=files, headers=_headers(api_key)
         )
         _fail(response)
         record = response.json()
-    for warning in record.get("warnings", []):  # the examples still used, but not all of them
+    for warning in record.get("warnings", []):  # decoding problems, likely mistakes
         typer.echo(f"warning: {warning}", err=True)
     typer.echo(_summary(record))
 

@@ -49,6 +49,14 @@ class CustomModel:
         return self.ensemble.predict_proba(embeddings)
 
 
+def version(record: CustomRecord) -> str:
+    """The version a custom model answers with: its creation time and the start of its id
+    (``2026-12-01T05:43:15Z-c9accebc``). The time alone is to the second, and a name deleted and
+    created again within it gave two different models one version, so that a resumed catalogue
+    run mixing them did not say so."""
+    return f"{record.created}-{record.id[:8]}"
+
+
 def describe(record: CustomRecord, base: ModelMetadata) -> ModelMetadata:
     """The repository-style metadata of a custom model on ``base``."""
     summary = record.model_dump(
@@ -57,7 +65,7 @@ def describe(record: CustomRecord, base: ModelMetadata) -> ModelMetadata:
     architecture = " + ".join(str(member) for member in members(record))
     return ModelMetadata(
         name=record.name,
-        version=record.created,
+        version=version(record),
         description=record.description or f"custom tagger: {architecture}",
         architecture=architecture,
         kind="custom",
@@ -119,13 +127,19 @@ def build(record: CustomRecord, arrays: dict[str, np.ndarray], base: ModelMetada
     return CustomModel(record=record, ensemble=ensemble, metadata=describe(record, base))
 
 
+class NotServedHereError(ValueError):
+    """A custom model of the folder this replica cannot serve; the message says why."""
+
+
 class CustomModels:
     """The loaded custom models, by name; :meth:`scan` reads what the folder holds."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.models: dict[str, CustomModel] = {}
-        self._skipped: set[str] = set()  # ids already reported as unloadable
+        # The folder's models not served here, by name: why (a 404 says it, not "no model").
+        self.unserved: dict[str, str] = {}
+        self._skipped: dict[str, str] = {}  # ids already reported as unloadable, and why
 
     def __contains__(self, name: str) -> bool:
         return name in self.models
@@ -145,35 +159,47 @@ class CustomModels:
         """Forget the model named ``name`` (no error when absent)."""
         self.models.pop(name, None)
 
-    def scan(self, bases: dict[str, ModelMetadata]) -> dict[str, CustomModel]:
+    def scan(
+        self, bases: dict[str, ModelMetadata]
+    ) -> tuple[dict[str, CustomModel], dict[str, str]]:
         """The models the folder holds now: those already loaded (same ``id``) kept, new or
-        re-created ones loaded, deleted ones gone. Nothing is changed here: the caller swaps
-        the result in (:attr:`models`) on its own thread, so readers never see it half-done.
+        re-created ones loaded, deleted ones gone; and the folder's models not served here, by
+        name, with why. Nothing is changed here: the caller swaps both in (:attr:`models`,
+        :attr:`unserved`) on its own thread, so readers never see them half-done.
 
         Blocking (file reads): run it in a worker thread. One bad folder is logged and skipped,
         never fatal: another replica may be writing a newer record format.
         """
         current: dict[str, CustomModel] = {}
+        unserved: dict[str, str] = {}
         for name, path in storage.scan(self.folder).items():
             identifier = storage.record_id(path)
             known = self.models.get(name)
-            if identifier is None or identifier in self._skipped:
+            if identifier is None:
+                continue
+            if identifier in self._skipped:
+                unserved[name] = self._skipped[identifier]
                 continue
             if known is not None and known.record.id == identifier:
                 current[name] = known
                 continue
             try:
                 if name in bases:  # made where that repository model was not loaded
-                    raise ValueError(f"the model repository's {name} is served under that name")
+                    raise NotServedHereError(
+                        f"the model repository's {name} is served under that name"
+                    )
                 record, arrays = storage.read(path)
                 missing = [name for name in record_networks(record) if name not in bases]
                 if missing:
-                    raise ValueError(f"its base models {missing} are not loaded here")
+                    raise NotServedHereError(
+                        f"its base models {missing} are not loaded here (TAGGRAM_MODELS)"
+                    )
                 current[name] = build(record, arrays, bases[record.base])
                 log.info("loaded custom model %s (%s)", name, record.features)
             except Exception as error:  # skip this folder, keep serving the others
-                self._skipped.add(identifier)
+                why = str(error) if isinstance(error, NotServedHereError) else "it cannot be read"
+                self._skipped[identifier] = unserved[name] = why
                 log.warning("custom model %s in %s not loaded: %s", name, self.folder, error)
         for name in self.models.keys() - current.keys():
             log.info("custom model %s is no longer in %s", name, self.folder)
-        return current
+        return current, unserved

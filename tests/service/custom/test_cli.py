@@ -217,3 +217,20 @@ def test_a_model_created_locally_tags_in_process(
         (f"{label}.wav", "ok", "levels") for label in LEVELS
     }
     assert all(r["top_tags"][0]["tag"] == r["id"].removesuffix(".wav") for r in records)
+
+
+def test_local_create_checks_the_classes_given(
+    tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /v1/models takes the classes meant, to catch a mistyped label; the command line had
+    no way to give them."""
+    manifest = _local_examples(tiny_repository, tmp_path, monkeypatch)
+    runner = CliRunner()
+    create = ["models", "create", "levels", str(manifest), "--local"]
+    meant = ["low", "mid", "hihg"]  # the last one mistyped
+    refused = runner.invoke(app, [*create, *(f"--class={c}" for c in meant)])
+    assert refused.exit_code == 1, refused.output
+    assert "invalid_examples" in refused.output and "are not among the classes" in refused.output
+    made = runner.invoke(app, [*create, *(f"--class={c}" for c in LEVELS)])
+    assert made.exit_code == 0, made.output
+    assert "3 classes from 9 examples" in made.output

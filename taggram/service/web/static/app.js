@@ -130,15 +130,25 @@ function announce(text) {
 
 // ---------------------------------------------------------------- models
 
-async function loadModels() {
+// `quietly`: a refresh of a list already shown (see refreshModels): the picker stays enabled, its
+// options are rebuilt only if the models changed, and an error keeps the list as it was.
+async function loadModels(quietly = false) {
   const previous = ui.model.value;
-  ui.model.disabled = true;
+  if (!quietly) ui.model.disabled = true;
   try {
     const body = await api("v1/models");
     const list = Array.isArray(body) ? body : body.models || [];
     // Only taggers: the feature extractors (mfcc, random_*) have no tags, so no taggram to show.
     const taggers = list.filter((m) => Array.isArray(m.tags) && m.tags.length > 0);
-    state.models = new Map(taggers.map((m) => [m.name ?? m.id ?? String(m), m]));
+    const models = new Map(taggers.map((m) => [m.name ?? m.id ?? String(m), m]));
+    const unchanged =
+      models.size === state.models.size &&
+      [...models].every(([name, m]) => state.models.get(name)?.version === m.version);
+    if (quietly && unchanged) {
+      state.models = models;
+      return; // an open drop-down is left alone
+    }
+    state.models = models;
     ui.model.replaceChildren(
       ...[...state.models.keys()].map((name) => {
         const option = document.createElement("option");
@@ -154,10 +164,24 @@ async function loadModels() {
     describeModel();
     if (ui.error.dataset.source === "models") clearError();
   } catch (error) {
+    if (quietly) return; // the list shown stays; tagging with a gone model says so
     ui.model.replaceChildren(new Option("unavailable"));
     showError("Could not list the models: ", error);
     ui.error.dataset.source = "models";
   }
+}
+
+// A custom tagger created (POST v1/models, `taggram models create`) or deleted while the page is
+// open: the picker listed the models of the page's load only, so a new one was missing until a
+// reload. The list is fetched again when the tab is shown or its window takes the focus again,
+// the way back from the terminal or script that made the model; one fetch at a time.
+let refreshing = null;
+function refreshModels() {
+  if (refreshing) return;
+  // No list yet (the service was starting, or unreachable): try again, saying so if it fails.
+  refreshing = loadModels(state.models.size > 0).finally(() => {
+    refreshing = null;
+  });
 }
 
 function describeModel() {
@@ -722,3 +746,7 @@ resized.observe(ui.wrap);
 resized.observe(ui.summary);
 
 loadModels();
+window.addEventListener("focus", refreshModels);
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") refreshModels();
+});
