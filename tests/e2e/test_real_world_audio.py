@@ -157,6 +157,33 @@ def test_unterminated_opus_is_tagged_with_a_warning(client: httpx.Client, clip_w
     assert len(body["warnings"]) == 1 and "end-of-stream" in body["warnings"][0]
 
 
+def test_cut_webm_is_tagged_with_a_warning_and_joined_mp3s_without_one(
+    client: httpx.Client, clip_wav: Path
+) -> None:
+    webm = audio.encode(clip_wav, clip_wav.with_name("clip.webm"), "webm_opus").read_bytes()
+    response = client.post(
+        "/v1/tag", content=webm[: len(webm) // 2], headers={"Content-Type": "audio/webm"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert 8.0 < body["audio"]["duration_seconds"] < 12.0
+    # The header's 20 s plus Opus's priming (a few ms), then what decoded.
+    (warning,) = body["warnings"]
+    assert warning.startswith("the file is truncated: its header declares 20.0")
+    assert warning.endswith(f", {body['audio']['duration_seconds']:.2f} s decoded")
+    # A 32 kbit/s part before a 320 kbit/s one: FFmpeg's bitrate estimate claims over 50 s.
+    folder = clip_wav.parent
+    intro = audio.write_wav(folder / "intro8.wav", audio.tone(44100, 8.0), 44100)
+    joined = (
+        audio.mp3(intro, folder / "intro8.mp3", "-b:a", "32k").read_bytes()
+        + audio.mp3(clip_wav, folder / "clip320.mp3", "-b:a", "320k").read_bytes()
+    )
+    response = client.post("/v1/tag", content=joined, headers={"Content-Type": "audio/mpeg"})
+    assert response.status_code == 200, response.text
+    assert abs(response.json()["audio"]["duration_seconds"] - 28.0) < 0.1
+    assert not [w for w in response.json()["warnings"] if "truncated" in w]
+
+
 def test_high_rate_flac_is_refused_naming_the_cap(client: httpx.Client, clip_wav: Path) -> None:
     flac = clip_wav.with_name("high_rate.flac")
     audio.ffmpeg("-f", "lavfi", "-i", "anullsrc=r=384000:cl=mono", "-t", "60", flac)

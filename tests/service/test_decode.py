@@ -265,6 +265,22 @@ def test_joined_mp3s_decode_to_their_sum(tmp_path: Path) -> None:
     assert abs(_peak_hz(decoded.waveform[-16000 * 10 :]) - 550) < 5
 
 
+def test_joined_mp3s_of_rising_bitrate_are_not_called_truncated(tmp_path: Path) -> None:
+    # FFmpeg drops the first part's Xing count when the file's size disagrees with it and
+    # estimates the length from the first frame's bitrate instead: 32 kbit/s over a file that is
+    # mostly 320 kbit/s claims over 70 s for these 28 s, which is no truncation.
+    parts = []
+    for seconds, bitrate in ((8.0, "32k"), (20.0, "320k")):
+        wav = audio.write_wav(tmp_path / f"{seconds}.wav", audio.tone(44100, seconds), 44100)
+        parts.append(audio.mp3(wav, tmp_path / f"{seconds}.mp3", "-b:a", bitrate).read_bytes())
+    decoded = decode(b"".join(parts), 16000, LIMITS)
+    assert abs(decoded.duration_seconds - 28.0) < 0.1
+    assert not [w for w in decoded.info.warnings if "truncated" in w]
+    # Zeros after the last frame (a preallocated download) change nothing but the size either.
+    padded = decode(parts[1] + bytes(100_000), 16000, LIMITS)
+    assert not [w for w in padded.info.warnings if "truncated" in w]
+
+
 def test_unterminated_ogg_opus_is_decoded_with_a_warning(source_wav: Path, tmp_path: Path) -> None:
     opus = audio.encode(source_wav, tmp_path / "tone.opus", "ogg_opus").read_bytes()
     complete = decode(opus, 16000, LIMITS)
@@ -274,7 +290,9 @@ def test_unterminated_ogg_opus_is_decoded_with_a_warning(source_wav: Path, tmp_p
     assert len(decoded.info.warnings) == 1 and "end-of-stream" in decoded.info.warnings[0]
 
 
-@pytest.mark.parametrize("kind", ["ogg_opus", "mp3", "m4a_alac", "wav_mulaw"])
+@pytest.mark.parametrize(
+    "kind", ["ogg_opus", "mp3", "m4a_alac", "wav_mulaw", "webm_opus", "mka_vorbis"]
+)
 def test_truncated_stream_keeps_what_decoded(kind: str, tmp_path: Path) -> None:
     wav = audio.write_wav(tmp_path / "ten.wav", audio.tone(48000, 10.0), 48000)
     suffix, _ = audio.ENCODINGS[kind]
@@ -285,8 +303,20 @@ def test_truncated_stream_keeps_what_decoded(kind: str, tmp_path: Path) -> None:
         data = audio.encode(wav, tmp_path / f"t{suffix}", kind).read_bytes()
     decoded = decode(data[: len(data) * 6 // 10], 16000, LIMITS)
     assert 4.0 < decoded.duration_seconds < 7.0
-    # The MP3 has a Xing frame (as encoders write by default), which counts its frames.
+    # The MP3 has a Xing frame (as encoders write by default), which counts its frames; a
+    # Matroska file declares its Segment's size, which the cut file falls short of.
     assert decoded.info.warnings, kind
+
+
+def test_a_whole_matroska_file_and_a_cut_live_one_give_no_warning(tmp_path: Path) -> None:
+    wav = audio.write_wav(tmp_path / "ten.wav", audio.tone(48000, 10.0), 48000)
+    whole = audio.encode(wav, tmp_path / "t.webm", "webm_opus").read_bytes()
+    assert decode(whole, 16000, LIMITS).info.warnings == ()
+    # A live recording (a browser's MediaRecorder) declares no size: a cut one looks whole.
+    audio.ffmpeg("-i", wav, "-c:a", "libopus", "-live", "1", tmp_path / "live.webm")
+    live = (tmp_path / "live.webm").read_bytes()
+    decoded = decode(live[: len(live) * 6 // 10], 16000, LIMITS)
+    assert 4.0 < decoded.duration_seconds < 7.0 and decoded.info.warnings == ()
 
 
 def test_truncated_flac_is_tagged_up_to_the_cut_with_a_warning() -> None:

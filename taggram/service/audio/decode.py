@@ -40,7 +40,7 @@ import numpy as np
 import soxr
 
 from taggram.formats import Container, by_demuxer, describe_unknown, id3_size, sniff, supported
-from taggram.service.audio import wav
+from taggram.service.audio import matroska, mp3, wav
 from taggram.service.errors import (
     AudioTooLongError,
     EmptyAudioError,
@@ -66,10 +66,10 @@ _TRUNCATION_TOLERANCE_SECONDS = 0.1
 # limit decodes a little longer (`ffmpeg -t 30` to AAC: 30.0002 s; MP3 without a LAME header at
 # 8 kHz, WMA or AC-3 frames: up to a quarter of a second) and was refused by a hair.
 FRAMING_GRACE_SECONDS = 0.5
-# Containers whose header length is exact (not an estimate), for the truncation warning; an MP3's
-# is exact when its first frame is a Xing/Info/VBRI frame, which counts the stream's frames.
+# Containers whose header length, as FFmpeg reports it, is exact (not an estimate), for the
+# truncation warning. An MP3's is exact only as its Xing/Info/VBRI frame counts it (``mp3``), a
+# Matroska file's says how much of a cut file is missing (``matroska``).
 _EXACT_LENGTH = frozenset({"WAV", "Wave64", "AIFF", "AU", "CAF", "FLAC", "MP4"})
-_MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
 # Most channels decoded: FFmpeg's resampler (libswresample's SWR_CH_MAX) refuses more.
 MAX_CHANNELS = 64
 # PyAV reads at most this many planes of a planar frame safely (AVFrame.data's 8 pointers).
@@ -430,12 +430,34 @@ def _stream_into(
         flush()
 
 
-def _exact_length(container: Container, head: bytes) -> bool:
-    """Whether the header's length is a count, not an estimate (see ``_EXACT_LENGTH``)."""
+def _declared_length(
+    media: av.container.InputContainer,
+    stream: av.AudioStream,
+    container: Container,
+    head: bytes,
+    chunk: wav.DataChunk | None,
+    cut: bool,
+) -> float | None:
+    """The header's length in seconds where it is a count, not an estimate, for the truncation
+    warning; ``None`` where there is none. A PCM WAV's or Wave64's is its data chunk's, an MP3's
+    its Xing/Info/VBRI frame count (FFmpeg's own is a bitrate estimate when the file's size
+    disagrees with the count), a Matroska file's its duration, only when ``cut`` (shorter than its
+    Segment declares: the duration spans every track, so a whole file's says nothing of the
+    audio's). Read while the container is open: the stream's fields live in FFmpeg's structures.
+    """
+    if chunk is not None:
+        return chunk.frames() / stream.codec_context.sample_rate
     if container.name == "MP3":
-        frame = head[id3_size(head) :][:256]
-        return frame[:1] == b"\xff" and any(tag in frame for tag in _MP3_LENGTH_TAGS)
-    return container.name in _EXACT_LENGTH
+        return mp3.declared_seconds(head[id3_size(head) :])
+    if container.name == "Matroska":
+        return media.duration / av.time_base if cut and media.duration else None
+    return _declared_seconds(stream, container) if container.name in _EXACT_LENGTH else None
+
+
+def _cut_matroska(container: Container, head: bytes, size: int) -> bool:
+    """Whether a Matroska or WebM file is smaller than its Segment declares (cut short)."""
+    end = matroska.segment_end(head) if container.name == "Matroska" else None
+    return end is not None and end > size
 
 
 def _unread_wav_data(handle: BinaryIO, size: int, chunk: wav.DataChunk, rate: int) -> str | None:
@@ -455,9 +477,12 @@ def _unread_wav_data(handle: BinaryIO, size: int, chunk: wav.DataChunk, rate: in
     )
 
 
-def _warnings(progress: _Progress, declared: float | None, rate: int, tail: bool) -> list[str]:
+def _warnings(
+    progress: _Progress, declared: float | None, rate: int, tail: bool, cut: bool
+) -> list[str]:
     """What the user should know about the decoding; ``declared`` is the header's length in
-    seconds where it is a count (not an estimate)."""
+    seconds where it is a count (not an estimate), ``cut`` whether a file of no such length
+    (Matroska without a duration) is smaller than its header declares."""
     decoded = progress.frames / rate
     warnings = []
     if progress.stopped is not None:
@@ -469,6 +494,11 @@ def _warnings(progress: _Progress, declared: float | None, rate: int, tail: bool
     if declared is not None and declared - decoded > _TRUNCATION_TOLERANCE_SECONDS:
         warnings.append(
             f"the file is truncated: its header declares {declared:.2f} s, {decoded:.2f} s decoded"
+        )
+    elif cut and declared is None:
+        warnings.append(
+            f"the file is truncated: it ends before the size its header declares; tagged the "
+            f"{decoded:.2f} s that decoded"
         )
     if tail:
         warnings.append(
@@ -529,8 +559,8 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         _stream_into(output, blocks, max_frames, limits.max_duration_seconds, progress)
         codec = context.codec.name.removesuffix("float")
         chunk = _pcm_data_chunk(container, codec, head)
-        # Read while the container is open: the stream's fields live in FFmpeg's structures.
-        declared = chunk.frames() / rate if chunk else _declared_seconds(stream, container)
+        cut = _cut_matroska(container, head, size)
+        declared = _declared_length(media, stream, container, head, chunk, cut)
     if progress.frames == 0:
         if progress.stopped is not None or progress.skipped_packets:
             reason = progress.stopped or "every packet was damaged"
@@ -539,7 +569,7 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
             )
         raise InvalidAudioError("the audio contains no samples")
     tail = container.name == "Ogg" and _ogg_unterminated(handle, size)
-    warnings = _warnings(progress, declared if _exact_length(container, head) else None, rate, tail)
+    warnings = _warnings(progress, declared, rate, tail, cut)
     unread = chunk and container.name == "WAV" and _unread_wav_data(handle, size, chunk, rate)
     info = AudioInfo(
         sample_rate=rate,
