@@ -345,6 +345,27 @@ def test_truncated_wav_is_tagged_up_to_the_cut_with_a_warning() -> None:
     assert decode(data, 16000, LIMITS).info.warnings == ()
 
 
+def test_a_large_chunk_before_the_wav_data_still_lets_the_cut_be_told() -> None:
+    """Chunks of any size before the samples (cover art, an XMP or iXML packet, ``JUNK``
+    padding) are passed over to the data chunk's declared size, however far it lies."""
+    data = _encode(audio.tone(44100, 30.0), 44100, "WAV", "PCM_16")
+    at = data.index(b"data")
+    art = b"JUNK" + (200_000).to_bytes(4, "little") + bytes(200_000)
+    padded = data[:at] + art + data[at:]
+    assert decode(padded, 16000, LIMITS).info.warnings == ()
+    decoded = decode(padded[:2_000_000], 16000, LIMITS)
+    assert decoded.info.warnings == (
+        f"the file is truncated: its header declares 30.00 s, "
+        f"{decoded.info.duration_seconds:.2f} s decoded",
+    )
+    declaring = _declaring_data_bytes(padded, 44100 * 4)  # 1 s of the 30 s it holds
+    assert (
+        decode(bytes(declaring), 16000, LIMITS)
+        .info.warnings[0]
+        .startswith("the WAV header declares 1.00 s of audio but 29.00 s more data follow it")
+    )
+
+
 @pytest.mark.parametrize("container", ["W64", "CAF"])
 def test_truncated_wave64_and_caf_are_tagged_up_to_the_cut_with_a_warning(container: str) -> None:
     """Like WAV, FFmpeg sizes a PCM Wave64 or CAF by the data it finds: the header's own count

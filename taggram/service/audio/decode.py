@@ -287,14 +287,15 @@ def _audio_stream(media: av.container.InputContainer, container: Container) -> a
     return stream
 
 
-def _pcm_data_chunk(container: Container, codec: str, head: bytes) -> wav.DataChunk | None:
+def _pcm_data_chunk(container: Container, codec: str, handle: BinaryIO) -> wav.DataChunk | None:
     """A PCM WAV's or Wave64's data chunk as its header declares it. FFmpeg sizes those streams
-    by the data it finds, so a cut file would look whole: the header's own count tells."""
+    by the data it finds, so a cut file would look whole: the header's own count tells. Reads
+    ``handle``: call it once FFmpeg no longer does."""
     if not codec.startswith("pcm_"):
         return None
     if container.name == "WAV":
-        return wav.data_chunk(head)
-    return wav.wave64_data_chunk(head) if container.name == "Wave64" else None
+        return wav.data_chunk(handle)
+    return wav.wave64_data_chunk(handle) if container.name == "Wave64" else None
 
 
 def _declared_seconds(stream: av.AudioStream, container: Container) -> float | None:
@@ -435,18 +436,16 @@ def _declared_length(
     stream: av.AudioStream,
     container: Container,
     head: bytes,
-    chunk: wav.DataChunk | None,
     cut: bool,
 ) -> float | None:
     """The header's length in seconds where it is a count, not an estimate, for the truncation
-    warning; ``None`` where there is none. A PCM WAV's or Wave64's is its data chunk's, an MP3's
-    its Xing/Info/VBRI frame count (FFmpeg's own is a bitrate estimate when the file's size
-    disagrees with the count), a Matroska file's its duration, only when ``cut`` (shorter than its
-    Segment declares: the duration spans every track, so a whole file's says nothing of the
-    audio's). Read while the container is open: the stream's fields live in FFmpeg's structures.
+    warning; ``None`` where there is none (a PCM WAV's or Wave64's data chunk, read by the caller
+    once FFmpeg is done with the file, overrides it). An MP3's is its Xing/Info/VBRI frame count
+    (FFmpeg's own is a bitrate estimate when the file's size disagrees with the count), a
+    Matroska file's its duration, only when ``cut`` (shorter than its Segment declares: the
+    duration spans every track, so a whole file's says nothing of the audio's). Read while the
+    container is open: the stream's fields live in FFmpeg's structures.
     """
-    if chunk is not None:
-        return chunk.frames() / stream.codec_context.sample_rate
     if container.name == "MP3":
         return mp3.declared_seconds(head[id3_size(head) :])
     if container.name == "Matroska":
@@ -558,9 +557,11 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         blocks = _frames(media, stream, rate, progress)
         _stream_into(output, blocks, max_frames, limits.max_duration_seconds, progress)
         codec = context.codec.name.removesuffix("float")
-        chunk = _pcm_data_chunk(container, codec, head)
         cut = _cut_matroska(container, head, size)
-        declared = _declared_length(media, stream, container, head, chunk, cut)
+        declared = _declared_length(media, stream, container, head, cut)
+    chunk = _pcm_data_chunk(container, codec, handle)
+    if chunk is not None:
+        declared = chunk.frames() / rate
     if progress.frames == 0:
         if progress.stopped is not None or progress.skipped_packets:
             reason = progress.stopped or "every packet was damaged"
