@@ -12,7 +12,9 @@ import zlib
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.e2e.conftest import excerpt, probabilities, tag_file
 from tests.support import audio
@@ -182,6 +184,26 @@ def test_cut_webm_is_tagged_with_a_warning_and_joined_mp3s_without_one(
     assert response.status_code == 200, response.text
     assert abs(response.json()["audio"]["duration_seconds"] - 28.0) < 0.1
     assert not [w for w in response.json()["warnings"] if "truncated" in w]
+
+
+def test_music_with_an_inverted_channel_or_silence_is_tagged_with_a_warning(
+    client: httpx.Client, clip_wav: Path, clip_response: dict
+) -> None:
+    music, rate = sf.read(clip_wav, dtype="float32")
+    inverted = np.stack([music[:, 0], -music[:, 0]], axis=1)  # one channel's polarity flipped
+    for signal, warning in (
+        (inverted, "the channels cancel out when averaged to mono (one has inverted polarity?)"),
+        (np.zeros_like(music), "the audio is silent (every sample is zero)"),
+    ):
+        path = audio.write_wav(clip_wav.with_name("suspect.wav"), signal, rate)
+        response = tag_file(client, path)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["audio"]["duration_seconds"] == clip_response["audio"]["duration_seconds"]
+        (said,) = body["warnings"]
+        assert said.startswith(warning)
+    # The same music with its channels in phase: no warning.
+    assert clip_response["warnings"] == []
 
 
 def test_high_rate_flac_is_refused_naming_the_cap(client: httpx.Client, clip_wav: Path) -> None:

@@ -521,6 +521,50 @@ def test_infinities_of_both_signs_are_refused_without_a_numpy_warning() -> None:
         decode(_encode(broken, 16000, "WAV", "DOUBLE"), 16000, LIMITS)
 
 
+def _suspect(kind: str) -> np.ndarray:
+    """3 s of stereo 48 kHz audio whose tags would describe nothing a listener hears."""
+    tone = audio.tone(48000, 3.0)
+    rng = np.random.default_rng(0)
+    return {
+        "digital_silence": np.zeros_like(tone),
+        "dithered_silence": rng.integers(-2, 3, tone.shape) / 32768,
+        "inverted_channel": np.stack([tone[:, 0], -tone[:, 0]], axis=1),
+        "unnormalised_float": 8.0 * tone,
+        "dc_offset": 0.3 * tone + 0.5,
+    }[kind].astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("kind", "warning"),
+    [
+        ("digital_silence", "the audio is silent (every sample is zero): its tags describe no "),
+        ("dithered_silence", "the audio is silent (-84 dBFS): its tags describe no sound"),
+        ("inverted_channel", "the channels cancel out when averaged to mono (one has inverted "),
+        ("unnormalised_float", "the samples peak at 4 (+12 dBFS), far outside [-1, 1] (float au"),
+        ("dc_offset", "the audio has a DC offset of +0.50 (-6 dBFS): the signal is shifted off "),
+    ],
+)
+def test_audio_whose_tags_are_suspect_is_tagged_with_a_warning(kind: str, warning: str) -> None:
+    decoded = decode(_encode(_suspect(kind), 48000, "WAV", "FLOAT"), 16000, LIMITS)
+    assert decoded.duration_seconds == 3.0
+    assert len(decoded.info.warnings) == 1 and decoded.info.warnings[0].startswith(warning)
+
+
+@pytest.mark.parametrize("name", sorted(audio.ENCODINGS))
+def test_ordinary_audio_gets_no_level_warning(name: str, source_wav: Path, tmp_path: Path) -> None:
+    """Uncorrelated channels (-3 dB in mono) and a lossy decoder's overshoot past 1.0 (over 2.0
+    for Opus and WMA on this clipped noise) are ordinary: only what makes the tags describe
+    nothing the listener hears is warned of."""
+    rate, rng = 48000, np.random.default_rng(1)
+    loud = np.clip(rng.normal(0, 0.5, (rate * 2, 2)), -1, 1).astype(np.float32)  # clipped noise
+    wav = audio.write_wav(tmp_path / "source.wav", loud, rate)
+    suffix, _ = audio.ENCODINGS[name]
+    decoded = decode(
+        audio.encode(wav, tmp_path / f"loud{suffix}", name).read_bytes(), 16000, LIMITS
+    )
+    assert decoded.info.warnings == ()
+
+
 def test_a_chained_ogg_is_decoded_whole_or_says_where_its_parameters_change() -> None:
     """Ogg files joined (``cat``, a radio capture) are one chained stream: decoded whole when
     the parts agree; where the next part changes channels or rate FFmpeg stops, and the warning

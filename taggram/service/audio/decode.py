@@ -32,7 +32,7 @@ import io
 import math
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 import av
@@ -41,6 +41,7 @@ import soxr
 
 from taggram.formats import Container, by_demuxer, describe_unknown, id3_size, sniff, supported
 from taggram.service.audio import matroska, mp3, wav
+from taggram.service.audio.levels import Levels
 from taggram.service.errors import (
     AudioTooLongError,
     EmptyAudioError,
@@ -177,11 +178,13 @@ class _Output:
 
 @dataclass
 class _Progress:
-    """What the decode loop learnt on the way: frames seen, skipped packets, why it stopped."""
+    """What the decode loop learnt on the way: frames seen, skipped packets, why it stopped, the
+    levels of what it decoded."""
 
     frames: int = 0
     skipped_packets: int = 0
     stopped: str | None = None
+    levels: Levels = field(default_factory=Levels)
 
 
 def _reason(error: Exception) -> str:
@@ -383,15 +386,6 @@ def _downmix(samples: np.ndarray) -> np.ndarray:
     return np.asarray(weights @ planes, dtype=np.float32)
 
 
-def _check_finite(mono: np.ndarray) -> None:
-    # The sum is the cheap test: NaN or an infinity anywhere leaves it non-finite (+inf and -inf
-    # give NaN, which numpy would report on stderr as an "invalid value" warning).
-    with np.errstate(invalid="ignore"):
-        total = float(np.sum(mono, dtype=np.float64))
-    if not math.isfinite(total):
-        raise InvalidAudioError("the audio contains NaN or infinite samples")
-
-
 def _stream_into(
     output: _Output,
     blocks: Iterator[np.ndarray],
@@ -409,8 +403,12 @@ def _stream_into(
     pending_frames = 0
 
     def flush() -> None:
-        mono = _downmix(np.concatenate(pending))
-        _check_finite(mono)
+        samples = np.concatenate(pending)
+        mono = _downmix(samples)
+        progress.levels.add(samples, mono)
+        # The sum is the cheap test: NaN or an infinity anywhere leaves it non-finite.
+        if not math.isfinite(progress.levels.mono_sum):
+            raise InvalidAudioError("the audio contains NaN or infinite samples")
         output.write(mono)
 
     for samples in blocks:
@@ -571,6 +569,7 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         raise InvalidAudioError("the audio contains no samples")
     tail = container.name == "Ogg" and _ogg_unterminated(handle, size)
     warnings = _warnings(progress, declared, rate, tail, cut)
+    warnings += progress.levels.warnings(stored_float=codec.startswith("pcm_f"))
     unread = chunk and container.name == "WAV" and _unread_wav_data(handle, size, chunk, rate)
     info = AudioInfo(
         sample_rate=rate,
