@@ -186,6 +186,21 @@ def test_cut_webm_is_tagged_with_a_warning_and_joined_mp3s_without_one(
     assert not [w for w in response.json()["warnings"] if "truncated" in w]
 
 
+def test_a_cut_m4a_without_its_index_is_a_422_saying_so(
+    client: httpx.Client, clip_wav: Path
+) -> None:
+    m4a = audio.encode(clip_wav, clip_wav.with_name("clip_cut.m4a"), "m4a_aac").read_bytes()
+    response = client.post(
+        "/v1/tag", content=m4a[: len(m4a) // 2], headers={"Content-Type": "audio/mp4"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "undecodable_audio"
+    assert problem["detail"].startswith("the MP4 file has no index (its moov box)")
+    assert "-movflags +faststart" in problem["detail"]
+
+
 def test_music_with_an_inverted_channel_or_silence_is_tagged_with_a_warning(
     client: httpx.Client, clip_wav: Path, clip_response: dict
 ) -> None:

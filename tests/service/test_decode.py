@@ -308,6 +308,21 @@ def test_truncated_stream_keeps_what_decoded(kind: str, tmp_path: Path) -> None:
     assert decoded.info.warnings, kind
 
 
+def test_a_cut_mp4_without_its_index_says_why_nothing_decodes(tmp_path: Path) -> None:
+    """Encoders write an MP4's index (moov) at its end: cut short, none of the audio can be
+    found, and FFmpeg's "Invalid data found" alone would not tell the user why."""
+    wav = audio.write_wav(tmp_path / "ten.wav", audio.tone(48000, 10.0), 48000)
+    data = audio.encode(wav, tmp_path / "t.m4a", "m4a_aac").read_bytes()
+    assert data.index(b"moov") > data.index(b"mdat")
+    with pytest.raises(UndecodableAudioError, match=r"^the MP4 file has no index \(its moov box\)"):
+        decode(data[: len(data) * 6 // 10], 16000, LIMITS)
+    # A whole file whose index is there but damaged is not called cut.
+    at = data.index(b"moov") + 4
+    with pytest.raises(UndecodableAudioError) as raised:
+        decode(data[:at] + bytes(len(data) - at), 16000, LIMITS)
+    assert "no index" not in str(raised.value)
+
+
 def test_a_whole_matroska_file_and_a_cut_live_one_give_no_warning(tmp_path: Path) -> None:
     wav = audio.write_wav(tmp_path / "ten.wav", audio.tone(48000, 10.0), 48000)
     whole = audio.encode(wav, tmp_path / "t.webm", "webm_opus").read_bytes()

@@ -40,7 +40,7 @@ import numpy as np
 import soxr
 
 from taggram.formats import Container, by_demuxer, describe_unknown, id3_size, sniff, supported
-from taggram.service.audio import matroska, mp3, wav
+from taggram.service.audio import matroska, mp3, mp4, wav
 from taggram.service.audio.levels import Levels
 from taggram.service.errors import (
     AudioTooLongError,
@@ -223,6 +223,13 @@ def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, C
             raise UnsupportedFormatError(
                 f"not a supported audio format: the body looks like {describe_unknown(head)}; "
                 f"supported containers: {supported()}"
+            ) from error
+        if known.name == "MP4" and mp4.lacks_index(handle):
+            raise UndecodableAudioError(
+                "the MP4 file has no index (its moov box), so none of its audio can be found: "
+                "it was cut short (or is still being written) before its end, where encoders "
+                "write the index; send the whole file (with the index first, `ffmpeg -movflags "
+                "+faststart`, a cut file decodes up to the cut)"
             ) from error
         raise UndecodableAudioError(
             f"{known.name} file that cannot be read: {_reason(error)}"

@@ -84,8 +84,8 @@ class Levels:
         if self.peak >= SILENCE_PEAK and self.mono_energy < CANCELLED_ENERGY * self.channel_energy:
             found.append(
                 f"the channels cancel out when averaged to mono (one has inverted polarity?): "
-                f"the mono signal tagged {mono} where the channels reach {_dbfs(self.peak)}, so "
-                f"the tags describe what is left"
+                f"the mono signal the models tag {mono} where the channels reach "
+                f"{_dbfs(self.peak)}, so the tags describe what is left"
             )
         elif self.mono_peak < SILENCE_PEAK:
             level = "every sample is zero" if self.mono_peak == 0 else _dbfs(self.mono_peak)
