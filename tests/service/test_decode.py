@@ -565,6 +565,13 @@ def test_audio_whose_tags_are_suspect_is_tagged_with_a_warning(kind: str, warnin
     assert len(decoded.info.warnings) == 1 and decoded.info.warnings[0].startswith(warning)
 
 
+def test_a_fraction_of_a_second_has_no_dc_offset() -> None:
+    """Over less than a second, a mean away from zero is part of a note, not an offset."""
+    part = audio.tone(48000, 0.0002, 1)  # 10 samples of a rising sine
+    assert part.mean() > 0.05
+    assert decode(_encode(part, 48000, "WAV", "FLOAT"), 16000, LIMITS).info.warnings == ()
+
+
 @pytest.mark.parametrize("name", sorted(audio.ENCODINGS))
 def test_ordinary_audio_gets_no_level_warning(name: str, source_wav: Path, tmp_path: Path) -> None:
     """Uncorrelated channels (-3 dB in mono) and a lossy decoder's overshoot past 1.0 (over 2.0

@@ -576,7 +576,7 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         raise InvalidAudioError("the audio contains no samples")
     tail = container.name == "Ogg" and _ogg_unterminated(handle, size)
     warnings = _warnings(progress, declared, rate, tail, cut)
-    warnings += progress.levels.warnings(stored_float=codec.startswith("pcm_f"))
+    warnings += progress.levels.warnings(rate, stored_float=codec.startswith("pcm_f"))
     unread = chunk and container.name == "WAV" and _unread_wav_data(handle, size, chunk, rate)
     info = AudioInfo(
         sample_rate=rate,

@@ -10,7 +10,8 @@ describe nothing the listener hears, and the response says so in ``warnings``:
   which only channels nearly opposite can give (uncorrelated ones lose 3 dB, alike ones none);
 * a DC offset (a faulty recording chain): the mono signal's mean is at least ``DC_OFFSET``
   (-26 dBFS) away from zero, which no recording of sound averages to over its length, and which
-  the models hear in their lowest mel band;
+  the models hear in their lowest mel band; only over ``DC_MIN_SECONDS`` or more, since over a
+  fraction of a low note's period any signal has a mean;
 * float samples far outside [-1, 1] (float audio never normalised): a stored float sample (PCM
   float WAV, AIFF, CAF...) above ``FLOAT_PEAK`` (+6 dBFS). Lossy decoders overshoot 1.0 on loud
   masters, by more than that on clipped noise (Opus, WMA), which is the codec's, not the file's;
@@ -28,6 +29,7 @@ SILENCE_PEAK = 1e-4
 CANCELLED_ENERGY = 0.01
 FLOAT_PEAK = 2.0
 DC_OFFSET = 0.05
+DC_MIN_SECONDS = 1.0
 
 
 def _peak(samples: np.ndarray) -> float:
@@ -70,9 +72,10 @@ class Levels:
         self.peak = max(self.peak, _peak(flat))
         self.channel_energy += float(np.dot(flat, flat)) / samples.shape[1]
 
-    def warnings(self, stored_float: bool) -> list[str]:
-        """What makes the tags suspect, in the words of the response's ``warnings``;
-        ``stored_float``: the samples are float as stored (PCM float), not a lossy decoder's."""
+    def warnings(self, rate: int, stored_float: bool) -> list[str]:
+        """What makes the tags suspect, in the words of the response's ``warnings``: ``rate``
+        is the samples' rate in Hz, ``stored_float`` whether they are float as stored (PCM
+        float), not a lossy decoder's."""
         found = []
         if stored_float and self.peak > FLOAT_PEAK:
             found.append(
@@ -91,7 +94,7 @@ class Levels:
             level = "every sample is zero" if self.mono_peak == 0 else _dbfs(self.mono_peak)
             found.append(f"the audio is silent ({level}): its tags describe no sound")
         offset = self.mono_sum / self.frames if self.frames else 0.0
-        if abs(offset) >= DC_OFFSET:
+        if abs(offset) >= DC_OFFSET and self.frames >= DC_MIN_SECONDS * rate:
             found.append(
                 f"the audio has a DC offset of {offset:+.2f} ({_dbfs(abs(offset))}): the signal is "
                 f"shifted off zero (a faulty recording chain?), which the tags may reflect"
