@@ -241,6 +241,40 @@ def test_flac_behind_a_large_id3_tag_is_still_flac() -> None:
     assert abs(decoded.duration_seconds - 2.0) < 1e-3
 
 
+@pytest.mark.parametrize(
+    ("kind", "expected_format"),
+    [
+        ("rf64", "WAV/pcm_s24le"),
+        ("aiff", "AIFF/pcm_s16be"),
+        ("m4a_aac", "MP4/aac"),
+        ("webm_opus", "Matroska/opus"),
+        ("wma", "ASF/wmav2"),
+        ("caf_alac", "CAF/alac"),
+        ("wave64", "Wave64/pcm_f32le"),
+    ],
+)
+def test_any_container_behind_an_id3_tag_decodes(
+    kind: str, expected_format: str, source_wav: Path, tmp_path: Path
+) -> None:
+    """Taggers that write ID3v2 to every file (`id3v2`, `eyeD3`) put it before a WAV or an M4A
+    too, whose FFmpeg demuxers then fail ("Invalid data found"): the tag is passed over."""
+    suffix, _ = audio.ENCODINGS[kind]
+    data = audio.encode(source_wav, tmp_path / f"tone{suffix}", kind).read_bytes()
+    for tag in (audio.id3v2(3), audio.id3v2(4, padding=300_000)):
+        decoded = decode(tag + data, 16000, LIMITS)
+        assert decoded.info.format == expected_format
+        assert abs(decoded.duration_seconds - 2.0) < DURATION_TOLERANCE
+        assert abs(_peak_hz(decoded.waveform) - 440) < 5 and decoded.info.warnings == ()
+
+
+def test_a_cut_wav_behind_an_id3_tag_is_still_told_cut() -> None:
+    data = _encode(audio.tone(44100, 30.0), 44100, "WAV", "PCM_16")
+    decoded = decode(audio.id3v2(3) + data[:2_000_000], 16000, LIMITS)
+    assert decoded.info.warnings == (
+        "the file is truncated: its header declares 30.00 s, 11.34 s decoded",
+    )
+
+
 def test_vbr_mp3_without_xing_header_decodes_whole(tmp_path: Path) -> None:
     wav = audio.write_wav(tmp_path / "intro.wav", audio.noise_then_tone(44100, 5.0, 25.0), 44100)
     path = audio.mp3(wav, tmp_path / "vbr.mp3", "-q:a", "4", "-write_xing", "0")

@@ -33,7 +33,7 @@ import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
@@ -123,6 +123,37 @@ class DecodeLimits:
 
 def _as_file(source: AudioSource) -> BinaryIO:
     return io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+
+
+class _After(io.RawIOBase):
+    """The bytes of ``handle`` from ``start`` on, as a seekable file of their own."""
+
+    def __init__(self, handle: BinaryIO, start: int) -> None:
+        super().__init__()
+        self._handle, self._start = handle, start
+        handle.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            offset += self._start
+        position = self._handle.seek(offset, whence)
+        if position < self._start:  # never before the window
+            position = self._handle.seek(self._start)
+        return position - self._start
+
+    def tell(self) -> int:
+        return self._handle.tell() - self._start
 
 
 def _byte_size(handle: BinaryIO) -> int:
@@ -533,9 +564,17 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         )
     head = handle.read(_HEAD_BYTES)
     tag = id3_size(head)
-    if tag > len(head) - 16:  # an ID3 tag bigger than the head (cover art): look past it
+    if tag:
         handle.seek(tag)
-        head = handle.read(_HEAD_BYTES) or head  # nothing after it: an ID3 tag means MP3
+        after = handle.read(_HEAD_BYTES)
+        behind = sniff(after) if after else None
+        if behind is not None and behind.name != "MP3":
+            # A tagger put an ID3v2 tag before a file of another container (a WAV, an M4A):
+            # FFmpeg's demuxers of those read the tag as their own header and fail, so the
+            # file is opened as if the tag were not there.
+            handle, size, head = io.BufferedReader(_After(handle, tag)), size - tag, after
+        elif tag > len(head) - 16:  # an ID3 tag bigger than the head (cover art): look past it
+            head = after or head  # nothing after it: an ID3 tag means MP3
     handle.seek(0)
     media, container = _open(handle, head)
     with media:
