@@ -315,6 +315,23 @@ def test_joined_mp3s_of_rising_bitrate_are_not_called_truncated(tmp_path: Path) 
     assert not [w for w in padded.info.warnings if "truncated" in w]
 
 
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (11025, 2), (22050, 1), (48000, 2)])
+def test_an_mp3_header_declares_its_length_less_the_encoders_delay_and_padding(
+    rate: int, channels: int, tmp_path: Path
+) -> None:
+    """The Xing count alone overstates the audio by the encoder's delay and padding (0.17 s at
+    8 kHz, past the truncation tolerance): the LAME tag's figures are taken off, as FFmpeg
+    skips them, so a whole phone-rate MP3 is not called truncated and a cut one is, exactly."""
+    wav = audio.write_wav(tmp_path / "t.wav", audio.tone(rate, 10.0, channels), rate)
+    data = audio.mp3(wav, tmp_path / "t.mp3", "-q:a", "5").read_bytes()
+    assert decode(data, 16000, LIMITS).info.warnings == ()
+    cut = decode(data[: len(data) // 2], 16000, LIMITS)
+    assert cut.info.warnings == (
+        f"the file is truncated: its header declares 10.00 s, "
+        f"{cut.info.duration_seconds:.2f} s decoded",
+    )
+
+
 def test_unterminated_ogg_opus_is_decoded_with_a_warning(source_wav: Path, tmp_path: Path) -> None:
     opus = audio.encode(source_wav, tmp_path / "tone.opus", "ogg_opus").read_bytes()
     complete = decode(opus, 16000, LIMITS)

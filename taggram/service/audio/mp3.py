@@ -16,8 +16,14 @@ import struct
 
 # Sample rates by MPEG version bits (0: MPEG-2.5, 2: MPEG-2, 3: MPEG-1) and rate index.
 _RATES = {0: (11025, 12000, 8000), 2: (22050, 24000, 16000), 3: (44100, 48000, 32000)}
-# The Xing flag saying a frame count follows the flags.
+# The Xing flags saying what follows them, in order: frame count (4 bytes), byte count (4), table
+# of contents (100), quality (4).
 _XING_FRAMES = 0x1
+_XING_FIELDS = ((_XING_FRAMES, 4), (0x2, 4), (0x4, 100), (0x8, 4))
+# The LAME tag after the Xing fields, by the encoders FFmpeg trusts it from: the 12-bit encoder
+# delay and 12-bit padding, in samples, sit 21 bytes into it.
+_LAME_ENCODERS = (b"LAME", b"Lavf", b"Lavc")
+_LAME_DELAYS = 21
 # VBRI sits at a fixed offset: after the 4-byte frame header and 32 bytes.
 _VBRI_OFFSET = 36
 
@@ -37,6 +43,20 @@ def _side_info_bytes(version: int, mono: bool) -> int:
     return 9 if mono else 17
 
 
+def _xing_seconds(frame: bytes, flags_at: int, per_frame: int, rate: int) -> float | None:
+    """The Xing or Info frame's count in seconds, less the LAME tag's delay and padding."""
+    flags = struct.unpack_from(">I", frame, flags_at)[0]
+    if not flags & _XING_FRAMES or len(frame) < flags_at + 8:
+        return None
+    count = struct.unpack_from(">I", frame, flags_at + 4)[0]
+    lame = flags_at + 4 + sum(size for flag, size in _XING_FIELDS if flags & flag)
+    samples = count * per_frame
+    if frame[lame : lame + 4] in _LAME_ENCODERS and len(frame) >= lame + _LAME_DELAYS + 3:
+        delays = int.from_bytes(frame[lame + _LAME_DELAYS : lame + _LAME_DELAYS + 3], "big")
+        samples = max(0, samples - (delays >> 12) - (delays & 0xFFF))
+    return samples / rate
+
+
 def declared_seconds(frame: bytes) -> float | None:
     """The length in seconds that the Xing, Info or VBRI frame at the start of ``frame`` (the
     bytes after any ID3v2 tag) counts, or ``None``: no MPEG audio frame header there, no such tag
@@ -50,9 +70,8 @@ def declared_seconds(frame: bytes) -> float | None:
     rate = _RATES[version][rate_index]
     per_frame = _samples_per_frame(version, layer)
     xing = 4 + _side_info_bytes(version, mono=frame[3] >> 6 == 3)
-    if frame[xing : xing + 4] in (b"Xing", b"Info") and len(frame) >= xing + 12:
-        flags, count = struct.unpack_from(">II", frame, xing + 4)
-        return count * per_frame / rate if flags & _XING_FRAMES else None
+    if frame[xing : xing + 4] in (b"Xing", b"Info") and len(frame) >= xing + 8:
+        return _xing_seconds(frame, xing + 4, per_frame, rate)
     if frame[_VBRI_OFFSET : _VBRI_OFFSET + 4] == b"VBRI" and len(frame) >= _VBRI_OFFSET + 18:
         count = struct.unpack_from(">I", frame, _VBRI_OFFSET + 14)[0]
         return count * per_frame / rate
