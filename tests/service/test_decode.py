@@ -275,6 +275,12 @@ def test_a_cut_wav_behind_an_id3_tag_is_still_told_cut() -> None:
     )
 
 
+def test_a_file_cut_inside_its_id3_tag_says_so(clean_mp3: bytes) -> None:
+    tagged = audio.id3v2(3, padding=300_000) + clean_mp3  # a large cover image, then the audio
+    with pytest.raises(UndecodableAudioError, match=r"^the file holds no audio after its ID3v2"):
+        decode(tagged[:200_000], 16000, LIMITS)
+
+
 def test_vbr_mp3_without_xing_header_decodes_whole(tmp_path: Path) -> None:
     wav = audio.write_wav(tmp_path / "intro.wav", audio.noise_then_tone(44100, 5.0, 25.0), 44100)
     path = audio.mp3(wav, tmp_path / "vbr.mp3", "-q:a", "4", "-write_xing", "0")

@@ -564,6 +564,11 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         )
     head = handle.read(_HEAD_BYTES)
     tag = id3_size(head)
+    if tag >= size:
+        raise UndecodableAudioError(
+            f"the file holds no audio after its ID3v2 tag: the tag declares {tag} bytes (cover "
+            f"art, most likely) and the file has {size}; was it cut short?"
+        )
     if tag:
         handle.seek(tag)
         after = handle.read(_HEAD_BYTES)
