@@ -42,5 +42,5 @@ def audio_files(draw: st.DrawFn) -> bytes:
 
 AUDIO = audio_files()
 schemathesis.openapi.format("binary", AUDIO)
-for media_type in ("audio/*", "application/octet-stream"):
+for media_type in ("audio/*", "video/*", "application/octet-stream", "application/ogg"):
     schemathesis.openapi.media_type(media_type, AUDIO)

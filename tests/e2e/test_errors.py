@@ -14,6 +14,7 @@ import pytest
 import soundfile as sf
 
 from tests.e2e.conftest import tag_file
+from tests.support import audio
 from tests.support.paths import require_repository
 from tests.support.server import Server, running_server
 
@@ -96,6 +97,30 @@ def test_each_bad_request_names_its_problem(client: httpx.Client) -> None:
     for response, status, code in cases:
         _assert_error(response, status, code)
     assert _raw(client, good, "audio/wav").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("media_type", "kind"),
+    [
+        ("video/mp4", "m4a_aac"),
+        ("video/quicktime", "m4a_aac"),
+        ("video/webm", "webm_opus"),
+        ("video/x-matroska", "mka_vorbis"),
+        ("application/ogg", "ogg_opus"),
+        ("application/mp4", "m4a_aac"),
+    ],
+)
+def test_a_raw_body_typed_as_its_video_container_is_tagged(
+    client: httpx.Client, media_type: str, kind: str, tmp_path: Path
+) -> None:
+    """What a browser's File.type or Python's mimetypes says of a .mp4, .mov, .webm or .mkv
+    (video/*), and the registered Ogg and MP4 types: the bytes decide, as for audio/*."""
+    wav = audio.write_wav(tmp_path / "tone.wav", audio.tone(44100, 2.0), 44100)
+    suffix, _ = audio.ENCODINGS[kind]
+    data = audio.encode(wav, tmp_path / f"tone{suffix}", kind).read_bytes()
+    response = _raw(client, data, media_type)
+    assert response.status_code == 200, response.text
+    assert abs(response.json()["audio"]["duration_seconds"] - 2.0) < 0.05
 
 
 @pytest.mark.parametrize("path", ["/v1/tag", "/v1/tag/batch"])

@@ -12,7 +12,9 @@ import zlib
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.e2e.conftest import excerpt, probabilities, tag_file
 from tests.support import audio
@@ -155,6 +157,68 @@ def test_unterminated_opus_is_tagged_with_a_warning(client: httpx.Client, clip_w
     body = response.json()
     assert abs(body["audio"]["duration_seconds"] - 20.0) < TOLERANCE
     assert len(body["warnings"]) == 1 and "end-of-stream" in body["warnings"][0]
+
+
+def test_cut_webm_is_tagged_with_a_warning_and_joined_mp3s_without_one(
+    client: httpx.Client, clip_wav: Path
+) -> None:
+    webm = audio.encode(clip_wav, clip_wav.with_name("clip.webm"), "webm_opus").read_bytes()
+    response = client.post(
+        "/v1/tag", content=webm[: len(webm) // 2], headers={"Content-Type": "audio/webm"}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert 8.0 < body["audio"]["duration_seconds"] < 12.0
+    # The header's 20 s plus Opus's priming (a few ms), then what decoded.
+    (warning,) = body["warnings"]
+    assert warning.startswith("the file is truncated: its header declares 20.0")
+    assert warning.endswith(f", {body['audio']['duration_seconds']:.2f} s decoded")
+    # A 32 kbit/s part before a 320 kbit/s one: FFmpeg's bitrate estimate claims over 50 s.
+    folder = clip_wav.parent
+    intro = audio.write_wav(folder / "intro8.wav", audio.tone(44100, 8.0), 44100)
+    joined = (
+        audio.mp3(intro, folder / "intro8.mp3", "-b:a", "32k").read_bytes()
+        + audio.mp3(clip_wav, folder / "clip320.mp3", "-b:a", "320k").read_bytes()
+    )
+    response = client.post("/v1/tag", content=joined, headers={"Content-Type": "audio/mpeg"})
+    assert response.status_code == 200, response.text
+    assert abs(response.json()["audio"]["duration_seconds"] - 28.0) < 0.1
+    assert not [w for w in response.json()["warnings"] if "truncated" in w]
+
+
+def test_a_cut_m4a_without_its_index_is_a_422_saying_so(
+    client: httpx.Client, clip_wav: Path
+) -> None:
+    m4a = audio.encode(clip_wav, clip_wav.with_name("clip_cut.m4a"), "m4a_aac").read_bytes()
+    response = client.post(
+        "/v1/tag", content=m4a[: len(m4a) // 2], headers={"Content-Type": "audio/mp4"}
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["code"] == "undecodable_audio"
+    assert problem["detail"].startswith("the MP4 file has no index (its moov box)")
+    assert "-movflags +faststart" in problem["detail"]
+
+
+def test_music_with_an_inverted_channel_or_silence_is_tagged_with_a_warning(
+    client: httpx.Client, clip_wav: Path, clip_response: dict
+) -> None:
+    music, rate = sf.read(clip_wav, dtype="float32")
+    inverted = np.stack([music[:, 0], -music[:, 0]], axis=1)  # one channel's polarity flipped
+    for signal, warning in (
+        (inverted, "the channels cancel out when averaged to mono (one has inverted polarity?)"),
+        (np.zeros_like(music), "the audio is silent (every sample is zero)"),
+    ):
+        path = audio.write_wav(clip_wav.with_name("suspect.wav"), signal, rate)
+        response = tag_file(client, path)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["audio"]["duration_seconds"] == clip_response["audio"]["duration_seconds"]
+        (said,) = body["warnings"]
+        assert said.startswith(warning)
+    # The same music with its channels in phase: no warning.
+    assert clip_response["warnings"] == []
 
 
 def test_high_rate_flac_is_refused_naming_the_cap(client: httpx.Client, clip_wav: Path) -> None:

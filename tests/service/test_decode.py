@@ -241,6 +241,46 @@ def test_flac_behind_a_large_id3_tag_is_still_flac() -> None:
     assert abs(decoded.duration_seconds - 2.0) < 1e-3
 
 
+@pytest.mark.parametrize(
+    ("kind", "expected_format"),
+    [
+        ("rf64", "WAV/pcm_s24le"),
+        ("aiff", "AIFF/pcm_s16be"),
+        ("m4a_aac", "MP4/aac"),
+        ("webm_opus", "Matroska/opus"),
+        ("wma", "ASF/wmav2"),
+        ("caf_alac", "CAF/alac"),
+        ("wave64", "Wave64/pcm_f32le"),
+    ],
+)
+def test_any_container_behind_an_id3_tag_decodes(
+    kind: str, expected_format: str, source_wav: Path, tmp_path: Path
+) -> None:
+    """Taggers that write ID3v2 to every file (`id3v2`, `eyeD3`) put it before a WAV or an M4A
+    too, whose FFmpeg demuxers then fail ("Invalid data found"): the tag is passed over."""
+    suffix, _ = audio.ENCODINGS[kind]
+    data = audio.encode(source_wav, tmp_path / f"tone{suffix}", kind).read_bytes()
+    for tag in (audio.id3v2(3), audio.id3v2(4, padding=300_000)):
+        decoded = decode(tag + data, 16000, LIMITS)
+        assert decoded.info.format == expected_format
+        assert abs(decoded.duration_seconds - 2.0) < DURATION_TOLERANCE
+        assert abs(_peak_hz(decoded.waveform) - 440) < 5 and decoded.info.warnings == ()
+
+
+def test_a_cut_wav_behind_an_id3_tag_is_still_told_cut() -> None:
+    data = _encode(audio.tone(44100, 30.0), 44100, "WAV", "PCM_16")
+    decoded = decode(audio.id3v2(3) + data[:2_000_000], 16000, LIMITS)
+    assert decoded.info.warnings == (
+        "the file is truncated: its header declares 30.00 s, 11.34 s decoded",
+    )
+
+
+def test_a_file_cut_inside_its_id3_tag_says_so(clean_mp3: bytes) -> None:
+    tagged = audio.id3v2(3, padding=300_000) + clean_mp3  # a large cover image, then the audio
+    with pytest.raises(UndecodableAudioError, match=r"^the file holds no audio after its ID3v2"):
+        decode(tagged[:200_000], 16000, LIMITS)
+
+
 def test_vbr_mp3_without_xing_header_decodes_whole(tmp_path: Path) -> None:
     wav = audio.write_wav(tmp_path / "intro.wav", audio.noise_then_tone(44100, 5.0, 25.0), 44100)
     path = audio.mp3(wav, tmp_path / "vbr.mp3", "-q:a", "4", "-write_xing", "0")
@@ -265,6 +305,39 @@ def test_joined_mp3s_decode_to_their_sum(tmp_path: Path) -> None:
     assert abs(_peak_hz(decoded.waveform[-16000 * 10 :]) - 550) < 5
 
 
+def test_joined_mp3s_of_rising_bitrate_are_not_called_truncated(tmp_path: Path) -> None:
+    # FFmpeg drops the first part's Xing count when the file's size disagrees with it and
+    # estimates the length from the first frame's bitrate instead: 32 kbit/s over a file that is
+    # mostly 320 kbit/s claims over 70 s for these 28 s, which is no truncation.
+    parts = []
+    for seconds, bitrate in ((8.0, "32k"), (20.0, "320k")):
+        wav = audio.write_wav(tmp_path / f"{seconds}.wav", audio.tone(44100, seconds), 44100)
+        parts.append(audio.mp3(wav, tmp_path / f"{seconds}.mp3", "-b:a", bitrate).read_bytes())
+    decoded = decode(b"".join(parts), 16000, LIMITS)
+    assert abs(decoded.duration_seconds - 28.0) < 0.1
+    assert not [w for w in decoded.info.warnings if "truncated" in w]
+    # Zeros after the last frame (a preallocated download) change nothing but the size either.
+    padded = decode(parts[1] + bytes(100_000), 16000, LIMITS)
+    assert not [w for w in padded.info.warnings if "truncated" in w]
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (11025, 2), (22050, 1), (48000, 2)])
+def test_an_mp3_header_declares_its_length_less_the_encoders_delay_and_padding(
+    rate: int, channels: int, tmp_path: Path
+) -> None:
+    """The Xing count alone overstates the audio by the encoder's delay and padding (0.17 s at
+    8 kHz, past the truncation tolerance): the LAME tag's figures are taken off, as FFmpeg
+    skips them, so a whole phone-rate MP3 is not called truncated and a cut one is, exactly."""
+    wav = audio.write_wav(tmp_path / "t.wav", audio.tone(rate, 10.0, channels), rate)
+    data = audio.mp3(wav, tmp_path / "t.mp3", "-q:a", "5").read_bytes()
+    assert decode(data, 16000, LIMITS).info.warnings == ()
+    cut = decode(data[: len(data) // 2], 16000, LIMITS)
+    assert cut.info.warnings == (
+        f"the file is truncated: its header declares 10.00 s, "
+        f"{cut.info.duration_seconds:.2f} s decoded",
+    )
+
+
 def test_unterminated_ogg_opus_is_decoded_with_a_warning(source_wav: Path, tmp_path: Path) -> None:
     opus = audio.encode(source_wav, tmp_path / "tone.opus", "ogg_opus").read_bytes()
     complete = decode(opus, 16000, LIMITS)
@@ -274,7 +347,9 @@ def test_unterminated_ogg_opus_is_decoded_with_a_warning(source_wav: Path, tmp_p
     assert len(decoded.info.warnings) == 1 and "end-of-stream" in decoded.info.warnings[0]
 
 
-@pytest.mark.parametrize("kind", ["ogg_opus", "mp3", "m4a_alac", "wav_mulaw"])
+@pytest.mark.parametrize(
+    "kind", ["ogg_opus", "mp3", "m4a_alac", "wav_mulaw", "webm_opus", "mka_vorbis"]
+)
 def test_truncated_stream_keeps_what_decoded(kind: str, tmp_path: Path) -> None:
     wav = audio.write_wav(tmp_path / "ten.wav", audio.tone(48000, 10.0), 48000)
     suffix, _ = audio.ENCODINGS[kind]
@@ -285,8 +360,35 @@ def test_truncated_stream_keeps_what_decoded(kind: str, tmp_path: Path) -> None:
         data = audio.encode(wav, tmp_path / f"t{suffix}", kind).read_bytes()
     decoded = decode(data[: len(data) * 6 // 10], 16000, LIMITS)
     assert 4.0 < decoded.duration_seconds < 7.0
-    # The MP3 has a Xing frame (as encoders write by default), which counts its frames.
+    # The MP3 has a Xing frame (as encoders write by default), which counts its frames; a
+    # Matroska file declares its Segment's size, which the cut file falls short of.
     assert decoded.info.warnings, kind
+
+
+def test_a_cut_mp4_without_its_index_says_why_nothing_decodes(tmp_path: Path) -> None:
+    """Encoders write an MP4's index (moov) at its end: cut short, none of the audio can be
+    found, and FFmpeg's "Invalid data found" alone would not tell the user why."""
+    wav = audio.write_wav(tmp_path / "ten.wav", audio.tone(48000, 10.0), 48000)
+    data = audio.encode(wav, tmp_path / "t.m4a", "m4a_aac").read_bytes()
+    assert data.index(b"moov") > data.index(b"mdat")
+    with pytest.raises(UndecodableAudioError, match=r"^the MP4 file has no index \(its moov box\)"):
+        decode(data[: len(data) * 6 // 10], 16000, LIMITS)
+    # A whole file whose index is there but damaged is not called cut.
+    at = data.index(b"moov") + 4
+    with pytest.raises(UndecodableAudioError) as raised:
+        decode(data[:at] + bytes(len(data) - at), 16000, LIMITS)
+    assert "no index" not in str(raised.value)
+
+
+def test_a_whole_matroska_file_and_a_cut_live_one_give_no_warning(tmp_path: Path) -> None:
+    wav = audio.write_wav(tmp_path / "ten.wav", audio.tone(48000, 10.0), 48000)
+    whole = audio.encode(wav, tmp_path / "t.webm", "webm_opus").read_bytes()
+    assert decode(whole, 16000, LIMITS).info.warnings == ()
+    # A live recording (a browser's MediaRecorder) declares no size: a cut one looks whole.
+    audio.ffmpeg("-i", wav, "-c:a", "libopus", "-live", "1", tmp_path / "live.webm")
+    live = (tmp_path / "live.webm").read_bytes()
+    decoded = decode(live[: len(live) * 6 // 10], 16000, LIMITS)
+    assert 4.0 < decoded.duration_seconds < 7.0 and decoded.info.warnings == ()
 
 
 def test_truncated_flac_is_tagged_up_to_the_cut_with_a_warning() -> None:
@@ -313,6 +415,27 @@ def test_truncated_wav_is_tagged_up_to_the_cut_with_a_warning() -> None:
         "the file is truncated: its header declares 30.00 s, 11.34 s decoded",
     )
     assert decode(data, 16000, LIMITS).info.warnings == ()
+
+
+def test_a_large_chunk_before_the_wav_data_still_lets_the_cut_be_told() -> None:
+    """Chunks of any size before the samples (cover art, an XMP or iXML packet, ``JUNK``
+    padding) are passed over to the data chunk's declared size, however far it lies."""
+    data = _encode(audio.tone(44100, 30.0), 44100, "WAV", "PCM_16")
+    at = data.index(b"data")
+    art = b"JUNK" + (200_000).to_bytes(4, "little") + bytes(200_000)
+    padded = data[:at] + art + data[at:]
+    assert decode(padded, 16000, LIMITS).info.warnings == ()
+    decoded = decode(padded[:2_000_000], 16000, LIMITS)
+    assert decoded.info.warnings == (
+        f"the file is truncated: its header declares 30.00 s, "
+        f"{decoded.info.duration_seconds:.2f} s decoded",
+    )
+    declaring = _declaring_data_bytes(padded, 44100 * 4)  # 1 s of the 30 s it holds
+    assert (
+        decode(bytes(declaring), 16000, LIMITS)
+        .info.warnings[0]
+        .startswith("the WAV header declares 1.00 s of audio but 29.00 s more data follow it")
+    )
 
 
 @pytest.mark.parametrize("container", ["W64", "CAF"])
@@ -468,6 +591,57 @@ def test_infinities_of_both_signs_are_refused_without_a_numpy_warning() -> None:
     broken[100], broken[200] = np.inf, -np.inf
     with pytest.raises(InvalidAudioError, match="NaN or infinite"):
         decode(_encode(broken, 16000, "WAV", "DOUBLE"), 16000, LIMITS)
+
+
+def _suspect(kind: str) -> np.ndarray:
+    """3 s of stereo 48 kHz audio whose tags would describe nothing a listener hears."""
+    tone = audio.tone(48000, 3.0)
+    rng = np.random.default_rng(0)
+    return {
+        "digital_silence": np.zeros_like(tone),
+        "dithered_silence": rng.integers(-2, 3, tone.shape) / 32768,
+        "inverted_channel": np.stack([tone[:, 0], -tone[:, 0]], axis=1),
+        "unnormalised_float": 8.0 * tone,
+        "dc_offset": 0.3 * tone + 0.5,
+    }[kind].astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("kind", "warning"),
+    [
+        ("digital_silence", "the audio is silent (every sample is zero): its tags describe no "),
+        ("dithered_silence", "the audio is silent (-84 dBFS): its tags describe no sound"),
+        ("inverted_channel", "the channels cancel out when averaged to mono (one has inverted "),
+        ("unnormalised_float", "the samples peak at 4 (+12 dBFS), far outside [-1, 1] (float au"),
+        ("dc_offset", "the audio has a DC offset of +0.50 (-6 dBFS): the signal is shifted off "),
+    ],
+)
+def test_audio_whose_tags_are_suspect_is_tagged_with_a_warning(kind: str, warning: str) -> None:
+    decoded = decode(_encode(_suspect(kind), 48000, "WAV", "FLOAT"), 16000, LIMITS)
+    assert decoded.duration_seconds == 3.0
+    assert len(decoded.info.warnings) == 1 and decoded.info.warnings[0].startswith(warning)
+
+
+def test_a_fraction_of_a_second_has_no_dc_offset() -> None:
+    """Over less than a second, a mean away from zero is part of a note, not an offset."""
+    part = audio.tone(48000, 0.0002, 1)  # 10 samples of a rising sine
+    assert part.mean() > 0.05
+    assert decode(_encode(part, 48000, "WAV", "FLOAT"), 16000, LIMITS).info.warnings == ()
+
+
+@pytest.mark.parametrize("name", sorted(audio.ENCODINGS))
+def test_ordinary_audio_gets_no_level_warning(name: str, source_wav: Path, tmp_path: Path) -> None:
+    """Uncorrelated channels (-3 dB in mono) and a lossy decoder's overshoot past 1.0 (over 2.0
+    for Opus and WMA on this clipped noise) are ordinary: only what makes the tags describe
+    nothing the listener hears is warned of."""
+    rate, rng = 48000, np.random.default_rng(1)
+    loud = np.clip(rng.normal(0, 0.5, (rate * 2, 2)), -1, 1).astype(np.float32)  # clipped noise
+    wav = audio.write_wav(tmp_path / "source.wav", loud, rate)
+    suffix, _ = audio.ENCODINGS[name]
+    decoded = decode(
+        audio.encode(wav, tmp_path / f"loud{suffix}", name).read_bytes(), 16000, LIMITS
+    )
+    assert decoded.info.warnings == ()
 
 
 def test_a_chained_ogg_is_decoded_whole_or_says_where_its_parameters_change() -> None:

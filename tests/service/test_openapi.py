@@ -89,7 +89,8 @@ def test_metrics_are_plain_text_and_uploads_are_multipart(document: dict[str, An
     form = body["multipart/form-data"]["schema"]
     assert form["required"] == ["file"] and form["additionalProperties"] is False
     assert form["properties"]["file"] == {"type": "string", "format": "binary"}
-    assert set(body) == {"multipart/form-data", "audio/*", "application/octet-stream"}
+    raw = {"audio/*", "video/*", "application/ogg", "application/mp4", "application/octet-stream"}
+    assert set(body) == {"multipart/form-data", *raw}
     batch = document["paths"]["/v1/tag/batch"]["post"]["requestBody"]["content"]
     files = batch["multipart/form-data"]["schema"]["properties"]["files"]
     assert (files["minItems"], files["maxItems"]) == (1, Settings().max_batch_files)

@@ -32,15 +32,16 @@ import io
 import math
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import BinaryIO
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
 
 import av
 import numpy as np
 import soxr
 
 from taggram.formats import Container, by_demuxer, describe_unknown, id3_size, sniff, supported
-from taggram.service.audio import wav
+from taggram.service.audio import matroska, mp3, mp4, wav
+from taggram.service.audio.levels import Levels
 from taggram.service.errors import (
     AudioTooLongError,
     EmptyAudioError,
@@ -66,10 +67,10 @@ _TRUNCATION_TOLERANCE_SECONDS = 0.1
 # limit decodes a little longer (`ffmpeg -t 30` to AAC: 30.0002 s; MP3 without a LAME header at
 # 8 kHz, WMA or AC-3 frames: up to a quarter of a second) and was refused by a hair.
 FRAMING_GRACE_SECONDS = 0.5
-# Containers whose header length is exact (not an estimate), for the truncation warning; an MP3's
-# is exact when its first frame is a Xing/Info/VBRI frame, which counts the stream's frames.
+# Containers whose header length, as FFmpeg reports it, is exact (not an estimate), for the
+# truncation warning. An MP3's is exact only as its Xing/Info/VBRI frame counts it (``mp3``), a
+# Matroska file's says how much of a cut file is missing (``matroska``).
 _EXACT_LENGTH = frozenset({"WAV", "Wave64", "AIFF", "AU", "CAF", "FLAC", "MP4"})
-_MP3_LENGTH_TAGS = (b"Xing", b"Info", b"VBRI")
 # Most channels decoded: FFmpeg's resampler (libswresample's SWR_CH_MAX) refuses more.
 MAX_CHANNELS = 64
 # PyAV reads at most this many planes of a planar frame safely (AVFrame.data's 8 pointers).
@@ -122,6 +123,37 @@ class DecodeLimits:
 
 def _as_file(source: AudioSource) -> BinaryIO:
     return io.BytesIO(source) if isinstance(source, bytes | bytearray | memoryview) else source
+
+
+class _After(io.RawIOBase):
+    """The bytes of ``handle`` from ``start`` on, as a seekable file of their own."""
+
+    def __init__(self, handle: BinaryIO, start: int) -> None:
+        super().__init__()
+        self._handle, self._start = handle, start
+        handle.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            offset += self._start
+        position = self._handle.seek(offset, whence)
+        if position < self._start:  # never before the window
+            position = self._handle.seek(self._start)
+        return position - self._start
+
+    def tell(self) -> int:
+        return self._handle.tell() - self._start
 
 
 def _byte_size(handle: BinaryIO) -> int:
@@ -177,11 +209,13 @@ class _Output:
 
 @dataclass
 class _Progress:
-    """What the decode loop learnt on the way: frames seen, skipped packets, why it stopped."""
+    """What the decode loop learnt on the way: frames seen, skipped packets, why it stopped, the
+    levels of what it decoded."""
 
     frames: int = 0
     skipped_packets: int = 0
     stopped: str | None = None
+    levels: Levels = field(default_factory=Levels)
 
 
 def _reason(error: Exception) -> str:
@@ -220,6 +254,13 @@ def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, C
             raise UnsupportedFormatError(
                 f"not a supported audio format: the body looks like {describe_unknown(head)}; "
                 f"supported containers: {supported()}"
+            ) from error
+        if known.name == "MP4" and mp4.lacks_index(handle):
+            raise UndecodableAudioError(
+                "the MP4 file has no index (its moov box), so none of its audio can be found: "
+                "it was cut short (or is still being written) before its end, where encoders "
+                "write the index; send the whole file (with the index first, `ffmpeg -movflags "
+                "+faststart`, a cut file decodes up to the cut)"
             ) from error
         raise UndecodableAudioError(
             f"{known.name} file that cannot be read: {_reason(error)}"
@@ -287,14 +328,15 @@ def _audio_stream(media: av.container.InputContainer, container: Container) -> a
     return stream
 
 
-def _pcm_data_chunk(container: Container, codec: str, head: bytes) -> wav.DataChunk | None:
+def _pcm_data_chunk(container: Container, codec: str, handle: BinaryIO) -> wav.DataChunk | None:
     """A PCM WAV's or Wave64's data chunk as its header declares it. FFmpeg sizes those streams
-    by the data it finds, so a cut file would look whole: the header's own count tells."""
+    by the data it finds, so a cut file would look whole: the header's own count tells. Reads
+    ``handle``: call it once FFmpeg no longer does."""
     if not codec.startswith("pcm_"):
         return None
     if container.name == "WAV":
-        return wav.data_chunk(head)
-    return wav.wave64_data_chunk(head) if container.name == "Wave64" else None
+        return wav.data_chunk(handle)
+    return wav.wave64_data_chunk(handle) if container.name == "Wave64" else None
 
 
 def _declared_seconds(stream: av.AudioStream, container: Container) -> float | None:
@@ -382,15 +424,6 @@ def _downmix(samples: np.ndarray) -> np.ndarray:
     return np.asarray(weights @ planes, dtype=np.float32)
 
 
-def _check_finite(mono: np.ndarray) -> None:
-    # The sum is the cheap test: NaN or an infinity anywhere leaves it non-finite (+inf and -inf
-    # give NaN, which numpy would report on stderr as an "invalid value" warning).
-    with np.errstate(invalid="ignore"):
-        total = float(np.sum(mono, dtype=np.float64))
-    if not math.isfinite(total):
-        raise InvalidAudioError("the audio contains NaN or infinite samples")
-
-
 def _stream_into(
     output: _Output,
     blocks: Iterator[np.ndarray],
@@ -408,8 +441,12 @@ def _stream_into(
     pending_frames = 0
 
     def flush() -> None:
-        mono = _downmix(np.concatenate(pending))
-        _check_finite(mono)
+        samples = np.concatenate(pending)
+        mono = _downmix(samples)
+        progress.levels.add(samples, mono)
+        # The sum is the cheap test: NaN or an infinity anywhere leaves it non-finite.
+        if not math.isfinite(progress.levels.mono_sum):
+            raise InvalidAudioError("the audio contains NaN or infinite samples")
         output.write(mono)
 
     for samples in blocks:
@@ -430,12 +467,32 @@ def _stream_into(
         flush()
 
 
-def _exact_length(container: Container, head: bytes) -> bool:
-    """Whether the header's length is a count, not an estimate (see ``_EXACT_LENGTH``)."""
+def _declared_length(
+    media: av.container.InputContainer,
+    stream: av.AudioStream,
+    container: Container,
+    head: bytes,
+    cut: bool,
+) -> float | None:
+    """The header's length in seconds where it is a count, not an estimate, for the truncation
+    warning; ``None`` where there is none (a PCM WAV's or Wave64's data chunk, read by the caller
+    once FFmpeg is done with the file, overrides it). An MP3's is its Xing/Info/VBRI frame count
+    (FFmpeg's own is a bitrate estimate when the file's size disagrees with the count), a
+    Matroska file's its duration, only when ``cut`` (shorter than its Segment declares: the
+    duration spans every track, so a whole file's says nothing of the audio's). Read while the
+    container is open: the stream's fields live in FFmpeg's structures.
+    """
     if container.name == "MP3":
-        frame = head[id3_size(head) :][:256]
-        return frame[:1] == b"\xff" and any(tag in frame for tag in _MP3_LENGTH_TAGS)
-    return container.name in _EXACT_LENGTH
+        return mp3.declared_seconds(head[id3_size(head) :])
+    if container.name == "Matroska":
+        return media.duration / av.time_base if cut and media.duration else None
+    return _declared_seconds(stream, container) if container.name in _EXACT_LENGTH else None
+
+
+def _cut_matroska(container: Container, head: bytes, size: int) -> bool:
+    """Whether a Matroska or WebM file is smaller than its Segment declares (cut short)."""
+    end = matroska.segment_end(head) if container.name == "Matroska" else None
+    return end is not None and end > size
 
 
 def _unread_wav_data(handle: BinaryIO, size: int, chunk: wav.DataChunk, rate: int) -> str | None:
@@ -455,9 +512,12 @@ def _unread_wav_data(handle: BinaryIO, size: int, chunk: wav.DataChunk, rate: in
     )
 
 
-def _warnings(progress: _Progress, declared: float | None, rate: int, tail: bool) -> list[str]:
+def _warnings(
+    progress: _Progress, declared: float | None, rate: int, tail: bool, cut: bool
+) -> list[str]:
     """What the user should know about the decoding; ``declared`` is the header's length in
-    seconds where it is a count (not an estimate)."""
+    seconds where it is a count (not an estimate), ``cut`` whether a file of no such length
+    (Matroska without a duration) is smaller than its header declares."""
     decoded = progress.frames / rate
     warnings = []
     if progress.stopped is not None:
@@ -469,6 +529,11 @@ def _warnings(progress: _Progress, declared: float | None, rate: int, tail: bool
     if declared is not None and declared - decoded > _TRUNCATION_TOLERANCE_SECONDS:
         warnings.append(
             f"the file is truncated: its header declares {declared:.2f} s, {decoded:.2f} s decoded"
+        )
+    elif cut and declared is None:
+        warnings.append(
+            f"the file is truncated: it ends before the size its header declares; tagged the "
+            f"{decoded:.2f} s that decoded"
         )
     if tail:
         warnings.append(
@@ -499,9 +564,22 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         )
     head = handle.read(_HEAD_BYTES)
     tag = id3_size(head)
-    if tag > len(head) - 16:  # an ID3 tag bigger than the head (cover art): look past it
+    if tag >= size:
+        raise UndecodableAudioError(
+            f"the file holds no audio after its ID3v2 tag: the tag declares {tag} bytes (cover "
+            f"art, most likely) and the file has {size}; was it cut short?"
+        )
+    if tag:
         handle.seek(tag)
-        head = handle.read(_HEAD_BYTES) or head  # nothing after it: an ID3 tag means MP3
+        after = handle.read(_HEAD_BYTES)
+        behind = sniff(after) if after else None
+        if behind is not None and behind.name != "MP3":
+            # A tagger put an ID3v2 tag before a file of another container (a WAV, an M4A):
+            # FFmpeg's demuxers of those read the tag as their own header and fail, so the
+            # file is opened as if the tag were not there.
+            handle, size, head = io.BufferedReader(_After(handle, tag)), size - tag, after
+        elif tag > len(head) - 16:  # an ID3 tag bigger than the head (cover art): look past it
+            head = after or head  # nothing after it: an ID3 tag means MP3
     handle.seek(0)
     media, container = _open(handle, head)
     with media:
@@ -528,9 +606,11 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
         blocks = _frames(media, stream, rate, progress)
         _stream_into(output, blocks, max_frames, limits.max_duration_seconds, progress)
         codec = context.codec.name.removesuffix("float")
-        chunk = _pcm_data_chunk(container, codec, head)
-        # Read while the container is open: the stream's fields live in FFmpeg's structures.
-        declared = chunk.frames() / rate if chunk else _declared_seconds(stream, container)
+        cut = _cut_matroska(container, head, size)
+        declared = _declared_length(media, stream, container, head, cut)
+    chunk = _pcm_data_chunk(container, codec, handle)
+    if chunk is not None:
+        declared = chunk.frames() / rate
     if progress.frames == 0:
         if progress.stopped is not None or progress.skipped_packets:
             reason = progress.stopped or "every packet was damaged"
@@ -539,7 +619,8 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
             )
         raise InvalidAudioError("the audio contains no samples")
     tail = container.name == "Ogg" and _ogg_unterminated(handle, size)
-    warnings = _warnings(progress, declared if _exact_length(container, head) else None, rate, tail)
+    warnings = _warnings(progress, declared, rate, tail, cut)
+    warnings += progress.levels.warnings(rate, stored_float=codec.startswith("pcm_f"))
     unread = chunk and container.name == "WAV" and _unread_wav_data(handle, size, chunk, rate)
     info = AudioInfo(
         sample_rate=rate,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import BinaryIO
 
 # A data size FFmpeg and libsndfile read as "unknown, to the end of the file" (streamed WAVs).
 _UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
@@ -22,6 +23,9 @@ _UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
 _W64_SUFFIX = bytes.fromhex("f3acd3118cd100c04f8edb8a")
 _W64_RIFF = b"riff" + bytes.fromhex("2e91cf11a5d628db04c10000")
 _W64_CHUNK_HEADER = 24
+# Chunks read before giving up on finding ``data`` (real files have a handful before it; the
+# bound keeps a body of tiny chunks from costing a read per 8 bytes).
+_MAX_CHUNKS = 256
 # A Wave64 data size written to a pipe, where the real one could not be filled in (FFmpeg).
 _W64_UNKNOWN_SIZE = (1 << 63) - 1
 
@@ -45,18 +49,29 @@ class DataChunk:
         return self.size // self.block_align
 
 
-def data_chunk(head: bytes) -> DataChunk | None:
-    """The ``data`` chunk of the RIFF WAVE whose start is ``head``, or ``None``: not RIFF WAVE
-    (RF64 keeps its sizes elsewhere), no ``fmt `` before ``data`` within ``head``, or a size
-    declared unknown (0 or 0xFFFFFFFF)."""
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+def _read(handle: BinaryIO, offset: int, size: int) -> bytes:
+    handle.seek(offset)
+    return handle.read(size)
+
+
+def data_chunk(handle: BinaryIO) -> DataChunk | None:
+    """The ``data`` chunk of the RIFF WAVE file ``handle``, or ``None``: not RIFF WAVE (RF64 keeps
+    its sizes elsewhere), no ``fmt `` before ``data`` within the first ``_MAX_CHUNKS`` chunks, or
+    a size declared unknown (0 or 0xFFFFFFFF). Chunks are passed over by seeking, so a large one
+    before the samples (embedded cover art, an XMP or iXML packet, ``JUNK`` padding) costs one
+    read, however large."""
+    start = _read(handle, 0, 12)
+    if start[:4] != b"RIFF" or start[8:12] != b"WAVE":
         return None
     offset, block_align = 12, 0
-    while offset + 8 <= len(head):
-        chunk_id, size = head[offset : offset + 4], struct.unpack_from("<I", head, offset + 4)[0]
+    for _ in range(_MAX_CHUNKS):
+        header = _read(handle, offset, 8 + 14)
+        if len(header) < 8:
+            return None
+        chunk_id, size = header[:4], struct.unpack_from("<I", header, 4)[0]
         body = offset + 8
-        if chunk_id == b"fmt " and body + 14 <= len(head):
-            block_align = struct.unpack_from("<H", head, body + 12)[0]
+        if chunk_id == b"fmt " and len(header) >= 8 + 14:
+            block_align = struct.unpack_from("<H", header, 8 + 12)[0]
         elif chunk_id == b"data":
             if not block_align or size in _UNKNOWN_SIZES:
                 return None
@@ -65,20 +80,25 @@ def data_chunk(head: bytes) -> DataChunk | None:
     return None
 
 
-def wave64_data_chunk(head: bytes) -> DataChunk | None:
-    """The ``data`` chunk of the Wave64 file whose start is ``head``, or ``None``: not Wave64, or
-    no ``fmt `` before ``data`` within ``head``, or a size declared unknown (``INT64_MAX`` and
-    above). ``size`` is the samples' bytes (the chunk's own size less its header)."""
-    if head[:16] != _W64_RIFF or head[24:40] != b"wave" + _W64_SUFFIX:
+def wave64_data_chunk(handle: BinaryIO) -> DataChunk | None:
+    """The ``data`` chunk of the Wave64 file ``handle``, or ``None``: not Wave64, or no ``fmt ``
+    before ``data`` within the first ``_MAX_CHUNKS`` chunks, or a size declared unknown
+    (``INT64_MAX`` and above). ``size`` is the samples' bytes (the chunk's own size less its
+    header)."""
+    start = _read(handle, 0, 40)
+    if start[:16] != _W64_RIFF or start[24:40] != b"wave" + _W64_SUFFIX:
         return None
     offset, block_align = 40, 0
-    while offset + _W64_CHUNK_HEADER <= len(head):
-        guid, size = head[offset : offset + 16], struct.unpack_from("<Q", head, offset + 16)[0]
+    for _ in range(_MAX_CHUNKS):
+        header = _read(handle, offset, _W64_CHUNK_HEADER + 14)
+        if len(header) < _W64_CHUNK_HEADER:
+            return None
+        guid, size = header[:16], struct.unpack_from("<Q", header, 16)[0]
         body = offset + _W64_CHUNK_HEADER
         if size < _W64_CHUNK_HEADER:
             return None
-        if guid == b"fmt " + _W64_SUFFIX and body + 14 <= len(head):
-            block_align = struct.unpack_from("<H", head, body + 12)[0]
+        if guid == b"fmt " + _W64_SUFFIX and len(header) >= _W64_CHUNK_HEADER + 14:
+            block_align = struct.unpack_from("<H", header, _W64_CHUNK_HEADER + 12)[0]
         elif guid == b"data" + _W64_SUFFIX:
             if not block_align or size >= _W64_UNKNOWN_SIZE:
                 return None

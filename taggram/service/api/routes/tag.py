@@ -31,12 +31,17 @@ from taggram.service.tagging import TagOptions
 
 router = APIRouter(tags=["tagging"], dependencies=[Depends(require_scope("tag"))])
 
-_RAW_TYPES = ("application/octet-stream",)
+# Raw bodies: any audio/* or video/* type (what a browser's File.type or Python's mimetypes
+# give a .mp4, .mov, .webm or .mkv is video/*, and the audio track of a video is tagged), and the
+# registered application/ types of accepted containers (RFC 5334's Ogg, RFC 4337's MP4). The
+# bytes decide the container either way.
+_RAW_TYPES = ("application/octet-stream", "application/ogg", "application/mp4")
+_RAW_FAMILIES = ("audio/", "video/")
 _AUDIO_BODY = {"schema": {"type": "string", "format": "binary"}}
 _REQUEST_BODY = multipart_request_body(
     "file",
     many=False,
-    raw_content={"audio/*": _AUDIO_BODY, "application/octet-stream": _AUDIO_BODY},
+    raw_content={name: _AUDIO_BODY for name in ("audio/*", "video/*", *_RAW_TYPES)},
 )
 
 
@@ -60,7 +65,7 @@ async def _read_audio(
             yield upload.file, options_from_form(form, "file", options)
         finally:
             await form.close()
-    elif given in ("", *_RAW_TYPES) or given.startswith("audio/"):
+    elif given in ("", *_RAW_TYPES) or given.startswith(_RAW_FAMILIES):
         spool = await read_raw(request, budget)
         try:
             yield spool.file, options
@@ -68,8 +73,9 @@ async def _read_audio(
             await spool.close()
     else:
         raise UnsupportedMediaTypeError(
-            f"Content-Type {given!r} is not accepted: send audio/*, "
-            "application/octet-stream, or multipart/form-data with a 'file' field"
+            f"Content-Type {given!r} is not accepted: send audio/*, video/* (the audio track is "
+            "tagged), application/octet-stream, application/ogg, application/mp4, or "
+            "multipart/form-data with a 'file' field"
         )
 
 
