@@ -159,13 +159,20 @@ def test_unterminated_opus_is_tagged_with_a_warning(client: httpx.Client, clip_w
     assert len(body["warnings"]) == 1 and "end-of-stream" in body["warnings"][0]
 
 
+def _post_first_half(
+    client: httpx.Client, clip_wav: Path, name: str, encoding: str, content_type: str
+) -> httpx.Response:
+    """The clip encoded as ``encoding``, cut in half (a download that broke off), tagged."""
+    data = audio.encode(clip_wav, clip_wav.with_name(name), encoding).read_bytes()
+    return client.post(
+        "/v1/tag", content=data[: len(data) // 2], headers={"Content-Type": content_type}
+    )
+
+
 def test_cut_webm_is_tagged_with_a_warning_and_joined_mp3s_without_one(
     client: httpx.Client, clip_wav: Path
 ) -> None:
-    webm = audio.encode(clip_wav, clip_wav.with_name("clip.webm"), "webm_opus").read_bytes()
-    response = client.post(
-        "/v1/tag", content=webm[: len(webm) // 2], headers={"Content-Type": "audio/webm"}
-    )
+    response = _post_first_half(client, clip_wav, "clip.webm", "webm_opus", "audio/webm")
     assert response.status_code == 200, response.text
     body = response.json()
     assert 8.0 < body["audio"]["duration_seconds"] < 12.0
@@ -189,10 +196,7 @@ def test_cut_webm_is_tagged_with_a_warning_and_joined_mp3s_without_one(
 def test_a_cut_m4a_without_its_index_is_a_422_saying_so(
     client: httpx.Client, clip_wav: Path
 ) -> None:
-    m4a = audio.encode(clip_wav, clip_wav.with_name("clip_cut.m4a"), "m4a_aac").read_bytes()
-    response = client.post(
-        "/v1/tag", content=m4a[: len(m4a) // 2], headers={"Content-Type": "audio/mp4"}
-    )
+    response = _post_first_half(client, clip_wav, "clip_cut.m4a", "m4a_aac", "audio/mp4")
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
