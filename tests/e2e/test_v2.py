@@ -13,7 +13,9 @@ from tritonclient.utils import InferenceServerException
 
 from benchmarks.custom_creation import example as clip
 from tests.e2e.conftest import SecuredServer
-from tests.support.paths import MODEL_REPOSITORY
+from tests.support.paths import MODEL_REPOSITORY, require_repository
+from tests.support.proxy import prefix_proxy
+from tests.support.server import Server, running_server
 
 MODELS = ("MTT_sample_cnn", "MTT_musicnn")  # what the secured server serves
 
@@ -320,3 +322,38 @@ def test_a_bad_inference_header_length_is_a_400(
     )
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
     assert "Inference-Header-Content-Length" in answer.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def prefixed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server for the /taggram prefix behind a proxy (one model, no warm-up: quick to start)."""
+    env = {
+        "TAGGRAM_ROOT_PATH": "/taggram",
+        "TAGGRAM_MODELS": "MTT_sample_cnn",
+        "TAGGRAM_WARMUP": "0",
+    }
+    with running_server(require_repository(), tmp_path_factory.mktemp("logs"), env=env) as server:
+        yield server
+
+
+def test_errors_under_a_path_prefix_carry_the_message_string(prefixed_server: Server) -> None:
+    """Behind a proxy with ``TAGGRAM_ROOT_PATH``, /v2 problems carry ``error`` as the message
+    string (the path seen by the app starts with the prefix, and they got /v1's envelope
+    object, which tritonclient then raised as a dict) and the client works through the prefix."""
+    with prefix_proxy(prefixed_server.url, "/taggram") as proxy:
+        client = triton.InferenceServerClient(proxy.removeprefix("http://") + "/taggram")
+        try:
+            assert client.is_server_ready() and client.is_model_ready("MTT_sample_cnn")
+            short = triton.InferInput("waveform", [1, 1000], "FP32")
+            short.set_data_from_numpy(np.zeros((1, 1000), np.float32))
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("MTT_sample_cnn", [short])
+            message = refused.value.message()
+            assert isinstance(message, str) and "59049" in message, message
+        finally:
+            client.close()
+        missing = httpx.get(f"{proxy}/taggram/v2/models/nope")
+        assert missing.status_code == 404 and isinstance(missing.json()["error"], str)
+        assert missing.json()["instance"] == "/taggram/v2/models/nope"
+        legacy = httpx.get(f"{proxy}/taggram/v1/models/nope")  # /v1 keeps its envelope
+        assert legacy.json()["error"]["code"] == "model_not_found"

@@ -30,6 +30,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taggram.service import errors, metrics
+from taggram.service.api.paths import is_under
 from taggram.service.api.schemas import FieldProblem, LegacyError, Problem
 from taggram.service.errors import TaggramError
 
@@ -160,7 +161,7 @@ def problem_response(
     """The ``application/problem+json`` answer; counts the error in ``taggram_errors_total``."""
     count_error(code)
     request_id = getattr(request.state, "request_id", None)
-    if request.url.path.startswith("/v2"):
+    if is_under(request.scope, "/v2"):
         error: str | LegacyError = detail
     else:
         error = LegacyError(code=code, message=detail, request_id=request_id)
@@ -225,7 +226,7 @@ async def _validation_error(request: Request, error: Exception) -> ProblemRespon
     ]
     detail = "; ".join(f"{'.'.join(map(str, field.location))}: {field.message}" for field in fields)
     code = errors.InvalidOptionsError.code
-    if request.url.path.startswith("/v2"):
+    if is_under(request.scope, "/v2"):
         # The Open Inference Protocol answers a malformed inference request with 400.
         return problem_response(
             request, 400, errors.InvalidTensorError.code, detail, field_errors=fields
