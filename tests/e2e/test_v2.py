@@ -186,8 +186,8 @@ def test_json_tensors_and_bodies_are_capped(secured_server: SecuredServer) -> No
     url = f"{secured_server.url}/v2/models/MTT_musicnn/infer"
     rows = (1 << 20) // 48128 + 1  # one row more than the cap allows
     big = {"inputs": [{"name": "waveform", "shape": [rows, 48128], "datatype": "FP32",
-                       "data": [0.0]}]}  # fmt: skip
-    refused = httpx.post(url, json=big, headers=headers)
+                       "data": [[0] * 48128] * rows}]}  # fmt: skip
+    refused = httpx.post(url, json=big, headers=headers, timeout=60)
     assert (refused.status_code, refused.json()["code"]) == (413, "payload_too_large")
     assert "binary tensor extension" in refused.json()["error"]
     padding = b" " * (33 * (1 << 20))
@@ -233,6 +233,34 @@ def test_output_requests_are_read_strictly(
     answer = _infer_json(secured_server, request)
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
     assert refusal in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [(1 << 20) // 48128 + 1, 2**62, 2**64 - 1, 2**64],
+    ids=["over-cap", "huge", "u64", "beyond-u64"],
+)
+def test_a_shape_its_data_does_not_fill_is_a_400_not_a_413(
+    secured_server: SecuredServer, rows: int
+) -> None:
+    """The cap counts the values sent: one row of data under a shape of many rows is a shape
+    that does not fit its data (400, as Triton answers), not a tensor too large to send as JSON
+    (413 told the client to use the binary extension); a dimension beyond the protocol's
+    unsigned 64 bits is malformed."""
+    tensor = {"name": "waveform", "shape": [rows, 48128], "datatype": "FP32", "data": [0] * 48128}
+    answer = _infer_json(secured_server, {"inputs": [tensor]})
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert "binary tensor extension" not in answer.json()["error"]
+
+
+def test_an_empty_outputs_list_asks_for_every_output(secured_server: SecuredServer) -> None:
+    """``"outputs": []`` is read as no ``outputs`` at all, as Triton and KServe read it: every
+    output (it answered none, a 200 with nothing in it)."""
+    tensor = {"name": "waveform", "shape": [1, 48128], "datatype": "FP32", "data": [0] * 48128}
+    answer = _infer_json(secured_server, {"inputs": [tensor], "outputs": []})
+    assert answer.status_code == 200, answer.text
+    names = [output["name"] for output in answer.json()["outputs"]]
+    assert names == ["probabilities", "penultimate", "mean_pool", "max_pool"]
 
 
 def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(

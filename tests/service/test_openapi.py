@@ -63,8 +63,9 @@ def test_statuses_each_operation_can_return(document: dict[str, Any]) -> None:
     assert set(paths["/v1/tag"]["post"]["responses"]) == {
         *("200", "400", "404", "408", "413", "415", "422", "429", "500", "503")
     }
-    # Every operation that reads a body can time out reading it (408), and every tagging one can
-    # find its model's queue full (429).
+    # Every operation that reads a body can time out reading it (408) and refuse its
+    # Content-Encoding (415: /v2 inference requests included), and every tagging one can find
+    # its model's queue full (429).
     with_body = [
         (path, method, operation)
         for path, operations in paths.items()
@@ -74,6 +75,7 @@ def test_statuses_each_operation_can_return(document: dict[str, Any]) -> None:
     assert {path for path, _, _ in with_body} >= {"/v1/tag", "/v1/tag/batch", "/v1/models"}
     for path, method, operation in with_body:
         assert "408" in operation["responses"], (path, method)
+        assert "415" in operation["responses"], (path, method)
         assert "request_timeout" in operation["responses"]["408"]["description"]
     assert "429" in paths["/v1/tag/batch"]["post"]["responses"]
     assert "429" in paths["/v2/models/{model_name}/infer"]["post"]["responses"]

@@ -93,15 +93,17 @@ class RequestInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    # Strict: JSON 1.0 and true are no dimensions (lax validation read them as 1).
-    shape: list[Annotated[StrictInt, Field(ge=0)]]
+    # Strict: JSON 1.0 and true are no dimensions (lax validation read them as 1). The protocol's
+    # dimensions are unsigned 64-bit integers: a larger one is malformed, not a large tensor.
+    shape: list[Annotated[StrictInt, Field(ge=0, le=2**64 - 1)]]
     datatype: str
     parameters: Parameters | None = None
     data: list[Any] | None = Field(None, description="row-major values, flat or nested")
 
 
 class RequestOutput(BaseModel):
-    """One output asked for by name (all outputs when the request names none)."""
+    """One output asked for by name (all outputs when the request names none, or an empty
+    list, as Triton and KServe read it)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -319,9 +321,12 @@ def _input(
             raise InvalidTensorError("binary data after the JSON header but no binary_data_size")
         if tensor.data is None:
             raise InvalidTensorError(f"input {tensor.name!r} has neither data nor binary data")
-        if count > max_elements:
+        # The values sent, not the shape claimed, are what is too large: a shape the data does
+        # not fill ([2**62, 48128] over a few numbers) is a 400 from json_values, as Triton's.
+        given = _given(tensor.data)
+        if given > max_elements:
             raise PayloadTooLargeError(
-                f"a JSON tensor of {count} elements exceeds the limit of {max_elements}; "
+                f"a JSON tensor of {given} elements exceeds the limit of {max_elements}; "
                 "use the binary tensor extension"
             )
         values = json_values(tensor.data, tensor.shape[0], samples)
@@ -335,6 +340,14 @@ def _input(
 # What a JSON value that is no number is called in a refusal, by its Python type after parsing.
 _JSON_NAMES = {bool: "a boolean", str: "a string", type(None): "null", list: "an array",
                dict: "an object"}  # fmt: skip
+
+
+def _given(data: list[Any]) -> int:
+    """How many values JSON ``data`` holds, flat or nested one level (each array of a nested
+    tensor counted by its length, deeper nesting refused later by :func:`json_values`)."""
+    if data and type(data[0]) is list:
+        return sum(len(row) if type(row) is list else 1 for row in data)
+    return len(data)
 
 
 def json_values(data: list[Any], rows: int, samples: int) -> np.ndarray:
@@ -400,10 +413,11 @@ def _flag(parameters: Parameters | None, key: str, default: bool) -> bool:
 
 
 def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[tuple[str, bool]]:
-    """(output name, as binary) for each requested output, all by default."""
+    """(output name, as binary) for each requested output, all by default (no ``outputs``, or
+    an empty list: a client that always sends the member got no output at all)."""
     default_binary = _flag(request.parameters, "binary_data_output", False)
     names = [spec.name for spec in meta.outputs]
-    if request.outputs is None:
+    if not request.outputs:
         return [(name, default_binary) for name in names]
     asked = [out.name for out in request.outputs]
     unknown = [name for name in asked if name not in names]
@@ -464,7 +478,7 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
         f"(`{HEADER_LENGTH}` gives the JSON's length)",
         "content": {"application/octet-stream": {"schema": {"type": "string"}}},
     },
-    **problems(400, 404, 408, 413, 429, 500, 503),
+    **problems(400, 404, 408, 413, 415, 429, 500, 503),
 }
 
 
