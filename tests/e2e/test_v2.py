@@ -47,7 +47,8 @@ def test_server_is_live_ready_and_describes_itself(
     assert v2.is_server_live(headers=dict(key))
     assert v2.is_server_ready(headers=dict(key))
     metadata = v2.get_server_metadata(headers=dict(key))
-    assert metadata["name"] == "taggram" and "binary_tensor_data" in metadata["extensions"]
+    assert metadata["name"] == "taggram"
+    assert {"binary_tensor_data", "classification"} <= set(metadata["extensions"])
     for model in MODELS:
         assert v2.is_model_ready(model, headers=dict(key))
     assert not v2.is_server_ready()  # no key: 401
@@ -212,8 +213,27 @@ def _infer_json(secured_server: SecuredServer, request: dict[str, object]) -> ht
         ([{"name": "probabilities", "parameters": {"binary_data": 1}}], None, "binary_data"),
         (None, {"binary_data_output": "false"}, "binary_data_output"),
         ([{"name": "probabilities"}, {"name": "probabilities"}], None, "more than once"),
+        ([{"name": "probabilities", "parameters": {"classification": 0}}], None, "classification"),
+        (
+            [{"name": "probabilities", "parameters": {"classification": 2.5}}],
+            None,
+            "classification",
+        ),
+        (
+            [{"name": "probabilities", "parameters": {"classification": True}}],
+            None,
+            "classification",
+        ),
     ],
-    ids=["string-flag", "number-flag", "string-default-flag", "output-twice"],
+    ids=[
+        "string-flag",
+        "number-flag",
+        "string-default-flag",
+        "output-twice",
+        "no-classes",
+        "fractional-classes",
+        "boolean-classes",
+    ],
 )
 def test_output_requests_are_read_strictly(
     secured_server: SecuredServer,
@@ -261,6 +281,47 @@ def test_an_empty_outputs_list_asks_for_every_output(secured_server: SecuredServ
     assert answer.status_code == 200, answer.text
     names = [output["name"] for output in answer.json()["outputs"]]
     assert names == ["probabilities", "penultimate", "mean_pool", "max_pool"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_class_count_returns_the_best_tags_as_triton_does(
+    secured_server: SecuredServer,
+    v2: triton.InferenceServerClient,
+    key: dict[str, str],
+    binary: bool,
+) -> None:
+    """tritonclient's ``class_count`` (the classification extension) answers a BYTES tensor
+    ``[batch, k]`` of ``"value:index:label"``, best first, the labels the model's tags (none for
+    an embedding); it was ignored, and the client got the whole FP32 output instead."""
+    batch = (0.2 * np.random.default_rng(3).standard_normal((2, 59049))).astype(np.float32)
+    tensor = triton.InferInput("waveform", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch, binary_data=binary)
+    wanted = [
+        triton.InferRequestedOutput("probabilities", binary_data=binary, class_count=3),
+        triton.InferRequestedOutput("embedding", binary_data=binary, class_count=2),
+    ]
+    result = v2.infer("MTT_sample_cnn", [tensor], outputs=wanted, headers=dict(key))
+    assert [output["datatype"] for output in result.get_response()["outputs"]] == ["BYTES"] * 2
+
+    def strings(name: str) -> list[list[str]]:  # binary BYTES come back as bytes, JSON as str
+        array = result.as_numpy(name)
+        assert array is not None
+        return [[v.decode() if isinstance(v, bytes) else v for v in row] for row in array]
+
+    model = httpx.get(f"{secured_server.url}/v1/models/MTT_sample_cnn", headers=dict(key))
+    tags = model.json()["tags"]
+    reference = _reference("MTT_sample_cnn", batch)
+    best = strings("probabilities")
+    assert [len(row) for row in best] == [3, 3]
+    for items, probabilities in zip(best, reference["probabilities"], strict=True):
+        indices = [int(item.split(":")[1]) for item in items]
+        assert indices == list(np.argsort(-probabilities, kind="stable")[:3])
+        for item, index in zip(items, indices, strict=True):
+            value, _, label = item.split(":")
+            assert abs(float(value) - probabilities[index]) < 1e-5 and label == tags[index]
+    embedding = strings("embedding")
+    assert [len(row) for row in embedding] == [2, 2]
+    assert all(len(item.split(":")) == 2 for row in embedding for item in row)
 
 
 def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(

@@ -8,7 +8,8 @@ its input tensor must be FP32 of shape ``[batch, patch samples]`` (else 400), se
 ``data`` (at most ``TAGGRAM_MAX_JSON_TENSOR_ELEMENTS`` elements) or with the binary tensor
 extension (``Inference-Header-Content-Length`` header: the JSON header, then raw little-endian
 bytes). Rows go through the same batcher, byte limit and admission (429) as ``/v1/tag``; outputs
-come back as JSON or, when asked (``binary_data``), as binary.
+come back as JSON or, when asked (``binary_data``), as binary, or as their best classes with the
+classification extension (:mod:`taggram.service.api.classification`).
 
 Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
 """
@@ -20,7 +21,7 @@ import math
 from collections.abc import Iterable
 from importlib.metadata import version
 from itertools import chain
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -28,6 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from taggram.repository import ModelMetadata
+from taggram.service.api import classification
 from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import LifecycleDep, TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
@@ -48,7 +50,7 @@ router = APIRouter(
 )
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", classification.PARAMETER]
 DATATYPE = "FP32"
 PLATFORM = "onnxruntime_onnx"
 # Room for the JSON around the numbers, and the most characters one FP32 number may take in JSON.
@@ -103,7 +105,8 @@ class RequestInput(BaseModel):
 
 class RequestOutput(BaseModel):
     """One output asked for by name (all outputs when the request names none, or an empty
-    list, as Triton and KServe read it)."""
+    list, as Triton and KServe read it); ``parameters`` may hold ``binary_data`` (a boolean) and
+    ``classification`` (a count of best classes)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -123,13 +126,14 @@ class InferenceRequest(BaseModel):
 
 
 class ResponseOutput(BaseModel):
-    """One output tensor of the response, ``FP32`` ``[batch, ...]``."""
+    """One output tensor of the response, ``FP32`` ``[batch, ...]``, or ``BYTES``
+    ``[batch, k]`` for an output asked for with ``classification``."""
 
     name: str
     datatype: str
     shape: list[int]
     parameters: Parameters | None = None
-    data: list[float] | None = None
+    data: list[float] | list[str] | None = None
 
 
 class InferenceResponse(BaseModel):
@@ -412,13 +416,33 @@ def _flag(parameters: Parameters | None, key: str, default: bool) -> bool:
     return value
 
 
-def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[tuple[str, bool]]:
-    """(output name, as binary) for each requested output, all by default (no ``outputs``, or
-    an empty list: a client that always sends the member got no output at all)."""
+class Wanted(NamedTuple):
+    """One output to answer: its name, whether as binary, and how many best classes instead
+    of its values (``None``: the values)."""
+
+    name: str
+    binary: bool
+    classes: int | None
+
+
+def _classes(parameters: Parameters | None) -> int | None:
+    """The ``classification`` parameter: a count of classes (an integer >= 1), or ``None``."""
+    value = (parameters or {}).get(classification.PARAMETER)
+    if value is not None and (type(value) is not int or value < 1):
+        raise InvalidTensorError(
+            f"parameter {classification.PARAMETER!r} must be a whole number of classes >= 1, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[Wanted]:
+    """Each requested output, all by default (no ``outputs``, or an empty list: a client that
+    always sends the member got no output at all)."""
     default_binary = _flag(request.parameters, "binary_data_output", False)
     names = [spec.name for spec in meta.outputs]
     if not request.outputs:
-        return [(name, default_binary) for name in names]
+        return [Wanted(name, default_binary, None) for name in names]
     asked = [out.name for out in request.outputs]
     unknown = [name for name in asked if name not in names]
     if unknown:
@@ -428,24 +452,50 @@ def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[tuple[str, b
     if repeated:
         raise InvalidTensorError(f"outputs {repeated} are asked for more than once")
     return [
-        (out.name, _flag(out.parameters, "binary_data", default_binary)) for out in request.outputs
+        Wanted(
+            out.name,
+            _flag(out.parameters, "binary_data", default_binary),
+            _classes(out.parameters),
+        )
+        for out in request.outputs
     ]
+
+
+def _output(
+    wanted: Wanted, meta: ModelMetadata, values: np.ndarray
+) -> tuple[ResponseOutput, bytes]:
+    """One output of the response and, when it goes as binary, its bytes (else ``b""``)."""
+    data: list[float] | list[str] | None = None
+    if wanted.classes is None:
+        values = np.ascontiguousarray(values, dtype="<f4")
+        output = ResponseOutput(name=wanted.name, datatype=DATATYPE, shape=list(values.shape))
+        blob = values.tobytes() if wanted.binary else b""
+        if not wanted.binary:
+            data = values.ravel().tolist()
+    else:
+        labels = meta.tags if wanted.name == meta.probabilities_output else None
+        best = classification.classify(values, wanted.classes, labels)
+        output = ResponseOutput(
+            name=wanted.name, datatype=classification.DATATYPE, shape=[len(best), len(best[0])]
+        )
+        blob = classification.to_bytes(best) if wanted.binary else b""
+        if not wanted.binary:
+            data = [item for row in best for item in row]
+    if wanted.binary:
+        output.parameters = {"binary_data_size": len(blob)}
+    output.data = data
+    return output, blob
 
 
 def _answer(
     request: InferenceRequest, meta: ModelMetadata, outputs: dict[str, np.ndarray]
 ) -> Response:
     described, blobs = [], []
-    for name, binary in _wanted(request, meta):
-        values = np.ascontiguousarray(outputs[name], dtype="<f4")
-        output = ResponseOutput(name=name, datatype=DATATYPE, shape=list(values.shape))
-        if binary:
-            blob = values.tobytes()
-            output.parameters = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            output.data = values.ravel().tolist()
+    for wanted in _wanted(request, meta):
+        output, blob = _output(wanted, meta, outputs[wanted.name])
         described.append(output)
+        if wanted.binary:
+            blobs.append(blob)
     answer = InferenceResponse(
         model_name=meta.name, model_version=meta.version, id=request.id, outputs=described
     )
