@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -322,6 +323,41 @@ def test_class_count_returns_the_best_tags_as_triton_does(
     embedding = strings("embedding")
     assert [len(row) for row in embedding] == [2, 2]
     assert all(len(item.split(":")) == 2 for row in embedding for item in row)
+
+
+def test_what_kserves_client_sends_and_reads_is_served(secured_server: SecuredServer) -> None:
+    """KServe's Python client (``kserve.InferenceRESTClient``) reads the health answers' JSON
+    bodies (``response.json().get("live")``: an empty body made it raise) and sends
+    ``model_name`` in every inference request (refused as an unknown member: no inference at
+    all); the URL names the model, as on Triton."""
+    headers = {"X-API-Key": secured_server.tag_key}
+    with httpx.Client(base_url=secured_server.url, headers=headers, timeout=60) as http:
+        assert http.get("/v2/health/live").json() == {"live": True}
+        assert http.get("/v2/health/ready").json() == {"ready": True}
+        ready = {"name": "MTT_musicnn", "ready": True}
+        assert http.get("/v2/models/MTT_musicnn/ready").json() == ready
+        assert http.get("/v2/models/MTT_musicnn/versions/1.0.0/ready").json() == ready
+        tensor = {"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
+                  "parameters": {"binary_data_size": 48128 * 4}}  # fmt: skip
+        header = json.dumps(
+            {
+                "id": "k-1",
+                "model_name": "MTT_musicnn",
+                "model_version": "1.0.0",
+                "inputs": [tensor],
+                "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}],
+            }
+        ).encode()
+        answer = http.post(
+            "/v2/models/MTT_musicnn/infer",
+            content=header + np.zeros(48128, "<f4").tobytes(),
+            headers={
+                "Inference-Header-Content-Length": str(len(header)),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == "k-1" and answer.json()["outputs"][0]["shape"] == [1, 50]
 
 
 def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(

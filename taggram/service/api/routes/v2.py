@@ -77,6 +77,25 @@ class TensorMetadata(BaseModel):
     shape: list[int] = Field(description="-1 for the batch axis")
 
 
+class ServerLive(BaseModel):
+    """``GET /v2/health/live``: the Open Inference Protocol's ``$live_server_response``."""
+
+    live: bool
+
+
+class ServerReady(BaseModel):
+    """``GET /v2/health/ready``: the Open Inference Protocol's ``$ready_server_response``."""
+
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    """``GET /v2/models/{name}/ready``: the Open Inference Protocol's ``$ready_model_response``."""
+
+    name: str
+    ready: bool
+
+
 class ModelMetadataV2(BaseModel):
     """``GET /v2/models/{name}``: the model's versions, platform and tensors."""
 
@@ -115,11 +134,15 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
-    """``POST /v2/models/{name}/infer``: the Open Inference Protocol request body."""
+    """``POST /v2/models/{name}/infer``: the Open Inference Protocol request body. The URL
+    names the model: ``model_name`` and ``model_version`` in the body (KServe's client sends
+    them, Triton's examples show them) are taken and not used, as Triton does."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     id: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
     parameters: Parameters | None = None
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
@@ -182,33 +205,35 @@ async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="taggram", version=version("taggram"), extensions=EXTENSIONS)
 
 
-_EMPTY_200: dict[int | str, dict[str, Any]] = {200: {"description": "yes (empty body)"}}
+# The health answers carry the protocol's JSON bodies ({"live": true}, {"ready": true}): the
+# status alone is what Triton's clients and Kubernetes probes read, but KServe's client parses
+# the body, and an empty one (the first protocol draft's "should be empty") made it raise.
 
 
 @router.get(
     "/health/live",
     operation_id="v2_server_live",
-    response_class=Response,
+    response_model=ServerLive,
     summary="Liveness: 200 while the process answers",
-    responses=_EMPTY_200,
 )
-async def server_live() -> Response:
-    """200 while the process answers."""
-    return Response(status_code=200)
+async def server_live() -> ServerLive:
+    """200 ``{"live": true}`` while the process answers."""
+    return ServerLive(live=True)
 
 
 @router.get(
     "/health/ready",
     operation_id="v2_server_ready",
-    response_class=Response,
+    response_model=ServerReady,
     summary="Readiness: 200 once every model is loaded and warm, 503 otherwise",
-    responses={**_EMPTY_200, **problems(503)},
+    responses=problems(503),
 )
-async def server_ready(lifecycle: LifecycleDep) -> Response:
-    """200 when every model is loaded and the service is not draining, else 503."""
+async def server_ready(lifecycle: LifecycleDep) -> ServerReady:
+    """200 ``{"ready": true}`` when every model is loaded and the service is not draining,
+    else 503."""
     if not lifecycle.accepting_traffic:
         raise NotReadyError(f"the service is {lifecycle.status}")
-    return Response(status_code=200)
+    return ServerReady(ready=True)
 
 
 @router.get(
@@ -240,16 +265,16 @@ async def model_metadata(model_name: ModelName, tagger: TaggerDep) -> ModelMetad
 @router.get(
     "/models/{model_name}/ready",
     operation_id="v2_model_ready",
-    response_class=Response,
+    response_model=ModelReady,
     summary="Whether a model is loaded and can infer",
-    responses={**_EMPTY_200, **problems(404, 503)},
+    responses=problems(404, 503),
 )
-async def model_ready(model_name: ModelName, tagger: TaggerDep) -> Response:
-    """200 when the model is loaded, else 503."""
+async def model_ready(model_name: ModelName, tagger: TaggerDep) -> ModelReady:
+    """200 ``{"name", "ready": true}`` when the model is loaded, else 503."""
     meta = _model(tagger, model_name)
     if not tagger.is_loaded(meta.name):
         raise NotReadyError(f"{meta.name} is still loading")
-    return Response(status_code=200)
+    return ModelReady(name=meta.name, ready=True)
 
 
 def _split(body: bytes, header_length: str | None, json_limit: int) -> tuple[bytes, bytes]:
@@ -592,13 +617,13 @@ async def model_version_metadata(
 @router.get(
     f"{_VERSIONED}/ready",
     operation_id="v2_model_version_ready",
-    response_class=Response,
+    response_model=ModelReady,
     summary="Whether one version of a model is loaded and can infer",
-    responses={**_EMPTY_200, **problems(404, 503)},
+    responses=problems(404, 503),
 )
 async def model_version_ready(
     model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
-) -> Response:
+) -> ModelReady:
     """As :func:`model_ready`, for the model's current version only (404 otherwise)."""
     _check_version(tagger, model_name, model_version)
     return await model_ready(model_name, tagger)
