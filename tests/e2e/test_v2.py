@@ -360,6 +360,27 @@ def test_what_kserves_client_sends_and_reads_is_served(secured_server: SecuredSe
     assert answer.json()["id"] == "k-1" and answer.json()["outputs"][0]["shape"] == [1, 50]
 
 
+def test_errors_are_application_json_unless_problem_json_is_asked_for(
+    secured_server: SecuredServer,
+) -> None:
+    """/v2 problems come as ``application/json``, as Triton, KServe and MLServer send errors:
+    KServe's client reads the message only from that type (it raised "'400 Bad Request'" with
+    an empty message for an application/problem+json body). A client whose Accept names
+    application/problem+json gets that; /v1 keeps it always."""
+    key = {"X-API-Key": secured_server.tag_key}
+    url = f"{secured_server.url}/v2/models/MTT_musicnn/infer"
+    for accept, media in [
+        ({}, "application/json"),
+        ({"Accept": "*/*"}, "application/json"),
+        ({"Accept": "application/problem+json, application/json"}, "application/problem+json"),
+    ]:
+        answer = httpx.post(url, json={"inputs": []}, headers={**key, **accept})
+        assert answer.status_code == 400 and answer.headers["Content-Type"] == media, accept
+        assert answer.json()["code"] == "invalid_tensor" and isinstance(answer.json()["error"], str)
+    legacy = httpx.get(f"{secured_server.url}/v1/models/nope", headers=key)
+    assert legacy.headers["Content-Type"] == "application/problem+json"
+
+
 def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(
     secured_server: SecuredServer,
 ) -> None:

@@ -14,6 +14,8 @@ from taggram.service.api import create_app
 from taggram.service.settings import Settings
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+# /v2 problems: application/json unless the client's Accept names application/problem+json.
+PROTOCOL_PROBLEM = {"application/json": PROBLEM["application/problem+json"], **PROBLEM}
 
 
 def _document(repository: Path, **settings: Any) -> dict[str, Any]:
@@ -48,7 +50,8 @@ def test_every_error_status_carries_the_problem_schema(document: dict[str, Any])
         for status, response in operation["responses"].items():
             # /readyz answers its probe body ({"status": "starting"}) with its 503.
             if int(status) >= 400 and path != "/readyz":
-                assert response["content"] == PROBLEM, (path, method, status)
+                expected = PROTOCOL_PROBLEM if path.startswith("/v2") else PROBLEM
+                assert response["content"] == expected, (path, method, status)
     assert len(ids) == len(set(ids))
     assert all("__" not in operation_id for operation_id in ids)  # not FastAPI's generated ones
     schemas = document["components"]["schemas"]
