@@ -100,6 +100,27 @@ def test_metrics_are_plain_text_and_uploads_are_multipart(document: dict[str, An
     assert (files["minItems"], files["maxItems"]) == (1, Settings().max_batch_files)
 
 
+def test_v2_inference_documents_binary_requests_and_the_health_bodies(
+    document: dict[str, Any],
+) -> None:
+    """A client generated from the document can send the binary tensor extension (the body as
+    application/octet-stream, its JSON length in Inference-Header-Content-Length) and reads
+    the health routes' JSON bodies."""
+    paths = document["paths"]
+    for path in ("/v2/models/{model_name}/infer",
+                 "/v2/models/{model_name}/versions/{model_version}/infer"):  # fmt: skip
+        operation = paths[path]["post"]
+        assert set(operation["requestBody"]["content"]) == {
+            "application/json",
+            "application/octet-stream",
+        }
+        headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+        assert headers == ["Inference-Header-Content-Length"]
+    schemas = document["components"]["schemas"]
+    live = paths["/v2/health/live"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert schemas[live["schema"]["$ref"].rsplit("/", 1)[1]]["required"] == ["live"]
+
+
 def test_options_carry_the_served_models_constraints(document: dict[str, Any]) -> None:
     parameters = {
         p["name"]: p["schema"] for p in document["paths"]["/v1/tag"]["post"]["parameters"]

@@ -542,8 +542,20 @@ _INFER_BODY = {
         "JSON's length and each input's `parameters.binary_data_size` its bytes.",
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+            # What binary requests are sent as (KServe's client; Triton's examples).
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
+    "parameters": [
+        {
+            "name": HEADER_LENGTH,
+            "in": "header",
+            "required": False,
+            "description": "with binary tensors: the length in bytes of the JSON request that "
+            "starts the body",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    ],
 }
 
 
