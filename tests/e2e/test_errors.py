@@ -18,6 +18,8 @@ from tests.support import audio
 from tests.support.paths import require_repository
 from tests.support.server import Server, running_server
 
+PROBLEM_JSON = "application/problem+json"
+
 
 def _wav(audio: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
     buffer = io.BytesIO()
@@ -27,7 +29,9 @@ def _wav(audio: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
 
 def _assert_error(response: httpx.Response, status: int, code: str) -> None:
     assert response.status_code == status, response.text
-    assert response.headers["Content-Type"] == "application/problem+json"
+    # /v2 serves the problem as application/json, as Open Inference Protocol servers do.
+    v2 = response.request.url.path.startswith("/v2/")
+    assert response.headers["Content-Type"] == ("application/json" if v2 else PROBLEM_JSON)
     problem = response.json()
     assert (problem["status"], problem["code"]) == (status, code)
     assert problem["type"] == f"urn:taggram:problem:{code}"

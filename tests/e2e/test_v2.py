@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -13,7 +14,9 @@ from tritonclient.utils import InferenceServerException
 
 from benchmarks.custom_creation import example as clip
 from tests.e2e.conftest import SecuredServer
-from tests.support.paths import MODEL_REPOSITORY
+from tests.support.paths import MODEL_REPOSITORY, require_repository
+from tests.support.proxy import prefix_proxy
+from tests.support.server import Server, running_server
 
 MODELS = ("MTT_sample_cnn", "MTT_musicnn")  # what the secured server serves
 
@@ -45,7 +48,8 @@ def test_server_is_live_ready_and_describes_itself(
     assert v2.is_server_live(headers=dict(key))
     assert v2.is_server_ready(headers=dict(key))
     metadata = v2.get_server_metadata(headers=dict(key))
-    assert metadata["name"] == "taggram" and "binary_tensor_data" in metadata["extensions"]
+    assert metadata["name"] == "taggram"
+    assert {"binary_tensor_data", "classification"} <= set(metadata["extensions"])
     for model in MODELS:
         assert v2.is_model_ready(model, headers=dict(key))
     assert not v2.is_server_ready()  # no key: 401
@@ -184,8 +188,8 @@ def test_json_tensors_and_bodies_are_capped(secured_server: SecuredServer) -> No
     url = f"{secured_server.url}/v2/models/MTT_musicnn/infer"
     rows = (1 << 20) // 48128 + 1  # one row more than the cap allows
     big = {"inputs": [{"name": "waveform", "shape": [rows, 48128], "datatype": "FP32",
-                       "data": [0.0]}]}  # fmt: skip
-    refused = httpx.post(url, json=big, headers=headers)
+                       "data": [[0] * 48128] * rows}]}  # fmt: skip
+    refused = httpx.post(url, json=big, headers=headers, timeout=60)
     assert (refused.status_code, refused.json()["code"]) == (413, "payload_too_large")
     assert "binary tensor extension" in refused.json()["error"]
     padding = b" " * (33 * (1 << 20))
@@ -210,8 +214,27 @@ def _infer_json(secured_server: SecuredServer, request: dict[str, object]) -> ht
         ([{"name": "probabilities", "parameters": {"binary_data": 1}}], None, "binary_data"),
         (None, {"binary_data_output": "false"}, "binary_data_output"),
         ([{"name": "probabilities"}, {"name": "probabilities"}], None, "more than once"),
+        ([{"name": "probabilities", "parameters": {"classification": 0}}], None, "classification"),
+        (
+            [{"name": "probabilities", "parameters": {"classification": 2.5}}],
+            None,
+            "classification",
+        ),
+        (
+            [{"name": "probabilities", "parameters": {"classification": True}}],
+            None,
+            "classification",
+        ),
     ],
-    ids=["string-flag", "number-flag", "string-default-flag", "output-twice"],
+    ids=[
+        "string-flag",
+        "number-flag",
+        "string-default-flag",
+        "output-twice",
+        "no-classes",
+        "fractional-classes",
+        "boolean-classes",
+    ],
 )
 def test_output_requests_are_read_strictly(
     secured_server: SecuredServer,
@@ -231,6 +254,131 @@ def test_output_requests_are_read_strictly(
     answer = _infer_json(secured_server, request)
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
     assert refusal in answer.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [(1 << 20) // 48128 + 1, 2**62, 2**64 - 1, 2**64],
+    ids=["over-cap", "huge", "u64", "beyond-u64"],
+)
+def test_a_shape_its_data_does_not_fill_is_a_400_not_a_413(
+    secured_server: SecuredServer, rows: int
+) -> None:
+    """The cap counts the values sent: one row of data under a shape of many rows is a shape
+    that does not fit its data (400, as Triton answers), not a tensor too large to send as JSON
+    (413 told the client to use the binary extension); a dimension beyond the protocol's
+    unsigned 64 bits is malformed."""
+    tensor = {"name": "waveform", "shape": [rows, 48128], "datatype": "FP32", "data": [0] * 48128}
+    answer = _infer_json(secured_server, {"inputs": [tensor]})
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert "binary tensor extension" not in answer.json()["error"]
+
+
+def test_an_empty_outputs_list_asks_for_every_output(secured_server: SecuredServer) -> None:
+    """``"outputs": []`` is read as no ``outputs`` at all, as Triton and KServe read it: every
+    output (it answered none, a 200 with nothing in it)."""
+    tensor = {"name": "waveform", "shape": [1, 48128], "datatype": "FP32", "data": [0] * 48128}
+    answer = _infer_json(secured_server, {"inputs": [tensor], "outputs": []})
+    assert answer.status_code == 200, answer.text
+    names = [output["name"] for output in answer.json()["outputs"]]
+    assert names == ["probabilities", "penultimate", "mean_pool", "max_pool"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["json", "binary"])
+def test_class_count_returns_the_best_tags_as_triton_does(
+    secured_server: SecuredServer,
+    v2: triton.InferenceServerClient,
+    key: dict[str, str],
+    binary: bool,
+) -> None:
+    """tritonclient's ``class_count`` (the classification extension) answers a BYTES tensor
+    ``[batch, k]`` of ``"value:index:label"``, best first, the labels the model's tags (none for
+    an embedding); it was ignored, and the client got the whole FP32 output instead."""
+    batch = (0.2 * np.random.default_rng(3).standard_normal((2, 59049))).astype(np.float32)
+    tensor = triton.InferInput("waveform", list(batch.shape), "FP32")
+    tensor.set_data_from_numpy(batch, binary_data=binary)
+    wanted = [
+        triton.InferRequestedOutput("probabilities", binary_data=binary, class_count=3),
+        triton.InferRequestedOutput("embedding", binary_data=binary, class_count=2),
+    ]
+    result = v2.infer("MTT_sample_cnn", [tensor], outputs=wanted, headers=dict(key))
+    assert [output["datatype"] for output in result.get_response()["outputs"]] == ["BYTES"] * 2
+
+    def strings(name: str) -> list[list[str]]:  # binary BYTES come back as bytes, JSON as str
+        array = result.as_numpy(name)
+        assert array is not None
+        return [[v.decode() if isinstance(v, bytes) else v for v in row] for row in array]
+
+    model = httpx.get(f"{secured_server.url}/v1/models/MTT_sample_cnn", headers=dict(key))
+    tags = model.json()["tags"]
+    reference = _reference("MTT_sample_cnn", batch)
+    best = strings("probabilities")
+    assert [len(row) for row in best] == [3, 3]
+    for items, probabilities in zip(best, reference["probabilities"], strict=True):
+        indices = [int(item.split(":")[1]) for item in items]
+        assert indices == list(np.argsort(-probabilities, kind="stable")[:3])
+        for item, index in zip(items, indices, strict=True):
+            value, _, label = item.split(":")
+            assert abs(float(value) - probabilities[index]) < 1e-5 and label == tags[index]
+    embedding = strings("embedding")
+    assert [len(row) for row in embedding] == [2, 2]
+    assert all(len(item.split(":")) == 2 for row in embedding for item in row)
+
+
+def test_what_kserves_client_sends_and_reads_is_served(secured_server: SecuredServer) -> None:
+    """KServe's Python client (``kserve.InferenceRESTClient``) reads the health answers' JSON
+    bodies (``response.json().get("live")``: an empty body made it raise) and sends
+    ``model_name`` in every inference request (refused as an unknown member: no inference at
+    all); the URL names the model, as on Triton."""
+    headers = {"X-API-Key": secured_server.tag_key}
+    with httpx.Client(base_url=secured_server.url, headers=headers, timeout=60) as http:
+        assert http.get("/v2/health/live").json() == {"live": True}
+        assert http.get("/v2/health/ready").json() == {"ready": True}
+        ready = {"name": "MTT_musicnn", "ready": True}
+        assert http.get("/v2/models/MTT_musicnn/ready").json() == ready
+        assert http.get("/v2/models/MTT_musicnn/versions/1.0.0/ready").json() == ready
+        tensor = {"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
+                  "parameters": {"binary_data_size": 48128 * 4}}  # fmt: skip
+        header = json.dumps(
+            {
+                "id": "k-1",
+                "model_name": "MTT_musicnn",
+                "model_version": "1.0.0",
+                "inputs": [tensor],
+                "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}],
+            }
+        ).encode()
+        answer = http.post(
+            "/v2/models/MTT_musicnn/infer",
+            content=header + np.zeros(48128, "<f4").tobytes(),
+            headers={
+                "Inference-Header-Content-Length": str(len(header)),
+                "Content-Type": "application/octet-stream",
+            },
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == "k-1" and answer.json()["outputs"][0]["shape"] == [1, 50]
+
+
+def test_errors_are_application_json_unless_problem_json_is_asked_for(
+    secured_server: SecuredServer,
+) -> None:
+    """/v2 problems come as ``application/json``, as Triton, KServe and MLServer send errors:
+    KServe's client reads the message only from that type (it raised "'400 Bad Request'" with
+    an empty message for an application/problem+json body). A client whose Accept names
+    application/problem+json gets that; /v1 keeps it always."""
+    key = {"X-API-Key": secured_server.tag_key}
+    url = f"{secured_server.url}/v2/models/MTT_musicnn/infer"
+    for accept, media in [
+        ({}, "application/json"),
+        ({"Accept": "*/*"}, "application/json"),
+        ({"Accept": "application/problem+json, application/json"}, "application/problem+json"),
+    ]:
+        answer = httpx.post(url, json={"inputs": []}, headers={**key, **accept})
+        assert answer.status_code == 400 and answer.headers["Content-Type"] == media, accept
+        assert answer.json()["code"] == "invalid_tensor" and isinstance(answer.json()["error"], str)
+    legacy = httpx.get(f"{secured_server.url}/v1/models/nope", headers=key)
+    assert legacy.headers["Content-Type"] == "application/problem+json"
 
 
 def test_numbers_beyond_fp32_are_refused_without_a_numpy_warning(
@@ -320,3 +468,38 @@ def test_a_bad_inference_header_length_is_a_400(
     )
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
     assert "Inference-Header-Content-Length" in answer.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def prefixed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server for the /taggram prefix behind a proxy (one model, no warm-up: quick to start)."""
+    env = {
+        "TAGGRAM_ROOT_PATH": "/taggram",
+        "TAGGRAM_MODELS": "MTT_sample_cnn",
+        "TAGGRAM_WARMUP": "0",
+    }
+    with running_server(require_repository(), tmp_path_factory.mktemp("logs"), env=env) as server:
+        yield server
+
+
+def test_errors_under_a_path_prefix_carry_the_message_string(prefixed_server: Server) -> None:
+    """Behind a proxy with ``TAGGRAM_ROOT_PATH``, /v2 problems carry ``error`` as the message
+    string (the path seen by the app starts with the prefix, and they got /v1's envelope
+    object, which tritonclient then raised as a dict) and the client works through the prefix."""
+    with prefix_proxy(prefixed_server.url, "/taggram") as proxy:
+        client = triton.InferenceServerClient(proxy.removeprefix("http://") + "/taggram")
+        try:
+            assert client.is_server_ready() and client.is_model_ready("MTT_sample_cnn")
+            short = triton.InferInput("waveform", [1, 1000], "FP32")
+            short.set_data_from_numpy(np.zeros((1, 1000), np.float32))
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("MTT_sample_cnn", [short])
+            message = refused.value.message()
+            assert isinstance(message, str) and "59049" in message, message
+        finally:
+            client.close()
+        missing = httpx.get(f"{proxy}/taggram/v2/models/nope")
+        assert missing.status_code == 404 and isinstance(missing.json()["error"], str)
+        assert missing.json()["instance"] == "/taggram/v2/models/nope"
+        legacy = httpx.get(f"{proxy}/taggram/v1/models/nope")  # /v1 keeps its envelope
+        assert legacy.json()["error"]["code"] == "model_not_found"

@@ -14,6 +14,8 @@ from taggram.service.api import create_app
 from taggram.service.settings import Settings
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+# /v2 problems: application/json unless the client's Accept names application/problem+json.
+PROTOCOL_PROBLEM = {"application/json": PROBLEM["application/problem+json"], **PROBLEM}
 
 
 def _document(repository: Path, **settings: Any) -> dict[str, Any]:
@@ -48,7 +50,8 @@ def test_every_error_status_carries_the_problem_schema(document: dict[str, Any])
         for status, response in operation["responses"].items():
             # /readyz answers its probe body ({"status": "starting"}) with its 503.
             if int(status) >= 400 and path != "/readyz":
-                assert response["content"] == PROBLEM, (path, method, status)
+                expected = PROTOCOL_PROBLEM if path.startswith("/v2") else PROBLEM
+                assert response["content"] == expected, (path, method, status)
     assert len(ids) == len(set(ids))
     assert all("__" not in operation_id for operation_id in ids)  # not FastAPI's generated ones
     schemas = document["components"]["schemas"]
@@ -63,8 +66,9 @@ def test_statuses_each_operation_can_return(document: dict[str, Any]) -> None:
     assert set(paths["/v1/tag"]["post"]["responses"]) == {
         *("200", "400", "404", "408", "413", "415", "422", "429", "500", "503")
     }
-    # Every operation that reads a body can time out reading it (408), and every tagging one can
-    # find its model's queue full (429).
+    # Every operation that reads a body can time out reading it (408) and refuse its
+    # Content-Encoding (415: /v2 inference requests included), and every tagging one can find
+    # its model's queue full (429).
     with_body = [
         (path, method, operation)
         for path, operations in paths.items()
@@ -74,6 +78,7 @@ def test_statuses_each_operation_can_return(document: dict[str, Any]) -> None:
     assert {path for path, _, _ in with_body} >= {"/v1/tag", "/v1/tag/batch", "/v1/models"}
     for path, method, operation in with_body:
         assert "408" in operation["responses"], (path, method)
+        assert "415" in operation["responses"], (path, method)
         assert "request_timeout" in operation["responses"]["408"]["description"]
     assert "429" in paths["/v1/tag/batch"]["post"]["responses"]
     assert "429" in paths["/v2/models/{model_name}/infer"]["post"]["responses"]
@@ -94,6 +99,27 @@ def test_metrics_are_plain_text_and_uploads_are_multipart(document: dict[str, An
     batch = document["paths"]["/v1/tag/batch"]["post"]["requestBody"]["content"]
     files = batch["multipart/form-data"]["schema"]["properties"]["files"]
     assert (files["minItems"], files["maxItems"]) == (1, Settings().max_batch_files)
+
+
+def test_v2_inference_documents_binary_requests_and_the_health_bodies(
+    document: dict[str, Any],
+) -> None:
+    """A client generated from the document can send the binary tensor extension (the body as
+    application/octet-stream, its JSON length in Inference-Header-Content-Length) and reads
+    the health routes' JSON bodies."""
+    paths = document["paths"]
+    for path in ("/v2/models/{model_name}/infer",
+                 "/v2/models/{model_name}/versions/{model_version}/infer"):  # fmt: skip
+        operation = paths[path]["post"]
+        assert set(operation["requestBody"]["content"]) == {
+            "application/json",
+            "application/octet-stream",
+        }
+        headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+        assert headers == ["Inference-Header-Content-Length"]
+    schemas = document["components"]["schemas"]
+    live = paths["/v2/health/live"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert schemas[live["schema"]["$ref"].rsplit("/", 1)[1]]["required"] == ["live"]
 
 
 def test_options_carry_the_served_models_constraints(document: dict[str, Any]) -> None:

@@ -9,9 +9,11 @@ Every error answer is an RFC 9457 problem (``Content-Type: application/problem+j
 ``code`` is machine-readable and stable (:class:`~taggram.service.errors.TaggramError` ``code``),
 the status comes from :data:`STATUS`, ``Retry-After`` from the error's ``retry_after_seconds`` and
 ``WWW-Authenticate`` accompanies every 401. On ``/v2`` the problem also carries ``error`` (the
-message), which is where Open Inference Protocol clients such as ``tritonclient`` read it; on
-``/v1`` ``error`` repeats the 0.1 envelope (``{"code", "message", "request_id"}``) so that older
-clients keep working.
+message), which is where Open Inference Protocol clients such as ``tritonclient`` read it, and is
+served as ``application/json`` unless the request's ``Accept`` names ``application/problem+json``:
+Triton, KServe and MLServer answer errors as ``application/json``, and KServe's client reads the
+message only from that type. On ``/v1`` ``error`` repeats the 0.1 envelope (``{"code",
+"message", "request_id"}``) so that older clients keep working.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taggram.service import errors, metrics
+from taggram.service.api.paths import is_under
 from taggram.service.api.schemas import FieldProblem, LegacyError, Problem
 from taggram.service.errors import TaggramError
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
+# What /v2 problems are served as unless the client asks for PROBLEM_JSON.
+PROTOCOL_JSON = "application/json"
 PROBLEM_TYPE = "urn:taggram:problem:"
 # The challenge sent with every 401 (RFC 6750); X-API-Key is accepted as well.
 WWW_AUTHENTICATE = 'Bearer realm="taggram"'
@@ -142,7 +147,8 @@ def title_of(code: str, status: int) -> str:
 
 
 class ProblemResponse(JSONResponse):
-    """A JSON response served as ``application/problem+json`` (RFC 9457)."""
+    """A JSON response served as ``application/problem+json`` (RFC 9457), unless told otherwise
+    (``application/json`` on ``/v2``: :func:`problem_response`)."""
 
     media_type = PROBLEM_JSON
 
@@ -160,8 +166,11 @@ def problem_response(
     """The ``application/problem+json`` answer; counts the error in ``taggram_errors_total``."""
     count_error(code)
     request_id = getattr(request.state, "request_id", None)
-    if request.url.path.startswith("/v2"):
+    media_type = PROBLEM_JSON
+    if is_under(request.scope, "/v2"):
         error: str | LegacyError = detail
+        if PROBLEM_JSON not in request.headers.get("accept", "").lower():
+            media_type = PROTOCOL_JSON
     else:
         error = LegacyError(code=code, message=detail, request_id=request_id)
     problem = Problem(
@@ -177,7 +186,7 @@ def problem_response(
         error=error,
     )
     body = problem.model_dump(mode="json", exclude_none=True)
-    return ProblemResponse(body, status_code=status, headers=headers)
+    return ProblemResponse(body, status_code=status, headers=headers, media_type=media_type)
 
 
 def _log_fault(
@@ -225,7 +234,7 @@ async def _validation_error(request: Request, error: Exception) -> ProblemRespon
     ]
     detail = "; ".join(f"{'.'.join(map(str, field.location))}: {field.message}" for field in fields)
     code = errors.InvalidOptionsError.code
-    if request.url.path.startswith("/v2"):
+    if is_under(request.scope, "/v2"):
         # The Open Inference Protocol answers a malformed inference request with 400.
         return problem_response(
             request, 400, errors.InvalidTensorError.code, detail, field_errors=fields

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from taggram.repository import ModelMetadata
 from taggram.service.api.auth import KeyRing
-from taggram.service.api.errors import PROBLEM_JSON
+from taggram.service.api.errors import PROBLEM_JSON, PROTOCOL_JSON
 from taggram.service.api.schemas import Problem
 from taggram.service.tagging import TagOptions
 
@@ -119,6 +119,19 @@ def _secure(document: dict[str, Any], enabled: bool) -> None:
                 operation["responses"]["403"] = problem_response(403)
 
 
+def _protocol_problems(document: dict[str, Any]) -> None:
+    """``/v2`` problems come as ``application/json`` (what Open Inference Protocol clients
+    read), or as ``application/problem+json`` to a client whose ``Accept`` names it."""
+    for path, operations in document.get("paths", {}).items():
+        if not (path == "/v2" or path.startswith("/v2/")):
+            continue
+        for operation in operations.values():
+            for response in operation.get("responses", {}).values():
+                content = response.get("content", {})
+                if PROBLEM_JSON in content:
+                    response["content"] = {PROTOCOL_JSON: content[PROBLEM_JSON], **content}
+
+
 def option_constraints(models: Iterable[ModelMetadata]) -> dict[str, dict[str, Any]]:
     """JSON-schema updates for the options that every served model accepts.
 
@@ -214,4 +227,5 @@ def build_openapi(
                 files["maxItems"] = max_batch_files
     _constrain_options(document, option_constraints(models))
     _secure(document, keys.enabled)
+    _protocol_problems(document)
     return document

@@ -14,16 +14,7 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_API_PREFIXES = ("/v1/", "/v2/")
-
-
-def _is_api(scope: Scope) -> bool:
-    """Whether the request is for ``/v1`` or ``/v2``; uvicorn's ``path`` includes the root path
-    (``TAGGRAM_ROOT_PATH``), which the app's own paths do not."""
-    path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
-    if root and path.startswith(root):
-        path = path[len(root) :]
-    return path in ("/v1", "/v2") or path.startswith(_API_PREFIXES)
+from taggram.service.api.paths import is_under
 
 
 class SecurityHeadersMiddleware:
@@ -36,7 +27,7 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        api = _is_api(scope)
+        api = is_under(scope, "/v1", "/v2")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -8,7 +8,8 @@ its input tensor must be FP32 of shape ``[batch, patch samples]`` (else 400), se
 ``data`` (at most ``TAGGRAM_MAX_JSON_TENSOR_ELEMENTS`` elements) or with the binary tensor
 extension (``Inference-Header-Content-Length`` header: the JSON header, then raw little-endian
 bytes). Rows go through the same batcher, byte limit and admission (429) as ``/v1/tag``; outputs
-come back as JSON or, when asked (``binary_data``), as binary.
+come back as JSON or, when asked (``binary_data``), as binary, or as their best classes with the
+classification extension (:mod:`taggram.service.api.classification`).
 
 Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
 """
@@ -20,7 +21,7 @@ import math
 from collections.abc import Iterable
 from importlib.metadata import version
 from itertools import chain
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import numpy as np
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -28,6 +29,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from taggram.repository import ModelMetadata
+from taggram.service.api import classification
 from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import LifecycleDep, TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
@@ -48,7 +50,7 @@ router = APIRouter(
 )
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ["binary_tensor_data"]
+EXTENSIONS = ["binary_tensor_data", classification.PARAMETER]
 DATATYPE = "FP32"
 PLATFORM = "onnxruntime_onnx"
 # Room for the JSON around the numbers, and the most characters one FP32 number may take in JSON.
@@ -75,6 +77,25 @@ class TensorMetadata(BaseModel):
     shape: list[int] = Field(description="-1 for the batch axis")
 
 
+class ServerLive(BaseModel):
+    """``GET /v2/health/live``: the Open Inference Protocol's ``$live_server_response``."""
+
+    live: bool
+
+
+class ServerReady(BaseModel):
+    """``GET /v2/health/ready``: the Open Inference Protocol's ``$ready_server_response``."""
+
+    ready: bool
+
+
+class ModelReady(BaseModel):
+    """``GET /v2/models/{name}/ready``: the Open Inference Protocol's ``$ready_model_response``."""
+
+    name: str
+    ready: bool
+
+
 class ModelMetadataV2(BaseModel):
     """``GET /v2/models/{name}``: the model's versions, platform and tensors."""
 
@@ -93,15 +114,18 @@ class RequestInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    # Strict: JSON 1.0 and true are no dimensions (lax validation read them as 1).
-    shape: list[Annotated[StrictInt, Field(ge=0)]]
+    # Strict: JSON 1.0 and true are no dimensions (lax validation read them as 1). The protocol's
+    # dimensions are unsigned 64-bit integers: a larger one is malformed, not a large tensor.
+    shape: list[Annotated[StrictInt, Field(ge=0, le=2**64 - 1)]]
     datatype: str
     parameters: Parameters | None = None
     data: list[Any] | None = Field(None, description="row-major values, flat or nested")
 
 
 class RequestOutput(BaseModel):
-    """One output asked for by name (all outputs when the request names none)."""
+    """One output asked for by name (all outputs when the request names none, or an empty
+    list, as Triton and KServe read it); ``parameters`` may hold ``binary_data`` (a boolean) and
+    ``classification`` (a count of best classes)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -110,24 +134,29 @@ class RequestOutput(BaseModel):
 
 
 class InferenceRequest(BaseModel):
-    """``POST /v2/models/{name}/infer``: the Open Inference Protocol request body."""
+    """``POST /v2/models/{name}/infer``: the Open Inference Protocol request body. The URL
+    names the model: ``model_name`` and ``model_version`` in the body (KServe's client sends
+    them, Triton's examples show them) are taken and not used, as Triton does."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     id: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
     parameters: Parameters | None = None
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
 
 
 class ResponseOutput(BaseModel):
-    """One output tensor of the response, ``FP32`` ``[batch, ...]``."""
+    """One output tensor of the response, ``FP32`` ``[batch, ...]``, or ``BYTES``
+    ``[batch, k]`` for an output asked for with ``classification``."""
 
     name: str
     datatype: str
     shape: list[int]
     parameters: Parameters | None = None
-    data: list[float] | None = None
+    data: list[float] | list[str] | None = None
 
 
 class InferenceResponse(BaseModel):
@@ -176,33 +205,35 @@ async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name="taggram", version=version("taggram"), extensions=EXTENSIONS)
 
 
-_EMPTY_200: dict[int | str, dict[str, Any]] = {200: {"description": "yes (empty body)"}}
+# The health answers carry the protocol's JSON bodies ({"live": true}, {"ready": true}): the
+# status alone is what Triton's clients and Kubernetes probes read, but KServe's client parses
+# the body, and an empty one (the first protocol draft's "should be empty") made it raise.
 
 
 @router.get(
     "/health/live",
     operation_id="v2_server_live",
-    response_class=Response,
+    response_model=ServerLive,
     summary="Liveness: 200 while the process answers",
-    responses=_EMPTY_200,
 )
-async def server_live() -> Response:
-    """200 while the process answers."""
-    return Response(status_code=200)
+async def server_live() -> ServerLive:
+    """200 ``{"live": true}`` while the process answers."""
+    return ServerLive(live=True)
 
 
 @router.get(
     "/health/ready",
     operation_id="v2_server_ready",
-    response_class=Response,
+    response_model=ServerReady,
     summary="Readiness: 200 once every model is loaded and warm, 503 otherwise",
-    responses={**_EMPTY_200, **problems(503)},
+    responses=problems(503),
 )
-async def server_ready(lifecycle: LifecycleDep) -> Response:
-    """200 when every model is loaded and the service is not draining, else 503."""
+async def server_ready(lifecycle: LifecycleDep) -> ServerReady:
+    """200 ``{"ready": true}`` when every model is loaded and the service is not draining,
+    else 503."""
     if not lifecycle.accepting_traffic:
         raise NotReadyError(f"the service is {lifecycle.status}")
-    return Response(status_code=200)
+    return ServerReady(ready=True)
 
 
 @router.get(
@@ -234,16 +265,16 @@ async def model_metadata(model_name: ModelName, tagger: TaggerDep) -> ModelMetad
 @router.get(
     "/models/{model_name}/ready",
     operation_id="v2_model_ready",
-    response_class=Response,
+    response_model=ModelReady,
     summary="Whether a model is loaded and can infer",
-    responses={**_EMPTY_200, **problems(404, 503)},
+    responses=problems(404, 503),
 )
-async def model_ready(model_name: ModelName, tagger: TaggerDep) -> Response:
-    """200 when the model is loaded, else 503."""
+async def model_ready(model_name: ModelName, tagger: TaggerDep) -> ModelReady:
+    """200 ``{"name", "ready": true}`` when the model is loaded, else 503."""
     meta = _model(tagger, model_name)
     if not tagger.is_loaded(meta.name):
         raise NotReadyError(f"{meta.name} is still loading")
-    return Response(status_code=200)
+    return ModelReady(name=meta.name, ready=True)
 
 
 def _split(body: bytes, header_length: str | None, json_limit: int) -> tuple[bytes, bytes]:
@@ -319,9 +350,12 @@ def _input(
             raise InvalidTensorError("binary data after the JSON header but no binary_data_size")
         if tensor.data is None:
             raise InvalidTensorError(f"input {tensor.name!r} has neither data nor binary data")
-        if count > max_elements:
+        # The values sent, not the shape claimed, are what is too large: a shape the data does
+        # not fill ([2**62, 48128] over a few numbers) is a 400 from json_values, as Triton's.
+        given = _given(tensor.data)
+        if given > max_elements:
             raise PayloadTooLargeError(
-                f"a JSON tensor of {count} elements exceeds the limit of {max_elements}; "
+                f"a JSON tensor of {given} elements exceeds the limit of {max_elements}; "
                 "use the binary tensor extension"
             )
         values = json_values(tensor.data, tensor.shape[0], samples)
@@ -335,6 +369,14 @@ def _input(
 # What a JSON value that is no number is called in a refusal, by its Python type after parsing.
 _JSON_NAMES = {bool: "a boolean", str: "a string", type(None): "null", list: "an array",
                dict: "an object"}  # fmt: skip
+
+
+def _given(data: list[Any]) -> int:
+    """How many values JSON ``data`` holds, flat or nested one level (each array of a nested
+    tensor counted by its length, deeper nesting refused later by :func:`json_values`)."""
+    if data and type(data[0]) is list:
+        return sum(len(row) if type(row) is list else 1 for row in data)
+    return len(data)
 
 
 def json_values(data: list[Any], rows: int, samples: int) -> np.ndarray:
@@ -399,12 +441,33 @@ def _flag(parameters: Parameters | None, key: str, default: bool) -> bool:
     return value
 
 
-def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[tuple[str, bool]]:
-    """(output name, as binary) for each requested output, all by default."""
+class Wanted(NamedTuple):
+    """One output to answer: its name, whether as binary, and how many best classes instead
+    of its values (``None``: the values)."""
+
+    name: str
+    binary: bool
+    classes: int | None
+
+
+def _classes(parameters: Parameters | None) -> int | None:
+    """The ``classification`` parameter: a count of classes (an integer >= 1), or ``None``."""
+    value = (parameters or {}).get(classification.PARAMETER)
+    if value is not None and (type(value) is not int or value < 1):
+        raise InvalidTensorError(
+            f"parameter {classification.PARAMETER!r} must be a whole number of classes >= 1, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[Wanted]:
+    """Each requested output, all by default (no ``outputs``, or an empty list: a client that
+    always sends the member got no output at all)."""
     default_binary = _flag(request.parameters, "binary_data_output", False)
     names = [spec.name for spec in meta.outputs]
-    if request.outputs is None:
-        return [(name, default_binary) for name in names]
+    if not request.outputs:
+        return [Wanted(name, default_binary, None) for name in names]
     asked = [out.name for out in request.outputs]
     unknown = [name for name in asked if name not in names]
     if unknown:
@@ -414,24 +477,50 @@ def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[tuple[str, b
     if repeated:
         raise InvalidTensorError(f"outputs {repeated} are asked for more than once")
     return [
-        (out.name, _flag(out.parameters, "binary_data", default_binary)) for out in request.outputs
+        Wanted(
+            out.name,
+            _flag(out.parameters, "binary_data", default_binary),
+            _classes(out.parameters),
+        )
+        for out in request.outputs
     ]
+
+
+def _output(
+    wanted: Wanted, meta: ModelMetadata, values: np.ndarray
+) -> tuple[ResponseOutput, bytes]:
+    """One output of the response and, when it goes as binary, its bytes (else ``b""``)."""
+    data: list[float] | list[str] | None = None
+    if wanted.classes is None:
+        values = np.ascontiguousarray(values, dtype="<f4")
+        output = ResponseOutput(name=wanted.name, datatype=DATATYPE, shape=list(values.shape))
+        blob = values.tobytes() if wanted.binary else b""
+        if not wanted.binary:
+            data = values.ravel().tolist()
+    else:
+        labels = meta.tags if wanted.name == meta.probabilities_output else None
+        best = classification.classify(values, wanted.classes, labels)
+        output = ResponseOutput(
+            name=wanted.name, datatype=classification.DATATYPE, shape=[len(best), len(best[0])]
+        )
+        blob = classification.to_bytes(best) if wanted.binary else b""
+        if not wanted.binary:
+            data = [item for row in best for item in row]
+    if wanted.binary:
+        output.parameters = {"binary_data_size": len(blob)}
+    output.data = data
+    return output, blob
 
 
 def _answer(
     request: InferenceRequest, meta: ModelMetadata, outputs: dict[str, np.ndarray]
 ) -> Response:
     described, blobs = [], []
-    for name, binary in _wanted(request, meta):
-        values = np.ascontiguousarray(outputs[name], dtype="<f4")
-        output = ResponseOutput(name=name, datatype=DATATYPE, shape=list(values.shape))
-        if binary:
-            blob = values.tobytes()
-            output.parameters = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            output.data = values.ravel().tolist()
+    for wanted in _wanted(request, meta):
+        output, blob = _output(wanted, meta, outputs[wanted.name])
         described.append(output)
+        if wanted.binary:
+            blobs.append(blob)
     answer = InferenceResponse(
         model_name=meta.name, model_version=meta.version, id=request.id, outputs=described
     )
@@ -453,8 +542,20 @@ _INFER_BODY = {
         "JSON's length and each input's `parameters.binary_data_size` its bytes.",
         "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+            # What binary requests are sent as (KServe's client; Triton's examples).
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
+    "parameters": [
+        {
+            "name": HEADER_LENGTH,
+            "in": "header",
+            "required": False,
+            "description": "with binary tensors: the length in bytes of the JSON request that "
+            "starts the body",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    ],
 }
 
 
@@ -464,7 +565,7 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
         f"(`{HEADER_LENGTH}` gives the JSON's length)",
         "content": {"application/octet-stream": {"schema": {"type": "string"}}},
     },
-    **problems(400, 404, 408, 413, 429, 500, 503),
+    **problems(400, 404, 408, 413, 415, 429, 500, 503),
 }
 
 
@@ -528,13 +629,13 @@ async def model_version_metadata(
 @router.get(
     f"{_VERSIONED}/ready",
     operation_id="v2_model_version_ready",
-    response_class=Response,
+    response_model=ModelReady,
     summary="Whether one version of a model is loaded and can infer",
-    responses={**_EMPTY_200, **problems(404, 503)},
+    responses=problems(404, 503),
 )
 async def model_version_ready(
     model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
-) -> Response:
+) -> ModelReady:
     """As :func:`model_ready`, for the model's current version only (404 otherwise)."""
     _check_version(tagger, model_name, model_version)
     return await model_ready(model_name, tagger)
