@@ -347,7 +347,7 @@ def one_shot_scalings(episodes: int, repository: Path, reported: bool) -> None:
     cells: dict[str, list[float]] = {name: [] for name in scalings}
     for pairs in (False, True):
         margins = one_shot_margins(tasks, pairs, scalings, episodes, repository)
-        title = "2 classes" if pairs else "every class"
+        title = "2 classes" if pairs else "all classes"
         _table(f"one-shot vote standardising ({title}, k = 1)", tasks, margins)
         for name, values in margins.items():
             cells[name] += values
