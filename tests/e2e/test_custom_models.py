@@ -229,6 +229,41 @@ def test_an_ensemble_over_two_networks_and_a_one_shot_vote(client: httpx.Client)
     assert client.delete("/v1/models/one_shot").status_code == 204
 
 
+def _wav(audio: np.ndarray, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, audio.astype(np.float32), rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def test_a_model_taught_one_tone_and_one_noise_tells_other_tones_from_other_noise(
+    client: httpx.Client,
+) -> None:
+    """Two classes of one example each: the one-shot vote keeps the relative sizes of the
+    features' dimensions (standardised per dimension, both examples' dimensions all became +-1
+    and tones at other frequencies came out as noise)."""
+    noise = [0.1 * np.random.default_rng(seed).standard_normal(3 * 16000) for seed in range(5)]
+    tones = {f: test_audio.tone(16000, 3.0, 1, f)[:, 0] for f in (220, 330, 440, 700, 1320, 3000)}
+    made = client.post(
+        "/v1/models",
+        data={"name": "tone_or_noise", "labels": ["tone", "noise"]},
+        files=[
+            ("files", ("tone.wav", _wav(tones.pop(220)))),
+            ("files", ("noise.wav", _wav(noise[0]))),
+        ],
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["selection"] == "fallback"
+    queries = {f"{f} Hz": (a, "tone") for f, a in tones.items()}
+    queries |= {f"noise {seed}": (a, "noise") for seed, a in enumerate(noise[1:], 1)}
+    answers = {
+        clip: tag(client, _wav(audio), model="tone_or_noise").json()["tags"]
+        for clip, (audio, _) in queries.items()
+    }
+    top = {clip: tags[0]["tag"] for clip, tags in answers.items()}
+    assert top == {clip: kind for clip, (_, kind) in queries.items()}, answers
+    assert client.delete("/v1/models/tone_or_noise").status_code == 204
+
+
 def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     assert create(client, "taken", features="MTT_musicnn.penultimate").status_code == 201
     data, files = form("fresh")

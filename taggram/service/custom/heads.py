@@ -5,7 +5,9 @@ probabilities [n, n_classes] float32. Targets are an indicator matrix ``Y`` [n, 
 one ``True`` per row for single-label models (probabilities sum to 1, softmax), any number for
 multi-label ones (each class on its own, sigmoid). Every head first standardises each dimension
 with the training examples' mean and standard deviation (random-CNN and MFCC dimensions differ
-in scale by orders of magnitude).
+in scale by orders of magnitude), or by another :data:`Scaling` given to it: the one-shot vote
+uses :func:`shrunk_to_mean_variance`, since a few examples' own spread per dimension is mostly
+noise (with two examples every dimension of both becomes +-1).
 
 A fitted head is nothing but named numpy arrays (:meth:`Head.arrays`), saved with
 ``numpy.savez`` and loaded back with ``allow_pickle=False``: no pickled objects, so a custom-models
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
@@ -53,6 +56,30 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * logits))  # overflow-free logistic
 
 
+# How a head standardises its inputs: training embeddings [n, dim] float64 -> (mean [dim], scale
+# [dim]), every row then mapped to (x - mean) / scale.
+Scaling = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def per_dimension(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each dimension's mean and standard deviation over the rows of ``X`` [n, dim] (a constant
+    dimension, std 0 or negligible against the largest, keeps scale 1)."""
+    std = X.std(axis=0)
+    return X.mean(axis=0), np.where(std > 1e-8 * max(1.0, float(std.max(initial=0.0))), std, 1.0)
+
+
+def shrunk_to_mean_variance(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each dimension's mean over the rows of ``X`` [n, dim] float64, and as its scale the square
+    root of its variance moved ``1 / (n - 1)`` of the way toward the mean variance of all
+    dimensions: with two rows one common scale (the dimensions keep their relative sizes), with
+    many nearly each dimension's own std. A variance that ends at 0 (every row alike) keeps
+    scale 1."""
+    variance = X.var(axis=0)
+    weight = 1.0 / max(len(X) - 1, 1)
+    shrunk = (1.0 - weight) * variance + weight * variance.mean()
+    return X.mean(axis=0), np.sqrt(np.where(shrunk > 0, shrunk, 1.0))
+
+
 def l2_normalise(rows: np.ndarray) -> np.ndarray:
     """``[n, d]`` rows scaled to unit L2 norm (zero rows stay zero)."""
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
@@ -64,17 +91,17 @@ class Head(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, multi_label: bool) -> None:
+    def __init__(self, multi_label: bool, scaling: Scaling = per_dimension) -> None:
         self.multi_label = multi_label
+        self.scaling = scaling
         self.mean = np.zeros(0, np.float64)
         self.scale = np.ones(0, np.float64)
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> Head:
-        """Fit on embeddings ``X`` [n, dim] and indicator targets ``Y`` [n, n_classes] bool."""
+        """Fit on embeddings ``X`` [n, dim] and indicator targets ``Y`` [n, n_classes] bool,
+        standardised by :attr:`scaling` of ``X``."""
         X = np.asarray(X, np.float64)
-        self.mean = X.mean(axis=0)
-        std = X.std(axis=0)
-        self.scale = np.where(std > 1e-8 * max(1.0, float(std.max(initial=0.0))), std, 1.0)
+        self.mean, self.scale = self.scaling(X)
         self._fit(self._standardise(X), np.asarray(Y, bool))
         return self
 
@@ -119,8 +146,8 @@ class PrototypeHead(Head):
 
     name = "prototypes"
 
-    def __init__(self, multi_label: bool) -> None:
-        super().__init__(multi_label)
+    def __init__(self, multi_label: bool, scaling: Scaling = per_dimension) -> None:
+        super().__init__(multi_label, scaling)
         self.positive = np.zeros((0, 0))
         self.negative = np.zeros((0, 0))
 
@@ -151,8 +178,8 @@ class PrototypeHead(Head):
 class LinearHead(Head):
     """A linear map ``Z @ coef.T + intercept``; subclasses differ in how they fit it."""
 
-    def __init__(self, multi_label: bool) -> None:
-        super().__init__(multi_label)
+    def __init__(self, multi_label: bool, scaling: Scaling = per_dimension) -> None:
+        super().__init__(multi_label, scaling)
         self.coef = np.zeros((0, 0))
         self.intercept = np.zeros(0)
 
@@ -240,8 +267,10 @@ class KnnHead(Head):
 
     name = "knn"
 
-    def __init__(self, multi_label: bool, k: int | None = None) -> None:
-        super().__init__(multi_label)
+    def __init__(
+        self, multi_label: bool, k: int | None = None, scaling: Scaling = per_dimension
+    ) -> None:
+        super().__init__(multi_label, scaling)
         self.k = k
         self.points = np.zeros((0, 0))
         self.targets = np.zeros((0, 0))

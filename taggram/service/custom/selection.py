@@ -15,7 +15,8 @@ a single candidate there is nothing to choose and plain cross-validation is alre
 
 Fallback: when a class has a single example, no fold can hold it out and still train on it, so
 ``auto`` takes a fixed weighted vote, :data:`ONE_SHOT_CLASSIFIER` on the features of
-:data:`ONE_SHOT_FEATURES` among the candidates', and reports no accuracy estimate. Inside nested
+:data:`ONE_SHOT_FEATURES` among the candidates', its heads standardising by
+:data:`ONE_SHOT_SCALING`, and reports no accuracy estimate. Inside nested
 cross-validation, an outer training part whose smallest class has a single example falls back
 the same way, so the estimate measures exactly what ``auto`` does.
 
@@ -37,7 +38,13 @@ from sklearn.metrics import f1_score
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from taggram.service.custom.ensemble import Candidate, Ensemble, fit_temperature
-from taggram.service.custom.heads import HEADS, Head
+from taggram.service.custom.heads import (
+    HEADS,
+    Head,
+    Scaling,
+    per_dimension,
+    shrunk_to_mean_variance,
+)
 
 CLASSIFIERS = ("prototypes", "logistic", "svm", "knn")
 MAX_FOLDS = 5
@@ -57,6 +64,9 @@ ONE_SHOT_FEATURES = {
     "MSD_musicnn.max_pool": 0.2,
 }
 ONE_SHOT_CLASSIFIER = "logistic"
+# How the one-shot vote's heads standardise (every other head: per_dimension). Chosen on the
+# development tasks at k = 1 with 8 and 2 classes (docs/custom-models.md).
+ONE_SHOT_SCALING: Scaling = shrunk_to_mean_variance
 
 
 @dataclass(frozen=True)
@@ -115,16 +125,18 @@ def splits(Y: np.ndarray, multi_label: bool, folds: int) -> list[tuple[np.ndarra
     return list(StratifiedKFold(folds, shuffle=True, random_state=SEED).split(labels, labels))
 
 
-def make_head(classifier: str, multi_label: bool) -> Head:
-    """An unfitted head of the named classifier."""
-    return HEADS[classifier](multi_label)
+def make_head(classifier: str, multi_label: bool, scaling: Scaling = per_dimension) -> Head:
+    """An unfitted head of the named classifier, standardising its inputs by ``scaling``."""
+    return HEADS[classifier](multi_label, scaling=scaling)
 
 
 def fit(features: dict[str, np.ndarray], Y: np.ndarray, chosen: Selection, multi: bool) -> Ensemble:
-    """Every chosen member's head fitted on every example (``features[name]``: ``[n, d]``)."""
+    """Every chosen member's head fitted on every example (``features[name]``: ``[n, d]``),
+    standardised by :data:`ONE_SHOT_SCALING` for the fallback vote, per dimension otherwise."""
+    scaling = ONE_SHOT_SCALING if chosen.method == "fallback" else per_dimension
     return Ensemble(
         tuple(
-            (member, make_head(member.classifier, multi).fit(features[member.feature], Y))
+            (member, make_head(member.classifier, multi, scaling).fit(features[member.feature], Y))
             for member in chosen.members
         ),
         chosen.weights,

@@ -11,7 +11,15 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.svm import LinearSVC
 
-from taggram.service.custom.heads import HEADS, SVM_C, Head, KnnHead, LogisticHead, SVMHead
+from taggram.service.custom.heads import (
+    HEADS,
+    SVM_C,
+    Head,
+    KnnHead,
+    LogisticHead,
+    SVMHead,
+    shrunk_to_mean_variance,
+)
 
 
 def _data(n_per_class: int, classes: int, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -97,3 +105,18 @@ def test_arrays_round_trip_without_pickle(name: str, multi_label: bool) -> None:
     np.testing.assert_array_equal(restored.predict_proba(X), probabilities)
     if not multi_label:
         np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_the_one_shot_scaling_keeps_two_examples_dimensions_in_proportion() -> None:
+    """Two rows: one scale for every dimension (per dimension, each would become +-1); five
+    rows: each variance a quarter of the way to the mean variance; rows all alike: scale 1."""
+    X = np.array([[0.0, 0.0, 5.0], [2.0, 20.0, 5.0]])
+    mean, scale = shrunk_to_mean_variance(X)
+    assert np.allclose(mean, [1.0, 10.0, 5.0])
+    assert np.allclose(scale, np.sqrt(np.mean(X.var(axis=0))))
+    five = np.random.default_rng(0).normal(size=(5, 3)) * [1.0, 10.0, 100.0]
+    variance = five.var(axis=0)
+    assert np.allclose(
+        shrunk_to_mean_variance(five)[1] ** 2, 0.75 * variance + 0.25 * variance.mean()
+    )
+    assert np.array_equal(shrunk_to_mean_variance(np.ones((2, 3)))[1], np.ones(3))
