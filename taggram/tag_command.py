@@ -78,6 +78,7 @@ def _tag_remote(
         DEFAULT_TIMEOUT,
         APIError,
         ConnectionFailedError,
+        NotAServiceError,
         RetryPolicy,
         TaggramClient,
         TaggramClientError,
@@ -95,6 +96,8 @@ def _tag_remote(
             for path in paths:
                 yield Outcome(path, code=error.code, message=str(error))
             return
+        except NotAServiceError as error:  # every file would fail alike: a usage error
+            raise typer.BadParameter(str(error), param_hint="'--url'") from error
         except TaggramClientError:
             listing = None  # a key refused: each file reports it
         if listing is not None:
