@@ -186,8 +186,25 @@ def test_a_cors_origin_that_no_browser_sends_refuses_to_start(
     result = CliRunner().invoke(app, ["--model-repository", str(tmp_path / "none"), "--port", "1"])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines() == [
-        f"error: cors_origins: {origin!r} is not an origin: give scheme://host[:port] (no path), "
-        "e.g. https://app.example.com, or * for any"
+        f"error: TAGGRAM_CORS_ORIGINS: {origin!r} is not an origin: give scheme://host[:port] "
+        "(no path), e.g. https://app.example.com, or * for any"
+    ]
+
+
+def test_a_bad_value_is_named_as_it_was_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A variable by its name, an option by its flag: the line said ``max_batch_size: ...``,
+    neither what a ConfigMap sets nor what was typed."""
+    monkeypatch.setenv("TAGGRAM_MAX_BATCH_SIZE", "abc")
+    repository = str(tmp_path / "none")
+    arguments = ["--model-repository", repository, "--port", "1", "--max-queue-delay-ms", "-3"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        "error: TAGGRAM_MAX_BATCH_SIZE: Input should be a valid integer, unable to parse string "
+        "as an integer",
+        "error: --max-queue-delay-ms: Input should be greater than or equal to 0",
     ]
 
 
