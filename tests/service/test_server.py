@@ -237,3 +237,22 @@ def test_a_host_the_service_cannot_listen_on_is_a_usage_error_in_one_line(
     assert finished.returncode == 2, finished.stderr
     lines = finished.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(expected), finished.stderr
+
+
+def test_a_trailing_slash_is_a_404_naming_the_path_without_it(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """``curl -F file=@song.wav .../v1/tag/`` printed nothing: Starlette answered an empty 307,
+    which curl does not follow, and a client that does sent the whole upload twice."""
+    song = write_wav(tmp_path / "song.wav", tone(16000, 2.0), 16000)
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        with song.open("rb") as handle:
+            tag = httpx.post(f"{server.url}/v1/tag/", files={"file": handle})
+        assert (tag.status_code, tag.json()["code"]) == (404, "not_found"), tag.text
+        expected = "no route /v1/tag/; did you mean /v1/tag (without the trailing slash)?"
+        assert tag.json()["detail"] == expected
+        models = httpx.get(f"{server.url}/v1/models/")
+        assert models.status_code == 404 and "did you mean /v1/models " in models.json()["detail"]
+        assert httpx.get(f"{server.url}/nowhere/").json()["detail"] == "Not Found"
+        assert httpx.get(f"{server.url}/v1/models").status_code == 200
