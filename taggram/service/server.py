@@ -102,10 +102,12 @@ def serve(settings: Settings) -> None:
             installed, or an address the service cannot listen on (:func:`check_address`);
             raised before the port opens too.
     """
-    check_address(settings.host, settings.port)
     lifecycle = Lifecycle()
     tagger = Tagger(settings)
     app = create_app(settings, lifecycle, tagger)
+    # After the repository and settings checks, which name the more likely mistake (and which
+    # tests reach with an unprivileged --port 1).
+    check_address(settings.host, settings.port)
     # Only once the settings are known to start: a refused start leaves logging as it was (the
     # command says why in one line), not a root handler on the stream stderr was at that time.
     configure_logging(settings.log_level, settings.log_format)
