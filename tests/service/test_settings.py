@@ -13,6 +13,7 @@ from pydantic_core import PydanticUndefined
 from typer.testing import CliRunner
 
 from taggram.cli import app as taggram_app
+from taggram.repository import load_repository
 from taggram.service.api.auth import key_id
 from taggram.service.cli import app, settings_from_options
 from taggram.service.settings import (
@@ -259,7 +260,15 @@ def test_an_explicit_default_model_that_is_not_loaded_refuses_to_start(
             "model repository {missing} does not exist; "
             "run `taggram build-models --repository {missing}`",
         ),
-        (["--model-repository", "{tiny}", "--models", "NOPE"], "models ['NOPE'] are not in {tiny}"),
+        (
+            ["--model-repository", "{tiny}", "--models", "NOPE"],
+            "models ['NOPE'] are not in {tiny} (TAGGRAM_MODELS); it has {names}",
+        ),
+        (
+            # the setting named, and what the repository has: a mistyped name was a guess
+            ["--model-repository", "{tiny}", "--default-model", "tiny_"],
+            "default model 'tiny_' is not in {tiny} (TAGGRAM_DEFAULT_MODEL); it has {names}",
+        ),
     ],
 )
 def test_a_missing_repository_or_model_refuses_to_start_in_one_line(
@@ -270,7 +279,8 @@ def test_a_missing_repository_or_model_refuses_to_start_in_one_line(
     arguments = [option.format(**paths) for option in options]
     result = CliRunner().invoke(app, [*arguments, "--port", "1", "--no-warmup"])
     assert result.exit_code == 2, result.output
-    assert result.stderr.strip().splitlines() == [f"error: {expected.format(**paths)}"]
+    names = ", ".join(sorted(load_repository(tiny_repository)))
+    assert result.stderr.strip().splitlines() == [f"error: {expected.format(**paths, names=names)}"]
 
 
 @pytest.mark.parametrize(
