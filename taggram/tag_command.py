@@ -276,7 +276,9 @@ def tag(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="tags listed per file")] = 5,
     url: Annotated[
         str | None,
-        typer.Option(help="tag through the service at this URL (default: $TAGGRAM_URL)"),
+        typer.Option(
+            help="tag through the service at this root URL, http://host:port (default: TAGGRAM_URL)"
+        ),
     ] = None,
     local: Annotated[
         bool, typer.Option("--local", help="tag in-process even when TAGGRAM_URL is set")
