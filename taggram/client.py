@@ -73,6 +73,24 @@ class ConnectionFailedError(TaggramClientError):
     code = "unreachable"
 
 
+class NotAServiceError(TaggramClientError):
+    """The URL answers HTTP, but no taggram service does: ``GET /v1/models`` is a 404 (a URL with
+    ``/v1`` or ``/v1/tag`` on it, another server's port), or a success is not JSON (a web server's
+    page). Every request would fail alike, so the commands refuse such a ``--url`` at once."""
+
+    code = "not_a_service"
+
+
+def _not_a_service(base_url: httpx.URL, error: APIError) -> NotAServiceError:
+    """What a 404 to ``GET /v1/models``, which every taggram service answers, says of the URL
+    (not the 404's body: another server's is a page of HTML)."""
+    return NotAServiceError(
+        f"{str(base_url).rstrip('/')}: no taggram service answers there (GET /v1/models answered "
+        f"{error.status}); give the service's root URL, e.g. http://127.0.0.1:8000 (with its path "
+        "prefix behind a proxy), not an endpoint such as /v1/tag"
+    )
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long to keep trying: ``attempts`` tries in all, the wait doubling from ``backoff``
@@ -149,7 +167,14 @@ def _checked(outcome: httpx.Response | httpx.TransportError) -> Any:
     if isinstance(outcome, httpx.TransportError):
         raise ConnectionFailedError(f"{outcome.request.url}: {outcome!r}") from outcome
     if outcome.is_success:
-        return outcome.json()
+        try:
+            return outcome.json()
+        except ValueError as error:  # a web server's page: JSONDecodeError was a traceback
+            media_type = outcome.headers.get("Content-Type", "no Content-Type")
+            raise NotAServiceError(
+                f"{outcome.request.url}: the answer is not JSON ({media_type}): no taggram service "
+                "answers there"
+            ) from error
     request_id: str | None
     try:
         body = outcome.json()
@@ -296,9 +321,15 @@ class TaggramClient:
         """``GET /v1/models``: ``{"default_model", "models": [metadata, ...]}``.
 
         Raises:
+            NotAServiceError: the URL answers, but no taggram service does (404, not JSON).
             RequestRejectedError, ServiceError, ConnectionFailedError: as :meth:`tag`.
         """
-        return dict(self._request("GET", "/v1/models"))
+        try:
+            return dict(self._request("GET", "/v1/models"))
+        except RequestRejectedError as error:
+            if error.status == 404:
+                raise _not_a_service(self._http.base_url, error) from error
+            raise
 
     def health(self) -> dict[str, Any]:
         """``/readyz``: retried while the service starts, so it also waits for readiness."""
@@ -371,8 +402,14 @@ class AsyncTaggramClient:
         return list(body["results"])
 
     async def models(self) -> dict[str, Any]:
-        """``GET /v1/models``: ``{"default_model", "models": [metadata, ...]}``."""
-        return dict(await self._request("GET", "/v1/models"))
+        """``GET /v1/models``: ``{"default_model", "models": [metadata, ...]}``; raises as
+        :meth:`TaggramClient.models`."""
+        try:
+            return dict(await self._request("GET", "/v1/models"))
+        except RequestRejectedError as error:
+            if error.status == 404:
+                raise _not_a_service(self._http.base_url, error) from error
+            raise
 
     async def health(self) -> dict[str, Any]:
         """``GET /readyz`` (retried while the service starts or drains): ``{"status": ...}``."""

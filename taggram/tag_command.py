@@ -78,6 +78,7 @@ def _tag_remote(
         DEFAULT_TIMEOUT,
         APIError,
         ConnectionFailedError,
+        NotAServiceError,
         RetryPolicy,
         TaggramClient,
         TaggramClientError,
@@ -95,6 +96,8 @@ def _tag_remote(
             for path in paths:
                 yield Outcome(path, code=error.code, message=str(error))
             return
+        except NotAServiceError as error:  # every file would fail alike: a usage error
+            raise typer.BadParameter(str(error), param_hint="'--url'") from error
         except TaggramClientError:
             listing = None  # a key refused: each file reports it
         if listing is not None:
@@ -273,7 +276,9 @@ def tag(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="tags listed per file")] = 5,
     url: Annotated[
         str | None,
-        typer.Option(help="tag through the service at this URL (default: $TAGGRAM_URL)"),
+        typer.Option(
+            help="tag through the service at this root URL, http://host:port (default: TAGGRAM_URL)"
+        ),
     ] = None,
     local: Annotated[
         bool, typer.Option("--local", help="tag in-process even when TAGGRAM_URL is set")

@@ -70,7 +70,10 @@ def catalogue(
     ],
     output: Annotated[Path, typer.Option(help="results file; an existing one is resumed")],
     url: Annotated[
-        str | None, typer.Option(envvar="TAGGRAM_URL", help="service URL (or use --local)")
+        str | None,
+        typer.Option(
+            envvar="TAGGRAM_URL", help="service root URL, http://host:port (or use --local)"
+        ),
     ] = None,
     api_key: Annotated[
         str | None,

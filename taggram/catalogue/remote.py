@@ -18,6 +18,7 @@ from taggram.client import (
     AsyncTaggramClient,
     AuthenticationFailedError,
     ConnectionFailedError,
+    NotAServiceError,
     RequestRejectedError,
     RetryPolicy,
     ServiceError,
@@ -66,7 +67,8 @@ class RemoteBackend:
             return records.failure(
                 track, error.code, error.message, retryable=retryable, request_id=error.request_id
             )
-        except ConnectionFailedError as error:
+        except (ConnectionFailedError, NotAServiceError) as error:
+            # Not the file's fault (a proxy answering its own page): worth another run.
             return records.failure(track, error.code, str(error), retryable=True)
         return from_response(track, body, self.options.top_k)
 
@@ -87,12 +89,14 @@ def check_served_options(
     The problem is also ``None`` when the list cannot be had (unreachable, failing), which the
     run then records per track as it always did. A key missing, unknown or without the ``tag``
     scope is a problem: it would fail every track alike, each settled as a permanent failure that
-    a rerun with the right key skips."""
+    a rerun with the right key skips; so is a URL no taggram service answers at (``/v1`` on it)."""
     with TaggramClient(url, retry=retry, api_key=api_key) as client:
         try:
             listing = client.models()
         except AuthenticationFailedError as error:
             return f"--api-key (TAGGRAM_API_KEY): the service refused it: {error}", None
+        except NotAServiceError as error:  # a URL with /v1 on it: every track would fail alike
+            return f"--url (TAGGRAM_URL): {error}", None
         except TaggramClientError:
             return None, None
     models = listing["models"]

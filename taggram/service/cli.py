@@ -72,10 +72,11 @@ def settings_from_options(options: dict[str, Any]) -> Settings:
     Raises:
         typer.Exit: 2, after one line per invalid setting on stderr.
     """
+    given = {name: value for name, value in options.items() if value is not None}
     try:
-        return Settings(**{name: value for name, value in options.items() if value is not None})
+        return Settings(**given)
     except ValidationError as error:
-        for line in problems(error):
+        for line in problems(error, options=given):
             typer.echo(f"error: {line}", err=True)
         raise typer.Exit(2) from error
 

@@ -10,9 +10,11 @@ models fails, the server shuts down and the process exits 1.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import time
 from types import FrameType
 
@@ -21,7 +23,7 @@ import uvicorn
 from taggram.service.api import create_app
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.logs import configure_logging
-from taggram.service.settings import Settings, misspelt_variables
+from taggram.service.settings import Settings, SettingsError, misspelt_variables
 from taggram.service.tagging import Tagger
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,39 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
 
+def check_address(host: str, port: int) -> None:
+    """Bind ``host:port`` as uvicorn will (IPv6 for a host with a colon, ``SO_REUSEADDR``) and
+    release it at once, so that an address the service cannot listen on is a usage error.
+
+    uvicorn itself found out only after the application's start-up had run, logged the error
+    among its start-up lines and exited 3; a second ``taggram serve`` on a port in use (the
+    first one still running) read like a server that had started.
+
+    Raises:
+        SettingsError: the port is in use, the host does not resolve or is not an address of
+            this machine, or the port needs privileges; the message says which setting to change.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except socket.gaierror as error:
+            raise SettingsError(f"--host {host} (TAGGRAM_HOST): {error.strerror}") from error
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                reason = "is already in use (another taggram serve?); stop that server or choose"
+                raise SettingsError(
+                    f"{host}:{port} {reason} another --port (TAGGRAM_PORT)"
+                ) from error
+            if error.errno == errno.EADDRNOTAVAIL:
+                raise SettingsError(
+                    f"--host {host} (TAGGRAM_HOST) is not an address of this machine: "
+                    "listen on 127.0.0.1, 0.0.0.0 (every interface) or one of its own"
+                ) from error
+            raise SettingsError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM (drained, exit 0) or SIGINT.
 
@@ -63,12 +98,16 @@ def serve(settings: Settings) -> None:
         RepositoryError: the model repository is missing or inconsistent, or lacks a model the
             settings name; raised before the port opens, so that the command can say it in one
             line instead of uvicorn logging a failed start-up's traceback.
-        SettingsError: a malformed API key, an unreadable keys file or a provider that is not
-            installed; raised before the port opens too.
+        SettingsError: a malformed API key, an unreadable keys file, a provider that is not
+            installed, or an address the service cannot listen on (:func:`check_address`);
+            raised before the port opens too.
     """
     lifecycle = Lifecycle()
     tagger = Tagger(settings)
     app = create_app(settings, lifecycle, tagger)
+    # After the repository and settings checks, which name the more likely mistake (and which
+    # tests reach with an unprivileged --port 1).
+    check_address(settings.host, settings.port)
     # Only once the settings are known to start: a refused start leaves logging as it was (the
     # command says why in one line), not a root handler on the stream stderr was at that time.
     configure_logging(settings.log_level, settings.log_format)

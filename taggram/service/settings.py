@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit
@@ -330,14 +330,20 @@ class Settings(BaseSettings):
         return value
 
 
-def problems(error: ValidationError, *, variables: bool = False) -> list[str]:
-    """One line per invalid setting: ``field: what is wrong`` (``TAGGRAM_FIELD: ...`` with
-    ``variables``), in a validator's own words where it gave them; a check of several settings
-    together is its words alone."""
+def problems(error: ValidationError, *, options: Collection[str] = ()) -> list[str]:
+    """One line per invalid setting: ``TAGGRAM_FIELD: what is wrong``, or ``--field: ...`` for a
+    field in ``options`` (given on the command line, where the option wins), in a validator's own
+    words where it gave them; a check of several settings together is its words alone.
+
+    The line names what the user wrote: ``max_batch_size: ...`` was neither the variable set in
+    a ConfigMap nor the option typed."""
     lines = []
     for problem in error.errors():
         cause = problem.get("ctx", {}).get("error")  # a validator's own words
-        names = [f"TAGGRAM_{part}".upper() if variables else str(part) for part in problem["loc"]]
+        names = [
+            f"--{part}".replace("_", "-") if part in options else f"TAGGRAM_{part}".upper()
+            for part in map(str, problem["loc"])
+        ]
         lines.append("".join(f"{name}: " for name in names) + str(cause or problem["msg"]))
     return lines
 
@@ -371,7 +377,7 @@ def environment_settings(**values: Any) -> Settings:
     try:
         return Settings(**values)
     except ValidationError as error:
-        raise SettingsError("; ".join(problems(error, variables=True))) from error
+        raise SettingsError("; ".join(problems(error))) from error
 
 
 def in_process_settings(repository: Path, model: str | None, *, warmup: bool = True) -> Settings:

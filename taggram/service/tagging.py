@@ -224,10 +224,20 @@ class Tagger:
 
     def _select(self, entries: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
         wanted = self.settings.models or list(entries)
-        named = dict.fromkeys([*wanted, self.settings.default_model])  # each name once
-        missing = [name for name in named if name not in entries]
+        repository = self.settings.model_repository
+        # Which setting named it, and what the repository has: a name mistyped (`mtt_musicnn`)
+        # or a model left out of a build was one line to guess from.
+        has = f"it has {', '.join(sorted(entries))}"
+        missing = [name for name in dict.fromkeys(wanted) if name not in entries]
         if missing:
-            raise RepositoryError(f"models {missing} are not in {self.settings.model_repository}")
+            raise RepositoryError(
+                f"models {missing} are not in {repository} (TAGGRAM_MODELS); {has}"
+            )
+        default = self.settings.default_model
+        if default not in entries:
+            raise RepositoryError(
+                f"default model {default!r} is not in {repository} (TAGGRAM_DEFAULT_MODEL); {has}"
+            )
         return {name: entries[name] for name in wanted}
 
     @property

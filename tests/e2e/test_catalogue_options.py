@@ -8,17 +8,26 @@ says bad options do, not record every track as a permanent failure and exit 0.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
+from taggram.catalogue.records import Record
+from taggram.catalogue.remote import RemoteBackend
+from taggram.catalogue.runner import JobOptions
+from taggram.catalogue.sources import Track
 from taggram.catalogue.writers import read_records
 from taggram.cli import app
+from taggram.client import RetryPolicy
 from tests.support.paths import require_repository
 from tests.support.server import Server
 
@@ -50,6 +59,17 @@ def test_remote_options_the_service_lacks_are_a_usage_error(
     assert code == 2, stderr
     assert stderr.count("\n") == 1 and named in stderr and "Traceback" not in stderr
     assert not output.exists()  # refused before anything was sent
+
+
+def test_a_url_with_v1_on_it_is_a_usage_error_not_every_track_failed(
+    server: Server, short_wav: Path, tmp_path: Path
+) -> None:
+    """``--url http://host:8000/v1``: every track was recorded as failed for good (``not_found``)
+    and the run exited 0, so a rerun with the right URL skipped them all."""
+    code, stderr, output = _run(short_wav, tmp_path, "--url", f"{server.url}/v1")
+    assert code == 2, stderr
+    assert stderr.count("\n") == 1 and "no taggram service answers there" in stderr
+    assert not output.exists()
 
 
 def test_remote_options_the_service_has_are_run(
@@ -222,3 +242,41 @@ def test_a_file_name_that_is_not_utf8_is_tagged_under_an_escaped_id(
     (record,) = read_records(output)
     assert (record.id, record.status) == ("caf\\xe9.wav", "ok")
     assert record.path.endswith("caf\\xe9.wav")
+
+
+def test_a_page_that_is_not_json_is_a_retryable_failure_not_a_crash(
+    short_wav: Path, tmp_path: Path
+) -> None:
+    """A proxy that answers a track with its own page (a login page, a maintenance page) in the
+    middle of a run: the record says so and another run retries it; the run went on. The JSON
+    decoder's error escaped the backend, which "never raises"."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = b"<html><body>maintenance</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet in the test's output
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Page) as web:
+        thread = threading.Thread(target=web.serve_forever)
+        thread.start()
+        try:
+            url = f"http://127.0.0.1:{web.server_port}"
+
+            async def tag() -> Record:
+                async with RemoteBackend(url, JobOptions(), RetryPolicy(attempts=1), 1) as backend:
+                    return await backend.tag(Track("a.wav", short_wav))
+
+            record = asyncio.run(tag())
+        finally:
+            web.shutdown()
+            thread.join()
+    assert record.status == "error" and record.error is not None
+    assert record.error.code == "not_a_service" and record.error.retryable

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,48 @@ def test_a_url_that_names_no_service_is_a_usage_error(clips: tuple[Path, Path], 
     result = run(clips[1], "--url", url)
     assert result.exit_code == 2
     assert "is not a service URL" in result.output
+
+
+@pytest.mark.parametrize("path", ["/v1", "/v1/tag"])
+def test_a_url_with_an_endpoint_on_it_is_a_usage_error(
+    server: Server, clips: tuple[Path, Path], path: str
+) -> None:
+    """``--url http://host:8000/v1`` (the API's base, or the tag endpoint, as curl is given it):
+    every file was reported as ``not_found: Not Found`` (exit 1), which named neither the URL
+    nor what was wrong with it."""
+    result = run(*clips, "--url", server.url + path)
+    assert result.exit_code == 2, result.output
+    assert f"{server.url}{path}: no taggram service answers there" in result.output
+    assert "give the service's root URL" in result.output
+
+
+def test_a_web_server_that_is_no_taggram_service_is_a_usage_error(clips: tuple[Path, Path]) -> None:
+    """A URL where another web server answers every GET with a page: the listing's HTML ended in
+    a JSONDecodeError traceback."""
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>another web server</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet in the test's output
+            pass
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Page) as web:
+        thread = threading.Thread(target=web.serve_forever)
+        thread.start()
+        try:
+            result = run(clips[1], "--url", f"http://127.0.0.1:{web.server_port}")
+        finally:
+            web.shutdown()
+            thread.join()
+    assert result.exit_code == 2, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "the answer is not JSON (text/html): no taggram service answers there" in result.output
 
 
 def test_unknown_model_is_a_usage_error(clips: tuple[Path, Path], repository: Path) -> None:

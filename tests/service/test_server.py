@@ -191,3 +191,68 @@ def test_a_model_that_cannot_load_makes_the_process_exit_1(tmp_path: Path) -> No
     )
     assert finished.returncode == 1, finished.stderr
     assert "loading the models failed" in finished.stderr
+
+
+def test_a_second_server_on_a_port_in_use_is_a_usage_error_in_one_line(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """A second ``taggram serve`` on the first one's port exits 2 with one line naming the port
+    and the setting, before loading anything; uvicorn found out only after its start-up lines
+    ("Application startup complete") and exited 3. The first server keeps serving."""
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        port = server.url.rsplit(":", 1)[1]
+        command = [sys.executable, "-m", "taggram", "serve", "--host", "127.0.0.1", "--port", port]
+        second = subprocess.run(
+            command,
+            env={**os.environ, "TAGGRAM_MODEL_REPOSITORY": str(tiny_repository), **env},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 2, second.stderr
+        assert second.stderr.splitlines() == [
+            f"error: 127.0.0.1:{port} is already in use (another taggram serve?); stop that "
+            "server or choose another --port (TAGGRAM_PORT)"
+        ]
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        ("no-such-host.invalid", "error: --host no-such-host.invalid (TAGGRAM_HOST): "),
+        ("192.0.2.1", "error: --host 192.0.2.1 (TAGGRAM_HOST) is not an address of this machine"),
+    ],
+)
+def test_a_host_the_service_cannot_listen_on_is_a_usage_error_in_one_line(
+    tiny_repository: Path, host: str, expected: str
+) -> None:
+    """A host that does not resolve, or another machine's address (192.0.2.1: TEST-NET-1)."""
+    command = [sys.executable, "-m", "taggram", "serve", "--host", host, "--port", "8000"]
+    env = {"TAGGRAM_MODEL_REPOSITORY": str(tiny_repository), "TAGGRAM_DEFAULT_MODEL": "tiny"}
+    finished = subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert finished.returncode == 2, finished.stderr
+    lines = finished.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), finished.stderr
+
+
+def test_a_trailing_slash_is_a_404_naming_the_path_without_it(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """``curl -F file=@song.wav .../v1/tag/`` printed nothing: Starlette answered an empty 307,
+    which curl does not follow, and a client that does sent the whole upload twice."""
+    song = write_wav(tmp_path / "song.wav", tone(16000, 2.0), 16000)
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        with song.open("rb") as handle:
+            tag = httpx.post(f"{server.url}/v1/tag/", files={"file": handle})
+        assert (tag.status_code, tag.json()["code"]) == (404, "not_found"), tag.text
+        expected = "no route /v1/tag/; did you mean /v1/tag (without the trailing slash)?"
+        assert tag.json()["detail"] == expected
+        models = httpx.get(f"{server.url}/v1/models/")
+        assert models.status_code == 404 and "did you mean /v1/models " in models.json()["detail"]
+        assert httpx.get(f"{server.url}/nowhere/").json()["detail"] == "Not Found"
+        assert httpx.get(f"{server.url}/v1/models").status_code == 200

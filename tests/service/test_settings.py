@@ -13,6 +13,7 @@ from pydantic_core import PydanticUndefined
 from typer.testing import CliRunner
 
 from taggram.cli import app as taggram_app
+from taggram.repository import load_repository
 from taggram.service.api.auth import key_id
 from taggram.service.cli import app, settings_from_options
 from taggram.service.settings import (
@@ -186,8 +187,25 @@ def test_a_cors_origin_that_no_browser_sends_refuses_to_start(
     result = CliRunner().invoke(app, ["--model-repository", str(tmp_path / "none"), "--port", "1"])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip().splitlines() == [
-        f"error: cors_origins: {origin!r} is not an origin: give scheme://host[:port] (no path), "
-        "e.g. https://app.example.com, or * for any"
+        f"error: TAGGRAM_CORS_ORIGINS: {origin!r} is not an origin: give scheme://host[:port] "
+        "(no path), e.g. https://app.example.com, or * for any"
+    ]
+
+
+def test_a_bad_value_is_named_as_it_was_given(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A variable by its name, an option by its flag: the line said ``max_batch_size: ...``,
+    neither what a ConfigMap sets nor what was typed."""
+    monkeypatch.setenv("TAGGRAM_MAX_BATCH_SIZE", "abc")
+    repository = str(tmp_path / "none")
+    arguments = ["--model-repository", repository, "--port", "1", "--max-queue-delay-ms", "-3"]
+    result = CliRunner().invoke(app, arguments)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines() == [
+        "error: TAGGRAM_MAX_BATCH_SIZE: Input should be a valid integer, unable to parse string "
+        "as an integer",
+        "error: --max-queue-delay-ms: Input should be greater than or equal to 0",
     ]
 
 
@@ -242,7 +260,15 @@ def test_an_explicit_default_model_that_is_not_loaded_refuses_to_start(
             "model repository {missing} does not exist; "
             "run `taggram build-models --repository {missing}`",
         ),
-        (["--model-repository", "{tiny}", "--models", "NOPE"], "models ['NOPE'] are not in {tiny}"),
+        (
+            ["--model-repository", "{tiny}", "--models", "NOPE"],
+            "models ['NOPE'] are not in {tiny} (TAGGRAM_MODELS); it has {names}",
+        ),
+        (
+            # the setting named, and what the repository has: a mistyped name was a guess
+            ["--model-repository", "{tiny}", "--default-model", "tiny_"],
+            "default model 'tiny_' is not in {tiny} (TAGGRAM_DEFAULT_MODEL); it has {names}",
+        ),
     ],
 )
 def test_a_missing_repository_or_model_refuses_to_start_in_one_line(
@@ -253,7 +279,8 @@ def test_a_missing_repository_or_model_refuses_to_start_in_one_line(
     arguments = [option.format(**paths) for option in options]
     result = CliRunner().invoke(app, [*arguments, "--port", "1", "--no-warmup"])
     assert result.exit_code == 2, result.output
-    assert result.stderr.strip().splitlines() == [f"error: {expected.format(**paths)}"]
+    names = ", ".join(sorted(load_repository(tiny_repository)))
+    assert result.stderr.strip().splitlines() == [f"error: {expected.format(**paths, names=names)}"]
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
+    # A path with a trailing slash is a 404 naming the path without it (api/errors.py), not
+    # Starlette's empty 307 redirect.
+    app.router.redirect_slashes = False
     app.state.lifecycle = state
     app.state.keys = keys
     install_error_handlers(app)

@@ -242,10 +242,11 @@ async def _validation_error(request: Request, error: Exception) -> ProblemRespon
     return problem_response(request, 422, code, detail, field_errors=fields)
 
 
-def _allowed_methods(request: Request) -> str:
-    """Every method some route of this path answers (Starlette's 405 names only the first
+def _methods_at(request: Request, path: str) -> set[str]:
+    """Every method some route of ``path`` answers (Starlette's 405 names only the first
     matching route's, and ``/v1/models/{name}`` has a GET route and a DELETE route), ``HEAD``
-    among them wherever ``GET`` is (``HeadMiddleware`` answers it)."""
+    among them wherever ``GET`` is (``HeadMiddleware`` answers it); empty for no route."""
+    scope = {**request.scope, "path": path}
     methods: set[str] = set()
     pending = list(request.app.router.routes)
     while pending:
@@ -255,21 +256,27 @@ def _allowed_methods(request: Request) -> str:
         if included is not None:
             pending += included.routes
         elif isinstance(route, Route) and route.methods:
-            match, _ = route.matches(request.scope)
+            match, _ = route.matches(scope)
             if match != Match.NONE:
                 methods |= route.methods
     if "GET" in methods:
         methods.add("HEAD")
-    return ", ".join(sorted(methods))
+    return methods
 
 
 async def _http_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, HTTPException)
     code = _HTTP_CODES.get(error.status_code, "http_error")
     headers = dict(error.headers or {})
-    if error.status_code == 405 and (allowed := _allowed_methods(request)):
-        headers["Allow"] = allowed
-    return problem_response(request, error.status_code, code, str(error.detail), headers=headers)
+    detail = str(error.detail)
+    path = request.scope["path"]
+    if error.status_code == 405 and (allowed := _methods_at(request, path)):
+        headers["Allow"] = ", ".join(sorted(allowed))
+    elif error.status_code == 404 and path.endswith("/") and _methods_at(request, path.rstrip("/")):
+        # Starlette's redirect is off (create_app): its empty 307 printed nothing for
+        # `curl -F file=@song.mp3 .../v1/tag/`, and a client that follows it sends the upload twice.
+        detail = f"no route {path}; did you mean {path.rstrip('/')} (without the trailing slash)?"
+    return problem_response(request, error.status_code, code, detail, headers=headers)
 
 
 async def _unexpected_error(request: Request, error: Exception) -> ProblemResponse:
