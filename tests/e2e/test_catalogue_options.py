@@ -13,10 +13,7 @@ import os
 import resource
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -30,6 +27,7 @@ from taggram.cli import app
 from taggram.client import RetryPolicy
 from tests.support.paths import require_repository
 from tests.support.server import Server
+from tests.support.web_page import html_page_server
 
 
 def _run(short_wav: Path, tmp_path: Path, *args: str) -> tuple[int, str, Path]:
@@ -251,32 +249,11 @@ def test_a_page_that_is_not_json_is_a_retryable_failure_not_a_crash(
     middle of a run: the record says so and another run retries it; the run went on. The JSON
     decoder's error escaped the backend, which "never raises"."""
 
-    class Page(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers["Content-Length"]))
-            body = b"<html><body>maintenance</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    async def tag(url: str) -> Record:
+        async with RemoteBackend(url, JobOptions(), RetryPolicy(attempts=1), 1) as backend:
+            return await backend.tag(Track("a.wav", short_wav))
 
-        def log_message(self, format: str, *args: Any) -> None:  # quiet in the test's output
-            pass
-
-    with ThreadingHTTPServer(("127.0.0.1", 0), Page) as web:
-        thread = threading.Thread(target=web.serve_forever)
-        thread.start()
-        try:
-            url = f"http://127.0.0.1:{web.server_port}"
-
-            async def tag() -> Record:
-                async with RemoteBackend(url, JobOptions(), RetryPolicy(attempts=1), 1) as backend:
-                    return await backend.tag(Track("a.wav", short_wav))
-
-            record = asyncio.run(tag())
-        finally:
-            web.shutdown()
-            thread.join()
+    with html_page_server() as url:
+        record = asyncio.run(tag(url))
     assert record.status == "error" and record.error is not None
     assert record.error.code == "not_a_service" and record.error.retryable

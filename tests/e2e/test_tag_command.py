@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from taggram.cli import app
 from tests.e2e.conftest import tag_file
 from tests.support.paths import require_repository
 from tests.support.server import Server, free_port
+from tests.support.web_page import html_page_server
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> Any:
@@ -205,26 +205,8 @@ def test_a_web_server_that_is_no_taggram_service_is_a_usage_error(clips: tuple[P
     """A URL where another web server answers every GET with a page: the listing's HTML ended in
     a JSONDecodeError traceback."""
 
-    class Page(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"<html><body>another web server</body></html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:  # quiet in the test's output
-            pass
-
-    with ThreadingHTTPServer(("127.0.0.1", 0), Page) as web:
-        thread = threading.Thread(target=web.serve_forever)
-        thread.start()
-        try:
-            result = run(clips[1], "--url", f"http://127.0.0.1:{web.server_port}")
-        finally:
-            web.shutdown()
-            thread.join()
+    with html_page_server() as url:
+        result = run(clips[1], "--url", url)
     assert result.exit_code == 2, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert "the answer is not JSON (text/html): no taggram service answers there" in result.output
