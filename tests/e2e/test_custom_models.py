@@ -620,6 +620,16 @@ def test_cli_creates_lists_and_deletes(server: Server, tmp_path: Path) -> None:
     assert again.returncode == 1 and "409 model_exists" in again.stderr
     assert taggram("delete", "from_cli").returncode == 0
     assert "from_cli" not in taggram("list").stdout
+    # /v1 on the URL: list printed nothing (the 404 of /v1/v1/models unread), delete 'not_found'
+    wrong = subprocess.run(
+        [sys.executable, "-m", "taggram", "models", "list", "--url", f"{server.url}/v1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert wrong.returncode == 2 and "no taggram service answers there" in wrong.stderr
 
 
 def test_creating_and_deleting_need_the_admin_scope(folder: Path, tmp_path: Path) -> None:

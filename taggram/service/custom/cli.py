@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 import httpx
 import typer
 
-from taggram.client import service_url_problem
+from taggram.client import (
+    ConnectionFailedError,
+    NotAServiceError,
+    RetryPolicy,
+    TaggramClient,
+    TaggramClientError,
+    service_url_problem,
+)
 
 if TYPE_CHECKING:
     from taggram.service.settings import Settings
@@ -128,6 +135,23 @@ def _need_target(url: str | None, local: bool) -> None:
         raise typer.BadParameter(problem, param_hint="'--url'")
 
 
+def _require_service(url: str, api_key: str | None) -> None:
+    """One ``GET /v1/models``: a URL where no taggram service answers (one with ``/v1`` on it,
+    another web server: a 404 or not JSON) is a usage error (exit 2) before an upload is sent; it
+    printed ``404 not_found: Not Found``, and ``list`` nothing at all. An unreachable service is
+    one line and exit 1; a refused key is left to the command's own request to report."""
+    with TaggramClient(url, api_key=api_key, retry=RetryPolicy(attempts=1)) as client:
+        try:
+            client.models()
+        except NotAServiceError as error:
+            raise typer.BadParameter(str(error), param_hint="'--url'") from error
+        except ConnectionFailedError as error:
+            typer.echo(f"cannot reach the service at {error}", err=True)
+            raise typer.Exit(1) from error
+        except TaggramClientError:
+            pass
+
+
 def _summary(record: dict[str, Any]) -> str:
     estimate = record["estimate"]
     value = estimate["value"]
@@ -219,6 +243,7 @@ def create(
         except (RepositoryError, SettingsError) as error:  # no models to embed with: usage
             raise typer.BadParameter(str(error), param_hint="--local") from error
     else:
+        _require_service(str(url), api_key)
         data: dict[str, Any] = {"name": name, "labels": [label for _, label in rows]}
         data.update({key: value for key, value in fields.items() if value})
         if classes:
@@ -248,6 +273,7 @@ def list_models(
             storage.read(path)[0].model_dump(mode="json") for path in storage.scan(folder).values()
         ]
     else:
+        _require_service(str(url), api_key)
         response = _send("GET", f"{url}/v1/models", headers=_headers(api_key))
         _fail(response)
         records = [
@@ -278,5 +304,6 @@ def delete(
             typer.echo(f"{error.code}: {error.message}", err=True)
             raise typer.Exit(1) from error
     else:
+        _require_service(str(url), api_key)
         _fail(_send("DELETE", f"{url}/v1/models/{name}", headers=_headers(api_key)))
     typer.echo(f"deleted {name}")

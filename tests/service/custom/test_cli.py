@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from taggram.cli import app
 from taggram.service.custom.cli import read_manifest
 from tests.service.custom.test_tagger import LEVELS, wav
+from tests.support.web_page import html_page_server
 
 
 def test_manifests_in_csv_and_jsonl(tmp_path: Path) -> None:
@@ -98,6 +99,25 @@ def test_a_url_that_names_no_service_is_a_usage_error(tmp_path: Path, command: l
     )
     assert result.exit_code == 2, result.output
     assert "'127.0.0.1:8000' is not a service URL" in result.output
+
+
+@pytest.mark.parametrize("command", [["list"], ["delete", "m"], ["create", "m", "{manifest}"]])
+def test_a_url_where_another_web_server_answers_is_a_usage_error(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A page of HTML where the service should be: list printed nothing at all, delete and
+    create an HTTP status and the page."""
+    (tmp_path / "x.wav").write_bytes(wav(0.0, 0))
+    (tmp_path / "y.wav").write_bytes(wav(0.4, 1))
+    manifest = tmp_path / "examples.csv"
+    manifest.write_text("path,label\nx.wav,low\ny.wav,high\n")
+    arguments = [part.format(manifest=manifest) for part in command]
+    with html_page_server() as url:
+        result = CliRunner().invoke(
+            app, ["models", *arguments, "--url", url], env={"COLUMNS": "300"}
+        )
+    assert result.exit_code == 2, result.output
+    assert "no taggram service answers there" in result.output
 
 
 def test_a_service_that_cannot_be_reached_is_one_line_not_a_traceback(tmp_path: Path) -> None:
