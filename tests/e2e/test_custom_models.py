@@ -24,6 +24,7 @@ from tests.e2e.conftest import SERVER_ENV
 from tests.service.custom.test_tagger import BROKEN_WAV
 from tests.support import audio as test_audio
 from tests.support.paths import ROOT, require_repository
+from tests.support.proxy import prefix_proxy
 from tests.support.server import Server, running_server
 
 CLASSES = ("tone", "noise", "clicks")
@@ -664,3 +665,20 @@ def test_creating_and_deleting_need_the_admin_scope(folder: Path, tmp_path: Path
         assert cli_list.returncode == 0 and "guarded: " in cli_list.stdout, cli_list.stderr
         assert http.delete("/v1/models/guarded", headers=as_key(tag_key)).status_code == 403
         assert http.delete("/v1/models/guarded", headers=as_key(admin_key)).status_code == 204
+
+
+def test_the_location_of_a_created_model_is_under_the_root_path(tmp_path: Path) -> None:
+    """Behind a proxy serving the service under /taggram, the 201's ``Location`` was
+    ``/v1/models/<name>``: a client following it left the service for the proxy's other paths
+    (404 from the prefix proxy)."""
+    env = {**_env(tmp_path / "models"), "TAGGRAM_ROOT_PATH": "/taggram"}
+    with (
+        running_server(require_repository(), tmp_path, env=env) as prefixed,
+        prefix_proxy(prefixed.url, "/taggram") as proxy,
+        httpx.Client(base_url=f"{proxy}/taggram", timeout=300) as http,
+    ):
+        created = create(http, "proxied")
+        assert created.status_code == 201, created.text
+        assert created.headers["Location"] == "/taggram/v1/models/proxied"
+        followed = httpx.get(httpx.URL(proxy).join(created.headers["Location"]))
+    assert followed.status_code == 200 and followed.json()["name"] == "proxied", followed.text

@@ -446,6 +446,29 @@ def test_docs_load_swagger_ui_from_the_service_alone(
     assert console.unexpected() == []
 
 
+def test_every_link_under_a_prefix_answers_despite_the_trailing_slash_rule(
+    prefixed_server: Server,
+) -> None:
+    """A trailing slash is a 404 since Starlette's redirect_slashes went off: the prefix typed
+    bare or with its slash (``https://host/taggram``, as a person types it) still opens the page,
+    and every link of the page and of /docs answers through the proxy. The pod itself, which
+    the Kubernetes probes and Prometheus call without the prefix, answers on the manifests'
+    paths."""
+    links = re.compile(r"""(?:href|src|url)\s*[=:]\s*['"]([^'"#]+)['"]""")
+    with prefix_proxy(prefixed_server.url, "/taggram") as proxy:
+        for typed in ("/taggram", "/taggram/"):
+            page = httpx.get(f"{proxy}{typed}")
+            assert page.status_code == 200 and '<base href="/taggram/">' in page.text, typed
+        for path in ("/taggram/", "/taggram/docs"):
+            found = links.findall(httpx.get(f"{proxy}{path}").text)
+            assert "v1/models" in found or "/taggram/openapi.json" in found, found
+            for link in found:  # relative ones resolve against <base href="/taggram/">
+                url = httpx.URL(f"{proxy}/taggram/").join(link)
+                assert httpx.get(url).status_code == 200, (path, link)
+    for path in ("/healthz", "/readyz", "/metrics"):  # k8s/base: probes and ServiceMonitor
+        assert httpx.get(f"{prefixed_server.url}{path}").status_code == 200, path
+
+
 def test_the_summary_says_the_rate_and_a_single_patch_as_a_person_would(
     server: Server, page: Page, console: ConsoleLog, tmp_path: Path
 ) -> None:

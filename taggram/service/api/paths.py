@@ -10,6 +10,12 @@ from __future__ import annotations
 from starlette.types import Scope
 
 
+def root_path(scope: Scope) -> str:
+    """The root path the request came through, without a trailing slash (``/taggram``, or
+    ``""`` with none): what a link or a ``Location`` the client follows must start with."""
+    return str(scope.get("root_path", "")).rstrip("/")
+
+
 def app_path(scope: Scope) -> str:
     """The request's path within the app: ``/v2/models/x`` for ``/taggram/v2/models/x`` served
     under the root path ``/taggram``."""

@@ -18,6 +18,7 @@ from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.openapi import problems
+from taggram.service.api.paths import root_path
 from taggram.service.api.schemas import ModelList
 from taggram.service.api.uploads import (
     InputBudget,
@@ -206,7 +207,8 @@ async def create_model(request: Request, response: Response, tagger: TaggerDep) 
         record = await unless_disconnected(request, tagger.create_custom(_creation(form)))
     finally:
         await form.close()  # the spooled example files
-    response.headers["Location"] = f"/v1/models/{record.name}"
+    # Under the root path: behind a proxy serving /taggram, /v1/... leads out of the service.
+    response.headers["Location"] = f"{root_path(request.scope)}/v1/models/{record.name}"
     return record
 
 

@@ -19,6 +19,7 @@ from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
 from taggram.service import web
+from taggram.service.api.paths import root_path
 
 router = APIRouter(include_in_schema=False)
 
@@ -44,7 +45,7 @@ SWAGGER_UI = f"{ASSETS_PATH}/swagger-ui"
 @router.get("/", response_class=HTMLResponse)
 async def page(request: Request) -> HTMLResponse:
     """The page, with ``<base href>`` set to the root path the request came through."""
-    root = str(request.scope.get("root_path", "")).rstrip("/")
+    root = root_path(request.scope)
     return HTMLResponse(
         web.index_html(base=f"{root}/", version=version("taggram")),
         headers={
@@ -59,7 +60,7 @@ async def page(request: Request) -> HTMLResponse:
 async def docs(request: Request) -> HTMLResponse:
     """Swagger UI on this service's OpenAPI document, every file from this service: no
     third-party host is contacted (the online validator is off too)."""
-    root = str(request.scope.get("root_path", "")).rstrip("/")
+    root = root_path(request.scope)
     page = get_swagger_ui_html(
         openapi_url=f"{root}{request.app.openapi_url}",
         title=f"{request.app.title} - Swagger UI",
