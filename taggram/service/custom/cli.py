@@ -21,11 +21,11 @@ import httpx
 import typer
 
 from taggram.client import (
+    APIError,
     ConnectionFailedError,
     NotAServiceError,
     RetryPolicy,
     TaggramClient,
-    TaggramClientError,
     service_url_problem,
 )
 
@@ -135,21 +135,25 @@ def _need_target(url: str | None, local: bool) -> None:
         raise typer.BadParameter(problem, param_hint="'--url'")
 
 
-def _require_service(url: str, api_key: str | None) -> None:
-    """One ``GET /v1/models``: a URL where no taggram service answers (one with ``/v1`` on it,
-    another web server: a 404 or not JSON) is a usage error (exit 2) before an upload is sent; it
-    printed ``404 not_found: Not Found``, and ``list`` nothing at all. An unreachable service is
-    one line and exit 1; a refused key is left to the command's own request to report."""
+def _require_service(url: str, api_key: str | None) -> dict[str, Any]:
+    """The service's ``GET /v1/models`` listing, asked once before anything is uploaded.
+
+    A URL where no taggram service answers (one with ``/v1`` on it, another web server: a 404 or
+    not JSON) is a usage error (exit 2); it printed ``404 not_found: Not Found``, and ``list``
+    nothing at all. An unreachable service, or an error answer (a refused key), is one line and
+    exit 1, as :func:`_fail` prints the commands' own requests' errors.
+    """
     with TaggramClient(url, api_key=api_key, retry=RetryPolicy(attempts=1)) as client:
         try:
-            client.models()
+            return client.models()
         except NotAServiceError as error:
             raise typer.BadParameter(str(error), param_hint="'--url'") from error
         except ConnectionFailedError as error:
             typer.echo(f"cannot reach the service at {error}", err=True)
             raise typer.Exit(1) from error
-        except TaggramClientError:
-            pass
+        except APIError as error:
+            typer.echo(str(error), err=True)  # "{status} {code}: {message}", as _fail prints
+            raise typer.Exit(1) from error
 
 
 def _summary(record: dict[str, Any]) -> str:
@@ -273,12 +277,9 @@ def list_models(
             storage.read(path)[0].model_dump(mode="json") for path in storage.scan(folder).values()
         ]
     else:
-        _require_service(str(url), api_key)
-        response = _send("GET", f"{url}/v1/models", headers=_headers(api_key))
-        _fail(response)
         records = [
             {**model["training"], "name": model["name"], "classes": model["tags"]}
-            for model in response.json()["models"]
+            for model in _require_service(str(url), api_key)["models"]
             if model["kind"] == "custom"
         ]
     for record in sorted(records, key=lambda item: item["name"]):
