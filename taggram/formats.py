@@ -98,16 +98,24 @@ def id3_size(head: bytes) -> int:
     return size + (10 if has_footer else 0)
 
 
-def _mpeg_sync(head: bytes) -> str | None:
-    """``MP3`` or ``AAC`` for an MPEG audio / ADTS frame header at byte 0."""
+def mpeg_audio_header(head: bytes) -> tuple[int, int, int] | None:
+    """The version bits (0: MPEG-2.5, 2: MPEG-2, 3: MPEG-1), layer bits (3: I, 2: II, 1: III) and
+    sample-rate index of a valid MPEG audio frame header at byte 0 of ``head``, else ``None``
+    (no frame sync, or a reserved version, layer, bitrate or rate; an ADTS header's layer is
+    00, reserved here)."""
     if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
         return None
-    if head[1] & 0xF6 == 0xF0:  # 12-bit sync, layer 00: ADTS AAC
-        return "AAC"
     version, layer = (head[1] >> 3) & 3, (head[1] >> 1) & 3
     bitrate, rate = head[2] >> 4, (head[2] >> 2) & 3
     valid = version != 1 and layer != 0 and bitrate != 15 and rate != 3
-    return "MP3" if valid else None
+    return (version, layer, rate) if valid else None
+
+
+def _mpeg_sync(head: bytes) -> str | None:
+    """``MP3`` or ``AAC`` for an MPEG audio / ADTS frame header at byte 0."""
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:  # 12-bit sync, layer 00
+        return "AAC"
+    return "MP3" if mpeg_audio_header(head) else None
 
 
 def _signature(head: bytes) -> str | None:

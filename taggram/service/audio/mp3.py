@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import struct
 
+from taggram.formats import mpeg_audio_header
+
 # Sample rates by MPEG version bits (0: MPEG-2.5, 2: MPEG-2, 3: MPEG-1) and rate index.
 _RATES = {0: (11025, 12000, 8000), 2: (22050, 24000, 16000), 3: (44100, 48000, 32000)}
 # The Xing flags saying what follows them, in order: frame count (4 bytes), byte count (4), table
@@ -61,12 +63,10 @@ def declared_seconds(frame: bytes) -> float | None:
     """The length in seconds that the Xing, Info or VBRI frame at the start of ``frame`` (the
     bytes after any ID3v2 tag) counts, or ``None``: no MPEG audio frame header there, no such tag
     in the frame, or a tag without a frame count."""
-    if len(frame) < 4 or frame[0] != 0xFF or frame[1] & 0xE0 != 0xE0:
+    header = mpeg_audio_header(frame)
+    if header is None:
         return None
-    version, layer = (frame[1] >> 3) & 0x3, (frame[1] >> 1) & 0x3
-    rate_index = (frame[2] >> 2) & 0x3
-    if version not in _RATES or layer == 0 or rate_index == 3:
-        return None
+    version, layer, rate_index = header
     rate = _RATES[version][rate_index]
     per_frame = _samples_per_frame(version, layer)
     xing = 4 + _side_info_bytes(version, mono=frame[3] >> 6 == 3)
