@@ -133,10 +133,11 @@ function announce(text) {
 // `quietly`: a refresh of a list already shown (see refreshModels): the picker stays enabled, its
 // options are rebuilt only if the models changed, and an error keeps the list as it was.
 async function loadModels(quietly = false) {
-  const previous = ui.model.value;
   if (!quietly) ui.model.disabled = true;
   try {
     const body = await api("v1/models");
+    // Read once the list is in: a model picked while it was fetched is the one kept.
+    const previous = ui.model.value;
     const list = Array.isArray(body) ? body : body.models || [];
     // Only taggers: the feature extractors (mfcc, random_*) have no tags, so no taggram to show.
     const taggers = list.filter((m) => Array.isArray(m.tags) && m.tags.length > 0);
@@ -174,7 +175,9 @@ async function loadModels(quietly = false) {
 // A custom tagger created (POST v1/models, `taggram models create`) or deleted while the page is
 // open: the picker listed the models of the page's load only, so a new one was missing until a
 // reload. The list is fetched again when the tab is shown or its window takes the focus again,
-// the way back from the terminal or script that made the model; one fetch at a time.
+// the way back from the terminal or script that made the model. One fetch at a time, the page's
+// first one included: a focus event during the first load started a second full load, which
+// could end after the user had picked a model and put the picker back.
 let refreshing = null;
 function refreshModels() {
   if (refreshing) return;
@@ -745,7 +748,7 @@ const resized = new ResizeObserver(() => {
 resized.observe(ui.wrap);
 resized.observe(ui.summary);
 
-loadModels();
+refreshModels();
 window.addEventListener("focus", refreshModels);
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible") refreshModels();
