@@ -226,9 +226,11 @@ def test_mixed_patches_are_labelled_by_the_teacher_online(
         "asterisk-core-sounds-fr-wav",
         "asterisk-prompt-de",
         "asterisk-prompt-it-menardi-wav",
+        "wesnoth-1.16-utbs",
+        "wesnoth-1.18-music",
     ],
 )
-def test_soundfont_and_asterisk_families_are_reserved(package: str) -> None:
+def test_soundfont_asterisk_and_wesnoth_families_are_reserved(package: str) -> None:
     assert evaluation_only(package)
     with pytest.raises(EvaluationPackageError):
         ensure_trainable(["supertuxkart-data", package])

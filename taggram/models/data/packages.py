@@ -44,6 +44,9 @@ EVALUATION_ONLY_PATTERNS: tuple[str, ...] = (
     "musescore-general-soundfont*",
     "asterisk-core-sounds-*",
     "asterisk-prompt-*",
+    # Wesnoth's music and data are reserved above; its campaign packages (wesnoth-1.16-utbs,
+    # -trow, ...) carry the same game's audio, so the whole family stays out of training.
+    "wesnoth-*",
 )
 
 
