@@ -360,15 +360,15 @@ def _nginx_rewrite(ingress: Object, path: str) -> str | None:
     """The path ingress-nginx forwards for ``path`` (``None``: no rule takes it): a regex rule
     with ``use-regex`` and ``rewrite-target``, or a ``Prefix`` rule forwarded as it is."""
     annotations = ingress["metadata"]["annotations"]
+    regex = annotations.get("nginx.ingress.kubernetes.io/use-regex") == "true"
     for rule in ingress["spec"]["rules"][0]["http"]["paths"]:
         if rule["pathType"] == "Prefix":
             if path == rule["path"] or path.startswith(rule["path"] + "/"):
                 return path
-        elif annotations.get("nginx.ingress.kubernetes.io/use-regex") == "true":
-            # nginx matches a regex location from the path's start, case-insensitively.
-            if match := re.match(rule["path"], path, re.IGNORECASE):
-                target: str = annotations["nginx.ingress.kubernetes.io/rewrite-target"]
-                return re.sub(r"\$(\d)", lambda group: match[int(group[1])], target)
+        # nginx matches a regex location from the path's start, case-insensitively.
+        elif regex and (match := re.match(rule["path"], path, re.IGNORECASE)):
+            target: str = annotations["nginx.ingress.kubernetes.io/rewrite-target"]
+            return re.sub(r"\$(\d)", lambda group: match[int(group[1])], target)
     return None
 
 
