@@ -349,3 +349,56 @@ def test_custom_metrics_are_ones_the_service_exports() -> None:
         series = re.match(r"\w+", rule["seriesQuery"].strip("'"))
         assert series is not None and series[0] in _exported_names()
         assert rule["name"]["as"] in pods_metrics
+
+
+def _ingress(name: str) -> Object:
+    (ingress,) = _read(K8S / "examples" / name)
+    return ingress
+
+
+def _nginx_rewrite(ingress: Object, path: str) -> str | None:
+    """The path ingress-nginx forwards for ``path`` (``None``: no rule takes it): a regex rule
+    with ``use-regex`` and ``rewrite-target``, or a ``Prefix`` rule forwarded as it is."""
+    annotations = ingress["metadata"]["annotations"]
+    regex = annotations.get("nginx.ingress.kubernetes.io/use-regex") == "true"
+    for rule in ingress["spec"]["rules"][0]["http"]["paths"]:
+        if rule["pathType"] == "Prefix":
+            if path == rule["path"] or path.startswith(rule["path"] + "/"):
+                return path
+        # nginx matches a regex location from the path's start, case-insensitively.
+        elif regex and (match := re.match(rule["path"], path, re.IGNORECASE)):
+            target: str = annotations["nginx.ingress.kubernetes.io/rewrite-target"]
+            return re.sub(r"\$(\d)", lambda group: match[int(group[1])], target)
+    return None
+
+
+def test_prefixed_ingress_strips_the_prefix_the_service_is_told() -> None:
+    """``ingress-nginx-prefix.yaml`` forwards what ``ingress-nginx.yaml`` forwards, with
+    ``/taggram`` taken off, tells the operator the same prefix for ``TAGGRAM_ROOT_PATH``, and
+    keeps the same limits at the edge."""
+    plain, prefixed = _ingress("ingress-nginx.yaml"), _ingress("ingress-nginx-prefix.yaml")
+    (root_path,) = re.findall(
+        r"TAGGRAM_ROOT_PATH=(\S+)", (K8S / "examples" / "ingress-nginx-prefix.yaml").read_text()
+    )
+    Settings(root_path=root_path)  # a value the service takes
+    for path in (
+        "/v1/tag",
+        "/v1/models/MTT_musicnn",
+        "/v2",
+        "/v2/models/MTT_musicnn/infer",
+        "/metrics",
+        "/readyz",
+        "/docs",
+        "/v10",
+    ):
+        assert _nginx_rewrite(plain, path) == _nginx_rewrite(prefixed, root_path + path), path
+    assert _nginx_rewrite(prefixed, "/v1/tag") is None
+    limits = {
+        key: value
+        for key, value in plain["metadata"]["annotations"].items()
+        if key.startswith("nginx.ingress.kubernetes.io/")
+    }
+    assert limits.items() <= prefixed["metadata"]["annotations"].items()
+    body_cap = limits["nginx.ingress.kubernetes.io/proxy-body-size"]
+    assert body_cap.endswith("m")
+    assert int(body_cap[:-1]) * 2**20 == int(_settings(overlay("cpu"))["TAGGRAM_MAX_UPLOAD_BYTES"])

@@ -8,6 +8,8 @@ length from the bitrate ("invalid concatenated file detected - using bitrate for
 for a low-bitrate part followed by a high-bitrate one claims many times the real length. Only the
 count itself is used. References: the Xing header (Xing Technology's ``DXHEAD`` layout, as LAME
 writes it) and FFmpeg's ``libavformat/mp3dec.c`` (``mp3_parse_info_tag``, ``mp3_parse_vbri_tag``).
+Our own reader, not mutagen's (which reads the same count): mutagen is GPL-2.0-or-later, and the
+service and its image are distributed under ISC.
 """
 
 from __future__ import annotations
