@@ -367,6 +367,13 @@ class Tagger:
             raise NotReadyError("models are still loading")
         return self._batchers[meta.name]
 
+    def batcher(self, name: str) -> Batcher:
+        """The batcher of model ``name`` (its batch size, queue delay, workers and session).
+
+        Raises :class:`ModelNotFoundError` for an unknown model, :class:`NotReadyError` while it
+        loads or for a custom model (it has no batcher: its base network's serves it)."""
+        return self._batcher(self.model(name))
+
     def is_loaded(self, name: str) -> bool:
         """Whether the model's session is warm and its batcher running."""
         return name in self._batchers

@@ -162,6 +162,13 @@ class Batcher:
         self._depth = metrics.QUEUE_DEPTH.labels(model=session.name)
         self._cost = metrics.SECONDS_PER_PATCH.labels(model=session.name)
         self._labels = {"model": session.name, "provider": session.provider}
+        # Every request's outcome, recorded here alone (taggram.service.statistics reads them).
+        self._succeeded = metrics.NETWORK_REQUEST_DURATION.labels(
+            model=session.name, outcome="success"
+        )
+        self._failed = metrics.NETWORK_REQUEST_DURATION.labels(model=session.name, outcome="fail")
+        self._queued = metrics.NETWORK_QUEUE_SECONDS.labels(model=session.name)
+        self._last_inference = metrics.LAST_INFERENCE.labels(model=session.name)
         self.seconds_per_patch = seconds_per_patch
 
     @property
@@ -237,11 +244,24 @@ class Batcher:
         """Queue ``patches`` and wait for their rows.
 
         Raises :class:`OverloadedError` when the expected wait or the queue is over its bound,
-        :class:`DeadlineExceededError` when the patches wait too long for a batch slot.
+        :class:`DeadlineExceededError` when the patches wait too long for a batch slot. Each
+        request is counted once, as a success or a failure (refused, late, failed, cancelled),
+        with its time here, in ``taggram_network_request_duration_seconds``.
         """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            result = await self._queue(patches, loop)
+        except BaseException:  # cancellation (the client went away) included
+            self._failed.observe(loop.time() - started)
+            raise
+        self._succeeded.observe(loop.time() - started)
+        self._queued.inc(result.queue_seconds)
+        return result
+
+    async def _queue(self, patches: PatchSource, loop: asyncio.AbstractEventLoop) -> BatchResult:
         count = len(patches)
         self.admit(count, "after_decode")
-        loop = asyncio.get_running_loop()
         now = loop.time()
         job = _Job(patches=patches, future=loop.create_future(), enqueued=now, waiting_since=now)
         self._jobs.append(job)
@@ -379,6 +399,7 @@ class Batcher:
         metrics.INFERENCE_DURATION.labels(**self._labels).observe(seconds)
         metrics.BATCH_SIZE.labels(**self._labels).observe(size)
         metrics.PATCHES.labels(model=self.session.name).inc(size)
+        self._last_inference.set_to_current_time()
         if size == self.max_batch_size:
             # Partial batches cost more per patch; under load (when the estimate matters for
             # admission) batches are full, so only full ones update it.
