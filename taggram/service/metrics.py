@@ -95,6 +95,12 @@ NETWORK_QUEUE_SECONDS = Counter(
     "inferred (per network and for /v2 too, where taggram_queue_wait_seconds is per /v1 result)",
     ["model"],
 )
+BATCH_COPY_SECONDS = Counter(
+    "taggram_batch_copy_seconds_total",
+    "seconds spent copying patches into a network's inference batches (direction in) and its "
+    "output rows back to their requests (direction out), beside the batches' inference time",
+    ["model", "direction"],
+)
 LAST_INFERENCE = Gauge(
     "taggram_last_inference_timestamp_seconds",
     "when a network's last inference batch finished, seconds since the epoch",

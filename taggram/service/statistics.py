@@ -30,8 +30,10 @@ class NetworkStatistics:
     ``success`` and ``fail``: requests handed to the batcher and their time there, from queued
     to rows back or to the failure (refused after decoding, past the deadline, inference failed,
     client gone, shutting down). ``queue``: the successful requests' time waiting for batch
-    slots. ``compute_infer``: the batches' time in ONNX Runtime. ``last_inference``: when the
-    last batch finished, seconds since the epoch (``None`` before the first).
+    slots. Per batch: ``compute_input``, copying its patches in; ``compute_infer``, its time in
+    ONNX Runtime; ``compute_output``, copying its output rows back to their requests.
+    ``last_inference``: when the last batch finished, seconds since the epoch (``None`` before
+    the first).
     """
 
     name: str
@@ -40,7 +42,9 @@ class NetworkStatistics:
     success: Duration
     fail: Duration
     queue: Duration
+    compute_input: Duration
     compute_infer: Duration
+    compute_output: Duration
     last_inference: float | None
 
 
@@ -54,6 +58,11 @@ def network_statistics(name: str) -> NetworkStatistics:
             int(metrics.total(histogram, f"{prefix}_count", model=name, outcome=outcome)),
             metrics.total(histogram, f"{prefix}_sum", model=name, outcome=outcome),
         )
+
+    def copied(direction: str) -> float:
+        counter = metrics.BATCH_COPY_SECONDS
+        sample = "taggram_batch_copy_seconds_total"
+        return metrics.total(counter, sample, model=name, direction=direction)
 
     batches = metrics.INFERENCE_DURATION  # labelled by provider too: summed over it
     executions = int(metrics.total(batches, "taggram_inference_duration_seconds_count", model=name))
@@ -72,9 +81,11 @@ def network_statistics(name: str) -> NetworkStatistics:
         fail=requests("fail"),
         # Each successful request waited in the queue once (as Triton counts it).
         queue=Duration(success.count, queued),
+        compute_input=Duration(executions, copied("in")),
         compute_infer=Duration(
             executions,
             metrics.total(batches, "taggram_inference_duration_seconds_sum", model=name),
         ),
+        compute_output=Duration(executions, copied("out")),
         last_inference=last or None,
     )

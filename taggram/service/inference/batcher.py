@@ -90,6 +90,15 @@ class _Job:
 
 
 @dataclass(frozen=True)
+class _BatchTiming:
+    """Seconds one batch spent being assembled, in ONNX Runtime, and copied back to requests."""
+
+    copy_in: float
+    inference: float
+    copy_out: float
+
+
+@dataclass(frozen=True)
 class _Slice:
     """Patches ``first .. first + count`` of ``job`` occupy batch rows ``row .. row + count``."""
 
@@ -169,6 +178,8 @@ class Batcher:
         self._failed = metrics.NETWORK_REQUEST_DURATION.labels(model=session.name, outcome="fail")
         self._queued = metrics.NETWORK_QUEUE_SECONDS.labels(model=session.name)
         self._last_inference = metrics.LAST_INFERENCE.labels(model=session.name)
+        self._copied_in = metrics.BATCH_COPY_SECONDS.labels(model=session.name, direction="in")
+        self._copied_out = metrics.BATCH_COPY_SECONDS.labels(model=session.name, direction="out")
         self.seconds_per_patch = seconds_per_patch
 
     @property
@@ -382,7 +393,7 @@ class Batcher:
                 part.job.running_since = started
             part.job.batches_running += 1
         try:
-            seconds = await loop.run_in_executor(self._executor, self._run_batch, slices, size)
+            timing = await loop.run_in_executor(self._executor, self._run_batch, slices, size)
         except asyncio.CancelledError:  # stop(): the service is going away
             for part in slices:
                 self._fail(part.job, NotReadyError("the service is shutting down"))
@@ -396,7 +407,10 @@ class Batcher:
             return
         finally:
             self._running -= size
+        seconds = timing.inference
         metrics.INFERENCE_DURATION.labels(**self._labels).observe(seconds)
+        self._copied_in.inc(timing.copy_in)
+        self._copied_out.inc(timing.copy_out)
         metrics.BATCH_SIZE.labels(**self._labels).observe(size)
         metrics.PATCHES.labels(model=self.session.name).inc(size)
         self._last_inference.set_to_current_time()
@@ -422,14 +436,15 @@ class Batcher:
                     BatchResult(job.outputs, max(queue_seconds, 0.0), job.inference_seconds)
                 )
 
-    def _run_batch(self, slices: list[_Slice], size: int) -> float:
-        """Worker thread: assemble the batch, run it, copy rows back. Returns inference seconds."""
+    def _run_batch(self, slices: list[_Slice], size: int) -> _BatchTiming:
+        """Worker thread: assemble the batch, run it, copy rows back; the seconds of each."""
+        started = time.perf_counter()
         batch = np.empty((size, slices[0].job.patches.samples), np.float32)
         for part in slices:
             part.job.patches.copy_into(batch[part.row : part.row + part.count], part.first)
-        started = time.perf_counter()
+        assembled = time.perf_counter()
         outputs = self.session.run(batch)
-        seconds = time.perf_counter() - started
+        inferred = time.perf_counter()
         for part in slices:
             if part.job.cancelled:
                 continue
@@ -443,4 +458,6 @@ class Batcher:
                 rows[part.first : part.first + part.count] = values[
                     part.row : part.row + part.count
                 ]
-        return seconds
+        return _BatchTiming(
+            assembled - started, inferred - assembled, time.perf_counter() - inferred
+        )

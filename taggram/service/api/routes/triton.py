@@ -89,9 +89,8 @@ class DurationStat(BaseModel):
 
 
 class InferenceStats(BaseModel):
-    """A model's request statistics. ``compute_input`` and ``compute_output`` (copying tensors
-    in and out of the batch) are part of ``compute_infer`` here, and there is no response
-    cache: those four are zero."""
+    """A model's request statistics (:class:`~taggram.service.statistics.NetworkStatistics`);
+    there is no response cache: ``cache_hit`` and ``cache_miss`` are zero."""
 
     success: DurationStat
     fail: DurationStat
@@ -216,9 +215,9 @@ def _stat(meta: ModelMetadata) -> ModelStat:
             success=_duration(counts.success),
             fail=_duration(counts.fail),
             queue=_duration(counts.queue),
-            compute_input=none,
+            compute_input=_duration(counts.compute_input),
             compute_infer=_duration(counts.compute_infer),
-            compute_output=none,
+            compute_output=_duration(counts.compute_output),
             cache_hit=none,
             cache_miss=none,
         ),
