@@ -176,3 +176,31 @@ def test_the_extensions_need_a_key_when_keys_are_on(secured_server: SecuredServe
         assert names == ["MTT_musicnn", "MTT_sample_cnn"]  # custom models are not on /v2
     finally:
         client.close()
+
+
+def test_a_requests_timeout_bounds_its_wait_for_a_batch_slot(
+    v2: triton.InferenceServerClient, base_url: str
+) -> None:
+    """Triton's ``timeout`` parameter (microseconds) was ignored. One row waits the queue delay
+    (7 ms) for its batch to fill: a 1 µs timeout refuses it there (429 ``deadline_exceeded``,
+    counted as a failure), a 60 s one is served, 0 means none, and anything but a whole number
+    >= 0 is a 400."""
+    row = triton.InferInput("waveform", [1, SAMPLES], "FP32")
+    row.set_data_from_numpy(np.zeros((1, SAMPLES), np.float32), binary_data=True)
+    before = _stats(v2)
+    late = _refusal(v2.infer, MODEL, [row], timeout=1)
+    assert late.status() == "429" and "the request's timeout of 1e-06 s" in late.message()
+    failed = _stats(v2)["inference_stats"]["fail"]["count"]
+    assert failed == before["inference_stats"]["fail"]["count"] + 1
+    for timeout in (60_000_000, 0):
+        served = v2.infer(MODEL, [row], timeout=timeout)
+        assert served.as_numpy("probabilities").shape == (1, 50)  # type: ignore[union-attr]
+    tensor = {"name": "waveform", "shape": [1, SAMPLES], "datatype": "FP32",
+              "data": [0.0] * SAMPLES}  # fmt: skip
+    for bad in ("5", -1, 1.5, True):
+        answer = httpx.post(
+            f"{base_url}/v2/models/{MODEL}/infer",
+            json={"inputs": [tensor], "parameters": {"timeout": bad}},
+            timeout=60,
+        )
+        assert answer.status_code == 400 and "'timeout'" in answer.json()["error"], bad

@@ -76,6 +76,7 @@ class _Job:
     future: asyncio.Future[BatchResult]
     enqueued: float
     waiting_since: float  # when it last got a batch slot (or was queued): the deadline's origin
+    deadline: float  # the longest wait for a batch slot: the batcher's, or the request's if less
     taken: int = 0  # patches already put into a batch
     done: int = 0  # patches whose rows are back
     inference_seconds: float = 0.0  # wall time while any of its batches ran (counted once)
@@ -251,8 +252,13 @@ class Batcher:
         metrics.REFUSED.labels(model=self.session.name, code=code, stage=stage).inc()
         metrics.REFUSED_PATCHES.labels(model=self.session.name, code=code).inc(patches)
 
-    async def infer(self, patches: PatchSource) -> BatchResult:
+    async def infer(
+        self, patches: PatchSource, *, deadline_seconds: float | None = None
+    ) -> BatchResult:
         """Queue ``patches`` and wait for their rows.
+
+        ``deadline_seconds``: this request's longest wait for a batch slot, when shorter than
+        the batcher's ``deadline_seconds`` (a /v2 request's ``timeout``).
 
         Raises :class:`OverloadedError` when the expected wait or the queue is over its bound,
         :class:`DeadlineExceededError` when the patches wait too long for a batch slot. Each
@@ -262,7 +268,10 @@ class Batcher:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            result = await self._queue(patches, loop)
+            deadline = min(
+                self.deadline, math.inf if deadline_seconds is None else deadline_seconds
+            )
+            result = await self._queue(patches, loop, deadline)
         except BaseException:  # cancellation (the client went away) included
             self._failed.observe(loop.time() - started)
             raise
@@ -270,11 +279,19 @@ class Batcher:
         self._queued.inc(result.queue_seconds)
         return result
 
-    async def _queue(self, patches: PatchSource, loop: asyncio.AbstractEventLoop) -> BatchResult:
+    async def _queue(
+        self, patches: PatchSource, loop: asyncio.AbstractEventLoop, deadline: float
+    ) -> BatchResult:
         count = len(patches)
         self.admit(count, "after_decode")
         now = loop.time()
-        job = _Job(patches=patches, future=loop.create_future(), enqueued=now, waiting_since=now)
+        job = _Job(
+            patches=patches,
+            future=loop.create_future(),
+            enqueued=now,
+            waiting_since=now,
+            deadline=deadline,
+        )
         self._jobs.append(job)
         self._add_pending(count)
         self._has_work.set()
@@ -342,16 +359,17 @@ class Batcher:
         self._has_work.set()
 
     def _expire(self, now: float) -> None:
-        """Refuse queued requests that have waited longer than the deadline for a batch slot."""
+        """Refuse queued requests that have waited longer than their deadline for a batch slot."""
         for job in self._jobs:
             waited = now - job.waiting_since
-            if job.remaining and waited > self.deadline:
+            if job.remaining and waited > job.deadline:
+                whose = "the request's timeout" if job.deadline < self.deadline else "the deadline"
                 self._refuse(DeadlineExceededError.code, "deadline", job.remaining)
                 self._fail(
                     job,
                     DeadlineExceededError(
-                        f"{self.session.name}: patches waited {waited:.1f} s for a batch slot, "
-                        f"more than the deadline of {self.deadline:g} s",
+                        f"{self.session.name}: patches waited {waited:.3g} s for a batch slot, "
+                        f"more than {whose} of {job.deadline:g} s",
                         retry_after_seconds=self.expected_wait(1),
                     ),
                 )

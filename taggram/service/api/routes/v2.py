@@ -9,7 +9,9 @@ its input tensor must be FP32 of shape ``[batch, patch samples]`` (else 400), se
 extension (``Inference-Header-Content-Length`` header: the JSON header, then raw little-endian
 bytes). Rows go through the same batcher, byte limit and admission (429) as ``/v1/tag``; outputs
 come back as JSON or, when asked (``binary_data``), as binary, or as their best classes with the
-classification extension (:mod:`taggram.service.api.classification`).
+classification extension (:mod:`taggram.service.api.classification`). The request's ``timeout``
+parameter (microseconds) bounds its rows' wait for a batch slot (429 past it); ``priority`` is
+ignored. Triton's other extensions are in :mod:`taggram.service.api.routes.triton`.
 
 Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
 """
@@ -482,6 +484,20 @@ def _classes(parameters: Parameters | None) -> int | None:
     return value
 
 
+def _timeout_seconds(parameters: Parameters | None) -> float | None:
+    """The request's ``timeout`` parameter (Triton's: microseconds, a whole number >= 0, 0 for
+    none) in seconds: the longest its rows may wait for a batch slot. ``None`` when absent or 0.
+    Raises :class:`InvalidTensorError` for anything else."""
+    value = (parameters or {}).get("timeout")
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise InvalidTensorError(
+            f"parameter 'timeout' must be a whole number of microseconds >= 0, got {value!r}"
+        )
+    return value / 1_000_000 if value else None
+
+
 def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[Wanted]:
     """Each requested output, all by default (no ``outputs``, or an empty list: a client that
     always sends the member got no output at all)."""
@@ -614,7 +630,10 @@ async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep
     infer_request, patches = await tagger.decodes.run(
         meta.name, _read, json_part, binary, meta, settings.max_json_tensor_elements
     )
-    outputs = await unless_disconnected(request, tagger.infer(meta.name, patches))
+    deadline = _timeout_seconds(infer_request.parameters)
+    outputs = await unless_disconnected(
+        request, tagger.infer(meta.name, patches, deadline_seconds=deadline)
+    )
     return _answer(infer_request, meta, outputs)
 
 
