@@ -107,7 +107,8 @@ class ModelExistsError(TaggramError):
 
 
 class ModelReadOnlyError(TaggramError):
-    """The model comes from the built repository: only custom models can be deleted."""
+    """The model comes from the built repository, which the service manages: only custom models
+    can be deleted, and no model is loaded or unloaded on request (``/v2/repository``)."""
 
     code = "model_read_only"
 

@@ -7,6 +7,7 @@ one process per replica (the batcher must own its queue), so no multiprocess mod
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client.registry import Collector
 
 # The ``*_created`` series double the exposition and no dashboard or alert reads them.
 disable_created_metrics()
@@ -79,6 +80,32 @@ BATCH_SIZE = Histogram(
     buckets=_BATCH_BUCKETS,
 )
 PATCHES = Counter("taggram_patches_total", "patches inferred", ["model"])
+# Per network (the batcher's model), for every request that reaches its batcher, /v1 and /v2
+# alike: what the Open Inference Protocol's statistics extension reports (api/routes/triton.py).
+NETWORK_REQUEST_DURATION = Histogram(
+    "taggram_network_request_duration_seconds",
+    "one request's patches in a network's batcher, from queued to their rows back (outcome "
+    "success) or to the request's refusal, deadline, failure or cancellation (outcome fail)",
+    ["model", "outcome"],
+    buckets=_REQUEST_BUCKETS,
+)
+NETWORK_QUEUE_SECONDS = Counter(
+    "taggram_network_queue_seconds_total",
+    "seconds the successful requests' patches waited in a network's batch queue, not being "
+    "inferred (per network and for /v2 too, where taggram_queue_wait_seconds is per /v1 result)",
+    ["model"],
+)
+BATCH_COPY_SECONDS = Counter(
+    "taggram_batch_copy_seconds_total",
+    "seconds spent copying patches into a network's inference batches (direction in) and its "
+    "output rows back to their requests (direction out), beside the batches' inference time",
+    ["model", "direction"],
+)
+LAST_INFERENCE = Gauge(
+    "taggram_last_inference_timestamp_seconds",
+    "when a network's last inference batch finished, seconds since the epoch",
+    ["model"],
+)
 AUDIO_SECONDS = Counter("taggram_audio_seconds_total", "seconds of audio tagged", ["model"])
 QUEUE_DEPTH = Gauge("taggram_queue_depth", "patches waiting in the batch queue", ["model"])
 ERRORS = Counter(
@@ -143,3 +170,16 @@ def forget_model(name: str) -> None:
     model has no series."""
     QUEUE_WAIT.remove(name)
     AUDIO_SECONDS.remove(name)
+
+
+def total(collector: Collector, sample: str, **labels: str) -> float:
+    """The sum of ``collector``'s samples named ``sample`` (``taggram_patches_total``,
+    ``..._count``, ``..._sum``) whose labels include ``labels``; 0.0 when none has been
+    recorded."""
+    wanted = labels.items()
+    return sum(
+        point.value
+        for family in collector.collect()
+        for point in family.samples
+        if point.name == sample and wanted <= point.labels.items()
+    )

@@ -367,14 +367,25 @@ class Tagger:
             raise NotReadyError("models are still loading")
         return self._batchers[meta.name]
 
+    def batcher(self, name: str) -> Batcher:
+        """The batcher of model ``name`` (its batch size, queue delay, workers and session).
+
+        Raises :class:`ModelNotFoundError` for an unknown model, :class:`NotReadyError` while it
+        loads or for a custom model (it has no batcher: its base network's serves it)."""
+        return self._batcher(self.model(name))
+
     def is_loaded(self, name: str) -> bool:
         """Whether the model's session is warm and its batcher running."""
         return name in self._batchers
 
-    async def infer(self, name: str, patches: np.ndarray) -> dict[str, np.ndarray]:
+    async def infer(
+        self, name: str, patches: np.ndarray, *, deadline_seconds: float | None = None
+    ) -> dict[str, np.ndarray]:
         """Run ready-made model inputs through the model's batcher (the ``/v2`` path).
 
         ``patches``: float32 ``[batch, samples]``, ``samples`` the model's patch length, finite.
+        ``deadline_seconds``: the longest the patches may wait for a batch slot, when shorter
+        than ``TAGGRAM_QUEUE_DEADLINE_SECONDS`` (:class:`DeadlineExceededError` past it).
         Returns every model output, ``[batch, ...]``. Raises :class:`ModelNotFoundError`,
         :class:`TooManyPatchesError` (more rows than one request may queue),
         :class:`OverloadedError` and :class:`NotReadyError` like :meth:`tag`.
@@ -386,7 +397,7 @@ class Tagger:
         limit = self.request_patch_limit
         if len(patches) > limit:
             raise TooManyPatchesError(f"{len(patches)} patches is more than the limit of {limit}")
-        result = await batcher.infer(TensorPatches(patches))
+        result = await batcher.infer(TensorPatches(patches), deadline_seconds=deadline_seconds)
         broken = _not_finite(result.outputs)
         if broken:
             # Finite inputs far outside [-1, 1] overflow the network; JSON cannot carry NaN.

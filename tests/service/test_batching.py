@@ -337,6 +337,34 @@ def test_patches_waiting_past_the_deadline_are_refused(session: ModelSession) ->
     asyncio.run(run())
 
 
+def test_a_requests_own_deadline_refuses_it_alone(session: ModelSession) -> None:
+    """A request's ``deadline_seconds`` (a /v2 ``timeout``) shorter than the batcher's refuses
+    that request only; one queued beside it without its own waits the batcher's deadline."""
+
+    async def run() -> None:
+        batcher = Batcher(
+            session,
+            max_batch_size=512,
+            max_queue_delay_seconds=0.2,  # the batch never fills: every patch waits 0.2 s
+            max_queue_patches=1000,
+            deadline_seconds=10.0,
+        )
+        batcher.start()
+        try:
+            hurried = asyncio.ensure_future(
+                batcher.infer(_patches(session, 30, 0), deadline_seconds=0.05)
+            )
+            patient = asyncio.ensure_future(batcher.infer(_patches(session, 30, 1)))
+            with pytest.raises(DeadlineExceededError) as refused:
+                await hurried
+            assert "the request's timeout of 0.05 s" in refused.value.message
+            assert len((await patient).outputs["probabilities"]) == 11
+        finally:
+            await batcher.stop()
+
+    asyncio.run(run())
+
+
 def test_an_idle_model_gives_its_memory_back_once(session: ModelSession) -> None:
     def releases() -> float:
         labels = {"model": session.name}

@@ -20,7 +20,7 @@ from taggram.service.api.errors import install_error_handlers
 from taggram.service.api.head import HeadMiddleware
 from taggram.service.api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
 from taggram.service.api.openapi import build_openapi
-from taggram.service.api.routes import batch, health, models, tag, v2, web
+from taggram.service.api.routes import batch, health, models, tag, triton, v2, web
 from taggram.service.api.routes.web import install_web
 from taggram.service.api.security_headers import SecurityHeadersMiddleware
 from taggram.service.lifecycle import Lifecycle
@@ -83,7 +83,16 @@ def create_app(
     app.state.lifecycle = state
     app.state.keys = keys
     install_error_handlers(app)
-    routers = (tag.router, batch.router, models.router, v2.router, health.router, web.router)
+    # triton before v2: GET /v2/models/stats is the statistics, not a model named "stats".
+    routers = (
+        tag.router,
+        batch.router,
+        models.router,
+        triton.router,
+        v2.router,
+        health.router,
+        web.router,
+    )
     for router in routers:
         app.include_router(router)
     install_web(app)
@@ -138,7 +147,7 @@ def create_app(
             keys,
             [entry.metadata for entry in tagger.entries.values()] if tagger else [],
             settings.max_batch_files,
-            extra_schemas=[v2.InferenceRequest],
+            extra_schemas=[v2.InferenceRequest, triton.RepositoryIndexRequest],
         )
         if tagger is not None:
             app.openapi_schema = document

@@ -99,7 +99,7 @@ TITLES: dict[str, str] = {
     "invalid_options": "Invalid options",
     "too_many_patches": "Too many patches",
     "model_exists": "Model name taken",
-    "model_read_only": "Model cannot be deleted",
+    "model_read_only": "Model is read-only",
     "too_many_models": "Too many custom models",
     "invalid_examples": "Examples cannot make a model",
     "too_many_examples": "Too many examples",

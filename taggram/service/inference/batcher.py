@@ -76,6 +76,7 @@ class _Job:
     future: asyncio.Future[BatchResult]
     enqueued: float
     waiting_since: float  # when it last got a batch slot (or was queued): the deadline's origin
+    deadline: float  # the longest wait for a batch slot: the batcher's, or the request's if less
     taken: int = 0  # patches already put into a batch
     done: int = 0  # patches whose rows are back
     inference_seconds: float = 0.0  # wall time while any of its batches ran (counted once)
@@ -87,6 +88,15 @@ class _Job:
     @property
     def remaining(self) -> int:
         return len(self.patches) - self.taken
+
+
+@dataclass(frozen=True)
+class _BatchTiming:
+    """Seconds one batch spent being assembled, in ONNX Runtime, and copied back to requests."""
+
+    copy_in: float
+    inference: float
+    copy_out: float
 
 
 @dataclass(frozen=True)
@@ -162,6 +172,15 @@ class Batcher:
         self._depth = metrics.QUEUE_DEPTH.labels(model=session.name)
         self._cost = metrics.SECONDS_PER_PATCH.labels(model=session.name)
         self._labels = {"model": session.name, "provider": session.provider}
+        # Every request's outcome, recorded here alone (taggram.service.statistics reads them).
+        self._succeeded = metrics.NETWORK_REQUEST_DURATION.labels(
+            model=session.name, outcome="success"
+        )
+        self._failed = metrics.NETWORK_REQUEST_DURATION.labels(model=session.name, outcome="fail")
+        self._queued = metrics.NETWORK_QUEUE_SECONDS.labels(model=session.name)
+        self._last_inference = metrics.LAST_INFERENCE.labels(model=session.name)
+        self._copied_in = metrics.BATCH_COPY_SECONDS.labels(model=session.name, direction="in")
+        self._copied_out = metrics.BATCH_COPY_SECONDS.labels(model=session.name, direction="out")
         self.seconds_per_patch = seconds_per_patch
 
     @property
@@ -233,17 +252,46 @@ class Batcher:
         metrics.REFUSED.labels(model=self.session.name, code=code, stage=stage).inc()
         metrics.REFUSED_PATCHES.labels(model=self.session.name, code=code).inc(patches)
 
-    async def infer(self, patches: PatchSource) -> BatchResult:
+    async def infer(
+        self, patches: PatchSource, *, deadline_seconds: float | None = None
+    ) -> BatchResult:
         """Queue ``patches`` and wait for their rows.
 
+        ``deadline_seconds``: this request's longest wait for a batch slot, when shorter than
+        the batcher's ``deadline_seconds`` (a /v2 request's ``timeout``).
+
         Raises :class:`OverloadedError` when the expected wait or the queue is over its bound,
-        :class:`DeadlineExceededError` when the patches wait too long for a batch slot.
+        :class:`DeadlineExceededError` when the patches wait too long for a batch slot. Each
+        request is counted once, as a success or a failure (refused, late, failed, cancelled),
+        with its time here, in ``taggram_network_request_duration_seconds``.
         """
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            deadline = min(
+                self.deadline, math.inf if deadline_seconds is None else deadline_seconds
+            )
+            result = await self._queue(patches, loop, deadline)
+        except BaseException:  # cancellation (the client went away) included
+            self._failed.observe(loop.time() - started)
+            raise
+        self._succeeded.observe(loop.time() - started)
+        self._queued.inc(result.queue_seconds)
+        return result
+
+    async def _queue(
+        self, patches: PatchSource, loop: asyncio.AbstractEventLoop, deadline: float
+    ) -> BatchResult:
         count = len(patches)
         self.admit(count, "after_decode")
-        loop = asyncio.get_running_loop()
         now = loop.time()
-        job = _Job(patches=patches, future=loop.create_future(), enqueued=now, waiting_since=now)
+        job = _Job(
+            patches=patches,
+            future=loop.create_future(),
+            enqueued=now,
+            waiting_since=now,
+            deadline=deadline,
+        )
         self._jobs.append(job)
         self._add_pending(count)
         self._has_work.set()
@@ -311,16 +359,17 @@ class Batcher:
         self._has_work.set()
 
     def _expire(self, now: float) -> None:
-        """Refuse queued requests that have waited longer than the deadline for a batch slot."""
+        """Refuse queued requests that have waited longer than their deadline for a batch slot."""
         for job in self._jobs:
             waited = now - job.waiting_since
-            if job.remaining and waited > self.deadline:
+            if job.remaining and waited > job.deadline:
+                whose = "the request's timeout" if job.deadline < self.deadline else "the deadline"
                 self._refuse(DeadlineExceededError.code, "deadline", job.remaining)
                 self._fail(
                     job,
                     DeadlineExceededError(
-                        f"{self.session.name}: patches waited {waited:.1f} s for a batch slot, "
-                        f"more than the deadline of {self.deadline:g} s",
+                        f"{self.session.name}: patches waited {waited:.3g} s for a batch slot, "
+                        f"more than {whose} of {job.deadline:g} s",
                         retry_after_seconds=self.expected_wait(1),
                     ),
                 )
@@ -362,7 +411,7 @@ class Batcher:
                 part.job.running_since = started
             part.job.batches_running += 1
         try:
-            seconds = await loop.run_in_executor(self._executor, self._run_batch, slices, size)
+            timing = await loop.run_in_executor(self._executor, self._run_batch, slices, size)
         except asyncio.CancelledError:  # stop(): the service is going away
             for part in slices:
                 self._fail(part.job, NotReadyError("the service is shutting down"))
@@ -376,9 +425,13 @@ class Batcher:
             return
         finally:
             self._running -= size
+        seconds = timing.inference
         metrics.INFERENCE_DURATION.labels(**self._labels).observe(seconds)
+        self._copied_in.inc(timing.copy_in)
+        self._copied_out.inc(timing.copy_out)
         metrics.BATCH_SIZE.labels(**self._labels).observe(size)
         metrics.PATCHES.labels(model=self.session.name).inc(size)
+        self._last_inference.set_to_current_time()
         if size == self.max_batch_size:
             # Partial batches cost more per patch; under load (when the estimate matters for
             # admission) batches are full, so only full ones update it.
@@ -401,14 +454,15 @@ class Batcher:
                     BatchResult(job.outputs, max(queue_seconds, 0.0), job.inference_seconds)
                 )
 
-    def _run_batch(self, slices: list[_Slice], size: int) -> float:
-        """Worker thread: assemble the batch, run it, copy rows back. Returns inference seconds."""
+    def _run_batch(self, slices: list[_Slice], size: int) -> _BatchTiming:
+        """Worker thread: assemble the batch, run it, copy rows back; the seconds of each."""
+        started = time.perf_counter()
         batch = np.empty((size, slices[0].job.patches.samples), np.float32)
         for part in slices:
             part.job.patches.copy_into(batch[part.row : part.row + part.count], part.first)
-        started = time.perf_counter()
+        assembled = time.perf_counter()
         outputs = self.session.run(batch)
-        seconds = time.perf_counter() - started
+        inferred = time.perf_counter()
         for part in slices:
             if part.job.cancelled:
                 continue
@@ -422,4 +476,6 @@ class Batcher:
                 rows[part.first : part.first + part.count] = values[
                     part.row : part.row + part.count
                 ]
-        return seconds
+        return _BatchTiming(
+            assembled - started, inferred - assembled, time.perf_counter() - inferred
+        )

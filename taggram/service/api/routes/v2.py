@@ -9,7 +9,9 @@ its input tensor must be FP32 of shape ``[batch, patch samples]`` (else 400), se
 extension (``Inference-Header-Content-Length`` header: the JSON header, then raw little-endian
 bytes). Rows go through the same batcher, byte limit and admission (429) as ``/v1/tag``; outputs
 come back as JSON or, when asked (``binary_data``), as binary, or as their best classes with the
-classification extension (:mod:`taggram.service.api.classification`).
+classification extension (:mod:`taggram.service.api.classification`). The request's ``timeout``
+parameter (microseconds) bounds its rows' wait for a batch slot (429 past it); ``priority`` is
+ignored. Triton's other extensions are in :mod:`taggram.service.api.routes.triton`.
 
 Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
 """
@@ -43,14 +45,28 @@ from taggram.service.errors import (
 )
 from taggram.service.tagging import Tagger
 
-router = APIRouter(
-    prefix="/v2",
-    tags=["open inference protocol"],
-    dependencies=[Depends(require_scope("tag"))],
-)
+
+def protocol_router() -> APIRouter:
+    """A router of /v2 routes: the prefix, the documentation's tag and the ``tag`` scope; this
+    module's, and one for Triton's extensions (:mod:`taggram.service.api.routes.triton`)."""
+    return APIRouter(
+        prefix="/v2",
+        tags=["open inference protocol"],
+        dependencies=[Depends(require_scope("tag"))],
+    )
+
+
+router = protocol_router()
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-EXTENSIONS = ["binary_tensor_data", classification.PARAMETER]
+# Triton's model_configuration, model_repository and statistics are served by routes/triton.py.
+EXTENSIONS = [
+    "binary_tensor_data",
+    classification.PARAMETER,
+    "model_configuration",
+    "model_repository",
+    "statistics",
+]
 DATATYPE = "FP32"
 PLATFORM = "onnxruntime_onnx"
 # Room for the JSON around the numbers, and the most characters one FP32 number may take in JSON.
@@ -178,7 +194,9 @@ def has_waveform_input(meta: ModelMetadata) -> bool:
     return spec.dtype == "float32" and len(spec.shape) == 2 and spec.shape[1] == meta.patch.samples
 
 
-def _model(tagger: Tagger, name: str) -> ModelMetadata:
+def served_model(tagger: Tagger, name: str) -> ModelMetadata:
+    """The metadata of ``name`` if /v2 serves it. Raises :class:`ModelNotFoundError` for an
+    unknown model, a custom one, or one without a waveform input."""
     meta = tagger.model(name)
     if meta.kind == "custom":  # its metadata names its base's input, but it classifies clips
         raise ModelNotFoundError(
@@ -245,7 +263,7 @@ async def server_ready(lifecycle: LifecycleDep) -> ServerReady:
 )
 async def model_metadata(model_name: ModelName, tagger: TaggerDep) -> ModelMetadataV2:
     """The model's input (``FP32`` ``[-1, patch samples]`` waveform) and output tensors."""
-    meta = _model(tagger, model_name)
+    meta = served_model(tagger, model_name)
 
     def tensors(specs: list[Any]) -> list[TensorMetadata]:
         return [
@@ -271,7 +289,7 @@ async def model_metadata(model_name: ModelName, tagger: TaggerDep) -> ModelMetad
 )
 async def model_ready(model_name: ModelName, tagger: TaggerDep) -> ModelReady:
     """200 ``{"name", "ready": true}`` when the model is loaded, else 503."""
-    meta = _model(tagger, model_name)
+    meta = served_model(tagger, model_name)
     if not tagger.is_loaded(meta.name):
         raise NotReadyError(f"{meta.name} is still loading")
     return ModelReady(name=meta.name, ready=True)
@@ -297,14 +315,19 @@ def _split(body: bytes, header_length: str | None, json_limit: int) -> tuple[byt
     return json_part, binary
 
 
+def invalid_body(error: ValidationError, what: str) -> InvalidTensorError:
+    """The 400 for a /v2 body that is not ``what``: each problem's location and message."""
+    problems_ = "; ".join(
+        f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}" for item in error.errors()
+    )
+    return InvalidTensorError(f"not {what}: {problems_}")
+
+
 def _parse(json_part: bytes) -> InferenceRequest:
     try:
         return InferenceRequest.model_validate_json(json_part)
     except ValidationError as error:
-        problems_ = "; ".join(
-            f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}" for item in error.errors()
-        )
-        raise InvalidTensorError(f"not an inference request: {problems_}") from error
+        raise invalid_body(error, "an inference request") from error
 
 
 def _read(
@@ -461,6 +484,20 @@ def _classes(parameters: Parameters | None) -> int | None:
     return value
 
 
+def _timeout_seconds(parameters: Parameters | None) -> float | None:
+    """The request's ``timeout`` parameter (Triton's: microseconds, a whole number >= 0, 0 for
+    none) in seconds: the longest its rows may wait for a batch slot. ``None`` when absent or 0.
+    Raises :class:`InvalidTensorError` for anything else."""
+    value = (parameters or {}).get("timeout")
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise InvalidTensorError(
+            f"parameter 'timeout' must be a whole number of microseconds >= 0, got {value!r}"
+        )
+    return value / 1_000_000 if value else None
+
+
 def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[Wanted]:
     """Each requested output, all by default (no ``outputs``, or an empty list: a client that
     always sends the member got no output at all)."""
@@ -582,7 +619,7 @@ async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep
     as ``/v1``); JSON or binary tensor extension in and out. 400 for a tensor of the wrong
     datatype or shape.
     """
-    meta = _model(tagger, model_name)
+    meta = served_model(tagger, model_name)
     tagger.admit(meta.name)  # a busy model refuses before a byte of the body is read, as /v1
     settings = tagger.settings
     body = await read_body(request, InputBudget.of(settings, settings.max_upload_bytes))
@@ -593,7 +630,10 @@ async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep
     infer_request, patches = await tagger.decodes.run(
         meta.name, _read, json_part, binary, meta, settings.max_json_tensor_elements
     )
-    outputs = await unless_disconnected(request, tagger.infer(meta.name, patches))
+    deadline = _timeout_seconds(infer_request.parameters)
+    outputs = await unless_disconnected(
+        request, tagger.infer(meta.name, patches, deadline_seconds=deadline)
+    )
     return _answer(infer_request, meta, outputs)
 
 
@@ -603,12 +643,14 @@ ModelVersion = Annotated[str, Path(description="the model's version, as its meta
 _VERSIONED = "/models/{model_name}/versions/{model_version}"
 
 
-def _check_version(tagger: Tagger, name: str, model_version: str) -> None:
-    meta = _model(tagger, name)
+def served_version(tagger: Tagger, name: str, model_version: str) -> ModelMetadata:
+    """As :func:`served_model`, for the one version the model serves (any other: 404)."""
+    meta = served_model(tagger, name)
     if model_version != meta.version:
         raise ModelNotFoundError(
             f"{meta.name} has no version {model_version!r}; it serves {meta.version!r}"
         )
+    return meta
 
 
 @router.get(
@@ -622,7 +664,7 @@ async def model_version_metadata(
     model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
 ) -> ModelMetadataV2:
     """As :func:`model_metadata`, for the model's current version only (404 otherwise)."""
-    _check_version(tagger, model_name, model_version)
+    served_version(tagger, model_name, model_version)
     return await model_metadata(model_name, tagger)
 
 
@@ -637,7 +679,7 @@ async def model_version_ready(
     model_name: ModelName, model_version: ModelVersion, tagger: TaggerDep
 ) -> ModelReady:
     """As :func:`model_ready`, for the model's current version only (404 otherwise)."""
-    _check_version(tagger, model_name, model_version)
+    served_version(tagger, model_name, model_version)
     return await model_ready(model_name, tagger)
 
 
@@ -653,5 +695,5 @@ async def model_version_infer(
     model_name: ModelName, model_version: ModelVersion, request: Request, tagger: TaggerDep
 ) -> Response:
     """As :func:`model_infer`, for the model's current version only (404 otherwise)."""
-    _check_version(tagger, model_name, model_version)
+    served_version(tagger, model_name, model_version)
     return await model_infer(model_name, request, tagger)
