@@ -661,6 +661,28 @@ def test_a_chained_ogg_is_decoded_whole_or_says_where_its_parameters_change() ->
     )
 
 
+@pytest.mark.parametrize(
+    ("container", "subtype"), [("OGG", "VORBIS"), ("OGG", "OPUS"), ("FLAC", "PCM_16")]
+)
+def test_tags_in_latin1_do_not_stop_the_audio_decoding(container: str, subtype: str) -> None:
+    """Vorbis comments are UTF-8 by the spec, but older encoders and games' tracks (Warmux's
+    music) wrote Latin-1: the audio decodes all the same."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", 48000, 2, format=container, subtype=subtype) as file:
+        file.title = "Ete en fete"
+        file.write(audio.tone(48000, 3.0))
+    utf8 = buffer.getvalue()
+    latin1 = "Été en fête".encode("latin-1")
+    if container == "OGG":
+        damaged = audio.replaced_in_ogg(utf8, b"Ete en fete", latin1)
+    else:  # FLAC's metadata blocks carry no checksum
+        damaged = utf8.replace(b"Ete en fete", latin1)
+    decoded = decode(damaged, 16000, LIMITS)
+    assert abs(decoded.duration_seconds - 3.0) < DURATION_TOLERANCE
+    assert decoded.info.warnings == ()
+    np.testing.assert_array_equal(decoded.waveform, decode(utf8, 16000, LIMITS).waveform)
+
+
 def test_reads_open_files() -> None:
     data = _encode(audio.tone(22050, 1.0, 1), 22050, "FLAC", "PCM_16")
     with io.BytesIO(data) as handle:

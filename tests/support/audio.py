@@ -237,15 +237,33 @@ def _ogg_crc(page: bytes) -> int:
     return crc
 
 
+def _sealed(page: bytearray) -> bytes:
+    """An Ogg page with its CRC computed anew (over the page with the CRC field zeroed)."""
+    page[22:26] = b"\x00\x00\x00\x00"
+    page[22:26] = _ogg_crc(bytes(page)).to_bytes(4, "little")
+    return bytes(page)
+
+
 def without_end_of_stream(ogg: bytes) -> bytes:
     """``ogg`` with the end-of-stream flag of its last page cleared (CRC fixed): what a live or
     interrupted capture leaves behind."""
     last = ogg.rfind(b"OggS")
     page = bytearray(ogg[last:])
     page[5] &= ~0x04
-    page[22:26] = b"\x00\x00\x00\x00"
-    page[22:26] = _ogg_crc(bytes(page)).to_bytes(4, "little")
-    return ogg[:last] + bytes(page)
+    return ogg[:last] + _sealed(page)
+
+
+def replaced_in_ogg(ogg: bytes, old: bytes, new: bytes) -> bytes:
+    """``ogg`` with ``old`` replaced by ``new`` (as long) and every page's CRC fixed: a comment
+    rewritten in bytes an encoder might have written (Latin-1 rather than UTF-8)."""
+    assert len(old) == len(new) and old in ogg
+    data, pages, at = ogg.replace(old, new), [], 0
+    while at < len(data):
+        count = data[at + 26]
+        end = at + 27 + count + sum(data[at + 27 : at + 27 + count])
+        pages.append(_sealed(bytearray(data[at:end])))
+        at = end
+    return b"".join(pages)
 
 
 def protracker_module(orders: int, note: bool = True) -> bytes:

@@ -248,6 +248,9 @@ def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, C
             # demuxer opened a file an upload named, relative to the working directory, before
             # the allow-list below refused it; the probe still names any container it finds.
             options={"protocol_whitelist": "none"},
+            # Tags are not what is tagged: Latin-1 comments (older Ogg encoders, games' tracks)
+            # made PyAV's strict UTF-8 reading refuse the whole file as unreadable.
+            metadata_errors="replace",
         )
     except _STREAM_ERRORS as error:
         if known is None:
