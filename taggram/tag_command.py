@@ -295,6 +295,14 @@ def tag(
         bool,
         typer.Option("--json", help="one JSON object per file and line: the /v1/tag response"),
     ] = False,
+    with_taggram: Annotated[
+        bool,
+        typer.Option(
+            "--taggram",
+            help="with --json: each line also holds the taggram, every tag's probability per "
+            "patch over time (/v1/tag?taggram=true)",
+        ),
+    ] = False,
     plot: Annotated[
         Path | None,
         typer.Option(
@@ -320,6 +328,12 @@ def tag(
             f"{model!r}: tag with one model at a time; run taggram tag once per model",
             param_hint="'--model'",
         )
+    if with_taggram and not json_output:
+        raise typer.BadParameter(
+            "the taggram is a table of numbers per patch: give --json with it, or --plot to "
+            "draw it",
+            param_hint="'--taggram'",
+        )
     if plot is not None:
         try:
             require_format(plot)  # fail before tagging, not after each file
@@ -327,7 +341,7 @@ def tag(
             typer.echo(f"error: --plot: {error}", err=True)
             raise typer.Exit(2) from error
     # Every tag comes back (the list is cut to --top-k here), so a plot can rank all of them.
-    options = {"model": model, "taggram": plot is not None}
+    options = {"model": model, "taggram": plot is not None or with_taggram}
     pictures = plot_paths(plot, files) if plot is not None else {}
     report = Report(top_k, json_output, pictures, plot_tags)
     if target is not None:

@@ -70,6 +70,32 @@ def test_local_json_matches_the_service(
         assert "taggram" not in line or line["taggram"] is None
 
 
+@pytest.mark.parametrize("where", ["--local", "--url"])
+def test_taggram_option_adds_the_taggram_to_each_json_line(
+    server: Server, clips: tuple[Path, Path], repository: Path, where: str
+) -> None:
+    music = clips[0]
+    target = (
+        ["--local", "--repository", repository] if where == "--local" else ["--url", server.url]
+    )
+    result = run(music, *target, "--json", "--taggram")
+    assert result.exit_code == 0, result.output
+    (line,) = json_lines(result.stdout)
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        expected = tag_file(client, music, taggram="true").json()["taggram"]
+    assert line["taggram"]["tags"] == expected["tags"]
+    assert len(line["taggram"]["patches"]) == len(expected["patches"]) > 1
+    for got, want in zip(line["taggram"]["patches"], expected["patches"], strict=True):
+        assert got["start_seconds"] == want["start_seconds"]
+        np.testing.assert_allclose(got["values"], want["values"], atol=1e-5)
+
+
+def test_taggram_option_without_json_is_a_usage_error(clips: tuple[Path, Path]) -> None:
+    result = run(clips[1], "--local", "--taggram")
+    assert result.exit_code == 2
+    assert "--json" in result.output
+
+
 def test_url_prints_a_table_of_the_top_tags(server: Server, clips: tuple[Path, Path]) -> None:
     path = clips[0]
     result = run(path, "--url", server.url, "--top-k", "4", "--model", "MSD_vgg")
