@@ -21,6 +21,7 @@ from types import FrameType
 import uvicorn
 
 from taggram.service.api import create_app
+from taggram.service.api.protocol import ProblemHttpProtocol
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.logs import configure_logging
 from taggram.service.settings import Settings, SettingsError, misspelt_variables
@@ -126,6 +127,8 @@ def serve(settings: Settings) -> None:
         # Behind an ingress the peer is the proxy; its X-Forwarded-For names the client.
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_keep_alive=settings.keep_alive_seconds,
+        # Problem details for the malformed requests uvicorn refuses itself.
+        http=ProblemHttpProtocol,
     )
     DrainingServer(config, lifecycle, settings.drain_grace_seconds).run()
     if lifecycle.failed:

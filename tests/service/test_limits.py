@@ -160,6 +160,49 @@ def test_a_batch_has_its_own_total_limit(server: Server) -> None:
     assert one.status_code == 200, one.text
 
 
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        (b"FOO /v1/tag HTTP/1.1\r\nHost: x\r\n\r\n", "Invalid method encountered"),
+        (b"POST /v1/tag HTTP/1.1\r\nContent-Length: -5\r\n\r\n", "Invalid character in Content-"),
+        (b"POST /v1/tag HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", "overflow"),
+        (
+            b"POST /v1/tag HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+            "Content-Length can't be present with Transfer-Encoding",
+        ),
+        (b"GET /v1/models HTTP/1.1\r\nX-Id: \x01\r\n\r\n", "Invalid header value char"),
+    ],
+    ids=["method", "negative-length", "length-overflow", "length-and-chunked", "control-char"],
+)
+def test_a_request_the_http_parser_refuses_is_a_problem(
+    server: Server, head: bytes, reason: str
+) -> None:
+    """uvicorn refuses these itself, before the app; its answer was a text/plain 400."""
+    status, headers, body = head_only(server, head)
+    assert status == 400, body
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    problem = json.loads(body)
+    assert (problem["status"], problem["code"]) == (400, "malformed_request")
+    assert problem["type"] == "urn:taggram:problem:malformed_request"
+    assert reason in problem["detail"]
+    assert problem["request_id"] == headers["x-request-id"]
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_a_v2_request_the_http_parser_refuses_is_a_protocol_error(server: Server) -> None:
+    """As every /v2 error: application/json, with the message in ``error`` for tritonclient."""
+    status, headers, body = head_only(
+        server,
+        b"POST /v2/models/tiny/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Length: 4\r\n\r\n",
+    )
+    problem = json.loads(body)
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert problem["instance"] == "/v2/models/tiny/infer"
+    assert problem["error"] == problem["detail"]
+
+
 def test_a_stalled_body_gets_408_and_its_connection_closed(server: Server) -> None:
     head = (
         b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
