@@ -238,6 +238,37 @@ def test_a_trickling_body_meets_the_whole_body_deadline(server: Server) -> None:
     assert b"not complete within 3 s" in data
 
 
+def test_a_trickling_request_head_gets_408_and_its_connection_closed(server: Server) -> None:
+    """A header line every 0.3 s (slowloris) kept a connection for ever: uvicorn bounds neither
+    the time to the end of the headers nor the wait for a first request. The head now has the
+    read timeout (1 s here) from its first byte."""
+    with _connect(server) as sock:
+        sock.sendall(b"POST /v1/tag HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        sock.settimeout(0.3)
+        data = b""
+        for line in range(100):  # 30 s at most
+            try:
+                sock.sendall(b"X-Line-%d: y\r\n" % line)
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if data:
+                break
+        elapsed = time.monotonic() - started
+        sock.settimeout(30)
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 408"), data
+    assert elapsed < 10, elapsed
+    _, _, body = data.partition(b"\r\n\r\n")
+    problem = json.loads(body)
+    assert (problem["code"], problem["instance"]) == ("request_timeout", "/v1/tag")
+    assert "request line and headers were not complete within 1 s" in problem["detail"]
+
+
 def _metric(server: Server, name: str, **labels: str) -> float:
     text = httpx.get(f"{server.url}/metrics").text
     pattern = re.escape(name) + r"\{([^}]*)\} ([0-9.e+]+)"

@@ -1,18 +1,26 @@
-"""The HTTP connection below the app: uvicorn's httptools protocol, with problem details for what
-it refuses itself.
+"""The HTTP connection below the app: uvicorn's httptools protocol, with a bounded wait for a
+request's head and problem details for what it refuses itself.
 
 uvicorn answers a request it cannot parse (a method it does not know, a ``Content-Length`` that
 is negative, past 64 bits or beside ``Transfer-Encoding``, a control character in a header, a
 bad chunk size) on its own, before the app sees it, with a ``text/plain`` 400; here that answer
 is the problem the app gives for any other malformed request (``malformed_request``, naming what
-the parser found wrong).
+the parser found wrong). And uvicorn bounds neither the wait for a first request nor the time a
+request's line and headers take to arrive: a connection that sent nothing, or that sent a header
+line every few seconds (slowloris), stayed open for ever. Here a new connection idle for the
+keep-alive timeout is closed, as uvicorn closes one between requests, and a request whose head is
+not complete within the read timeout (``TAGGRAM_READ_TIMEOUT_SECONDS``) of its first byte gets a
+408 ``request_timeout`` and its connection closed, as a stalled body does in ``uploads``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sys
 import uuid
+from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -20,9 +28,45 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from taggram.service.api.errors import problem_body
 from taggram.service.api.middleware import REQUEST_ID_HEADER
 
+log = logging.getLogger(__name__)
+
 
 class ProblemHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol whose refusals of malformed requests are problem details."""
+    """uvicorn's httptools protocol with problem-details refusals and a request-head deadline.
+
+    Made for a server by :func:`protocol_class`, which sets :attr:`head_timeout_seconds`.
+    """
+
+    head_timeout_seconds: float = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Take the connection, closed if no request begins within the keep-alive timeout."""
+        super().connection_made(transport)
+        # uvicorn arms its keep-alive timeout only once a response is sent.
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection and its request-head deadline."""
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Parse ``data``; the first bytes of a request start its head's deadline."""
+        # A pipelined request's wait for the one before it to be answered is not its own.
+        if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
+            self._head_timer = self.loop.call_later(self.head_timeout_seconds, self._head_timed_out)
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        """The head arrived in time: its deadline is off, and the request goes to the app."""
+        self._cancel_head_timer()
+        super().on_headers_complete()
 
     def send_400_response(self, msg: str) -> None:
         """Answer the request the parser refused with a ``malformed_request`` problem naming the
@@ -36,8 +80,27 @@ class ProblemHttpProtocol(HttpToolsProtocol):
             f"the request is not valid HTTP/1.1 ({reason}); the connection is closed",
         )
 
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or not (self.cycle is None or self.cycle.response_complete):
+            return
+        log.info("closing a connection whose request head took over %gs", self.head_timeout_seconds)
+        self._refuse(
+            408,
+            "request_timeout",
+            f"the request line and headers were not complete within "
+            f"{self.head_timeout_seconds:g} s (TAGGRAM_READ_TIMEOUT_SECONDS); the connection is "
+            "closed",
+        )
+
     def _refuse(self, status: int, code: str, detail: str) -> None:
         """Answer ``status`` with the problem ``code`` and close the connection."""
+        self._cancel_head_timer()
         if self.cycle is not None and self.cycle.response_started:
             # Mid-response (a chunk of a body the app is answering is malformed): only closing
             # the connection tells the client; a second status line would corrupt the first.
@@ -83,3 +146,13 @@ class ProblemHttpProtocol(HttpToolsProtocol):
         except httptools.HttpParserInvalidURLError:
             return ""
         return path.decode("latin-1") if path else ""
+
+
+def protocol_class(head_timeout_seconds: float) -> type[ProblemHttpProtocol]:
+    """The protocol class for ``uvicorn.Config(http=...)``, with a request head allowed
+    ``head_timeout_seconds`` (> 0) from its first byte."""
+    return type(
+        "ProblemHttpProtocol",
+        (ProblemHttpProtocol,),
+        {"head_timeout_seconds": head_timeout_seconds},
+    )
