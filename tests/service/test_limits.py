@@ -269,6 +269,20 @@ def test_a_trickling_request_head_gets_408_and_its_connection_closed(server: Ser
     assert "request line and headers were not complete within 1 s" in problem["detail"]
 
 
+def test_a_request_head_past_64_kib_gets_431_and_its_connection_closed(server: Server) -> None:
+    """A 20 MiB header was read whole (and held) before the app saw the request."""
+    head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: "
+    with _connect(server) as sock:
+        sent = _send_until_refused(sock, head, iter([b"a" * CHUNK] * 320))
+        status, headers, body = _response(sock)
+    assert (status, json.loads(body)["code"]) == (431, "headers_too_large"), body
+    assert headers["connection"] == "close"
+    assert sent < 5 * 1024 * 1024  # refused near 64 KiB; socket buffers hold a few MB at most
+    # A large head within the bound (a 16 KiB cookie) is served.
+    cookie = {"Cookie": "a=" + "b" * 16 * 1024}
+    assert httpx.get(f"{server.url}/v1/models", headers=cookie).status_code == 200
+
+
 def _metric(server: Server, name: str, **labels: str) -> float:
     text = httpx.get(f"{server.url}/metrics").text
     pattern = re.escape(name) + r"\{([^}]*)\} ([0-9.e+]+)"

@@ -10,7 +10,9 @@ request's line and headers take to arrive: a connection that sent nothing, or th
 line every few seconds (slowloris), stayed open for ever. Here a new connection idle for the
 keep-alive timeout is closed, as uvicorn closes one between requests, and a request whose head is
 not complete within the read timeout (``TAGGRAM_READ_TIMEOUT_SECONDS``) of its first byte gets a
-408 ``request_timeout`` and its connection closed, as a stalled body does in ``uploads``.
+408 ``request_timeout`` and its connection closed, as a stalled body does in ``uploads``. Nor
+does it bound a head's size (a 20 MiB header was read whole, and held): past
+:data:`MAX_HEAD_BYTES` a request gets a 431 ``headers_too_large`` and its connection closed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from taggram.service.api.middleware import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 
+# Most bytes of a request's line and headers: 64 KiB, twice nginx's default (4 buffers of 8 KiB).
+MAX_HEAD_BYTES = 64 * 1024
+
 
 class ProblemHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with problem-details refusals and a request-head deadline.
@@ -42,6 +47,7 @@ class ProblemHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Take the connection, closed if no request begins within the keep-alive timeout."""
@@ -57,11 +63,24 @@ class ProblemHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        """Parse ``data``; the first bytes of a request start its head's deadline."""
+        """Parse ``data``; the first bytes of a request start its head's deadline and count."""
         # A pipelined request's wait for the one before it to be answered is not its own.
-        if self._head_timer is None and (self.cycle is None or self.cycle.response_complete):
-            self._head_timer = self.loop.call_later(self.head_timeout_seconds, self._head_timed_out)
+        if self.cycle is None or self.cycle.response_complete:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(
+                    self.head_timeout_seconds, self._head_timed_out
+                )
+                self._head_bytes = 0
+            self._head_bytes += len(data)
         super().data_received(data)
+        # The timer is still set while the head is incomplete (and the connection open).
+        if self._head_timer is not None and self._head_bytes > MAX_HEAD_BYTES:
+            self._refuse(
+                431,
+                "headers_too_large",
+                f"the request line and headers pass {MAX_HEAD_BYTES} bytes; the connection is "
+                "closed",
+            )
 
     def on_headers_complete(self) -> None:
         """The head arrived in time: its deadline is off, and the request goes to the app."""
