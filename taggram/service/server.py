@@ -130,6 +130,8 @@ def serve(settings: Settings) -> None:
         # Problem details for the malformed requests uvicorn refuses itself, and a deadline for
         # a request's head (uvicorn has none: a slowloris client held its connection for ever).
         http=protocol_class(settings.read_timeout_seconds),
+        # No route takes a WebSocket: an Upgrade is ignored and the request served as HTTP.
+        ws="none",
     )
     DrainingServer(config, lifecycle, settings.drain_grace_seconds).run()
     if lifecycle.failed:

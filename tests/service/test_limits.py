@@ -283,6 +283,44 @@ def test_a_request_head_past_64_kib_gets_431_and_its_connection_closed(server: S
     assert httpx.get(f"{server.url}/v1/models", headers=cookie).status_code == 200
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_upload_asking_to_upgrade_is_served_with_its_body(server: Server, chunked: bool) -> None:
+    """``curl --http2`` on an http:// URL sends ``Upgrade: h2c``; the service speaks HTTP/1.1
+    only and ignores it, but httptools took the body for the other protocol's: a 400 saying
+    the upload carried no audio (or was cut short), or its bytes parsed as a next request."""
+    audio = wav(1.0)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(audio)
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(audio), audio) if chunked else audio
+    head = (
+        b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+        b"Content-Type: audio/wav\r\n" + framing + b"\r\n\r\n"
+    )
+    with _connect(server) as sock:
+        sock.sendall(head + body[:1000])  # the rest in a later segment
+        time.sleep(0.2)
+        sock.sendall(body[1000:] + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    first, _, second = data.partition(b"HTTP/1.1 200 OK\r\n")[2].partition(b"HTTP/1.1 ")
+    assert data.startswith(b"HTTP/1.1 200 OK"), data
+    tagged = json.loads(first.partition(b"\r\n\r\n")[2])
+    assert tagged["audio"]["duration_seconds"] == pytest.approx(1.0)
+    assert second.startswith(b"200 OK"), data  # the connection goes on after it
+
+
+def test_a_websocket_upgrade_is_ignored_not_refused(server: Server) -> None:
+    """No route takes a WebSocket: the request is served as plain HTTP, not a text/plain 403."""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Key": key}
+    response = httpx.get(
+        f"{server.url}/v1/models", headers={**headers, "Sec-WebSocket-Version": "13"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["default_model"] == "tiny"
+
+
 def _metric(server: Server, name: str, **labels: str) -> float:
     text = httpx.get(f"{server.url}/metrics").text
     pattern = re.escape(name) + r"\{([^}]*)\} ([0-9.e+]+)"

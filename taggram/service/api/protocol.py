@@ -13,6 +13,13 @@ not complete within the read timeout (``TAGGRAM_READ_TIMEOUT_SECONDS``) of its f
 408 ``request_timeout`` and its connection closed, as a stalled body does in ``uploads``. Nor
 does it bound a head's size (a 20 MiB header was read whole, and held): past
 :data:`MAX_HEAD_BYTES` a request gets a 431 ``headers_too_large`` and its connection closed.
+
+The service switches to no other protocol (uvicorn is run without WebSockets), so a request's
+``Upgrade`` header is ignored, as RFC 9110 allows: the request is served as HTTP/1.1. httptools
+took every byte after the head of such a request for the other protocol's, so the body of an
+upload sent with ``Upgrade: h2c`` (``curl --http2`` on an ``http://`` URL) was lost: a
+multipart upload was "cut short", a raw one's audio parsed as a next request. Here the body is
+parsed as the request's own.
 """
 
 from __future__ import annotations
@@ -48,6 +55,11 @@ class ProblemHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        # The request asked for an upgrade and declared a body, which httptools will not parse.
+        self._body_after_upgrade = False
+        # The parser is reading that body behind a head of our own, which is not a request.
+        self._resuming_body = False
+        self._chunk = b""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Take the connection, closed if no request begins within the keep-alive timeout."""
@@ -72,6 +84,7 @@ class ProblemHttpProtocol(HttpToolsProtocol):
                 )
                 self._head_bytes = 0
             self._head_bytes += len(data)
+        self._chunk = data  # where an ignored upgrade's body starts (_unsupported_upgrade_warning)
         super().data_received(data)
         # The timer is still set while the head is incomplete (and the connection open).
         if self._head_timer is not None and self._head_bytes > MAX_HEAD_BYTES:
@@ -82,10 +95,62 @@ class ProblemHttpProtocol(HttpToolsProtocol):
                 "closed",
             )
 
+    def on_message_begin(self) -> None:
+        """A new request begins (not the head that resumes an upgrade request's body)."""
+        if not self._resuming_body:
+            super().on_message_begin()
+
+    def on_url(self, url: bytes) -> None:
+        """Part of the request target."""
+        if not self._resuming_body:
+            super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One header of the request."""
+        if not self._resuming_body:
+            super().on_header(name, value)
+
     def on_headers_complete(self) -> None:
         """The head arrived in time: its deadline is off, and the request goes to the app."""
+        if self._resuming_body:
+            return
         self._cancel_head_timer()
+        self._body_after_upgrade = self.parser.should_upgrade() and _declares_body(self.headers)
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The request's body is complete (not yet, for one behind an ignored upgrade)."""
+        if self._body_after_upgrade:
+            return
+        self._resuming_body = False
+        super().on_message_complete()
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn calls this where the parser stopped at the end of an upgrade request's head
+        # (its error holds the offset there) and no protocol switch follows: the request is
+        # served as HTTP/1.1, and the bytes after its head are parsed as such.
+        error = sys.exc_info()[1]
+        offset = error.args[0] if isinstance(error, httptools.HttpParserUpgrade) else None
+        log.debug("ignoring the request's Upgrade header")
+        if not isinstance(offset, int):
+            return
+        rest = self._chunk[offset:]
+        if self._body_after_upgrade:
+            # The parser starts afresh after an upgrade: a head of our own declaring the
+            # request's framing makes it read the body, which goes to the request's cycle.
+            self._body_after_upgrade = False
+            self._resuming_body = True
+            chunked = any(name == b"transfer-encoding" for name, _ in self.headers)
+            length = _content_length(self.headers)
+            framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % length
+            rest = b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n" + rest
+        if rest:
+            try:
+                self.parser.feed_data(rest)
+            except httptools.HttpParserUpgrade:
+                pass  # a pipelined upgrade request behind it: uvicorn too drops what follows
+            except httptools.HttpParserError:
+                self.send_400_response("Invalid HTTP request received.")
 
     def send_400_response(self, msg: str) -> None:
         """Answer the request the parser refused with a ``malformed_request`` problem naming the
@@ -175,3 +240,15 @@ def protocol_class(head_timeout_seconds: float) -> type[ProblemHttpProtocol]:
         (ProblemHttpProtocol,),
         {"head_timeout_seconds": head_timeout_seconds},
     )
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The request's ``Content-Length`` (0 without one; httptools has refused a malformed one)."""
+    values = [value for name, value in headers if name == b"content-length"]
+    return int(values[0]) if values and values[0].strip().isdigit() else 0
+
+
+def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a request with these (lower-cased) headers has a body."""
+    chunked = any(name == b"transfer-encoding" for name, _ in headers)
+    return chunked or _content_length(headers) > 0
