@@ -359,6 +359,52 @@ def test_client_hang_ups_are_499_logged_once_at_debug_never_500(server: Server) 
     assert not any("Traceback" in r.get("exception", "") for r in records)
 
 
+def test_a_batch_whose_client_hangs_up_stops_quietly(tiny_repository: Path, tmp_path: Path) -> None:
+    """One decode slot: one file decodes while the others wait. The hang-up cancelled the
+    waiting files at once, and asyncio.gather ended there, the route closing the uploads while
+    the first still decoded: two ERROR lines, "Future exception was never retrieved" (that
+    file's ValueError on its closed upload) and "_GatheringFuture exception was never
+    retrieved"."""
+    env = {
+        **ENV,
+        "TAGGRAM_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024),
+        "TAGGRAM_MAX_BATCH_BYTES": str(256 * 1024 * 1024),
+        "TAGGRAM_DECODE_SLOTS": "1",
+        "TAGGRAM_READ_TIMEOUT_SECONDS": "30",
+        "TAGGRAM_BODY_TIMEOUT_SECONDS": "60",
+    }
+    song = io.BytesIO()  # 60 s of 48 kHz stereo: tens of milliseconds to decode and resample
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, (60 * 48000, 2)).astype(np.float32)
+    sf.write(song, noise, 48000, format="WAV", subtype="PCM_16")
+    request = httpx.Request(
+        "POST",
+        "http://x/v1/tag/batch",
+        files=[("files", (f"{i}.wav", song.getvalue())) for i in range(4)],
+    )
+    body = request.read()
+    head = (
+        b"POST /v1/tag/batch HTTP/1.1\r\nHost: x\r\nX-Request-ID: hangup-batch\r\n"
+        + f"Content-Type: {request.headers['Content-Type']}\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        with _connect(server) as sock:
+            sock.sendall(head + body)
+            time.sleep(0.05)  # the upload is read; the files are being tagged
+        deadline = time.monotonic() + 30
+        while _metric(server, "taggram_requests_total", status="499") < 1:
+            assert time.monotonic() < deadline, "the hang-up was not counted as 499"
+            time.sleep(0.2)
+        time.sleep(1.0)  # the cancelled files' decodes finish, their futures are collected
+        lines = [line for line in server.log().splitlines() if line.strip()]
+    # asyncio's own reports of unretrieved exceptions are no JSON records of ours.
+    assert not [line for line in lines if not line.startswith("{")], lines
+    records = [json.loads(line) for line in lines]
+    assert not [r for r in records if r["level"] in ("error", "critical")], records
+    mine = [r for r in records if r["request_id"] == "hangup-batch"]
+    assert [r["level"] for r in mine] == ["debug"], mine
+
+
 def test_log_lines_are_json_and_carry_the_request_id(server: Server) -> None:
     response = httpx.post(
         f"{server.url}/v1/tag",

@@ -139,6 +139,8 @@ class DecodeSlots:
                 return await asyncio.shield(work)
             except asyncio.CancelledError:
                 await asyncio.wait([work])
+                if not work.cancelled():
+                    work.exception()  # the client is gone: its decode's error is nobody's to log
                 raise
         finally:
             self._running -= 1
