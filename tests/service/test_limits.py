@@ -171,8 +171,20 @@ def test_a_batch_has_its_own_total_limit(server: Server) -> None:
             "Content-Length can't be present with Transfer-Encoding",
         ),
         (b"GET /v1/models HTTP/1.1\r\nX-Id: \x01\r\n\r\n", "Invalid header value char"),
+        (b"CONNECT example.org:443 HTTP/1.1\r\nHost: x\r\n\r\n", "invalid url"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2 is not served here"),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(40), "a TLS handshake"),
     ],
-    ids=["method", "negative-length", "length-overflow", "length-and-chunked", "control-char"],
+    ids=[
+        "method",
+        "negative-length",
+        "length-overflow",
+        "length-and-chunked",
+        "control-char",
+        "connect",
+        "http2",
+        "tls",
+    ],
 )
 def test_a_request_the_http_parser_refuses_is_a_problem(
     server: Server, head: bytes, reason: str

@@ -157,12 +157,16 @@ class ProblemHttpProtocol(HttpToolsProtocol):
         parser's reason (uvicorn's ``msg`` where it gives none) and close the connection."""
         # Called by uvicorn while it handles the parser's error: that error says what is wrong.
         error = sys.exc_info()[1]
-        reason = str(error) if isinstance(error, httptools.HttpParserError) and str(error) else msg
-        self._refuse(
-            400,
-            "malformed_request",
-            f"the request is not valid HTTP/1.1 ({reason}); the connection is closed",
-        )
+        if self._chunk.startswith(b"PRI * HTTP/2.0"):
+            detail = "HTTP/2 is not served here (the service speaks HTTP/1.1)"
+        elif self._chunk[:1] == b"\x16" and self._chunk[1:2] == b"\x03":
+            detail = "a TLS handshake: this port speaks plain HTTP (TLS ends at the ingress)"
+        else:
+            if isinstance(error, httptools.HttpParserCallbackError) and error.__context__:
+                error = error.__context__  # what uvicorn's own callback refused (CONNECT's URL)
+            reason = str(error) if isinstance(error, httptools.HttpParserError) else ""
+            detail = f"the request is not valid HTTP/1.1 ({reason or msg})"
+        self._refuse(400, "malformed_request", f"{detail}; the connection is closed")
 
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
