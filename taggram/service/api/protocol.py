@@ -84,8 +84,13 @@ class ProblemHttpProtocol(HttpToolsProtocol):
                 )
                 self._head_bytes = 0
             self._head_bytes += len(data)
-        self._chunk = data  # where an ignored upgrade's body starts (_unsupported_upgrade_warning)
-        super().data_received(data)
+        # Read by the parser's callbacks below: where an ignored upgrade's body starts, what a
+        # refused request began with. Not kept past them (up to 256 kB per connection).
+        self._chunk = data
+        try:
+            super().data_received(data)
+        finally:
+            self._chunk = b""
         # The timer is still set while the head is incomplete (and the connection open).
         if self._head_timer is not None and self._head_bytes > MAX_HEAD_BYTES:
             self._refuse(
