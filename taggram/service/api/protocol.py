@@ -55,6 +55,11 @@ class ProblemHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        # Where the parser is: inside a request (from its first byte to its body's end), and
+        # past that request's head. Not the response's state: a request answered early (a 422
+        # before its body was read) has the rest of its body drained after its response.
+        self._in_message = False
+        self._head_done = False
         # The request asked for an upgrade and declared a body, which httptools will not parse.
         self._body_after_upgrade = False
         # The parser is reading that body behind a head of our own, which is not a request.
@@ -76,13 +81,9 @@ class ProblemHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """Parse ``data``; the first bytes of a request start its head's deadline and count."""
-        # A pipelined request's wait for the one before it to be answered is not its own.
-        if self.cycle is None or self.cycle.response_complete:
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_later(
-                    self.head_timeout_seconds, self._head_timed_out
-                )
-                self._head_bytes = 0
+        if not self._in_message:  # these bytes begin a request
+            self._start_head_clock()
+        if self._head_timer is not None:
             self._head_bytes += len(data)
         # Read by the parser's callbacks below: where an ignored upgrade's body starts, what a
         # refused request began with. Not kept past them (up to 256 kB per connection).
@@ -91,6 +92,8 @@ class ProblemHttpProtocol(HttpToolsProtocol):
             super().data_received(data)
         finally:
             self._chunk = b""
+        if self._in_message and not self._head_done:  # a request begun after another's end
+            self._start_head_clock()
         # The timer is still set while the head is incomplete (and the connection open).
         if self._head_timer is not None and self._head_bytes > MAX_HEAD_BYTES:
             self._refuse(
@@ -103,6 +106,7 @@ class ProblemHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         """A new request begins (not the head that resumes an upgrade request's body)."""
         if not self._resuming_body:
+            self._in_message, self._head_done = True, False
             super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
@@ -119,6 +123,7 @@ class ProblemHttpProtocol(HttpToolsProtocol):
         """The head arrived in time: its deadline is off, and the request goes to the app."""
         if self._resuming_body:
             return
+        self._head_done = True
         self._cancel_head_timer()
         self._body_after_upgrade = self.parser.should_upgrade() and _declares_body(self.headers)
         super().on_headers_complete()
@@ -128,6 +133,7 @@ class ProblemHttpProtocol(HttpToolsProtocol):
         if self._body_after_upgrade:
             return
         self._resuming_body = False
+        self._in_message = False
         super().on_message_complete()
 
     def _unsupported_upgrade_warning(self) -> None:
@@ -173,6 +179,11 @@ class ProblemHttpProtocol(HttpToolsProtocol):
             detail = f"the request is not valid HTTP/1.1 ({reason or msg})"
         self._refuse(400, "malformed_request", f"{detail}; the connection is closed")
 
+    def _start_head_clock(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_seconds, self._head_timed_out)
+            self._head_bytes = 0
+
     def _cancel_head_timer(self) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -180,7 +191,12 @@ class ProblemHttpProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing() or not (self.cycle is None or self.cycle.response_complete):
+        if self.transport.is_closing() or (self._in_message and self._head_done):
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head whose rest uvicorn has not read yet, reading being paused while
+            # the request before it is served: that wait is ours, not the client's.
+            self._start_head_clock()
             return
         log.info("closing a connection whose request head took over %gs", self.head_timeout_seconds)
         self._refuse(
