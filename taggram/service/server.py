@@ -21,6 +21,7 @@ from types import FrameType
 import uvicorn
 
 from taggram.service.api import create_app
+from taggram.service.api.protocol import protocol_class
 from taggram.service.lifecycle import Lifecycle
 from taggram.service.logs import configure_logging
 from taggram.service.settings import Settings, SettingsError, misspelt_variables
@@ -126,6 +127,11 @@ def serve(settings: Settings) -> None:
         # Behind an ingress the peer is the proxy; its X-Forwarded-For names the client.
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_keep_alive=settings.keep_alive_seconds,
+        # Problem details for the malformed requests uvicorn refuses itself, and a deadline for
+        # a request's head (uvicorn has none: a slowloris client held its connection for ever).
+        http=protocol_class(settings.read_timeout_seconds),
+        # No route takes a WebSocket: an Upgrade is ignored and the request served as HTTP.
+        ws="none",
     )
     DrainingServer(config, lifecycle, settings.drain_grace_seconds).run()
     if lifecycle.failed:

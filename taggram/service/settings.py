@@ -131,7 +131,8 @@ class Settings(BaseSettings):
         30.0,
         gt=0,
         le=86_400,
-        description="a request body that sends nothing this long gets 408 and its connection "
+        description="a request body that sends nothing this long, or a request whose line and "
+        "headers are not complete this long after their first byte, gets 408 and its connection "
         "closed",
     )
     body_timeout_seconds: float = Field(
@@ -206,7 +207,8 @@ class Settings(BaseSettings):
         5,
         ge=1,
         le=3600,
-        description="how long an idle keep-alive connection stays open; behind a load balancer "
+        description="how long an idle keep-alive connection (or a new one before its first "
+        "request) stays open; behind a load balancer "
         "longer than its idle timeout (ingress-nginx, AWS ALB: 60 s), or it may send a request on "
         "a connection the service is closing and answer 502",
     )

@@ -371,6 +371,16 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     assert client.get("/readyz").status_code == 200
 
 
+def test_a_field_in_the_query_string_is_refused_not_ignored(client: httpx.Client) -> None:
+    """The fields are read from the form alone: ``?features=...`` was ignored, and the model
+    made with features chosen by cross-validation, not the ones asked for."""
+    data, files = form("queried")
+    params = {"features": "MTT_musicnn.penultimate", "unknown": "1"}
+    response = client.post("/v1/models", params=params, data=data, files=files)
+    assert_error(response, 422, "invalid_examples", "['features', 'unknown']")
+    assert "queried" not in {m["name"] for m in client.get("/v1/models").json()["models"]}
+
+
 def test_a_failing_example_stops_the_others_before_their_uploads_close(
     client: httpx.Client, server: Server
 ) -> None:

@@ -322,6 +322,19 @@ def test_a_wav_in_a_codec_ffmpeg_does_not_know_is_undecodable(
     assert second["result"]["audio"]["duration_seconds"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("size", [2**40, 2**63, 2**64 - 1])
+def test_an_mp4_box_declaring_more_than_the_file_holds_is_undecodable(
+    client: httpx.Client, size: int
+) -> None:
+    """A 64-bit box size past what a seek takes (2**63 and up) gave a 500 while the service
+    looked for the index FFmpeg could not find; any size past the end is a box cut short."""
+    ftyp = (20).to_bytes(4, "big") + b"ftypM4A " + bytes(4) + b"M4A "
+    mdat = (1).to_bytes(4, "big") + b"mdat" + size.to_bytes(8, "big") + bytes(64)
+    refused = _raw(client, ftyp + mdat, "audio/mp4")
+    _assert_error(refused, 422, "undecodable_audio")
+    assert refused.json()["detail"].startswith("the MP4 file has no index")
+
+
 @pytest.mark.parametrize(("path", "field"), [("/v1/tag/batch", "files"), ("/v1/tag", "file")])
 def test_a_multipart_body_cut_short_is_refused_not_tagged_in_part(
     client: httpx.Client, path: str, field: str

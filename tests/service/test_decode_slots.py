@@ -5,6 +5,7 @@ a real server with real audio (the tiny model, so that decoding is the work that
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -72,6 +73,37 @@ def test_no_more_decodes_run_at_once_than_slots(long_flac: bytes) -> None:
     decoded = asyncio.run(five())
     assert [audio.duration_seconds for audio in decoded] == [300.0] * 5
     assert most == 2
+
+
+def test_a_decode_cancelled_twice_still_waits_for_its_thread() -> None:
+    """The promise that lets a route close the upload once the call ends: a custom model's
+    examples were cancelled by gather, then again by its clean-up, and the second cancel ended
+    the wait while the thread still read the example (ValueError: seek of closed file)."""
+    release, finished = threading.Event(), threading.Event()
+
+    def slow() -> None:
+        release.wait(10)
+        finished.set()
+
+    async def cancel_twice() -> bool:
+        slots = DecodeSlots(1)
+        try:
+            task = asyncio.ensure_future(slots.run("tiny", slow))
+            await asyncio.sleep(0.1)  # the thread is running
+            task.cancel()
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await asyncio.sleep(0.05)
+            ended_early = task.done()
+            release.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return ended_early
+        finally:
+            slots.close()
+
+    assert asyncio.run(cancel_twice()) is False
+    assert finished.is_set()
 
 
 def _gauge(server: Server, name: str) -> float:

@@ -160,6 +160,61 @@ def test_a_batch_has_its_own_total_limit(server: Server) -> None:
     assert one.status_code == 200, one.text
 
 
+@pytest.mark.parametrize(
+    ("head", "reason"),
+    [
+        (b"FOO /v1/tag HTTP/1.1\r\nHost: x\r\n\r\n", "Invalid method encountered"),
+        (b"POST /v1/tag HTTP/1.1\r\nContent-Length: -5\r\n\r\n", "Invalid character in Content-"),
+        (b"POST /v1/tag HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n", "overflow"),
+        (
+            b"POST /v1/tag HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n",
+            "Content-Length can't be present with Transfer-Encoding",
+        ),
+        (b"GET /v1/models HTTP/1.1\r\nX-Id: \x01\r\n\r\n", "Invalid header value char"),
+        (b"CONNECT example.org:443 HTTP/1.1\r\nHost: x\r\n\r\n", "invalid url"),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "HTTP/2 is not served here"),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(40), "a TLS handshake"),
+    ],
+    ids=[
+        "method",
+        "negative-length",
+        "length-overflow",
+        "length-and-chunked",
+        "control-char",
+        "connect",
+        "http2",
+        "tls",
+    ],
+)
+def test_a_request_the_http_parser_refuses_is_a_problem(
+    server: Server, head: bytes, reason: str
+) -> None:
+    """uvicorn refuses these itself, before the app; its answer was a text/plain 400."""
+    status, headers, body = head_only(server, head)
+    assert status == 400, body
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    problem = json.loads(body)
+    assert (problem["status"], problem["code"]) == (400, "malformed_request")
+    assert problem["type"] == "urn:taggram:problem:malformed_request"
+    assert reason in problem["detail"]
+    assert problem["request_id"] == headers["x-request-id"]
+    assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def test_a_v2_request_the_http_parser_refuses_is_a_protocol_error(server: Server) -> None:
+    """As every /v2 error: application/json, with the message in ``error`` for tritonclient."""
+    status, headers, body = head_only(
+        server,
+        b"POST /v2/models/tiny/infer HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Length: 4\r\n\r\n",
+    )
+    problem = json.loads(body)
+    assert (status, headers["content-type"]) == (400, "application/json")
+    assert problem["instance"] == "/v2/models/tiny/infer"
+    assert problem["error"] == problem["detail"]
+
+
 def test_a_stalled_body_gets_408_and_its_connection_closed(server: Server) -> None:
     head = (
         b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
@@ -193,6 +248,108 @@ def test_a_trickling_body_meets_the_whole_body_deadline(server: Server) -> None:
             data += chunk
     assert data.startswith(b"HTTP/1.1 408"), data
     assert b"not complete within 3 s" in data
+
+
+def test_a_trickling_request_head_gets_408_and_its_connection_closed(server: Server) -> None:
+    """A header line every 0.3 s (slowloris) kept a connection for ever: uvicorn bounds neither
+    the time to the end of the headers nor the wait for a first request. The head now has the
+    read timeout (1 s here) from its first byte."""
+    with _connect(server) as sock:
+        sock.sendall(b"POST /v1/tag HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        sock.settimeout(0.3)
+        data = b""
+        for line in range(100):  # 30 s at most
+            try:
+                sock.sendall(b"X-Line-%d: y\r\n" % line)
+                data = sock.recv(65536)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if data:
+                break
+        elapsed = time.monotonic() - started
+        sock.settimeout(30)
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 408"), data
+    assert elapsed < 10, elapsed
+    _, _, body = data.partition(b"\r\n\r\n")
+    problem = json.loads(body)
+    assert (problem["code"], problem["instance"]) == ("request_timeout", "/v1/tag")
+    assert "request line and headers were not complete within 1 s" in problem["detail"]
+
+
+def test_the_rest_of_a_body_answered_early_is_not_taken_for_a_head(server: Server) -> None:
+    """A request refused before its body is read (a bad option: 422) keeps its connection when
+    little of the body is left, which uvicorn then reads past: those bytes were counted as the
+    next request's head (a 431 after 64 KiB, the connection reset under the client)."""
+    body = wav(10.0)  # 320 kB
+    head = (
+        b"POST /v1/tag?top_k=0 HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    with _connect(server) as sock:
+        sock.sendall(head + body)
+        time.sleep(0.5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert re.findall(rb"HTTP/1\.1 \d{3}", data) == [b"HTTP/1.1 422", b"HTTP/1.1 200"], data
+
+
+def test_a_request_head_past_64_kib_gets_431_and_its_connection_closed(server: Server) -> None:
+    """A 20 MiB header was read whole (and held) before the app saw the request."""
+    head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: "
+    with _connect(server) as sock:
+        sent = _send_until_refused(sock, head, iter([b"a" * CHUNK] * 320))
+        status, headers, body = _response(sock)
+    assert (status, json.loads(body)["code"]) == (431, "headers_too_large"), body
+    assert headers["connection"] == "close"
+    assert sent < 5 * 1024 * 1024  # refused near 64 KiB; socket buffers hold a few MB at most
+    # A large head within the bound (a 16 KiB cookie) is served.
+    cookie = {"Cookie": "a=" + "b" * 16 * 1024}
+    assert httpx.get(f"{server.url}/v1/models", headers=cookie).status_code == 200
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_an_upload_asking_to_upgrade_is_served_with_its_body(server: Server, chunked: bool) -> None:
+    """``curl --http2`` on an http:// URL sends ``Upgrade: h2c``; the service speaks HTTP/1.1
+    only and ignores it, but httptools took the body for the other protocol's: a 400 saying
+    the upload carried no audio (or was cut short), or its bytes parsed as a next request."""
+    audio = wav(1.0)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(audio)
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(audio), audio) if chunked else audio
+    head = (
+        b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
+        b"Content-Type: audio/wav\r\n" + framing + b"\r\n\r\n"
+    )
+    with _connect(server) as sock:
+        sock.sendall(head + body[:1000])  # the rest in a later segment
+        time.sleep(0.2)
+        sock.sendall(body[1000:] + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    first, _, second = data.partition(b"HTTP/1.1 200 OK\r\n")[2].partition(b"HTTP/1.1 ")
+    assert data.startswith(b"HTTP/1.1 200 OK"), data
+    tagged = json.loads(first.partition(b"\r\n\r\n")[2])
+    assert tagged["audio"]["duration_seconds"] == pytest.approx(1.0)
+    assert second.startswith(b"200 OK"), data  # the connection goes on after it
+
+
+def test_a_websocket_upgrade_is_ignored_not_refused(server: Server) -> None:
+    """No route takes a WebSocket: the request is served as plain HTTP, not a text/plain 403."""
+    key = "dGhlIHNhbXBsZSBub25jZQ=="
+    headers = {"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Key": key}
+    response = httpx.get(
+        f"{server.url}/v1/models", headers={**headers, "Sec-WebSocket-Version": "13"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["default_model"] == "tiny"
 
 
 def _metric(server: Server, name: str, **labels: str) -> float:
@@ -231,6 +388,52 @@ def test_client_hang_ups_are_499_logged_once_at_debug_never_500(server: Server) 
         assert [r["level"] for r in mine] == ["debug"], mine
         assert "client_disconnected" in mine[0]["message"]
     assert not any("Traceback" in r.get("exception", "") for r in records)
+
+
+def test_a_batch_whose_client_hangs_up_stops_quietly(tiny_repository: Path, tmp_path: Path) -> None:
+    """One decode slot: one file decodes while the others wait. The hang-up cancelled the
+    waiting files at once, and asyncio.gather ended there, the route closing the uploads while
+    the first still decoded: two ERROR lines, "Future exception was never retrieved" (that
+    file's ValueError on its closed upload) and "_GatheringFuture exception was never
+    retrieved"."""
+    env = {
+        **ENV,
+        "TAGGRAM_MAX_UPLOAD_BYTES": str(64 * 1024 * 1024),
+        "TAGGRAM_MAX_BATCH_BYTES": str(256 * 1024 * 1024),
+        "TAGGRAM_DECODE_SLOTS": "1",
+        "TAGGRAM_READ_TIMEOUT_SECONDS": "30",
+        "TAGGRAM_BODY_TIMEOUT_SECONDS": "60",
+    }
+    song = io.BytesIO()  # 60 s of 48 kHz stereo: tens of milliseconds to decode and resample
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, (60 * 48000, 2)).astype(np.float32)
+    sf.write(song, noise, 48000, format="WAV", subtype="PCM_16")
+    request = httpx.Request(
+        "POST",
+        "http://x/v1/tag/batch",
+        files=[("files", (f"{i}.wav", song.getvalue())) for i in range(4)],
+    )
+    body = request.read()
+    head = (
+        b"POST /v1/tag/batch HTTP/1.1\r\nHost: x\r\nX-Request-ID: hangup-batch\r\n"
+        + f"Content-Type: {request.headers['Content-Type']}\r\n".encode()
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        with _connect(server) as sock:
+            sock.sendall(head + body)
+            time.sleep(0.05)  # the upload is read; the files are being tagged
+        deadline = time.monotonic() + 30
+        while _metric(server, "taggram_requests_total", status="499") < 1:
+            assert time.monotonic() < deadline, "the hang-up was not counted as 499"
+            time.sleep(0.2)
+        time.sleep(1.0)  # the cancelled files' decodes finish, their futures are collected
+        lines = [line for line in server.log().splitlines() if line.strip()]
+    # asyncio's own reports of unretrieved exceptions are no JSON records of ours.
+    assert not [line for line in lines if not line.startswith("{")], lines
+    records = [json.loads(line) for line in lines]
+    assert not [r for r in records if r["level"] in ("error", "critical")], records
+    mine = [r for r in records if r["request_id"] == "hangup-batch"]
+    assert [r["level"] for r in mine] == ["debug"], mine
 
 
 def test_log_lines_are_json_and_carry_the_request_id(server: Server) -> None:

@@ -135,6 +135,20 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_setting(
         assert time.monotonic() - started < 3.0
 
 
+def test_a_connection_that_sends_no_request_is_closed_after_the_keep_alive(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """uvicorn armed its keep-alive timeout only after a response: a connection opened and left
+    silent stayed open for ever (a file descriptor each, for anyone who can connect)."""
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_KEEP_ALIVE_SECONDS": "1"}
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            started = time.monotonic()
+            assert sock.recv(65536) == b""  # closed by the server, nothing sent
+        assert time.monotonic() - started < 5.0
+
+
 def test_a_misspelt_setting_is_warned_about_at_start(tiny_repository: Path, tmp_path: Path) -> None:
     env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_DRAIN_GRACE_SECOND": "30"}
     with running_server(tiny_repository, tmp_path, env=env) as server:

@@ -108,6 +108,7 @@ TITLES: dict[str, str] = {
     "client_disconnected": "Client disconnected",
     "not_ready": "Not ready",
     "malformed_request": "Malformed request",
+    "headers_too_large": "Request headers too large",
     "not_found": "Not found",
     "method_not_allowed": "Method not allowed",
     "inference_failed": "Inference failed",
@@ -164,12 +165,40 @@ def problem_response(
     field_errors: list[FieldProblem] | None = None,
 ) -> ProblemResponse:
     """The ``application/problem+json`` answer; counts the error in ``taggram_errors_total``."""
+    body, media_type = problem_body(
+        status,
+        code,
+        detail,
+        instance=request.url.path,
+        request_id=getattr(request.state, "request_id", None),
+        v2=is_under(request.scope, "/v2"),
+        accept=request.headers.get("accept", ""),
+        retryable=retryable,
+        field_errors=field_errors,
+    )
+    return ProblemResponse(body, status_code=status, headers=headers, media_type=media_type)
+
+
+def problem_body(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    instance: str,
+    request_id: str | None,
+    v2: bool,
+    accept: str = "",
+    retryable: bool = False,
+    field_errors: list[FieldProblem] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """The problem of a request for ``instance`` (its path) as JSON-ready members, and the media
+    type to serve it as (``application/json`` on ``/v2``, ``v2``, unless ``accept`` names
+    ``application/problem+json``); counts the error in ``taggram_errors_total``."""
     count_error(code)
-    request_id = getattr(request.state, "request_id", None)
     media_type = PROBLEM_JSON
-    if is_under(request.scope, "/v2"):
+    if v2:
         error: str | LegacyError = detail
-        if PROBLEM_JSON not in request.headers.get("accept", "").lower():
+        if PROBLEM_JSON not in accept.lower():
             media_type = PROTOCOL_JSON
     else:
         error = LegacyError(code=code, message=detail, request_id=request_id)
@@ -178,15 +207,14 @@ def problem_response(
         title=title_of(code, status),
         status=status,
         detail=detail,
-        instance=request.url.path,
+        instance=instance,
         code=code,
         request_id=request_id,
         retryable=retryable,
         errors=field_errors,
         error=error,
     )
-    body = problem.model_dump(mode="json", exclude_none=True)
-    return ProblemResponse(body, status_code=status, headers=headers, media_type=media_type)
+    return problem.model_dump(mode="json", exclude_none=True), media_type
 
 
 def _log_fault(

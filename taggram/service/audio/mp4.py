@@ -10,6 +10,7 @@ header, a 4-character type; size 1: a 64-bit size follows; size 0: to the end of
 
 from __future__ import annotations
 
+import io
 import struct
 from typing import BinaryIO
 
@@ -21,8 +22,13 @@ def lacks_index(handle: BinaryIO) -> bool:
     """Whether the MP4 file ``handle`` holds media data (``mdat``) but no index (``moov``) among
     its top-level boxes: one cut short before the index an encoder writes at its end. ``False``
     where the boxes do not parse (then FFmpeg's own reason stands)."""
+    end = handle.seek(0, io.SEEK_END)
     offset, media = 0, False
     for _ in range(_MAX_BOXES):
+        # A box running past the end is the file's last (cut inside it); its 64-bit size may
+        # also be any number up to 2**64, past what a seek takes.
+        if offset >= end:
+            break
         handle.seek(offset)
         header = handle.read(16)
         if len(header) < 8:

@@ -18,6 +18,7 @@ in arrival order, and waiting counts against the batch queue's budgets:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 import time
@@ -101,8 +102,9 @@ class DecodeSlots:
         """``function(*args, **kwargs)`` on a decode thread once a slot is free.
 
         A cancelled call (its client went away) gives up its place in the wait, or, once
-        running, waits for its thread to finish before it re-raises: the thread reads the
-        request's upload, which the route closes once the call is over.
+        running, waits for its thread to finish before it re-raises, however often it is
+        cancelled meanwhile: the thread reads the request's upload, which the route closes
+        once the call is over.
 
         Raises:
             OverloadedError: the expected wait passes the budget (nothing runs).
@@ -138,7 +140,13 @@ class DecodeSlots:
             try:
                 return await asyncio.shield(work)
             except asyncio.CancelledError:
-                await asyncio.wait([work])
+                # Cancelled again meanwhile (a caller cancelling its tasks after gather has
+                # cancelled them), it still waits: the route closes the upload once we return.
+                while not work.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([work])
+                if not work.cancelled():
+                    work.exception()  # the client is gone: its decode's error is nobody's to log
                 raise
         finally:
             self._running -= 1

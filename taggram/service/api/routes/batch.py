@@ -71,6 +71,22 @@ async def _tag_one(
     return FileOutcome(filename=filename, result=tag_response(results, request_id))
 
 
+async def _tag_all(
+    tagger: Tagger, uploads: list[UploadFile], options: TagOptions, request_id: str, in_flight: int
+) -> list[FileOutcome]:
+    """Every upload's outcome, in order. Cancelled (the client went away), it returns only once
+    every file's work has stopped: a file still decoding reads its upload, which the route
+    closes next. (``asyncio.gather`` ended at the first cancelled file, the others' decodes
+    still running, and left its cancellation unretrieved: two ERROR lines per hang-up.)"""
+    slots = asyncio.Semaphore(in_flight)
+    async with asyncio.TaskGroup() as group:
+        tasks = [
+            group.create_task(_tag_one(tagger, upload, options, request_id, slots))
+            for upload in uploads
+        ]
+    return [task.result() for task in tasks]
+
+
 @router.post(
     "/v1/tag/batch",
     operation_id="tag_batch",
@@ -99,9 +115,10 @@ async def tag_batch(
         uploads, options = _uploads(form, options)
         tagger.check(options)  # an unknown model or bad options fail the request, not each file
         request_id: str = request.state.request_id
-        slots = asyncio.Semaphore(settings.batch_files_in_flight)
-        files = (_tag_one(tagger, upload, options, request_id, slots) for upload in uploads)
-        outcomes = await unless_disconnected(request, asyncio.gather(*files))
+        outcomes = await unless_disconnected(
+            request,
+            _tag_all(tagger, uploads, options, request_id, settings.batch_files_in_flight),
+        )
     finally:
         await form.close()
     return BatchResponse(request_id=request_id, results=list(outcomes))

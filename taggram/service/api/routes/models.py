@@ -200,6 +200,13 @@ def _creation(form: FormData) -> CreateRequest:
 async def create_model(request: Request, response: Response, tagger: TaggerDep) -> CreatedModel:
     """Fit a classifier on embeddings of the examples (features and classifier chosen by
     cross-validation unless given) and serve it as model ``name``."""
+    if request.query_params:
+        # Fields are read from the form alone: a `?features=...` was ignored, the model made
+        # with features the caller had not asked for.
+        raise InvalidExamplesError(
+            "send the fields in the multipart form, not the query string: "
+            f"{sorted(set(request.query_params.keys()))}"
+        )
     settings = tagger.settings
     limit = settings.max_custom_examples
     form = await _read_form(request, limit, limit + settings.max_custom_classes + 8)
