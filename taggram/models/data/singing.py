@@ -389,6 +389,16 @@ def _arranged_vocal(
     return vocal[sounding[0] : sounding[-1] + 1]
 
 
+def over_music(vocal: np.ndarray, music: np.ndarray, vocal_to_music_db: float) -> np.ndarray:
+    """``vocal`` set to ``vocal_to_music_db`` (its RMS over ``music``'s) and added to ``music``,
+    the sum then brought back to ``music``'s RMS (the track's own loudness). Both mono, the same
+    length; float64 [samples]."""
+    vocal = vocal / _rms(vocal) * _rms(music) * 10 ** (vocal_to_music_db / 20)
+    mix = music + vocal
+    mix *= _rms(music) / _rms(mix)
+    return mix
+
+
 def _excerpt(
     music: Sequence[ManifestRow], data_dir: Path, length: int, rng: np.random.Generator
 ) -> tuple[ManifestRow, int, np.ndarray]:
@@ -435,9 +445,7 @@ def mix_song(
     else:
         row, start, background = _excerpt(music, data_dir, len(vocal), rng)
         ratio_db = rng.uniform(*VOCAL_TO_MUSIC_DB)
-        vocal = vocal / _rms(vocal) * _rms(background) * 10 ** (ratio_db / 20)
-        mix = background + vocal
-        mix *= _rms(background) / _rms(mix)
+        mix = over_music(vocal, background, ratio_db)
     peak = np.max(np.abs(mix))
     if peak > PEAK:
         mix *= PEAK / peak
