@@ -8,7 +8,6 @@ without it.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from taggram.models.data.packages import EvaluationPackageError
-from taggram.models.data.prepare import SAMPLE_RATE, ManifestRow, write_wav
+from taggram.models.data.prepare import SAMPLE_RATE, ManifestRow, prepare, write_wav
 from taggram.models.data.singing import (
     A_CAPPELLA_DBFS,
     ARRANGEMENTS,
@@ -29,6 +28,7 @@ from taggram.models.data.singing import (
     SYLLABLES,
     VOCAL_TO_MUSIC_DB,
     Note,
+    SingingUnavailableError,
     accompaniment,
     describe,
     lyrics,
@@ -37,11 +37,22 @@ from taggram.models.data.singing import (
     musicxml,
     over_music,
     random_song,
+    require_pysinsy,
     stem_path,
     without_glitches,
 )
 
-HAS_PYSINSY = importlib.util.find_spec("pysinsy") is not None
+
+def _pysinsy_missing() -> str | None:
+    """Why pysinsy cannot be imported, or None when it can."""
+    try:
+        require_pysinsy()
+    except SingingUnavailableError as error:
+        return str(error)
+    return None
+
+
+PYSINSY_MISSING = _pysinsy_missing()
 STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 STEM_RATE = 48000  # Sinsy's
 MUSIC_HZ, VOICE_HZ = 250.0, 1000.0  # whole periods in a second at 16 kHz: orthogonal tones
@@ -236,7 +247,7 @@ def test_the_accompaniment_is_the_splits_music_and_the_denylist_holds(tmp_path: 
         accompaniment([_row("e.wav", package="hyperrogue-music")], "train")
 
 
-@pytest.mark.skipif(HAS_PYSINSY, reason="pysinsy is installed: the error cannot be shown")
+@pytest.mark.skipif(not PYSINSY_MISSING, reason="pysinsy is installed: no error to show")
 def test_singing_without_pysinsy_is_a_usage_error_naming_the_extra(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -250,11 +261,18 @@ def test_singing_without_pysinsy_is_a_usage_error_naming_the_extra(tmp_path: Pat
     assert "taggram[singing]" in " ".join(result.output.split())
 
 
-@pytest.mark.skipif(
-    not HAS_PYSINSY,
-    reason="pysinsy is not installed (the singing extra: pip install 'taggram[singing]', "
-    "compiles Sinsy with cmake and a C++ compiler)",
-)
+def test_prepare_refuses_a_negative_number_of_songs_and_songs_without_pysinsy(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="at least 0"):
+        prepare(tmp_path, {}, {}, speech=False, singing_songs=-1)
+    if PYSINSY_MISSING is not None:
+        with pytest.raises(SingingUnavailableError, match=r"taggram\[singing\]"):
+            prepare(tmp_path, {}, {}, speech=False, singing_songs=1)
+        assert not (tmp_path / "manifest.csv").exists()
+
+
+@pytest.mark.skipif(PYSINSY_MISSING is not None, reason=str(PYSINSY_MISSING))
 def test_sinsy_sings_each_part_and_the_recipe_and_clips_mix_them(tmp_path: Path) -> None:
     from taggram.models.data.singing import synthesise_singing, write_singing_clips
 

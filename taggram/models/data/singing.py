@@ -49,7 +49,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from taggram.models.data.clips import FIELDS as CLIP_FIELDS
+from taggram.models.data.clips import write_clip_manifest
 from taggram.models.data.packages import ensure_trainable
 from taggram.models.data.prepare import SAMPLE_RATE, ManifestRow, write_wav
 
@@ -83,7 +83,7 @@ DIVISIONS = 2  # MusicXML durations per quarter note: an eighth is 1, the shorte
 STEP_NAMES = ["C", "C", "D", "D", "E", "F", "F", "G", "G", "A", "A", "B"]
 STEP_ALTER = [0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 0]  # sharps for the black keys
 # A singer per part: HTS's all-pass frequency-warping constant (alpha) moves the formants, as a
-# longer or shorter vocal tract would; Sinsy's voice is trained at about 0.55.
+# longer or shorter vocal tract would (the voice's own is 0.55, its .htsvoice file says).
 ALPHA = (0.50, 0.60)
 SINSY_VOLUME_DB = -6.0  # the lower parts clipped at Sinsy's default volume (0 dB)
 
@@ -105,8 +105,9 @@ GLITCH_FRAME_SECONDS = 0.01
 GLITCH_RATIO = 6.0
 GLITCH_MARGIN_FRAMES = 2
 VOICED_PEAK = 1e-3
-TRIM = 1e-2  # Sinsy pads a song with silence: kept from the first to the last sample above this
-# share of the peak (-40 dB)
+# Sinsy pads a song with silence: a song is kept from its first to its last sample above this
+# share of its peak (-40 dB).
+TRIM = 1e-2
 
 
 class SingingUnavailableError(RuntimeError):
@@ -152,8 +153,8 @@ def _nearest(
     candidates: Sequence[int], previous: int, low: int, high: int, rng: np.random.Generator
 ) -> int:
     """The pitch in [``low``, ``high``] of one of the ``candidates`` pitch classes (in any octave)
-    nearest ``previous``, with a random tie-breaker of up to 4 semitones, so that a part mostly
-    steps but sometimes leaps."""
+    nearest ``previous``, each distance lengthened by a random 0-4 semitones, so that a part
+    mostly steps but sometimes leaps."""
     # Candidates are a tonic plus scale steps (0-22); octaves 0-9 cover MIDI's range. One draw
     # per option, in this order (the seeded songs depend on it).
     options = [p + 12 * k for p in candidates for k in range(0, 10) if low <= p + 12 * k <= high]
@@ -564,7 +565,7 @@ def write_singing_clips(
         raise ValueError(f"{manifest}: no music with split == validation")
     version = renderer_version()
     out.mkdir(parents=True, exist_ok=True)
-    written = []
+    written: list[dict[str, object]] = []
     for track, seed in enumerate(_songs(first_seed, songs)):
         song = random_song(seed)
         stems = render_song(song, manifest.parent / STEMS)
@@ -584,9 +585,4 @@ def write_singing_clips(
                 "track": track,
             }
         )
-    clips_manifest = out / "manifest.csv"
-    with clips_manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CLIP_FIELDS)
-        writer.writeheader()
-        writer.writerows(written)
-    return clips_manifest
+    return write_clip_manifest(out, written)
