@@ -98,9 +98,14 @@ def write_validation_clips(
                     "track": track,
                 }
             )
+    return write_clip_manifest(out, written)
+
+
+def write_clip_manifest(out: Path, clips: list[dict[str, object]]) -> Path:
+    """Write ``out/manifest.csv`` (the columns of ``FIELDS``, one row per clip) and return it."""
     clips_manifest = out / "manifest.csv"
     with clips_manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=FIELDS)
         writer.writeheader()
-        writer.writerows(written)
+        writer.writerows(clips)
     return clips_manifest

@@ -2,7 +2,8 @@
 
 Music files are decoded one by one; short clips (spoken words, sound effects) are concatenated per
 folder into reels of about a minute, so that a training window holds several of them; synthesised
-speech comes from :mod:`taggram.models.data.speech`. Every step is idempotent (downloads, unpacks
+speech comes from :mod:`taggram.models.data.speech`, and synthesised singing mixed over the training
+music, when asked for, from :mod:`taggram.models.data.singing`. Every step is idempotent (downloads, unpacks
 and decoded files are reused), so a rerun only does what is missing and always rewrites the
 manifest from what is on disk. The manifest records, per file, its package, version, path inside
 the package, the package's licences, what it is (music, speech, effects) and its split (whole
@@ -255,13 +256,28 @@ def prepare(
     packages: Mapping[str, Selection] | None = None,
     validation: Mapping[str, Selection] | None = None,
     speech: bool = True,
+    singing_songs: int = 0,
+    singing_seed: int = 0,
 ) -> Path:
-    """Download, unpack, select and decode (plus flite's synthesised speech when ``speech``);
-    return the manifest's path. ``packages`` are for training, ``validation`` held out whole.
+    """Download, unpack, select and decode (plus flite's synthesised speech when ``speech``, and
+    ``singing_songs`` songs synthesised by Sinsy, seeds from ``singing_seed``, mixed over the
+    training music); return the manifest's path. ``packages`` are for training, ``validation``
+    held out whole.
+
+    Raises ``EvaluationPackageError`` for a package reserved for evaluation, ``FileNotFoundError``
+    without ffmpeg where modules are selected, ``ValueError`` for negative ``singing_songs`` and
+    ``SingingUnavailableError`` when songs are asked for without pysinsy (each before any
+    download).
     """
     packages = TRAINING_PACKAGES if packages is None else packages
     validation = VALIDATION_PACKAGES if validation is None else validation
     ensure_trainable([*packages, *validation])
+    if singing_songs < 0:
+        raise ValueError(f"singing songs must be at least 0, not {singing_songs}")
+    if singing_songs:
+        from taggram.models.data.singing import require_pysinsy
+
+        require_pysinsy()  # before any download, not after an hour of them
     if any(s.modules is not None for s in (*packages.values(), *validation.values())):
         ffmpeg_command()  # before any download, not at the first package with modules
     rows: list[ManifestRow] = []
@@ -276,6 +292,11 @@ def prepare(
         from taggram.models.data.speech import synthesise
 
         rows += synthesise(data_dir)
+    if singing_songs:
+        from taggram.models.data.singing import accompaniment, synthesise_singing
+
+        music = accompaniment(rows, "train")
+        rows += synthesise_singing(data_dir, music, singing_songs, singing_seed)
     manifest = data_dir / MANIFEST
     with manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(ManifestRow.__dataclass_fields__))

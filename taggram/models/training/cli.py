@@ -209,19 +209,44 @@ def _provenance(onnx_path: Path, tags: list[str]) -> dict[str, Any]:
     return record
 
 
+SINGING_SONGS = typer.Option(
+    0,
+    min=0,
+    help="songs synthesised by Sinsy and mixed over music (needs the singing extra; 0: none)",
+)
+SINGING_SEED = typer.Option(0, help="seed of the first synthesised song (then one per song)")
+
+
+@contextmanager
+def _singing_errors() -> Iterator[None]:
+    """:func:`_usage_errors`, plus a missing ``singing`` extra as a usage error."""
+    from taggram.models.data.singing import SingingUnavailableError
+
+    with _usage_errors():
+        try:
+            yield
+        except SingingUnavailableError as error:
+            raise typer.BadParameter(str(error)) from error
+
+
 @app.command("prepare-data")
 def prepare_data(
     data_dir: Path = typer.Option(Path("data"), help="where packages, audio and manifest go"),
+    singing_songs: int = SINGING_SONGS,
+    singing_seed: int = SINGING_SEED,
 ) -> None:
     """Download the Debian music packages, decode their music to 16 kHz mono, write a manifest.
 
     Needs apt-get and dpkg-deb (Debian), and the ffmpeg command (built with libopenmpt, as
-    Debian's is) to render tracker modules.
+    Debian's is) to render tracker modules. With --singing-songs N, N songs synthesised by
+    Sinsy (seeds from --singing-seed) are mixed over the training music and added as training
+    music (package sinsy-singing).
     """
     from taggram.models.data.prepare import prepare
 
-    with _usage_errors():
-        typer.echo(f"manifest: {prepare(data_dir)}")
+    with _singing_errors():
+        manifest = prepare(data_dir, singing_songs=singing_songs, singing_seed=singing_seed)
+    typer.echo(f"manifest: {manifest}")
 
 
 @app.command("validation-clips")
@@ -237,12 +262,33 @@ def validation_clips(
         help="instead of the validation packages, the files whose path in their package matches"
         " (any split), e.g. files a model never trained on because they came later",
     ),
+    singing_songs: int = SINGING_SONGS,
+    singing_seed: int = SINGING_SEED,
+    singing_a_cappella: bool = typer.Option(
+        False, help="with --singing-songs: every song a cappella, over no music"
+    ),
 ) -> None:
-    """Write 30 s excerpts of the validation packages (for benchmarks.student_vs_teacher)."""
+    """Write 30 s excerpts of the validation packages (for benchmarks.student_vs_teacher).
+
+    With --singing-songs N instead: N whole songs synthesised by Sinsy (seeds from
+    --singing-seed; take seeds the training data did not use) mixed over the validation music.
+    """
     from taggram.models.data.clips import CLIP_SECONDS, write_validation_clips
 
-    with _usage_errors():
-        clips = write_validation_clips(manifest, out, CLIP_SECONDS, every_segment, sources)
+    if singing_a_cappella and not singing_songs:
+        raise typer.BadParameter("--singing-a-cappella needs --singing-songs")
+    if singing_songs:
+        if every_segment or sources is not None:
+            raise typer.BadParameter("--singing-songs takes neither --every-segment nor --sources")
+        from taggram.models.data.singing import write_singing_clips
+
+        with _singing_errors():
+            clips = write_singing_clips(
+                manifest, out, singing_songs, singing_seed, singing_a_cappella
+            )
+    else:
+        with _usage_errors():
+            clips = write_validation_clips(manifest, out, CLIP_SECONDS, every_segment, sources)
     typer.echo(f"clips: {clips}")
 
 
