@@ -45,7 +45,7 @@ from taggram.models.training.dataset import (
     split,
     tag_balanced_weights,
 )
-from taggram.models.training.export import checkpoint_metadata, export_checkpoint
+from taggram.models.training.export import RESUMABLE, checkpoint_metadata, export_checkpoint
 from taggram.models.training.labels import read_labels
 from taggram.models.training.metrics import binarize, clip_agreement, tagging_metrics
 from taggram.models.training.mixing import OnlineTeacher, mixed_batch
@@ -418,6 +418,35 @@ def test_resume_continues_the_run(trained: tuple[Path, Path, Path], tmp_path: Pa
     assert not torch.equal(
         resumed["state_dict"]["output.weight"], saved["state_dict"]["output.weight"]
     )
+
+
+def test_a_run_resumed_into_another_folder_starts_from_its_best_epoch(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Resumed into a new folder (from a run's last.pt, or from an exported checkpoint.pt), the
+    run has the resumed run's best epoch as its own until an epoch beats it: a run in which
+    none did ended in an error after training. Without a best epoch to start from, it is
+    refused before training."""
+    labels, _, cache = trained
+    table = read_labels(labels)
+    windows, tags, info = load_windows(labels, table, labels.parent, 59049, 16000, cache)
+    train_set, validation_set = split(windows, 0.25, seed=0)
+    config = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=3, max_epochs=2)
+    first = tmp_path / "first"
+    best = train(config, train_set, validation_set, tags, first, info)
+    best_weights = torch.load(best, weights_only=False)["state_dict"]
+    # max_epochs reached: the resumed run trains no epoch, so only the resumed best can be read
+    for resumed in (tmp_path / "from_last", tmp_path / "from_export"):
+        source = first / LAST
+        if resumed.name == "from_export":
+            source = export_checkpoint(best, "tiny", tmp_path / "repo", "0.0.1", last=first / LAST)
+            source /= RESUMABLE
+            (first / "best.pt").rename(first / "kept.pt")  # not beside the exported file anyway
+        again = train(config, train_set, validation_set, tags, resumed, info, resume=source)
+        weights = torch.load(again, weights_only=False)["state_dict"]
+        assert all(torch.equal(weights[k], best_weights[k]) for k in best_weights), resumed.name
+    with pytest.raises(ValueError, match=r"best\.pt is not beside it"):
+        train(config, train_set, validation_set, tags, tmp_path / "none", info, resume=first / LAST)
 
 
 @pytest.fixture

@@ -333,7 +333,8 @@ def train(
     the mixed patches of ``config.mix_fraction``.
     Raises ``ValueError`` if either set of windows is empty, the validation windows cannot give
     the ROC-AUC that picks the best epoch (no tag with both classes), ``resume`` holds another
-    architecture or tag list, the warm start's model does not fit the module
+    architecture or tag list or, resumed into another folder, has no best epoch with it
+    (:func:`_best_of_resumed_run`), the warm start's model does not fit the module
     (``warm_start.initialise_from_onnx``), or mixing has no teacher (or one whose input is
     longer than the student's patch).
     """
@@ -366,6 +367,10 @@ def train(
         if state["architecture"] != config.architecture or state["tags"] != tags:
             raise ValueError(f"{resume} is a checkpoint of another architecture or tag list")
         module.load_state_dict(state["state_dict"])
+        if resume is not None and not (out_dir / CHECKPOINT).exists():
+            # Resumed into another folder: no epoch may beat the resumed best, and the run
+            # ended in an error after training, with nothing to read as its best.
+            torch.save(_best_of_resumed_run(resume, state), out_dir / CHECKPOINT)
     elif config.initialise_from:
         _warm_start(module, config, train_set, samples)
     # the optimiser is made on the device, so a resumed Adam state is cast there
@@ -485,6 +490,37 @@ def train(
     }
     torch.save(final, out_dir / CHECKPOINT)
     return out_dir / CHECKPOINT
+
+
+# Fields of an epoch's history record that are the run's, not the validation metrics.
+_RUN_FIELDS = frozenset(
+    {"epoch", "steps", "seconds", "learning_rate", "train_loss", "validation_loss"}
+)
+
+
+def _best_of_resumed_run(resume: Path, state: dict[str, Any]) -> dict[str, Any]:
+    """The best epoch's checkpoint of the run that ``resume`` continues: the ``best.pt`` beside
+    it, or the shipped epoch an exported ``checkpoint.pt`` carries (``shipped_state_dict``).
+
+    Raises ``ValueError`` when there is neither, before any training.
+    """
+    beside = resume.parent / CHECKPOINT
+    if beside.is_file():
+        return read_checkpoint(beside)
+    if "shipped_state_dict" not in state:
+        raise ValueError(
+            f"{resume}: its run's {CHECKPOINT} is not beside it; resume into that run's folder "
+            f"or copy its {CHECKPOINT} next to the file"
+        )
+    epoch = state["shipped_epoch"]
+    (record,) = [e for e in state["history"] if e["epoch"] == epoch]
+    return {
+        **{key: state[key] for key in ("architecture", "architecture_options", "tags")},
+        **{key: state[key] for key in ("config", "info")},
+        "state_dict": state["shipped_state_dict"],
+        "epoch": epoch,
+        "metrics": {key: value for key, value in record.items() if key not in _RUN_FIELDS},
+    }
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
