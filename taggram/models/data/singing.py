@@ -47,11 +47,10 @@ from typing import NamedTuple
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from taggram.models.data.clips import write_clip_manifest
 from taggram.models.data.packages import ensure_trainable
-from taggram.models.data.prepare import SAMPLE_RATE, ManifestRow, write_wav
+from taggram.models.data.prepare import SAMPLE_RATE, ManifestRow, read_mono, write_wav
 
 INSTALL_HINT = (
     "pip install 'taggram[singing]' (builds Sinsy from source: needs cmake and a C++ compiler)"
@@ -375,8 +374,7 @@ def _arranged_vocal(
     float64 [samples] at SAMPLE_RATE Hz."""
     voices = []
     for part in parts:
-        wav, rate = sf.read(str(stems[part]), dtype="float32")
-        wav = without_glitches(soxr.resample(wav, rate, SAMPLE_RATE, quality="HQ"))
+        wav = without_glitches(read_mono(stems[part]))
         delay = int(rng.uniform(*CHOIR_DELAY_SECONDS) * SAMPLE_RATE) if choir else 0
         # Unit RMS before the delay's silence is added (the level is the singer's own).
         level = max(_rms(wav), 1e-9)
