@@ -379,13 +379,20 @@ class Tagger:
         return name in self._batchers
 
     async def infer(
-        self, name: str, patches: np.ndarray, *, deadline_seconds: float | None = None
+        self,
+        name: str,
+        patches: np.ndarray,
+        *,
+        deadline_seconds: float | None = None,
+        priority: int | None = None,
     ) -> dict[str, np.ndarray]:
         """Run ready-made model inputs through the model's batcher (the ``/v2`` path).
 
         ``patches``: float32 ``[batch, samples]``, ``samples`` the model's patch length, finite.
         ``deadline_seconds``: the longest the patches may wait for a batch slot, when shorter
         than ``TAGGRAM_QUEUE_DEADLINE_SECONDS`` (:class:`DeadlineExceededError` past it).
+        ``priority``: the batcher's level for them, 1 the highest, ``None`` or 0 the default
+        (:meth:`Batcher.level`; one outside its levels is a :class:`ValueError`).
         Returns every model output, ``[batch, ...]``. Raises :class:`ModelNotFoundError`,
         :class:`TooManyPatchesError` (more rows than one request may queue),
         :class:`OverloadedError` and :class:`NotReadyError` like :meth:`tag`.
@@ -397,7 +404,9 @@ class Tagger:
         limit = self.request_patch_limit
         if len(patches) > limit:
             raise TooManyPatchesError(f"{len(patches)} patches is more than the limit of {limit}")
-        result = await batcher.infer(TensorPatches(patches), deadline_seconds=deadline_seconds)
+        result = await batcher.infer(
+            TensorPatches(patches), deadline_seconds=deadline_seconds, priority=priority
+        )
         broken = _not_finite(result.outputs)
         if broken:
             # Finite inputs far outside [-1, 1] overflow the network; JSON cannot carry NaN.
@@ -412,11 +421,12 @@ class Tagger:
         """Most patches one request may queue: the per-request cap, within the queue's bound."""
         return min(self.settings.max_request_patches, self.settings.max_queue_patches)
 
-    def admit(self, model: str | None) -> None:
+    def admit(self, model: str | None, priority: int | None = None) -> None:
         """Refuse (429) before any body is read when its decode would wait for a slot, or even
         a one-patch request on ``model`` (each of several comma-separated, a custom model's
-        base network) would wait in the batch queue, longer than the queue budget; unknown
-        models and loading are left to :meth:`tag`."""
+        base network) at ``priority`` (:meth:`Batcher.level`; ``None``: the default level) would
+        wait in the batch queue, longer than the queue budget; unknown models and loading are
+        left to :meth:`tag`."""
         batchers = []
         for name in model_names(model, self.settings.default_model):
             custom = self.custom.get(name)
@@ -426,7 +436,7 @@ class Tagger:
         label = batchers[0].session.name if batchers else self.settings.default_model
         self.decodes.admit(label, "before_body")
         for batcher in batchers:
-            batcher.admit(1, "before_body")
+            batcher.admit(1, "before_body", priority)
 
     def _prepare(
         self,

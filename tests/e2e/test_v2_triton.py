@@ -69,7 +69,11 @@ def test_model_config_gives_the_tensors_and_the_batchers_settings(
     config = v2.get_model_config(MODEL)
     assert config["name"] == MODEL and config["platform"] == "onnxruntime_onnx"
     assert config["max_batch_size"] == 4
-    assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 7000}
+    assert config["dynamic_batching"] == {
+        "max_queue_delay_microseconds": 7000,
+        "priority_levels": 2,
+        "default_priority_level": 2,
+    }
     assert config["input"] == [{"name": "waveform", "data_type": "TYPE_FP32", "dims": [SAMPLES]}]
     outputs = {output["name"]: output for output in config["output"]}
     assert outputs["probabilities"] == {
@@ -204,3 +208,28 @@ def test_a_requests_timeout_bounds_its_wait_for_a_batch_slot(
             timeout=60,
         )
         assert answer.status_code == 400 and "'timeout'" in answer.json()["error"], bad
+
+
+def test_a_requests_priority_picks_a_level_and_is_read_strictly(
+    v2: triton.InferenceServerClient, base_url: str
+) -> None:
+    """Triton's ``priority`` parameter was ignored. The server lists the schedule policy
+    extension; levels 1 and 2 (the model configuration's ``priority_levels``) and 0 (the
+    default) are served, anything else is a 400 naming the parameter. Which level goes first is
+    the batcher's test (tests/service/test_batching.py)."""
+    assert "schedule_policy" in v2.get_server_metadata()["extensions"]
+    row = triton.InferInput("waveform", [1, SAMPLES], "FP32")
+    row.set_data_from_numpy(np.zeros((1, SAMPLES), np.float32), binary_data=True)
+    for priority in (1, 2, 0):
+        served = v2.infer(MODEL, [row], priority=priority)
+        assert served.as_numpy("probabilities").shape == (1, 50)  # type: ignore[union-attr]
+    tensor = {"name": "waveform", "shape": [1, SAMPLES], "datatype": "FP32",
+              "data": [0.0] * SAMPLES}  # fmt: skip
+    for bad in (3, -1, 2**64, "1", 1.0, True):
+        answer = httpx.post(
+            f"{base_url}/v2/models/{MODEL}/infer",
+            json={"inputs": [tensor], "parameters": {"priority": bad}},
+            timeout=60,
+        )
+        assert answer.status_code == 400, bad
+        assert "'priority'" in answer.json()["error"] and "from 1" in answer.json()["error"], bad

@@ -7,10 +7,12 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from taggram.repository import load_repository
 from tests.service.test_limits import _metric, head_only, wav
 from tests.support.server import Server, running_server
 
@@ -32,19 +34,16 @@ def server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         yield started
 
 
-def _queue_an_upload(server: Server) -> tuple[threading.Thread, list[httpx.Response]]:
-    """Start a 30 s upload in a thread and wait until its patches are queued; the thread appends
+def _queue_an_upload(
+    server: Server, path: str = "/v1/tag", **request: Any
+) -> tuple[threading.Thread, list[httpx.Response]]:
+    """Start a request (a 30 s upload to /v1/tag unless ``request`` gives httpx's arguments for
+    another ``path``) in a thread and wait until its patches are queued; the thread appends
     its answer to the list."""
+    request = request or {"content": wav(30), "headers": {"Content-Type": "audio/wav"}}
     queued: list[httpx.Response] = []
     first = threading.Thread(
-        target=lambda: queued.append(
-            httpx.post(
-                f"{server.url}/v1/tag",
-                content=wav(30),
-                headers={"Content-Type": "audio/wav"},
-                timeout=60,
-            )
-        )
+        target=lambda: queued.append(httpx.post(f"{server.url}{path}", timeout=60, **request))
     )
     first.start()
     while _metric(server, "taggram_queue_depth", model="tiny") == 0:
@@ -78,10 +77,18 @@ def test_busy_model_refuses_before_the_body_and_late_work_is_refused(server: Ser
     assert _metric(server, "taggram_refused_duration_seconds_count", status="429") == 2
 
 
-def test_a_busy_model_refuses_a_v2_request_before_its_body(server: Server) -> None:
+def test_a_busy_model_refuses_a_v2_request_before_its_body(
+    server: Server, tiny_repository: Path
+) -> None:
     """/v2 read the whole tensor, then refused it: a busy replica now says so from the headers,
-    as /v1 does, and the client's body is never sent."""
-    first, _ = _queue_an_upload(server)
+    as /v1 does, and the client's body is never sent. The body's ``priority`` is not known
+    there, so busy means work that even the highest level waits for: level-1 rows queued
+    (default-level work, a /v1 upload, may not keep a level-1 request out)."""
+    samples = load_repository(tiny_repository)["tiny"].metadata.patch.samples
+    tensor = {"name": "waveform", "shape": [2, samples], "datatype": "FP32",
+              "data": [0.0] * (2 * samples)}  # fmt: skip
+    body = {"inputs": [tensor], "parameters": {"priority": 1}}
+    first, _ = _queue_an_upload(server, "/v2/models/tiny/infer", json=body)
     status, headers, body = head_only(
         server,
         b"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: x\r\n"

@@ -13,13 +13,15 @@ from prometheus_client import REGISTRY
 
 from taggram.repository import load_repository
 from taggram.service.audio.patching import Patches, plan_patches
-from taggram.service.errors import DeadlineExceededError, OverloadedError
+from taggram.service.errors import DeadlineExceededError, NotReadyError, OverloadedError
 from taggram.service.inference.batcher import (
     IDLE_RELEASE_SECONDS,
+    PROMOTE_AFTER,
     Batcher,
     BatchResult,
     batch_size,
     share_rows,
+    share_rows_by_level,
 )
 from taggram.service.inference.session import ModelSession, choose_providers
 
@@ -140,6 +142,22 @@ def test_rows_are_shared_round_robin(remaining: list[int], rows: int) -> None:
     # Nobody who still has patches gets two rows fewer than anyone else.
     hungry = [c for c, left in zip(counts, remaining, strict=True) if c < left]
     assert not hungry or max(counts) - min(hungry) <= 1
+
+
+@pytest.mark.parametrize(
+    ("remaining", "levels", "rows", "expected"),
+    [
+        ([50, 3, 50], [2, 1, 2], 8, [3, 3, 2]),  # level 1 first, level 2 shares what is left
+        ([50, 9, 50], [2, 1, 2], 8, [0, 8, 0]),  # level 1 fills the batch: level 2 waits
+        ([4, 4, 4], [1, 1, 2], 4, [2, 2, 0]),  # round-robin within level 1
+        ([5, 5], [2, 2], 4, [2, 2]),  # one level: plain round-robin
+        ([], [], 8, []),
+    ],
+)
+def test_rows_are_shared_level_by_level(
+    remaining: list[int], levels: list[int], rows: int, expected: list[int]
+) -> None:
+    assert share_rows_by_level(remaining, levels, rows) == expected
 
 
 @pytest.mark.parametrize(
@@ -388,5 +406,135 @@ def test_an_idle_model_gives_its_memory_back_once(session: ModelSession) -> None
             assert len(second.outputs["probabilities"]) == 4
         finally:
             await batcher.stop()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize(("priority", "most_low_rows"), [(1, 8), (2, None)])
+def test_a_higher_priority_request_goes_ahead_of_queued_lower_ones(
+    session: ModelSession, priority: int, most_low_rows: int | None
+) -> None:
+    """Three long default-level (2) requests are being served, 4 rows a batch on one worker,
+    when an 11-patch request arrives. At level 1 it takes whole batches (4, 4, 3 + 1 low row):
+    a handful of the long requests' rows run meanwhile (the batch already running, and one
+    formed before its rows are read back). At their own level round-robin gives it one row of
+    each batch, so 11 batches run and about 30 of the long requests' rows with it: the count,
+    not a time, tells the two apart."""
+
+    async def run() -> int:
+        batcher = Batcher(
+            session, max_batch_size=4, max_queue_delay_seconds=0.001, max_queue_patches=1000
+        )
+        batcher.start()
+        try:
+            longs = [batcher.infer(_patches(session, 300, i)) for i in range(3)]  # 3 x 101
+            queued = asyncio.gather(*longs)
+            while not 0 < batcher.pending_patches < 303:  # queued and being served
+                await asyncio.sleep(0)
+            before = batcher.pending_patches
+            urgent = await batcher.infer(_patches(session, 30, 9), priority=priority)
+            low_rows = before - batcher.pending_patches
+            assert len(urgent.outputs["probabilities"]) == 11
+            await queued
+        finally:
+            await batcher.stop()
+        return low_rows
+
+    low_rows = asyncio.run(run())
+    if most_low_rows is not None:
+        assert low_rows <= most_low_rows
+    else:
+        assert low_rows >= 3 * 10 - 4  # ten more batches of 4 share rows with three long ones
+
+
+def test_admission_counts_higher_levels_in_full_and_lower_ones_not_at_all(
+    session: ModelSession,
+) -> None:
+    """A level-1 request waits for level-1 work only; a level-2 one for all of level 1's and
+    its round-robin share of level 2's. The collection window is never reached: the requests
+    stay queued until the batcher stops, whatever the machine's speed."""
+
+    async def run() -> None:
+        batcher = Batcher(
+            session,
+            max_batch_size=512,
+            max_queue_delay_seconds=3600.0,
+            max_queue_patches=1000,
+            queue_budget_seconds=5.0,
+            seconds_per_patch=1.0,
+        )
+        batcher.start()
+        queued = []
+        try:
+            assert (batcher.priority_levels, batcher.default_priority_level) == (2, 2)
+            low, high = _patches(session, 30, 0), _patches(session, 9, 1)
+            assert (len(low), len(high)) == (11, 4)
+            queued.append(asyncio.ensure_future(batcher.infer(low)))  # the default level, 2
+            await asyncio.sleep(0)
+            assert batcher.expected_wait(3) == batcher.expected_wait(3, 2) == 3.0
+            assert batcher.expected_wait(3, 0) == 3.0  # Triton's 0: the default level
+            assert batcher.expected_wait(3, 1) == 0.0  # level 2 does not hold level 1 up
+            queued.append(asyncio.ensure_future(batcher.infer(high, priority=1)))
+            await asyncio.sleep(0)
+            assert batcher.expected_wait(3, 1) == 3.0  # round-robin within level 1
+            assert batcher.expected_wait(3, 2) == 4.0 + 3.0  # all of level 1, then its share
+            # 11 level-2 patches: 4 of level 1 and 10 of level 2 would come first, over the
+            # budget; at level 1 only the 4 ahead count.
+            with pytest.raises(OverloadedError):
+                await batcher.infer(_patches(session, 30, 2))
+            batcher.admit(11, "after_decode", priority=1)
+            with pytest.raises(ValueError, match="priority 3"):
+                batcher.level(3)
+        finally:
+            await batcher.stop()
+        for request in queued:  # refused as the batcher stopped, never served
+            with pytest.raises(NotReadyError):
+                await request
+
+    asyncio.run(run())
+
+
+def test_rows_waiting_half_their_deadline_are_served_as_the_highest_level(
+    session: ModelSession,
+) -> None:
+    """Strict priority would let level 1 hold level 2 back until its deadline refused it. With
+    the loop not started (nothing runs), batches are formed by hand at chosen instants: before
+    half its deadline a level-2 request gets no row while level 1 fills the batch; after it, it
+    shares the batch with level 1 round-robin, and once served waits its turn again."""
+
+    async def run() -> None:
+        batcher = Batcher(
+            session,
+            max_batch_size=4,
+            max_queue_delay_seconds=0.001,
+            max_queue_patches=1000,
+            deadline_seconds=10.0,
+        )
+        requests = [
+            asyncio.ensure_future(batcher.infer(_patches(session, 30, 0))),  # level 2
+            asyncio.ensure_future(batcher.infer(_patches(session, 300, 1), priority=1)),
+        ]
+        await asyncio.sleep(0)
+        low, high = batcher._jobs
+        start = low.waiting_since
+
+        def taken(now: float) -> dict[int, int]:
+            rows = {1: 0, 2: 0}
+            for part in batcher._take(now, 4):
+                rows[part.job.priority] += part.count
+            return rows
+
+        try:
+            assert taken(start) == {1: 4, 2: 0}
+            assert taken(start + 0.9 * PROMOTE_AFTER * 10.0) == {1: 4, 2: 0}
+            promoted = start + PROMOTE_AFTER * 10.0
+            assert taken(promoted) == {1: 2, 2: 2}  # its slot resets its wait
+            assert taken(promoted + 0.1) == {1: 4, 2: 0}
+            assert high.remaining == 101 - 14 and low.remaining == 11 - 2
+        finally:
+            await batcher.stop()
+        for request in requests:
+            with pytest.raises(NotReadyError):
+                await request
 
     asyncio.run(run())

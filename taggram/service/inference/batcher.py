@@ -23,6 +23,21 @@ it, so a 900 s track is admitted on an idle service. The queue is also bounded i
 being served late. A request cancelled while waiting (its client disconnected) has its remaining
 patches dropped before inference. A model idle for :data:`IDLE_RELEASE_SECONDS` gives its
 inference memory back (:meth:`ModelSession.release_memory`).
+
+Priority, as Triton's dynamic batcher gives it (``dynamic_batching { priority_levels,
+default_priority_level }`` and the request's ``priority``): :data:`PRIORITY_LEVELS` levels, 1 the
+highest, a request without one at :data:`DEFAULT_PRIORITY_LEVEL`. Each batch is filled from the
+highest level with rows queued first, round-robin among that level's requests as above, and only
+the rows it leaves go to the next level, so a high-priority request does not wait behind a
+lower one's patches (bar promoted ones, below), and fairness between requests holds within each
+level. Strict priority alone
+would let a steady stream of high-priority work hold lower levels back until their deadline
+refuses them, although they were admitted; Triton leaves that to per-level timeouts. Here a
+request whose rows have waited half its deadline for a batch slot (:data:`PROMOTE_AFTER`, from
+the same origin as the deadline) is served as if at the highest level until it gets one, so every
+admitted request keeps moving and reaches a slot well before its deadline while the highest level
+itself keeps up (admission bounds that). Admission counts the work a request's level will really
+wait for: every higher-level request's remaining patches, and its own level's round-robin share.
 """
 
 from __future__ import annotations
@@ -59,6 +74,15 @@ _COST_SMOOTHING = 0.2
 # A model idle this long gives its inference memory back (ModelSession.release_memory): long
 # enough that steady traffic with gaps between requests keeps the memory warm, seconds.
 IDLE_RELEASE_SECONDS = 2.0
+# Triton's dynamic_batching.priority_levels and default_priority_level: level 1 is served first.
+# Two levels, requests without a priority (every /v1 upload) at the lower: a /v2 client may move
+# its rows ahead of the default traffic, and nothing queues behind it.
+PRIORITY_LEVELS = 2
+DEFAULT_PRIORITY_LEVEL = 2
+# Rows that have waited this fraction of their deadline for a batch slot are served as if at
+# level 1 (see the module's docstring): early enough that one round-robin turn among the highest
+# level (bounded by admission) fits before the deadline.
+PROMOTE_AFTER = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,6 +101,7 @@ class _Job:
     enqueued: float
     waiting_since: float  # when it last got a batch slot (or was queued): the deadline's origin
     deadline: float  # the longest wait for a batch slot: the batcher's, or the request's if less
+    priority: int  # 1 (the highest) .. PRIORITY_LEVELS
     taken: int = 0  # patches already put into a batch
     done: int = 0  # patches whose rows are back
     inference_seconds: float = 0.0  # wall time while any of its batches ran (counted once)
@@ -88,6 +113,12 @@ class _Job:
     @property
     def remaining(self) -> int:
         return len(self.patches) - self.taken
+
+    def level(self, now: float) -> int:
+        """Its priority now: 1 once its rows have waited :data:`PROMOTE_AFTER` of its deadline
+        for a batch slot (never, with no deadline), else its own."""
+        promoted = now - self.waiting_since >= PROMOTE_AFTER * self.deadline
+        return 1 if promoted else self.priority
 
 
 @dataclass(frozen=True)
@@ -131,6 +162,22 @@ def share_rows(remaining: list[int], rows: int) -> list[int]:
     return counts
 
 
+def share_rows_by_level(remaining: list[int], levels: list[int], rows: int) -> list[int]:
+    """:func:`share_rows` level by level: the requests at the highest level (the smallest
+    number in ``levels``, one per entry of ``remaining``) share ``rows`` round-robin in queue
+    order, the rows they leave go to the next level, and so on. Returns one count per entry."""
+    counts = [0] * len(remaining)
+    for level in sorted(set(levels)):
+        if rows == 0:
+            break
+        members = [i for i, own in enumerate(levels) if own == level]
+        shares = share_rows([remaining[i] for i in members], rows)
+        for i, count in zip(members, shares, strict=True):
+            counts[i] = count
+        rows -= sum(shares)
+    return counts
+
+
 def batch_size(pending: int, max_batch_size: int, free_workers: int) -> int:
     """Rows of the next batch: a full batch, or the queue split evenly among the free workers
     when it holds less than a full batch for each (so a lone request uses every worker)."""
@@ -160,6 +207,8 @@ class Batcher:
         self.max_queue_patches = max_queue_patches
         self.queue_budget = queue_budget_seconds
         self.deadline = deadline_seconds
+        self.priority_levels = PRIORITY_LEVELS
+        self.default_priority_level = DEFAULT_PRIORITY_LEVEL
         self._jobs: deque[_Job] = deque()
         self._pending = 0  # patches queued, not yet in a batch
         self._running = 0  # patches in the batches being inferred
@@ -218,22 +267,41 @@ class Batcher:
         self._jobs.clear()
         self._executor.shutdown(wait=True)
 
-    def expected_wait(self, count: int) -> float:
-        """Seconds of other requests' inference served before a new ``count``-patch request ends.
+    def level(self, priority: int | None) -> int:
+        """The level a request's ``priority`` asks for: ``None`` or 0 (Triton's "default") is
+        :attr:`default_priority_level`. Raises :class:`ValueError` outside ``0 ..
+        priority_levels`` (the API refuses such a request before it gets here)."""
+        if not priority:
+            return self.default_priority_level
+        if not 1 <= priority <= self.priority_levels:
+            raise ValueError(f"priority {priority} is not in 0 .. {self.priority_levels}")
+        return priority
 
-        Round-robin serves each queued request's remaining patches up to ``count`` before the
-        new one's last patch, plus the batches already running, on ``workers`` batches at once;
-        the new request's own patches are not counted.
+    def expected_wait(self, count: int, priority: int | None = None) -> float:
+        """Seconds of other requests' inference served before a new ``count``-patch request at
+        ``priority`` (see :meth:`level`) ends.
+
+        Every higher-level request's remaining patches are served first, and round-robin serves
+        each request of the same level up to ``count`` of its patches before the new one's
+        last, plus the batches already running, on ``workers`` batches at once; the new
+        request's own patches and lower levels are not counted (rows promoted for having waited
+        half their deadline may still come first: this is an estimate).
         """
-        ahead = sum(min(job.remaining, count) for job in self._jobs if not job.cancelled)
+        level = self.level(priority)
+        ahead = sum(
+            job.remaining if job.priority < level else min(job.remaining, count)
+            for job in self._jobs
+            if not job.cancelled and job.priority <= level
+        )
         return (ahead + self._running) * self._seconds_per_patch / self.workers
 
-    def admit(self, count: int, stage: str) -> None:
-        """Raise :class:`OverloadedError` if a ``count``-patch request should not be queued now.
+    def admit(self, count: int, stage: str, priority: int | None = None) -> None:
+        """Raise :class:`OverloadedError` if a ``count``-patch request at ``priority`` (see
+        :meth:`level`) should not be queued now.
 
         ``stage`` labels the refusal in the metrics (``before_body``, ``after_decode``).
         """
-        wait = self.expected_wait(count)
+        wait = self.expected_wait(count, priority)
         if wait > self.queue_budget:
             self._refuse(OverloadedError.code, stage, count)
             raise OverloadedError(
@@ -253,12 +321,17 @@ class Batcher:
         metrics.REFUSED_PATCHES.labels(model=self.session.name, code=code).inc(patches)
 
     async def infer(
-        self, patches: PatchSource, *, deadline_seconds: float | None = None
+        self,
+        patches: PatchSource,
+        *,
+        deadline_seconds: float | None = None,
+        priority: int | None = None,
     ) -> BatchResult:
         """Queue ``patches`` and wait for their rows.
 
         ``deadline_seconds``: this request's longest wait for a batch slot, when shorter than
-        the batcher's ``deadline_seconds`` (a /v2 request's ``timeout``).
+        the batcher's ``deadline_seconds`` (a /v2 request's ``timeout``). ``priority``: its
+        level, 1 the highest (a /v2 request's ``priority``); ``None`` or 0 for the default.
 
         Raises :class:`OverloadedError` when the expected wait or the queue is over its bound,
         :class:`DeadlineExceededError` when the patches wait too long for a batch slot. Each
@@ -271,7 +344,7 @@ class Batcher:
             deadline = min(
                 self.deadline, math.inf if deadline_seconds is None else deadline_seconds
             )
-            result = await self._queue(patches, loop, deadline)
+            result = await self._queue(patches, loop, deadline, self.level(priority))
         except BaseException:  # cancellation (the client went away) included
             self._failed.observe(loop.time() - started)
             raise
@@ -280,10 +353,10 @@ class Batcher:
         return result
 
     async def _queue(
-        self, patches: PatchSource, loop: asyncio.AbstractEventLoop, deadline: float
+        self, patches: PatchSource, loop: asyncio.AbstractEventLoop, deadline: float, level: int
     ) -> BatchResult:
         count = len(patches)
-        self.admit(count, "after_decode")
+        self.admit(count, "after_decode", level)
         now = loop.time()
         job = _Job(
             patches=patches,
@@ -291,6 +364,7 @@ class Batcher:
             enqueued=now,
             waiting_since=now,
             deadline=deadline,
+            priority=level,
         )
         self._jobs.append(job)
         self._add_pending(count)
@@ -370,7 +444,7 @@ class Batcher:
                     DeadlineExceededError(
                         f"{self.session.name}: patches waited {waited:.3g} s for a batch slot, "
                         f"more than {whose} of {job.deadline:g} s",
-                        retry_after_seconds=self.expected_wait(1),
+                        retry_after_seconds=self.expected_wait(1, job.priority),
                     ),
                 )
 
@@ -380,10 +454,12 @@ class Batcher:
             self._jobs = deque(job for job in self._jobs if job.remaining)
 
     def _take(self, now: float, size: int) -> list[_Slice]:
-        """Fill one batch of up to ``size`` rows round-robin; requests served move behind those
-        left out this time."""
+        """Fill one batch of up to ``size`` rows, the highest level first and round-robin within
+        each (:func:`share_rows_by_level`); requests served move behind those left out this
+        time."""
         jobs = list(self._jobs)
-        counts = share_rows([job.remaining for job in jobs], size)
+        levels = [job.level(now) for job in jobs]
+        counts = share_rows_by_level([job.remaining for job in jobs], levels, size)
         slices: list[_Slice] = []
         rows = 0
         for job, count in zip(jobs, counts, strict=True):

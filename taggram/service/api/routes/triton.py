@@ -54,9 +54,12 @@ class ConfigTensor(BaseModel):
 
 
 class DynamicBatching(BaseModel):
-    """How long the batcher waits for a batch to fill (``TAGGRAM_MAX_QUEUE_DELAY_MS``)."""
+    """How long the batcher waits for a batch to fill (``TAGGRAM_MAX_QUEUE_DELAY_MS``), and its
+    priority levels (a request's ``priority``, 1 the highest; without one, the default level)."""
 
     max_queue_delay_microseconds: int
+    priority_levels: int
+    default_priority_level: int
 
 
 class InstanceGroup(BaseModel):
@@ -160,7 +163,9 @@ def _config(tagger: Tagger, meta: ModelMetadata) -> ModelConfig:
         input=_config_tensors(meta.inputs),
         output=_config_tensors(meta.outputs),
         dynamic_batching=DynamicBatching(
-            max_queue_delay_microseconds=round(batcher.max_queue_delay * 1_000_000)
+            max_queue_delay_microseconds=round(batcher.max_queue_delay * 1_000_000),
+            priority_levels=batcher.priority_levels,
+            default_priority_level=batcher.default_priority_level,
         ),
         instance_group=[
             InstanceGroup(
@@ -180,7 +185,8 @@ def _config(tagger: Tagger, meta: ModelMetadata) -> ModelConfig:
     responses=problems(404, 503),
 )
 async def model_config(model_name: ModelName, tagger: TaggerDep) -> ModelConfig:
-    """The model's tensors without the batch axis, its batch size, queue delay and workers."""
+    """The model's tensors without the batch axis, its batch size, queue delay, priority levels
+    and workers."""
     return _config(tagger, served_model(tagger, model_name))
 
 

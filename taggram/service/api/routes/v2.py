@@ -9,9 +9,15 @@ its input tensor must be FP32 of shape ``[batch, patch samples]`` (else 400), se
 extension (``Inference-Header-Content-Length`` header: the JSON header, then raw little-endian
 bytes). Rows go through the same batcher, byte limit and admission (429) as ``/v1/tag``; outputs
 come back as JSON or, when asked (``binary_data``), as binary, or as their best classes with the
-classification extension (:mod:`taggram.service.api.classification`). The request's ``timeout``
-parameter (microseconds) bounds its rows' wait for a batch slot (429 past it); ``priority`` is
-ignored. Triton's other extensions are in :mod:`taggram.service.api.routes.triton`.
+classification extension (:mod:`taggram.service.api.classification`). Triton's schedule policy
+extension: the request's ``timeout`` parameter (microseconds) bounds its rows' wait for a batch
+slot (429 past it), and its ``priority`` (1 the highest, 0 or absent the default level; the
+levels are the model configuration's ``dynamic_batching.priority_levels`` and
+``default_priority_level``) picks the batcher's level for its rows: higher levels fill each batch
+first (:mod:`taggram.service.inference.batcher`). A ``priority`` outside ``0 .. priority_levels``
+is a 400 naming it, as a bad ``timeout`` is, where Triton quietly serves it at the default level:
+a typo should not silently lose the client the level it asked for. Triton's other extensions are
+in :mod:`taggram.service.api.routes.triton`.
 
 Spec: https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/
 """
@@ -43,6 +49,7 @@ from taggram.service.errors import (
     NotReadyError,
     PayloadTooLargeError,
 )
+from taggram.service.inference.batcher import Batcher
 from taggram.service.tagging import Tagger
 
 
@@ -59,12 +66,14 @@ def protocol_router() -> APIRouter:
 router = protocol_router()
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-# Triton's model_configuration, model_repository and statistics are served by routes/triton.py.
+# Triton's model_configuration, model_repository and statistics are served by routes/triton.py;
+# schedule_policy is the request's timeout and priority parameters.
 EXTENSIONS = [
     "binary_tensor_data",
     classification.PARAMETER,
     "model_configuration",
     "model_repository",
+    "schedule_policy",
     "statistics",
 ]
 DATATYPE = "FP32"
@@ -72,6 +81,8 @@ PLATFORM = "onnxruntime_onnx"
 # Room for the JSON around the numbers, and the most characters one FP32 number may take in JSON.
 _JSON_OVERHEAD_BYTES = 64 * 1024
 _JSON_BYTES_PER_ELEMENT = 32
+# Triton's highest priority level (the protocol's, whatever the model's count of levels).
+_HIGHEST_PRIORITY = 1
 
 ModelName = Annotated[str, Path(description="a served model, as listed by GET /v1/models")]
 Parameters = dict[str, str | int | float | bool]
@@ -498,6 +509,22 @@ def _timeout_seconds(parameters: Parameters | None) -> float | None:
     return value / 1_000_000 if value else None
 
 
+def _priority(parameters: Parameters | None, batcher: Batcher) -> int | None:
+    """The request's ``priority`` parameter (Triton's: 1 the highest level, 0 for the default):
+    ``None`` when absent or 0. Raises :class:`InvalidTensorError` for anything but a whole
+    number in ``0 .. batcher.priority_levels``."""
+    value = (parameters or {}).get("priority")
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= batcher.priority_levels:
+        raise InvalidTensorError(
+            f"parameter 'priority' must be a whole number from 1 (the highest level) to "
+            f"{batcher.priority_levels}, or 0 for the default level "
+            f"({batcher.default_priority_level}); got {value!r}"
+        )
+    return value or None
+
+
 def _wanted(request: InferenceRequest, meta: ModelMetadata) -> list[Wanted]:
     """Each requested output, all by default (no ``outputs``, or an empty list: a client that
     always sends the member got no output at all)."""
@@ -620,7 +647,9 @@ async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep
     datatype or shape.
     """
     meta = served_model(tagger, model_name)
-    tagger.admit(meta.name)  # a busy model refuses before a byte of the body is read, as /v1
+    # A busy model refuses before a byte of the body is read, as /v1; the body's priority is
+    # not known yet, so only what even the highest level would wait too long for.
+    tagger.admit(meta.name, _HIGHEST_PRIORITY)
     settings = tagger.settings
     body = await read_body(request, InputBudget.of(settings, settings.max_upload_bytes))
     json_limit = settings.max_json_tensor_elements * _JSON_BYTES_PER_ELEMENT + _JSON_OVERHEAD_BYTES
@@ -631,8 +660,9 @@ async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep
         meta.name, _read, json_part, binary, meta, settings.max_json_tensor_elements
     )
     deadline = _timeout_seconds(infer_request.parameters)
+    priority = _priority(infer_request.parameters, tagger.batcher(meta.name))
     outputs = await unless_disconnected(
-        request, tagger.infer(meta.name, patches, deadline_seconds=deadline)
+        request, tagger.infer(meta.name, patches, deadline_seconds=deadline, priority=priority)
     )
     return _answer(infer_request, meta, outputs)
 
