@@ -127,6 +127,25 @@ def test_a_raw_body_typed_as_its_video_container_is_tagged(
     assert abs(response.json()["audio"]["duration_seconds"] - 2.0) < 0.05
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/MTT_musicnn,MTT_vgg",
+        "/v1/models/%2C",
+        "/v1/models/%20",
+        "/v1/models/%20MTT_musicnn",
+        "/v2/models/MTT_musicnn,MTT_vgg",
+        "/v2/models/%2C/config",
+        "/v2/models/%20/ready",
+    ],
+)
+def test_a_model_path_names_exactly_one_model(client: httpx.Client, path: str) -> None:
+    """A model's path was read as the ``model`` option's comma-separated list: /v1/models/A,B
+    answered A's metadata, and a blank or "," name the default model's (/v2 said it was ready),
+    for a model that does not exist."""
+    _assert_error(client.get(path), 404, "model_not_found")
+
+
 @pytest.mark.parametrize("path", ["/v1/tag", "/v1/tag/batch", "/v1/models"])
 @pytest.mark.parametrize(
     "headers",
