@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from taggram.service.api.content_encoding import MAX_GZIP_MEMBERS
 from tests.e2e.conftest import excerpt, probabilities, tag_file
 from tests.support import audio
 from tests.support.paths import require_bugs
@@ -297,6 +298,11 @@ def test_a_gzip_body_of_several_members_is_decoded_whole(client: httpx.Client) -
         assert response.status_code == 415, response.text
         assert response.json()["code"] == "unsupported_content_encoding"
         assert "after the end of" in response.json()["detail"]
+    # Members cost a decompressor each: a body of empty ones, no audio, is cut short.
+    empty = gzip.compress(b"") * (MAX_GZIP_MEMBERS + 1)
+    response = client.post("/v1/tag", content=gzip.compress(data) + empty, headers=headers)
+    assert response.status_code == 415, response.text
+    assert f"more than {MAX_GZIP_MEMBERS} members" in response.json()["detail"]
 
 
 def test_compression_bomb_and_unknown_codings_are_refused(client: httpx.Client) -> None:
