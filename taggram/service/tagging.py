@@ -247,11 +247,13 @@ class Tagger:
         served.update({name: model.metadata for name, model in self.custom.models.items()})
         return served
 
-    def model(self, name: str | None) -> ModelMetadata:
-        """The metadata of model ``name`` (default: the default model); with several
-        comma-separated names, each is checked and the first one's is returned.
-        Raises :class:`ModelNotFoundError`."""
-        return self._targets(name)[0].metadata
+    def model(self, name: str) -> ModelMetadata:
+        """The metadata of the one model named exactly ``name`` (a path's ``{name}``).
+
+        Not the ``model`` option's list: read as one, ``/v1/models/A,B`` answered A's
+        metadata, and a blank or ``,`` name the default model's, for a model that does not
+        exist. Raises :class:`ModelNotFoundError`."""
+        return self._target(name).metadata
 
     def _target(self, name: str) -> _Target:
         if name in self.entries:

@@ -371,6 +371,18 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     assert client.get("/readyz").status_code == 200
 
 
+@pytest.mark.parametrize("label", ["tone\x00", "to\nne", "tone\tnoise", "\x1b[31mtone"])
+def test_a_label_with_a_control_character_is_refused(client: httpx.Client, label: str) -> None:
+    """A NUL, tab, line break or terminal escape inside a label was stored as part of a tag,
+    to come back in every answer, CSV row and terminal line; white space around a label is
+    still dropped, as before."""
+    data, files = form("controls")
+    labels = [label, *data["labels"][1:]]  # type: ignore[index]
+    response = client.post("/v1/models", data={**data, "labels": labels}, files=files)
+    assert_error(response, 422, "invalid_examples", "control character")
+    assert client.get("/v1/models/controls").status_code == 404
+
+
 def test_a_field_in_the_query_string_is_refused_not_ignored(client: httpx.Client) -> None:
     """The fields are read from the form alone: ``?features=...`` was ignored, and the model
     made with features chosen by cross-validation, not the ones asked for."""

@@ -127,6 +127,55 @@ def test_a_raw_body_typed_as_its_video_container_is_tagged(
     assert abs(response.json()["audio"]["duration_seconds"] - 2.0) < 0.05
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/models/MTT_musicnn,MTT_vgg",
+        "/v1/models/%2C",
+        "/v1/models/%20",
+        "/v1/models/%20MTT_musicnn",
+        "/v2/models/MTT_musicnn,MTT_vgg",
+        "/v2/models/%2C/config",
+        "/v2/models/%20/ready",
+    ],
+)
+def test_a_model_path_names_exactly_one_model(client: httpx.Client, path: str) -> None:
+    """A model's path was read as the ``model`` option's comma-separated list: /v1/models/A,B
+    answered A's metadata, and a blank or "," name the default model's (/v2 said it was ready),
+    for a model that does not exist."""
+    _assert_error(client.get(path), 404, "model_not_found")
+
+
+@pytest.mark.parametrize("path", ["/v1/tag", "/v1/tag/batch", "/v1/models"])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("Content-Type", "")],
+        [("Content-Type", ";")],
+        [("Content-Type", ";;;")],
+        [("Content-Type", "; charset=utf-8")],
+        [("Content-Type", "audio/")],
+        [("Content-Type", "audio/mp eg")],
+        [("Content-Type", "audio/wav, text/plain")],
+        [("Content-Type", "audio/wav"), ("Content-Type", "text/plain")],
+    ],
+)
+def test_a_content_type_that_names_no_media_type_is_refused(
+    client: httpx.Client, path: str, headers: list[tuple[str, str]]
+) -> None:
+    """A Content-Type header that is there but blank or broken (``;;;``, ``audio/``, a list, two
+    different ones) was read as no header at all, or as its first value: /v1/tag then tagged the
+    body as application/octet-stream, where only an absent header means that (RFC 9110), and
+    the client's mistake went unseen. Every upload route now refuses it, quoting it."""
+    good = _wav(np.zeros((16000, 1)), 16000)
+    response = client.post(path, content=good, headers=headers)
+    _assert_error(response, 415, "unsupported_media_type")
+    assert "Content-Type" in response.json()["detail"]
+    # A header left out is still the raw body typed application/octet-stream.
+    if path == "/v1/tag":
+        assert client.post(path, content=good).status_code == 200
+
+
 @pytest.mark.parametrize("path", ["/v1/tag", "/v1/tag/batch"])
 def test_bad_options_are_described_alike_in_the_query_and_the_form(
     client: httpx.Client, path: str

@@ -8,7 +8,9 @@ files of ``../shared/bugs`` are checked against the durations its README gives.
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from taggram.service.api.content_encoding import MAX_GZIP_MEMBERS
 from tests.e2e.conftest import excerpt, probabilities, tag_file
 from tests.support import audio
 from tests.support.paths import require_bugs
@@ -262,6 +265,44 @@ def test_compressed_bodies_are_decoded(
     multipart = client.post("/v1/tag", content=encoded, headers=multipart_headers)
     assert multipart.status_code == 200, multipart.text
     assert multipart.json()["tags"] == clip_response["tags"]
+
+
+def test_a_gzip_body_of_several_members_is_decoded_whole(client: httpx.Client) -> None:
+    """``cat a.gz b.gz`` (or a client compressing as it streams) makes a gzip body of several
+    members, which ``gzip -d`` reads whole. Only the first was inflated: of a 4 s WAV sent as
+    two members, 2 s were tagged and the rest dropped without a word. What follows the end of a
+    stream and begins no member is refused now, not ignored."""
+    tone = np.sin(np.arange(4 * 16000) / 10).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, tone, 16000, format="WAV", subtype="PCM_16")
+    data = buffer.getvalue()
+    half = len(data) // 2
+    members = gzip.compress(data[:half]) + gzip.compress(data[half:])
+    headers = {"Content-Type": "audio/wav", "Content-Encoding": "gzip"}
+
+    def chunked(size: int) -> Iterator[bytes]:  # members' boundaries inside and across chunks
+        yield from (members[start : start + size] for start in range(0, len(members), size))
+
+    for content in (members, chunked(1000)):
+        response = client.post("/v1/tag", content=content, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["audio"]["duration_seconds"] == pytest.approx(4.0)
+    refused = {
+        "gzip": gzip.compress(data) + b"trailing bytes",
+        "deflate": zlib.compress(data) + zlib.compress(data),
+    }
+    for coding, content in refused.items():
+        response = client.post(
+            "/v1/tag", content=content, headers={**headers, "Content-Encoding": coding}
+        )
+        assert response.status_code == 415, response.text
+        assert response.json()["code"] == "unsupported_content_encoding"
+        assert "after the end of" in response.json()["detail"]
+    # Members cost a decompressor each: a body of empty ones, no audio, is cut short.
+    empty = gzip.compress(b"") * (MAX_GZIP_MEMBERS + 1)
+    response = client.post("/v1/tag", content=gzip.compress(data) + empty, headers=headers)
+    assert response.status_code == 415, response.text
+    assert f"more than {MAX_GZIP_MEMBERS} members" in response.json()["detail"]
 
 
 def test_compression_bomb_and_unknown_codings_are_refused(client: httpx.Client) -> None:

@@ -150,6 +150,20 @@ def test_page_and_assets_are_served(server: Server) -> None:
     assert "/" not in httpx.get(f"{server.url}/openapi.json").json()["paths"]
 
 
+@pytest.mark.parametrize(
+    "ranges", ["bytes=5-1", "bytes=99999999-", "items=0-1", "bytes=", "bytes=0-10"]
+)
+def test_an_asset_is_served_whole_whatever_its_range(server: Server, ranges: str) -> None:
+    """Starlette answered a Range it could not serve (``bytes=5-1``, ``items=0-1``, which RFC
+    9110 says to ignore) with a text/plain 400 or 416, not a problem body: the small assets are
+    now served whole, whatever the Range, and say that they take none."""
+    whole = httpx.get(f"{server.url}/web/app.js")
+    response = httpx.get(f"{server.url}/web/app.js", headers={"Range": ranges})
+    assert response.status_code == 200, response.text
+    assert response.content == whole.content
+    assert response.headers["accept-ranges"] == "none"
+
+
 def test_page_tags_a_recording_and_draws_its_taggram(
     server: Server, music_mp3: Path, page: Page, console: ConsoleLog, tmp_path: Path
 ) -> None:

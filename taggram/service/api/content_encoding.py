@@ -6,8 +6,10 @@ refused with :class:`PayloadTooLargeError` as soon as its output passes the limi
 handed at most ``_INFLATE_STEP`` decompressed bytes per message, so its own limit (``/v1/tag``'s
 ``max_upload_bytes``, below this bound) counts them as they are inflated and answers first.
 ``identity`` passes through; any other coding (``br``, ``zstd``, ``compress``, a chain of
-codings) is refused with :class:`UnsupportedContentEncodingError` naming it. Both errors
-are raised from the route's first read of the body, where the error handlers answer them.
+codings) is refused with :class:`UnsupportedContentEncodingError` naming it, as is data that is
+not of its coding, cut short, or followed by bytes that begin no further gzip member (a gzip
+body of several members is inflated whole, as ``gzip -d`` does). Both errors are raised from
+the route's reads of the body, where the error handlers answer them.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 # Most bytes inflated per zlib call, so one small chunk cannot expand into gigabytes at once.
 _INFLATE_STEP = 1 << 20
+# Most gzip members in one body: a 20-byte empty member costs a decompressor and a step of its
+# own, so a body of nothing but those (13 million in 256 MiB) would cost minutes of CPU for no
+# audio. Real bodies of several members hold few (``cat``), or 64 KiB each (bgzip's blocks).
+MAX_GZIP_MEMBERS = 4096
 
 
 class _Inflater:
@@ -42,12 +48,38 @@ class _Inflater:
         self._size = 0
         self._started = False
         self._input = b""  # compressed bytes received and not yet inflated
+        self._members = 1  # gzip members begun
         self.more = True  # whether the client has more of the body to send
 
     @property
     def pending(self) -> bool:
         """Whether received input is left to inflate (call :meth:`step` before reading more)."""
-        return bool(self._input)
+        return bool(self._input) or self._after_end()
+
+    def _after_end(self) -> bool:
+        """Whether the compressed stream has ended with received bytes after it."""
+        return self._zlib.eof and bool(self._zlib.unused_data or self._input)
+
+    def _next_member(self) -> None:
+        """Go on past the end of the stream: gzip's next member, else refuse what follows.
+
+        A gzip body is a series of members (RFC 1952 2.2: ``cat a.gz b.gz``, a client that
+        compresses as it streams), which ``gzip -d`` inflates one after another; reading only
+        the first dropped the rest of the audio without a word. Bytes after a deflate stream, or
+        after a member that begin no other, are refused rather than ignored, for the same reason.
+        """
+        rest = self._zlib.unused_data + self._input
+        if self._coding == "deflate":
+            raise UnsupportedContentEncodingError(
+                f"the deflate-encoded body has {len(rest)} bytes after the end of its stream"
+            )
+        if self._members >= MAX_GZIP_MEMBERS:
+            raise UnsupportedContentEncodingError(
+                f"the gzip-encoded body has more than {MAX_GZIP_MEMBERS} members"
+            )
+        self._zlib = zlib.decompressobj(_WBITS[self._coding])
+        self._input = rest
+        self._members += 1
 
     def push(self, data: bytes, more: bool) -> None:
         """Take the next chunk the client sent (only once the previous one is inflated)."""
@@ -62,14 +94,17 @@ class _Inflater:
 
         Raises :class:`PayloadTooLargeError` past ``max_bytes`` and
         :class:`UnsupportedContentEncodingError` for data that is not of the coding."""
+        if self._after_end():
+            self._next_member()
         try:
             out = self._zlib.decompress(self._input, _INFLATE_STEP)
             self._input = self._zlib.unconsumed_tail
             if not self._input and not self.more:
                 out += self._zlib.flush()
         except zlib.error as error:
+            where = f" after the end of member {self._members - 1}" if self._members > 1 else ""
             raise UnsupportedContentEncodingError(
-                f"the body is not valid {self._coding} data ({error})"
+                f"the body is not valid {self._coding} data{where} ({error})"
             ) from error
         self._size += len(out)
         if self._size > self._max_bytes:
@@ -77,7 +112,7 @@ class _Inflater:
                 f"the {self._coding}-encoded body inflates past the limit of "
                 f"{self._max_bytes} bytes"
             )
-        if not self._input and not self.more and not self._zlib.eof:
+        if not self.pending and not self.more and not self._zlib.eof:
             raise UnsupportedContentEncodingError(f"the {self._coding}-encoded body is truncated")
         return out
 

@@ -27,7 +27,7 @@ from typing import Any, BinaryIO, cast
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.datastructures import FormData, QueryParams, UploadFile
+from starlette.datastructures import FormData, Headers, QueryParams, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -64,12 +64,41 @@ class InputBudget:
         return cls(max_bytes, settings.read_timeout_seconds, settings.body_timeout_seconds)
 
 
-def media_type(headers: Any) -> str:
-    """The request's ``Content-Type`` without its parameters, lower case (``""`` when absent)."""
-    return str(headers.get("content-type", "")).split(";")[0].strip().lower()
+# RFC 9110's media type: ``type "/" subtype``, each a token; parameters may follow a ";".
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_MEDIA_TYPE = re.compile(rf"{_TOKEN}/{_TOKEN}")
 
 
-def require_multipart(headers: Any, fields: str) -> None:
+def media_type(headers: Headers) -> str:
+    """The request's ``Content-Type`` without its parameters, lower case (``""`` when absent).
+
+    Only an absent header means "no type" (read by the raw upload as
+    ``application/octet-stream``): a header that is present must name one.
+
+    Raises:
+        UnsupportedMediaTypeError: the header is present but names no media type (blank,
+            ``;;;``, ``; charset=utf-8``, ``audio/``, a list ``audio/mpeg, text/plain``), or is
+            given twice with different values; either way the client meant something the route
+            cannot know, so guessing octet-stream or the first value would hide the mistake.
+    """
+    values = headers.getlist("content-type")
+    if not values:
+        return ""
+    if len(set(values)) > 1:
+        raise UnsupportedMediaTypeError(
+            f"Content-Type is given {len(values)} times with different values {values}: "
+            "give it once"
+        )
+    given = values[0].split(";")[0].strip()
+    if not _MEDIA_TYPE.fullmatch(given):
+        raise UnsupportedMediaTypeError(
+            f"Content-Type {values[0]!r} is not a media type: give one as type/subtype "
+            "(audio/mpeg, multipart/form-data; boundary=...)"
+        )
+    return given.lower()
+
+
+def require_multipart(headers: Headers, fields: str) -> None:
     """Refuse (415 :class:`UnsupportedMediaTypeError`) a body that is not multipart/form-data;
     ``fields`` says which form fields to send."""
     given = media_type(headers)

@@ -159,6 +159,14 @@ def _targets(request: CreateRequest, settings: Settings) -> tuple[list[str], np.
                 f"the tag {tag[:32]!r}... has {len(tag)} characters, more than the limit of "
                 f"{MAX_TAG_CHARS}"
             )
+        # A NUL, tab or line break inside a label is a manifest or form read wrongly (a TSV
+        # read as CSV, a binary field), never a tag a person meant: stored, it would come back
+        # in every answer, CSV row and terminal line.
+        if any(unicodedata.category(char) == "Cc" for char in tag):
+            raise InvalidExamplesError(
+                f"the tag {tag!r} holds a control character (a tab, line break or NUL): "
+                "a tag is one line of text"
+            )
     repeated = sorted({tag for tag in classes if classes.count(tag) > 1})
     if repeated:
         raise InvalidExamplesError(f"classes {repeated} are declared more than once")

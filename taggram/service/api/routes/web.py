@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 from importlib.metadata import version
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
-from starlette.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.staticfiles import PathLike, StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from taggram.service import web
 from taggram.service.api.paths import root_path
@@ -83,6 +86,36 @@ def _script_hashes(html: str) -> list[str]:
     ]
 
 
+class _WholeFiles(StaticFiles):
+    """Static files served whole: a ``Range`` request gets the full file (200), as RFC 9110
+    lets a server answer, and ``Accept-Ranges: none`` says so.
+
+    Starlette answers a Range it cannot serve (``bytes=5-1``, ``bytes=99999999-``, or
+    ``items=0-1``, which RFC 9110 says to ignore) with a text/plain 400 or 416 from inside the
+    file response, past the app's problem-details handlers. The assets are small files the page
+    and /docs load whole, so serving parts of them bought nothing.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request without its ``Range`` and ``If-Range`` headers."""
+        if scope["type"] == "http":
+            ranged = (b"range", b"if-range")
+            scope = {**scope, "headers": [h for h in scope["headers"] if h[0] not in ranged]}
+        await super().__call__(scope, receive, send)
+
+    def file_response(
+        self,
+        full_path: PathLike,
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        """Starlette's file response, saying that no part of the file is served alone."""
+        response = super().file_response(full_path, stat_result, scope, status_code)
+        response.headers["accept-ranges"] = "none"
+        return response
+
+
 def install_web(app: FastAPI) -> None:
     """Serve the page's assets under ``/web`` (the page itself and ``/docs`` are ``router``'s)."""
-    app.mount(ASSETS_PATH, StaticFiles(packages=[(web.PACKAGE, web.STATIC)]), name="web")
+    app.mount(ASSETS_PATH, _WholeFiles(packages=[(web.PACKAGE, web.STATIC)]), name="web")
