@@ -108,6 +108,7 @@ TITLES: dict[str, str] = {
     "client_disconnected": "Client disconnected",
     "not_ready": "Not ready",
     "malformed_request": "Malformed request",
+    "cors_refused": "CORS preflight refused",
     "headers_too_large": "Request headers too large",
     "not_found": "Not found",
     "method_not_allowed": "Method not allowed",
