@@ -7,6 +7,7 @@ so the picture is the same whether the tagging ran in-process or through the ser
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,22 @@ def require_format(path: Path) -> None:
             f"{path}: {suffix!r} is no picture format matplotlib writes; end the name with one of "
             f"{', '.join('.' + name for name in sorted(supported))}"
         )
+
+
+def require_folder(path: Path) -> None:
+    """Check that the folder ``path`` names a picture in exists and may be written in (checked
+    before tagging: a missing folder was found only at the write, after each file was tagged).
+
+    Raises:
+        ValueError: the folder is missing, is no folder, or is not writable (the message says
+            which).
+    """
+    folder = path.parent  # "." for a bare name
+    if not folder.is_dir():
+        missing = "is no folder" if folder.exists() else "does not exist"
+        raise ValueError(f"{path}: the folder {folder} {missing}; create it first")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{path}: the folder {folder} is not writable")
 
 
 def column_edges(starts: np.ndarray, ends: np.ndarray, duration: float) -> np.ndarray:

@@ -23,7 +23,7 @@ import typer
 
 from taggram.client import service_url_problem
 from taggram.filenames import printable
-from taggram.plot import PlotUnavailableError, plot_taggram, require_format
+from taggram.plot import PlotUnavailableError, plot_taggram, require_folder, require_format
 from taggram.repository import DEFAULT_REPOSITORY, load_repository
 
 app = typer.Typer()
@@ -214,7 +214,7 @@ class Report:
             title = f"{printable(outcome.path.name)} · {body['model']['name']}"
             try:
                 plot_taggram(outcome.body, picture, rows=self.plot_tags or None, title=title)
-            except (OSError, ValueError) as error:  # a folder that is missing
+            except (OSError, ValueError) as error:  # a full disk, a folder where the file goes
                 self.failed += 1
                 typer.echo(f"{outcome.path}: could not write {picture}: {error}", err=True)
                 return
@@ -337,6 +337,7 @@ def tag(
     if plot is not None:
         try:
             require_format(plot)  # fail before tagging, not after each file
+            require_folder(plot)
         except (PlotUnavailableError, ValueError) as error:
             typer.echo(f"error: --plot: {error}", err=True)
             raise typer.Exit(2) from error

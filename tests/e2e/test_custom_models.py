@@ -371,6 +371,26 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
     assert client.get("/readyz").status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("classifier", "svm,,"),
+        ("classifier", ","),
+        ("classifier", " "),
+        ("features", "MTT_musicnn,,mfcc"),
+        ("features", ",MTT_musicnn"),
+    ],
+)
+def test_an_empty_entry_in_a_comma_list_is_refused(
+    client: httpx.Client, field: str, value: str
+) -> None:
+    """``classifier=svm,,`` was read as ``svm`` (and a blank one as auto), where ``/v1/tag``
+    refuses ``model=A,,B``: a 422 naming the field, before any example is embedded."""
+    refused = create(client, "empties", **{field: value})
+    assert_error(refused, 422, "invalid_options", f"{field} {value!r} has an empty entry")
+    assert client.get("/v1/models/empties").status_code == 404
+
+
 @pytest.mark.parametrize("label", ["tone\x00", "to\nne", "tone\tnoise", "\x1b[31mtone"])
 def test_a_label_with_a_control_character_is_refused(client: httpx.Client, label: str) -> None:
     """A NUL, tab, line break or terminal escape inside a label was stored as part of a tag,
@@ -389,7 +409,7 @@ def test_a_field_in_the_query_string_is_refused_not_ignored(client: httpx.Client
     data, files = form("queried")
     params = {"features": "MTT_musicnn.penultimate", "unknown": "1"}
     response = client.post("/v1/models", params=params, data=data, files=files)
-    assert_error(response, 422, "invalid_examples", "['features', 'unknown']")
+    assert_error(response, 422, "invalid_examples", "query string: features, unknown")
     assert "queried" not in {m["name"] for m in client.get("/v1/models").json()["models"]}
 
 

@@ -195,6 +195,25 @@ def test_bad_options_are_described_alike_in_the_query_and_the_form(
     assert form.json()["detail"] == query.json()["detail"].replace("query.", "form.")
 
 
+def test_thousands_of_unknown_options_are_listed_a_few_and_counted(client: httpx.Client) -> None:
+    """A 422 named every one of thousands of unknown query parameters, in its detail and its
+    ``errors``: the first ten are listed, then how many more there are."""
+    unknown = {f"p{i:04d}": "1" for i in range(2000)}
+    for path in ("/v1/tag", "/v1/tag/batch"):
+        refused = client.post(path, params=unknown)
+        problem = refused.json()
+        assert (refused.status_code, problem["code"]) == (422, "invalid_options"), refused.text
+        assert len(problem["errors"]) == 10, path
+        assert problem["detail"].startswith("query.p0000: "), problem["detail"]
+        assert "p0009" in problem["detail"] and "p0010" not in problem["detail"]
+        assert problem["detail"].endswith("; and 1990 more"), problem["detail"][-80:]
+        assert len(refused.content) < 4096, path
+    models = client.post("/v1/models", params=unknown)
+    assert models.status_code == 422, models.text
+    detail = models.json()["detail"]
+    assert detail.endswith("p0008, p0009, and 1990 more") and len(detail) < 200, detail
+
+
 @pytest.mark.parametrize("path", ["/v1/tag", "/v1/tag/batch"])
 def test_audio_sent_as_a_text_field_is_refused_saying_to_send_a_file(
     client: httpx.Client, path: str

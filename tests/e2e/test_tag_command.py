@@ -423,11 +423,30 @@ def test_plot_names_are_unique_when_inputs_share_a_name(
         assert f"taggram written to {out / name}" in result.stderr, path
 
 
-def test_plot_into_a_missing_folder_is_reported(
+def test_plot_into_a_missing_folder_is_refused_before_tagging(
     server: Server, clips: tuple[Path, Path], tmp_path: Path
 ) -> None:
+    """Each file used to be tagged and printed, then its picture failed to write (exit 1): a
+    usage error, one line and exit 2, before any file is sent, as for a bad suffix."""
     pytest.importorskip("matplotlib", reason="the plot extra is not installed")
     picture = tmp_path / "absent" / "t.png"
+    result = run(*clips, "--url", server.url, "--plot", picture)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    expected = f"error: --plot: {picture}: the folder {picture.parent} does not exist"
+    assert result.stderr.startswith(expected), result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not picture.parent.exists()
+
+
+def test_plot_that_cannot_be_written_is_reported_after_the_tags(
+    server: Server, clips: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """A write that fails all the same (here a folder where the picture goes) is reported for
+    its file, exit 1, the tags printed."""
+    pytest.importorskip("matplotlib", reason="the plot extra is not installed")
+    picture = tmp_path / "t.png"
+    picture.mkdir()
     result = run(clips[1], "--url", server.url, "--plot", picture)
     assert result.exit_code == 1
     assert f"could not write {picture}" in result.stderr

@@ -156,6 +156,19 @@ def test_the_repository_index_lists_the_served_models(
         assert isinstance(refused.json()["error"], str)
 
 
+def test_a_malformed_repository_index_request_is_no_tensor_problem(base_url: str) -> None:
+    """A body that is not ``{"ready": bool}`` carries no tensor: it was a 400 ``invalid_tensor``
+    titled "Tensor does not fit the model". It is the 400 of any malformed request, naming
+    what is wrong."""
+    index = f"{base_url}/v2/repository/index"
+    for bad in (b"{", b'{"ready": "yes"}', b"[1]"):
+        refused = httpx.post(index, content=bad, headers={"Content-Type": "application/json"})
+        problem = refused.json()
+        assert refused.status_code == 400, (bad, refused.text)
+        assert (problem["code"], problem["title"]) == ("malformed_request", "Malformed request")
+        assert problem["error"].startswith("not a repository index request: "), problem
+
+
 def test_loading_and_unloading_are_refused_saying_why(v2: triton.InferenceServerClient) -> None:
     """The service manages its repository: a 409 whose message says so (a 404 said nothing)."""
     for call in (v2.load_model, v2.unload_model):

@@ -101,6 +101,49 @@ def test_every_answer_is_counted_under_its_route(tiny_repository: Path, tmp_path
     assert "X-Request-ID" in preflight.headers
 
 
+def test_a_refused_cors_preflight_is_a_problem_naming_what_was_refused(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """Starlette answered a refused preflight with a text/plain "Disallowed CORS origin, method",
+    the one refusal without a problem body or a code. It is a 400 ``cors_refused`` problem
+    naming what was refused, Starlette's CORS headers kept; an allowed preflight is unchanged."""
+    origin = "https://app.example"
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_CORS_ORIGINS": origin}
+    asked = {
+        ("https://evil.example", "PUT", None): [
+            "origin 'https://evil.example' is not allowed",
+            "method 'PUT' is not allowed (GET, POST, DELETE)",
+        ],
+        (origin, "POST", "X-Secret"): ["request headers 'X-Secret' are not all allowed ("],
+        (origin, "PATCH", "authorization"): ["method 'PATCH' is not allowed"],
+    }
+    with running_server(tiny_repository, tmp_path, env=env) as server:
+        for (asking, method, headers), reasons in asked.items():
+            preflight = {"Origin": asking, "Access-Control-Request-Method": method}
+            if headers is not None:
+                preflight["Access-Control-Request-Headers"] = headers
+            refused = httpx.options(f"{server.url}/v1/tag", headers=preflight)
+            assert refused.status_code == 400, refused.text
+            assert refused.headers["Content-Type"] == "application/problem+json"
+            problem = refused.json()
+            assert (problem["code"], problem["instance"]) == ("cors_refused", "/v1/tag")
+            assert problem["title"] == "CORS preflight refused"
+            assert problem["request_id"] == refused.headers["X-Request-ID"]
+            assert problem["detail"].startswith("CORS preflight refused: "), problem
+            for reason in reasons:
+                assert reason in problem["detail"], (reason, problem["detail"])
+            assert refused.headers["Access-Control-Allow-Methods"] == "GET, POST, DELETE"
+            assert "x-secret" not in refused.headers["Access-Control-Allow-Headers"].lower()
+        allowed = httpx.options(
+            f"{server.url}/v1/tag",
+            headers={"Origin": origin, "Access-Control-Request-Method": "POST"},
+        )
+        metrics = httpx.get(f"{server.url}/metrics").text
+    assert (allowed.status_code, allowed.text) == (200, "OK")
+    assert allowed.headers["Access-Control-Allow-Origin"] == origin
+    assert 'taggram_errors_total{code="cors_refused"} 3.0' in metrics
+
+
 @pytest.mark.parametrize(
     ("proxies", "logged"), [("127.0.0.0/8", "203.0.113.7"), ("192.0.2.1", "127.0.0.1")]
 )

@@ -10,12 +10,12 @@ from importlib.metadata import version
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from starlette.routing import Mount, Route
 
 from taggram.service.api.auth import API_KEY_HEADER, KeyRing
 from taggram.service.api.body_budget import BodyBudgetMiddleware
 from taggram.service.api.content_encoding import ContentDecodingMiddleware
+from taggram.service.api.cors import ProblemCORSMiddleware
 from taggram.service.api.errors import install_error_handlers
 from taggram.service.api.head import HeadMiddleware
 from taggram.service.api.middleware import REQUEST_ID_HEADER, RequestContextMiddleware
@@ -102,9 +102,10 @@ def create_app(
     app.add_middleware(BodyBudgetMiddleware, max_bytes=settings.max_body_bytes_in_flight)
     if settings.cors_origins:
         # Outside the routes, so preflight requests are answered before authentication, and
-        # inside the request metrics, which count the preflights too.
+        # inside the request metrics, which count the preflights too; a refused preflight is a
+        # problem, like every other refusal.
         app.add_middleware(
-            CORSMiddleware,
+            ProblemCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=[

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -108,12 +108,26 @@ TITLES: dict[str, str] = {
     "client_disconnected": "Client disconnected",
     "not_ready": "Not ready",
     "malformed_request": "Malformed request",
+    "cors_refused": "CORS preflight refused",
     "headers_too_large": "Request headers too large",
     "not_found": "Not found",
     "method_not_allowed": "Method not allowed",
     "inference_failed": "Inference failed",
     "internal_error": "Internal server error",
 }
+
+
+# How many problems or names a detail lists before "and N more": a request with thousands of
+# unknown query parameters got a detail (and an `errors` list) naming every one of them.
+LISTED = 10
+
+
+def listed(items: Sequence[str], separator: str = ", ", total: int | None = None) -> str:
+    """The first :data:`LISTED` of ``items`` joined by ``separator``, then ``and N more`` for
+    the rest of ``total`` (``len(items)`` unless given: items already cut to the first few)."""
+    shown = list(items[:LISTED])
+    more = (len(items) if total is None else total) - len(shown)
+    return separator.join(shown + ([f"and {more} more"] if more > 0 else []))
 
 
 def status_of(error: TaggramError) -> int:
@@ -256,11 +270,17 @@ def _location(parts: Iterable[Any]) -> list[str | int]:
 
 async def _validation_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, RequestValidationError)
+    problems = error.errors()
+    # The first few only, as the detail lists them (thousands of unknown query parameters).
     fields = [
         FieldProblem(location=_location(item["loc"]), message=item["msg"])
-        for item in error.errors()
+        for item in problems[:LISTED]
     ]
-    detail = "; ".join(f"{'.'.join(map(str, field.location))}: {field.message}" for field in fields)
+    detail = listed(
+        [f"{'.'.join(map(str, field.location))}: {field.message}" for field in fields],
+        "; ",
+        total=len(problems),
+    )
     code = errors.InvalidOptionsError.code
     if is_under(request.scope, "/v2"):
         # The Open Inference Protocol answers a malformed inference request with 400.

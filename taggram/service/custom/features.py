@@ -69,8 +69,23 @@ def _left_out(item: str, models: dict[str, ModelMetadata]) -> str:
     return f" ({name} is a quantised copy of {original}: ask for {original}'s, the same features)"
 
 
-def _items(text: str | None) -> list[str]:
-    return [part.strip() for part in (text or "").split(",") if part.strip()]
+def _items(text: str | None, field: str) -> list[str]:
+    """The comma-separated entries of ``field`` (none when it is not given).
+
+    Raises:
+        InvalidOptionsError: an empty entry (``svm,,``, ``,``, a blank value): refused, as
+            ``/v1/tag`` refuses ``model=A,,B``, rather than read as the entries around it (or
+            as ``auto``), which the caller may not have meant.
+    """
+    if text is None:
+        return []
+    items = [part.strip() for part in text.split(",")]
+    if not all(items):
+        raise InvalidOptionsError(
+            f"{field} {text!r} has an empty entry: give names separated by commas, or leave "
+            f"{field} out for {AUTO}"
+        )
+    return items
 
 
 def auto_features(every: list[str], one_shot: bool) -> list[str]:
@@ -92,7 +107,7 @@ def parse_features(
     comma-separated list of ``model.output`` names or model names (each standing for all of
     that model's outputs)."""
     every = available(models)
-    items = _items(text)
+    items = _items(text, "features")
     if not items or items == [AUTO]:
         if not every:
             raise InvalidOptionsError("no loaded model has an embedding output to build on")
@@ -111,7 +126,7 @@ def parse_features(
 
 def parse_classifiers(text: str | None) -> list[str]:
     """``auto`` (or nothing) for all four; else a comma-separated subset of :data:`CLASSIFIERS`."""
-    items = _items(text)
+    items = _items(text, "classifier")
     if not items or items == [AUTO]:
         return list(CLASSIFIERS)
     unknown = [item for item in items if item not in CLASSIFIERS]

@@ -17,6 +17,7 @@ from taggram.repository import ModelMetadata
 from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
+from taggram.service.api.errors import listed
 from taggram.service.api.openapi import problems
 from taggram.service.api.paths import root_path
 from taggram.service.api.schemas import ModelList
@@ -155,7 +156,7 @@ def _text(form: FormData, field: str) -> str | None:
 def _creation(form: FormData) -> CreateRequest:
     unknown = sorted(set(form.keys()) - {*_SINGLE_FIELDS, "files", "labels", "classes"})
     if unknown:
-        raise InvalidExamplesError(f"unknown form fields {unknown}")
+        raise InvalidExamplesError(f"unknown form fields: {listed(unknown)}")
     name = _text(form, "name")
     if not name:
         raise InvalidExamplesError("the form has no 'name' field")
@@ -205,7 +206,7 @@ async def create_model(request: Request, response: Response, tagger: TaggerDep) 
         # with features the caller had not asked for.
         raise InvalidExamplesError(
             "send the fields in the multipart form, not the query string: "
-            f"{sorted(set(request.query_params.keys()))}"
+            f"{listed(sorted(set(request.query_params.keys())))}"
         )
     settings = tagger.settings
     limit = settings.max_custom_examples

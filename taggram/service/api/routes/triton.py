@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from fastapi import Path, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from starlette.exceptions import HTTPException
 
 from taggram.repository import ModelMetadata, TensorSpec
 from taggram.service.api.deps import TaggerDep
@@ -27,7 +28,7 @@ from taggram.service.api.routes.v2 import (
     PLATFORM,
     ModelName,
     ModelVersion,
-    invalid_body,
+    body_problems,
     protocol_router,
     served_model,
     served_version,
@@ -307,8 +308,10 @@ async def repository_index(request: Request, tagger: TaggerDep) -> list[Reposito
     try:
         asked = RepositoryIndexRequest.model_validate_json(body or b"{}")
     except ValidationError as error:
-        # 400 invalid_tensor, as /v2 answers every malformed request (api/errors.py).
-        raise invalid_body(error, "a repository index request") from error
+        # 400 malformed_request, as a malformed multipart body is answered (api/errors.py):
+        # invalid_tensor ("Tensor does not fit the model") misled, for a body without a tensor.
+        detail = body_problems(error, "a repository index request")
+        raise HTTPException(status_code=400, detail=detail) from error
     index = []
     for meta in _served(tagger):
         ready = tagger.is_loaded(meta.name)

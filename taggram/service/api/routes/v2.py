@@ -326,12 +326,17 @@ def _split(body: bytes, header_length: str | None, json_limit: int) -> tuple[byt
     return json_part, binary
 
 
-def invalid_body(error: ValidationError, what: str) -> InvalidTensorError:
-    """The 400 for a /v2 body that is not ``what``: each problem's location and message."""
+def body_problems(error: ValidationError, what: str) -> str:
+    """Why a JSON body is not ``what``: each problem's location and message."""
     problems_ = "; ".join(
         f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}" for item in error.errors()
     )
-    return InvalidTensorError(f"not {what}: {problems_}")
+    return f"not {what}: {problems_}"
+
+
+def invalid_body(error: ValidationError, what: str) -> InvalidTensorError:
+    """The 400 for a /v2 inference body that is not ``what`` (:func:`body_problems`)."""
+    return InvalidTensorError(body_problems(error, what))
 
 
 def _parse(json_part: bytes) -> InferenceRequest:
