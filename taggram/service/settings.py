@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from taggram.repository import DEFAULT_REPOSITORY
+from taggram.repository import DEFAULT_REPOSITORY, load_repository
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["text", "json"]
@@ -382,14 +382,29 @@ def environment_settings(**values: Any) -> Settings:
         raise SettingsError("; ".join(problems(error))) from error
 
 
+def _taggers_first(repository: Path, networks: list[str]) -> list[str]:
+    """``networks`` with those that tag first, order kept otherwise: the first becomes the
+    default model, which the Tagger refuses to be a feature extractor beside a tagger (``mfcc``
+    read first by a custom model that also reads ``MTT_musicnn``), though the caller tags with
+    the custom model by name. A network the repository lacks is left to the Tagger to name."""
+    entries = load_repository(repository, verify_hashes=False)  # the Tagger verifies them
+    tags = {
+        name: entry.metadata.probabilities_output is not None for name, entry in entries.items()
+    }
+    return sorted(networks, key=lambda name: not tags.get(name, False))
+
+
 def in_process_settings(repository: Path, model: str | None, *, warmup: bool = True) -> Settings:
     """Settings for tagging in-process (``taggram tag``, ``catalogue --local``): ``TAGGRAM_*``
     variables apply, only the model the run uses is loaded, and the queue budget and deadline are
     lifted, since they protect a server's other clients and in-process every file is the run's
     own (the queue's patch bound still holds memory). A ``model`` that the repository lacks but
     the custom-models folder holds (``taggram models create --local``) loads the networks its
-    members read, the first as the default model: the caller tags with ``model`` by name.
-    Raises :class:`SettingsError` as :func:`environment_settings`."""
+    members read, one that tags first, as the default model: the caller tags with ``model`` by
+    name.
+    Raises :class:`SettingsError` as :func:`environment_settings`, and
+    :class:`~taggram.repository.RepositoryError` for a custom model on a repository that
+    cannot be read."""
     base = environment_settings(model_repository=repository)
     models = [model or base.default_model]
     if model is not None and not (repository / model).is_dir():
@@ -397,7 +412,7 @@ def in_process_settings(repository: Path, model: str | None, *, warmup: bool = T
 
         record = stored_records(base.custom_models).get(model)
         if record is not None:
-            models = record_networks(record)
+            models = _taggers_first(repository, record_networks(record))
     return base.model_copy(
         update={
             "models": models,

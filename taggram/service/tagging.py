@@ -238,7 +238,25 @@ class Tagger:
             raise RepositoryError(
                 f"default model {default!r} is not in {repository} (TAGGRAM_DEFAULT_MODEL); {has}"
             )
-        return {name: entries[name] for name in wanted}
+        selected = {name: entries[name] for name in wanted}
+        # A feature extractor answers only with embeddings=: as the default beside models that
+        # tag, every request without model= was a 422 from a service that had started normally.
+        # A service of feature extractors alone keeps one as its default (embeddings= requests).
+        taggers = [
+            name
+            for name, entry in selected.items()
+            if entry.metadata.probabilities_output is not None
+        ]
+        if taggers and entries[default].metadata.probabilities_output is None:
+            setting = "TAGGRAM_DEFAULT_MODEL"
+            if "default_model" not in self.settings.model_fields_set:
+                setting += " unset: the first of TAGGRAM_MODELS"
+            raise RepositoryError(
+                f"default model {default!r} ({setting}) is a feature extractor: it gives no "
+                "tags, so every request without model= would be refused; set "
+                f"TAGGRAM_DEFAULT_MODEL to one of the models that tag: {', '.join(taggers)}"
+            )
+        return selected
 
     @property
     def models(self) -> dict[str, ModelMetadata]:

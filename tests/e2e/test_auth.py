@@ -59,6 +59,22 @@ def test_v1_and_v2_need_a_known_key(secured_server: SecuredServer, method: str, 
             assert problem["code"] == "unauthorized" and problem["status"] == 401
 
 
+def test_a_basic_credential_is_told_how_to_send_the_key(secured_server: SecuredServer) -> None:
+    """A Basic ``Authorization`` was told "an API key is required" although it sent a credential:
+    same status, code and challenge, a detail naming the scheme and how to send the key."""
+    basic = {"Authorization": "Basic dXNlcjpwYXNz"}  # user:pass
+    with httpx.Client(base_url=secured_server.url) as http:
+        response = http.get("/v1/models", headers=basic)
+    assert response.status_code == 401, response.text
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="taggram"'
+    assert response.json()["code"] == "unauthorized"
+    assert response.json()["detail"] == (
+        "the credential scheme 'Basic' is not accepted: send 'Authorization: Bearer <key>' or "
+        "'X-API-Key: <key>'"
+    )
+    assert "dXNlcjpwYXNz" not in response.text
+
+
 def test_either_header_carries_the_key(secured_server: SecuredServer) -> None:
     keys = (secured_server.tag_key, secured_server.admin_key)  # from the env and from the file
     with httpx.Client(base_url=secured_server.url, timeout=120) as http:

@@ -470,6 +470,34 @@ def test_a_bad_inference_header_length_is_a_400(
     assert "Inference-Header-Content-Length" in answer.json()["error"]
 
 
+def test_two_different_inference_header_lengths_are_a_400(secured_server: SecuredServer) -> None:
+    """Two ``Inference-Header-Content-Length`` values that differ leave the split of the body
+    ambiguous: the first was used and the request answered 200. Repeats of one value are one."""
+    tensor = {"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
+              "parameters": {"binary_data_size": 48128 * 4}}  # fmt: skip
+    header = json.dumps({"inputs": [tensor]}).encode()
+    answers = [
+        httpx.post(
+            f"{secured_server.url}/v2/models/MTT_musicnn/infer",
+            content=header + np.zeros(48128, "<f4").tobytes(),
+            headers=[
+                ("X-API-Key", secured_server.tag_key),
+                ("Inference-Header-Content-Length", str(len(header))),
+                ("Inference-Header-Content-Length", str(second)),
+            ],
+            timeout=60,
+        )
+        for second in (len(header) + 4, len(header))
+    ]
+    differ, same = answers
+    assert (differ.status_code, differ.json()["code"]) == (400, "invalid_tensor"), differ.text
+    assert differ.json()["error"] == (
+        f"Inference-Header-Content-Length is sent 2 times with different values ({len(header)}, "
+        f"{len(header) + 4}); send it once"
+    )
+    assert same.status_code == 200, same.text
+
+
 @pytest.fixture(scope="module")
 def prefixed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server for the /taggram prefix behind a proxy (one model, no warm-up: quick to start)."""

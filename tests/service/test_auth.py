@@ -127,6 +127,24 @@ def test_a_missing_or_wrong_key_gets_401_with_a_challenge(headers: dict[str, str
     assert response.json()["code"] == "unauthorized"
 
 
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({"Authorization": f"Basic {TAG}"}, "the credential scheme 'Basic' is not accepted: "),
+        ({"Authorization": "Bearer"}, "an API key is required: "),
+        ({"Authorization": f"Basic {TAG}", "X-API-Key": "wrong-key-of-some-length"}, "the API"),
+    ],
+)
+def test_a_credential_of_another_scheme_is_told_how_to_send_the_key(
+    headers: dict[str, str], detail: str
+) -> None:
+    """``Authorization: Basic ...`` was told "an API key is required" although it sent one."""
+    response = _call(_app([TAG]), "GET", headers)
+    assert response.status_code == 401
+    assert response.json()["detail"].startswith(detail)
+    assert TAG not in response.text
+
+
 def test_without_keys_everything_is_open() -> None:
     app = _app([])
     assert _call(app, "GET").json() == "tagged"

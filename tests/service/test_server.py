@@ -250,6 +250,30 @@ def test_a_model_that_cannot_load_makes_the_process_exit_1(tmp_path: Path) -> No
     assert "loading the models failed" in finished.stderr
 
 
+def test_a_feature_extractor_as_the_default_model_is_a_usage_error_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """``TAGGRAM_DEFAULT_MODEL=mfcc`` on a full repository started, then refused every request
+    without ``model`` (422): it exits 2 before loading, naming the setting and the taggers."""
+    extractor = tiny_metadata("extractor").model_copy(
+        update={"tags": [], "probabilities_output": None}
+    )
+    write_model(tmp_path, tiny_metadata(), b"not loaded")  # the check comes before loading
+    write_model(tmp_path, extractor, b"not loaded either")
+    (tmp_path / COMPLETE_MARKER).touch()
+    command = [sys.executable, "-m", "taggram", "serve", "--port", str(free_port())]
+    env = {"TAGGRAM_MODEL_REPOSITORY": str(tmp_path), "TAGGRAM_DEFAULT_MODEL": "extractor"}
+    finished = subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert finished.returncode == 2, finished.stderr
+    assert finished.stderr.splitlines() == [
+        "error: default model 'extractor' (TAGGRAM_DEFAULT_MODEL) is a feature extractor: it "
+        "gives no tags, so every request without model= would be refused; set "
+        "TAGGRAM_DEFAULT_MODEL to one of the models that tag: tiny"
+    ]
+
+
 def test_a_second_server_on_a_port_in_use_is_a_usage_error_in_one_line(
     tiny_repository: Path, tmp_path: Path
 ) -> None:

@@ -13,10 +13,12 @@ import pytest
 import soundfile as sf
 
 from taggram.repository import COMPLETE_MARKER, RepositoryError, write_model
+from taggram.service.custom import storage
 from taggram.service.errors import InvalidOptionsError, ModelNotFoundError
-from taggram.service.settings import Settings
+from taggram.service.settings import Settings, in_process_settings
 from taggram.service.tagging import Tagger, TagOptions, TagResult
 from tests.service.conftest import _tiny_onnx, tiny_metadata
+from tests.service.custom.test_storage import record
 
 
 def _settings(repository: Path) -> Settings:
@@ -68,6 +70,51 @@ def test_bad_requests_fail_before_any_work(tiny_repository: Path) -> None:
 def test_missing_default_model_fails_at_start(tiny_repository: Path) -> None:
     with pytest.raises(RepositoryError, match="MTT_musicnn"):
         Tagger(Settings(model_repository=tiny_repository))
+
+
+def _with_extractor(root: Path) -> Path:
+    """A repository of ``tiny`` (a tagger) and ``extractor`` (embeddings only, like ``mfcc``)."""
+    write_model(root, tiny_metadata(), _tiny_onnx())
+    extractor = tiny_metadata("extractor").model_copy(
+        update={"tags": [], "probabilities_output": None}
+    )
+    write_model(root, extractor, _tiny_onnx())
+    (root / COMPLETE_MARKER).touch()
+    return root
+
+
+def test_a_feature_extractor_as_default_beside_a_tagger_fails_at_start(tmp_path: Path) -> None:
+    """Started with one, every request without ``model`` was a 422; a service of feature
+    extractors alone keeps one as its default (it answers ``embeddings=`` requests)."""
+    repository = _with_extractor(tmp_path)
+    explicit = "default model 'extractor' \\(TAGGRAM_DEFAULT_MODEL\\) is a feature extractor"
+    with pytest.raises(RepositoryError, match=f"{explicit}.*models that tag: tiny$"):
+        Tagger(Settings(model_repository=repository, default_model="extractor"))
+    implicit = "TAGGRAM_DEFAULT_MODEL unset: the first of TAGGRAM_MODELS"
+    with pytest.raises(RepositoryError, match=implicit):
+        Tagger(Settings(model_repository=repository, models=["extractor", "tiny"]))
+    alone = Tagger(Settings(model_repository=repository, models=["extractor"]))
+    assert alone.settings.default_model == "extractor"
+
+
+def test_in_process_a_custom_model_reading_an_extractor_first_loads_beside_its_tagger(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``taggram tag --local -m`` a custom model on ``extractor`` and ``tiny``: its first network
+    became the default model, which the check above would refuse; a tagger comes first."""
+    repository = _with_extractor(tmp_path / "repository")
+    voters = [
+        storage.MemberRecord(features=f"{name}.embedding", classifier="prototypes")
+        for name in ("extractor", "tiny")
+    ]
+    mine = record("mine").model_copy(
+        update={"base": "extractor", "features": "extractor.embedding", "members": voters}
+    )
+    storage.write(tmp_path / "custom", mine, {})
+    monkeypatch.setenv("TAGGRAM_CUSTOM_MODELS", str(tmp_path / "custom"))
+    settings = in_process_settings(repository, "mine")
+    assert (settings.models, settings.default_model) == (["tiny", "extractor"], "tiny")
+    assert list(Tagger(settings).entries) == ["tiny", "extractor"]
 
 
 def test_stopping_while_models_load_leaves_the_rest_unloaded(tmp_path: Path) -> None:

@@ -146,6 +146,22 @@ _API_KEY = APIKeyHeader(
 )
 
 
+_HOW = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+def _refusal(presented: str | None, authorization: str | None) -> str:
+    """The 401's detail: a key that matched none, or why none was read. An ``Authorization``
+    header of another scheme (``Basic``, say) is a credential sent, just not one read: told
+    "an API key is required", its sender could not see what to change. Only the scheme is
+    named, never the credential (it is a secret), and only its first 32 characters."""
+    if presented:
+        return "the API key is not valid"
+    scheme = (authorization or "").strip().partition(" ")[0]
+    if scheme and scheme.lower() != "bearer":
+        return f"the credential scheme {scheme[:32]!r} is not accepted: {_HOW}"
+    return f"an API key is required: {_HOW}"
+
+
 def require_scope(scope: Scope) -> Callable[..., Awaitable[None]]:
     """A route dependency: 401 without a known key, 403 when its scope does not allow ``scope``.
 
@@ -169,12 +185,7 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[None]]:
             reason = "unknown" if presented else "missing"
             metrics.AUTH_FAILURES.labels(reason=reason).inc()
             log.info("%s %s: %s API key", request.method, request.url.path, reason)
-            raise AuthenticationError(
-                "the API key is not valid"
-                if presented
-                else "an API key is required: send 'Authorization: Bearer <key>' or "
-                "'X-API-Key: <key>'"
-            )
+            raise AuthenticationError(_refusal(presented, request.headers.get("Authorization")))
         request.state.key_id = key.id
         if not key.allows(scope):
             metrics.AUTH_FAILURES.labels(reason="scope").inc()

@@ -306,8 +306,20 @@ async def model_ready(model_name: ModelName, tagger: TaggerDep) -> ModelReady:
     return ModelReady(name=meta.name, ready=True)
 
 
-def _split(body: bytes, header_length: str | None, json_limit: int) -> tuple[bytes, bytes]:
-    """The JSON header and the binary tensor data after it."""
+def _split(body: bytes, header_lengths: list[str], json_limit: int) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tensor data after it; ``header_lengths``: every
+    ``Inference-Header-Content-Length`` the request carries (none: all of the body is JSON).
+    Raises :class:`InvalidTensorError` for lengths that differ or one that is not a byte count
+    within the body, :class:`PayloadTooLargeError` for a JSON part over ``json_limit`` bytes."""
+    # Two that differ leave the split ambiguous: reading the first answered 200 for a body a
+    # proxy or another server may read with the second. Repeats of one value are the same
+    # length (as RFC 9112 lets a recipient take repeated identical Content-Length values).
+    if len(set(header_lengths)) > 1:
+        raise InvalidTensorError(
+            f"{HEADER_LENGTH} is sent {len(header_lengths)} times with different values "
+            f"({', '.join(header_lengths)}); send it once"
+        )
+    header_length = header_lengths[0] if header_lengths else None
     if header_length is None:
         json_part, binary = body, b""
     else:
@@ -658,7 +670,7 @@ async def model_infer(model_name: ModelName, request: Request, tagger: TaggerDep
     settings = tagger.settings
     body = await read_body(request, InputBudget.of(settings, settings.max_upload_bytes))
     json_limit = settings.max_json_tensor_elements * _JSON_BYTES_PER_ELEMENT + _JSON_OVERHEAD_BYTES
-    json_part, binary = _split(body, request.headers.get(HEADER_LENGTH), json_limit)
+    json_part, binary = _split(body, request.headers.getlist(HEADER_LENGTH), json_limit)
     # Parsing is the /v2 request's decoding (80 ms for a JSON tensor of 1 Mi values, which
     # stalled every other request on the event loop): on a decode slot, within its budgets.
     infer_request, patches = await tagger.decodes.run(
