@@ -56,6 +56,19 @@ def _batched_patches(session: ModelSession) -> float:
     return REGISTRY.get_sample_value("taggram_batch_size_sum", labels) or 0.0
 
 
+def _admission_batcher(session: ModelSession, max_queue_delay_seconds: float) -> Batcher:
+    """A batcher whose expected waits are patch counts (1 s a patch, 5 s of budget) and whose
+    batches (512 rows) do not fill: requests stay queued for ``max_queue_delay_seconds``."""
+    return Batcher(
+        session,
+        max_batch_size=512,
+        max_queue_delay_seconds=max_queue_delay_seconds,
+        max_queue_patches=1000,
+        queue_budget_seconds=5.0,
+        seconds_per_patch=1.0,
+    )
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_concurrent_requests_get_their_own_rows(session: ModelSession, workers: int) -> None:
     requests = [_patches(session, seconds, seed) for seed, seconds in enumerate([1, 7, 30, 12, 4])]
@@ -300,14 +313,7 @@ def test_a_small_request_is_not_stuck_behind_long_ones(session: ModelSession) ->
 def test_admission_counts_the_work_ahead_not_the_request_itself(session: ModelSession) -> None:
     async def run() -> None:
         # A long collection window keeps the first request queued while the others ask in.
-        batcher = Batcher(
-            session,
-            max_batch_size=512,
-            max_queue_delay_seconds=0.5,
-            max_queue_patches=1000,
-            queue_budget_seconds=5.0,
-            seconds_per_patch=1.0,
-        )
+        batcher = _admission_batcher(session, 0.5)
         batcher.start()
         try:
             assert batcher.expected_wait(301) == 0  # a 900 s track on an idle model
@@ -455,14 +461,7 @@ def test_admission_counts_higher_levels_in_full_and_lower_ones_not_at_all(
     stay queued until the batcher stops, whatever the machine's speed."""
 
     async def run() -> None:
-        batcher = Batcher(
-            session,
-            max_batch_size=512,
-            max_queue_delay_seconds=3600.0,
-            max_queue_patches=1000,
-            queue_budget_seconds=5.0,
-            seconds_per_patch=1.0,
-        )
+        batcher = _admission_batcher(session, 3600.0)
         batcher.start()
         queued = []
         try:
