@@ -533,12 +533,16 @@ def _priority(parameters: Parameters | None, batcher: Batcher) -> int | None:
     value = (parameters or {}).get("priority")
     if value is None:
         return None
-    if type(value) is not int or not 0 <= value <= batcher.priority_levels:
+    try:
+        if type(value) is not int:  # not a bool or a float either
+            raise ValueError(f"priority {value!r} is not a whole number")
+        batcher.level(value)  # the batcher's levels are the range
+    except ValueError as error:
         raise InvalidTensorError(
             f"parameter 'priority' must be a whole number from 1 (the highest level) to "
             f"{batcher.priority_levels}, or 0 for the default level "
             f"({batcher.default_priority_level}); got {value!r}"
-        )
+        ) from error
     return value or None
 
 
