@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from taggram.repository import DEFAULT_REPOSITORY, load_repository
+from taggram.repository import DEFAULT_REPOSITORY
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["text", "json"]
@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     )
     default_model: str = Field(
         "MTT_musicnn",
-        description="model used when a request names none; unset, the first of --models when "
-        "they leave MTT_musicnn out",
+        description="model used when a request names none; unset, the first of --models that "
+        "tags when they leave MTT_musicnn out",
     )
     max_batch_size: int = Field(
         8, ge=1, description="most patches per inference batch (on a CPU; see --gpu-max-batch-size)"
@@ -267,15 +267,16 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _default_among_models(self) -> Self:
         """The default model must be served: left unset, it becomes the first of ``models``
-        when they leave the built-in default out; set explicitly to a model outside them, the
-        settings are refused (every request without ``model`` would get a 404)."""
+        when they leave the built-in default out (the Tagger, which reads the repository, passes
+        over feature extractors to the first that tags); set explicitly to a model outside them,
+        the settings are refused (every request without ``model`` would get a 404)."""
         if not self.models or self.default_model in self.models:
             return self
         if "default_model" in self.model_fields_set:
             raise ValueError(
                 f"default_model {self.default_model!r} (TAGGRAM_DEFAULT_MODEL) is not among the "
                 f"models loaded, {', '.join(self.models)} (TAGGRAM_MODELS): add it to them, or "
-                f"leave default_model unset to use {self.models[0]!r}"
+                "leave default_model unset to use the first of them that tags"
             )
         # Frozen once validated: this is the one place the value is chosen.
         object.__setattr__(self, "default_model", self.models[0])
@@ -382,29 +383,16 @@ def environment_settings(**values: Any) -> Settings:
         raise SettingsError("; ".join(problems(error))) from error
 
 
-def _taggers_first(repository: Path, networks: list[str]) -> list[str]:
-    """``networks`` with those that tag first, order kept otherwise: the first becomes the
-    default model, which the Tagger refuses to be a feature extractor beside a tagger (``mfcc``
-    read first by a custom model that also reads ``MTT_musicnn``), though the caller tags with
-    the custom model by name. A network the repository lacks is left to the Tagger to name."""
-    entries = load_repository(repository, verify_hashes=False)  # the Tagger verifies them
-    tags = {
-        name: entry.metadata.probabilities_output is not None for name, entry in entries.items()
-    }
-    return sorted(networks, key=lambda name: not tags.get(name, False))
-
-
 def in_process_settings(repository: Path, model: str | None, *, warmup: bool = True) -> Settings:
     """Settings for tagging in-process (``taggram tag``, ``catalogue --local``): ``TAGGRAM_*``
     variables apply, only the model the run uses is loaded, and the queue budget and deadline are
     lifted, since they protect a server's other clients and in-process every file is the run's
     own (the queue's patch bound still holds memory). A ``model`` that the repository lacks but
     the custom-models folder holds (``taggram models create --local``) loads the networks its
-    members read, one that tags first, as the default model: the caller tags with ``model`` by
-    name.
-    Raises :class:`SettingsError` as :func:`environment_settings`, and
-    :class:`~taggram.repository.RepositoryError` for a custom model on a repository that
-    cannot be read."""
+    members read: the caller tags with ``model`` by name, and the default model is left unset,
+    so that the Tagger passes over a network that is a feature extractor (``mfcc`` read before
+    ``MTT_musicnn``) to the first that tags, as it does for ``TAGGRAM_MODELS``.
+    Raises :class:`SettingsError` as :func:`environment_settings`."""
     base = environment_settings(model_repository=repository)
     models = [model or base.default_model]
     if model is not None and not (repository / model).is_dir():
@@ -412,13 +400,14 @@ def in_process_settings(repository: Path, model: str | None, *, warmup: bool = T
 
         record = stored_records(base.custom_models).get(model)
         if record is not None:
-            models = _taggers_first(repository, record_networks(record))
-    return base.model_copy(
-        update={
-            "models": models,
-            "default_model": models[0],
-            "warmup": warmup and base.warmup,
-            "queue_budget_seconds": 86_400.0,
-            "queue_deadline_seconds": 86_400.0,
-        }
-    )
+            models = record_networks(record)
+    values = dict(base) | {
+        "models": models,
+        "default_model": models[0],
+        "warmup": warmup and base.warmup,
+        "queue_budget_seconds": 86_400.0,
+        "queue_deadline_seconds": 86_400.0,
+    }
+    # Not model_copy(update=...), which counts default_model as set: the Tagger refuses a
+    # feature extractor set explicitly as the default beside models that tag.
+    return Settings.model_construct(base.model_fields_set - {"default_model"}, **values)

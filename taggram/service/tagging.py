@@ -200,6 +200,9 @@ class Tagger:
         # TAGGRAM_MODELS) may load it, so no custom model may take it.
         self.repository_names = frozenset(repository)
         self.entries = self._select(repository)
+        # Frozen settings: a copy carries the default chosen among the models loaded.
+        default = self._default_model(repository)
+        self.settings = settings.model_copy(update={"default_model": default})
         # Chosen here, not when the sessions load: a provider that is not installed is refused
         # before the server opens its port.
         self.providers = choose_providers(settings.providers)
@@ -238,25 +241,34 @@ class Tagger:
             raise RepositoryError(
                 f"default model {default!r} is not in {repository} (TAGGRAM_DEFAULT_MODEL); {has}"
             )
-        selected = {name: entries[name] for name in wanted}
-        # A feature extractor answers only with embeddings=: as the default beside models that
-        # tag, every request without model= was a 422 from a service that had started normally.
-        # A service of feature extractors alone keeps one as its default (embeddings= requests).
+        return {name: entries[name] for name in wanted}
+
+    def _default_model(self, entries: dict[str, ModelEntry]) -> str:
+        """The model a request without ``model`` gets: ``TAGGRAM_DEFAULT_MODEL``, or unset, the
+        first of the loaded models that tags (``TAGGRAM_MODELS=mfcc,MTT_vgg``: ``MTT_vgg``).
+
+        A feature extractor answers only with embeddings=: as the default beside models that
+        tag, every request without model= was a 422 from a service that had started normally,
+        and unset, the settings' choice (the first of ``TAGGRAM_MODELS``) refused to start. A
+        service of feature extractors alone keeps one as its default (embeddings= requests).
+        ``entries``: the whole repository. Raises :class:`RepositoryError` for a feature
+        extractor set explicitly beside models that tag.
+        """
+        default = self.settings.default_model
         taggers = [
             name
-            for name, entry in selected.items()
+            for name, entry in self.entries.items()
             if entry.metadata.probabilities_output is not None
         ]
-        if taggers and entries[default].metadata.probabilities_output is None:
-            setting = "TAGGRAM_DEFAULT_MODEL"
-            if "default_model" not in self.settings.model_fields_set:
-                setting += " unset: the first of TAGGRAM_MODELS"
-            raise RepositoryError(
-                f"default model {default!r} ({setting}) is a feature extractor: it gives no "
-                "tags, so every request without model= would be refused; set "
-                f"TAGGRAM_DEFAULT_MODEL to one of the models that tag: {', '.join(taggers)}"
-            )
-        return selected
+        if not taggers or entries[default].metadata.probabilities_output is not None:
+            return default
+        if "default_model" not in self.settings.model_fields_set:
+            return taggers[0]
+        raise RepositoryError(
+            f"default model {default!r} (TAGGRAM_DEFAULT_MODEL) is a feature extractor: it gives "
+            "no tags, so every request without model= would be refused; set "
+            f"TAGGRAM_DEFAULT_MODEL to one of the models that tag: {', '.join(taggers)}"
+        )
 
     @property
     def models(self) -> dict[str, ModelMetadata]:

@@ -470,21 +470,27 @@ def test_a_bad_inference_header_length_is_a_400(
     assert "Inference-Header-Content-Length" in answer.json()["error"]
 
 
-def test_two_different_inference_header_lengths_are_a_400(secured_server: SecuredServer) -> None:
+@pytest.mark.parametrize("folded", [False, True], ids=["two-headers", "one-comma-list"])
+def test_two_different_inference_header_lengths_are_a_400(
+    secured_server: SecuredServer, folded: bool
+) -> None:
     """Two ``Inference-Header-Content-Length`` values that differ leave the split of the body
-    ambiguous: the first was used and the request answered 200. Repeats of one value are one."""
+    ambiguous: the first was used and the request answered 200. Repeats of one value are one,
+    also folded into one header as a proxy joins them ("10, 10"), which was a 400."""
     tensor = {"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
               "parameters": {"binary_data_size": 48128 * 4}}  # fmt: skip
     header = json.dumps({"inputs": [tensor]}).encode()
+
+    def lengths(second: int) -> list[tuple[str, str]]:
+        values = [str(len(header)), str(second)]
+        name = "Inference-Header-Content-Length"
+        return [(name, ", ".join(values))] if folded else [(name, value) for value in values]
+
     answers = [
         httpx.post(
             f"{secured_server.url}/v2/models/MTT_musicnn/infer",
             content=header + np.zeros(48128, "<f4").tobytes(),
-            headers=[
-                ("X-API-Key", secured_server.tag_key),
-                ("Inference-Header-Content-Length", str(len(header))),
-                ("Inference-Header-Content-Length", str(second)),
-            ],
+            headers=[("X-API-Key", secured_server.tag_key), *lengths(second)],
             timeout=60,
         )
         for second in (len(header) + 4, len(header))

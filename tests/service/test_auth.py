@@ -8,6 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
+from prometheus_client import REGISTRY
 
 from taggram.service.api import create_app
 from taggram.service.api.auth import ApiKey, KeyRing, key_id, require_scope
@@ -143,6 +144,38 @@ def test_a_credential_of_another_scheme_is_told_how_to_send_the_key(
     assert response.status_code == 401
     assert response.json()["detail"].startswith(detail)
     assert TAG not in response.text
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        (None, "missing"),
+        ({"Authorization": "Bearer"}, "missing"),
+        ({"Authorization": f"Basic {TAG}"}, "scheme"),
+        ({"Authorization": "Digest username=someone"}, "scheme"),
+        ({"X-API-Key": "wrong-key-of-some-length"}, "unknown"),
+        ({"Authorization": f"Basic {TAG}", "X-API-Key": "wrong-key-of-some-length"}, "unknown"),
+    ],
+)
+def test_each_refusal_is_counted_under_what_happened(
+    headers: dict[str, str] | None, reason: str
+) -> None:
+    """``Authorization: Basic ...`` alone was counted as ``missing``, as if no credential had
+    been sent at all; it is ``scheme``."""
+    reasons = ("missing", "scheme", "unknown", "scope")
+
+    def counts() -> dict[str, float]:
+        return {
+            name: REGISTRY.get_sample_value("taggram_auth_failures_total", {"reason": name}) or 0
+            for name in reasons
+        }
+
+    before = counts()
+    assert _call(_app([TAG]), "GET", headers).status_code == 401
+    after = counts()
+    assert {name: after[name] - before[name] for name in reasons} == {
+        name: 1 if name == reason else 0 for name in reasons
+    }
 
 
 def test_without_keys_everything_is_open() -> None:

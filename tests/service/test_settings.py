@@ -247,7 +247,7 @@ def test_an_explicit_default_model_that_is_not_loaded_refuses_to_start(
     assert result.stderr.strip().splitlines() == [
         "error: default_model 'MTT_musicnn' (TAGGRAM_DEFAULT_MODEL) is not among the models "
         "loaded, MTT_vgg_int8 (TAGGRAM_MODELS): add it to them, or leave default_model unset "
-        "to use 'MTT_vgg_int8'"
+        "to use the first of them that tags"
     ]
 
 

@@ -83,25 +83,35 @@ def _with_extractor(root: Path) -> Path:
     return root
 
 
-def test_a_feature_extractor_as_default_beside_a_tagger_fails_at_start(tmp_path: Path) -> None:
+def test_a_feature_extractor_set_as_default_beside_a_tagger_fails_at_start(
+    tmp_path: Path,
+) -> None:
     """Started with one, every request without ``model`` was a 422; a service of feature
     extractors alone keeps one as its default (it answers ``embeddings=`` requests)."""
     repository = _with_extractor(tmp_path)
     explicit = "default model 'extractor' \\(TAGGRAM_DEFAULT_MODEL\\) is a feature extractor"
     with pytest.raises(RepositoryError, match=f"{explicit}.*models that tag: tiny$"):
         Tagger(Settings(model_repository=repository, default_model="extractor"))
-    implicit = "TAGGRAM_DEFAULT_MODEL unset: the first of TAGGRAM_MODELS"
-    with pytest.raises(RepositoryError, match=implicit):
-        Tagger(Settings(model_repository=repository, models=["extractor", "tiny"]))
     alone = Tagger(Settings(model_repository=repository, models=["extractor"]))
     assert alone.settings.default_model == "extractor"
+
+
+def test_an_unset_default_is_the_first_model_loaded_that_tags(tmp_path: Path) -> None:
+    """``TAGGRAM_MODELS=mfcc,MTT_vgg`` without ``TAGGRAM_DEFAULT_MODEL`` refused to start (the
+    first of them, a feature extractor, became the default); the first that tags is taken."""
+    repository = _with_extractor(tmp_path)
+    settings = Settings(model_repository=repository, models=["extractor", "tiny"])
+    tagger = Tagger(settings)
+    assert tagger.settings.default_model == "tiny"
+    assert list(tagger.entries) == ["extractor", "tiny"]
+    assert tagger.settings.models == settings.models  # the rest as given
 
 
 def test_in_process_a_custom_model_reading_an_extractor_first_loads_beside_its_tagger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``taggram tag --local -m`` a custom model on ``extractor`` and ``tiny``: its first network
-    became the default model, which the check above would refuse; a tagger comes first."""
+    would be the default model, which the check above refuses when set; it is left unset."""
     repository = _with_extractor(tmp_path / "repository")
     voters = [
         storage.MemberRecord(features=f"{name}.embedding", classifier="prototypes")
@@ -113,8 +123,9 @@ def test_in_process_a_custom_model_reading_an_extractor_first_loads_beside_its_t
     storage.write(tmp_path / "custom", mine, {})
     monkeypatch.setenv("TAGGRAM_CUSTOM_MODELS", str(tmp_path / "custom"))
     settings = in_process_settings(repository, "mine")
-    assert (settings.models, settings.default_model) == (["tiny", "extractor"], "tiny")
-    assert list(Tagger(settings).entries) == ["tiny", "extractor"]
+    assert settings.models == ["extractor", "tiny"]
+    tagger = Tagger(settings)
+    assert (list(tagger.entries), tagger.settings.default_model) == (["extractor", "tiny"], "tiny")
 
 
 def test_stopping_while_models_load_leaves_the_rest_unloaded(tmp_path: Path) -> None:

@@ -149,15 +149,21 @@ _API_KEY = APIKeyHeader(
 _HOW = "send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
 
 
-def _refusal(presented: str | None, authorization: str | None) -> str:
-    """The 401's detail: a key that matched none, or why none was read. An ``Authorization``
-    header of another scheme (``Basic``, say) is a credential sent, just not one read: told
-    "an API key is required", its sender could not see what to change. Only the scheme is
-    named, never the credential (it is a secret), and only its first 32 characters."""
+def _other_scheme(authorization: str | None) -> str | None:
+    """The scheme of an ``Authorization`` header that is not ``Bearer`` (``Basic``, say), else
+    None. Such a header is a credential sent, just not one read."""
+    scheme = (authorization or "").strip().partition(" ")[0]
+    return scheme if scheme and scheme.lower() != "bearer" else None
+
+
+def _refusal(presented: str | None, scheme: str | None) -> str:
+    """The 401's detail: a key that matched none, or why none was read. Told "an API key is
+    required", the sender of a credential of another ``scheme`` could not see what to change.
+    Only the scheme is named, never the credential (it is a secret), and only its first 32
+    characters."""
     if presented:
         return "the API key is not valid"
-    scheme = (authorization or "").strip().partition(" ")[0]
-    if scheme and scheme.lower() != "bearer":
+    if scheme is not None:
         return f"the credential scheme {scheme[:32]!r} is not accepted: {_HOW}"
     return f"an API key is required: {_HOW}"
 
@@ -182,10 +188,17 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[None]]:
         presented = bearer.credentials if bearer is not None else header
         key = ring.find(presented) if presented else None
         if key is None:
-            reason = "unknown" if presented else "missing"
+            scheme = _other_scheme(request.headers.get("Authorization"))
+            if presented:
+                reason, what = "unknown", "unknown API key"
+            elif scheme is not None:
+                # counted apart: it was "missing", as if no credential had been sent at all
+                reason, what = "scheme", f"credential scheme {scheme[:32]!r}, no API key"
+            else:
+                reason, what = "missing", "missing API key"
             metrics.AUTH_FAILURES.labels(reason=reason).inc()
-            log.info("%s %s: %s API key", request.method, request.url.path, reason)
-            raise AuthenticationError(_refusal(presented, request.headers.get("Authorization")))
+            log.info("%s %s: %s", request.method, request.url.path, what)
+            raise AuthenticationError(_refusal(presented, scheme))
         request.state.key_id = key.id
         if not key.allows(scope):
             metrics.AUTH_FAILURES.labels(reason="scope").inc()

@@ -1,4 +1,5 @@
-"""``taggram models create|list|delete``: custom taggers from the command line.
+"""``taggram models create|list|delete``: custom taggers from the command line, and the list
+of every model served (the repository's taggers and feature extractors beside custom models).
 
 Through a running service (``--url``, or ``TAGGRAM_URL``) or in-process on the local model
 repository and custom-models folder (``--local``, no server; the same code as the service).
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
     from taggram.service.settings import Settings
 
 app = typer.Typer(
-    help="Custom taggers: create from labelled examples, list, delete.", rich_markup_mode=None
+    help="Custom taggers: create from labelled examples, delete; list every model served.",
+    rich_markup_mode=None,
 )
 
 UrlOption = Annotated[
@@ -157,16 +159,44 @@ def _require_service(url: str, api_key: str | None) -> dict[str, Any]:
 
 
 def _summary(record: dict[str, Any]) -> str:
+    """A custom model's record in one line: members, classes, examples, estimate, time taken."""
     estimate = record["estimate"]
     value = estimate["value"]
     figure = "not estimated" if value is None else f"{estimate['metric']} {value:.3f}"
     members = record.get("members") or [record]  # a version 1 record is its single pair
     what = " + ".join(f"{m['classifier']} on {m['features']}" for m in members)
     return (
-        f"{record['name']}: {what}, "
+        f"{what}, "
         f"{len(record['classes'])} classes from {record['examples']} examples; {figure} "
         f"(chance {estimate['chance']:.3f}); {record['seconds']['total']:.1f} s"
     )
+
+
+def _network_line(model: dict[str, Any]) -> str:
+    """A repository model (its metadata as JSON) in one line: ``name: kind`` (``tagger`` with its
+    tag count, or ``feature extractor``, which has no tags) and its embeddings, the features a
+    custom model may use (``--features MODEL.OUTPUT``)."""
+    if model.get("probabilities_output") is None:
+        kind = "feature extractor"
+    else:
+        kind = f"tagger, {len(model['tags'])} tags"
+    embeddings = ", ".join(model.get("embedding_outputs") or []) or "none"
+    return f"{model['name']}: {kind}; embeddings {embeddings}"
+
+
+def _repository_models(settings: Settings) -> list[dict[str, Any]]:
+    """The metadata (as JSON) of the repository models a service with ``settings`` serves:
+    ``TAGGRAM_MODELS``, or all, in the service's order. A repository that cannot be read is a
+    warning on stderr and no models: the custom models are still listed."""
+    from taggram.repository import RepositoryError, load_repository
+
+    try:  # hashes not checked: listing reads no network
+        entries = load_repository(settings.model_repository, verify_hashes=False)
+    except RepositoryError as error:
+        typer.echo(f"warning: {error}", err=True)
+        return []
+    wanted = settings.models or list(entries)
+    return [entries[name].metadata.model_dump(mode="json") for name in wanted if name in entries]
 
 
 def _local_settings() -> Settings:
@@ -260,30 +290,38 @@ def create(
         record = response.json()
     for warning in record.get("warnings", []):  # decoding problems, likely mistakes
         typer.echo(f"warning: {warning}", err=True)
-    typer.echo(_summary(record))
+    typer.echo(f"{record['name']}: {_summary(record)}")
 
 
 @app.command("list")
 def list_models(
     url: UrlOption = None, local: LocalOption = False, api_key: KeyOption = None
 ) -> None:
-    """List the custom models (name, classes, features, classifier, estimate)."""
+    """List every model served, one a line: the repository's taggers (tag count) and feature
+    extractors (no tags), each with its embeddings, then the custom models (custom: features,
+    classifier, classes, estimate)."""
     _need_target(url, local)
     if local:
         from taggram.service.custom import storage
 
-        folder = _local_settings().custom_models
+        settings = _local_settings()
+        networks = _repository_models(settings)
         records = [
-            storage.read(path)[0].model_dump(mode="json") for path in storage.scan(folder).values()
+            storage.read(path)[0].model_dump(mode="json")
+            for path in storage.scan(settings.custom_models).values()
         ]
     else:
+        served = _require_service(str(url), api_key)["models"]
+        networks = [model for model in served if model["kind"] != "custom"]
         records = [
             {**model["training"], "name": model["name"], "classes": model["tags"]}
-            for model in _require_service(str(url), api_key)["models"]
+            for model in served
             if model["kind"] == "custom"
         ]
+    for model in networks:
+        typer.echo(_network_line(model))
     for record in sorted(records, key=lambda item: item["name"]):
-        typer.echo(_summary(record))
+        typer.echo(f"{record['name']}: custom, {_summary(record)}")
 
 
 @app.command("delete")

@@ -8,13 +8,19 @@ import socket
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from taggram.cli import app
+from taggram.repository import load_repository
+from taggram.service.custom import storage
 from taggram.service.custom.cli import read_manifest
+from tests.service.custom.test_storage import record
 from tests.service.custom.test_tagger import LEVELS, wav
+from tests.support.paths import require_repository
+from tests.support.server import running_server
 from tests.support.web_page import html_page_server
 
 
@@ -254,3 +260,53 @@ def test_local_create_checks_the_classes_given(
     made = runner.invoke(app, [*create, *(f"--class={c}" for c in LEVELS)])
     assert made.exit_code == 0, made.output
     assert "3 classes from 9 examples" in made.output
+
+
+def test_local_list_names_every_model_served_with_its_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It listed the custom models only: a user looking for what to tag with, or for the
+    features of ``--features``, saw nothing of the repository's taggers and feature extractors.
+    The custom model's summary is kept, after its kind."""
+    repository = require_repository()
+    storage.write(tmp_path / "custom", record("drums"), {"mean": np.zeros(2)})
+    monkeypatch.setenv("TAGGRAM_MODEL_REPOSITORY", str(repository))
+    monkeypatch.setenv("TAGGRAM_CUSTOM_MODELS", str(tmp_path / "custom"))
+    listed = CliRunner().invoke(app, ["models", "list", "--local"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.stdout.splitlines()
+    served = load_repository(repository, verify_hashes=False)
+    assert [line.split(":")[0] for line in lines] == [*served, "drums"]
+    assert "MTT_musicnn: tagger, 50 tags; embeddings penultimate, mean_pool, max_pool" in lines
+    assert "MTT_sample_cnn: tagger, 50 tags; embeddings embedding" in lines
+    assert "MTT_vgg_int8: tagger, 50 tags; embeddings pool5" in lines
+    assert "mfcc: feature extractor; embeddings statistics" in lines
+    assert "random_vgg: feature extractor; embeddings features" in lines
+    assert lines[-1] == (
+        "drums: custom, prototypes on MTT_musicnn.penultimate, 2 classes from 4 examples; "
+        "accuracy 1.000 (chance 0.500); 1.0 s"
+    )
+    # only the models the service would load, in its order
+    monkeypatch.setenv("TAGGRAM_MODELS", "MTT_vgg,mfcc")
+    subset = CliRunner().invoke(app, ["models", "list", "--local"])
+    assert subset.exit_code == 0, subset.output
+    assert [line.split(":")[0] for line in subset.stdout.splitlines()] == [
+        "MTT_vgg",
+        "mfcc",
+        "drums",
+    ]
+
+
+def test_list_through_the_service_names_its_models_with_their_kind(tmp_path: Path) -> None:
+    env = {
+        "TAGGRAM_MODELS": "MTT_vgg,mfcc",
+        "TAGGRAM_WARMUP": "0",
+        "TAGGRAM_CUSTOM_MODELS": str(tmp_path / "custom"),
+    }
+    with running_server(require_repository(), tmp_path, env=env) as server:
+        listed = CliRunner().invoke(app, ["models", "list", "--url", server.url])
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.splitlines() == [
+        "MTT_vgg: tagger, 50 tags; embeddings pool5",
+        "mfcc: feature extractor; embeddings statistics",
+    ]

@@ -308,18 +308,22 @@ async def model_ready(model_name: ModelName, tagger: TaggerDep) -> ModelReady:
 
 def _split(body: bytes, header_lengths: list[str], json_limit: int) -> tuple[bytes, bytes]:
     """The JSON header and the binary tensor data after it; ``header_lengths``: every
-    ``Inference-Header-Content-Length`` the request carries (none: all of the body is JSON).
-    Raises :class:`InvalidTensorError` for lengths that differ or one that is not a byte count
-    within the body, :class:`PayloadTooLargeError` for a JSON part over ``json_limit`` bytes."""
-    # Two that differ leave the split ambiguous: reading the first answered 200 for a body a
-    # proxy or another server may read with the second. Repeats of one value are the same
-    # length (as RFC 9112 lets a recipient take repeated identical Content-Length values).
-    if len(set(header_lengths)) > 1:
+    ``Inference-Header-Content-Length`` the request carries (none: all of the body is JSON),
+    each one value or a comma-separated list of them. Raises :class:`InvalidTensorError` for
+    values that differ or one that is not a byte count within the body,
+    :class:`PayloadTooLargeError` for a JSON part over ``json_limit`` bytes."""
+    # A proxy may fold repeated headers into one, "10, 10" (RFC 9110 5.3): a list is read as
+    # the headers it joins. Two that differ leave the split ambiguous: reading the first
+    # answered 200 for a body a proxy or another server may read with the second. Repeats of
+    # one value are the same length (as RFC 9110 8.6 lets a recipient take a Content-Length of
+    # identical values, "42, 42").
+    values = [value.strip() for header in header_lengths for value in header.split(",")]
+    if len(set(values)) > 1:
         raise InvalidTensorError(
-            f"{HEADER_LENGTH} is sent {len(header_lengths)} times with different values "
-            f"({', '.join(header_lengths)}); send it once"
+            f"{HEADER_LENGTH} is sent {len(values)} times with different values "
+            f"({', '.join(values)}); send it once"
         )
-    header_length = header_lengths[0] if header_lengths else None
+    header_length = values[0] if values else None
     if header_length is None:
         json_part, binary = body, b""
     else:
