@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,12 +23,14 @@ from taggram.models.data.singing import (
     A_CAPPELLA_DBFS,
     ARRANGEMENTS,
     BAR,
+    MALE_PITCH_RATIO,
     NOTE_TYPES,
     PACKAGE,
     RANGES,
     SYLLABLES,
     VOCAL_TO_MUSIC_DB,
     Note,
+    Singer,
     SingingUnavailableError,
     accompaniment,
     describe,
@@ -37,8 +40,10 @@ from taggram.models.data.singing import (
     musicxml,
     over_music,
     random_song,
+    require_parselmouth,
     require_pysinsy,
     stem_path,
+    sung_by,
     without_glitches,
 )
 
@@ -53,6 +58,13 @@ def _pysinsy_missing() -> str | None:
 
 
 PYSINSY_MISSING = _pysinsy_missing()
+try:
+    PARSELMOUTH = require_parselmouth()
+except SingingUnavailableError as missing:  # the dev extra installs it: CI runs these tests
+    PARSELMOUTH, PARSELMOUTH_MISSING = None, str(missing)
+else:
+    PARSELMOUTH_MISSING = ""
+needs_parselmouth = pytest.mark.skipif(PARSELMOUTH is None, reason=PARSELMOUTH_MISSING)
 STEPS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 STEM_RATE = 48000  # Sinsy's
 MUSIC_HZ, VOICE_HZ = 250.0, 1000.0  # whole periods in a second at 16 kHz: orthogonal tones
@@ -177,12 +189,39 @@ def test_over_music_sets_the_vocal_to_music_ratio_at_the_musics_loudness(ratio_d
     assert _db(_rms(voice) / _rms(music)) == pytest.approx(ratio_db, abs=1e-6)
 
 
-def _fake_stems(stems_dir: Path, seed: int) -> dict[str, Path]:
-    """A steady tone per part, padded with silence like Sinsy's, as 48 kHz 16-bit stems."""
+def _vowel(f0: float, seconds: float, rate: int, formant: float) -> np.ndarray:
+    """A sung vowel: the harmonics of ``f0`` falling as 1/k, boosted around one ``formant``."""
+    t = np.arange(round(seconds * rate)) / rate
+    k = np.arange(1, int(7000 // f0))
+    gain = (1 + 4 / (1 + ((k * f0 - formant) / 300) ** 2)) / k
+    return (0.05 * gain @ np.sin(2 * np.pi * f0 * np.outer(k, t))).astype(np.float32)
+
+
+def _pitch_hz(x: np.ndarray) -> float:
+    """Median pitch of the voiced frames (Praat's autocorrelation, 75-1000 Hz)."""
+    assert PARSELMOUTH is not None
+    sound = PARSELMOUTH.Sound(x.astype(np.float64), sampling_frequency=SAMPLE_RATE)
+    frequency = sound.to_pitch(pitch_floor=75, pitch_ceiling=1000).selected_array["frequency"]
+    return float(np.median(frequency[frequency > 0]))
+
+
+def _strongest_hz(x: np.ndarray, above: float) -> float:
+    """Frequency of the strongest bin above ``above`` Hz (the formant, for a vowel)."""
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    hz = np.fft.rfftfreq(len(x), 1 / SAMPLE_RATE)
+    return float(hz[hz > above][np.argmax(spectrum[hz > above])])
+
+
+def _fake_stems(stems_dir: Path, seed: int, sung: bool = False) -> dict[str, Path]:
+    """A steady tone (``sung``: a vowel on A4) per part, padded with silence like Sinsy's, as
+    48 kHz 16-bit stems."""
     pad = np.zeros(STEM_RATE // 2, np.float32)
     stems = {}
     for part in ARRANGEMENTS["choir"]:
-        voice = np.concatenate([pad, _tone(VOICE_HZ, 3.0, STEM_RATE, 0.3), pad])
+        tone = (
+            _vowel(440.0, 3.0, STEM_RATE, 2200.0) if sung else _tone(VOICE_HZ, 3.0, STEM_RATE, 0.3)
+        )
+        voice = np.concatenate([pad, tone, pad])
         stems[part] = stem_path(stems_dir, seed, part)
         stems_dir.mkdir(parents=True, exist_ok=True)
         sf.write(str(stems[part]), voice, STEM_RATE, subtype="PCM_16")
@@ -227,6 +266,49 @@ def test_a_cappella_without_music_or_when_drawn_at_a_set_level(
     assert mix.music is None and math.isnan(mix.vocal_to_music_db) and mix.start == 0
     assert A_CAPPELLA_DBFS[0] - 1e-6 <= _db(_rms(mix.audio)) <= A_CAPPELLA_DBFS[1] + 1e-6
     assert describe(song, mix).endswith(" a cappella")
+
+
+@needs_parselmouth
+def test_a_man_sings_an_octave_lower_through_a_longer_vocal_tract() -> None:
+    vowel = _vowel(440.0, 2.0, SAMPLE_RATE, 2200.0)
+    man = sung_by(vowel, Singer(True, MALE_PITCH_RATIO, 0.8, seed=1))
+    assert man.dtype == np.float64 and len(man) == len(vowel)
+    assert _pitch_hz(vowel) == pytest.approx(440.0, rel=0.01)
+    assert _pitch_hz(man) == pytest.approx(220.0, rel=0.02)
+    # The formant moves with the vocal tract: 2200 Hz to about 1760 Hz.
+    assert _strongest_hz(man, above=1000.0) == pytest.approx(0.8 * 2200.0, rel=0.03)
+    assert _rms(man) > 0.5 * _rms(vowel)
+
+
+@needs_parselmouth
+def test_a_mix_with_voices_differs_from_sinsys_only_in_its_singers(
+    tmp_path: Path, music: list[ManifestRow]
+) -> None:
+    song = random_song(0)
+    stems = _fake_stems(tmp_path / "stems", 0, sung=True)
+    sinsy = mix_song(song, stems, music, tmp_path)
+    sung = mix_song(song, stems, music, tmp_path, voices=True)
+    assert (sung.arrangement, sung.music) == (sinsy.arrangement, sinsy.music)
+    assert sung.vocal_to_music_db == sinsy.vocal_to_music_db and sinsy.singers is None
+    assert sung.singers is not None and len(sung.singers) == len(ARRANGEMENTS[sung.arrangement])
+    assert not np.allclose(sung.audio[: len(sinsy.audio)], sinsy.audio[: len(sung.audio)])
+    who = re.findall(r"(woman|man) \(formants x(\d\.\d\d)\)", describe(song, sung))
+    expected = [("man" if s.male else "woman", f"{s.formant_ratio:.2f}") for s in sung.singers]
+    assert who == expected and "man" not in describe(song, sinsy)
+    again = mix_song(song, stems, music, tmp_path, voices=True)
+    assert again.singers == sung.singers
+    np.testing.assert_array_equal(again.audio, sung.audio)
+
+
+@pytest.mark.parametrize("command", ["prepare-data", "validation-clips"])
+def test_singing_voices_without_songs_is_a_usage_error(tmp_path: Path, command: str) -> None:
+    from typer.testing import CliRunner
+
+    from taggram.models.training.cli import app
+
+    result = CliRunner().invoke(app, [command, "--singing-voices"])
+    assert result.exit_code == 2
+    assert "--singing-voices needs --singing-songs" in " ".join(result.output.split())
 
 
 def test_the_accompaniment_is_the_splits_music_and_the_denylist_holds(tmp_path: Path) -> None:
@@ -291,6 +373,10 @@ def test_sinsy_sings_each_part_and_the_recipe_and_clips_mix_them(tmp_path: Path)
     assert row.path == f"audio/sinsy/mix_{seed:05d}.wav" and row.version.startswith("pysinsy ")
     assert "NIT SONG070 F001, CC-BY-3.0" in row.licence
     assert sf.info(str(tmp_path / row.path)).duration == pytest.approx(row.seconds, abs=1e-3)
+    if PARSELMOUTH is not None:  # the same song by other singers, from the same stems
+        [sung] = synthesise_singing(tmp_path, [_row("audio/m.wav")], 1, seed, voices=True)
+        assert sung.path == f"audio/sinsy_voices/mix_{seed:05d}.wav"
+        assert re.search(r"bpm; (wo)?man \(formants x", sung.source)
     # The held-out clip folder, a cappella, reuses the stems already rendered.
     clips = write_singing_clips(tmp_path / "manifest.csv", tmp_path / "clips", 1, seed, True)
     with clips.open(newline="") as handle:

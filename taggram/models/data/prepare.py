@@ -258,16 +258,17 @@ def prepare(
     speech: bool = True,
     singing_songs: int = 0,
     singing_seed: int = 0,
+    singing_voices: bool = False,
 ) -> Path:
     """Download, unpack, select and decode (plus flite's synthesised speech when ``speech``, and
     ``singing_songs`` songs synthesised by Sinsy, seeds from ``singing_seed``, mixed over the
-    training music); return the manifest's path. ``packages`` are for training, ``validation``
+    training music, sung by random men and women with ``singing_voices``); return the manifest's path. ``packages`` are for training, ``validation``
     held out whole.
 
     Raises ``EvaluationPackageError`` for a package reserved for evaluation, ``FileNotFoundError``
     without ffmpeg where modules are selected, ``ValueError`` for negative ``singing_songs`` and
-    ``SingingUnavailableError`` when songs are asked for without pysinsy (each before any
-    download).
+    ``SingingUnavailableError`` when songs are asked for without pysinsy, or singers without
+    praat-parselmouth (each before any download).
     """
     packages = TRAINING_PACKAGES if packages is None else packages
     validation = VALIDATION_PACKAGES if validation is None else validation
@@ -275,9 +276,11 @@ def prepare(
     if singing_songs < 0:
         raise ValueError(f"singing songs must be at least 0, not {singing_songs}")
     if singing_songs:
-        from taggram.models.data.singing import require_pysinsy
+        from taggram.models.data.singing import require_parselmouth, require_pysinsy
 
         require_pysinsy()  # before any download, not after an hour of them
+        if singing_voices:
+            require_parselmouth()
     if any(s.modules is not None for s in (*packages.values(), *validation.values())):
         ffmpeg_command()  # before any download, not at the first package with modules
     rows: list[ManifestRow] = []
@@ -296,7 +299,7 @@ def prepare(
         from taggram.models.data.singing import accompaniment, synthesise_singing
 
         music = accompaniment(rows, "train")
-        rows += synthesise_singing(data_dir, music, singing_songs, singing_seed)
+        rows += synthesise_singing(data_dir, music, singing_songs, singing_seed, singing_voices)
     manifest = data_dir / MANIFEST
     with manifest.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(ManifestRow.__dataclass_fields__))

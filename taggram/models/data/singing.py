@@ -20,9 +20,15 @@ little of what its teacher says about voices. This writes songs of its own:
    all three parts, each slightly late), a synthetic reverb, then either over a random excerpt of
    the recipe's music at a random vocal-to-music ratio (-4 to +8 dB), at the music's own loudness,
    or (15%, or when no music is given) a cappella at -26 to -16 dBFS RMS: mono 16 kHz float32.
+5. **Singers** (optional, :func:`sung_by`): Sinsy has one voice, and a student taught on it alone
+   ties the teacher's "woman" to that one timbre (docs/training.md). With ``voices``, each part
+   is sung by a man (half the parts: an octave lower, formants 12-22 % lower) or another woman
+   (formants -5 to +8 %), through Praat's "Change gender" (pitch-synchronous overlap-add;
+   Boersma & Weenink, Praat) in ``praat-parselmouth``, before the parts are mixed.
 
 Everything is seeded by the song's seed: the song by ``default_rng(seed)``, the singers and
-lyrics by ``default_rng(seed + 10_000)``, the mix by ``default_rng(seed + 20_000)``; Sinsy itself
+lyrics by ``default_rng(seed + 10_000)``, the mix by ``default_rng(seed + 20_000)``, the singers by
+``default_rng(seed + 30_000)`` (so a song mixed with ``voices`` differs only in its voices); Sinsy itself
 is deterministic, so a seed always gives the same stems and the same mix over the same music.
 The random draws are made in the order of the experiment this module came from (issue 16), so the
 mixes it trained on are reproduced exactly.
@@ -85,6 +91,15 @@ STEP_ALTER = [0, 1, 0, 1, 0, 0, 1, 0, 1, 0, 1, 0]  # sharps for the black keys
 # longer or shorter vocal tract would (the voice's own is 0.55, its .htsvoice file says).
 ALPHA = (0.50, 0.60)
 SINSY_VOLUME_DB = -6.0  # the lower parts clipped at Sinsy's default volume (0 dB)
+# Singers (``voices``): a part is a man's with this probability, an octave down (the harmony stays
+# consonant) and with the formants lowered as by a longer vocal tract; otherwise another woman's.
+MALE = 0.5
+MALE_PITCH_RATIO = 0.5
+MALE_FORMANT_RATIO = (0.78, 0.88)
+FEMALE_FORMANT_RATIO = (0.95, 1.08)
+# Praat's pitch analysis range for Sinsy's parts (E3-G5 sung, some vibrato above).
+PITCH_FLOOR_HZ = 100.0
+PITCH_CEILING_HZ = 1000.0
 
 ARRANGEMENTS = {"solo": ("melody",), "duet": ("melody", "alto"), "choir": ("melody", *HARMONY)}
 ARRANGEMENT_P = [0.4, 0.2, 0.4]  # solo, duet, choir
@@ -111,6 +126,17 @@ TRIM = 1e-2
 
 class SingingUnavailableError(RuntimeError):
     """pysinsy (the ``singing`` extra) is not installed."""
+
+
+class Singer(NamedTuple):
+    """Who sings a part (``voices``): a man or a woman, the pitch ratio to Sinsy's (1: unchanged),
+    the formant ratio (below 1: a longer vocal tract), and the seed of Praat's random generator
+    (its overlap-add jitters the pulses it places in unvoiced sound)."""
+
+    male: bool
+    pitch_ratio: float
+    formant_ratio: float
+    seed: int
 
 
 class Note(NamedTuple):
@@ -141,6 +167,7 @@ class Mix:
     music: ManifestRow | None  # the accompaniment's file (None: a cappella)
     start: int  # the music excerpt's first sample (0 a cappella)
     vocal_to_music_db: float  # voice RMS over music RMS (nan a cappella)
+    singers: tuple[Singer, ...] | None  # the arrangement's singers, by part (None: Sinsy's voice)
 
     @property
     def seconds(self) -> float:
@@ -278,6 +305,50 @@ def require_pysinsy() -> ModuleType:
         ) from error
 
 
+def require_parselmouth() -> ModuleType:
+    """The ``parselmouth`` module (Praat, for singers). Raises :class:`SingingUnavailableError`
+    (naming the extra to install) when it is missing."""
+    try:
+        return importlib.import_module("parselmouth")
+    except ImportError as error:
+        raise SingingUnavailableError(
+            f"singers need praat-parselmouth, which is not installed ({error}): {INSTALL_HINT}"
+        ) from error
+
+
+def random_singer(rng: np.random.Generator, seed: int) -> Singer:
+    """A random :class:`Singer` (Praat's ``seed`` given): a man with probability ``MALE``, else
+    another woman."""
+    if rng.random() < MALE:
+        return Singer(True, MALE_PITCH_RATIO, float(rng.uniform(*MALE_FORMANT_RATIO)), seed)
+    return Singer(False, 1.0, float(rng.uniform(*FEMALE_FORMANT_RATIO)), seed)
+
+
+def sung_by(x: np.ndarray, singer: Singer) -> np.ndarray:
+    """``x`` (a part: mono float, SAMPLE_RATE Hz) as ``singer`` would sing it: Praat's "Change
+    gender" (pitch-synchronous overlap-add) moves the pitch by ``singer.pitch_ratio`` and the
+    formants by ``singer.formant_ratio``, keeping the duration; Praat's random generator seeded
+    with ``singer.seed``, so a singer always sings a part the same. float64, same length as ``x``.
+
+    Raises :class:`SingingUnavailableError` without ``praat-parselmouth`` (the singing extra).
+    """
+    parselmouth = require_parselmouth()
+    call = parselmouth.praat.call
+    parselmouth.praat.run(f"random_initializeWithSeedUnsafelyButPredictably ({singer.seed})")
+    sound = parselmouth.Sound(np.asarray(x, np.float64), sampling_frequency=SAMPLE_RATE)
+    median = 0.0  # Praat's "no change" of pitch
+    if singer.pitch_ratio != 1.0:
+        pitch = call(sound, "To Pitch", 0.0, PITCH_FLOOR_HZ, PITCH_CEILING_HZ)
+        median = call(pitch, "Get quantile", 0.0, 0.0, 0.5, "Hertz")
+        median = 0.0 if np.isnan(median) else median * singer.pitch_ratio
+    changed = call(
+        sound, "Change gender", PITCH_FLOOR_HZ, PITCH_CEILING_HZ, singer.formant_ratio, median,
+        1.0, 1.0,
+    )
+    y = np.asarray(changed.values[0], np.float64)[: len(x)]
+    return np.pad(y, (0, len(x) - len(y)))
+
+
 def renderer_version() -> str:
     """The manifest's version column: pysinsy's version. Raises
     :class:`SingingUnavailableError` when it is missing."""
@@ -368,13 +439,19 @@ def reverb(x: np.ndarray, rt60: float, wet: float, rng: np.random.Generator) -> 
 
 
 def _arranged_vocal(
-    stems: dict[str, Path], parts: Sequence[str], choir: bool, rng: np.random.Generator
+    stems: dict[str, Path],
+    parts: Sequence[str],
+    choir: bool,
+    rng: np.random.Generator,
+    singers: dict[str, Singer] | None,
 ) -> np.ndarray:
-    """The ``parts`` resampled, cleaned, aligned, balanced and summed, trimmed to the sound:
-    float64 [samples] at SAMPLE_RATE Hz."""
+    """The ``parts`` resampled, cleaned, sung by their ``singers`` (None: Sinsy's voice),
+    aligned, balanced and summed, trimmed to the sound: float64 [samples] at SAMPLE_RATE Hz."""
     voices = []
     for part in parts:
         wav = without_glitches(read_mono(stems[part]))
+        if singers is not None:
+            wav = sung_by(wav, singers[part])
         delay = int(rng.uniform(*CHOIR_DELAY_SECONDS) * SAMPLE_RATE) if choir else 0
         # Unit RMS before the delay's silence is added (the level is the singer's own).
         level = max(_rms(wav), 1e-9)
@@ -419,7 +496,11 @@ def _excerpt(
 
 
 def mix_song(
-    song: Song, stems: dict[str, Path], music: Sequence[ManifestRow], data_dir: Path
+    song: Song,
+    stems: dict[str, Path],
+    music: Sequence[ManifestRow],
+    data_dir: Path,
+    voices: bool = False,
 ) -> Mix:
     """Arrange, reverberate and mix ``song`` (its rendered ``stems``, :func:`render_song`) over a
     random excerpt of a random file of ``music`` (rows of a manifest, 16 kHz mono files under
@@ -428,14 +509,23 @@ def mix_song(
     Over music, the voice is set to a random vocal-to-music ratio (RMS over RMS, -4 to +8 dB)
     and the mix brought back to the excerpt's RMS, the track's own loudness; a cappella, the
     voice is set to -26 to -16 dBFS RMS. The mix is as long as the song's sound (Sinsy's padding
-    trimmed) and scaled down where it would peak above 0.99.
+    trimmed) and scaled down where it would peak above 0.99. With ``voices``, each part is sung by
+    a random singer (:func:`random_singer`, :func:`sung_by`); the other draws are unchanged.
 
-    Raises ``ValueError`` when no music file drawn is longer than the song.
+    Raises ``ValueError`` when no music file drawn is longer than the song, and
+    :class:`SingingUnavailableError` for ``voices`` without ``praat-parselmouth``.
     """
     rng = np.random.default_rng(song.seed + 20_000)
     arrangement = str(rng.choice(list(ARRANGEMENTS), p=ARRANGEMENT_P))
     choir = arrangement == "choir"
-    vocal = _arranged_vocal(stems, ARRANGEMENTS[arrangement], choir, rng)
+    singers = None
+    if voices:
+        singer_rng = np.random.default_rng(song.seed + 30_000)
+        singers = {
+            part: random_singer(singer_rng, seed=len(song.parts) * song.seed + i)
+            for i, part in enumerate(song.parts)
+        }
+    vocal = _arranged_vocal(stems, ARRANGEMENTS[arrangement], choir, rng, singers)
     rt60 = rng.uniform(*RT60_SECONDS["choir" if choir else "small"])
     vocal = reverb(vocal, rt60, rng.uniform(*WET), rng)
     if rng.random() < A_CAPPELLA or not music:
@@ -448,18 +538,25 @@ def mix_song(
     peak = np.max(np.abs(mix))
     if peak > PEAK:
         mix *= PEAK / peak
-    return Mix(mix.astype(np.float32), arrangement, row, start, float(ratio_db))
+    sung = None if singers is None else tuple(singers[p] for p in ARRANGEMENTS[arrangement])
+    return Mix(mix.astype(np.float32), arrangement, row, start, float(ratio_db), sung)
 
 
 def describe(song: Song, mix: Mix) -> str:
     """The manifest's source column: the song, its arrangement and what it is mixed over."""
-    what = f"song {song.seed} ({mix.arrangement}, {song.tempo} bpm)"
+    sung = "" if mix.singers is None else "; " + ", ".join(_singer(s) for s in mix.singers)
+    what = f"song {song.seed} ({mix.arrangement}, {song.tempo} bpm{sung})"
     if mix.music is None:
         return f"{what} a cappella"
     music = f"{mix.music.package}:{mix.music.source}"
     return (
         f"{what} over {music} from {mix.start / SAMPLE_RATE:.1f} s, {mix.vocal_to_music_db:+.1f} dB"
     )
+
+
+def _singer(singer: Singer) -> str:
+    who = "man" if singer.male else "woman"
+    return f"{who} (formants x{singer.formant_ratio:.2f})"
 
 
 def licence(version: str, mix: Mix) -> str:
@@ -504,24 +601,29 @@ def _songs(first_seed: int, songs: int) -> range:
 
 
 def synthesise_singing(
-    data_dir: Path, music: Sequence[ManifestRow], songs: int, first_seed: int = 0
+    data_dir: Path,
+    music: Sequence[ManifestRow],
+    songs: int,
+    first_seed: int = 0,
+    voices: bool = False,
 ) -> list[ManifestRow]:
     """Render (once) and mix the songs of seeds ``first_seed`` ... ``first_seed + songs - 1``
-    over ``music`` (the training split's rows) into ``data_dir/audio/sinsy/mix_SEED.wav``; return
-    their manifest rows (split ``train``). Stems are kept in ``data_dir/singing/stems``; a mix
-    already written is kept.
+    over ``music`` (the training split's rows) into ``data_dir/audio/sinsy/mix_SEED.wav``
+    (``voices``, :func:`mix_song`: ``data_dir/audio/sinsy_voices``); return their manifest rows
+    (split ``train``). Stems are kept in ``data_dir/singing/stems``; a mix already written is kept.
 
-    Raises :class:`SingingUnavailableError` without pysinsy, ``ValueError`` for a negative
-    ``songs`` and ``EvaluationPackageError`` when ``music`` holds an evaluation package.
+    Raises :class:`SingingUnavailableError` without pysinsy (or, for ``voices``,
+    praat-parselmouth), ``ValueError`` for a negative ``songs`` and ``EvaluationPackageError``
+    when ``music`` holds an evaluation package.
     """
     seeds = _songs(first_seed, songs)
     ensure_trainable(r.package for r in music)
     version = renderer_version()
-    folder = "sinsy"
+    folder = "sinsy_voices" if voices else "sinsy"
     rows = []
     for seed in seeds:
         song = random_song(seed)
-        mixed = mix_song(song, render_song(song, data_dir / STEMS), music, data_dir)
+        mixed = mix_song(song, render_song(song, data_dir / STEMS), music, data_dir, voices)
         target = data_dir / "audio" / folder / f"mix_{seed:05d}.wav"
         if not target.is_file():
             write_wav(mixed.audio, target)
@@ -543,14 +645,20 @@ def synthesise_singing(
 
 
 def write_singing_clips(
-    manifest: Path, out: Path, songs: int, first_seed: int, a_cappella: bool = False
+    manifest: Path,
+    out: Path,
+    songs: int,
+    first_seed: int,
+    a_cappella: bool = False,
+    voices: bool = False,
 ) -> Path:
     """Held-out singing for measurement: the songs of seeds ``first_seed`` ...
     ``first_seed + songs - 1`` mixed over the ``validation`` split's music of ``manifest`` (or,
     ``a_cappella``, all a cappella) as a clip folder (``out/mix_SEED.wav``, mono 16 kHz float
     WAV, whole songs; ``out/manifest.csv`` with the columns of ``taggram validation-clips``,
-    ``kind`` ``music``), for ``benchmarks.student_vs_teacher --audio``. Stems are kept next to
-    the manifest, in ``singing/stems``. Returns ``out/manifest.csv``.
+    ``kind`` ``music``), for ``benchmarks.student_vs_teacher --audio``; with ``voices``, sung by
+    random singers (:func:`mix_song`). Stems are kept next to the manifest, in ``singing/stems``.
+    Returns ``out/manifest.csv``.
 
     Raises :class:`SingingUnavailableError` without pysinsy, ``ValueError`` when ``songs`` is
     below 1 or the manifest has no validation music, ``EvaluationPackageError`` as
@@ -567,7 +675,7 @@ def write_singing_clips(
     for track, seed in enumerate(_songs(first_seed, songs)):
         song = random_song(seed)
         stems = render_song(song, manifest.parent / STEMS)
-        mixed = mix_song(song, stems, music, manifest.parent)
+        mixed = mix_song(song, stems, music, manifest.parent, voices)
         name = f"mix_{seed:05d}.wav"
         write_wav(mixed.audio, out / name)
         written.append(

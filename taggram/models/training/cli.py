@@ -215,6 +215,11 @@ SINGING_SONGS = typer.Option(
     help="songs synthesised by Sinsy and mixed over music (needs the singing extra; 0: none)",
 )
 SINGING_SEED = typer.Option(0, help="seed of the first synthesised song (then one per song)")
+SINGING_VOICES = typer.Option(
+    False,
+    help="with --singing-songs: each part sung by a random man or woman (Praat's Change gender)"
+    " rather than Sinsy's one voice",
+)
 
 
 @contextmanager
@@ -234,18 +239,26 @@ def prepare_data(
     data_dir: Path = typer.Option(Path("data"), help="where packages, audio and manifest go"),
     singing_songs: int = SINGING_SONGS,
     singing_seed: int = SINGING_SEED,
+    singing_voices: bool = SINGING_VOICES,
 ) -> None:
     """Download the Debian music packages, decode their music to 16 kHz mono, write a manifest.
 
     Needs apt-get and dpkg-deb (Debian), and the ffmpeg command (built with libopenmpt, as
     Debian's is) to render tracker modules. With --singing-songs N, N songs synthesised by
     Sinsy (seeds from --singing-seed) are mixed over the training music and added as training
-    music (package sinsy-singing).
+    music (package sinsy-singing); with --singing-voices, sung by random men and women.
     """
     from taggram.models.data.prepare import prepare
 
+    if singing_voices and not singing_songs:
+        raise typer.BadParameter("--singing-voices needs --singing-songs")
     with _singing_errors():
-        manifest = prepare(data_dir, singing_songs=singing_songs, singing_seed=singing_seed)
+        manifest = prepare(
+            data_dir,
+            singing_songs=singing_songs,
+            singing_seed=singing_seed,
+            singing_voices=singing_voices,
+        )
     typer.echo(f"manifest: {manifest}")
 
 
@@ -267,6 +280,7 @@ def validation_clips(
     singing_a_cappella: bool = typer.Option(
         False, help="with --singing-songs: every song a cappella, over no music"
     ),
+    singing_voices: bool = SINGING_VOICES,
 ) -> None:
     """Write 30 s excerpts of the validation packages (for benchmarks.student_vs_teacher).
 
@@ -275,8 +289,9 @@ def validation_clips(
     """
     from taggram.models.data.clips import CLIP_SECONDS, write_validation_clips
 
-    if singing_a_cappella and not singing_songs:
-        raise typer.BadParameter("--singing-a-cappella needs --singing-songs")
+    for flag, given in (("a-cappella", singing_a_cappella), ("voices", singing_voices)):
+        if given and not singing_songs:
+            raise typer.BadParameter(f"--singing-{flag} needs --singing-songs")
     if singing_songs:
         if every_segment or sources is not None:
             raise typer.BadParameter("--singing-songs takes neither --every-segment nor --sources")
@@ -284,7 +299,7 @@ def validation_clips(
 
         with _singing_errors():
             clips = write_singing_clips(
-                manifest, out, singing_songs, singing_seed, singing_a_cappella
+                manifest, out, singing_songs, singing_seed, singing_a_cappella, singing_voices
             )
     else:
         with _usage_errors():
