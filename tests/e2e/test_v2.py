@@ -498,8 +498,8 @@ def test_two_different_inference_header_lengths_are_a_400(
     differ, same = answers
     assert (differ.status_code, differ.json()["code"]) == (400, "invalid_tensor"), differ.text
     assert differ.json()["error"] == (
-        f"Inference-Header-Content-Length is sent 2 times with different values ({len(header)}, "
-        f"{len(header) + 4}); send it once"
+        f"Inference-Header-Content-Length carries different values ({len(header)}, "
+        f"{len(header) + 4}): send one"
     )
     assert same.status_code == 200, same.text
 

@@ -23,6 +23,7 @@ import typer
 
 from taggram.client import (
     APIError,
+    AuthenticationFailedError,
     ConnectionFailedError,
     NotAServiceError,
     RetryPolicy,
@@ -152,6 +153,9 @@ def _require_service(url: str, api_key: str | None) -> dict[str, Any]:
             raise typer.BadParameter(str(error), param_hint="'--url'") from error
         except ConnectionFailedError as error:
             typer.echo(f"cannot reach the service at {error}", err=True)
+            raise typer.Exit(1) from error
+        except AuthenticationFailedError as error:  # the HTTP wording names no option to give
+            typer.echo(f"--api-key (TAGGRAM_API_KEY): the service refused it: {error}", err=True)
             raise typer.Exit(1) from error
         except APIError as error:
             typer.echo(str(error), err=True)  # "{status} {code}: {message}", as _fail prints

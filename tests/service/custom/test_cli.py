@@ -303,8 +303,14 @@ def test_list_through_the_service_names_its_models_with_their_kind(tmp_path: Pat
         "TAGGRAM_WARMUP": "0",
         "TAGGRAM_CUSTOM_MODELS": str(tmp_path / "custom"),
     }
-    with running_server(require_repository(), tmp_path, env=env) as server:
-        listed = CliRunner().invoke(app, ["models", "list", "--url", server.url])
+    keyed = {**env, "TAGGRAM_API_KEYS": "list-key-0123456789"}
+    with running_server(require_repository(), tmp_path, env=keyed) as server:
+        refused = CliRunner().invoke(app, ["models", "list", "--url", server.url])
+        listed = CliRunner().invoke(
+            app, ["models", "list", "--url", server.url, "--api-key", "list-key-0123456789"]
+        )
+    assert refused.exit_code == 1
+    assert refused.stderr.startswith("--api-key (TAGGRAM_API_KEY): the service refused it: 401")
     assert listed.exit_code == 0, listed.output
     assert listed.stdout.splitlines() == [
         "MTT_vgg: tagger, 50 tags; embeddings pool5",

@@ -320,8 +320,7 @@ def _split(body: bytes, header_lengths: list[str], json_limit: int) -> tuple[byt
     values = [value.strip() for header in header_lengths for value in header.split(",")]
     if len(set(values)) > 1:
         raise InvalidTensorError(
-            f"{HEADER_LENGTH} is sent {len(values)} times with different values "
-            f"({', '.join(values)}); send it once"
+            f"{HEADER_LENGTH} carries different values ({', '.join(values)}): send one"
         )
     header_length = values[0] if values else None
     if header_length is None:
