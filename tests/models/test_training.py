@@ -420,6 +420,32 @@ def test_resume_continues_the_run(trained: tuple[Path, Path, Path], tmp_path: Pa
     )
 
 
+def test_a_fine_tune_with_frozen_batch_norm_keeps_its_statistics(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Resumed with ``freeze_batch_norm``, a run trains its weights (batch norm's scale and
+    shift too) but leaves the running statistics as the resumed run left them; without it,
+    they move."""
+    labels, _, cache = trained
+    table = read_labels(labels)
+    windows, tags, info = load_windows(labels, table, labels.parent, 59049, 16000, cache)
+    train_set, validation_set = split(windows, 0.25, seed=0)
+    config = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=3, max_epochs=1)
+    train(config, train_set, validation_set, tags, tmp_path / "first", info)
+    before = torch.load(tmp_path / "first" / LAST, weights_only=False)["state_dict"]
+    statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    scales = [k.replace("running_mean", "weight") for k in statistics if "running_mean" in k]
+    assert statistics and scales
+    for freeze in (True, False):
+        again = TrainConfig(**{**vars(config), "max_epochs": 2, "freeze_batch_norm": freeze})
+        out = tmp_path / f"freeze_{freeze}"
+        train(again, train_set, validation_set, tags, out, info, resume=tmp_path / "first" / LAST)
+        after = torch.load(out / LAST, weights_only=False)["state_dict"]
+        kept = [torch.equal(after[k], before[k]) for k in statistics]
+        assert all(kept) if freeze else not any(kept)
+        assert not any(torch.equal(after[k], before[k]) for k in scales)
+
+
 def test_a_run_resumed_into_another_folder_starts_from_its_best_epoch(
     trained: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:

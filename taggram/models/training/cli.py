@@ -369,6 +369,11 @@ def train_command(
         help="with --teacher: share of each batch made of two patches mixed, labelled by the "
         "teacher on the mix at training time",
     ),
+    freeze_batch_norm: bool = typer.Option(
+        False,
+        help="fine-tuning: keep batch norm's running statistics (layers normalise with them); "
+        "the other weights train",
+    ),
 ) -> None:
     """Train an architecture on labelled audio or by distillation; keep the best epoch."""
     import torch
@@ -413,6 +418,7 @@ def train_command(
             tag_balance=tag_balance,
             device=device,
             mix_fraction=mix_fraction,
+            freeze_batch_norm=freeze_batch_norm,
         )
         train_set, validation_set, tags, info = _split_windows(
             labels,

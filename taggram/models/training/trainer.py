@@ -109,6 +109,10 @@ class TrainConfig:
     tag_balance: float = 0.0  # exponent of the tag-balanced sampling (0: uniform draws)
     device: str = "cpu"  # or "cuda"
     mix_fraction: float = 0.0  # share of each batch mixed and labelled by the teacher online
+    # Fine-tuning: batch norm keeps its running statistics and normalises with them (eval mode)
+    # while the rest trains. A fine-tune's new data mix otherwise moves the statistics, and the
+    # statistics alone cost 2.2.0 most of its speech agreement (docs/training.md).
+    freeze_batch_norm: bool = False
 
     def __post_init__(self) -> None:
         """Refuse settings no run can use, before any data is read or a teacher runs.
@@ -315,6 +319,17 @@ def _warm_start(module: nn.Module, config: TrainConfig, windows: Windows, sample
     initialise_from_onnx(module, Path(config.initialise_from), calibration)
 
 
+def train_mode(module: nn.Module, freeze_batch_norm: bool) -> None:
+    """``module`` in training mode, its batch norm layers kept in eval mode with
+    ``freeze_batch_norm`` (normalised by their running statistics, which stay as they are; their
+    scale and shift still train)."""
+    module.train()
+    if freeze_batch_norm:
+        for layer in module.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+
+
 def train(
     config: TrainConfig,
     train_set: Windows,
@@ -398,7 +413,7 @@ def train(
     started = time.monotonic() - spent
     for epoch in range(len(history) + 1, config.max_epochs + 1):
         epoch_started = time.monotonic()
-        module.train()
+        train_mode(module, config.freeze_batch_norm)
         losses = []
         for _ in tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch}", leave=False):
             if config.schedule == "cosine":
