@@ -1,13 +1,14 @@
 """The data recipe: Debian packages → mono 16 kHz WAV files under ``data/`` + a manifest.
 
 Music files are decoded one by one; short clips (spoken words, sound effects) are concatenated per
-folder into reels of about a minute, so that a training window holds several of them; synthesised
-speech comes from :mod:`taggram.models.data.speech`, and synthesised singing mixed over the training
-music, when asked for, from :mod:`taggram.models.data.singing`. Every step is idempotent (downloads, unpacks
-and decoded files are reused), so a rerun only does what is missing and always rewrites the
-manifest from what is on disk. The manifest records, per file, its package, version, path inside
-the package, the package's licences, what it is (music, speech, effects) and its split (whole
-packages are held out for validation), which the trained model's metadata then summarises.
+folder into reels of about a minute, so that a training window holds several of them;
+synthesised speech comes from :mod:`taggram.models.data.speech`, and synthesised singing mixed
+over the training music, when asked for, from :mod:`taggram.models.data.singing`. Every step is
+idempotent (downloads, unpacks and decoded files are reused), so a rerun only does what is
+missing and always rewrites the manifest from what is on disk. The manifest records, per file, its
+package, version, path inside the package, the package's licences, what it is (music, speech,
+effects) and its split (whole packages are held out for validation), which the trained model's
+metadata then summarises.
 """
 
 from __future__ import annotations
@@ -262,8 +263,8 @@ def prepare(
 ) -> Path:
     """Download, unpack, select and decode (plus flite's synthesised speech when ``speech``, and
     ``singing_songs`` songs synthesised by Sinsy, seeds from ``singing_seed``, mixed over the
-    training music, sung by random men and women with ``singing_voices``); return the manifest's path. ``packages`` are for training, ``validation``
-    held out whole.
+    training music, sung by random men and women with ``singing_voices``); return the manifest's
+    path. ``packages`` are for training, ``validation`` held out whole.
 
     Raises ``EvaluationPackageError`` for a package reserved for evaluation, ``FileNotFoundError``
     without ffmpeg where modules are selected, ``ValueError`` for negative ``singing_songs`` and

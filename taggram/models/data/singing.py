@@ -20,18 +20,20 @@ little of what its teacher says about voices. This writes songs of its own:
    all three parts, each slightly late), a synthetic reverb, then either over a random excerpt of
    the recipe's music at a random vocal-to-music ratio (-4 to +8 dB), at the music's own loudness,
    or (15%, or when no music is given) a cappella at -26 to -16 dBFS RMS: mono 16 kHz float32.
-5. **Singers** (optional, :func:`sung_by`): Sinsy has one voice, and a student taught on it alone
-   ties the teacher's "woman" to that one timbre (docs/training.md). With ``voices``, each part
+5. **Singers** (optional, :func:`sung_by`): Sinsy has one voice, a woman's; so that no one
+   timbre stands for singing, or for "woman" (docs/training.md measures what it changed), with
+   ``voices`` each part
    is sung by a man (half the parts: an octave lower, formants 12-22 % lower) or another woman
    (formants -5 to +8 %), through Praat's "Change gender" (pitch-synchronous overlap-add;
    Boersma & Weenink, Praat) in ``praat-parselmouth``, before the parts are mixed.
 
-Everything is seeded by the song's seed: the song by ``default_rng(seed)``, the singers and
-lyrics by ``default_rng(seed + 10_000)``, the mix by ``default_rng(seed + 20_000)``, the singers by
-``default_rng(seed + 30_000)`` (so a song mixed with ``voices`` differs only in its voices); Sinsy itself
-is deterministic, so a seed always gives the same stems and the same mix over the same music.
-The random draws are made in the order of the experiment this module came from (issue 16), so the
-mixes it trained on are reproduced exactly.
+Everything is seeded by the song's seed: the song by ``default_rng(seed)``, each part's
+frequency-warping constant and the lyrics by ``default_rng(seed + 10_000)``, the mix by
+``default_rng(seed + 20_000)``, the singers (``voices``) by ``default_rng(seed + 30_000)``, so a
+song mixed with ``voices`` differs only in its voices; Sinsy itself is deterministic, so a seed
+always gives the same stems and the same mix over the same music. The random draws are made in the
+order of the experiment this module came from (issue 16), so the mixes it trained on are reproduced
+exactly.
 
 ``taggram prepare-data --singing-songs N`` adds N mixes over the training split's music to the
 manifest (package ``sinsy-singing``, kind ``music``, split ``train``);
@@ -342,8 +344,14 @@ def sung_by(x: np.ndarray, singer: Singer) -> np.ndarray:
         median = call(pitch, "Get quantile", 0.0, 0.0, 0.5, "Hertz")
         median = 0.0 if np.isnan(median) else median * singer.pitch_ratio
     changed = call(
-        sound, "Change gender", PITCH_FLOOR_HZ, PITCH_CEILING_HZ, singer.formant_ratio, median,
-        1.0, 1.0,
+        sound,
+        "Change gender",
+        PITCH_FLOOR_HZ,
+        PITCH_CEILING_HZ,
+        singer.formant_ratio,
+        median,
+        1.0,
+        1.0,
     )
     y = np.asarray(changed.values[0], np.float64)[: len(x)]
     return np.pad(y, (0, len(x) - len(y)))
