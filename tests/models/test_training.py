@@ -420,12 +420,18 @@ def test_resume_continues_the_run(trained: tuple[Path, Path, Path], tmp_path: Pa
     )
 
 
-def test_a_fine_tune_with_frozen_batch_norm_keeps_its_statistics(
-    trained: tuple[Path, Path, Path], tmp_path: Path
+@pytest.mark.parametrize(
+    ("freeze_batch_norm", "frozen_parameters"), [(True, ""), (False, ""), (True, r"frontend\.")]
+)
+def test_a_fine_tune_keeps_what_it_freezes(
+    trained: tuple[Path, Path, Path],
+    tmp_path: Path,
+    freeze_batch_norm: bool,
+    frozen_parameters: str,
 ) -> None:
-    """Resumed with ``freeze_batch_norm``, a run trains its weights (batch norm's scale and
-    shift too) but leaves the running statistics as the resumed run left them; without it,
-    they move."""
+    """Resumed with ``freeze_batch_norm``, a run leaves batch norm's running statistics as the
+    resumed run left them (without it, they move); with ``frozen_parameters``, the parameters
+    it matches keep their values while the others train."""
     labels, _, cache = trained
     table = read_labels(labels)
     windows, tags, info = load_windows(labels, table, labels.parent, 59049, 16000, cache)
@@ -433,17 +439,46 @@ def test_a_fine_tune_with_frozen_batch_norm_keeps_its_statistics(
     config = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=3, max_epochs=1)
     train(config, train_set, validation_set, tags, tmp_path / "first", info)
     before = torch.load(tmp_path / "first" / LAST, weights_only=False)["state_dict"]
-    statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
-    scales = [k.replace("running_mean", "weight") for k in statistics if "running_mean" in k]
-    assert statistics and scales
-    for freeze in (True, False):
-        again = TrainConfig(**{**vars(config), "max_epochs": 2, "freeze_batch_norm": freeze})
-        out = tmp_path / f"freeze_{freeze}"
-        train(again, train_set, validation_set, tags, out, info, resume=tmp_path / "first" / LAST)
-        after = torch.load(out / LAST, weights_only=False)["state_dict"]
-        kept = [torch.equal(after[k], before[k]) for k in statistics]
-        assert all(kept) if freeze else not any(kept)
-        assert not any(torch.equal(after[k], before[k]) for k in scales)
+    again = TrainConfig(
+        **{
+            **vars(config),
+            "max_epochs": 2,
+            "freeze_batch_norm": freeze_batch_norm,
+            "frozen_parameters": frozen_parameters,
+        }
+    )
+    out = tmp_path / "again"
+    train(again, train_set, validation_set, tags, out, info, resume=tmp_path / "first" / LAST)
+    after = torch.load(out / LAST, weights_only=False)["state_dict"]
+    kept = {name: torch.equal(after[name], before[name]) for name in before}
+    statistics = [name for name in before if name.endswith(("running_mean", "running_var"))]
+    frontend = [n for n in before if n.startswith("frontend.") and n.endswith((".weight", ".bias"))]
+    assert statistics and frontend
+    assert (
+        all(kept[n] for n in statistics)
+        if freeze_batch_norm
+        else not any(kept[n] for n in statistics)
+    )
+    assert (
+        all(kept[n] for n in frontend) if frozen_parameters else not any(kept[n] for n in frontend)
+    )
+    assert not kept["output.weight"]
+
+
+def test_frozen_parameters_must_be_a_pattern_that_names_some(
+    trained: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="no regular expression"):
+        TrainConfig(frozen_parameters="frontend[")
+    labels, _, cache = trained
+    table = read_labels(labels)
+    windows, tags, info = load_windows(labels, table, labels.parent, 59049, 16000, cache)
+    train_set, validation_set = split(windows, 0.25, seed=0)
+    config = TrainConfig(
+        architecture_options=TINY, batch_size=4, max_epochs=1, frozen_parameters="x"
+    )
+    with pytest.raises(ValueError, match="matches no parameter"):
+        train(config, train_set, validation_set, tags, tmp_path, info)
 
 
 def test_a_run_resumed_into_another_folder_starts_from_its_best_epoch(

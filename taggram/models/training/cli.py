@@ -374,6 +374,12 @@ def train_command(
         help="fine-tuning: keep batch norm's running statistics (layers normalise with them); "
         "the other weights train",
     ),
+    frozen_parameters: str = typer.Option(
+        "",
+        metavar="REGEX",
+        help="fine-tuning: parameters whose names match (from the start) keep their values, "
+        "e.g. 'frontend\\.' for the whole front-end",
+    ),
 ) -> None:
     """Train an architecture on labelled audio or by distillation; keep the best epoch."""
     import torch
@@ -419,6 +425,7 @@ def train_command(
             device=device,
             mix_fraction=mix_fraction,
             freeze_batch_norm=freeze_batch_norm,
+            frozen_parameters=frozen_parameters,
         )
         train_set, validation_set, tags, info = _split_windows(
             labels,

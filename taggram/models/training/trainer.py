@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -113,6 +114,9 @@ class TrainConfig:
     # while the rest trains. A fine-tune's new data mix otherwise moves the statistics, and the
     # statistics alone cost 2.2.0 most of its speech agreement (docs/training.md).
     freeze_batch_norm: bool = False
+    # Fine-tuning some layers only: parameters whose names this matches (re.match, e.g.
+    # frontend\.[0-9]\. for the first blocks) keep their values ("": every one trains).
+    frozen_parameters: str = ""
 
     def __post_init__(self) -> None:
         """Refuse settings no run can use, before any data is read or a teacher runs.
@@ -165,6 +169,12 @@ class TrainConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if self.schedule == "cosine" and self.time_budget_s is None:
             raise ValueError("the cosine schedule runs over the time budget: give one")
+        try:
+            re.compile(self.frozen_parameters)
+        except re.error as error:
+            raise ValueError(
+                f"frozen_parameters {self.frozen_parameters!r} is no regular expression: {error}"
+            ) from error
         if self.initialise_from and self.architecture != "sample_cnn":
             raise ValueError(f"a warm start needs a sample_cnn, not {self.architecture!r}")
 
@@ -390,6 +400,19 @@ def train(
         _warm_start(module, config, train_set, samples)
     # the optimiser is made on the device, so a resumed Adam state is cast there
     module.to(config.device)
+    if config.frozen_parameters:
+        frozen = [
+            parameter
+            for name, parameter in module.named_parameters()
+            if re.match(config.frozen_parameters, name)
+        ]
+        if not frozen:
+            raise ValueError(
+                f"frozen_parameters {config.frozen_parameters!r} matches no parameter of "
+                f"{config.architecture}"
+            )
+        for parameter in frozen:  # no gradient: Adam leaves them as they are
+            parameter.requires_grad_(False)
     optimizer = torch.optim.Adam(
         module.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
