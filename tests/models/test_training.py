@@ -14,6 +14,7 @@ import re
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime
@@ -392,12 +393,22 @@ def test_quality_source_names_packages_only_for_a_package_manifest(
     assert source is not None and "whole packages held out: naev-data)" in source.source
 
 
+def _split_clips(
+    trained: tuple[Path, Path, Path],
+) -> tuple[Windows, Windows, list[str], dict[str, Any]]:
+    """The ``trained`` fixture's clips as windows (cached), split three to one: (train,
+    validation, tags, info) for a tiny run of one's own."""
+    labels, _, cache = trained
+    windows, tags, info = load_windows(
+        labels, read_labels(labels), labels.parent, 59049, 16000, cache
+    )
+    train_set, validation_set = split(windows, 0.25, seed=0)
+    return train_set, validation_set, tags, info
+
+
 def test_resume_continues_the_run(trained: tuple[Path, Path, Path], tmp_path: Path) -> None:
     """A run stopped after two epochs and resumed from its last.pt goes on where it stopped."""
-    labels, _, cache = trained
-    table = read_labels(labels)
-    windows, tags, info = load_windows(labels, table, labels.parent, 59049, 16000, cache)
-    train_set, validation_set = split(windows, 0.25, seed=0)
+    train_set, validation_set, tags, info = _split_clips(trained)
     config = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=3, max_epochs=2)
     train(config, train_set, validation_set, tags, tmp_path, info)
     first = json.loads((tmp_path / HISTORY).read_text())
@@ -432,10 +443,7 @@ def test_a_fine_tune_keeps_what_it_freezes(
     """Resumed with ``freeze_batch_norm``, a run leaves batch norm's running statistics as the
     resumed run left them (without it, they move); with ``frozen_parameters``, the parameters
     it matches keep their values while the others train."""
-    labels, _, cache = trained
-    table = read_labels(labels)
-    windows, tags, info = load_windows(labels, table, labels.parent, 59049, 16000, cache)
-    train_set, validation_set = split(windows, 0.25, seed=0)
+    train_set, validation_set, tags, info = _split_clips(trained)
     config = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=3, max_epochs=1)
     train(config, train_set, validation_set, tags, tmp_path / "first", info)
     before = torch.load(tmp_path / "first" / LAST, weights_only=False)["state_dict"]
@@ -470,10 +478,7 @@ def test_frozen_parameters_must_be_a_pattern_that_names_some(
 ) -> None:
     with pytest.raises(ValueError, match="no regular expression"):
         TrainConfig(frozen_parameters="frontend[")
-    labels, _, cache = trained
-    table = read_labels(labels)
-    windows, tags, info = load_windows(labels, table, labels.parent, 59049, 16000, cache)
-    train_set, validation_set = split(windows, 0.25, seed=0)
+    train_set, validation_set, tags, info = _split_clips(trained)
     config = TrainConfig(
         architecture_options=TINY, batch_size=4, max_epochs=1, frozen_parameters="x"
     )
@@ -488,10 +493,7 @@ def test_a_run_resumed_into_another_folder_starts_from_its_best_epoch(
     run has the resumed run's best epoch as its own until an epoch beats it: a run in which
     none did ended in an error after training. Without a best epoch to start from, it is
     refused before training."""
-    labels, _, cache = trained
-    table = read_labels(labels)
-    windows, tags, info = load_windows(labels, table, labels.parent, 59049, 16000, cache)
-    train_set, validation_set = split(windows, 0.25, seed=0)
+    train_set, validation_set, tags, info = _split_clips(trained)
     config = TrainConfig(architecture_options=TINY, batch_size=4, steps_per_epoch=3, max_epochs=2)
     first = tmp_path / "first"
     best = train(config, train_set, validation_set, tags, first, info)

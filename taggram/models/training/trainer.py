@@ -329,7 +329,7 @@ def _warm_start(module: nn.Module, config: TrainConfig, windows: Windows, sample
     initialise_from_onnx(module, Path(config.initialise_from), calibration)
 
 
-def train_mode(module: nn.Module, freeze_batch_norm: bool) -> None:
+def _train_mode(module: nn.Module, freeze_batch_norm: bool) -> None:
     """``module`` in training mode, its batch norm layers kept in eval mode with
     ``freeze_batch_norm`` (normalised by their running statistics, which stay as they are; their
     scale and shift still train)."""
@@ -436,7 +436,7 @@ def train(
     started = time.monotonic() - spent
     for epoch in range(len(history) + 1, config.max_epochs + 1):
         epoch_started = time.monotonic()
-        train_mode(module, config.freeze_batch_norm)
+        _train_mode(module, config.freeze_batch_norm)
         losses = []
         for _ in tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch}", leave=False):
             if config.schedule == "cosine":
