@@ -213,8 +213,11 @@ def catalogue(
     summary.not_audio = found.not_audio
     typer.echo(summary.report(), err=True)
     # A transient failure (service unreachable) exits non-zero, so a Kubernetes Job retries the
-    # pod, which resumes; files that are simply bad are reported but do not fail the run.
-    raise typer.Exit(1 if summary.retryable else 0)
+    # pod, which resumes; files that are simply bad are reported but do not fail the run, unless
+    # no track at all is tagged: a script or Job took every file failing for a finished catalogue.
+    if summary.tagged_nothing:
+        typer.echo("taggram catalogue: no track could be tagged", err=True)
+    raise typer.Exit(1 if summary.retryable or summary.tagged_nothing else 0)
 
 
 @app.command("merge")

@@ -110,6 +110,7 @@ class Summary:
 
     total: int = 0
     skipped: int = 0
+    tagged_before: int = 0  # of the skipped tracks, those an earlier run tagged (the rest failed)
     left: int = 0  # pending tracks that --limit left for a later run
     done: int = 0
     audio_seconds: float = 0.0
@@ -129,6 +130,15 @@ class Summary:
     def retryable(self) -> int:
         """Failed records that a later run will try again."""
         return sum(1 for record in self.failures if record.error and record.error.retryable)
+
+    @property
+    def tagged_nothing(self) -> bool:
+        """Whether no track is tagged, by this run or an earlier one, while some failed (in this
+        run, or for good in an earlier one): every file unreadable or refused, for which the
+        command exits 1, as ``taggram tag`` does. A resumed run whose tracks an earlier run
+        tagged is not, nor a run of no tracks at all."""
+        failed = len(self.failures) + self.skipped - self.tagged_before
+        return self.done == 0 and self.tagged_before == 0 and failed > 0
 
     def report(self, examples: int = 3) -> str:
         """A few lines for a person: counts, speed, and failures grouped by reason."""
@@ -182,12 +192,14 @@ def pending(
     retry_failed: bool,
     options: JobOptions | None = None,
     versions: Counter[str] | None = None,
+    earlier: Counter[str] | None = None,
 ) -> list[Track]:
     """Tracks the output does not settle yet: never tagged, failed for a transient reason, or
     (with ``retry_failed``) failed for any reason. The output is read one record at a time and
     only each id's outcome kept (a shard's records, probabilities and embeddings, would not fit
     a small pod's memory). ``versions``, when given, is filled with how many tagged records of
-    the output each model version made.
+    the output each model version made; ``earlier`` with how many of ``tracks`` it settles, by
+    status (``ok``: tagged, ``error``: failed for good).
 
     Raises:
         OutputError: ``options`` (its model the one the run will use, ``None`` when unknown)
@@ -205,7 +217,18 @@ def pending(
                 _check_resumable(output, record, options)
         else:
             settled[record.id] = record.settled and not retry_failed
-    return [t for t in tracks if t.id not in tagged and not settled.get(t.id, False)]
+    todo = []
+    for track in tracks:
+        if track.id in tagged:
+            status = "ok"
+        elif settled.get(track.id, False):
+            status = "error"
+        else:
+            todo.append(track)
+            continue
+        if earlier is not None:
+            earlier[status] += 1
+    return todo
 
 
 def _check_resumable(output: Path, record: Record, options: JobOptions) -> None:
@@ -253,8 +276,11 @@ async def run(
     model resolved to the default when known); otherwise :class:`OutputError` (see
     :func:`pending`) before anything is sent."""
     versions: Counter[str] = Counter()
-    todo = pending(tracks, output, fmt, retry_failed, options, versions)
-    summary = Summary(total=len(tracks), skipped=len(tracks) - len(todo))
+    earlier: Counter[str] = Counter()
+    todo = pending(tracks, output, fmt, retry_failed, options, versions, earlier)
+    summary = Summary(
+        total=len(tracks), skipped=len(tracks) - len(todo), tagged_before=earlier["ok"]
+    )
     todo = todo[:limit] if limit is not None else todo
     summary.left = summary.total - summary.skipped - len(todo)
     queue = iter(todo)  # shared by the workers; next() never awaits, so no lock is needed

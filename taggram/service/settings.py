@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from taggram.repository import DEFAULT_REPOSITORY
+from taggram.repository import DEFAULT_REPOSITORY, ModelEntry, RepositoryError
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 LogFormat = Literal["text", "json"]
@@ -381,6 +381,35 @@ def environment_settings(**values: Any) -> Settings:
         return Settings(**values)
     except ValidationError as error:
         raise SettingsError("; ".join(problems(error))) from error
+
+
+def served_entries(settings: Settings, entries: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
+    """The repository models a service with ``settings`` loads: those of ``TAGGRAM_MODELS`` in
+    its order, or, unset, every model of ``entries`` (the whole repository, name -> entry).
+
+    One check for the service's start-up (the Tagger) and ``taggram models list --local``, which
+    left a name the repository lacks out of its list without a word while the service refused to
+    start. Here, beside the settings, so that the listing need not import the pipeline (ONNX
+    Runtime and the decoders: seconds on a small machine).
+
+    Raises:
+        RepositoryError: ``TAGGRAM_MODELS`` names models the repository lacks, or the default
+            model is not in it; the message names the setting and what the repository has.
+    """
+    wanted = settings.models or list(entries)
+    repository = settings.model_repository
+    # Which setting named it, and what the repository has: a name mistyped (`mtt_musicnn`)
+    # or a model left out of a build was one line to guess from.
+    has = f"it has {', '.join(sorted(entries))}"
+    missing = [name for name in dict.fromkeys(wanted) if name not in entries]
+    if missing:
+        raise RepositoryError(f"models {missing} are not in {repository} (TAGGRAM_MODELS); {has}")
+    default = settings.default_model
+    if default not in entries:
+        raise RepositoryError(
+            f"default model {default!r} is not in {repository} (TAGGRAM_DEFAULT_MODEL); {has}"
+        )
+    return {name: entries[name] for name in wanted}
 
 
 def in_process_settings(repository: Path, model: str | None, *, warmup: bool = True) -> Settings:

@@ -65,7 +65,7 @@ from taggram.service.errors import (
 )
 from taggram.service.inference.batcher import DEFAULT_SECONDS_PER_PATCH, Batcher, BatchResult
 from taggram.service.inference.session import ModelSession, choose_providers
-from taggram.service.settings import Settings
+from taggram.service.settings import Settings, served_entries
 from taggram.service.timing import StageTimes
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ class Tagger:
         # Every repository name, loaded here or not: another replica (or a restart with other
         # TAGGRAM_MODELS) may load it, so no custom model may take it.
         self.repository_names = frozenset(repository)
-        self.entries = self._select(repository)
+        self.entries = served_entries(settings, repository)
         # Frozen settings: a copy carries the default chosen among the models loaded.
         default = self._default_model(repository)
         self.settings = settings.model_copy(update={"default_model": default})
@@ -224,24 +224,6 @@ class Tagger:
         # Set by stop(): the loading thread, which cancelling start() cannot interrupt, stops
         # after the session it is creating instead of loading and warming every other model.
         self._stopping = threading.Event()
-
-    def _select(self, entries: dict[str, ModelEntry]) -> dict[str, ModelEntry]:
-        wanted = self.settings.models or list(entries)
-        repository = self.settings.model_repository
-        # Which setting named it, and what the repository has: a name mistyped (`mtt_musicnn`)
-        # or a model left out of a build was one line to guess from.
-        has = f"it has {', '.join(sorted(entries))}"
-        missing = [name for name in dict.fromkeys(wanted) if name not in entries]
-        if missing:
-            raise RepositoryError(
-                f"models {missing} are not in {repository} (TAGGRAM_MODELS); {has}"
-            )
-        default = self.settings.default_model
-        if default not in entries:
-            raise RepositoryError(
-                f"default model {default!r} is not in {repository} (TAGGRAM_DEFAULT_MODEL); {has}"
-            )
-        return {name: entries[name] for name in wanted}
 
     def _default_model(self, entries: dict[str, ModelEntry]) -> str:
         """The model a request without ``model`` gets: ``TAGGRAM_DEFAULT_MODEL``, or unset, the

@@ -96,7 +96,7 @@ def test_excel_manifests_are_read_or_refused_in_one_line(
 
 def test_the_shared_excel_manifest_is_not_refused(tmp_path: Path) -> None:
     """Its paths are illustrative: the run gets as far as tagging (and fails to find the files),
-    where it used to stop at row 1."""
+    where it used to stop at row 1. No track is tagged, so the run exits 1."""
     manifest = require_bugs() / "18_manifest_excel_utf8_bom.csv"
     code, report, records = _run(
         str(manifest), "--url", "http://127.0.0.1:9", "--output", str(tmp_path / "x.jsonl"),
@@ -104,4 +104,5 @@ def test_the_shared_excel_manifest_is_not_refused(tmp_path: Path) -> None:
     )  # fmt: skip
     assert "lacks an id or a path" not in report
     assert records and all(record["id"] for record in records), report
-    assert code in (0, 1), report
+    assert all(record["status"] == "error" for record in records), records
+    assert code == 1 and "no track could be tagged" in report, report

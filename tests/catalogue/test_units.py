@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -212,7 +213,9 @@ def test_outputs_round_trip_resume_and_compact(tmp_path: Path, fmt: Format) -> N
         for record in written:
             appender.write(record)
     assert read_records(output) == written
-    assert pending(tracks, output, fmt, retry_failed=False) == tracks[2:]  # "c" is retried
+    earlier: Counter[str] = Counter()
+    assert pending(tracks, output, fmt, False, earlier=earlier) == tracks[2:]  # "c" is retried
+    assert earlier == {"ok": 1, "error": 1}  # "a" tagged, "b" failed for good
     assert read_records(output)[1].error == records.ErrorInfo(
         code="undecodable_audio", message="bad header", retryable=False
     )
@@ -503,6 +506,18 @@ def test_the_summary_counts_one_track_and_one_file_in_the_singular(tmp_path: Pat
     writers.write_records(part, [_ok("a", 0.9)], Format.jsonl)
     merged = CliRunner().invoke(app, ["merge", str(part), "--output", str(tmp_path / "m.jsonl")])
     assert merged.stderr == "merged 1 file: 1 track, 0 failed\n"
+
+
+def test_the_summary_says_nothing_was_tagged_counting_what_earlier_runs_tagged() -> None:
+    """The command exits 1 when no track is tagged and some failed; the tracks a resumed run
+    skips count as an earlier run left them."""
+    failed = records.failure(Track("a", Path("a.wav")), "unreadable", "gone", retryable=False)
+    assert Summary(total=1, failures=[failed]).tagged_nothing
+    assert Summary(total=2, skipped=1, failures=[failed]).tagged_nothing  # b failed before
+    assert not Summary(total=2, skipped=1, tagged_before=1, failures=[failed]).tagged_nothing
+    assert not Summary(total=2, done=1, failures=[failed]).tagged_nothing
+    assert not Summary(total=2, skipped=2, tagged_before=2).tagged_nothing  # all done before
+    assert not Summary().tagged_nothing  # no track, no failure
 
 
 def test_the_summary_gives_each_failure_its_own_reason_when_a_code_has_several() -> None:

@@ -170,6 +170,58 @@ def test_the_summary_says_what_limit_left_undone(
     )
 
 
+def test_a_run_that_tags_no_track_exits_1_and_one_that_tags_some_exits_0(
+    short_wav: Path, tmp_path: Path
+) -> None:
+    """Every track unreadable (links to files on a share that is not mounted): the run reported
+    each failure and exited 0, so a script or Job took the catalogue for done, where ``taggram
+    tag`` exits 1. It exits 1, and so does the same command run again, which skips them. Once a
+    track is tagged it exits 0, the failures reported as before; a resumed run with every track
+    tagged before is a success."""
+    music = tmp_path / "music"
+    music.mkdir()
+    for name in ("gone.mp3", "lost.flac"):
+        (music / name).symlink_to(tmp_path / "unmounted" / name)
+    output = tmp_path / "out.jsonl"
+    repository = str(require_repository())
+    command = ["catalogue", str(music), "--local", "--repository", repository]
+    command += ["--output", str(output), "--no-progress"]
+    runner = CliRunner()
+
+    def run(*more: str) -> tuple[int, str]:
+        result = runner.invoke(
+            app, [*command, *more], env={"TAGGRAM_URL": "", "TAGGRAM_WARMUP": "false"}
+        )
+        assert "Traceback" not in result.output
+        return result.exit_code, result.stderr
+
+    code, stderr = run()
+    assert code == 1, stderr
+    assert stderr.startswith("catalogue: 2 tracks; done 0, failed 2, skipped 0 ")
+    assert "  failed 2 x unreadable\n" in stderr
+    assert stderr.endswith("\ntaggram catalogue: no track could be tagged\n")
+    outcomes = {(r.id, r.status, r.error and r.error.code) for r in read_records(output)}
+    assert outcomes == {("gone.mp3", "error", "unreadable"), ("lost.flac", "error", "unreadable")}
+    code, stderr = run()  # settled failures are skipped: still nothing tagged
+    assert code == 1, stderr
+    assert "done 0, failed 0, skipped 2 " in stderr and "no track could be tagged" in stderr
+
+    (music / "song.wav").write_bytes(short_wav.read_bytes())
+    code, stderr = run("--retry-failed")
+    assert code == 0, stderr
+    assert stderr.startswith("catalogue: 3 tracks; done 1, failed 2, skipped 0 ")
+    assert "  failed 2 x unreadable\n" in stderr and "no track could be tagged" not in stderr
+    code, stderr = run("--retry-failed")  # the two fail again, the song was tagged before
+    assert code == 0, stderr
+    assert "done 0, failed 2, skipped 1 " in stderr and "no track could be tagged" not in stderr
+
+    for name in ("gone.mp3", "lost.flac"):
+        (music / name).unlink()
+    code, stderr = run()  # resumed, every track tagged before
+    assert code == 0, stderr
+    assert stderr.startswith("catalogue: 1 track; done 0, failed 0, skipped 1 ")
+
+
 def test_an_output_that_cannot_be_written_is_one_line_and_resumes(
     server: Server, short_wav: Path, tmp_path: Path
 ) -> None:

@@ -191,16 +191,26 @@ def _network_line(model: dict[str, Any]) -> str:
 def _repository_models(settings: Settings) -> list[dict[str, Any]]:
     """The metadata (as JSON) of the repository models a service with ``settings`` serves:
     ``TAGGRAM_MODELS``, or all, in the service's order. A repository that cannot be read is a
-    warning on stderr and no models: the custom models are still listed."""
+    warning on stderr and no models: the custom models are still listed.
+
+    Raises:
+        typer.BadParameter: ``TAGGRAM_MODELS`` (or the default model) names a model the
+            repository lacks, in the service's words (exit 2): the list left it out without a
+            word, while a service with these settings refuses to start.
+    """
     from taggram.repository import RepositoryError, load_repository
+    from taggram.service.settings import served_entries
 
     try:  # hashes not checked: listing reads no network
         entries = load_repository(settings.model_repository, verify_hashes=False)
     except RepositoryError as error:
         typer.echo(f"warning: {error}", err=True)
         return []
-    wanted = settings.models or list(entries)
-    return [entries[name].metadata.model_dump(mode="json") for name in wanted if name in entries]
+    try:
+        served = served_entries(settings, entries)
+    except RepositoryError as error:
+        raise typer.BadParameter(str(error), param_hint="--local") from error
+    return [entry.metadata.model_dump(mode="json") for entry in served.values()]
 
 
 def _local_settings() -> Settings:

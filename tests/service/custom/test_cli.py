@@ -297,6 +297,33 @@ def test_local_list_names_every_model_served_with_its_kind(
     ]
 
 
+def test_local_list_refuses_a_model_the_repository_lacks_as_the_service_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``TAGGRAM_MODELS=MTT_vgg,MTT_vgq``: the list left the mistyped name out without a word and
+    exited 0, while a service with that setting refuses to start. It says what was asked and what
+    the repository has, in the service's own words, as a usage error (exit 2)."""
+    from taggram.repository import RepositoryError
+    from taggram.service.settings import environment_settings
+    from taggram.service.tagging import Tagger
+
+    repository = require_repository()
+    storage.write(tmp_path / "custom", record("drums"), {"mean": np.zeros(2)})
+    monkeypatch.setenv("TAGGRAM_MODEL_REPOSITORY", str(repository))
+    monkeypatch.setenv("TAGGRAM_CUSTOM_MODELS", str(tmp_path / "custom"))
+    monkeypatch.setenv("TAGGRAM_MODELS", "MTT_vgg,MTT_vgq")
+    listed = CliRunner().invoke(app, ["models", "list", "--local"])
+    assert listed.exit_code == 2, listed.output
+    assert isinstance(listed.exception, SystemExit)  # no traceback
+    assert listed.stdout == ""  # no partial list that reads as what the service serves
+    has = ", ".join(sorted(load_repository(repository, verify_hashes=False)))
+    said = f"models ['MTT_vgq'] are not in {repository} (TAGGRAM_MODELS); it has {has}"
+    assert said in " ".join(listed.stderr.split())
+    with pytest.raises(RepositoryError) as refused:  # the service's start-up, the same check
+        Tagger(environment_settings())
+    assert str(refused.value) == said
+
+
 def test_list_through_the_service_names_its_models_with_their_kind(tmp_path: Path) -> None:
     env = {
         "TAGGRAM_MODELS": "MTT_vgg,mfcc",
