@@ -128,7 +128,8 @@ def ms_per_patch(session: ModelSession, batch: int) -> tuple[float, float]:
     return 1000 * timing.median_s / batch, 1000 * timing.best_s / batch
 
 
-def _entry(name: str, repositories: list[Path]) -> ModelEntry:
+def find_entry(name: str, repositories: list[Path]) -> ModelEntry:
+    """The entry of model ``name`` in the first of ``repositories`` that has it."""
     for repository in repositories:
         if repository.is_dir() and (entries := load_repository(repository)).get(name):
             return entries[name]
@@ -151,7 +152,7 @@ def main(
 ) -> None:
     repositories = [repository, trained]
     sessions = {
-        name: ModelSession(_entry(name, repositories), ["CPUExecutionProvider"], threads, 1)
+        name: ModelSession(find_entry(name, repositories), ["CPUExecutionProvider"], threads, 1)
         for name in (student, teacher, reference)
         if name
     }
