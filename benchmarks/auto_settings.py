@@ -20,7 +20,9 @@ alone, a few minutes): the vote refitted on each k = 1 support set with each rul
 :data:`ONE_SHOT_SCALINGS`, against MFCC + 1-NN, with every class of a development task and with
 two (every pair of its classes), and which rules the criterion of docs/custom-models.md allows.
 ``--reported`` prints the rule before and the chosen one on the tasks ``benchmarks.few_shot``
-reports instead (run once, after the choice).
+reports instead (run once, after the choice). ``--classifiers`` prints the one-shot vote with
+each classifier (what ``classifier=svm`` and the others get with one example per class), on
+every task, with every class and with two: it chooses nothing (15 s on 2 cores).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from benchmarks import ROOT
 from benchmarks.few_shot import (
+    BASELINE,
     BENCHMARK,
     CACHE,
     DEVELOPMENT,
@@ -44,7 +47,7 @@ from benchmarks.few_shot import (
 )
 from taggram.service.custom import selection
 from taggram.service.custom.ensemble import calibrate, fit_temperature
-from taggram.service.custom.features import candidates, split
+from taggram.service.custom.features import auto_features, candidates, split
 from taggram.service.custom.heads import Scaling, per_dimension
 
 FOLDER = CACHE / "settings"
@@ -361,6 +364,48 @@ def one_shot_scalings(episodes: int, repository: Path, reported: bool) -> None:
         print(f"| {name} | {np.mean(values):+.2f} | {loss:+.2f} | {'yes' if eligible else 'no'} |")
 
 
+def one_shot_classifiers(episodes: int, repository: Path) -> None:
+    """The one-shot vote with each classifier at k = 1, as the service builds it for
+    ``POST /v1/models`` with ``classifier=NAME`` (features ``auto``) and one example of every
+    class: ``selection.select`` on the candidates of :func:`auto_features`, then
+    ``selection.fit``. Every task (the vote's settings are fixed: nothing is chosen here), every
+    class and two (every pair); accuracy, points above MFCC + 1-NN, and the mean probability of
+    the class it answers (1 / classes: no preference at all)."""
+    classifiers = selection.CLASSIFIERS
+    for pairs in (False, True):
+        print(
+            f"\n| one-shot vote, k = 1, {'2 classes' if pairs else 'all classes'} | "
+            + " | ".join(f"`{c}`: accuracy (points above MFCC + 1-NN), top p" for c in classifiers)
+            + " | MFCC + 1-NN |"
+        )
+        print("|---|" + "---|" * (len(classifiers) + 1))
+        for task in (*BENCHMARK, *DEVELOPMENT):
+            features, labels, _ = features_of(task, repository)
+            considered = auto_features(list(features), one_shot=True)
+            accuracies: dict[str, list[float]] = {c: [] for c in classifiers}
+            tops: dict[str, list[float]] = {c: [] for c in classifiers}
+            baseline = []
+            for s, q, truth in _episodes(labels, pairs, episodes):
+                Y = np.eye(len(s), dtype=bool)
+                train = {name: features[name][s] for name in considered}
+                query = {name: features[name][q] for name in considered}
+                knn = selection.make_head("knn", False).fit(features[BASELINE][s], Y)
+                baseline.append(accuracy(knn.predict_proba(features[BASELINE][q]), truth))
+                for classifier in classifiers:
+                    chosen = selection.select(train, Y, candidates(considered, [classifier]), False)
+                    assert chosen.method == "fallback", chosen.method
+                    vote = selection.fit(train, Y, chosen, False).predict_proba(query)
+                    accuracies[classifier].append(accuracy(vote, truth))
+                    tops[classifier].append(float(vote.max(axis=1).mean()))
+            floor = float(np.mean(baseline))
+            cells = " | ".join(
+                f"{np.mean(accuracies[c]):.3f} ({100 * (np.mean(accuracies[c]) - floor):+.1f}), "
+                f"{np.mean(tops[c]):.2f}"
+                for c in classifiers
+            )
+            print(f"| {task} | {cells} | {floor:.3f} |", flush=True)
+
+
 def k_rules(paths: dict[tuple[str, int], Path]) -> None:
     cells = {name: {} for name in RULES}  # type: ignore[var-annotated]
     for (task, k), path in paths.items():
@@ -435,8 +480,15 @@ def main(
     reported: bool = typer.Option(
         False, help="the one-shot standardisation before and now on the reported tasks, only"
     ),
+    classifiers: bool = typer.Option(
+        False, help="only the one-shot vote with each classifier, on every task (no choice)"
+    ),
 ) -> None:
     """Print the tables of docs/custom-models.md that chose the settings of auto."""
+    if classifiers:
+        with threadpool_limits(limits=1):
+            one_shot_classifiers(episodes, repository)
+        return
     one_shot_scalings(episodes, repository, reported)
     if scalings_only or reported:
         return

@@ -63,7 +63,7 @@ from benchmarks import ROOT
 from taggram.models.data.debian import download, unpack
 from taggram.models.data.packages import ensure_trainable
 from taggram.service.custom import selection
-from taggram.service.custom.features import auto_features, available, candidates
+from taggram.service.custom.features import auto_features, available, candidates, networks
 from taggram.service.custom.heads import KnnHead
 from taggram.service.settings import Settings
 from taggram.service.tagging import Tagger
@@ -311,20 +311,22 @@ async def _embed_all(files: list[Path], repository: Path) -> dict[str, np.ndarra
     settings = Settings(
         model_repository=repository,
         warmup=False,
-        default_model="mfcc",
+        default_model="MTT_musicnn",  # a tagger: a feature extractor cannot be the default
         queue_budget_seconds=86_400.0,
         queue_deadline_seconds=86_400.0,
     )
     slots = asyncio.Semaphore(4)  # a few files at once keep the batchers' batches full
     async with Tagger(settings) as tagger:
-        bases = [name for name, meta in tagger.models.items() if meta.embedding_outputs]
+        # The networks of the features kept below: quantised copies of loaded float networks
+        # offer none (features.available), and running them only doubled the time.
+        names = available(tagger.models)
+        bases = networks(names)
 
         async def one(path: Path) -> dict[str, dict[str, np.ndarray]]:
             async with slots:
                 return (await tagger.embed(path.read_bytes(), bases)).embeddings
 
         rows = await asyncio.gather(*(one(path) for path in files))
-        names = available(tagger.models)
     return {
         feature: np.stack(
             [row[feature.rpartition(".")[0]][feature.rpartition(".")[2]] for row in rows]

@@ -219,6 +219,7 @@ def test_an_ensemble_over_two_networks_and_a_one_shot_vote(client: httpx.Client)
     assert one.status_code == 201, one.text
     shot = one.json()
     assert shot["selection"] == "fallback" and shot["estimate"]["value"] is None
+    assert shot["warnings"] == []  # logistic's probabilities are read as such
     assert shot["classifier"] == "ensemble"
     assert [(m["features"], m["classifier"], m["weight"]) for m in shot["members"]] == [
         ("mfcc.statistics", "logistic", 0.6),
@@ -228,6 +229,46 @@ def test_an_ensemble_over_two_networks_and_a_one_shot_vote(client: httpx.Client)
         answer = tag(client, clip(kind, j), model="one_shot").json()
         assert answer["tags"][0]["tag"] == kind
     assert client.delete("/v1/models/one_shot").status_code == 204
+
+
+def test_an_svm_or_knn_one_shot_vote_says_what_its_probabilities_are(
+    client: httpx.Client,
+) -> None:
+    """``classifier=svm`` or ``knn`` with one example per class gets the one-shot vote of that
+    classifier: it tags the examples' classes as well, but nothing calibrates it, so an svm
+    vote's probabilities were nearly even and a knn vote's were steps decided by MFCC
+    statistics alone (its weight, 0.6, against 0.2), with nothing in the answer saying so."""
+    data, files = form("one_shot_svm", per_class=1, classifier="svm")
+    made = client.post("/v1/models", data=data, files=files)
+    assert made.status_code == 201, made.text
+    assert made.json()["selection"] == "fallback"
+    assert {m["classifier"] for m in made.json()["members"]} == {"svm"}
+    assert any("svm heads of the one-shot vote" in w for w in made.json()["warnings"])
+    for j, kind in enumerate(CLASSES):
+        tags = tag(client, clip(kind, j), model="one_shot_svm").json()["tags"]
+        assert tags[0]["tag"] == kind
+        assert tags[0]["probability"] < 0.6, tags  # 3 classes: even is 0.33
+    assert client.delete("/v1/models/one_shot_svm").status_code == 204
+
+    data, files = form("one_shot_knn", per_class=1, classifier="knn")
+    made = client.post("/v1/models", data=data, files=files)
+    assert made.status_code == 201, made.text
+    members = {m["features"]: m["weight"] for m in made.json()["members"]}
+    assert members == {"mfcc.statistics": 0.6, "MTT_musicnn.max_pool": 0.2}
+    expected = (
+        "one example of some class: each knn head answers the class of its one nearest example "
+        "with probability 1, so the probabilities are the shares of the vote's weight that "
+        "agree (1.0 when every member does), not confidences, and mfcc.statistics (weight 0.6 "
+        "of 0.8) outweighs the other members together: its nearest example alone decides the "
+        "top tag"
+    )
+    assert expected in made.json()["warnings"]
+    for j, kind in enumerate(CLASSES):  # shares of 0.6 and 0.2 in 0.8: 0, 0.25, 0.75 or 1
+        own = tag(client, clip(kind, j), model="one_shot_knn").json()["tags"]
+        assert (own[0]["tag"], own[0]["probability"]) == (kind, 1.0)  # its own nearest example
+        other = tag(client, clip(kind, 100 + j), model="one_shot_knn").json()["tags"]
+        assert {round(t["probability"], 3) for t in other} <= {0.0, 0.25, 0.75, 1.0}, other
+    assert client.delete("/v1/models/one_shot_knn").status_code == 204
 
 
 def _wav(audio: np.ndarray, rate: int = 16000) -> bytes:

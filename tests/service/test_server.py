@@ -20,6 +20,7 @@ from taggram.service.api import create_app
 from taggram.service.settings import Settings
 from tests.service.conftest import tiny_metadata
 from tests.support.audio import tone, write_wav
+from tests.support.proxy import prefix_proxy
 from tests.support.server import free_port, running_server
 
 
@@ -337,3 +338,33 @@ def test_a_trailing_slash_is_a_404_naming_the_path_without_it(
         assert models.status_code == 404 and "did you mean /v1/models " in models.json()["detail"]
         assert httpx.get(f"{server.url}/nowhere/").json()["detail"] == "Not Found"
         assert httpx.get(f"{server.url}/v1/models").status_code == 200
+
+
+def test_the_trailing_slash_hint_under_a_root_path_works_for_both_kinds_of_caller(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
+    """With ``TAGGRAM_ROOT_PATH=/taggram`` uvicorn puts the prefix in front of every path, so a
+    caller through the prefix-stripping proxy (``/taggram/v1/models/``) and one inside the
+    cluster calling the pod directly (``/v1/models/``) arrive alike: the hint named
+    ``/taggram/v1/models`` to both, a 404 for the second. It names both paths; each caller's
+    works for it."""
+    env = {"TAGGRAM_DEFAULT_MODEL": "tiny", "TAGGRAM_ROOT_PATH": "/taggram"}
+    expected = (
+        "no route /v1/models/; did you mean /v1/models (without the trailing slash; "
+        "/taggram/v1/models through a proxy that serves the service under /taggram)?"
+    )
+    with (
+        running_server(tiny_repository, tmp_path, env=env) as server,
+        prefix_proxy(server.url, "/taggram") as proxy,
+    ):
+        outside = httpx.get(f"{proxy}/taggram/v1/models/")
+        inside = httpx.get(f"{server.url}/v1/models/")
+        for answer in (outside, inside):
+            assert answer.status_code == 404, answer.text
+            assert answer.json()["detail"] == expected
+        assert httpx.get(f"{proxy}/taggram/v1/models").status_code == 200  # the proxy's path
+        assert httpx.get(f"{proxy}/v1/models").status_code == 404  # outside the prefix
+        assert httpx.get(f"{server.url}/v1/models").status_code == 200  # the pod's path
+        # What the hint named alone before: the pod has no such path.
+        assert httpx.get(f"{server.url}/taggram/v1/models").status_code == 404
+        assert httpx.get(f"{proxy}/taggram/nowhere/").json()["detail"] == "Not Found"

@@ -32,7 +32,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taggram.service import errors, metrics
-from taggram.service.api.paths import is_under
+from taggram.service.api.paths import app_path, is_under, root_path
 from taggram.service.api.schemas import FieldProblem, LegacyError, Problem
 from taggram.service.errors import TaggramError
 
@@ -312,6 +312,27 @@ def _methods_at(request: Request, path: str) -> set[str]:
     return methods
 
 
+def _trailing_slash_hint(scope: Scope) -> str:
+    """The 404 detail of a known path asked for with a trailing slash: the path within the app,
+    and under a root path the path through the proxy too.
+
+    Uvicorn puts the root path (``TAGGRAM_ROOT_PATH``) in front of every request's ``path``,
+    whether it came through the proxy that strips the prefix (``/taggram/v1/tag/`` sent,
+    ``/v1/tag/`` received) or straight to the pod from inside the cluster (``/v1/tag/`` sent and
+    received): the two arrive alike, so the hint names the path for both. It named the prefixed
+    one alone, which 404s for an in-cluster caller.
+    """
+    asked = app_path(scope)
+    meant = asked.rstrip("/")
+    root = root_path(scope)
+    if not root:
+        return f"no route {asked}; did you mean {meant} (without the trailing slash)?"
+    return (
+        f"no route {asked}; did you mean {meant} (without the trailing slash; "
+        f"{root}{meant} through a proxy that serves the service under {root})?"
+    )
+
+
 async def _http_error(request: Request, error: Exception) -> ProblemResponse:
     assert isinstance(error, HTTPException)
     code = _HTTP_CODES.get(error.status_code, "http_error")
@@ -323,7 +344,7 @@ async def _http_error(request: Request, error: Exception) -> ProblemResponse:
     elif error.status_code == 404 and path.endswith("/") and _methods_at(request, path.rstrip("/")):
         # Starlette's redirect is off (create_app): its empty 307 printed nothing for
         # `curl -F file=@song.mp3 .../v1/tag/`, and a client that follows it sends the upload twice.
-        detail = f"no route {path}; did you mean {path.rstrip('/')} (without the trailing slash)?"
+        detail = _trailing_slash_hint(request.scope)
     return problem_response(request, error.status_code, code, detail, headers=headers)
 
 

@@ -8,7 +8,11 @@ that no figure of the answer shows plainly:
   held out by cross-validation, is scored against its own twin, so the estimate is optimistic;
 * **classes that differ only in case** (``Rock`` and ``rock``): two tags, each with half the
   examples;
-* **an estimate not above chance**: cross-validation finds nothing the examples tell apart.
+* **an estimate not above chance**: cross-validation finds nothing the examples tell apart;
+* **``svm`` or ``knn`` with one example of some class** (the one-shot vote, asked for with
+  ``classifier``): nothing is held out to calibrate them, so an ``svm`` vote's probabilities are
+  nearly even and a ``knn`` vote's are steps, and in the ``knn`` vote the heaviest member decides
+  the top tag alone (measured in docs/custom-models.md).
 """
 
 from __future__ import annotations
@@ -100,3 +104,38 @@ def chance_warning(value: float | None, metric: str, chance: float) -> list[str]
         "examples the model did no better than a fixed answer (the chance level); more "
         "examples, or examples that differ more between classes, may"
     ]
+
+
+def one_shot_warnings(classifier: str, weights: dict[str, float]) -> list[str]:
+    """What the one-shot vote of ``classifier`` (one example of some class) gives instead of
+    probabilities to read as such; ``weights``: each member's feature and weight in the vote.
+
+    ``svm``: squashed margins, nearly even (the top tag 0.19-0.22 of 8 classes on the few-shot
+    benchmark's tasks, about 0.6 of 2). ``knn``: each head answers its one nearest example's
+    class with probability 1, so the vote's probabilities are the shares of weight that agree,
+    and a member weighing more than the others together decides the top tag alone (``auto``'s
+    MFCC statistics, 0.6 of the vote). Neither fails: both rank the tags (docs/custom-models.md).
+    """
+    if classifier == "svm":
+        return [
+            "one example of some class: the svm heads of the one-shot vote have no held-out "
+            "examples to calibrate them, so their probabilities are squashed margins, nearly "
+            "even (about 0.2 for the top tag of 8 classes, 0.6 of 2): they rank the tags; do "
+            "not read them as confidences or threshold them (classifier logistic, the default, "
+            "gives probabilities that spread)"
+        ]
+    if classifier != "knn":
+        return []
+    warning = (
+        "one example of some class: each knn head answers the class of its one nearest example "
+        "with probability 1, so the probabilities are the shares of the vote's weight that "
+        "agree (1.0 when every member does), not confidences"
+    )
+    total = sum(weights.values())
+    heaviest, weight = max(weights.items(), key=lambda item: item[1])
+    if len(weights) > 1 and weight > total - weight:
+        warning += (
+            f", and {heaviest} (weight {weight:g} of {total:g}) outweighs the other members "
+            "together: its nearest example alone decides the top tag"
+        )
+    return [warning]

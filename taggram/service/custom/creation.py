@@ -355,6 +355,10 @@ async def create(
     fitted = await asyncio.to_thread(fit, plan_, embedded)
     estimate = fitted.estimate
     warnings += advice.chance_warning(estimate.value, estimate.metric, estimate.chance)
+    choice = fitted.choice
+    if choice.method == "fallback":
+        weights = dict(zip((m.feature for m in choice.members), choice.weights, strict=True))
+        warnings += advice.one_shot_warnings(choice.members[0].classifier, weights)
     fitted_at = time.perf_counter()
     base = models[features.split(fitted.choice.members[0].feature)[0]]
     seconds = {

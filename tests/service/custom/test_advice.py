@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from taggram.service.custom.advice import case_warnings, chance_warning, same_audio
+from taggram.service.custom.advice import (
+    case_warnings,
+    chance_warning,
+    one_shot_warnings,
+    same_audio,
+)
 
 
 def test_same_audio_groups_copies_within_float_noise_only() -> None:
@@ -35,3 +40,19 @@ def test_case_twins_and_the_chance_level() -> None:
     assert chance_warning(0.5, "macro_f1", 0.5)[0].startswith(
         "the estimate (macro_f1 0.500) is not above chance (0.500)"
     )
+
+
+def test_the_one_shot_vote_warns_of_svm_and_knn_probabilities_only() -> None:
+    auto = {"mfcc.statistics": 0.6, "MTT_musicnn.max_pool": 0.2, "MSD_musicnn.max_pool": 0.2}
+    assert one_shot_warnings("logistic", auto) == []
+    assert one_shot_warnings("prototypes", auto) == []
+    assert "nearly even" in one_shot_warnings("svm", auto)[0]
+    (knn,) = one_shot_warnings("knn", auto)
+    assert knn.endswith(
+        "not confidences, and mfcc.statistics (weight 0.6 of 1) outweighs the other members "
+        "together: its nearest example alone decides the top tag"
+    )
+    # Members in balance (features= two of the vote's) or alone: no member decides alone.
+    (even,) = one_shot_warnings("knn", {"MTT_musicnn.max_pool": 0.2, "MSD_musicnn.max_pool": 0.2})
+    assert even.endswith("not confidences")
+    assert one_shot_warnings("knn", {"random_vgg.features": 1.0})[0].endswith("not confidences")
