@@ -164,6 +164,26 @@ def test_bad_files_are_reported_and_the_others_tagged(
     assert f"taggram catalogue {tmp_path} --output" in lines[3]["error"]["message"]
 
 
+def test_not_audio_named_as_audio_gets_the_same_answer_in_process_and_through_the_service(
+    server: Server, repository: Path, tmp_path: Path
+) -> None:
+    """The bytes decide, not the name: in-process, FFmpeg was handed the file's name and its
+    ``.mp3``/``.flac`` made it read noise as MP3 or FLAC (422 'no sample rate'), while the
+    service, which never sees a name, answered 415 ``unsupported_format``."""
+    noise = np.random.default_rng(0).bytes(100_000)
+    paths = [tmp_path / "noise.mp3", tmp_path / "noise.flac"]
+    for path in paths:
+        path.write_bytes(noise)
+    answers = []
+    for target in (["--url", server.url], ["--local", "--repository", repository]):
+        result = run(*paths, *target, "--json")
+        assert result.exit_code == 1, result.output
+        answers.append([line["error"] for line in json_lines(result.stdout)])
+    through_service, in_process = answers
+    assert [error["code"] for error in through_service] == ["unsupported_format"] * 2
+    assert in_process == through_service
+
+
 def test_unreachable_service_fails_clearly(clips: tuple[Path, Path]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = run(clips[1], "--url", url)

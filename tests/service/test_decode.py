@@ -556,6 +556,22 @@ def test_unsupported_containers_are_named(tmp_path: Path) -> None:
         decode((tmp_path / "a.avi").read_bytes(), 16000, LIMITS)
 
 
+@pytest.mark.parametrize("suffix", [".mp3", ".mp2", ".flac", ".ac3", ".aac"])
+@pytest.mark.parametrize("kind", ["noise", "text"])
+def test_a_files_name_does_not_decide_its_container(kind: str, suffix: str, tmp_path: Path) -> None:
+    """An open file (``taggram tag --local``, a local catalogue) is read by its bytes, as the
+    nameless upload of the same bytes: PyAV gave FFmpeg the file's name, whose extension made
+    FFmpeg's probe take these for MP3, FLAC, AC-3 or AAC and fail as 'no sample rate' (422)."""
+    data = np.random.default_rng(0).bytes(100_000) if kind == "noise" else b"hello world\n" * 100
+    path = tmp_path / f"not_audio{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(UnsupportedFormatError) as uploaded:
+        decode(data, 16000, LIMITS)
+    with path.open("rb") as handle, pytest.raises(UnsupportedFormatError) as opened:
+        decode(handle, 16000, LIMITS)
+    assert str(opened.value) == str(uploaded.value)
+
+
 def test_allowed_container_without_audio_is_undecodable(tmp_path: Path) -> None:
     video = tmp_path / "video.mp4"
     audio.ffmpeg(
