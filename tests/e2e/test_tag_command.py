@@ -349,6 +349,33 @@ def test_a_device_is_refused_not_read_into_memory(server: Server, clips: tuple[P
     assert finished.stdout.startswith(f"{clips[1]}  (")
 
 
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_a_pipe_is_tagged_and_a_device_refused_both_ways(
+    mode: str, server: Server, clips: tuple[Path, Path], repository: Path
+) -> None:
+    """``cat song.wav | taggram tag /dev/stdin`` (or ``<(curl ...)``): the client uploads what
+    the pipe holds, while in-process the decoder tried to seek it ('File or stream is not
+    seekable', unreadable); ``/dev/zero``, refused through the service, looked empty in-process
+    (400 ``empty_body``). Now both ways tag the pipe and refuse the device alike."""
+    target = ["--url", server.url] if mode == "url" else ["--local", "--repository", repository]
+    finished = subprocess.run(
+        [sys.executable, "-m", "taggram", "tag", "/dev/stdin", "/dev/zero", *target, "--json"],
+        input=clips[1].read_bytes(),
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "TAGGRAM_URL": ""},
+    )
+    assert finished.returncode == 1, finished.stderr
+    piped, device = json_lines(finished.stdout.decode())
+    expected = api_tags(server, clips[1])[:5]  # --top-k's default
+    assert [item["tag"] for item in piped["tags"]] == [item["tag"] for item in expected]
+    assert device["error"] == {
+        "code": "unreadable",
+        "message": "[Errno 22] a device, not an audio file: '/dev/zero'",
+    }
+
+
 def test_a_file_name_that_is_not_utf8_is_uploaded(
     server: Server, clips: tuple[Path, Path], tmp_path: Path
 ) -> None:
