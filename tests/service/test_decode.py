@@ -267,6 +267,39 @@ def test_any_container_behind_an_id3_tag_decodes(
         assert abs(_peak_hz(decoded.waveform) - 440) < 5 and decoded.info.warnings == ()
 
 
+@pytest.mark.parametrize(
+    ("behind", "looks_like"),
+    [
+        (b"just some text, not audio at all\n" * 20, "the body looks like text"),
+        (np.random.default_rng(0).bytes(50_000), "the body looks like unrecognised data"),
+        (b"%PDF-1.7\n" + bytes(5000), "PDF"),
+    ],
+)
+def test_what_is_not_audio_behind_an_id3_tag_is_refused_whatever_the_tags_size(
+    behind: bytes, looks_like: str
+) -> None:
+    """The bytes after the tag decide: behind a small tag they were taken for MP3 (a 422 "MP3
+    file that cannot be read"), behind one larger than the 64 KiB read to recognise the file
+    for what they are (415 saying so)."""
+    messages = set()
+    for tag in (audio.id3v2(3), audio.id3v2(4, padding=300_000)):
+        with pytest.raises(UnsupportedFormatError, match=looks_like) as refused:
+            decode(tag + behind, 16000, LIMITS)
+        messages.add(str(refused.value))
+    assert len(messages) == 1
+
+
+def test_adts_aac_cut_mid_frame_behind_an_id3_tag_decodes(source_wav: Path, tmp_path: Path) -> None:
+    """A captured AAC stream that starts mid-frame behind an ID3 tag was forced into FFmpeg's MP3
+    demuxer ('the MP3 audio stream has no sample rate'); FFmpeg's probe finds the ADTS frames."""
+    suffix, _ = audio.ENCODINGS["adts_aac"]
+    data = audio.encode(source_wav, tmp_path / f"tone{suffix}", "adts_aac").read_bytes()
+    decoded = decode(audio.id3v2(3) + data[555:], 16000, LIMITS)
+    assert decoded.info.format == "AAC/aac"
+    assert abs(decoded.duration_seconds - 2.0) < 0.1
+    assert abs(_peak_hz(decoded.waveform) - 440) < 5
+
+
 def test_a_cut_wav_behind_an_id3_tag_is_still_told_cut() -> None:
     data = _encode(audio.tone(44100, 30.0), 44100, "WAV", "PCM_16")
     decoded = decode(audio.id3v2(3) + data[:2_000_000], 16000, LIMITS)

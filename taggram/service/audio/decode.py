@@ -610,7 +610,12 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
             # FFmpeg's demuxers of those read the tag as their own header and fail, so the
             # file is opened as if the tag were not there.
             handle, size, head = io.BufferedReader(_After(handle, tag)), size - tag, after
-        elif tag > len(head) - 16:  # an ID3 tag bigger than the head (cover art): look past it
+        elif behind is None or tag > len(head) - 16:
+            # No signature right after the tag (an MP3 cut mid-frame or behind junk, or no audio
+            # at all), or a tag bigger than the head (cover art): the bytes after it decide,
+            # through FFmpeg's probe, as they did only past a large tag; a small tag made the
+            # file MP3, so text or an image behind it was a 422 "MP3 file that cannot be read"
+            # where behind a large one it was a 415 saying what it is.
             head = after or head  # nothing after it: an ID3 tag means MP3
     handle.seek(0)
     media, container = _open(handle, head)
