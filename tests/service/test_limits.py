@@ -314,6 +314,20 @@ def test_a_request_head_past_64_kib_gets_431_and_its_connection_closed(server: S
     assert httpx.get(f"{server.url}/v1/models", headers=cookie).status_code == 200
 
 
+def test_a_head_that_ends_in_the_read_that_passes_64_kib_gets_431_too(server: Server) -> None:
+    """The bound was checked only on a head still incomplete after a read: 60 kB of it, then
+    the last 10 kB with its end in one read, was served (and 70 kB sent at once, when it arrived
+    in one read), while the same head arriving in smaller pieces got 431."""
+    head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    with _connect(server) as sock:
+        sock.sendall(head[:60_000])
+        time.sleep(0.5)  # read by the server as a head still below the bound
+        sock.sendall(head[60_000:])
+        status, headers, body = _response(sock)
+    assert (status, json.loads(body)["code"]) == (431, "headers_too_large"), body
+    assert headers["connection"] == "close"
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_an_upload_asking_to_upgrade_is_served_with_its_body(server: Server, chunked: bool) -> None:
     """``curl --http2`` on an http:// URL sends ``Upgrade: h2c``; the service speaks HTTP/1.1
