@@ -363,18 +363,48 @@ class AsyncTaggramClient:
     ) -> None:
         self.retry = retry or RetryPolicy()
         limits = httpx.Limits(max_connections=max_connections)
+        # For an upload the service answered before reading it all (below): the same service,
+        # timeout and key through a blocking socket. Not for a caller's own client.
+        self._blocking_url = None if http is not None else url
+        self._timeout, self._headers = timeout, auth_headers(api_key)
         self._http = http or httpx.AsyncClient(
             base_url=url, timeout=timeout, limits=limits, headers=auth_headers(api_key)
         )
 
+    def _blocking_request(self, method: str, path: str, kwargs: dict[str, Any]) -> httpx.Response:
+        assert self._blocking_url is not None
+        with httpx.Client(
+            base_url=self._blocking_url, timeout=self._timeout, headers=self._headers
+        ) as http:
+            return http.request(method, path, **kwargs)
+
+    def _answered_early(self, error: httpx.TransportError, kwargs: dict[str, Any]) -> bool:
+        """Whether ``error`` may hide the service's answer to an upload it refused before reading
+        all of it (413 past its byte limit, 429 while busy, 401): it answers and closes the
+        connection, the rest of the upload then fails to send, and asyncio closes a socket whose
+        send failed, the answer unread in it (so a file over the limit was "unreachable", tried
+        again on every catalogue run). A blocking socket still reads that answer."""
+        return (
+            self._blocking_url is not None
+            and "files" in kwargs
+            and isinstance(error, httpx.ReadError | httpx.WriteError)
+        )
+
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         attempt = 0
+        blocking = False  # this upload is sent again through a blocking socket
         while True:
             outcome: httpx.Response | httpx.TransportError
             try:
-                outcome = await self._http.request(method, path, **kwargs)
+                if blocking:
+                    outcome = await asyncio.to_thread(self._blocking_request, method, path, kwargs)
+                else:
+                    outcome = await self._http.request(method, path, **kwargs)
             except httpx.TransportError as error:
                 outcome = error
+                if not blocking and self._answered_early(error, kwargs):
+                    blocking = True
+                    continue  # at once, and not counted: the first try's answer was lost
             wait = self.retry.next_wait(attempt, outcome)
             if wait is None:
                 return _checked(outcome)

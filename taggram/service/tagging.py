@@ -19,14 +19,19 @@ shared custom-models folder every ``custom_models_poll_seconds``.
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
 import logging
+import os
+import stat
 import threading
 import time
-from collections.abc import Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -61,6 +66,7 @@ from taggram.service.errors import (
     ModelNotFoundError,
     ModelReadOnlyError,
     NotReadyError,
+    PayloadTooLargeError,
     TooManyPatchesError,
 )
 from taggram.service.inference.batcher import DEFAULT_SECONDS_PER_PATCH, Batcher, BatchResult
@@ -164,6 +170,30 @@ def rank_tags(
 def _not_finite(outputs: dict[str, np.ndarray]) -> list[str]:
     """The names of ``outputs`` holding NaN or infinite values."""
     return [name for name, values in outputs.items() if not np.isfinite(values).all()]
+
+
+@contextmanager
+def _audio_file(path: Path, max_bytes: int) -> Iterator[BinaryIO]:
+    """``path`` opened for decoding in-process, as the client reads it to upload: a regular file
+    as it is; a pipe (``taggram tag <(curl ...)``, ``/dev/stdin``), which cannot seek, read into
+    memory up to ``max_bytes``; a device refused (``/dev/zero`` never ends, and seeking it
+    made it look empty).
+
+    Raises:
+        OSError: ``path`` cannot be read, or is a device (``EINVAL``).
+        PayloadTooLargeError: a pipe holds more than ``max_bytes``.
+    """
+    with path.open("rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            raise OSError(errno.EINVAL, "a device, not an audio file", str(path))
+        if stat.S_ISREG(mode):
+            yield handle
+            return
+        data = handle.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise PayloadTooLargeError(f"{path} holds more than the limit of {max_bytes} bytes")
+        yield io.BytesIO(data)
 
 
 @dataclass(frozen=True)
@@ -461,6 +491,9 @@ class Tagger:
     ) -> dict[str, _Prepared]:
         """Blocking part before inference (runs in a worker thread): decode once per sample
         rate, then cut each model's patches."""
+        if isinstance(source, Path):
+            with _audio_file(source, limits.max_bytes) as handle:
+                return self._prepare(handle, metas, hop_seconds, limits)
         decoded: dict[int, DecodedAudio] = {}
         prepared = {}
         for meta in metas:
@@ -479,12 +512,7 @@ class Tagger:
         return prepared
 
     @staticmethod
-    def _decode(
-        source: AudioSource | Path, rate: int, limits: DecodeLimits, first: bool
-    ) -> DecodedAudio:
-        if isinstance(source, Path):
-            with source.open("rb") as handle:
-                return decode(handle, rate, limits)
+    def _decode(source: AudioSource, rate: int, limits: DecodeLimits, first: bool) -> DecodedAudio:
         if not first and not isinstance(source, bytes | bytearray | memoryview):
             source.seek(0)  # a second sample rate reads the upload again
         return decode(source, rate, limits)

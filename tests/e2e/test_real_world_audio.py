@@ -342,6 +342,12 @@ def test_not_audio_answers_415_listing_the_supported_containers(
     # The file name and Content-Type are no help to a body that is not audio.
     response = client.post("/v1/tag", files={"file": ("song.m4a", b"\x89PNG\r\n\x1a\n" * 50)})
     assert response.status_code == 415, response.text
+    # Nor is an ID3 tag before it, small or as large as cover art: it was a 422 "MP3 file that
+    # cannot be read" behind a small tag, a 415 behind a large one.
+    for tag in (audio.id3v2(3), audio.id3v2(4, padding=300_000)):
+        response = client.post("/v1/tag", files={"file": ("song.mp3", tag + b"a text\n" * 100)})
+        assert response.status_code == 415, response.text
+        assert "looks like text" in response.json()["detail"]
     # A game's tracker module is notes and samples: the 415 says so and how to render it.
     response = client.post("/v1/tag", files={"file": ("song.mod", audio.protracker_module(5))})
     assert response.status_code == 415, response.text

@@ -164,6 +164,26 @@ def test_bad_files_are_reported_and_the_others_tagged(
     assert f"taggram catalogue {tmp_path} --output" in lines[3]["error"]["message"]
 
 
+def test_not_audio_named_as_audio_gets_the_same_answer_in_process_and_through_the_service(
+    server: Server, repository: Path, tmp_path: Path
+) -> None:
+    """The bytes decide, not the name: in-process, FFmpeg was handed the file's name and its
+    ``.mp3``/``.flac`` made it read noise as MP3 or FLAC (422 'no sample rate'), while the
+    service, which never sees a name, answered 415 ``unsupported_format``."""
+    noise = np.random.default_rng(0).bytes(100_000)
+    paths = [tmp_path / "noise.mp3", tmp_path / "noise.flac"]
+    for path in paths:
+        path.write_bytes(noise)
+    answers = []
+    for target in (["--url", server.url], ["--local", "--repository", repository]):
+        result = run(*paths, *target, "--json")
+        assert result.exit_code == 1, result.output
+        answers.append([line["error"] for line in json_lines(result.stdout)])
+    through_service, in_process = answers
+    assert [error["code"] for error in through_service] == ["unsupported_format"] * 2
+    assert in_process == through_service
+
+
 def test_unreachable_service_fails_clearly(clips: tuple[Path, Path]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = run(clips[1], "--url", url)
@@ -327,6 +347,33 @@ def test_a_device_is_refused_not_read_into_memory(server: Server, clips: tuple[P
         == "/dev/zero: unreadable: [Errno 22] a device, not an audio file: '/dev/zero'\n"
     )
     assert finished.stdout.startswith(f"{clips[1]}  (")
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
+@pytest.mark.parametrize("mode", ["local", "url"])
+def test_a_pipe_is_tagged_and_a_device_refused_both_ways(
+    mode: str, server: Server, clips: tuple[Path, Path], repository: Path
+) -> None:
+    """``cat song.wav | taggram tag /dev/stdin`` (or ``<(curl ...)``): the client uploads what
+    the pipe holds, while in-process the decoder tried to seek it ('File or stream is not
+    seekable', unreadable); ``/dev/zero``, refused through the service, looked empty in-process
+    (400 ``empty_body``). Now both ways tag the pipe and refuse the device alike."""
+    target = ["--url", server.url] if mode == "url" else ["--local", "--repository", repository]
+    finished = subprocess.run(
+        [sys.executable, "-m", "taggram", "tag", "/dev/stdin", "/dev/zero", *target, "--json"],
+        input=clips[1].read_bytes(),
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "TAGGRAM_URL": ""},
+    )
+    assert finished.returncode == 1, finished.stderr
+    piped, device = json_lines(finished.stdout.decode())
+    expected = api_tags(server, clips[1])[:5]  # --top-k's default
+    assert [item["tag"] for item in piped["tags"]] == [item["tag"] for item in expected]
+    assert device["error"] == {
+        "code": "unreadable",
+        "message": "[Errno 22] a device, not an audio file: '/dev/zero'",
+    }
 
 
 def test_a_file_name_that_is_not_utf8_is_uploaded(

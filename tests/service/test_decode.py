@@ -267,6 +267,39 @@ def test_any_container_behind_an_id3_tag_decodes(
         assert abs(_peak_hz(decoded.waveform) - 440) < 5 and decoded.info.warnings == ()
 
 
+@pytest.mark.parametrize(
+    ("behind", "looks_like"),
+    [
+        (b"just some text, not audio at all\n" * 20, "the body looks like text"),
+        (np.random.default_rng(0).bytes(50_000), "the body looks like unrecognised data"),
+        (b"%PDF-1.7\n" + bytes(5000), "PDF"),
+    ],
+)
+def test_what_is_not_audio_behind_an_id3_tag_is_refused_whatever_the_tags_size(
+    behind: bytes, looks_like: str
+) -> None:
+    """The bytes after the tag decide: behind a small tag they were taken for MP3 (a 422 "MP3
+    file that cannot be read"), behind one larger than the 64 KiB read to recognise the file
+    for what they are (415 saying so)."""
+    messages = set()
+    for tag in (audio.id3v2(3), audio.id3v2(4, padding=300_000)):
+        with pytest.raises(UnsupportedFormatError, match=looks_like) as refused:
+            decode(tag + behind, 16000, LIMITS)
+        messages.add(str(refused.value))
+    assert len(messages) == 1
+
+
+def test_adts_aac_cut_mid_frame_behind_an_id3_tag_decodes(source_wav: Path, tmp_path: Path) -> None:
+    """A captured AAC stream that starts mid-frame behind an ID3 tag was forced into FFmpeg's MP3
+    demuxer ('the MP3 audio stream has no sample rate'); FFmpeg's probe finds the ADTS frames."""
+    suffix, _ = audio.ENCODINGS["adts_aac"]
+    data = audio.encode(source_wav, tmp_path / f"tone{suffix}", "adts_aac").read_bytes()
+    decoded = decode(audio.id3v2(3) + data[555:], 16000, LIMITS)
+    assert decoded.info.format == "AAC/aac"
+    assert abs(decoded.duration_seconds - 2.0) < 0.1
+    assert abs(_peak_hz(decoded.waveform) - 440) < 5
+
+
 def test_a_cut_wav_behind_an_id3_tag_is_still_told_cut() -> None:
     data = _encode(audio.tone(44100, 30.0), 44100, "WAV", "PCM_16")
     decoded = decode(audio.id3v2(3) + data[:2_000_000], 16000, LIMITS)
@@ -554,6 +587,22 @@ def test_unsupported_containers_are_named(tmp_path: Path) -> None:
     audio.ffmpeg("-i", wav, "-c:a", "pcm_s16le", "-f", "avi", tmp_path / "a.avi")
     with pytest.raises(UnsupportedFormatError, match=r"\(avi\) is not a supported audio format"):
         decode((tmp_path / "a.avi").read_bytes(), 16000, LIMITS)
+
+
+@pytest.mark.parametrize("suffix", [".mp3", ".mp2", ".flac", ".ac3", ".aac"])
+@pytest.mark.parametrize("kind", ["noise", "text"])
+def test_a_files_name_does_not_decide_its_container(kind: str, suffix: str, tmp_path: Path) -> None:
+    """An open file (``taggram tag --local``, a local catalogue) is read by its bytes, as the
+    nameless upload of the same bytes: PyAV gave FFmpeg the file's name, whose extension made
+    FFmpeg's probe take these for MP3, FLAC, AC-3 or AAC and fail as 'no sample rate' (422)."""
+    data = np.random.default_rng(0).bytes(100_000) if kind == "noise" else b"hello world\n" * 100
+    path = tmp_path / f"not_audio{suffix}"
+    path.write_bytes(data)
+    with pytest.raises(UnsupportedFormatError) as uploaded:
+        decode(data, 16000, LIMITS)
+    with path.open("rb") as handle, pytest.raises(UnsupportedFormatError) as opened:
+        decode(handle, 16000, LIMITS)
+    assert str(opened.value) == str(uploaded.value)
 
 
 def test_allowed_container_without_audio_is_undecodable(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ request ids in the logs, and no option value that gives a 5xx."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import io
 import json
@@ -19,6 +20,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from taggram.client import AsyncTaggramClient, RequestRejectedError
 from taggram.service.tagging import TagOptions
 from tests.support.server import Server, running_server
 
@@ -312,6 +314,43 @@ def test_a_request_head_past_64_kib_gets_431_and_its_connection_closed(server: S
     # A large head within the bound (a 16 KiB cookie) is served.
     cookie = {"Cookie": "a=" + "b" * 16 * 1024}
     assert httpx.get(f"{server.url}/v1/models", headers=cookie).status_code == 200
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["tag", "tag_batch"])
+def test_the_async_client_reads_the_413_of_an_upload_refused_unread(
+    server: Server, batch: bool
+) -> None:
+    """The service answers 413 from the Content-Length and closes the connection; the rest of
+    the upload then fails to send, and asyncio closed the socket with the answer unread in it:
+    the async client (``taggram catalogue --url``) raised ConnectionFailedError ('unreachable',
+    tried again on every run) where the blocking one read the 413."""
+    big = wav(160.0)  # 5 MB, past the 1 MiB limit (and the batch's 1.5 MiB)
+
+    async def upload() -> RequestRejectedError:
+        async with AsyncTaggramClient(server.url) as client:
+            with pytest.raises(RequestRejectedError) as refused:
+                if batch:
+                    await client.tag_batch([("big.wav", big)])
+                else:
+                    await client.tag(big, filename="big.wav")
+            return refused.value
+
+    error = asyncio.run(upload())
+    assert (error.status, error.code) == (413, "payload_too_large"), error.body
+
+
+def test_a_head_that_ends_in_the_read_that_passes_64_kib_gets_431_too(server: Server) -> None:
+    """The bound was checked only on a head still incomplete after a read: 60 kB of it, then
+    the last 10 kB with its end in one read, was served (and 70 kB sent at once, when it arrived
+    in one read), while the same head arriving in smaller pieces got 431."""
+    head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"
+    with _connect(server) as sock:
+        sock.sendall(head[:60_000])
+        time.sleep(0.5)  # read by the server as a head still below the bound
+        sock.sendall(head[60_000:])
+        status, headers, body = _response(sock)
+    assert (status, json.loads(body)["code"]) == (431, "headers_too_large"), body
+    assert headers["connection"] == "close"
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

@@ -43,6 +43,11 @@ log = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 64 * 1024
 
 
+class _HeadTooLargeError(Exception):
+    """Raised in the parser's callback for a head that completed past :data:`MAX_HEAD_BYTES`, so
+    that the parser stops there and :meth:`ProblemHttpProtocol.send_400_response` answers 431."""
+
+
 class ProblemHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with problem-details refusals and a request-head deadline.
 
@@ -60,6 +65,8 @@ class ProblemHttpProtocol(HttpToolsProtocol):
         # before its body was read) has the rest of its body drained after its response.
         self._in_message = False
         self._head_done = False
+        # The request line's target and headers as parsed so far (a lower bound of the head).
+        self._head_size = 0
         # The request asked for an upgrade and declared a body, which httptools will not parse.
         self._body_after_upgrade = False
         # The parser is reading that body behind a head of our own, which is not a request.
@@ -96,33 +103,38 @@ class ProblemHttpProtocol(HttpToolsProtocol):
             self._start_head_clock()
         # The timer is still set while the head is incomplete (and the connection open).
         if self._head_timer is not None and self._head_bytes > MAX_HEAD_BYTES:
-            self._refuse(
-                431,
-                "headers_too_large",
-                f"the request line and headers pass {MAX_HEAD_BYTES} bytes; the connection is "
-                "closed",
-            )
+            self._refuse_large_head()
 
     def on_message_begin(self) -> None:
         """A new request begins (not the head that resumes an upgrade request's body)."""
         if not self._resuming_body:
-            self._in_message, self._head_done = True, False
+            self._in_message, self._head_done, self._head_size = True, False, 0
             super().on_message_begin()
 
     def on_url(self, url: bytes) -> None:
         """Part of the request target."""
         if not self._resuming_body:
+            self._head_size += len(url)
             super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One header of the request."""
         if not self._resuming_body:
+            self._head_size += len(name) + len(value) + 4  # ": " and CRLF
             super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        """The head arrived in time: its deadline is off, and the request goes to the app."""
+        """The head arrived in time: its deadline is off, and the request goes to the app.
+
+        A head that ended in the same read as it passed :data:`MAX_HEAD_BYTES` was never seen
+        incomplete past the bound by :meth:`data_received`: it is refused here, so that the
+        bound does not depend on how the bytes were split in transit (a 70 kB header was served
+        when it arrived in one read, refused with 431 in several).
+        """
         if self._resuming_body:
             return
+        if self._head_size > MAX_HEAD_BYTES:
+            raise _HeadTooLargeError
         self._head_done = True
         self._cancel_head_timer()
         self._body_after_upgrade = self.parser.should_upgrade() and _declares_body(self.headers)
@@ -168,6 +180,11 @@ class ProblemHttpProtocol(HttpToolsProtocol):
         parser's reason (uvicorn's ``msg`` where it gives none) and close the connection."""
         # Called by uvicorn while it handles the parser's error: that error says what is wrong.
         error = sys.exc_info()[1]
+        if isinstance(error, httptools.HttpParserCallbackError) and isinstance(
+            error.__context__, _HeadTooLargeError
+        ):
+            self._refuse_large_head()
+            return
         if self._chunk.startswith(b"PRI * HTTP/2.0"):
             detail = "HTTP/2 is not served here (the service speaks HTTP/1.1)"
         elif self._chunk[:1] == b"\x16" and self._chunk[1:2] == b"\x03":
@@ -205,6 +222,13 @@ class ProblemHttpProtocol(HttpToolsProtocol):
             f"the request line and headers were not complete within "
             f"{self.head_timeout_seconds:g} s (TAGGRAM_READ_TIMEOUT_SECONDS); the connection is "
             "closed",
+        )
+
+    def _refuse_large_head(self) -> None:
+        self._refuse(
+            431,
+            "headers_too_large",
+            f"the request line and headers pass {MAX_HEAD_BYTES} bytes; the connection is closed",
         )
 
     def _refuse(self, status: int, code: str, detail: str) -> None:

@@ -156,6 +156,35 @@ class _After(io.RawIOBase):
         return self._handle.tell() - self._start
 
 
+class _Unnamed:
+    """The reading side of ``handle`` without its ``name``, for FFmpeg.
+
+    PyAV gives FFmpeg a file object's ``name`` as the input's URL, and FFmpeg's probe scores the
+    demuxer of a matching extension up: a file opened from disk (``taggram tag --local``, a
+    local catalogue) was then read as what its name says where the same bytes uploaded, which
+    carry no name, are read as what they are (random bytes called ``x.mp3``: 422 "no sample
+    rate" in-process, 415 ``unsupported_format`` through the service). Only the bytes decide.
+    """
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._handle.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
 def _byte_size(handle: BinaryIO) -> int:
     size = handle.seek(0, io.SEEK_END)
     handle.seek(0)
@@ -241,7 +270,7 @@ def _open(handle: BinaryIO, head: bytes) -> tuple[av.container.InputContainer, C
     known = sniff(head)
     try:
         media = av.open(
-            handle,
+            _Unnamed(handle),
             mode="r",
             format=known.demuxers[0] if known else None,
             # No protocol (a list naming none): the body is the only input. FFmpeg's concat
@@ -581,7 +610,12 @@ def decode(source: AudioSource, target_rate: int, limits: DecodeLimits) -> Decod
             # FFmpeg's demuxers of those read the tag as their own header and fail, so the
             # file is opened as if the tag were not there.
             handle, size, head = io.BufferedReader(_After(handle, tag)), size - tag, after
-        elif tag > len(head) - 16:  # an ID3 tag bigger than the head (cover art): look past it
+        elif behind is None or tag > len(head) - 16:
+            # No signature right after the tag (an MP3 cut mid-frame or behind junk, or no audio
+            # at all), or a tag bigger than the head (cover art): the bytes after it decide,
+            # through FFmpeg's probe, as they did only past a large tag; a small tag made the
+            # file MP3, so text or an image behind it was a 422 "MP3 file that cannot be read"
+            # where behind a large one it was a 415 saying what it is.
             head = after or head  # nothing after it: an ID3 tag means MP3
     handle.seek(0)
     media, container = _open(handle, head)
