@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from prometheus_client import REGISTRY
 from taggram.repository import load_repository
 from taggram.service.audio.patching import Patches, plan_patches
 from taggram.service.errors import DeadlineExceededError, NotReadyError, OverloadedError
+from taggram.service.inference import batcher as batcher_module
 from taggram.service.inference.batcher import (
     IDLE_RELEASE_SECONDS,
     PROMOTE_AFTER,
@@ -223,6 +226,68 @@ def test_two_workers_infer_two_batches_at_once(session: ModelSession) -> None:
         np.testing.assert_allclose(outputs[name], rows, rtol=1e-5, atol=1e-6)
 
 
+def _two_workers(session: ModelSession) -> Batcher:
+    """Batches of up to 16, two inferred at once; a lone request of 17 to 32 patches is split
+    into two batches that run side by side."""
+    return Batcher(
+        session, max_batch_size=16, max_queue_delay_seconds=0.01, max_queue_patches=100,
+        workers=2,
+    )  # fmt: skip
+
+
+class _LeavingTogetherSession(ModelSession):
+    """The real session, but two runs leave it together (each waits up to 10 s for the other):
+    the two batches' threads then handle their outputs at the same moment."""
+
+    def __init__(self, session: ModelSession) -> None:
+        self.__dict__.update(session.__dict__)
+        self.leaving = threading.Barrier(2, timeout=10)
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = super().run(batch)
+        self.leaving.wait()
+        return outputs
+
+
+def _yield_at_every_line(frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+    """A thread trace: in the batcher's code, pause a moment at every line, so that two worker
+    threads there take turns line by line (any shared state they touch interleaves)."""
+    if frame.f_code.co_filename != batcher_module.__file__:
+        return None
+
+    def pause(frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+        if event == "line":
+            time.sleep(0.001)
+        return pause
+
+    return pause
+
+
+def test_two_batches_of_one_request_at_once_keep_every_row(session: ModelSession) -> None:
+    # A lone request split into two batches inferred at once: their worker threads once both
+    # wrote its rows back, each could create the request's output buffers, and one thread's
+    # rows went to a buffer thrown away (np.empty garbage in the answer: NaN under load).
+    leaving = _LeavingTogetherSession(session)
+    requests = [_patches(session, 50, seed) for seed in range(3)]  # 2 batches of 10 and 11
+
+    async def run() -> list[dict[str, np.ndarray]]:
+        batcher = _two_workers(leaving)
+        batcher.start()
+        try:
+            return [(await batcher.infer(patches)).outputs for patches in requests]
+        finally:
+            await batcher.stop()
+
+    threading.settrace(_yield_at_every_line)  # the worker threads start after this
+    try:
+        results = asyncio.run(run())
+    finally:
+        threading.settrace(None)  # type: ignore[arg-type]
+    for outputs, patches in zip(results, requests, strict=True):
+        for name, rows in _alone(session, patches).items():
+            np.testing.assert_allclose(outputs[name], rows, rtol=1e-5, atol=1e-6)
+
+
 class _SlowMeetingSession(_MeetingSession):
     """Two runs at once, each taking at least ``seconds``."""
 
@@ -240,10 +305,7 @@ def test_batches_run_at_once_count_their_time_once(session: ModelSession) -> Non
     patches = _patches(session, 50, 0)  # two batches of 16, inferred side by side
 
     async def run() -> tuple[float, BatchResult]:
-        batcher = Batcher(
-            slow, max_batch_size=16, max_queue_delay_seconds=0.01, max_queue_patches=100,
-            workers=2,
-        )  # fmt: skip
+        batcher = _two_workers(slow)
         batcher.start()
         try:
             started = time.perf_counter()
