@@ -359,8 +359,14 @@ class Tagger:
                 queue_budget_seconds=self.settings.queue_budget_seconds,
                 deadline_seconds=self.settings.queue_deadline_seconds,
                 seconds_per_patch=cost,
-                # A GPU runs one large batch at a time (and its I/O-binding buffers serve one).
-                workers=self.settings.inference_workers if session.provider == "cpu" else 1,
+                # A GPU runs one large batch at a time, and I/O binding's host buffers serve one
+                # batch at a time on any provider (TAGGRAM_IO_BINDING=on on a CPU: two workers
+                # overwrote each other's inputs and outputs there, and answered wrong rows).
+                workers=(
+                    self.settings.inference_workers
+                    if session.provider == "cpu" and not session.binds_io
+                    else 1
+                ),
             )
             batcher.start()
             self._batchers[session.name] = batcher
