@@ -13,9 +13,14 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from taggram.repository import load_repository
+from taggram.repository import load_repository, write_model
 from taggram.service.audio.patching import Patches, plan_patches
-from taggram.service.errors import DeadlineExceededError, NotReadyError, OverloadedError
+from taggram.service.errors import (
+    DeadlineExceededError,
+    InferenceFailedError,
+    NotReadyError,
+    OverloadedError,
+)
 from taggram.service.inference import batcher as batcher_module
 from taggram.service.inference.batcher import (
     IDLE_RELEASE_SECONDS,
@@ -27,6 +32,7 @@ from taggram.service.inference.batcher import (
     share_rows_by_level,
 )
 from taggram.service.inference.session import ModelSession, choose_providers
+from tests.service.conftest import PATCH, tiny_metadata
 
 
 @pytest.fixture(scope="module")
@@ -598,5 +604,60 @@ def test_rows_waiting_half_their_deadline_are_served_as_the_highest_level(
         for request in requests:
             with pytest.raises(NotReadyError):
                 await request
+
+    asyncio.run(run())
+
+
+def _ragged_session(tmp_path: Path) -> ModelSession:
+    """A real model whose ``embedding`` is ``[batch, batch]`` (each patch's frame means against
+    every patch's): its rows from two batches of different sizes cannot share one buffer."""
+    onnx = pytest.importorskip("onnx")
+    helper = onnx.helper
+    frames = PATCH.samples // 256
+    nodes = [
+        helper.make_node("Reshape", ["waveform", "shape"], ["framed"]),
+        helper.make_node("ReduceMean", ["framed", "axis"], ["means"], keepdims=0),
+        helper.make_node("Transpose", ["means"], ["across"]),
+        helper.make_node("MatMul", ["means", "across"], ["embedding"]),
+        helper.make_node("ReduceMean", ["means", "axis"], ["mean"], keepdims=1),
+        helper.make_node("Sigmoid", ["mean"], ["probabilities"]),
+    ]
+    initializers = [
+        helper.make_tensor("shape", onnx.TensorProto.INT64, [3], [-1, frames, 256]),
+        helper.make_tensor("axis", onnx.TensorProto.INT64, [1], [1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ragged",
+        [helper.make_tensor_value_info("waveform", onnx.TensorProto.FLOAT, ["b", PATCH.samples])],
+        [
+            helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["b", 1]),
+            helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["b", "b"]),
+        ],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    write_model(tmp_path, tiny_metadata(), model.SerializeToString())
+    entry = load_repository(tmp_path)["tiny"]
+    return ModelSession(entry, choose_providers([]), intra_op_threads=1, inter_op_threads=1)
+
+
+def test_rows_that_do_not_fit_fail_the_request_instead_of_hanging(tmp_path: Path) -> None:
+    # Rows go back on the event loop; a copy that fails there must still answer the request.
+    session = _ragged_session(tmp_path)
+    patches = _patches(session, 60, 0)  # batches of 16 and 4: embedding rows 16 then 4 wide
+
+    async def run() -> None:
+        batcher = Batcher(
+            session, max_batch_size=16, max_queue_delay_seconds=0.01, max_queue_patches=100
+        )
+        batcher.start()
+        try:
+            async with asyncio.timeout(30):
+                with pytest.raises(InferenceFailedError, match="inference failed on tiny"):
+                    await batcher.infer(patches)
+        finally:
+            await batcher.stop()
 
     asyncio.run(run())

@@ -493,6 +493,9 @@ class Batcher:
             outputs, timing = await loop.run_in_executor(
                 self._executor, self._run_batch, slices, size
             )
+            copying = time.perf_counter()
+            self._scatter(slices, outputs)  # inside the try: rows that do not fit fail the batch
+            copy_out = time.perf_counter() - copying
         except asyncio.CancelledError:  # stop(): the service is going away
             for part in slices:
                 self._fail(part.job, NotReadyError("the service is shutting down"))
@@ -506,9 +509,7 @@ class Batcher:
             return
         finally:
             self._running -= size
-        copying = time.perf_counter()
-        self._scatter(slices, outputs)
-        self._copied_out.inc(time.perf_counter() - copying)
+        self._copied_out.inc(copy_out)
         seconds = timing.inference
         metrics.INFERENCE_DURATION.labels(**self._labels).observe(seconds)
         self._copied_in.inc(timing.copy_in)
