@@ -155,7 +155,7 @@ class Settings(BaseSettings):
         default_factory=lambda: min(2, available_cores()),
         ge=1,
         description="batches a model infers at once on the CPU, each on its own threads "
-        "(default: 2, or 1 on a single core; always 1 on a GPU provider)",
+        "(default: 2, or 1 on a single core; always 1 on a GPU provider or with I/O binding)",
     )
     decode_slots: int = Field(
         default_factory=available_cores,

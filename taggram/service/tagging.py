@@ -46,6 +46,7 @@ from taggram.service.audio.decode import (
     DecodeLimits,
     decode,
 )
+from taggram.service.audio.levels import FLOAT_PEAK
 from taggram.service.audio.patching import (
     Patches,
     PatchPlan,
@@ -60,6 +61,7 @@ from taggram.service.custom import creation, storage
 from taggram.service.custom.features import split as split_feature
 from taggram.service.custom.registry import CustomModel, CustomModels, build
 from taggram.service.errors import (
+    InferenceFailedError,
     InvalidAudioError,
     InvalidOptionsError,
     InvalidTensorError,
@@ -67,6 +69,7 @@ from taggram.service.errors import (
     ModelReadOnlyError,
     NotReadyError,
     PayloadTooLargeError,
+    TaggramError,
     TooManyPatchesError,
 )
 from taggram.service.inference.batcher import DEFAULT_SECONDS_PER_PATCH, Batcher, BatchResult
@@ -194,6 +197,40 @@ def _audio_file(path: Path, max_bytes: int) -> Iterator[BinaryIO]:
         if len(data) > max_bytes:
             raise PayloadTooLargeError(f"{path} holds more than the limit of {max_bytes} bytes")
         yield io.BytesIO(data)
+
+
+def _non_finite_error(
+    name: str,
+    broken: list[str],
+    outputs: dict[str, np.ndarray],
+    peak: float,
+    refused: InvalidAudioError | InvalidTensorError,
+) -> TaggramError:
+    """The error for model ``name``'s NaN or infinite ``broken`` outputs on inputs peaking at
+    ``peak``: the input's fault (``refused``, which says so) only when the peak is
+    above :data:`FLOAT_PEAK`, float audio never normalised, which overflows the network (from
+    about 100); at or below it (any decoded recording, lossy overshoot included) the network
+    has no reason to overflow, so it is the service's fault: logged with the rows concerned, and
+    answered as a failed inference (500), never blamed on the audio."""
+    if peak > FLOAT_PEAK:
+        return refused
+    rows = {
+        output: int((~np.isfinite(outputs[output])).reshape(len(outputs[output]), -1).any(1).sum())
+        for output in broken
+    }
+    log.error(
+        "%s gave NaN or infinite outputs on inputs peaking at %.3g: rows not finite per output "
+        "%s of %d",
+        name,
+        peak,
+        rows,
+        len(outputs[broken[0]]),
+    )
+    return InferenceFailedError(
+        f"{name} gave NaN or infinite {broken} for inputs whose samples peak at {peak:.3g}, "
+        f"{'within' if peak <= 1 else 'near'} [-1, 1], which the network takes without "
+        "overflow: a fault of the service, not of the audio"
+    )
 
 
 @dataclass(frozen=True)
@@ -352,8 +389,14 @@ class Tagger:
                 queue_budget_seconds=self.settings.queue_budget_seconds,
                 deadline_seconds=self.settings.queue_deadline_seconds,
                 seconds_per_patch=cost,
-                # A GPU runs one large batch at a time (and its I/O-binding buffers serve one).
-                workers=self.settings.inference_workers if session.provider == "cpu" else 1,
+                # A GPU runs one large batch at a time, and I/O binding's host buffers serve one
+                # batch at a time on any provider (TAGGRAM_IO_BINDING=on on a CPU: two workers
+                # overwrote each other's inputs and outputs there, and answered wrong rows).
+                workers=(
+                    self.settings.inference_workers
+                    if session.provider == "cpu" and not session.binds_io
+                    else 1
+                ),
             )
             batcher.start()
             self._batchers[session.name] = batcher
@@ -454,10 +497,14 @@ class Tagger:
         broken = _not_finite(result.outputs)
         if broken:
             # Finite inputs far outside [-1, 1] overflow the network; JSON cannot carry NaN.
-            raise InvalidTensorError(
-                f"{name} gives NaN or infinite {broken} for these inputs: the waveform's values "
-                f"(peak {float(np.abs(patches).max()):.3g}) are far outside [-1, 1]"
-            )
+            peak = float(np.abs(patches).max())
+            raise _non_finite_error(
+                name, broken, result.outputs, peak,
+                InvalidTensorError(
+                    f"{name} gives NaN or infinite {broken} for these inputs: the waveform's "
+                    f"values (peak {peak:.3g}) are far outside [-1, 1]"
+                ),
+            )  # fmt: skip
         return result.outputs
 
     @property
@@ -536,11 +583,15 @@ class Tagger:
                 # Float audio (WAV, AIFF, CAF) may hold samples far outside [-1, 1] that
                 # overflow the network (musicnn from a peak of about 100): say so, never answer
                 # NaN scores (null in JSON) as if they were tags.
-                raise InvalidAudioError(
-                    f"{name} gives NaN or infinite {broken} for this audio: its samples peak at "
-                    f"{prepared[name].patches.peak():.3g}, far outside [-1, 1] (float audio "
-                    "that is not normalised?)"
-                )
+                peak = prepared[name].patches.peak()
+                raise _non_finite_error(
+                    name, broken, result.outputs, peak,
+                    InvalidAudioError(
+                        f"{name} gives NaN or infinite {broken} for this audio: its samples "
+                        f"peak at {peak:.3g}, far outside [-1, 1] (float audio that is not "
+                        "normalised?)"
+                    ),
+                )  # fmt: skip
         return dict(zip(tasks, results, strict=True))
 
     async def tag(self, source: AudioSource | Path, options: TagOptions) -> TagResult:

@@ -25,9 +25,11 @@ PATCH = PatchSpec(samples=48128, hop_samples=47872, context_samples=256)
 N_TAGS, EMBEDDING = 8, 4
 
 
-def _tiny_onnx(fails_when_loud: bool = False) -> bytes:
+def _tiny_onnx(fails_when_loud: bool = False, nan_when_loud: bool = False) -> bytes:
     """The tiny model; ``fails_when_loud``: ONNX Runtime fails on a batch whose peak sample
-    reaches 0.1 (a Gather past its one element), which silence (the warm-up) never does."""
+    reaches 0.1 (a Gather past its one element), which silence (the warm-up) never does;
+    ``nan_when_loud``: its probabilities are NaN for a batch whose peak sample passes 0.1 (the
+    square root of a negative number), a network gone wrong on ordinary audio."""
     onnx = pytest.importorskip("onnx")
     helper = onnx.helper
     rng = np.random.default_rng(0)
@@ -58,8 +60,20 @@ def _tiny_onnx(fails_when_loud: bool = False) -> bytes:
             helper.make_tensor("ten", onnx.TensorProto.FLOAT, [], [10.0]),
             helper.make_tensor("one", onnx.TensorProto.FLOAT, [1], [1.0]),
         ]
+    if nan_when_loud:
+        nodes += [
+            helper.make_node("ReduceMax", ["waveform"], ["peak"], keepdims=0),
+            helper.make_node("Sub", ["tenth", "peak"], ["headroom"]),
+            helper.make_node("Sqrt", ["headroom"], ["root"]),  # NaN once the peak passes 0.1
+            helper.make_node("Mul", ["root", "zero"], ["nothing"]),  # 0, or NaN
+            helper.make_node("Add", ["logits", "nothing"], ["scaled"]),
+        ]
+        initializers += [
+            helper.make_tensor("tenth", onnx.TensorProto.FLOAT, [], [0.1]),
+            helper.make_tensor("zero", onnx.TensorProto.FLOAT, [], [0.0]),
+        ]
     # the probabilities come last: the fault's nodes, when there, feed them
-    logits = "scaled" if fails_when_loud else "logits"
+    logits = "scaled" if fails_when_loud or nan_when_loud else "logits"
     nodes.append(helper.make_node("Sigmoid", [logits], ["probabilities"]))
     graph = helper.make_graph(
         nodes,
@@ -121,5 +135,15 @@ def faulty_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model repository with one tiny model, ``tiny``, that fails on loud audio."""
     root = tmp_path_factory.mktemp("faulty_repository")
     write_model(root, tiny_metadata(), _tiny_onnx(fails_when_loud=True))
+    (root / COMPLETE_MARKER).touch()
+    return root
+
+
+@pytest.fixture(scope="session")
+def nan_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with one tiny model, ``tiny``, whose probabilities are NaN for audio
+    peaking above 0.1."""
+    root = tmp_path_factory.mktemp("nan_repository")
+    write_model(root, tiny_metadata(), _tiny_onnx(nan_when_loud=True))
     (root / COMPLETE_MARKER).touch()
     return root

@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
-from taggram.repository import load_repository
+from taggram.repository import load_repository, write_model
 from taggram.service.audio.patching import Patches, plan_patches
-from taggram.service.errors import DeadlineExceededError, NotReadyError, OverloadedError
+from taggram.service.errors import (
+    DeadlineExceededError,
+    InferenceFailedError,
+    NotReadyError,
+    OverloadedError,
+)
+from taggram.service.inference import batcher as batcher_module
 from taggram.service.inference.batcher import (
     IDLE_RELEASE_SECONDS,
     PROMOTE_AFTER,
@@ -24,6 +32,7 @@ from taggram.service.inference.batcher import (
     share_rows_by_level,
 )
 from taggram.service.inference.session import ModelSession, choose_providers
+from tests.service.conftest import PATCH, tiny_metadata
 
 
 @pytest.fixture(scope="module")
@@ -223,6 +232,68 @@ def test_two_workers_infer_two_batches_at_once(session: ModelSession) -> None:
         np.testing.assert_allclose(outputs[name], rows, rtol=1e-5, atol=1e-6)
 
 
+def _two_workers(session: ModelSession) -> Batcher:
+    """Batches of up to 16, two inferred at once; a lone request of 17 to 32 patches is split
+    into two batches that run side by side."""
+    return Batcher(
+        session, max_batch_size=16, max_queue_delay_seconds=0.01, max_queue_patches=100,
+        workers=2,
+    )  # fmt: skip
+
+
+class _LeavingTogetherSession(ModelSession):
+    """The real session, but two runs leave it together (each waits up to 10 s for the other):
+    the two batches' threads then handle their outputs at the same moment."""
+
+    def __init__(self, session: ModelSession) -> None:
+        self.__dict__.update(session.__dict__)
+        self.leaving = threading.Barrier(2, timeout=10)
+
+    def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = super().run(batch)
+        self.leaving.wait()
+        return outputs
+
+
+def _yield_at_every_line(frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+    """A thread trace: in the batcher's code, pause a moment at every line, so that two worker
+    threads there take turns line by line (any shared state they touch interleaves)."""
+    if frame.f_code.co_filename != batcher_module.__file__:
+        return None
+
+    def pause(frame: FrameType, event: str, arg: object) -> Callable[..., object] | None:
+        if event == "line":
+            time.sleep(0.001)
+        return pause
+
+    return pause
+
+
+def test_two_batches_of_one_request_at_once_keep_every_row(session: ModelSession) -> None:
+    # A lone request split into two batches inferred at once: their worker threads once both
+    # wrote its rows back, each could create the request's output buffers, and one thread's
+    # rows went to a buffer thrown away (np.empty garbage in the answer: NaN under load).
+    leaving = _LeavingTogetherSession(session)
+    requests = [_patches(session, 50, seed) for seed in range(3)]  # 2 batches of 10 and 11
+
+    async def run() -> list[dict[str, np.ndarray]]:
+        batcher = _two_workers(leaving)
+        batcher.start()
+        try:
+            return [(await batcher.infer(patches)).outputs for patches in requests]
+        finally:
+            await batcher.stop()
+
+    threading.settrace(_yield_at_every_line)  # the worker threads start after this
+    try:
+        results = asyncio.run(run())
+    finally:
+        threading.settrace(None)  # type: ignore[arg-type]
+    for outputs, patches in zip(results, requests, strict=True):
+        for name, rows in _alone(session, patches).items():
+            np.testing.assert_allclose(outputs[name], rows, rtol=1e-5, atol=1e-6)
+
+
 class _SlowMeetingSession(_MeetingSession):
     """Two runs at once, each taking at least ``seconds``."""
 
@@ -240,10 +311,7 @@ def test_batches_run_at_once_count_their_time_once(session: ModelSession) -> Non
     patches = _patches(session, 50, 0)  # two batches of 16, inferred side by side
 
     async def run() -> tuple[float, BatchResult]:
-        batcher = Batcher(
-            slow, max_batch_size=16, max_queue_delay_seconds=0.01, max_queue_patches=100,
-            workers=2,
-        )  # fmt: skip
+        batcher = _two_workers(slow)
         batcher.start()
         try:
             started = time.perf_counter()
@@ -536,5 +604,60 @@ def test_rows_waiting_half_their_deadline_are_served_as_the_highest_level(
         for request in requests:
             with pytest.raises(NotReadyError):
                 await request
+
+    asyncio.run(run())
+
+
+def _ragged_session(tmp_path: Path) -> ModelSession:
+    """A real model whose ``embedding`` is ``[batch, batch]`` (each patch's frame means against
+    every patch's): its rows from two batches of different sizes cannot share one buffer."""
+    onnx = pytest.importorskip("onnx")
+    helper = onnx.helper
+    frames = PATCH.samples // 256
+    nodes = [
+        helper.make_node("Reshape", ["waveform", "shape"], ["framed"]),
+        helper.make_node("ReduceMean", ["framed", "axis"], ["means"], keepdims=0),
+        helper.make_node("Transpose", ["means"], ["across"]),
+        helper.make_node("MatMul", ["means", "across"], ["embedding"]),
+        helper.make_node("ReduceMean", ["means", "axis"], ["mean"], keepdims=1),
+        helper.make_node("Sigmoid", ["mean"], ["probabilities"]),
+    ]
+    initializers = [
+        helper.make_tensor("shape", onnx.TensorProto.INT64, [3], [-1, frames, 256]),
+        helper.make_tensor("axis", onnx.TensorProto.INT64, [1], [1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "ragged",
+        [helper.make_tensor_value_info("waveform", onnx.TensorProto.FLOAT, ["b", PATCH.samples])],
+        [
+            helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, ["b", 1]),
+            helper.make_tensor_value_info("embedding", onnx.TensorProto.FLOAT, ["b", "b"]),
+        ],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    write_model(tmp_path, tiny_metadata(), model.SerializeToString())
+    entry = load_repository(tmp_path)["tiny"]
+    return ModelSession(entry, choose_providers([]), intra_op_threads=1, inter_op_threads=1)
+
+
+def test_rows_that_do_not_fit_fail_the_request_instead_of_hanging(tmp_path: Path) -> None:
+    # Rows go back on the event loop; a copy that fails there must still answer the request.
+    session = _ragged_session(tmp_path)
+    patches = _patches(session, 60, 0)  # batches of 16 and 4: embedding rows 16 then 4 wide
+
+    async def run() -> None:
+        batcher = Batcher(
+            session, max_batch_size=16, max_queue_delay_seconds=0.01, max_queue_patches=100
+        )
+        batcher.start()
+        try:
+            async with asyncio.timeout(30):
+                with pytest.raises(InferenceFailedError, match="inference failed on tiny"):
+                    await batcher.infer(patches)
+        finally:
+            await batcher.stop()
 
     asyncio.run(run())

@@ -6,10 +6,13 @@ binding, the reuse of buffers across batch sizes and the copy-out are the same c
 
 from __future__ import annotations
 
+import asyncio
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from taggram.repository import load_repository
 from taggram.service.inference.session import (
@@ -19,6 +22,7 @@ from taggram.service.inference.session import (
     uses_io_binding,
 )
 from taggram.service.settings import Settings
+from taggram.service.tagging import Tagger, TagOptions
 
 CPU = ["CPUExecutionProvider"]
 
@@ -77,3 +81,35 @@ def test_settings_validate_the_gpu_options() -> None:
         Settings(io_binding="sometimes")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         Settings(gpu_max_batch_size=0)
+
+
+def test_a_bound_model_runs_one_batch_at_a_time(tiny_repository: Path) -> None:
+    """I/O binding's host buffers serve one batch at a time: with TAGGRAM_IO_BINDING=on on a
+    CPU, two inference workers overwrote each other's inputs and outputs (wrong rows, now and
+    then), so a bound model gets one worker whatever TAGGRAM_INFERENCE_WORKERS says."""
+    rng = np.random.default_rng(2)
+    clips = [(0.3 * rng.standard_normal(16000 * 40)).astype(np.float32) for _ in range(4)]
+
+    async def tag(io_binding: str) -> tuple[int, list[np.ndarray]]:
+        settings = Settings(
+            model_repository=tiny_repository, default_model="tiny", io_binding=io_binding,
+            inference_workers=2, max_batch_size=4, warmup=False,
+        )  # fmt: skip
+        async with Tagger(settings) as tagger:
+            workers = tagger._batchers["tiny"].workers
+            results = await asyncio.gather(
+                *(tagger.tag(_wav(clip), TagOptions(taggram=True)) for clip in clips)
+            )
+        return workers, [result.taggram for result in results]  # type: ignore[misc]
+
+    bound_workers, bound = asyncio.run(tag("on"))
+    plain_workers, plain = asyncio.run(tag("off"))
+    assert (bound_workers, plain_workers) == (1, 2)
+    for got, expected in zip(bound, plain, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def _wav(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, 16000, format="WAV", subtype="FLOAT")
+    return buffer.getvalue()

@@ -6,7 +6,11 @@ patches round-robin across the requests waiting (one patch from each in turn, an
 out of a full batch go first next time), so a short request is served within about one batch
 time however many patches long tracks have queued. The loop waits at most ``max_queue_delay`` for
 a batch to fill, runs ONNX Runtime in a worker thread, and writes each output row back into the
-owning request's buffers. On a CPU it keeps up to ``workers`` batches in flight at once, each on
+owning request's buffers on the event loop: a request's state (buffers, counts, cancellation) is
+touched by the loop alone, never by a worker thread. (Two batches of one request may run at once;
+when both their threads wrote back, each could create the request's buffers, and the rows of the
+one whose buffer was replaced were lost, leaving ``np.empty`` garbage in the answer: NaN, or
+finite and wrong.) On a CPU it keeps up to ``workers`` batches in flight at once, each on
 its own thread (and its own ONNX Runtime threads): independent batches keep every core busy while
 requests decode beside them, where one batch over several threads stalls at each operator's
 barrier whenever another thread takes a core (benchmarks/http_benchmark.py, docs/performance.md).
@@ -123,11 +127,10 @@ class _Job:
 
 @dataclass(frozen=True)
 class _BatchTiming:
-    """Seconds one batch spent being assembled, in ONNX Runtime, and copied back to requests."""
+    """Seconds one batch spent being assembled and in ONNX Runtime (its worker thread's part)."""
 
     copy_in: float
     inference: float
-    copy_out: float
 
 
 @dataclass(frozen=True)
@@ -487,7 +490,12 @@ class Batcher:
                 part.job.running_since = started
             part.job.batches_running += 1
         try:
-            timing = await loop.run_in_executor(self._executor, self._run_batch, slices, size)
+            outputs, timing = await loop.run_in_executor(
+                self._executor, self._run_batch, slices, size
+            )
+            copying = time.perf_counter()
+            self._scatter(slices, outputs)  # inside the try: rows that do not fit fail the batch
+            copy_out = time.perf_counter() - copying
         except asyncio.CancelledError:  # stop(): the service is going away
             for part in slices:
                 self._fail(part.job, NotReadyError("the service is shutting down"))
@@ -501,10 +509,10 @@ class Batcher:
             return
         finally:
             self._running -= size
+        self._copied_out.inc(copy_out)
         seconds = timing.inference
         metrics.INFERENCE_DURATION.labels(**self._labels).observe(seconds)
         self._copied_in.inc(timing.copy_in)
-        self._copied_out.inc(timing.copy_out)
         metrics.BATCH_SIZE.labels(**self._labels).observe(size)
         metrics.PATCHES.labels(model=self.session.name).inc(size)
         self._last_inference.set_to_current_time()
@@ -530,15 +538,25 @@ class Batcher:
                     BatchResult(job.outputs, max(queue_seconds, 0.0), job.inference_seconds)
                 )
 
-    def _run_batch(self, slices: list[_Slice], size: int) -> _BatchTiming:
-        """Worker thread: assemble the batch, run it, copy rows back; the seconds of each."""
+    def _run_batch(
+        self, slices: list[_Slice], size: int
+    ) -> tuple[dict[str, np.ndarray], _BatchTiming]:
+        """Worker thread: assemble the batch and run it; its outputs and the seconds of each.
+
+        It reads the requests' patches (never written once queued) and nothing else of theirs:
+        the rows go back on the event loop (:meth:`_scatter`)."""
         started = time.perf_counter()
         batch = np.empty((size, slices[0].job.patches.samples), np.float32)
         for part in slices:
             part.job.patches.copy_into(batch[part.row : part.row + part.count], part.first)
         assembled = time.perf_counter()
         outputs = self.session.run(batch)
-        inferred = time.perf_counter()
+        return outputs, _BatchTiming(assembled - started, time.perf_counter() - assembled)
+
+    @staticmethod
+    def _scatter(slices: list[_Slice], outputs: dict[str, np.ndarray]) -> None:
+        """Event loop: copy each slice's rows of ``outputs`` into its request's buffers (made
+        at the request's first batch back); a cancelled request's rows are dropped."""
         for part in slices:
             if part.job.cancelled:
                 continue
@@ -552,6 +570,3 @@ class Batcher:
                 rows[part.first : part.first + part.count] = values[
                     part.row : part.row + part.count
                 ]
-        return _BatchTiming(
-            assembled - started, inferred - assembled, time.perf_counter() - inferred
-        )

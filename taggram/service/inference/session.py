@@ -108,6 +108,12 @@ class ModelSession:
         """The model's name in the repository."""
         return self.metadata.name
 
+    @property
+    def binds_io(self) -> bool:
+        """Whether batches run through I/O binding (:class:`BoundRunner`): one at a time, as
+        they share its host buffers."""
+        return self._bound is not None
+
     def run(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """Every output for a ``[batch, samples]`` float32 batch, keyed by output name."""
         if self._bound is not None and len(batch) <= self._bound.max_batch_size:
