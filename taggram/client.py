@@ -16,11 +16,8 @@ fault; :class:`AuthenticationFailedError` for a missing, unknown or too weak API
 from __future__ import annotations
 
 import asyncio
-import errno
 import math
-import os
 import random
-import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +27,7 @@ from typing import Any, Self
 
 import httpx
 
+from taggram.audio_files import open_audio_file
 from taggram.filenames import printable
 
 Audio = str | Path | bytes
@@ -226,20 +224,13 @@ def _query_value(value: Any) -> str:
 
 
 def read_audio_file(path: Path) -> bytes:
-    """The bytes of the file at ``path``, to upload.
-
-    A regular file, or a pipe (``taggram tag <(curl ...)``, ``/dev/stdin``), is read whole. A
-    device is refused: ``/dev/zero`` or ``/dev/urandom`` never ends, and reading one filled all
-    of memory before the service's byte limit could answer (a terminal as ``/dev/stdin`` waits
-    for typing).
+    """The bytes of the file at ``path``, to upload: a regular file or a pipe, read whole
+    (:func:`~taggram.audio_files.open_audio_file`, which refuses a device).
 
     Raises:
         OSError: ``path`` cannot be read, or is a device (``EINVAL``).
     """
-    with path.open("rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            raise OSError(errno.EINVAL, "a device, not an audio file", str(path))
+    with open_audio_file(path) as handle:
         return handle.read()
 
 

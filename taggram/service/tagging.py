@@ -19,11 +19,8 @@ shared custom-models folder every ``custom_models_poll_seconds``.
 from __future__ import annotations
 
 import asyncio
-import errno
 import io
 import logging
-import os
-import stat
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -37,6 +34,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from taggram.audio_files import open_audio_file
 from taggram.repository import ModelEntry, ModelMetadata, RepositoryError, load_repository
 from taggram.service import metrics
 from taggram.service.audio.decode import (
@@ -177,20 +175,17 @@ def _not_finite(outputs: dict[str, np.ndarray]) -> list[str]:
 
 @contextmanager
 def _audio_file(path: Path, max_bytes: int) -> Iterator[BinaryIO]:
-    """``path`` opened for decoding in-process, as the client reads it to upload: a regular file
-    as it is; a pipe (``taggram tag <(curl ...)``, ``/dev/stdin``), which cannot seek, read into
-    memory up to ``max_bytes``; a device refused (``/dev/zero`` never ends, and seeking it
-    made it look empty).
+    """``path`` opened for decoding in-process, as the client reads it to upload
+    (:func:`~taggram.audio_files.open_audio_file`, which refuses a device): a regular file as it
+    is; a pipe (``taggram tag <(curl ...)``, ``/dev/stdin``), which cannot seek, read into memory
+    up to ``max_bytes``.
 
     Raises:
         OSError: ``path`` cannot be read, or is a device (``EINVAL``).
         PayloadTooLargeError: a pipe holds more than ``max_bytes``.
     """
-    with path.open("rb") as handle:
-        mode = os.fstat(handle.fileno()).st_mode
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            raise OSError(errno.EINVAL, "a device, not an audio file", str(path))
-        if stat.S_ISREG(mode):
+    with open_audio_file(path) as handle:
+        if handle.seekable():
             yield handle
             return
         data = handle.read(max_bytes + 1)
