@@ -125,16 +125,23 @@ async def get_model(name: str, tagger: TaggerDep) -> ModelMetadata:
     return tagger.model(name)
 
 
-async def _read_form(request: Request, max_examples: int, max_fields: int) -> FormData:
+async def _read_form(request: Request, max_examples: int, max_classes: int) -> FormData:
     """The multipart body, counted while it arrives (``TAGGRAM_MAX_BATCH_BYTES`` in all, the
     batch route's budget: examples are a batch of files)."""
     require_multipart(request.headers, "'name', 'files' and 'labels' fields")
     settings = request.app.state.tagger.settings
     budget = InputBudget.of(settings, settings.max_batch_bytes)
     check_content_length(request.headers, budget.max_bytes)
+    # A label per example, the classes, the single fields; the rest is slack, so that a field
+    # given twice or unknown is refused by name (InvalidExamplesError), not by count.
+    max_fields = max_examples + max_classes + 8
+    fields = (
+        f"one 'labels' field per file, at most {max_classes} 'classes' fields "
+        f"(TAGGRAM_MAX_CUSTOM_CLASSES), and {listed(_SINGLE_FIELDS)} once each"
+    )
     try:
         limit = "TAGGRAM_MAX_CUSTOM_EXAMPLES"
-        return await read_form(request, budget, "files", max_examples, max_fields, limit)
+        return await read_form(request, budget, "files", max_examples, max_fields, limit, fields)
     except HTTPException as error:
         if str(error.detail).startswith("Too many files"):
             raise TooManyExamplesError(
@@ -210,7 +217,7 @@ async def create_model(request: Request, response: Response, tagger: TaggerDep) 
         )
     settings = tagger.settings
     limit = settings.max_custom_examples
-    form = await _read_form(request, limit, limit + settings.max_custom_classes + 8)
+    form = await _read_form(request, limit, settings.max_custom_classes)
     try:
         record = await unless_disconnected(request, tagger.create_custom(_creation(form)))
     finally:
