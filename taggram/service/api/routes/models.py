@@ -35,6 +35,7 @@ from taggram.service.custom.creation import (
     CreatedModel,
     CreateRequest,
     Example,
+    json_array,
 )
 from taggram.service.errors import InvalidExamplesError, TooManyExamplesError
 
@@ -174,8 +175,13 @@ def _creation(form: FormData) -> CreateRequest:
     if not all(isinstance(item, str) for item in labels):
         raise InvalidExamplesError("every 'labels' field must be text")
     if len(labels) != len(uploads):
+        arrays = [str(label) for label in labels if json_array(str(label)) is not None]
+        why = ""
+        if arrays:  # labels=["rock","pop"]: a client's list encoded as JSON in one field
+            shown = arrays[0] if len(arrays[0]) <= 60 else arrays[0][:57] + "..."
+            why = f" (the label {shown!r} is a JSON array: a field of its own for each item)"
         raise InvalidExamplesError(
-            f"{len(uploads)} files but {len(labels)} labels: send one 'labels' field per file"
+            f"{len(uploads)} files but {len(labels)} labels: send one 'labels' field per file" + why
         )
     classes = [str(item).strip() for item in form.getlist("classes") if str(item).strip()]
     examples = [
