@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -221,14 +222,24 @@ class Report:
             typer.echo(f"taggram written to {picture}", err=True)
 
 
+def duration_text(seconds: float) -> str:
+    """A duration for the table's heading, in seconds: to a tenth from 1 s up (``"30.0"``), to
+    two significant figures below (``"0.42"``, ``"0.010"``), where a tenth would read ``"0.0"``
+    for a clip that holds audio."""
+    rounded = float(f"{seconds:.2g}")
+    if not 0 < rounded < 1:
+        return f"{seconds:.1f}"
+    return f"{rounded:.{1 - math.floor(math.log10(rounded))}f}"
+
+
 def _table(outcome: Outcome, top_k: int) -> str:
     body = outcome.body
     assert body is not None
     audio, model = body["audio"], body["model"]
     # A name that is not UTF-8 escaped: a strict UTF-8 stdout (en_US.UTF-8) cannot write it.
     lines = [
-        f"{printable(str(outcome.path))}  ({audio['duration_seconds']:.1f} s, {body['patches']} "
-        f"{'patch' if body['patches'] == 1 else 'patches'}, "
+        f"{printable(str(outcome.path))}  ({duration_text(audio['duration_seconds'])} s, "
+        f"{body['patches']} {'patch' if body['patches'] == 1 else 'patches'}, "
         f"{model['name']} {model['version']})"
     ]
     # The decoder's warnings (a truncated file, skipped packets) under the heading.

@@ -210,7 +210,7 @@ def catalogue(
             err=True,
         )
         raise typer.Exit(1) from error
-    summary.not_audio = found.not_audio
+    summary.not_audio, summary.not_regular = found.not_audio, found.not_regular
     typer.echo(summary.report(), err=True)
     # A transient failure (service unreachable) exits non-zero, so a Kubernetes Job retries the
     # pod, which resumes; files that are simply bad are reported but do not fail the run, unless

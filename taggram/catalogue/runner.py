@@ -117,6 +117,7 @@ class Summary:
     failures: list[Record] = field(default_factory=list)
     elapsed: float = 0.0
     not_audio: list[str] = field(default_factory=list)  # files of the folder that are not audio
+    not_regular: list[str] = field(default_factory=list)  # pipes, sockets, devices named as audio
 
     def add(self, record: Record) -> None:
         """Count one finished record."""
@@ -155,6 +156,13 @@ class Summary:
             skipped = counted(len(self.not_audio), "file")
             lines.append(f"  not audio: {skipped} skipped (by extension)")
             lines += _first(self.not_audio, examples)
+        if self.not_regular:
+            skipped = counted(len(self.not_regular), "file")
+            lines.append(
+                f"  not a regular file: {skipped} skipped (a named pipe, socket or device; "
+                "never opened)"
+            )
+            lines += _first(self.not_regular, examples)
         by_code: dict[str, list[Record]] = defaultdict(list)
         for record in self.failures:
             assert record.error is not None

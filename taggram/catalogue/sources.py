@@ -5,7 +5,9 @@ catalogue is mounted: for a folder it is the path relative to the folder (throug
 sub-folders, as the user sees it), for a manifest it is the manifest's own ``id`` column.
 
 A folder's audio files are those whose extension is one the service decodes
-(:data:`taggram.formats.AUDIO_EXTENSIONS`); every other file is counted and listed as skipped.
+(:data:`taggram.formats.AUDIO_EXTENSIONS`); every other file is counted and listed as skipped,
+as is a file named like audio that is not a regular file (a named pipe, socket or device: never
+opened, as reading a pipe would wait for a writer and a device might never end).
 Manifests are UTF-8, with or without the byte-order mark Excel's "CSV UTF-8" writes; a legacy code
 page (Excel's plain "CSV" on Windows is cp1252) is read with ``encoding``.
 """
@@ -16,6 +18,7 @@ import codecs
 import csv
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,10 +45,12 @@ class Track:
 
 @dataclass(frozen=True)
 class Source:
-    """The tracks to tag, and the files of a folder skipped as not audio (ids, sorted)."""
+    """The tracks to tag, and the files of a folder skipped (ids, sorted): ``not_audio`` by
+    extension, ``not_regular`` named like audio but a named pipe, socket or device."""
 
     tracks: list[Track]
     not_audio: list[str] = field(default_factory=list)
+    not_regular: list[str] = field(default_factory=list)
 
 
 class SourceError(ValueError):
@@ -66,21 +71,35 @@ def _walk(root: Path) -> Iterator[Path]:
         yield from (Path(folder) / name for name in files)
 
 
+def _is_special(path: Path) -> bool:
+    """Whether ``path`` (through links) is a named pipe, socket or device: found by its status,
+    never by opening it. A path whose status cannot be read (a link to nothing, a folder without
+    access) is not: as a track, the run records why it cannot be read."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return False
+    return not stat.S_ISREG(mode)
+
+
 def scan_folder(root: Path) -> Source:
     """Audio files under ``root`` (by extension, case-insensitive) sorted by id, and the rest.
 
     A file name that is not UTF-8 gets an id with ``\\xNN`` escapes (:func:`printable`), one
     every output format can hold. A link to nothing named like audio is a track, which then fails
     as unreadable: a missing file of the catalogue is a problem to report, not a file to skip.
+    A named pipe, socket or device named like audio is skipped as not a regular file.
     """
-    tracks, not_audio = [], []
+    tracks, not_audio, not_regular = [], [], []
     for path in _walk(root):
         track_id = printable(path.relative_to(root).as_posix())
-        if path.suffix.lower() in AUDIO_EXTENSIONS and (path.is_file() or not path.exists()):
-            tracks.append(Track(id=track_id, path=path))
-        else:
+        if path.suffix.lower() not in AUDIO_EXTENSIONS:
             not_audio.append(track_id)
-    return Source(sorted(tracks, key=lambda t: t.id), sorted(not_audio))
+        elif _is_special(path):
+            not_regular.append(track_id)
+        else:
+            tracks.append(Track(id=track_id, path=path))
+    return Source(sorted(tracks, key=lambda t: t.id), sorted(not_audio), sorted(not_regular))
 
 
 def from_folder(root: Path) -> list[Track]:

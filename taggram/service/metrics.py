@@ -123,8 +123,8 @@ API_KEY_REQUESTS = Counter(
 )
 AUTH_FAILURES = Counter(
     "taggram_auth_failures_total",
-    "requests refused by authentication: missing or unknown key, or a credential of another "
-    "scheme than Bearer (401), or scope (403)",
+    "requests refused by authentication: missing or unknown key, a credential of another "
+    "scheme than Bearer, or two different keys (401), or scope (403)",
     ["reason"],
 )
 SECONDS_PER_PATCH = Gauge(

@@ -4,6 +4,9 @@ behind symlinks (one link looping back), files that are not audio, Excel manifes
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +70,35 @@ def test_symlinked_m4a_album_is_tagged_and_not_audio_is_reported(
     assert "catalogue: 3 tracks" in report
     assert "not audio: 2 files skipped" in report
     assert "album/cover.jpg" in report and "notes.txt" in report
+
+
+def test_a_pipe_named_like_audio_is_reported_not_opened(
+    server: Server, short_wav: Path, tmp_path: Path
+) -> None:
+    """A FIFO named ``live.wav`` beside a song: reported as not a regular file, where it was
+    "not audio (by extension)"; the run neither opens it (it would wait for a writer) nor
+    counts it as a failure."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    audio.mp3(short_wav, folder / "song.mp3")
+    os.mkfifo(folder / "live.wav")
+    output = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "taggram", "catalogue", str(folder), "--output", str(output)]
+    done = subprocess.run(
+        [*command, "--url", server.url, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,  # had it opened the pipe, it would wait here for a writer
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(record["id"], record["status"]) for record in records] == [("song.mp3", "ok")]
+    assert "catalogue: 1 track; done 1, failed 0" in done.stderr
+    assert (
+        "  not a regular file: 1 file skipped (a named pipe, socket or device; never opened)\n"
+        "    live.wav\n"
+    ) in done.stderr
+    assert "not audio" not in done.stderr
 
 
 def test_excel_manifests_are_read_or_refused_in_one_line(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import tracemalloc
 from collections import Counter
 from pathlib import Path
@@ -66,6 +67,27 @@ def test_a_link_to_a_missing_file_is_a_track_not_skipped_as_not_audio(tmp_path: 
     source = load_source(tmp_path)
     assert [t.id for t in source.tracks] == ["a.wav", "gone.mp3"]
     assert source.not_audio == []
+
+
+def test_a_pipe_named_like_audio_is_skipped_as_not_a_regular_file(tmp_path: Path) -> None:
+    """A FIFO named ``live.wav`` was listed as "not audio (by extension)", the extension being
+    the one thing right about it; it is not a regular file (never opened: that would wait for
+    a writer). Named otherwise, or reached by a link, it is reported alike."""
+    _touch(tmp_path, "a.wav")
+    os.mkfifo(tmp_path / "live.wav")
+    os.mkfifo(tmp_path / "pipe.txt")
+    (tmp_path / "link.mp3").symlink_to(tmp_path / "live.wav")
+    source = load_source(tmp_path)
+    assert [t.id for t in source.tracks] == ["a.wav"]
+    assert source.not_regular == ["link.mp3", "live.wav"]
+    assert source.not_audio == ["pipe.txt"]
+    lines = Summary(total=1, not_audio=["pipe.txt"], not_regular=["live.wav"]).report()
+    assert lines.splitlines()[2:] == [
+        "  not audio: 1 file skipped (by extension)",
+        "    pipe.txt",
+        "  not a regular file: 1 file skipped (a named pipe, socket or device; never opened)",
+        "    live.wav",
+    ]
 
 
 def test_manifests_resolve_paths_beside_themselves(tmp_path: Path) -> None:

@@ -89,6 +89,50 @@ def test_either_header_carries_the_key(secured_server: SecuredServer) -> None:
         assert tagged.status_code == 200, tagged.text
 
 
+def _conflicts_counted(http: httpx.Client) -> float:
+    text = http.get("/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "taggram_auth_failures"
+        for sample in family.samples
+        if sample.name == "taggram_auth_failures_total" and sample.labels["reason"] == "conflict"
+    )
+
+
+def test_two_different_keys_are_refused_and_the_same_key_twice_accepted(
+    secured_server: SecuredServer,
+) -> None:
+    """A request carrying two different keys was served on the first one read (Bearer before
+    X-API-Key, the first of two same-named headers): the other one, valid or not, was ignored
+    without a word, and which key a request was counted under depended on header order."""
+    tag, admin = secured_server.tag_key, secured_server.admin_key
+    conflicting: list[list[tuple[str, str]]] = [
+        [("Authorization", f"Bearer {tag}"), ("X-API-Key", admin)],
+        [("Authorization", f"Bearer {tag}"), ("X-API-Key", "not-a-key-we-know-of")],
+        [("X-API-Key", admin), ("X-API-Key", tag)],
+        [("Authorization", f"Bearer {admin}"), ("Authorization", f"Bearer {tag}")],
+    ]
+    with httpx.Client(base_url=secured_server.url) as http:
+        before = _conflicts_counted(http)
+        for headers in conflicting:
+            response = http.get("/v1/models", headers=headers)
+            assert response.status_code == 401, (headers, response.text)
+            assert response.headers["WWW-Authenticate"] == 'Bearer realm="taggram"'
+            assert response.headers["Content-Type"] == "application/problem+json"
+            problem = response.json()
+            assert problem["code"] == "unauthorized"
+            assert problem["detail"].startswith("the request carries 2 different API keys"), problem
+            assert "send one key" in problem["detail"]
+            assert tag not in response.text and admin not in response.text
+        assert _conflicts_counted(http) - before == len(conflicting)
+        same = [("Authorization", f"Bearer {admin}"), ("X-API-Key", admin)]
+        assert http.get("/v1/models", headers=same).status_code == 200
+        # Basic is not a key carrier: the X-API-Key beside it is the one key sent.
+        basic = [("Authorization", "Basic dXNlcjpwYXNz"), ("X-API-Key", tag)]
+        assert http.get("/v1/models", headers=basic).status_code == 200
+
+
 def test_metrics_and_logs_name_keys_by_id_only(secured_server: SecuredServer) -> None:
     key = secured_server.tag_key
     with httpx.Client(base_url=secured_server.url) as http:

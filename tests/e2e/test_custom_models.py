@@ -6,6 +6,7 @@ creation-speed benchmark."""
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -442,6 +443,48 @@ def test_a_label_with_a_control_character_is_refused(client: httpx.Client, label
     response = client.post("/v1/models", data={**data, "labels": labels}, files=files)
     assert_error(response, 422, "invalid_examples", "control character")
     assert client.get("/v1/models/controls").status_code == 404
+
+
+def test_labels_sent_as_json_arrays_are_refused_saying_how_labels_are_sent(
+    client: httpx.Client,
+) -> None:
+    """``labels=["a"]`` (a client that encodes a list as JSON in one form field) made the tag
+    ``["a"]``, brackets and quotes included, served as such; a whole list in one field was
+    "12 files but 1 labels" with no word of why. A tag that merely has brackets stays a tag."""
+    data, files = form("arrays")
+    kinds: list[str] = data["labels"]  # type: ignore[assignment]
+    each = [json.dumps([kind]) for kind in kinds]
+    response = client.post("/v1/models", data={**data, "labels": each}, files=files)
+    assert_error(
+        response,
+        422,
+        "invalid_examples",
+        "the label '[\"tone\"]' of example 1 ('tone_0.wav') is a JSON array",
+        "one 'labels' field per file, in the files' order",
+        "several tags of one file separated by '|'",
+    )
+    several = [json.dumps(["tone", "noise"]), *kinds[1:]]
+    response = client.post("/v1/models", data={**data, "labels": several}, files=files)
+    assert_error(response, 422, "invalid_examples", "'tone|noise'")
+    whole = client.post("/v1/models", data={**data, "labels": json.dumps(kinds)}, files=files)
+    assert_error(
+        whole,
+        422,
+        "invalid_examples",
+        "12 files but 1 labels: send one 'labels' field per file",
+        '(the label \'["tone", ',
+        "is a JSON array: a field of its own for each item)",
+    )
+    classes = client.post(
+        "/v1/models", data={**data, "classes": json.dumps(list(CLASSES))}, files=files
+    )
+    assert_error(classes, 422, "invalid_examples", "is a JSON array", "one 'classes' field")
+    assert client.get("/v1/models/arrays").status_code == 404
+    bracketed = [f"[{kind}]" for kind in kinds]  # not JSON: a tag like any other
+    created = client.post("/v1/models", data={**data, "labels": bracketed}, files=files)
+    assert created.status_code == 201, created.text
+    assert created.json()["classes"] == sorted(f"[{kind}]" for kind in CLASSES)
+    assert client.delete("/v1/models/arrays").status_code == 204
 
 
 def test_a_field_in_the_query_string_is_refused_not_ignored(client: httpx.Client) -> None:

@@ -119,6 +119,23 @@ def test_the_heading_counts_one_patch_in_the_singular(
     assert result.stdout.splitlines()[0] == f"{clip}  (2.0 s, 1 patch, MTT_musicnn 1.0.0)"
 
 
+@pytest.mark.parametrize(
+    ("samples", "shown"), [(441, "0.010 s"), (18522, "0.42 s"), (44055, "1.0 s"), (44, "0.0010 s")]
+)
+def test_the_heading_shows_a_clip_under_a_second_to_two_significant_figures(
+    server: Server, music_wav: Path, tmp_path: Path, samples: int, shown: str
+) -> None:
+    """A 0.01 s file was headed "0.0 s", as if nothing had been decoded; one tenth of a second
+    is all the fixed-point form can say below a second."""
+    data, rate = sf.read(music_wav, dtype="float32")
+    assert rate == 44100
+    clip = tmp_path / "short.wav"
+    sf.write(clip, data[:samples], rate)
+    result = run(clip, "--url", server.url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == f"{clip}  ({shown}, 1 patch, MTT_musicnn 1.0.0)"
+
+
 def test_taggram_url_environment_variable_selects_the_service(
     server: Server, clips: tuple[Path, Path]
 ) -> None:

@@ -155,6 +155,7 @@ def test_a_credential_of_another_scheme_is_told_how_to_send_the_key(
         ({"Authorization": "Digest username=someone"}, "scheme"),
         ({"X-API-Key": "wrong-key-of-some-length"}, "unknown"),
         ({"Authorization": f"Basic {TAG}", "X-API-Key": "wrong-key-of-some-length"}, "unknown"),
+        ({"Authorization": f"Bearer {TAG}", "X-API-Key": "wrong-key-of-some-length"}, "conflict"),
     ],
 )
 def test_each_refusal_is_counted_under_what_happened(
@@ -162,7 +163,7 @@ def test_each_refusal_is_counted_under_what_happened(
 ) -> None:
     """``Authorization: Basic ...`` alone was counted as ``missing``, as if no credential had
     been sent at all; it is ``scheme``."""
-    reasons = ("missing", "scheme", "unknown", "scope")
+    reasons = ("missing", "scheme", "unknown", "scope", "conflict")
 
     def counts() -> dict[str, float]:
         return {

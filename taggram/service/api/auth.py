@@ -3,10 +3,10 @@
 Keys come from ``TAGGRAM_API_KEYS`` (comma-separated) and ``TAGGRAM_API_KEYS_FILE`` (one a line,
 ``#`` comments; a mounted Kubernetes Secret), each ``key`` (scope ``tag``) or ``key:admin``. No
 key configured means authentication is off. A client sends ``Authorization: Bearer <key>`` or
-``X-API-Key: <key>``; the service keeps only SHA-256 digests and compares them with
-:func:`hmac.compare_digest` against every configured key, so the time taken does not depend on
-how much of a key matched. A key is named in logs and metrics by its id, the first 12 hex digits
-of its digest, never by the key itself.
+``X-API-Key: <key>`` (one key: two different ones in a request are refused); the service keeps
+only SHA-256 digests and compares them with :func:`hmac.compare_digest` against every configured
+key, so the time taken does not depend on how much of a key matched. A key is named in logs and
+metrics by its id, the first 12 hex digits of its digest, never by the key itself.
 
 Routes declare what they need with ``dependencies=[Depends(require_scope("tag"))]``; ``admin``
 includes ``tag``. ``/healthz``, ``/readyz``, ``/metrics`` and the documentation stay open.
@@ -24,6 +24,7 @@ from typing import Literal, get_args
 
 from fastapi import Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from taggram.service import metrics
 from taggram.service.errors import AuthenticationError, PermissionDeniedError
@@ -156,6 +157,30 @@ def _other_scheme(authorization: str | None) -> str | None:
     return scheme if scheme and scheme.lower() != "bearer" else None
 
 
+def _presented_keys(request: Request) -> list[tuple[str, str]]:
+    """Every API key the request carries, as ``(header, key)``: each ``Authorization: Bearer``
+    and each ``X-API-Key`` header, read as the security schemes read the first of each."""
+    keys = []
+    for value in request.headers.getlist("Authorization"):
+        scheme, credentials = get_authorization_scheme_param(value)
+        if scheme.lower() == "bearer" and credentials:
+            keys.append(("Authorization: Bearer", credentials))
+    keys += [(API_KEY_HEADER, value) for value in request.headers.getlist(API_KEY_HEADER) if value]
+    return keys
+
+
+def _conflict(keys: list[tuple[str, str]]) -> str | None:
+    """The 401's detail when ``keys`` are not all one key, else None. Serving the first one
+    read would ignore the other without a word (a stale key in a proxy's header, a client's
+    default beside the one meant), and which key answered would hang on header order. The
+    headers are named, never the keys."""
+    different = {key for _, key in keys}
+    if len(different) < 2:
+        return None
+    carriers = " and ".join(dict.fromkeys(header for header, _ in keys))
+    return f"the request carries {len(different)} different API keys ({carriers}): send one key"
+
+
 def _refusal(presented: str | None, scheme: str | None) -> str:
     """The 401's detail: a key that matched none, or why none was read. Told "an API key is
     required", the sender of a credential of another ``scheme`` could not see what to change.
@@ -171,13 +196,15 @@ def _refusal(presented: str | None, scheme: str | None) -> str:
 def require_scope(scope: Scope) -> Callable[..., Awaitable[None]]:
     """A route dependency: 401 without a known key, 403 when its scope does not allow ``scope``.
 
-    The key is read from ``Authorization: Bearer <key>``, else ``X-API-Key``. Its id is kept in
-    ``request.state.key_id`` for logs and counted in ``taggram_api_key_requests_total{key_id}``.
-    Does nothing while authentication is off.
+    The key is read from ``Authorization: Bearer <key>`` or ``X-API-Key`` (the same key in
+    both will do; two different keys are a 401). Its id is kept in ``request.state.key_id`` for
+    logs and counted in ``taggram_api_key_requests_total{key_id}``. Does nothing while
+    authentication is off.
     """
 
     async def check(
         request: Request,
+        # Declare the two schemes in the OpenAPI document; every header is read below.
         # Defaults, not Annotated: annotations are strings here and ``scope`` is a local.
         bearer: HTTPAuthorizationCredentials | None = Security(_BEARER, scopes=[scope]),
         header: str | None = Security(_API_KEY, scopes=[scope]),
@@ -185,7 +212,13 @@ def require_scope(scope: Scope) -> Callable[..., Awaitable[None]]:
         ring = keys_of(request)
         if not ring.enabled:
             return
-        presented = bearer.credentials if bearer is not None else header
+        keys = _presented_keys(request)
+        conflict = _conflict(keys)
+        if conflict is not None:
+            metrics.AUTH_FAILURES.labels(reason="conflict").inc()
+            log.info("%s %s: %s", request.method, request.url.path, conflict)
+            raise AuthenticationError(conflict)
+        presented = keys[0][1] if keys else None
         key = ring.find(presented) if presented else None
         if key is None:
             scheme = _other_scheme(request.headers.get("Authorization"))

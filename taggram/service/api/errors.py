@@ -85,7 +85,7 @@ STATUS: dict[str, int] = {
 TITLES: dict[str, str] = {
     "empty_body": "No audio in the request",
     "invalid_tensor": "Tensor does not fit the model",
-    "unauthorized": "Missing or unknown API key",
+    "unauthorized": "Missing, unknown or conflicting API key",
     "forbidden": "API key lacks the scope",
     "model_not_found": "No such model",
     "payload_too_large": "Request body too large",

@@ -27,7 +27,7 @@ _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 _DESCRIPTIONS = {
     400: "Malformed request: no audio, a malformed multipart body, or a tensor that does not "
     "fit the model (`empty_body`, `malformed_request`, `invalid_tensor`)",
-    401: "Missing or unknown API key (`unauthorized`)",
+    401: "Missing or unknown API key, or two different keys (`unauthorized`)",
     403: "The API key's scope does not allow this operation (`forbidden`)",
     404: "No such model (`model_not_found`)",
     408: "The body did not arrive in time: no data for `TAGGRAM_READ_TIMEOUT_SECONDS` or not "

@@ -217,13 +217,15 @@ async def read_form(
     max_files: int,
     max_fields: int,
     too_many_files: str,
+    too_many_fields: str,
 ) -> FormData:
     """Parse a multipart body under ``budget``; the caller closes the returned form.
 
     A malformed body (or too many files or fields, or one that ends before its closing
     boundary) is a 400, as Starlette's own parser answers, with a hint where its words give none
     (a text field over its size limit; a file part past ``max_files``: ``too_many_files`` when it
-    is a ``file_field`` part, else an option sent as a file).
+    is a ``file_field`` part, else an option sent as a file; a text field past ``max_fields``:
+    ``too_many_fields``, the text fields the route reads).
 
     Raises:
         EmptyAudioError: ``file_field`` is a text field past Starlette's size limit (audio sent
@@ -250,6 +252,8 @@ async def read_form(
                 f" ({parser.part!r} is a file part: options are text fields, curl -F top_k=5, "
                 "never file parts)"
             )
+        elif detail.startswith("Too many fields"):  # the count alone: not which are read
+            detail += f" ({too_many_fields})"
         raise HTTPException(status_code=400, detail=detail) from error
     if not parser.closed:
         await form.close()
@@ -307,6 +311,11 @@ def reject_repeated(values: QueryParams | FormData, where: str, skip: str = "") 
     ]
     if repeated:
         raise RequestValidationError(repeated)
+
+
+def options_fields() -> str:
+    """The hint of a tagging form past its field limit: what its text fields are."""
+    return f"options are text fields, each given once: {', '.join(TagOptions.model_fields)}"
 
 
 def options_from_form(form: FormData, file_field: str, options: TagOptions) -> TagOptions:

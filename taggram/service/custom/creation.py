@@ -15,18 +15,22 @@ The steps, each bounded:
 
 Labels: one per example, in the order of the files. A label holding several tags separated by
 :data:`LABEL_SEPARATOR` (``"rock|guitar"``) makes the model multi-label (each tag scored on its
-own); otherwise the model is single-label (the classes' probabilities sum to 1).
+own); otherwise the model is single-label (the classes' probabilities sum to 1). A label or class
+that is a JSON array (``["rock"]``, a client encoding a list as one form field) is refused, not
+stored as a tag with its brackets and quotes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 from pydantic import Field
@@ -139,7 +143,42 @@ def split_label(label: str) -> list[str]:
     return list(dict.fromkeys(tag_text(t) for t in label.split(LABEL_SEPARATOR) if t.strip()))
 
 
+def json_array(text: str) -> list[Any] | None:
+    """The list ``text`` spells in JSON (``'["rock", "pop"]'``), else None (``"[live]"``, a tag
+    like any other)."""
+    text = text.strip()
+    if not (text.startswith("[") and text.endswith("]")):
+        return None
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
+        return None
+    return value if isinstance(value, list) else None
+
+
+def _refuse_json_arrays(request: CreateRequest) -> None:
+    """A label or class that is a JSON array would be one tag, brackets and quotes included."""
+    for index, example in enumerate(request.examples):
+        items = json_array(example.label)
+        if items is None:
+            continue
+        meant = LABEL_SEPARATOR.join(map(str, items))
+        raise InvalidExamplesError(
+            f"the label {example.label!r} of example {index + 1} ({example.filename!r}) is a "
+            "JSON array, which would be one tag with its brackets and quotes: a label is plain "
+            "text, one per file (one 'labels' field per file, in the files' order), several "
+            f"tags of one file separated by {LABEL_SEPARATOR!r}" + (f": {meant!r}" if meant else "")
+        )
+    for name in request.classes or []:
+        if json_array(name) is not None:
+            raise InvalidExamplesError(
+                f"the class {name!r} is a JSON array: a class is plain text, one 'classes' "
+                "field per class"
+            )
+
+
 def _targets(request: CreateRequest, settings: Settings) -> tuple[list[str], np.ndarray, bool]:
+    _refuse_json_arrays(request)
     tags = []
     for index, example in enumerate(request.examples):
         parts = split_label(example.label)

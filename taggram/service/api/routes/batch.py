@@ -25,6 +25,7 @@ from taggram.service.api.uploads import (
     InputBudget,
     file_uploads,
     multipart_request_body,
+    options_fields,
     options_from_form,
     read_form,
     reject_repeated,
@@ -110,7 +111,7 @@ async def tag_batch(
     most = settings.max_batch_files
     options_count = len(TagOptions.model_fields)
     split = "TAGGRAM_MAX_BATCH_FILES: split the files among several requests"
-    form = await read_form(request, budget, FIELD, most, options_count, split)
+    form = await read_form(request, budget, FIELD, most, options_count, split, options_fields())
     try:
         uploads, options = _uploads(form, options)
         tagger.check(options)  # an unknown model or bad options fail the request, not each file

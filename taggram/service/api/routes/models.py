@@ -35,6 +35,7 @@ from taggram.service.custom.creation import (
     CreatedModel,
     CreateRequest,
     Example,
+    json_array,
 )
 from taggram.service.errors import InvalidExamplesError, TooManyExamplesError
 
@@ -125,16 +126,23 @@ async def get_model(name: str, tagger: TaggerDep) -> ModelMetadata:
     return tagger.model(name)
 
 
-async def _read_form(request: Request, max_examples: int, max_fields: int) -> FormData:
+async def _read_form(request: Request, max_examples: int, max_classes: int) -> FormData:
     """The multipart body, counted while it arrives (``TAGGRAM_MAX_BATCH_BYTES`` in all, the
     batch route's budget: examples are a batch of files)."""
     require_multipart(request.headers, "'name', 'files' and 'labels' fields")
     settings = request.app.state.tagger.settings
     budget = InputBudget.of(settings, settings.max_batch_bytes)
     check_content_length(request.headers, budget.max_bytes)
+    # A label per example, the classes, the single fields; the rest is slack, so that a field
+    # given twice or unknown is refused by name (InvalidExamplesError), not by count.
+    max_fields = max_examples + max_classes + 8
+    fields = (
+        f"one 'labels' field per file, at most {max_classes} 'classes' fields "
+        f"(TAGGRAM_MAX_CUSTOM_CLASSES), and {listed(_SINGLE_FIELDS)} once each"
+    )
     try:
         limit = "TAGGRAM_MAX_CUSTOM_EXAMPLES"
-        return await read_form(request, budget, "files", max_examples, max_fields, limit)
+        return await read_form(request, budget, "files", max_examples, max_fields, limit, fields)
     except HTTPException as error:
         if str(error.detail).startswith("Too many files"):
             raise TooManyExamplesError(
@@ -167,8 +175,13 @@ def _creation(form: FormData) -> CreateRequest:
     if not all(isinstance(item, str) for item in labels):
         raise InvalidExamplesError("every 'labels' field must be text")
     if len(labels) != len(uploads):
+        arrays = [str(label) for label in labels if json_array(str(label)) is not None]
+        why = ""
+        if arrays:  # labels=["rock","pop"]: a client's list encoded as JSON in one field
+            shown = arrays[0] if len(arrays[0]) <= 60 else arrays[0][:57] + "..."
+            why = f" (the label {shown!r} is a JSON array: a field of its own for each item)"
         raise InvalidExamplesError(
-            f"{len(uploads)} files but {len(labels)} labels: send one 'labels' field per file"
+            f"{len(uploads)} files but {len(labels)} labels: send one 'labels' field per file" + why
         )
     classes = [str(item).strip() for item in form.getlist("classes") if str(item).strip()]
     examples = [
@@ -210,7 +223,7 @@ async def create_model(request: Request, response: Response, tagger: TaggerDep) 
         )
     settings = tagger.settings
     limit = settings.max_custom_examples
-    form = await _read_form(request, limit, limit + settings.max_custom_classes + 8)
+    form = await _read_form(request, limit, settings.max_custom_classes)
     try:
         record = await unless_disconnected(request, tagger.create_custom(_creation(form)))
     finally:

@@ -19,6 +19,7 @@ from taggram.service.api.uploads import (
     file_uploads,
     media_type,
     multipart_request_body,
+    options_fields,
     options_from_form,
     read_form,
     read_raw,
@@ -59,7 +60,7 @@ async def _read_audio(
     if given == "multipart/form-data":
         fields = len(TagOptions.model_fields) + 1
         several = "one file per request; POST /v1/tag/batch takes several as 'files' fields"
-        form = await read_form(request, budget, "file", 1, fields, several)
+        form = await read_form(request, budget, "file", 1, fields, several, options_fields())
         try:
             (upload,) = file_uploads(form, "file")  # read_form allows one file part
             yield upload.file, options_from_form(form, "file", options)
