@@ -150,6 +150,13 @@ def unreadable(track: Track, error: OSError) -> Record:
     return failure(track, "unreadable", str(error), retryable=transient)
 
 
+def not_regular(track: Track) -> Record:
+    """A manifest's row names a named pipe, socket or device: settled, and never opened (reading
+    a pipe would wait for a writer, a device might never end). A folder's scan skips these."""
+    detail = f"not a regular file (a named pipe, socket or device), never opened: {track.path}"
+    return failure(track, "unreadable", detail, retryable=False)
+
+
 @dataclass
 class Winners:
     """Which record of a stream of records each id keeps, found in one pass that holds only ids

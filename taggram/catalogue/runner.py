@@ -22,8 +22,9 @@ from typing import Protocol, Self
 
 from tqdm import tqdm
 
+from taggram.catalogue import records
 from taggram.catalogue.records import Record
-from taggram.catalogue.sources import Track
+from taggram.catalogue.sources import Track, is_special_file
 from taggram.catalogue.writers import (
     Appender,
     Format,
@@ -298,7 +299,10 @@ async def run(
         nonlocal warned
         for track in queue:
             began = time.monotonic()
-            record = await backend.tag(track)
+            if is_special_file(track.path):  # a manifest's row: a folder's scan skips these
+                record = records.not_regular(track)
+            else:
+                record = await backend.tag(track)
             record = record.model_copy(update={"tagging_s": time.monotonic() - began})
             if not warned and (warning := version_change(output, versions, record)) is not None:
                 warned = True

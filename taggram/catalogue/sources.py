@@ -71,10 +71,11 @@ def _walk(root: Path) -> Iterator[Path]:
         yield from (Path(folder) / name for name in files)
 
 
-def _is_special(path: Path) -> bool:
+def is_special_file(path: Path) -> bool:
     """Whether ``path`` (through links) is a named pipe, socket or device: found by its status,
-    never by opening it. A path whose status cannot be read (a link to nothing, a folder without
-    access) is not: as a track, the run records why it cannot be read."""
+    never by opening it (opening a pipe waits for a writer). A path whose status cannot be read
+    (a link to nothing, a folder without access) is not: as a track, the run records why it
+    cannot be read."""
     try:
         mode = path.stat().st_mode
     except OSError:
@@ -95,7 +96,7 @@ def scan_folder(root: Path) -> Source:
         track_id = printable(path.relative_to(root).as_posix())
         if path.suffix.lower() not in AUDIO_EXTENSIONS:
             not_audio.append(track_id)
-        elif _is_special(path):
+        elif is_special_file(path):
             not_regular.append(track_id)
         else:
             tracks.append(Track(id=track_id, path=path))

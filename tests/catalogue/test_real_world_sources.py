@@ -101,6 +101,32 @@ def test_a_pipe_named_like_audio_is_reported_not_opened(
     assert "not audio" not in done.stderr
 
 
+def test_a_pipe_a_manifest_names_is_recorded_unreadable_not_opened(
+    server: Server, short_wav: Path, tmp_path: Path
+) -> None:
+    """A manifest's row naming a FIFO: the run records it as unreadable (not a regular file)
+    without opening it, where it waited for a writer for ever; the song beside it is tagged."""
+    audio.mp3(short_wav, tmp_path / "song.mp3")
+    os.mkfifo(tmp_path / "live.wav")
+    manifest = tmp_path / "tracks.csv"
+    manifest.write_text("id,path\nsong,song.mp3\nlive,live.wav\n")
+    output = tmp_path / "out.jsonl"
+    command = [sys.executable, "-m", "taggram", "catalogue", str(manifest), "--output", str(output)]
+    done = subprocess.run(
+        [*command, "--url", server.url, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,  # had it opened the pipe, it would wait here for a writer
+    )
+    assert done.returncode == 0, done.stderr
+    records = {record["id"]: record for record in map(json.loads, output.read_text().splitlines())}
+    assert records["song"]["status"] == "ok"
+    live = records["live"]
+    assert (live["status"], live["error"]["code"]) == ("error", "unreadable")
+    assert "not a regular file" in live["error"]["message"]
+    assert live["error"]["retryable"] is False
+
+
 def test_excel_manifests_are_read_or_refused_in_one_line(
     server: Server, library: Path, tmp_path: Path
 ) -> None:
