@@ -285,7 +285,8 @@ def test_text_fields_past_the_limit_are_refused_saying_which_fields_are_read(
     response = client.post(path, data=fields, files=[(first, ("a.wav", b"RIFF"))])
     _assert_error(response, 400, "malformed_request")
     detail = response.json()["detail"]
-    assert detail.startswith("Too many fields. Maximum number of fields is "), detail
+    assert detail.startswith("too many text fields: the form is read up to "), detail
+    assert "'field_" in detail, detail  # names the first field past the limit
     assert hint in detail, detail
 
 

@@ -253,7 +253,10 @@ async def read_form(
                 "never file parts)"
             )
         elif detail.startswith("Too many fields"):  # the count alone: not which are read
-            detail += f" ({too_many_fields})"
+            detail = (
+                f"too many text fields: the form is read up to {max_fields}, and "
+                f"{parser.part!r} is past them ({too_many_fields})"
+            )
         raise HTTPException(status_code=400, detail=detail) from error
     if not parser.closed:
         await form.close()
