@@ -72,6 +72,21 @@ def test_symlinked_m4a_album_is_tagged_and_not_audio_is_reported(
     assert "album/cover.jpg" in report and "notes.txt" in report
 
 
+def _catalogue_in_a_subprocess(
+    source: Path, output: Path, server: Server
+) -> subprocess.CompletedProcess[str]:
+    """``taggram catalogue SOURCE --url`` as a user runs it; exit status 0 asserted."""
+    command = [sys.executable, "-m", "taggram", "catalogue", str(source), "--output", str(output)]
+    done = subprocess.run(
+        [*command, "--url", server.url, "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,  # had it opened a pipe, it would wait here for a writer
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_a_pipe_named_like_audio_is_reported_not_opened(
     server: Server, short_wav: Path, tmp_path: Path
 ) -> None:
@@ -83,14 +98,7 @@ def test_a_pipe_named_like_audio_is_reported_not_opened(
     audio.mp3(short_wav, folder / "song.mp3")
     os.mkfifo(folder / "live.wav")
     output = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "taggram", "catalogue", str(folder), "--output", str(output)]
-    done = subprocess.run(
-        [*command, "--url", server.url, "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=120,  # had it opened the pipe, it would wait here for a writer
-    )
-    assert done.returncode == 0, done.stderr
+    done = _catalogue_in_a_subprocess(folder, output, server)
     records = [json.loads(line) for line in output.read_text().splitlines()]
     assert [(record["id"], record["status"]) for record in records] == [("song.mp3", "ok")]
     assert "catalogue: 1 track; done 1, failed 0" in done.stderr
@@ -111,14 +119,7 @@ def test_a_pipe_a_manifest_names_is_recorded_unreadable_not_opened(
     manifest = tmp_path / "tracks.csv"
     manifest.write_text("id,path\nsong,song.mp3\nlive,live.wav\n")
     output = tmp_path / "out.jsonl"
-    command = [sys.executable, "-m", "taggram", "catalogue", str(manifest), "--output", str(output)]
-    done = subprocess.run(
-        [*command, "--url", server.url, "--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=120,  # had it opened the pipe, it would wait here for a writer
-    )
-    assert done.returncode == 0, done.stderr
+    _catalogue_in_a_subprocess(manifest, output, server)
     records = {record["id"]: record for record in map(json.loads, output.read_text().splitlines())}
     assert records["song"]["status"] == "ok"
     live = records["live"]
