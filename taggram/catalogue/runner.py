@@ -299,7 +299,9 @@ async def run(
         nonlocal warned
         for track in queue:
             began = time.monotonic()
-            if is_special_file(track.path):  # a manifest's row: a folder's scan skips these
+            # A manifest's row (a folder's scan skips these); off the loop, as the backends'
+            # reads are: a stat on network storage can block.
+            if await asyncio.to_thread(is_special_file, track.path):
                 record = records.not_regular(track)
             else:
                 record = await backend.tag(track)
