@@ -327,6 +327,50 @@ def test_batches_run_at_once_count_their_time_once(session: ModelSession) -> Non
     assert result.queue_seconds + result.inference_seconds <= elapsed + 1e-3
 
 
+def _histogram_sum(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(f"{name}_sum", labels) or 0.0
+
+
+def test_request_times_are_finer_than_uvloops_milliseconds(session: ModelSession) -> None:
+    """Under uvloop (uvicorn's loop when installed) ``loop.time()`` counts whole milliseconds:
+    a request's time, taken on it, fell short of its queue time plus its batches' inference
+    time taken on the worker's clock, and Triton's statistics disagreed (seen in CI)."""
+    uvloop = pytest.importorskip("uvloop", reason="uvloop comes with uvicorn[standard]")
+    requested = {"model": session.name, "outcome": "success"}
+    inferred = {"model": session.name, "provider": session.provider}
+    times: list[tuple[float, float, float]] = []
+
+    async def run() -> None:
+        batcher = Batcher(
+            session, max_batch_size=4, max_queue_delay_seconds=0.003, max_queue_patches=100
+        )
+        batcher.start()
+        try:
+            for seed in range(20):
+                before = (
+                    _histogram_sum("taggram_network_request_duration_seconds", requested),
+                    _histogram_sum("taggram_inference_duration_seconds", inferred),
+                )
+                result = await batcher.infer(_patches(session, 3, seed))
+                request = (
+                    _histogram_sum("taggram_network_request_duration_seconds", requested)
+                    - before[0]
+                )
+                inference = (
+                    _histogram_sum("taggram_inference_duration_seconds", inferred) - before[1]
+                )
+                times.append((request, result.queue_seconds, inference))
+        finally:
+            await batcher.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(run())
+    whole_milliseconds = [abs(t * 1000 - round(t * 1000)) < 1e-6 for t, _, _ in times]
+    assert not all(whole_milliseconds), times
+    for request, queue, inference in times:
+        assert request >= queue + inference, (request, queue, inference)
+
+
 def test_expected_wait_shares_the_work_among_workers(session: ModelSession) -> None:
     async def run() -> None:
         batcher = Batcher(
