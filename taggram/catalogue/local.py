@@ -82,7 +82,7 @@ class LocalBackend:
             probabilities=dict(result.tags),
             top_k=self.options.top_k,
             embedding=embedding,
-            warnings=result.audio.warnings,
+            warnings=result.warnings,
         )
 
     async def __aenter__(self) -> Self:

@@ -49,7 +49,8 @@ class Record(BaseModel):
     model: str | None = None
     version: str | None = None
     duration_s: float | None = None
-    # What went wrong while decoding although the track was tagged (the response's `warnings`);
+    # What went wrong although the track was tagged (the response's `warnings`: decoding, audio
+    # shorter than one patch);
     # records written before the field existed read back with none.
     warnings: list[str] = []
     top_tags: list[TopTag] = []
@@ -84,7 +85,7 @@ def success(
 ) -> Record:
     """The record of a tagged track, for both backends: the top tags are derived here so every
     backend ranks alike. ``probabilities`` maps every tag to its clip probability (0-1);
-    ``embedding`` is the layer name and the clip-mean vector; ``warnings`` the decoder's;
+    ``embedding`` is the layer name and the clip-mean vector; ``warnings`` the response's;
     ``request_id`` the service's id of the request (``None`` in-process)."""
     ranked = sorted(probabilities.items(), key=lambda item: item[1], reverse=True)[:top_k]
     layer, values = embedding if embedding is not None else (None, None)

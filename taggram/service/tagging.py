@@ -52,6 +52,7 @@ from taggram.service.audio.patching import (
     clip_average,
     covering,
     hop_samples,
+    padding_warning,
     plan_patches,
 )
 from taggram.service.audio.slots import DecodeSlots
@@ -155,6 +156,8 @@ class TagResult:
     embeddings: np.ndarray | None  # [n_patches, dim]
     embedding_mean: np.ndarray | None  # [dim], coverage-weighted like the probabilities
     timings: StageTimes
+    # The decoder's warnings, then this model's own (audio shorter than one of its patches).
+    warnings: tuple[str, ...]
 
 
 def rank_tags(
@@ -669,6 +672,8 @@ class Tagger:
         timings.observe(meta.name)
         metrics.AUDIO_SECONDS.labels(model=meta.name).inc(prepared.duration_seconds)
         rate = meta.sample_rate
+        base = target.base
+        padded = padding_warning(prepared.plan, base.patch, base.sample_rate, base.name)
         return TagResult(
             model=meta,
             audio=prepared.audio,
@@ -683,6 +688,7 @@ class Tagger:
             embeddings=embeddings,
             embedding_mean=None if embeddings is None else clip_average(embeddings, prepared.plan),
             timings=timings,
+            warnings=(*prepared.audio.warnings, padded) if padded else prepared.audio.warnings,
         )
 
     def _custom_probabilities(

@@ -198,3 +198,24 @@ def test_concurrent_requests_match_sequential_and_share_batches(
     batches = after[float("inf")] - before[float("inf")]
     single = after[1.0] - before[1.0]
     assert batches - single >= 1, "no batch packed patches from more than one request"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "padding"),
+    [(0.01, "99.7% of what the model heard was silence"), (1.5, "49.9%"), (3.0, None)],
+)
+def test_audio_shorter_than_a_patch_is_tagged_with_a_warning_saying_so(
+    client: httpx.Client, music_wav: Path, tmp_path: Path, seconds: float, padding: str | None
+) -> None:
+    """A 0.01 s clip was tagged with no word that its one patch was almost all zero padding;
+    a clip of one patch or more says nothing about it."""
+    path = excerpt(music_wav, tmp_path / "short.wav", seconds, start=5.0)
+    response = tag_file(client, path, model="MTT_musicnn")
+    assert response.status_code == 200, response.text
+    padded = [w for w in response.json()["warnings"] if "shorter than one patch" in w]
+    if padding is None:
+        assert padded == [], padded
+    else:
+        [warning] = padded
+        assert "of MTT_musicnn (2.99 s): it was zero-padded" in warning, warning
+        assert padding in warning, warning

@@ -432,6 +432,36 @@ def test_sloppy_json_tensors_are_refused_saying_what_is_wrong(
     assert refusal in answer.json()["error"], answer.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("declared", "arrived", "refusal"),
+    [
+        (100, 100, "of shape [1, 48128] is 192512 bytes (48128 FP32 values), but its "
+                   "binary_data_size says 100"),
+        (48128 * 4, 100, "declares binary_data_size 192512, but 100 bytes arrived"),
+    ],
+    ids=["size-not-the-shapes", "body-not-the-size"],
+)  # fmt: skip
+def test_binary_size_mismatches_say_which_number_is_wrong(
+    secured_server: SecuredServer, declared: int, arrived: int, refusal: str
+) -> None:
+    """A binary_data_size that is not the shape's bytes, and a body that is not the declared
+    size, were one message ("got 100 and 100") that did not say which was declared."""
+    tensor = {"name": "waveform", "shape": [1, 48128], "datatype": "FP32",
+              "parameters": {"binary_data_size": declared}}  # fmt: skip
+    header = json.dumps({"inputs": [tensor]}).encode()
+    answer = httpx.post(
+        f"{secured_server.url}/v2/models/MTT_musicnn/infer",
+        content=header + bytes(arrived),
+        headers={
+            "X-API-Key": secured_server.tag_key,
+            "Inference-Header-Content-Length": str(len(header)),
+        },
+        timeout=60,
+    )
+    assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
+    assert refusal in answer.json()["error"], answer.json()["error"]
+
+
 def test_json_data_may_be_flat_or_nested_as_its_shape(secured_server: SecuredServer) -> None:
     rows = np.random.default_rng(0).uniform(-0.5, 0.5, (2, 48128)).astype(np.float32)
     answers = [

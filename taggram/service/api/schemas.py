@@ -83,8 +83,9 @@ class TagResponse(BaseModel):
     timings: Timings
     warnings: list[str] = Field(
         default_factory=list,
-        description="what went wrong while decoding although audio was tagged, e.g. a stream "
-        "that stops early: where and why (empty when all went well)",
+        description="what went wrong although audio was tagged, e.g. a stream that stops "
+        "early (where and why) or audio shorter than one patch (zero-padded): empty when all "
+        "went well",
     )
 
     @classmethod
@@ -128,7 +129,7 @@ class TagResponse(BaseModel):
             taggram=taggram,
             embeddings=embeddings,
             timings=Timings(**result.timings.milliseconds()),
-            warnings=list(result.audio.warnings),
+            warnings=list(result.warnings),
         )
 
 

@@ -57,6 +57,20 @@ def hop_samples(
     return max(1, min(spec.span_samples, round(hop_seconds * sample_rate)))
 
 
+def padding_warning(plan: PatchPlan, spec: PatchSpec, sample_rate: int, model: str) -> str | None:
+    """The warning for audio shorter than one patch of ``model`` (its one patch zero-padded at
+    the end, so silence is part of what the model heard), naming the share that was padding;
+    ``None`` when the audio fills its patches. ``sample_rate``: the model's, in Hz."""
+    heard, span = int(plan.ends[-1] - plan.starts[-1]), spec.span_samples
+    if len(plan) > 1 or heard >= span:
+        return None
+    return (
+        f"the audio ({heard / sample_rate:.2g} s) is shorter than one patch of {model} "
+        f"({span / sample_rate:.2f} s): it was zero-padded, so {1 - heard / span:.1%} of what "
+        "the model heard was silence"
+    )
+
+
 def plan_patches(n_samples: int, spec: PatchSpec, hop: int, max_patches: int) -> PatchPlan:
     """Patch starts, ends and weights for ``n_samples`` of audio (see the module docstring)."""
     span = spec.span_samples

@@ -393,10 +393,15 @@ def _input(
         if tensor.data is not None:
             raise InvalidTensorError("give an input either as data or as binary_data_size")
         # An integer: true or 4.0 would pass the comparison below (True == 1, 4.0 == 4).
-        if type(size) is not int or size != count * 4 or len(binary) != size:
+        if type(size) is not int or size != count * 4:
             raise InvalidTensorError(
-                f"binary_data_size must be {count * 4} bytes ({count} FP32 values) and the body "
-                f"must carry exactly that after the JSON header; got {size} and {len(binary)}"
+                f"input {tensor.name!r} of shape {tensor.shape} is {count * 4} bytes "
+                f"({count} FP32 values), but its binary_data_size says {size!r}"
+            )
+        if len(binary) != size:
+            raise InvalidTensorError(
+                f"input {tensor.name!r} declares binary_data_size {size}, but {len(binary)} "
+                "bytes arrived after the JSON header"
             )
         values = np.frombuffer(binary, dtype="<f4").astype(np.float32)
     else:
