@@ -50,8 +50,7 @@ class Record(BaseModel):
     version: str | None = None
     duration_s: float | None = None
     # What went wrong although the track was tagged (the response's `warnings`: decoding, audio
-    # shorter than one patch);
-    # records written before the field existed read back with none.
+    # shorter than one patch); records written before the field existed read back with none.
     warnings: list[str] = []
     top_tags: list[TopTag] = []
     probabilities: dict[str, float] = {}
