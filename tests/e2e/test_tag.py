@@ -202,13 +202,19 @@ def test_concurrent_requests_match_sequential_and_share_batches(
 
 @pytest.mark.parametrize(
     ("seconds", "padding"),
-    [(0.01, "99.7% of what the model heard was silence"), (1.5, "49.9%"), (3.0, None)],
+    [
+        (0.01, "99.7% of what the model heard was silence"),
+        (1.5, "49.9%"),
+        (2.9, "3.1%"),
+        (2.99, None),  # 0.07 % padding: no warning that would read "(2.99 s) ... (2.99 s)"
+        (3.0, None),
+    ],
 )
 def test_audio_shorter_than_a_patch_is_tagged_with_a_warning_saying_so(
     client: httpx.Client, music_wav: Path, tmp_path: Path, seconds: float, padding: str | None
 ) -> None:
     """A 0.01 s clip was tagged with no word that its one patch was almost all zero padding;
-    a clip of one patch or more says nothing about it."""
+    a clip of one patch or more, or all but a sliver of one, says nothing about it."""
     path = excerpt(music_wav, tmp_path / "short.wav", seconds, start=5.0)
     response = tag_file(client, path, model="MTT_musicnn")
     assert response.status_code == 200, response.text

@@ -57,15 +57,21 @@ def hop_samples(
     return max(1, min(spec.span_samples, round(hop_seconds * sample_rate)))
 
 
+# Padding under 1 % of a patch is not worth a warning (and its message would round to "the
+# audio (2.99 s) is shorter than one patch (2.99 s) ... 0.0% silence").
+PADDING_WARNING_SHARE = 0.01
+
+
 def padding_warning(plan: PatchPlan, spec: PatchSpec, sample_rate: int, model: str) -> str | None:
     """The warning for audio shorter than one patch of ``model`` (its one patch zero-padded at
     the end, so silence is part of what the model heard), naming the share that was padding;
-    ``None`` when the audio fills its patches. ``sample_rate``: the model's, in Hz."""
+    ``None`` when the audio fills its patches or leaves under :data:`PADDING_WARNING_SHARE` of
+    one to padding. ``sample_rate``: the model's, in Hz."""
     heard, span = int(plan.ends[-1] - plan.starts[-1]), spec.span_samples
-    if len(plan) > 1 or heard >= span:
+    if len(plan) > 1 or heard > (1 - PADDING_WARNING_SHARE) * span:
         return None
     return (
-        f"the audio ({heard / sample_rate:.2g} s) is shorter than one patch of {model} "
+        f"the audio ({heard / sample_rate:.3g} s) is shorter than one patch of {model} "
         f"({span / sample_rate:.2f} s): it was zero-padded, so {1 - heard / span:.1%} of what "
         "the model heard was silence"
     )
