@@ -487,7 +487,7 @@ def test_a_bad_inference_header_length_is_a_400(
     secured_server: SecuredServer, length: bytes
 ) -> None:
     """Inference-Header-Content-Length is a byte count within the body; "²" (a digit to
-    str.isdigit, not to int) was a 500."""
+    str.isdigit, not to int) was a 500. The refusal repeats the value sent."""
     answer = httpx.post(
         f"{secured_server.url}/v2/models/MTT_musicnn/infer",
         content=b'{"inputs": []}',
@@ -498,6 +498,7 @@ def test_a_bad_inference_header_length_is_a_400(
     )
     assert (answer.status_code, answer.json()["code"]) == (400, "invalid_tensor"), answer.text
     assert "Inference-Header-Content-Length" in answer.json()["error"]
+    assert answer.json()["error"].endswith(f"got {length.decode('latin-1')!r}"), answer.text
 
 
 @pytest.mark.parametrize("folded", [False, True], ids=["two-headers", "one-comma-list"])

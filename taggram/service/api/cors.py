@@ -15,19 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from taggram.service.api.errors import problem_response
+from taggram.service.api.errors import problem_response, shown
 
 CORS_REFUSED = "cors_refused"
 # How Starlette's refusal begins; the rest lists what failed: "origin, method, headers".
 _STARLETTE_REFUSAL = "Disallowed CORS "
-# A header value quoted in a detail is cut here: headers may be 64 KiB long.
-_SHOWN_CHARS = 100
 # The answer's own headers, not the CORS ones to keep.
 _BODY_HEADERS = ("content-length", "content-type")
-
-
-def _shown(value: str) -> str:
-    return repr(value if len(value) <= _SHOWN_CHARS else value[:_SHOWN_CHARS] + "…")
 
 
 class _PreflightRefusal(Response):
@@ -65,14 +59,14 @@ class ProblemCORSMiddleware(CORSMiddleware):
     def _reason(self, failure: str, asked: Headers) -> str:
         """Why the preflight was refused, for one of Starlette's failure words."""
         if failure == "origin":
-            return f"origin {_shown(asked['origin'])} is not allowed (TAGGRAM_CORS_ORIGINS)"
+            return f"origin {shown(asked['origin'])} is not allowed (TAGGRAM_CORS_ORIGINS)"
         if failure == "method":
             method = asked["access-control-request-method"]
-            return f"method {_shown(method)} is not allowed ({', '.join(self.allow_methods)})"
+            return f"method {shown(method)} is not allowed ({', '.join(self.allow_methods)})"
         if failure == "headers":
             wanted = asked.get("access-control-request-headers", "")
             return (
-                f"request headers {_shown(wanted)} are not all allowed "
+                f"request headers {shown(wanted)} are not all allowed "
                 f"({', '.join(sorted(self.allow_headers))})"
             )
         if failure == "private-network":

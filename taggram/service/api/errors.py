@@ -38,6 +38,16 @@ from taggram.service.errors import TaggramError
 
 log = logging.getLogger(__name__)
 
+# A request's header value quoted in a detail is cut here: headers may be 64 KiB long.
+SHOWN_CHARS = 100
+
+
+def shown(value: str) -> str:
+    """``value`` (from the request, e.g. a header) quoted for a problem's detail, cut to
+    :data:`SHOWN_CHARS` characters."""
+    return repr(value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "…")
+
+
 PROBLEM_JSON = "application/problem+json"
 # What /v2 problems are served as unless the client asks for PROBLEM_JSON.
 PROTOCOL_JSON = "application/json"

@@ -41,6 +41,7 @@ from taggram.service.api import classification
 from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import LifecycleDep, TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
+from taggram.service.api.errors import shown
 from taggram.service.api.openapi import problems
 from taggram.service.api.uploads import InputBudget, read_body
 from taggram.service.errors import (
@@ -330,7 +331,8 @@ def _split(body: bytes, header_lengths: list[str], json_limit: int) -> tuple[byt
         count = header_length.isascii() and header_length.isdigit()
         if not count or int(header_length) > len(body):
             raise InvalidTensorError(
-                f"{HEADER_LENGTH} must be a byte count within the body of {len(body)} bytes"
+                f"{HEADER_LENGTH} must be a byte count within the body of {len(body)} bytes, "
+                f"got {shown(header_length)}"
             )
         json_part, binary = body[: int(header_length)], body[int(header_length) :]
     if len(json_part) > json_limit:
