@@ -14,7 +14,10 @@ clips' manifest has a ``track`` column (``taggram validation-clips --every-segme
 row averages each track's segments first, so every track weighs the same whatever its length.
 For scale, a reference model (``--reference``, by default ``MTT_vgg``, the other published MTT
 tagger) is compared with the teacher the same way: how well a second model trained on the same
-labels agrees with the teacher on the same clips.
+labels agrees with the teacher on the same clips. A paired table then gives the student's
+agreement minus the reference's, clip by clip, with the standard error of those differences:
+``--reference MTT_sample_cnn`` with a candidate as ``--student`` says whether the candidate
+differs from the shipped student beyond the choice of clips.
 onnxruntime's CPU time per patch (batch 1 and 16, the service's session options) is
 measured for both on the same machine in the same run. Prints Markdown for docs/models.md.
 """
@@ -92,12 +95,30 @@ def compare(student: ModelSession, teacher: ModelSession, audio: Path) -> list[A
     return rows
 
 
+def mean_error(values: np.ndarray, sign: str = "", decimals: int = 2) -> str:
+    """``mean ± standard error`` of ``values`` (``sign="+"`` signs the mean)."""
+    error = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{values.mean():{sign}.{decimals}f} ± {error:.{decimals}f}"
+
+
 def summary(label: str, rows: list[Agreement]) -> str:
     """A Markdown row: clips, mean top-5 overlap (of 5) ± its standard error, mean Pearson r."""
     overlaps = TOP * np.array([r.top5_overlap for r in rows])
-    error = overlaps.std(ddof=1) / np.sqrt(len(rows)) if len(rows) > 1 else float("nan")
     pearson = np.mean([r.pearson for r in rows])
-    return f"| {label} | {len(rows)} | {overlaps.mean():.2f} ± {error:.2f} | {pearson:.3f} |"
+    return f"| {label} | {len(rows)} | {mean_error(overlaps)} | {pearson:.3f} |"
+
+
+def paired(label: str, rows: list[Agreement], others: list[Agreement]) -> str:
+    """A Markdown row: one model's agreement minus another's on the same clips (``rows`` and
+    ``others`` in the same order), mean ± the standard error of the per-clip differences. Both
+    models meet the same clips, so the clips' own difficulty cancels: this error is the one that
+    says whether two models differ, and it is smaller than either model's own."""
+    if [r.clip for r in rows] != [o.clip for o in others]:
+        raise ValueError("paired rows must be the same clips in the same order")
+    pairs = list(zip(rows, others, strict=True))
+    overlap = TOP * np.array([r.top5_overlap - o.top5_overlap for r, o in pairs])
+    pearson = np.array([r.pearson - o.pearson for r, o in pairs])
+    return f"| {label} | {len(rows)} | {mean_error(overlap, '+')} | {mean_error(pearson, '+', 3)} |"
 
 
 def per_track(rows: list[Agreement]) -> list[Agreement]:
@@ -182,6 +203,21 @@ def main(
                 typer.echo(summary(f"{name} | {label}", subset))
             if subset and all(r.track for r in subset):
                 typer.echo(summary(f"{name} | {label}, per track", per_track(subset)))
+    if reference:
+        typer.echo("")
+        typer.echo(f"Paired, {student} minus {reference}, on the same clips:")
+        typer.echo("")
+        typer.echo("| recordings | n | top-5 overlap difference ± SE | Pearson r difference ± SE |")
+        typer.echo("|---|---|---|---|")
+        for label, keep in (("all", None), ("music", True), ("sound/speech", False)):
+            mine, theirs = (
+                [r for r in compared[name] if keep is None or (r.kind == "music") == keep]
+                for name in (student, reference)
+            )
+            if mine:
+                typer.echo(paired(label, mine, theirs))
+            if mine and all(r.track for r in mine):
+                typer.echo(paired(f"{label}, per track", per_track(mine), per_track(theirs)))
     typer.echo("")
     typer.echo(f"CPU: {platform.processor() or platform.machine()}, {threads} onnxruntime threads")
     typer.echo("| model | patch (s) | ms/patch batch 1 (median / best) | batch 16 | ms per s |")

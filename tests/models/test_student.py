@@ -12,9 +12,10 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import torch
 
-from benchmarks.student_vs_teacher import LIMITS, clip_tags
+from benchmarks.student_vs_teacher import LIMITS, Agreement, clip_tags, paired, summary
 from taggram.models.architectures import build
 from taggram.repository import load_repository
 from taggram.service.audio.decode import decode
@@ -57,3 +58,22 @@ def test_student_agrees_with_its_teacher_on_shared_music() -> None:
             np.corrcoef(clip_tags(student, waveform), clip_tags(teacher, waveform))[0, 1]
         )
     assert np.mean(pearson) >= MUSIC_PEARSON_FLOOR, pearson
+
+
+def _rows(overlaps: list[float], pearsons: list[float]) -> list[Agreement]:
+    return [
+        Agreement(f"clip_{i}", "music", "", overlap / 5, pearson, [], [])
+        for i, (overlap, pearson) in enumerate(zip(overlaps, pearsons, strict=True))
+    ]
+
+
+def test_paired_differences_cancel_what_the_clips_share() -> None:
+    """Two models a constant 0.5 apart on clips of very different difficulty: unpaired, each
+    mean carries the clips' spread (SE 0.91); paired, the difference is exact (SE 0)."""
+    hard_and_easy = [1.0, 5.0, 2.0, 4.0]
+    better = _rows([v + 0.5 for v in hard_and_easy], [0.9, 0.8, 0.7, 0.6])
+    worse = _rows(hard_and_easy, [0.88, 0.79, 0.69, 0.58])
+    assert summary("worse", worse) == "| worse | 4 | 3.00 ± 0.91 | 0.735 |"
+    assert paired("all", better, worse) == "| all | 4 | +0.50 ± 0.00 | +0.015 ± 0.003 |"
+    with pytest.raises(ValueError, match="same clips"):
+        paired("all", better, worse[::-1])
