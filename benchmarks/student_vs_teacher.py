@@ -121,6 +121,13 @@ def paired(label: str, rows: list[Agreement], others: list[Agreement]) -> str:
     return f"| {label} | {len(rows)} | {mean_error(overlap, '+')} | {mean_error(pearson, '+', 3)} |"
 
 
+def has_tracks(rows: list[Agreement]) -> bool:
+    """Whether ``rows`` name their tracks and some track has several clips (every segment):
+    otherwise a per-track row would repeat the per-clip one."""
+    tracks = [r.track for r in rows]
+    return bool(rows) and all(tracks) and len(set(tracks)) < len(tracks)
+
+
 def per_track(rows: list[Agreement]) -> list[Agreement]:
     """One row per track: the mean overlap and Pearson r of its clips."""
     tracks: dict[str, list[Agreement]] = {}
@@ -201,7 +208,7 @@ def main(
         ):
             if subset:
                 typer.echo(summary(f"{name} | {label}", subset))
-            if subset and all(r.track for r in subset):
+            if has_tracks(subset):
                 typer.echo(summary(f"{name} | {label}, per track", per_track(subset)))
     if reference:
         typer.echo("")
@@ -216,7 +223,7 @@ def main(
             )
             if mine:
                 typer.echo(paired(label, mine, theirs))
-            if mine and all(r.track for r in mine):
+            if has_tracks(mine):
                 typer.echo(paired(f"{label}, per track", per_track(mine), per_track(theirs)))
     typer.echo("")
     typer.echo(f"CPU: {platform.processor() or platform.machine()}, {threads} onnxruntime threads")

@@ -15,7 +15,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.student_vs_teacher import LIMITS, Agreement, clip_tags, paired, summary
+from benchmarks.student_vs_teacher import (
+    LIMITS,
+    Agreement,
+    clip_tags,
+    has_tracks,
+    paired,
+    summary,
+)
 from taggram.models.architectures import build
 from taggram.repository import load_repository
 from taggram.service.audio.decode import decode
@@ -77,3 +84,17 @@ def test_paired_differences_cancel_what_the_clips_share() -> None:
     assert paired("all", better, worse) == "| all | 4 | +0.50 ± 0.00 | +0.015 ± 0.003 |"
     with pytest.raises(ValueError, match="same clips"):
         paired("all", better, worse[::-1])
+
+
+def test_per_track_rows_only_where_a_track_has_several_clips() -> None:
+    """validation_clips names each middle excerpt's track, one clip each: a per-track row
+    there repeated the per-clip one."""
+    one_each = [Agreement(f"c{i}", "music", str(i), 0.8, 0.9, [], []) for i in range(3)]
+    segments = [Agreement(f"c{i}", "music", str(i // 2), 0.8, 0.9, [], []) for i in range(4)]
+    unnamed = [Agreement(f"c{i}", "music", "", 0.8, 0.9, [], []) for i in range(3)]
+    assert [has_tracks(rows) for rows in (one_each, segments, unnamed, [])] == [
+        False,
+        True,
+        False,
+        False,
+    ]
