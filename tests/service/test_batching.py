@@ -59,10 +59,14 @@ def _refused(session: ModelSession, code: str, stage: str) -> float:
     return REGISTRY.get_sample_value("taggram_refused_total", labels) or 0.0
 
 
+def _histogram_sum(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(f"{name}_sum", labels) or 0.0
+
+
 def _batched_patches(session: ModelSession) -> float:
     """Patches that went through inference so far, from the batch-size histogram."""
     labels = {"model": session.name, "provider": session.provider}
-    return REGISTRY.get_sample_value("taggram_batch_size_sum", labels) or 0.0
+    return _histogram_sum("taggram_batch_size", labels)
 
 
 def _admission_batcher(session: ModelSession, max_queue_delay_seconds: float) -> Batcher:
@@ -325,10 +329,6 @@ def test_batches_run_at_once_count_their_time_once(session: ModelSession) -> Non
     # About 0.5 s of inference in about 0.5 s, not 1 s (each batch's own time, summed).
     assert 0.5 <= result.inference_seconds < 0.9
     assert result.queue_seconds + result.inference_seconds <= elapsed + 1e-3
-
-
-def _histogram_sum(name: str, labels: dict[str, str]) -> float:
-    return REGISTRY.get_sample_value(f"{name}_sum", labels) or 0.0
 
 
 def test_request_times_are_finer_than_uvloops_milliseconds(session: ModelSession) -> None:
