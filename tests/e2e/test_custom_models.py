@@ -601,8 +601,10 @@ def test_an_example_cut_short_is_used_and_its_warning_returned(client: httpx.Cli
     created = client.post("/v1/models", data=data, files=files)
     assert created.status_code == 201, created.text
     try:
-        (warning,) = created.json()["warnings"]
+        # 1.8 s decoded: shorter than a patch too, which the next warning says.
+        warning, padded = created.json()["warnings"]
         assert warning.startswith(f"example 1 ({name!r}): the file is truncated"), warning
+        assert padded.startswith(f"example 1 ({name!r}): the audio (1.8 s) is shorter"), padded
         listed = client.get("/v1/models/cut_example").json()
         assert "warnings" not in listed["training"]
     finally:
@@ -808,3 +810,26 @@ def test_the_location_of_a_created_model_is_under_the_root_path(tmp_path: Path) 
         assert created.headers["Location"] == "/taggram/v1/models/proxied"
         followed = httpx.get(httpx.URL(proxy).join(created.headers["Location"]))
     assert followed.status_code == 200 and followed.json()["name"] == "proxied", followed.text
+
+
+def test_an_example_shorter_than_a_patch_is_warned_of(client: httpx.Client) -> None:
+    """A one-second example was taught without a word, although two thirds of the patch its
+    embedding came from was zero padding (a tagging of the same file says so)."""
+    data, files = form("short_example", per_class=2)
+    files[0] = ("files", ("tone_0.wav", clip("tone", 0, seconds=1.0)))
+    created = client.post("/v1/models", data=data, files=files)
+    assert created.status_code == 201, created.text
+    try:
+        # One warning for the example, not one per network that embedded it: the longest
+        # patch's (the default features' networks all cut 2.99 s patches).
+        (warning,) = created.json()["warnings"]
+        assert warning.startswith(
+            "example 1 ('tone_0.wav'): the audio (1.0 s) is shorter than one patch of "
+        ), warning
+        assert warning.endswith(
+            " (2.99 s): it was zero-padded, so 66.6% of what the model heard was silence"
+        ), warning
+        tagged = tag(client, clip("tone", 0, seconds=1.0), model="short_example").json()
+        assert any("(1.0 s) is shorter than one patch" in w for w in tagged["warnings"])
+    finally:
+        assert client.delete("/v1/models/short_example").status_code == 204

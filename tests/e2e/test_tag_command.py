@@ -126,14 +126,17 @@ def test_the_heading_shows_a_clip_under_a_second_to_two_significant_figures(
     server: Server, music_wav: Path, tmp_path: Path, samples: int, shown: str
 ) -> None:
     """A 0.01 s file was headed "0.0 s", as if nothing had been decoded; one tenth of a second
-    is all the fixed-point form can say below a second."""
+    is all the fixed-point form can say below a second. The padding warning under the heading
+    gives the same length (it read "0.01 s" under "0.010 s")."""
     data, rate = sf.read(music_wav, dtype="float32")
     assert rate == 44100
     clip = tmp_path / "short.wav"
     sf.write(clip, data[:samples], rate)
     result = run(clip, "--url", server.url)
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[0] == f"{clip}  ({shown}, 1 patch, MTT_musicnn 1.0.0)"
+    heading, warning = result.stdout.splitlines()[:2]
+    assert heading == f"{clip}  ({shown}, 1 patch, MTT_musicnn 1.0.0)"
+    assert warning.startswith(f"  warning: the audio ({shown}) is shorter than one patch"), warning
 
 
 def test_taggram_url_environment_variable_selects_the_service(

@@ -66,12 +66,13 @@ def padding_warning(plan: PatchPlan, spec: PatchSpec, sample_rate: int, model: s
     """The warning for audio shorter than one patch of ``model`` (its one patch zero-padded at
     the end, so silence is part of what the model heard), naming the share that was padding;
     ``None`` when the audio fills its patches or leaves under :data:`PADDING_WARNING_SHARE` of
-    one to padding. ``sample_rate``: the model's, in Hz."""
+    one to padding. ``sample_rate``: the model's, in Hz. The length has two significant figures
+    (``"0.010 s"``, ``"1.5 s"``), as ``taggram tag`` prints it above the warning."""
     heard, span = int(plan.ends[-1] - plan.starts[-1]), spec.span_samples
     if len(plan) > 1 or heard > (1 - PADDING_WARNING_SHARE) * span:
         return None
     return (
-        f"the audio ({heard / sample_rate:.3g} s) is shorter than one patch of {model} "
+        f"the audio ({heard / sample_rate:#.2g} s) is shorter than one patch of {model} "
         f"({span / sample_rate:.2f} s): it was zero-padded, so {1 - heard / span:.1%} of what "
         "the model heard was silence"
     )

@@ -273,7 +273,8 @@ def plan(
 
 async def embed_examples(plan: Plan, embed: Embed) -> tuple[dict[str, np.ndarray], list[str]]:
     """Every candidate feature of every example, ``{feature: [n_examples, dim]}``, and the
-    examples' decoding warnings, each naming its example (``example 2 ('a.mp3'): ...``)."""
+    examples' decoding and padding warnings, each naming its example (``example 2 ('a.mp3'):
+    ...``)."""
     slots = asyncio.Semaphore(EXAMPLES_IN_FLIGHT)
 
     async def one(index: int, example: Example) -> Embedded:
