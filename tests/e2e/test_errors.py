@@ -511,3 +511,21 @@ def test_full_queue_answers_429_with_retry_after(
         if response.status_code == 429:
             _assert_error(response, 429, "overloaded")
             assert int(response.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/models"), ("GET", "/v1/models/MTT_musicnn"), ("DELETE", "/v1/models/none")],
+)
+def test_the_model_routes_refuse_query_parameters_they_do_not_read(
+    client: httpx.Client, method: str, path: str
+) -> None:
+    """``GET /v1/models?kind=custom`` answered 200 with every model, as if it had filtered;
+    the model routes read no query parameter, so one is refused as an unknown tag option is."""
+    refused = client.request(method, path, params=[("kind", "custom"), ("kind", "x"), ("q", "")])
+    problem = refused.json()
+    assert (refused.status_code, problem["code"]) == (422, "invalid_options"), refused.text
+    assert [e["location"] for e in problem["errors"]] == [["query", "kind"], ["query", "q"]]
+    assert problem["detail"].startswith("query.kind: Extra inputs are not permitted"), problem
+    if method == "GET":
+        assert client.get(path).status_code == 200

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from taggram.repository import ModelMetadata
 from taggram.service.api.auth import require_scope
-from taggram.service.api.deps import TaggerDep
+from taggram.service.api.deps import TaggerDep, no_query_parameters
 from taggram.service.api.disconnect import unless_disconnected
 from taggram.service.api.errors import listed
 from taggram.service.api.openapi import problems
@@ -46,6 +46,8 @@ _SINGLE_FIELDS = ("name", "features", "classifier", "description")
 
 # Creating and deleting change what every replica serves: the admin scope, when keys are on.
 _ADMIN = [Depends(require_scope("admin"))]
+# The reading routes and DELETE take no query parameters: one is refused, not ignored.
+_NO_QUERY = [Depends(no_query_parameters)]
 
 _TEXT = {"type": "string"}
 _CREATE_BODY: dict[str, Any] = {
@@ -105,7 +107,8 @@ _CREATE_BODY: dict[str, Any] = {
     operation_id="list_models",
     response_model=ModelList,
     summary="List the served models",
-    responses=problems(503),
+    dependencies=_NO_QUERY,
+    responses=problems(422, 503),
 )
 async def list_models(tagger: TaggerDep) -> ModelList:
     """Every served model's metadata (repository and custom models) and the default model."""
@@ -119,7 +122,8 @@ async def list_models(tagger: TaggerDep) -> ModelList:
     operation_id="get_model",
     response_model=ModelMetadata,
     summary="One model's metadata",
-    responses=problems(404, 503),
+    dependencies=_NO_QUERY,
+    responses=problems(404, 422, 503),
 )
 async def get_model(name: str, tagger: TaggerDep) -> ModelMetadata:
     """One model's metadata; 404 ``model_not_found`` for an unknown name."""
@@ -239,8 +243,8 @@ async def create_model(request: Request, response: Response, tagger: TaggerDep) 
     status_code=204,
     response_class=Response,
     summary="Delete a custom model",
-    dependencies=_ADMIN,
-    responses=problems(404, 409, 500, 503),
+    dependencies=[*_ADMIN, *_NO_QUERY],
+    responses=problems(404, 409, 422, 500, 503),
 )
 async def delete_model(name: str, tagger: TaggerDep) -> Response:
     """Delete a custom model (204); repository models cannot be deleted (409)."""
