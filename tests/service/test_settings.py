@@ -286,10 +286,19 @@ def test_a_missing_repository_or_model_refuses_to_start_in_one_line(
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (["--api-keys", "short-key"], "API key {short} is shorter than 16 characters"),
+        (
+            ["--api-keys", "a-long-enough-key-0123,short-key"],
+            "API key {short} (entry 2 of TAGGRAM_API_KEYS) is shorter than 16 characters",
+        ),
         (
             ["--api-keys", "a-long-enough-key-0123:owner"],
-            "API key {long}: unknown scope 'owner'; use ('tag', 'admin')",
+            "API key {long} (entry 1 of TAGGRAM_API_KEYS): unknown scope 'owner'; use ('tag', "
+            "'admin')",
+        ),
+        (
+            ["--api-keys-file", "{keys_file}"],
+            "API key {short} (line 3 of TAGGRAM_API_KEYS_FILE {keys_file}) is shorter than 16 "
+            "characters",
         ),
         (
             ["--api-keys-file", "{missing}"],
@@ -302,14 +311,24 @@ def test_a_missing_repository_or_model_refuses_to_start_in_one_line(
             "available: {available}",
         ),
     ],
-    ids=["short-key", "unknown-scope", "unreadable-keys-file", "provider-not-installed"],
+    ids=[
+        "short-key",
+        "unknown-scope",
+        "short-key-in-file",
+        "unreadable-keys-file",
+        "provider-not-installed",
+    ],
 )
 def test_a_bad_api_key_or_provider_refuses_to_start_in_one_line(
     options: list[str], expected: str, tiny_repository: Path, tmp_path: Path
 ) -> None:
     """Checked before the port opens: a bad key or keys file was a 30-line traceback (exit 1),
-    and a provider that is not installed failed the lifespan after the port had opened."""
+    and a provider that is not installed failed the lifespan after the port had opened. A bad
+    key is named by its id and where it was given, never by the key itself."""
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("a-long-enough-key-0123:admin\n# the tagging service\nshort-key\n")
     values = {
+        "keys_file": keys_file,
         "missing": tmp_path / "missing",
         "short": key_id("short-key"),
         "long": key_id("a-long-enough-key-0123"),

@@ -68,17 +68,18 @@ class ApiKey:
         return scope in _GRANTS[self.scope]
 
     @classmethod
-    def parse(cls, entry: str) -> ApiKey:
-        """``key`` or ``key:scope``; raises :class:`SettingsError` naming only the key's id."""
+    def parse(cls, entry: str, where: str = "") -> ApiKey:
+        """``key`` or ``key:scope``; raises :class:`SettingsError` naming the key by its id and
+        by ``where`` it was given (``"entry 2 of TAGGRAM_API_KEYS"``), never by the key: an
+        operator cannot tell which of their keys a digest is."""
         secret, colon, scope = entry.strip().rpartition(":")
         if not colon:
             secret, scope = entry.strip(), "tag"
+        named = f"API key {key_id(secret)}" + (f" ({where})" if where else "")
         if scope not in SCOPES:
-            raise SettingsError(f"API key {key_id(secret)}: unknown scope {scope!r}; use {SCOPES}")
+            raise SettingsError(f"{named}: unknown scope {scope!r}; use {SCOPES}")
         if len(secret) < MIN_KEY_LENGTH:
-            raise SettingsError(
-                f"API key {key_id(secret)} is shorter than {MIN_KEY_LENGTH} characters"
-            )
+            raise SettingsError(f"{named} is shorter than {MIN_KEY_LENGTH} characters")
         return cls(id=key_id(secret), scope=scope, digest=_digest(secret))
 
 
@@ -97,10 +98,13 @@ class KeyRing:
     def from_settings(cls, settings: Settings) -> KeyRing:
         """Parse ``api_keys`` and ``api_keys_file``; raises :class:`SettingsError` when a key is
         malformed or the file cannot be read."""
-        entries = [secret.get_secret_value() for secret in settings.api_keys]
+        entries = [
+            (secret.get_secret_value(), f"entry {number} of TAGGRAM_API_KEYS")
+            for number, secret in enumerate(settings.api_keys, 1)
+        ]
         if settings.api_keys_file is not None:
             entries += _file_entries(settings.api_keys_file)
-        ring = cls(ApiKey.parse(entry) for entry in entries if entry.strip())
+        ring = cls(ApiKey.parse(entry, where) for entry, where in entries if entry.strip())
         if settings.api_keys_file is not None and not ring.enabled:
             # Not an error (an empty Secret is how a deployment runs without keys), but a
             # Secret left unfilled by mistake should not open the service without a word.
@@ -120,15 +124,17 @@ class KeyRing:
         return found
 
 
-def _file_entries(path: Path) -> list[str]:
+def _file_entries(path: Path) -> list[tuple[str, str]]:
+    """The file's keys, each with where it is (``"line 3 of TAGGRAM_API_KEYS_FILE path"``)."""
     try:
         text = path.read_text()
     except OSError as error:
         raise SettingsError(f"cannot read TAGGRAM_API_KEYS_FILE {path}: {error}") from error
     entries = []
-    for line in text.splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.split("#", 1)[0].strip()
-        entries += [part for part in line.split(",") if part.strip()]
+        where = f"line {number} of TAGGRAM_API_KEYS_FILE {path}"
+        entries += [(part, where) for part in line.split(",") if part.strip()]
     return entries
 
 
