@@ -720,8 +720,8 @@ class Tagger:
     ) -> creation.Embedded:
         """Clip-level embeddings of one file from each of ``bases``, ``{base: {output: [dim]}}``
         (every embedding output, coverage-weighted over the patches), with its decoding
-        warnings, then :func:`padding_warning`'s for the base with the longest patch when the
-        audio is shorter than it. Used to build custom models; ``max_seconds`` caps the audio's
+        warnings and, for each base whose one patch it is shorter than, that base's
+        :func:`padding_warning`. Used to build custom models; ``max_seconds`` caps the audio's
         duration (default: the service's limit)."""
         limits = replace(
             self._limits, max_duration_seconds=max_seconds or self._limits.max_duration_seconds
@@ -736,14 +736,17 @@ class Tagger:
             }
             for name in bases
         }
-        # Silence padded into a short example's one patch is part of its embedding too: one
-        # warning, for the base with the longest patch (the most padding), not one per base.
-        longest = max(metas, key=lambda meta: meta.patch.span_samples / meta.sample_rate)
-        padded = padding_warning(
-            prepared[longest.name].plan, longest.patch, longest.sample_rate, longest.name
-        )
-        warnings = prepared[bases[0]].audio.warnings
-        return creation.Embedded(embeddings, (*warnings, padded) if padded else warnings)
+        # Silence padded into a short example's one patch is part of its embedding too.
+        padded = {
+            meta.name: text
+            for meta in metas
+            if (
+                text := padding_warning(
+                    prepared[meta.name].plan, meta.patch, meta.sample_rate, meta.name
+                )
+            )
+        }
+        return creation.Embedded(embeddings, tuple(prepared[bases[0]].audio.warnings), padded)
 
     async def create_custom(self, request: creation.CreateRequest) -> creation.CreatedModel:
         """Create, store and start serving a custom model (see ``taggram.service.custom``);

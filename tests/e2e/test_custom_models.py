@@ -833,3 +833,41 @@ def test_an_example_shorter_than_a_patch_is_warned_of(client: httpx.Client) -> N
         assert any("(1.0 s) is shorter than one patch" in w for w in tagged["warnings"])
     finally:
         assert client.delete("/v1/models/short_example").status_code == 204
+
+
+def test_padding_is_warned_of_only_for_the_networks_the_model_reads(
+    folder: Path, tmp_path: Path
+) -> None:
+    """With MTT_sample_cnn (3.69 s patches) among the candidates, every 3 s example was warned
+    of as 19 % padding, although the model chosen read only MTT_musicnn (2.99 s) and heard no
+    padding at all: the warnings now follow the chosen members' networks."""
+    repository = require_repository()
+    if not (repository / "MTT_sample_cnn").is_dir():
+        pytest.skip("the model repository has no MTT_sample_cnn")
+    env = {**_env(folder), "TAGGRAM_MODELS": "MTT_musicnn,MTT_sample_cnn"}
+    with (
+        running_server(repository, tmp_path, env=env) as started,
+        httpx.Client(base_url=started.url, timeout=300) as http,
+    ):
+        for seed in (0, 1):
+            data, files = form(
+                "padded_net",
+                per_class=2,
+                seed=seed,
+                features="MTT_musicnn.penultimate,MTT_sample_cnn.embedding",
+                classifier="prototypes",
+            )
+            created = http.post("/v1/models", data=data, files=files)
+            assert created.status_code == 201, created.text
+            try:
+                body = created.json()
+                chosen = body["features"].split(",")
+                reads_student = any(f.startswith("MTT_sample_cnn.") for f in chosen)
+                warnings = body["warnings"]
+                padding = [w for w in warnings if "shorter than one patch" in w]
+                assert len(padding) == (len(files) if reads_student else 0), (chosen, padding)
+                for index, warning in enumerate(padding):
+                    assert warning.startswith(f"example {index + 1} ("), warning
+                    assert "one patch of MTT_sample_cnn (3.69 s)" in warning, warning
+            finally:
+                assert http.delete("/v1/models/padded_net").status_code == 204

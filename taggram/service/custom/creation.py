@@ -68,6 +68,8 @@ class Embedded:
 
     embeddings: dict[str, dict[str, np.ndarray]]
     warnings: tuple[str, ...]
+    # {base: its padding warning}, for each base whose one patch the file is shorter than
+    padded: dict[str, str]
 
 
 # (example source, base model names) -> the example's embeddings and decoding warnings
@@ -271,10 +273,12 @@ def plan(
     )
 
 
-async def embed_examples(plan: Plan, embed: Embed) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Every candidate feature of every example, ``{feature: [n_examples, dim]}``, and the
-    examples' decoding and padding warnings, each naming its example (``example 2 ('a.mp3'):
-    ...``)."""
+async def embed_examples(
+    plan: Plan, embed: Embed
+) -> tuple[dict[str, np.ndarray], list[str], list[dict[str, str]]]:
+    """Every candidate feature of every example, ``{feature: [n_examples, dim]}``, the
+    examples' decoding warnings, each naming its example (``example 2 ('a.mp3'): ...``), and
+    each example's padding warnings by base (:attr:`Embedded.padded`)."""
     slots = asyncio.Semaphore(EXAMPLES_IN_FLIGHT)
 
     async def one(index: int, example: Example) -> Embedded:
@@ -305,7 +309,29 @@ async def embed_examples(plan: Plan, embed: Embed) -> tuple[dict[str, np.ndarray
         for index, (example, row) in enumerate(zip(plan.request.examples, rows, strict=True))
         for warning in row.warnings
     ]
-    return stacked, warnings
+    return stacked, warnings, [row.padded for row in rows]
+
+
+def padding_warnings(
+    filenames: Sequence[str],
+    padded: Sequence[dict[str, str]],
+    chosen: Sequence[str],
+    models: dict[str, ModelMetadata],
+) -> list[str]:
+    """One warning per example shorter than a patch of the networks the model ``chosen`` reads
+    (its members' bases), for the longest such patch: its embedding is then partly zero padding.
+    ``padded``: each example's :attr:`Embedded.padded`. A candidate network the selection left
+    out does not matter to the model, so it is not named."""
+    longest = sorted(
+        chosen, key=lambda name: -models[name].patch.span_samples / models[name].sample_rate
+    )
+    warnings = []
+    for index, (filename, row) in enumerate(zip(filenames, padded, strict=True)):
+        for name in longest:
+            if name in row:
+                warnings.append(f"example {index + 1} ({filename!r}): {row[name]}")
+                break
+    return warnings
 
 
 @dataclass(frozen=True)
@@ -382,9 +408,11 @@ async def create(
 ) -> tuple[CustomRecord, Ensemble, list[str]]:
     """Embed, fit, and write the model; returns its record, its fitted members (the caller
     registers it) and the warnings of its answer: the examples' decoding warnings (see
-    :func:`embed_examples`), then what :mod:`.advice` finds in the examples and the estimate."""
+    :func:`embed_examples`), their padding warnings (:func:`padding_warnings`), then what
+    :mod:`.advice` finds in the examples and the estimate."""
     started = time.perf_counter()
-    embedded, warnings = await embed_examples(plan_, embed)
+    embedded, warnings, padded = await embed_examples(plan_, embed)
+    decoding = len(warnings)  # the padding warnings follow these, once the networks are chosen
     embedded_at = time.perf_counter()
     warnings += advice.case_warnings(plan_.classes)
     filenames = [example.filename for example in plan_.request.examples]
@@ -400,7 +428,9 @@ async def create(
         weights = dict(zip((m.feature for m in choice.members), choice.weights, strict=True))
         warnings += advice.one_shot_warnings(choice.members[0].classifier, weights)
     fitted_at = time.perf_counter()
-    base = models[features.split(fitted.choice.members[0].feature)[0]]
+    chosen = list(dict.fromkeys(features.split(member.feature)[0] for member in choice.members))
+    warnings[decoding:decoding] = padding_warnings(filenames, padded, chosen, models)
+    base = models[chosen[0]]
     seconds = {
         "features": embedded_at - started,
         "selection_and_fit": fitted_at - embedded_at,
