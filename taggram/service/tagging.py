@@ -750,7 +750,7 @@ class Tagger:
 
     async def create_custom(self, request: creation.CreateRequest) -> creation.CreatedModel:
         """Create, store and start serving a custom model (see ``taggram.service.custom``);
-        returns its record with the examples' decoding warnings.
+        returns its record with the examples' warnings (see :func:`creation.create`).
 
         Raises :class:`~taggram.service.errors.ModelExistsError` (the name is taken),
         ``TooManyModelsError``, ``TooManyExamplesError``, ``InvalidExamplesError``,

@@ -72,18 +72,19 @@ class Embedded:
     padded: dict[str, str]
 
 
-# (example source, base model names) -> the example's embeddings and decoding warnings
+# (example source, base model names) -> the example's embeddings, decoding and padding warnings
 Embed = Callable[[AudioSource, Sequence[str]], Awaitable[Embedded]]
 
 
 class CreatedModel(CustomRecord):
-    """The answer to a creation: the stored record and what went wrong while decoding the
-    examples although they decoded (not stored: it concerns this upload, not the model)."""
+    """The answer to a creation: the stored record and what went wrong with the examples
+    although they were used (not stored: it concerns this upload, not the model)."""
 
     warnings: list[str] = Field(
         default_factory=list,
         description="decoding problems of examples that were still used, each naming its "
-        "example (a stream that stops early), then likely mistakes in the examples: the same "
+        "example (a stream that stops early), then examples shorter than one patch of a network "
+        "the model reads (partly zero padding), then likely mistakes in the examples: the same "
         "audio more than once, classes differing only in case, an estimate not above chance "
         "(empty when all went well)",
     )
@@ -411,25 +412,25 @@ async def create(
     :func:`embed_examples`), their padding warnings (:func:`padding_warnings`), then what
     :mod:`.advice` finds in the examples and the estimate."""
     started = time.perf_counter()
-    embedded, warnings, padded = await embed_examples(plan_, embed)
-    decoding = len(warnings)  # the padding warnings follow these, once the networks are chosen
+    embedded, decoding, padded = await embed_examples(plan_, embed)
     embedded_at = time.perf_counter()
-    warnings += advice.case_warnings(plan_.classes)
+    found = advice.case_warnings(plan_.classes)
     filenames = [example.filename for example in plan_.request.examples]
     tags = [[plan_.classes[j] for j in np.flatnonzero(row)] for row in plan_.targets]
     # Pairwise over every feature (0.06 s for 200 examples of all twelve features): off the loop.
     groups = await asyncio.to_thread(advice.same_audio, embedded)
-    warnings += advice.same_audio_warnings(groups, filenames, tags)
+    found += advice.same_audio_warnings(groups, filenames, tags)
     fitted = await asyncio.to_thread(fit, plan_, embedded)
     estimate = fitted.estimate
-    warnings += advice.chance_warning(estimate.value, estimate.metric, estimate.chance)
+    found += advice.chance_warning(estimate.value, estimate.metric, estimate.chance)
     choice = fitted.choice
     if choice.method == "fallback":
         weights = dict(zip((m.feature for m in choice.members), choice.weights, strict=True))
-        warnings += advice.one_shot_warnings(choice.members[0].classifier, weights)
+        found += advice.one_shot_warnings(choice.members[0].classifier, weights)
     fitted_at = time.perf_counter()
+    # Padding matters only in the networks the chosen members read, known now.
     chosen = list(dict.fromkeys(features.split(member.feature)[0] for member in choice.members))
-    warnings[decoding:decoding] = padding_warnings(filenames, padded, chosen, models)
+    warnings = [*decoding, *padding_warnings(filenames, padded, chosen, models), *found]
     base = models[chosen[0]]
     seconds = {
         "features": embedded_at - started,
