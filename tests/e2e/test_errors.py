@@ -521,11 +521,18 @@ def test_the_model_routes_refuse_query_parameters_they_do_not_read(
     client: httpx.Client, method: str, path: str
 ) -> None:
     """``GET /v1/models?kind=custom`` answered 200 with every model, as if it had filtered;
-    the model routes read no query parameter, so one is refused as an unknown tag option is."""
-    refused = client.request(method, path, params=[("kind", "custom"), ("kind", "x"), ("q", "")])
+    the model routes read no query parameter, so one is refused as an unknown tag option is.
+    A parameter with no name (``?=1``) is named ``''`` (its detail once read ``query.:``)."""
+    params = [("kind", "custom"), ("kind", "x"), ("q", ""), ("", "1")]
+    refused = client.request(method, path, params=params)
     problem = refused.json()
     assert (refused.status_code, problem["code"]) == (422, "invalid_options"), refused.text
-    assert [e["location"] for e in problem["errors"]] == [["query", "kind"], ["query", "q"]]
+    assert [e["location"] for e in problem["errors"]] == [
+        ["query", "kind"],
+        ["query", "q"],
+        ["query", ""],
+    ]
     assert problem["detail"].startswith("query.kind: Extra inputs are not permitted"), problem
+    assert "; query.'': Extra inputs are not permitted" in problem["detail"], problem
     if method == "GET":
         assert client.get(path).status_code == 200

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -46,6 +47,17 @@ def shown(value: str) -> str:
     """``value`` (from the request, e.g. a header) quoted for a problem's detail, cut to
     :data:`SHOWN_CHARS` characters."""
     return repr(value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "…")
+
+
+def dotted(location: Iterable[Any]) -> str:
+    """A field's location for a problem's detail, its parts joined by dots: ``query.kind``,
+    ``inputs.0.shape``. A name that is empty or holds a dot or a space is quoted with
+    :func:`shown`, so that ``?=`` reads ``query.'': Extra inputs ...``."""
+    quoted = re.compile(r"^$|[.\s]")
+    return ".".join(
+        shown(part) if isinstance(part, str) and quoted.search(part) else str(part)
+        for part in location
+    )
 
 
 PROBLEM_JSON = "application/problem+json"
@@ -287,7 +299,7 @@ async def _validation_error(request: Request, error: Exception) -> ProblemRespon
         for item in problems[:LISTED]
     ]
     detail = listed(
-        [f"{'.'.join(map(str, field.location))}: {field.message}" for field in fields],
+        [f"{dotted(field.location)}: {field.message}" for field in fields],
         "; ",
         total=len(problems),
     )

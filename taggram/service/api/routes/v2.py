@@ -41,7 +41,7 @@ from taggram.service.api import classification
 from taggram.service.api.auth import require_scope
 from taggram.service.api.deps import LifecycleDep, TaggerDep
 from taggram.service.api.disconnect import unless_disconnected
-from taggram.service.api.errors import shown
+from taggram.service.api.errors import dotted, shown
 from taggram.service.api.openapi import problems
 from taggram.service.api.uploads import InputBudget, read_body
 from taggram.service.errors import (
@@ -346,7 +346,7 @@ def _split(body: bytes, header_lengths: list[str], json_limit: int) -> tuple[byt
 def body_problems(error: ValidationError, what: str) -> str:
     """Why a JSON body is not ``what``: each problem's location and message."""
     problems_ = "; ".join(
-        f"{'.'.join(map(str, item['loc'])) or 'body'}: {item['msg']}" for item in error.errors()
+        f"{dotted(item['loc']) or 'body'}: {item['msg']}" for item in error.errors()
     )
     return f"not {what}: {problems_}"
 
