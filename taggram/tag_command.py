@@ -341,8 +341,8 @@ def tag(
         )
     if with_taggram and not json_output:
         raise typer.BadParameter(
-            "the taggram is a table of numbers per patch: give --json with it, or --plot to "
-            "draw it",
+            "the taggram is a table of numbers per patch: give --json with it; --plot draws "
+            "the taggram without --taggram",
             param_hint="'--taggram'",
         )
     if plot is not None:

@@ -207,9 +207,10 @@ def _non_finite_error(
     """The error for model ``name``'s NaN or infinite ``broken`` outputs on inputs peaking at
     ``peak``: the input's fault (``refused``, which says so) only when the peak is
     above :data:`FLOAT_PEAK`, float audio never normalised, which overflows the network (from
-    about 100); at or below it (any decoded recording, lossy overshoot included) the network
-    has no reason to overflow, so it is the service's fault: logged with the rows concerned, and
-    answered as a failed inference (500), never blamed on the audio."""
+    10-15 on a pure tone, about 100 on noise); at or below it (any decoded recording, lossy
+    overshoot included) the network has no reason to overflow, so it is the service's fault:
+    logged with the rows concerned, and answered as a failed inference (500), never blamed on
+    the audio."""
     if peak > FLOAT_PEAK:
         return refused
     rows = {
@@ -579,8 +580,8 @@ class Tagger:
             broken = _not_finite(result.outputs)
             if broken:
                 # Float audio (WAV, AIFF, CAF) may hold samples far outside [-1, 1] that
-                # overflow the network (musicnn from a peak of about 100): say so, never answer
-                # NaN scores (null in JSON) as if they were tags.
+                # overflow the network (musicnn from a peak of 10-15 on a pure tone): say so,
+                # never answer NaN scores (null in JSON) as if they were tags.
                 peak = prepared[name].patches.peak()
                 raise _non_finite_error(
                     name, broken, result.outputs, peak,

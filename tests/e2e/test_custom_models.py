@@ -323,6 +323,7 @@ def test_every_bad_creation_gets_a_clear_4xx(client: httpx.Client) -> None:
         (create(client, "TAKEN"), 409, "model_exists", "'taken' already exists"),
         (create(client, "mtt_Musicnn"), 409, "model_exists", "'MTT_musicnn' already exists in"),
         (create(client, "bad name!"), 422, "invalid_examples", "letters"),
+        (create(client, ""), 422, "invalid_examples", "'name' field is empty"),
         # A person's words, stored and repeated in every answer: not a megabyte each.
         (
             client.post(

@@ -94,6 +94,9 @@ def test_taggram_option_without_json_is_a_usage_error(clips: tuple[Path, Path]) 
     result = run(clips[1], "--local", "--taggram")
     assert result.exit_code == 2
     assert "--json" in result.output
+    plotted = run(clips[1], "--local", "--taggram", "--plot", "taggram.png")
+    assert plotted.exit_code == 2
+    assert "--plot draws the taggram without --taggram" in plotted.output
 
 
 def test_url_prints_a_table_of_the_top_tags(server: Server, clips: tuple[Path, Path]) -> None:

@@ -147,6 +147,11 @@ def test_page_and_assets_are_served(server: Server) -> None:
         assert response.status_code == 200, asset
         assert kind in response.headers["content-type"]
     assert httpx.get(f"{server.url}/web/missing.js").status_code == 404
+    # The page's template is served only filled in, at /, with the page's headers.
+    for template in ("/web/index.html", "/web/./index.html", "/web/swagger-ui/../index.html"):
+        response = httpx.get(f"{server.url}{template}")
+        assert response.status_code == 404, template
+        assert "{{BASE}}" not in response.text
     assert "/" not in httpx.get(f"{server.url}/openapi.json").json()["paths"]
 
 

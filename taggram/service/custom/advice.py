@@ -102,7 +102,7 @@ def chance_warning(value: float | None, metric: str, chance: float) -> list[str]
     return [
         f"the estimate ({metric} {value:.3f}) is not above chance ({chance:.3f}): on held-out "
         "examples the model did no better than a fixed answer (the chance level); more "
-        "examples, or examples that differ more between classes, may"
+        "examples, or examples that differ more between classes, may help"
     ]
 
 

@@ -14,11 +14,13 @@ from importlib import resources
 
 PACKAGE = __name__
 STATIC = "static"
+# The page's template among the static files: served only filled in, by index_html.
+TEMPLATE = "index.html"
 
 
 @cache
 def _template() -> str:
-    return (resources.files(PACKAGE) / STATIC / "index.html").read_text(encoding="utf-8")
+    return (resources.files(PACKAGE) / STATIC / TEMPLATE).read_text(encoding="utf-8")
 
 
 def index_html(base: str, version: str) -> str:

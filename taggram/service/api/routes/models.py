@@ -170,8 +170,10 @@ def _creation(form: FormData) -> CreateRequest:
     if unknown:
         raise InvalidExamplesError(f"unknown form fields: {listed(unknown)}")
     name = _text(form, "name")
-    if not name:
+    if name is None:
         raise InvalidExamplesError("the form has no 'name' field")
+    if not name:
+        raise InvalidExamplesError("the form's 'name' field is empty: give the model a name")
     uploads = form.getlist("files")
     labels = form.getlist("labels")
     if not all(isinstance(item, UploadFile) for item in uploads):

@@ -17,6 +17,7 @@ from importlib.metadata import version
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
+from starlette.exceptions import HTTPException
 from starlette.responses import Response
 from starlette.staticfiles import PathLike, StaticFiles
 from starlette.types import Receive, Scope, Send
@@ -102,6 +103,18 @@ class _WholeFiles(StaticFiles):
             ranged = (b"range", b"if-range")
             scope = {**scope, "headers": [h for h in scope["headers"] if h[0] not in ranged]}
         await super().__call__(scope, receive, send)
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        """The file at ``path`` (normalised); the page's template is not served raw: it is
+        served filled in at ``/``, with the page's headers (``/web/index.html`` answered the
+        template itself, ``{{BASE}}`` unfilled and no Content-Security-Policy).
+
+        Raises:
+            HTTPException: 404 for the template, as for a file that is not there.
+        """
+        if path == web.TEMPLATE:
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)
 
     def file_response(
         self,
