@@ -380,6 +380,40 @@ def test_an_upload_asking_to_upgrade_is_served_with_its_body(server: Server, chu
     assert second.startswith(b"200 OK"), data  # the connection goes on after it
 
 
+@pytest.mark.parametrize(
+    ("version", "connection", "upgrade", "chunked"),
+    [
+        (b"1.1", b"Upgrade, HTTP2-Settings, close", b"h2c", False),
+        (b"1.1", b"close, Upgrade", b"websocket", True),
+        (b"1.0", b"Upgrade", b"h2c", False),
+    ],
+    ids=["h2c", "websocket-chunked", "http-1.0"],
+)
+def test_an_upload_asking_to_upgrade_and_close_is_served_and_closed(
+    server: Server, version: bytes, connection: bytes, upgrade: bytes, chunked: bool
+) -> None:
+    """With ``close`` beside ``Upgrade`` (or in HTTP/1.0), httptools dropped the body (its
+    parser had closed), so the upload waited out the body timeout for a 408; it is served, its
+    connection closed after it, a request pipelined behind it unanswered."""
+    audio = wav(1.0)
+    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(audio)
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(audio), audio) if chunked else audio
+    head = (
+        b"POST /v1/tag HTTP/%s\r\nHost: x\r\nConnection: %s\r\nUpgrade: %s\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Type: audio/wav\r\n%s\r\n\r\n"
+        % (version, connection, upgrade, framing)
+    )
+    with _connect(server) as sock:
+        sock.sendall(head + body[:1000])  # the rest in a later segment
+        time.sleep(0.2)
+        sock.sendall(body[1000:] + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, answer = _response(sock)  # read up to the server's close
+    assert status == 200, answer
+    assert headers["connection"] == "close"
+    assert b"HTTP/1.1" not in answer  # the pipelined request went unanswered
+    assert json.loads(answer)["audio"]["duration_seconds"] == pytest.approx(1.0)
+
+
 def test_a_websocket_upgrade_is_ignored_not_refused(server: Server) -> None:
     """No route takes a WebSocket: the request is served as plain HTTP, not a text/plain 403."""
     key = "dGhlIHNhbXBsZSBub25jZQ=="

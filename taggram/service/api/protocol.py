@@ -159,14 +159,21 @@ class ProblemHttpProtocol(HttpToolsProtocol):
             return
         rest = self._chunk[offset:]
         if self._body_after_upgrade:
-            # The parser starts afresh after an upgrade: a head of our own declaring the
-            # request's framing makes it read the body, which goes to the request's cycle.
+            # A head of our own declaring the request's framing makes a parser read the body,
+            # which goes to the request's cycle. A new parser: after an upgrade llhttp starts
+            # afresh, but after one that ends its connection (``Connection: close``, HTTP/1.0)
+            # it stays closed, ignoring every later byte (the body never came: a 408). ``close``
+            # in our head closes the new one where the request ends: what follows is ignored, as
+            # uvicorn does after any request that ends its connection.
             self._body_after_upgrade = False
             self._resuming_body = True
+            close = b"" if self.parser.should_keep_alive() else b"Connection: close\r\n"
+            self.parser = httptools.HttpRequestParser(self)
+            self.parser.set_dangerous_leniencies(lenient_data_after_close=True)  # as uvicorn's
             chunked = any(name == b"transfer-encoding" for name, _ in self.headers)
             length = _content_length(self.headers)
             framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % length
-            rest = b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n" + rest
+            rest = b"POST / HTTP/1.1\r\n" + close + framing + b"\r\n\r\n" + rest
         if rest:
             try:
                 self.parser.feed_data(rest)
