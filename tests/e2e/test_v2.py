@@ -177,6 +177,10 @@ def test_custom_models_are_not_offered_on_v2(secured_server: SecuredServer) -> N
                 answer = method(f"/v2/models/v2_hidden{path}")
                 assert answer.status_code == 404, (path, answer.text)
                 assert "custom model" in answer.json()["error"]
+            # An unknown name is answered with what /v2 serves: no custom model among them.
+            unknown = http.get("/v2/models/nope").json()["error"]
+            assert unknown.startswith("no model named 'nope'; /v2 serves ['"), unknown
+            assert "MTT_musicnn" in unknown and "v2_hidden" not in unknown, unknown
         finally:
             assert http.delete("/v1/models/v2_hidden").status_code == 204
 

@@ -209,6 +209,12 @@ def has_waveform_input(meta: ModelMetadata) -> bool:
 def served_model(tagger: Tagger, name: str) -> ModelMetadata:
     """The metadata of ``name`` if /v2 serves it. Raises :class:`ModelNotFoundError` for an
     unknown model, a custom one, or one without a waveform input."""
+    if name not in tagger.models and name not in tagger.custom.unserved:
+        # /v1's error lists custom models too, which /v2 refuses: list what /v2 serves.
+        served = sorted(
+            n for n, entry in tagger.entries.items() if has_waveform_input(entry.metadata)
+        )
+        raise ModelNotFoundError(f"no model named {name!r}; /v2 serves {served}")
     meta = tagger.model(name)
     if meta.kind == "custom":  # its metadata names its base's input, but it classifies clips
         raise ModelNotFoundError(
