@@ -336,7 +336,10 @@ def test_a_trailing_slash_is_a_404_naming_the_path_without_it(
         assert tag.json()["detail"] == expected
         models = httpx.get(f"{server.url}/v1/models/")
         assert models.status_code == 404 and "did you mean /v1/models " in models.json()["detail"]
-        assert httpx.get(f"{server.url}/nowhere/").json()["detail"] == "Not Found"
+        nowhere = httpx.get(f"{server.url}/nowhere/").json()["detail"]
+        assert nowhere == "no route /nowhere/; /openapi.json lists the API's paths"
+        wrong = httpx.delete(f"{server.url}/v1/tag").json()["detail"]
+        assert wrong == "DELETE is not allowed on /v1/tag, which takes POST"
         assert httpx.get(f"{server.url}/v1/models").status_code == 200
 
 
@@ -367,4 +370,5 @@ def test_the_trailing_slash_hint_under_a_root_path_works_for_both_kinds_of_calle
         assert httpx.get(f"{server.url}/v1/models").status_code == 200  # the pod's path
         # What the hint named alone before: the pod has no such path.
         assert httpx.get(f"{server.url}/taggram/v1/models").status_code == 404
-        assert httpx.get(f"{proxy}/taggram/nowhere/").json()["detail"] == "Not Found"
+        nowhere = httpx.get(f"{proxy}/taggram/nowhere/").json()["detail"]
+        assert nowhere == "no route /nowhere/; /openapi.json lists the API's paths"

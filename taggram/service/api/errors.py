@@ -361,12 +361,21 @@ async def _http_error(request: Request, error: Exception) -> ProblemResponse:
     headers = dict(error.headers or {})
     detail = str(error.detail)
     path = request.scope["path"]
+    # Starlette's own details are the status's phrase ("Not Found"), which names nothing.
+    generic = error.status_code in (404, 405) and detail == HTTPStatus(error.status_code).phrase
     if error.status_code == 405 and (allowed := _methods_at(request, path)):
         headers["Allow"] = ", ".join(sorted(allowed))
+        if generic:
+            detail = (
+                f"{request.method} is not allowed on {app_path(request.scope)}, "
+                f"which takes {headers['Allow']}"
+            )
     elif error.status_code == 404 and path.endswith("/") and _methods_at(request, path.rstrip("/")):
         # Starlette's redirect is off (create_app): its empty 307 printed nothing for
         # `curl -F file=@song.mp3 .../v1/tag/`, and a client that follows it sends the upload twice.
         detail = _trailing_slash_hint(request.scope)
+    elif error.status_code == 404 and generic:
+        detail = f"no route {app_path(request.scope)}; /openapi.json lists the API's paths"
     return problem_response(request, error.status_code, code, detail, headers=headers)
 
 
