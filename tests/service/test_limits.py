@@ -353,23 +353,37 @@ def test_a_head_that_ends_in_the_read_that_passes_64_kib_gets_431_too(server: Se
     assert headers["connection"] == "close"
 
 
+def _framed_wav(chunked: bool) -> tuple[bytes, bytes]:
+    """One second of WAV as a request body, chunked or not, and the header line framing it."""
+    audio = wav(1.0)
+    if chunked:
+        return b"Transfer-Encoding: chunked", b"%x\r\n%s\r\n0\r\n\r\n" % (len(audio), audio)
+    return b"Content-Length: %d" % len(audio), audio
+
+
+def _send_split(sock: socket.socket, head: bytes, body: bytes, after: bytes) -> None:
+    """``head`` and the body's first 1,000 bytes, then the rest in a later segment, ``after``
+    (a pipelined request) behind it."""
+    sock.sendall(head + body[:1000])
+    time.sleep(0.2)
+    sock.sendall(body[1000:] + after)
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_an_upload_asking_to_upgrade_is_served_with_its_body(server: Server, chunked: bool) -> None:
     """``curl --http2`` on an http:// URL sends ``Upgrade: h2c``; the service speaks HTTP/1.1
     only and ignores it, but httptools took the body for the other protocol's: a 400 saying
     the upload carried no audio (or was cut short), or its bytes parsed as a next request."""
-    audio = wav(1.0)
-    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(audio)
-    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(audio), audio) if chunked else audio
+    framing, body = _framed_wav(chunked)
     head = (
         b"POST /v1/tag HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
         b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"
         b"Content-Type: audio/wav\r\n" + framing + b"\r\n\r\n"
     )
     with _connect(server) as sock:
-        sock.sendall(head + body[:1000])  # the rest in a later segment
-        time.sleep(0.2)
-        sock.sendall(body[1000:] + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        _send_split(
+            sock, head, body, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
         data = b""
         while chunk := sock.recv(65536):
             data += chunk
@@ -395,18 +409,14 @@ def test_an_upload_asking_to_upgrade_and_close_is_served_and_closed(
     """With ``close`` beside ``Upgrade`` (or in HTTP/1.0), httptools dropped the body (its
     parser had closed), so the upload waited out the body timeout for a 408; it is served, its
     connection closed after it, a request pipelined behind it unanswered."""
-    audio = wav(1.0)
-    framing = b"Transfer-Encoding: chunked" if chunked else b"Content-Length: %d" % len(audio)
-    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(audio), audio) if chunked else audio
+    framing, body = _framed_wav(chunked)
     head = (
         b"POST /v1/tag HTTP/%s\r\nHost: x\r\nConnection: %s\r\nUpgrade: %s\r\n"
         b"HTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\nContent-Type: audio/wav\r\n%s\r\n\r\n"
         % (version, connection, upgrade, framing)
     )
     with _connect(server) as sock:
-        sock.sendall(head + body[:1000])  # the rest in a later segment
-        time.sleep(0.2)
-        sock.sendall(body[1000:] + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        _send_split(sock, head, body, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         status, headers, answer = _response(sock)  # read up to the server's close
     assert status == 200, answer
     assert headers["connection"] == "close"
